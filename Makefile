@@ -1,0 +1,40 @@
+# The README's two commands: `make demo` (main job) and `make test`. Both set up .venv themselves.
+PY      := .venv/bin/python
+STAMP   := .venv/.installed
+DATA    ?= ../shared/data/cmu_pose
+RUN     ?= runs/paper-cmu
+MODEL   ?= models/$(notdir $(RUN))
+PRESET  ?= paper
+MINUTES ?= 60
+
+.PHONY: install test test-fast train train-tiny export demo bench bindings clean
+
+install: $(STAMP)
+$(STAMP): pyproject.toml
+	python3 -m venv .venv
+	# torch first, pinned: this wheel is on disk here; an unpinned torch pulls a multi-GB CUDA build
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e ".[train,dev]"
+	touch $(STAMP)
+
+test: install
+	$(PY) -m pytest -q
+
+train: install
+	$(PY) -m train.cli train --data $(DATA) --out $(RUN) --config $(PRESET) --max-minutes $(MINUTES) \
+		$(if $(wildcard $(RUN)/last.pt),--resume,)
+
+train-tiny: install
+	$(PY) -m train.cli train --data $(DATA) --out runs/tiny --config tiny
+
+export: install
+	$(PY) -m train.cli export $(RUN) --out $(MODEL)
+
+demo: install
+	$(PY) -m train.cli demo
+
+bench: install
+	$(PY) -m train.cli bench
+
+clean:
+	rm -rf .venv build *.egg-info .pytest_cache

@@ -1,0 +1,135 @@
+"""Rotation conventions of the pose prior, in numpy (the torch twin is ``train/rotations.py``).
+
+Conventions (DESIGN §1):
+
+* A pose is 21 non-root joints in SMPL body order (``JOINT_NAMES``), each a local rotation.
+* 6D of a rotation matrix R is its first two **columns**, contiguous: ``[R00 R10 R20 R01 R11 R21]``,
+  so a batch of poses in 6D has shape ``(B, 21, 6)``.
+* Gram-Schmidt maps any 6D pair (b1, b2) with b1, b2 independent to a rotation:
+  ``e1 = b1/|b1|``, ``e2 = normalize(b2 - (e1.b2) e1)``, ``e3 = e1 x e2``, ``R = [e1 e2 e3]``.
+* The flow's internal "half-split" layout views a pose as (21, 2, 3), transposes to (2, 21, 3) and flattens
+  to 126 numbers: the first columns of every joint, then the second columns.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+JOINT_NAMES = (
+    "left_hip", "right_hip", "spine1", "left_knee", "right_knee", "spine2", "left_ankle", "right_ankle",
+    "spine3", "left_foot", "right_foot", "neck", "left_collar", "right_collar", "head", "left_shoulder",
+    "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist",
+)
+NUM_JOINTS = len(JOINT_NAMES)
+#: SMPL parents of [pelvis] + 21 joints (index 0 is the pelvis).
+PARENTS = (-1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 12, 13, 14, 16, 17, 18, 19)
+IDENTITY_6D = np.array([1.0, 0.0, 0.0, 0.0, 1.0, 0.0])
+
+_EPS = 1e-8
+
+
+def _skew(v: np.ndarray) -> np.ndarray:
+    x, y, z = v[..., 0], v[..., 1], v[..., 2]
+    o = np.zeros_like(x)
+    return np.stack([o, -z, y, z, o, -x, -y, x, o], axis=-1).reshape(v.shape[:-1] + (3, 3))
+
+
+def axis_angle_to_matrix(aa: np.ndarray) -> np.ndarray:
+    """Rodrigues: ``R = I + A [w]x + B [w]x^2`` with ``A = sin t / t``, ``B = (1 - cos t)/t^2``, ``t = |w|``."""
+    aa = np.asarray(aa)
+    t2 = np.sum(aa * aa, axis=-1)[..., None, None]
+    small = t2 < 1e-8
+    t = np.sqrt(np.where(small, 1.0, t2))
+    a = np.where(small, 1.0 - t2 / 6.0, np.sin(t) / t)
+    b = np.where(small, 0.5 - t2 / 24.0, (1.0 - np.cos(t)) / np.where(small, 1.0, t2))
+    k = _skew(aa)
+    eye = np.broadcast_to(np.eye(3, dtype=aa.dtype), k.shape)
+    return (eye + a * k + b * (k @ k)).astype(aa.dtype, copy=False)
+
+
+def matrix_to_quaternion(R: np.ndarray) -> np.ndarray:
+    """Shepperd's method: (w, x, y, z) with w >= 0, built from the best-conditioned of four formulas."""
+    R = np.asarray(R)
+    m00, m01, m02 = R[..., 0, 0], R[..., 0, 1], R[..., 0, 2]
+    m10, m11, m12 = R[..., 1, 0], R[..., 1, 1], R[..., 1, 2]
+    m20, m21, m22 = R[..., 2, 0], R[..., 2, 1], R[..., 2, 2]
+    q2 = np.stack([1 + m00 + m11 + m22, 1 + m00 - m11 - m22, 1 - m00 + m11 - m22, 1 - m00 - m11 + m22], -1)
+    qa = np.sqrt(np.maximum(q2, 0.0))
+    cands = np.stack([
+        np.stack([q2[..., 0], m21 - m12, m02 - m20, m10 - m01], -1),
+        np.stack([m21 - m12, q2[..., 1], m10 + m01, m02 + m20], -1),
+        np.stack([m02 - m20, m10 + m01, q2[..., 2], m12 + m21], -1),
+        np.stack([m10 - m01, m20 + m02, m21 + m12, q2[..., 3]], -1),
+    ], -2) / (2.0 * np.maximum(qa, 0.1))[..., None]
+    best = np.argmax(qa, axis=-1)
+    q = np.take_along_axis(cands, best[..., None, None], axis=-2)[..., 0, :]
+    q = q / np.linalg.norm(q, axis=-1, keepdims=True)
+    return np.where(q[..., :1] < 0, -q, q)
+
+
+def matrix_to_axis_angle(R: np.ndarray) -> np.ndarray:
+    """Rotation vector ``w = angle * axis`` with angle in [0, pi], via the quaternion."""
+    q = matrix_to_quaternion(R)
+    v = q[..., 1:]
+    s = np.linalg.norm(v, axis=-1, keepdims=True)
+    angle = 2.0 * np.arctan2(s, q[..., :1])
+    ratio = np.where(s > 1e-6, angle / np.maximum(s, 1e-12), 2.0 / np.maximum(q[..., :1], 1e-12))
+    return (v * ratio).astype(R.dtype, copy=False)
+
+
+def matrix_to_6d(R: np.ndarray) -> np.ndarray:
+    """First two columns, contiguous: (..., 3, 3) -> (..., 6) = ``[R00 R10 R20 R01 R11 R21]``."""
+    R = np.asarray(R)
+    return np.concatenate([R[..., :, 0], R[..., :, 1]], axis=-1)
+
+
+def gram_schmidt(d6: np.ndarray) -> np.ndarray:
+    """Gram-Schmidt of 6D pairs to rotation matrices (..., 6) -> (..., 3, 3), columns ``[e1 e2 e1xe2]``."""
+    d6 = np.asarray(d6)
+    b1, b2 = d6[..., :3], d6[..., 3:]
+    e1 = b1 / np.maximum(np.linalg.norm(b1, axis=-1, keepdims=True), _EPS)
+    u2 = b2 - np.sum(e1 * b2, axis=-1, keepdims=True) * e1
+    e2 = u2 / np.maximum(np.linalg.norm(u2, axis=-1, keepdims=True), _EPS)
+    return np.stack([e1, e2, np.cross(e1, e2)], axis=-1)
+
+
+def sixd_to_matrix(d6: np.ndarray) -> np.ndarray:
+    """6D -> rotation matrix (Gram-Schmidt; exact inverse of ``matrix_to_6d`` on rotations)."""
+    return gram_schmidt(d6)
+
+
+def orthonormalize_6d(d6: np.ndarray) -> np.ndarray:
+    """Project 6D pairs onto the rotation manifold: ``matrix_to_6d(gram_schmidt(d6))``."""
+    return matrix_to_6d(gram_schmidt(d6))
+
+
+def axis_angle_to_6d(aa: np.ndarray) -> np.ndarray:
+    return matrix_to_6d(axis_angle_to_matrix(aa))
+
+
+def sixd_to_axis_angle(d6: np.ndarray) -> np.ndarray:
+    return matrix_to_axis_angle(gram_schmidt(d6))
+
+
+def to_flow_layout(x: np.ndarray) -> np.ndarray:
+    """(B, J, 6) -> (B, 6J): all first columns, then all second columns."""
+    b, j = x.shape[0], x.shape[1]
+    return x.reshape(b, j, 2, 3).transpose(0, 2, 1, 3).reshape(b, 6 * j)
+
+
+def from_flow_layout(v: np.ndarray) -> np.ndarray:
+    """(B, 6J) -> (B, J, 6); inverse of ``to_flow_layout``."""
+    b, j = v.shape[0], v.shape[1] // 6
+    return v.reshape(b, 2, j, 3).transpose(0, 2, 1, 3).reshape(b, j, 6)
+
+
+def rotation_error(R: np.ndarray) -> np.ndarray:
+    """Per-matrix distance from SO(3): ``max(|R^T R - I|)`` and the sign of det folded in (det<0 -> >= 1)."""
+    R = np.asarray(R, dtype=np.float64)
+    ortho = np.abs(np.swapaxes(R, -1, -2) @ R - np.eye(3)).max(axis=(-1, -2))
+    return np.where(np.linalg.det(R) < 0, np.maximum(ortho, 1.0), ortho)
+
+
+def geodesic_deg(R1: np.ndarray, R2: np.ndarray) -> np.ndarray:
+    """Angle of ``R1^T R2`` in degrees."""
+    tr = np.einsum("...ij,...ij->...", R1, R2)
+    return np.degrees(np.arccos(np.clip((tr - 1.0) / 2.0, -1.0, 1.0)))

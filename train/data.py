@@ -1,0 +1,145 @@
+"""Pose data sets: every loader returns the same in-memory form, a ``PoseSet``.
+
+Sources:
+* the shared npz format of ``../shared/data/{cmu_pose,bandai_pose}`` (``rotations`` (N, 21, 3) axis-angle in SMPL
+  body order, ``sequence``, ``subject``, ``offsets``, ...) -- ``load_npz``;
+* AMASS ``.npz`` files (``poses`` (T, 72 | 156 | 165), body joints 1..21 = ``poses[:, 3:66]``) -- ``train.amass``;
+* BVH files with a joint map -- ``train.bvh``.
+
+A data directory for training holds a ``train`` and a ``val`` split, each either ``<split>.npz`` (shared format)
+or a folder ``<split>/`` of AMASS ``.npz`` / ``.bvh`` files. Splits stay as given (by subject or sequence).
+"""
+from __future__ import annotations
+
+import hashlib
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .rotations import NUM_JOINTS, axis_angle_to_6d
+
+
+class DataError(ValueError):
+    """A data file is missing, unreadable or holds bad values; the message names the file and the problem."""
+
+
+@dataclass
+class PoseSet:
+    rotations: np.ndarray                     # (N, 21, 3) float32 axis-angle, SMPL body order
+    sequence: np.ndarray                      # (N,) int: index into sequence_names
+    sequence_names: list[str]
+    subject: np.ndarray                       # (N,) int (-1 where unknown)
+    offsets: np.ndarray | None = None         # (22, 3) mean rest skeleton (m), for forward kinematics
+    files: dict[str, str] = field(default_factory=dict)  # path -> sha256 of every file read
+
+    def __len__(self) -> int:
+        return len(self.rotations)
+
+    def to_6d(self) -> torch.Tensor:
+        """(N, 21, 6) float32 tensor of orthonormal 6D rotations."""
+        return axis_angle_to_6d(torch.from_numpy(self.rotations).double()).float()
+
+    @staticmethod
+    def concat(sets: list["PoseSet"]) -> "PoseSet":
+        names: list[str] = []
+        seqs, files = [], {}
+        for s in sets:
+            seqs.append(s.sequence + len(names))
+            names += list(s.sequence_names)
+            files.update(s.files)
+        offsets = next((s.offsets for s in sets if s.offsets is not None), None)
+        return PoseSet(np.concatenate([s.rotations for s in sets]), np.concatenate(seqs), names,
+                       np.concatenate([s.subject for s in sets]), offsets, files)
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def check_rotations(rot: np.ndarray, source: str) -> np.ndarray:
+    """Shape (N, 21, 3), finite, non-empty; returns float32. Raises DataError naming ``source``."""
+    rot = np.asarray(rot)
+    if rot.ndim != 3 or rot.shape[1:] != (NUM_JOINTS, 3):
+        raise DataError(f"{source}: rotations have shape {rot.shape}, expected (N, {NUM_JOINTS}, 3) axis-angle")
+    if not np.issubdtype(rot.dtype, np.floating):
+        raise DataError(f"{source}: rotations have dtype {rot.dtype}, expected floating point")
+    if len(rot) == 0:
+        raise DataError(f"{source}: no poses (empty split)")
+    bad = ~np.isfinite(rot).all(axis=(1, 2))
+    if bad.any():
+        raise DataError(f"{source}: {int(bad.sum())} poses contain NaN or inf (first at index {int(np.argmax(bad))})")
+    return rot.astype(np.float32, copy=False)
+
+
+def load_npz(path: str | Path) -> PoseSet:
+    """The shared npz format (see ../shared/data/cmu_pose/README.md)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: data file not found")
+    try:
+        with np.load(path, allow_pickle=False) as d:
+            if "rotations" not in d.files:
+                raise DataError(f"{path}: no 'rotations' array (keys: {', '.join(d.files)}); "
+                                "not a pose npz of the shared format")
+            rot = check_rotations(d["rotations"], str(path))
+            n = len(rot)
+            seq = d["sequence"].astype(np.int64) if "sequence" in d.files else np.zeros(n, np.int64)
+            names = [str(s) for s in d["sequence_names"]] if "sequence_names" in d.files else [path.stem]
+            subj = d["subject"].astype(np.int64) if "subject" in d.files else np.full(n, -1, np.int64)
+            offsets = d["offsets"].astype(np.float32) if "offsets" in d.files else None
+    except DataError:
+        raise
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError, KeyError) as e:
+        raise DataError(f"{path}: cannot read npz file ({type(e).__name__}: {e})") from None
+    if seq.shape != (n,) or subj.shape != (n,):
+        raise DataError(f"{path}: 'sequence'/'subject' must have shape ({n},)")
+    return PoseSet(rot, seq, names, subj, offsets, {str(path): sha256_file(path)})
+
+
+def load_split(path: str | Path, fps: float | None = None) -> PoseSet:
+    """One split: a shared-format npz, an AMASS npz, a BVH file, or a folder of AMASS npz / BVH files."""
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in (".npz", ".bvh"))
+        if not files:
+            raise DataError(f"{path}: folder holds no .npz or .bvh files")
+        return PoseSet.concat([load_split(f, fps) for f in files])
+    if not path.exists():
+        raise DataError(f"{path}: data file not found")
+    if path.suffix.lower() == ".bvh":
+        from .bvh import load_bvh
+        return load_bvh(path, fps=fps)
+    if path.suffix.lower() == ".npz":
+        try:
+            with np.load(path, allow_pickle=False) as d:
+                keys = set(d.files)
+        except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+            raise DataError(f"{path}: cannot read npz file ({type(e).__name__}: {e})") from None
+        if "rotations" in keys:
+            return load_npz(path)
+        if "poses" in keys:
+            from .amass import load_amass
+            return load_amass(path, fps=fps)
+        raise DataError(f"{path}: npz has neither 'rotations' (shared format) nor 'poses' (AMASS); keys: {sorted(keys)}")
+    raise DataError(f"{path}: unknown data file type (expected .npz or .bvh)")
+
+
+def find_split(data_dir: str | Path, split: str) -> Path:
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise DataError(f"{data_dir}: data directory not found")
+    for cand in (data_dir / f"{split}.npz", data_dir / split):
+        if cand.exists():
+            return cand
+    raise DataError(f"{data_dir}: no '{split}' split (expected {split}.npz or a folder {split}/)")
+
+
+def load_dataset(data_dir: str | Path, splits=("train", "val"), fps: float | None = None) -> dict[str, PoseSet]:
+    return {s: load_split(find_split(data_dir, s), fps) for s in splits}

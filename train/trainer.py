@@ -1,0 +1,174 @@
+"""The training loop: maximise mean log p of inverse-Gram-Schmidt-augmented batches with Adam, early
+stopping on the validation mean log p (validation augmented once with a fixed seed, DESIGN §3).
+
+A run directory holds ``config.json``, ``metrics.jsonl`` (one line per epoch), ``best.pt`` (weights with the
+best validation log p) and ``last.pt`` (everything needed to resume: weights, optimizer, epoch, RNG state,
+early-stopping state). Checkpoints hold only tensors and plain Python values, so they load with
+``torch.load(weights_only=True)``.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from .augment import augment
+from .config import Config
+from .data import PoseSet
+from .flow import PoseFlow
+
+CHECKPOINT_FORMAT = 1
+
+
+def build_flow(cfg: Config) -> PoseFlow:
+    return PoseFlow(cfg.num_layers, cfg.hidden, cfg.depth, cfg.scale_clamp, cfg.activation, tuple(cfg.masked_joints))
+
+
+def load_checkpoint(path: str | Path) -> tuple[PoseFlow, dict]:
+    """Rebuild the flow from a checkpoint (``best.pt`` or ``last.pt``); returns (flow in eval mode, checkpoint)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: checkpoint not found")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch raises many types for a corrupt file
+        raise ValueError(f"{path}: cannot read checkpoint ({type(e).__name__}: {e})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path}: not a poseprior checkpoint (format {CHECKPOINT_FORMAT})")
+    flow = build_flow(Config.from_dict(ckpt["config"]))
+    flow.load_state_dict(ckpt["model"])
+    return flow.eval(), ckpt
+
+
+def _atomic_save(obj, path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _atomic_write(text: str, path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+@torch.no_grad()
+def mean_log_prob(flow: PoseFlow, x: torch.Tensor, batch: int = 4096) -> float:
+    return float(torch.cat([flow.log_prob(x[i:i + batch]) for i in range(0, len(x), batch)]).double().mean())
+
+
+def train(cfg: Config, train_set: PoseSet, val_set: PoseSet, out: str | Path, *, resume: bool = False,
+          max_steps: int | None = None, max_minutes: float | None = None, progress: bool = True) -> dict:
+    """Train a flow into run directory ``out``; returns a summary dict (also written to ``summary.json``)."""
+    out = Path(out)
+    t_start = time.monotonic()
+    # keyed by "<folder>/<file>" so the record names the data set without the build machine's paths
+    data_sha = {"/".join(Path(k).parts[-2:]): v for k, v in sorted({**train_set.files, **val_set.files}.items())}
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    x_train = train_set.to_6d()
+    vgen = torch.Generator().manual_seed(cfg.val_seed)
+    x_val = val_set.to_6d()
+    if len(x_val) > cfg.max_val:
+        x_val = x_val[torch.randperm(len(x_val), generator=vgen)[: cfg.max_val]]
+    x_val = augment(x_val, cfg.alpha, cfg.beta, vgen)
+
+    flow = build_flow(cfg)
+    if cfg.normalize:
+        flow.set_normalization(augment(x_train, cfg.alpha, cfg.beta, torch.Generator().manual_seed(cfg.seed + 1)))
+    opt = torch.optim.Adam(flow.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    state = {"epoch": 0, "step": 0, "best_val": -math.inf, "best_epoch": 0, "bad_epochs": 0, "seconds": 0.0}
+
+    if resume:
+        ckpt = torch.load(out / "last.pt", map_location="cpu", weights_only=True)
+        if ckpt["config"] != asdict(cfg):
+            raise ValueError(f"{out}: --resume with a different config than the run's own config.json")
+        if ckpt["data_sha256"] != data_sha:
+            raise ValueError(f"{out}: --resume with different data files than the run was started on")
+        flow.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        gen.set_state(ckpt["rng"])
+        torch.set_rng_state(ckpt["torch_rng"])
+        state = dict(ckpt["state"])
+        # drop metric lines of an epoch that finished after the last checkpoint was written
+        lines = (out / "metrics.jsonl").read_text().splitlines() if (out / "metrics.jsonl").exists() else []
+        kept = [ln for ln in lines if json.loads(ln)["epoch"] <= state["epoch"]]
+        _atomic_write("".join(ln + "\n" for ln in kept), out / "metrics.jsonl")
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        _atomic_write(cfg.to_json() + "\n", out / "config.json")
+        (out / "metrics.jsonl").write_text("")
+
+    def checkpoint() -> dict:
+        return {"format": CHECKPOINT_FORMAT, "model": flow.state_dict(), "optimizer": opt.state_dict(),
+                "rng": gen.get_state(), "torch_rng": torch.get_rng_state(), "config": asdict(cfg),
+                "config_sha256": cfg.sha256(), "data_sha256": data_sha, "state": dict(state)}
+
+    deadline = None if max_minutes is None else t_start + 60.0 * max_minutes
+    n = len(x_train)
+    steps_per_epoch = math.ceil(n / cfg.batch_size)
+    stop_reason = "epochs"
+    while state["epoch"] < cfg.epochs:
+        if state["bad_epochs"] >= cfg.patience:
+            stop_reason = "early_stopping"
+            break
+        if max_steps is not None and state["step"] >= max_steps:
+            stop_reason = "max_steps"
+            break
+        if deadline is not None and time.monotonic() > deadline:
+            stop_reason = "max_minutes"
+            break
+        t0 = time.monotonic()
+        flow.train()
+        perm = torch.randperm(n, generator=gen)
+        total, count = 0.0, 0
+        bar = tqdm(range(steps_per_epoch), desc=f"epoch {state['epoch'] + 1}", disable=not progress, leave=False)
+        for i in bar:
+            xb = augment(x_train[perm[i * cfg.batch_size:(i + 1) * cfg.batch_size]], cfg.alpha, cfg.beta, gen)
+            loss = -flow.log_prob(xb).mean()
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"training diverged: loss {loss.item()} at step {state['step']}")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(flow.parameters(), cfg.grad_clip)
+            opt.step()
+            state["step"] += 1
+            total += -loss.item() * len(xb)
+            count += len(xb)
+            bar.set_postfix(log_p=f"{total / count:.2f}")
+            if max_steps is not None and state["step"] >= max_steps:
+                break
+        flow.eval()
+        val = mean_log_prob(flow, x_val)
+        state["epoch"] += 1
+        seconds = time.monotonic() - t0
+        state["seconds"] += seconds
+        improved = val > state["best_val"]
+        if improved:
+            state.update(best_val=val, best_epoch=state["epoch"], bad_epochs=0)
+        else:
+            state["bad_epochs"] += 1
+        ckpt = checkpoint()
+        if improved:
+            _atomic_save(ckpt, out / "best.pt")
+        _atomic_save(ckpt, out / "last.pt")
+        row = {"epoch": state["epoch"], "step": state["step"], "train_log_p": total / count, "val_log_p": val,
+               "lr": opt.param_groups[0]["lr"], "seconds": round(seconds, 3), "poses_per_s": round(count / seconds, 1)}
+        with open(out / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(row) + "\n")
+        if progress:
+            tqdm.write(f"epoch {row['epoch']:3d}  train log p {row['train_log_p']:8.3f}  val log p {val:8.3f}"
+                       f"{'  *' if improved else ''}  ({seconds:.1f} s)")
+    summary = {"stop_reason": stop_reason, "epochs": state["epoch"], "steps": state["step"],
+               "best_epoch": state["best_epoch"], "best_val_log_p": state["best_val"],
+               "train_seconds": round(state["seconds"], 1), "n_train": len(train_set), "n_val": len(val_set),
+               "config_sha256": cfg.sha256(), "data_sha256": data_sha}
+    _atomic_write(json.dumps(summary, indent=2) + "\n", out / "summary.json")
+    return summary
