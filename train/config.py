@@ -53,6 +53,8 @@ class Config:
 
 PRESETS = {
     "paper": Config(),
+    # Bandai Namco data (CC BY-NC 4.0, non-commercial): its spine2 is a constant virtual joint, not modelled
+    "paper-bandai": Config(masked_joints=["spine2"]),
     "tiny": Config(num_layers=4, hidden=128, depth=2, batch_size=256, epochs=8, patience=3, lr=2e-3, max_val=2000),
 }
 

@@ -39,8 +39,10 @@ class PoseSet:
         return len(self.rotations)
 
     def to_6d(self) -> torch.Tensor:
-        """(N, 21, 6) float32 tensor of orthonormal 6D rotations."""
-        return axis_angle_to_6d(torch.from_numpy(self.rotations).double()).float()
+        """(N, 21, 6) float32 tensor of orthonormal 6D rotations (converted in float64, in chunks)."""
+        aa = torch.from_numpy(self.rotations)
+        return torch.cat([axis_angle_to_6d(c.double()).float() for c in aa.split(32768)]) if len(aa) else \
+            torch.empty(0, NUM_JOINTS, 6)
 
     @staticmethod
     def concat(sets: list["PoseSet"]) -> "PoseSet":

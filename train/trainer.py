@@ -23,6 +23,7 @@ from .augment import augment
 from .config import Config
 from .data import PoseSet
 from .flow import PoseFlow
+from .rotations import JOINT_NAMES, NUM_JOINTS
 
 CHECKPOINT_FORMAT = 1
 
@@ -59,6 +60,16 @@ def _atomic_write(text: str, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def check_no_constant_joints(data: PoseSet, cfg: Config) -> None:
+    """A joint whose rotation never changes is a degenerate dimension (log p -> inf): it must be masked."""
+    spread = data.rotations.std(axis=0).max(axis=1)
+    constant = [JOINT_NAMES[j] for j in range(NUM_JOINTS) if spread[j] < 1e-6 and JOINT_NAMES[j] not in cfg.masked_joints]
+    if constant:
+        raise ValueError(f"training data: joint(s) {constant} have a constant rotation (a virtual joint?); a flow "
+                         f"must not be trained on them: add them to the config's masked_joints "
+                         f"(e.g. --config paper-bandai, or --set 'masked_joints=[\"spine2\"]')")
+
+
 @torch.no_grad()
 def mean_log_prob(flow: PoseFlow, x: torch.Tensor, batch: int = 4096) -> float:
     return float(torch.cat([flow.log_prob(x[i:i + batch]) for i in range(0, len(x), batch)]).double().mean())
@@ -71,6 +82,7 @@ def train(cfg: Config, train_set: PoseSet, val_set: PoseSet, out: str | Path, *,
     t_start = time.monotonic()
     # keyed by "<folder>/<file>" so the record names the data set without the build machine's paths
     data_sha = {"/".join(Path(k).parts[-2:]): v for k, v in sorted({**train_set.files, **val_set.files}.items())}
+    check_no_constant_joints(train_set, cfg)
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     x_train = train_set.to_6d()
@@ -145,6 +157,7 @@ def train(cfg: Config, train_set: PoseSet, val_set: PoseSet, out: str | Path, *,
             bar.set_postfix(log_p=f"{total / count:.2f}")
             if max_steps is not None and state["step"] >= max_steps:
                 break
+        train_seconds = time.monotonic() - t0
         flow.eval()
         val = mean_log_prob(flow, x_val)
         state["epoch"] += 1
@@ -160,7 +173,8 @@ def train(cfg: Config, train_set: PoseSet, val_set: PoseSet, out: str | Path, *,
             _atomic_save(ckpt, out / "best.pt")
         _atomic_save(ckpt, out / "last.pt")
         row = {"epoch": state["epoch"], "step": state["step"], "train_log_p": total / count, "val_log_p": val,
-               "lr": opt.param_groups[0]["lr"], "seconds": round(seconds, 3), "poses_per_s": round(count / seconds, 1)}
+               "lr": opt.param_groups[0]["lr"], "seconds": round(seconds, 3),
+               "train_poses_per_s": round(count / train_seconds, 1)}
         with open(out / "metrics.jsonl", "a") as f:
             f.write(json.dumps(row) + "\n")
         if progress:
