@@ -23,6 +23,9 @@ NUM_JOINTS = len(JOINT_NAMES)
 #: SMPL parents of [pelvis] + 21 joints (index 0 is the pelvis).
 PARENTS = (-1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 12, 13, 14, 16, 17, 18, 19)
 IDENTITY_6D = np.array([1.0, 0.0, 0.0, 0.0, 1.0, 0.0])
+#: For each joint, its left/right twin (itself on the spine): the joint permutation of a mirrored pose.
+MIRROR_JOINTS = tuple(JOINT_NAMES.index(n.replace("left_", "#").replace("right_", "left_").replace("#", "right_"))
+                      for n in JOINT_NAMES)
 
 _EPS = 1e-8
 
@@ -120,6 +123,16 @@ def from_flow_layout(v: np.ndarray) -> np.ndarray:
     """(B, 6J) -> (B, J, 6); inverse of ``to_flow_layout``."""
     b, j = v.shape[0], v.shape[1] // 6
     return v.reshape(b, 2, j, 3).transpose(0, 2, 1, 3).reshape(b, j, 6)
+
+
+def mirror_axis_angle(aa: np.ndarray) -> np.ndarray:
+    """Left-right mirror image of poses (..., 21, 3) in the SMPL rest frame (left = +X).
+
+    Reflecting the body in the x = 0 plane (M = diag(-1, 1, 1)) maps each local rotation R to M R M, i.e. the
+    rotation vector (wx, wy, wz) to (wx, -wy, -wz), and moves every joint's rotation to its left/right twin.
+    Exact for world-aligned rest frames and a symmetric skeleton.
+    """
+    return np.asarray(aa)[..., MIRROR_JOINTS, :] * np.array([1.0, -1.0, -1.0], dtype=np.asarray(aa).dtype)
 
 
 def rotation_error(R: np.ndarray) -> np.ndarray:

@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from runtime.rotations import mirror_axis_angle
+
 from .rotations import NUM_JOINTS, axis_angle_to_6d
 
 
@@ -43,6 +45,11 @@ class PoseSet:
         aa = torch.from_numpy(self.rotations)
         return torch.cat([axis_angle_to_6d(c.double()).float() for c in aa.split(32768)]) if len(aa) else \
             torch.empty(0, NUM_JOINTS, 6)
+
+    def mirrored(self) -> "PoseSet":
+        """The left-right mirror image of every pose (``runtime.rotations.mirror_axis_angle``)."""
+        return PoseSet(mirror_axis_angle(self.rotations), self.sequence, self.sequence_names, self.subject,
+                       self.offsets, self.files)
 
     @staticmethod
     def concat(sets: list["PoseSet"]) -> "PoseSet":

@@ -85,7 +85,7 @@ def train(cfg: Config, train_set: PoseSet, val_set: PoseSet, out: str | Path, *,
     check_no_constant_joints(train_set, cfg)
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
-    x_train = train_set.to_6d()
+    x_train = (PoseSet.concat([train_set, train_set.mirrored()]) if cfg.mirror else train_set).to_6d()
     vgen = torch.Generator().manual_seed(cfg.val_seed)
     x_val = val_set.to_6d()
     if len(x_val) > cfg.max_val:
