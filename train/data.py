@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -87,26 +88,32 @@ def check_rotations(rot: np.ndarray, source: str) -> np.ndarray:
     return rot.astype(np.float32, copy=False)
 
 
-def load_npz(path: str | Path) -> PoseSet:
-    """The shared npz format (see ../shared/data/cmu_pose/README.md)."""
+def read_npz(path: str | Path) -> dict[str, np.ndarray]:
+    """All arrays of an ``.npz`` file (no pickles), or a DataError naming the file; the file is always closed."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: data file not found")
     try:
-        with np.load(path, allow_pickle=False) as d:
-            if "rotations" not in d.files:
-                raise DataError(f"{path}: no 'rotations' array (keys: {', '.join(d.files)}); "
-                                "not a pose npz of the shared format")
-            rot = check_rotations(d["rotations"], str(path))
-            n = len(rot)
-            seq = d["sequence"].astype(np.int64) if "sequence" in d.files else np.zeros(n, np.int64)
-            names = [str(s) for s in d["sequence_names"]] if "sequence_names" in d.files else [path.stem]
-            subj = d["subject"].astype(np.int64) if "subject" in d.files else np.full(n, -1, np.int64)
-            offsets = d["offsets"].astype(np.float32) if "offsets" in d.files else None
-    except DataError:
-        raise
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError, KeyError) as e:
-        raise DataError(f"{path}: cannot read npz file ({type(e).__name__}: {e})") from None
+        with open(path, "rb") as f, np.load(f, allow_pickle=False) as d:
+            return {k: d[k] for k in d.files}
+    except (OSError, ValueError, TypeError, KeyError, zipfile.BadZipFile, zlib.error, EOFError) as e:
+        # TypeError/ValueError: a .npy or a non-zip file (numpy then complains about pickles)
+        raise DataError(f"{path}: cannot read npz file, not a valid numpy .npz archive "
+                        f"({type(e).__name__}: {e})") from None
+
+
+def load_npz(path: str | Path) -> PoseSet:
+    """The shared npz format (see ../shared/data/cmu_pose/README.md)."""
+    path = Path(path)
+    d = read_npz(path)
+    if "rotations" not in d:
+        raise DataError(f"{path}: no 'rotations' array (keys: {', '.join(d)}); not a pose npz of the shared format")
+    rot = check_rotations(d["rotations"], str(path))
+    n = len(rot)
+    seq = d["sequence"].astype(np.int64) if "sequence" in d else np.zeros(n, np.int64)
+    names = [str(s) for s in d["sequence_names"]] if "sequence_names" in d else [path.stem]
+    subj = d["subject"].astype(np.int64) if "subject" in d else np.full(n, -1, np.int64)
+    offsets = d["offsets"].astype(np.float32) if "offsets" in d else None
     if seq.shape != (n,) or subj.shape != (n,):
         raise DataError(f"{path}: 'sequence'/'subject' must have shape ({n},)")
     return PoseSet(rot, seq, names, subj, offsets, {str(path): sha256_file(path)})
@@ -116,7 +123,8 @@ def load_split(path: str | Path, fps: float | None = None) -> PoseSet:
     """One split: a shared-format npz, an AMASS npz, a BVH file, or a folder of AMASS npz / BVH files."""
     path = Path(path)
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in (".npz", ".bvh"))
+        # AMASS folders also hold shape.npz (body shape only): not poses
+        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in (".npz", ".bvh") and p.name != "shape.npz")
         if not files:
             raise DataError(f"{path}: folder holds no .npz or .bvh files")
         return PoseSet.concat([load_split(f, fps) for f in files])
@@ -126,11 +134,11 @@ def load_split(path: str | Path, fps: float | None = None) -> PoseSet:
         from .bvh import load_bvh
         return load_bvh(path, fps=fps)
     if path.suffix.lower() == ".npz":
-        try:
-            with np.load(path, allow_pickle=False) as d:
-                keys = set(d.files)
-        except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
-            raise DataError(f"{path}: cannot read npz file ({type(e).__name__}: {e})") from None
+        try:  # the archive's member names are the array names; no need to read the arrays twice
+            with zipfile.ZipFile(path) as z:
+                keys = {n.removesuffix(".npy") for n in z.namelist()}
+        except (OSError, zipfile.BadZipFile) as e:
+            raise DataError(f"{path}: cannot read npz file, not a valid numpy .npz archive ({e})") from None
         if "rotations" in keys:
             return load_npz(path)
         if "poses" in keys:

@@ -1,0 +1,373 @@
+"""BVH motion files -> ``PoseSet`` of SMPL-ordered local rotations, through a joint map.
+
+Parsing (``read_bvh``): the HIERARCHY (one ROOT; JOINT / End Site blocks with OFFSET and CHANNELS) and the
+MOTION section (``Frames:``, ``Frame Time:``, one line of numbers per frame). Rotation channels are Euler
+angles in degrees applied intrinsically in the listed order: channels ``Zrotation Yrotation Xrotation`` give
+``R = Rz(z) Ry(y) Rx(x)``. A joint's local translation is ``OFFSET + (Xposition, Yposition, Zposition)``
+(channels it lacks count as 0). Forward kinematics (``bvh_forward_kinematics``):
+``G_j = G_parent(j) R_j``, ``p_j = p_parent(j) + G_parent(j) t_j``. In the zero pose (all channels 0) every
+joint frame is world-aligned.
+
+Conversion (``bvh_to_smpl``). A joint map sends ``"pelvis"`` and each SMPL body joint (``JOINT_NAMES``) to a
+tuple of BVH joint names: the first one gives the SMPL joint's position, the last one its orientation. With
+``G_k`` the BVH global rotation of the last joint of SMPL joint k and ``p(k)`` its SMPL parent,
+
+    r_k = G_p(k)^T G_k,
+
+so the rotations of every BVH joint in between -- the rest of the tuple, and dropped joints such as
+LHipJoint -- are composed in. Orientations are exact. Positions follow from constant rest offsets only when
+no dropped joint moves a kept one relative to its SMPL parent's frame (true for the CMU cgspeed files: their
+LHipJoint/RHipJoint channels are 0, and Neck and the collars sit on Spine1 with zero offset);
+``bvh_to_smpl`` measures that and warns when a bone drifts by more than ``POSITION_TOL_M``.
+
+Canonical rest frames (``canonical=True``): SMPL's rest pose is a T-pose -- Y up, the character's left +X,
+facing +Z, legs straight down, spine and neck up, arms horizontal along +-X (``CANONICAL_BONES``). For each
+joint k with a canonical bone k -> child, ``C_k`` is the minimal (swing, no twist) rotation taking the canonical
+direction ``c_k`` onto the BVH zero-pose direction ``d_k`` of that bone (world = joint frame at zero pose);
+``C_k = I`` for other joints. Then
+
+    G'_k = G_k C_k,    r'_k = C_p^T r_k C_k,    o'_k = C_p^T (p_k - p_p)_rest,
+
+so FK is unchanged, the canonical T-pose has identity rotations and its bones point along ``c_k``. A BVH whose
+zero pose is already such a T-pose loads its zero pose as identity rotations.
+
+Relation to ``../shared/data/cmu_pose``: that set was made from the same cgspeed BVH files with this map and
+canonicalisation, but its arm chains were additionally twisted by about 35 degrees about the arm axis (so
+the elbow hinges about -+Y). This loader does not do that twist, so rotations from a BVH file and from the
+shared npz of the same take differ by a constant per-joint rotation at the arms; joint positions agree.
+Also, frame 0 of every cgspeed file is a synthetic T-pose which the shared set dropped; ``load_bvh`` keeps it.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from runtime.rotations import matrix_to_axis_angle
+
+from .amass import frame_stride
+from .data import DataError, PoseSet, check_rotations, sha256_file
+from .rotations import JOINT_NAMES, PARENTS
+
+SMPL_NAMES = ("pelvis",) + tuple(JOINT_NAMES)   # index k matches PARENTS[k]
+
+#: CMU "MotionBuilder-friendly" cgspeed BVH (31 joints) -> SMPL; see ../shared/data/cmu_pose/README.md.
+CMU_JOINT_MAP: dict[str, tuple[str, ...]] = {
+    "pelvis": ("Hips",),
+    "left_hip": ("LeftUpLeg",), "right_hip": ("RightUpLeg",),
+    "spine1": ("LowerBack",),
+    "left_knee": ("LeftLeg",), "right_knee": ("RightLeg",),
+    "spine2": ("Spine",),
+    "left_ankle": ("LeftFoot",), "right_ankle": ("RightFoot",),
+    "spine3": ("Spine1", "Neck"),
+    "left_foot": ("LeftToeBase",), "right_foot": ("RightToeBase",),
+    "neck": ("Neck1",),
+    "left_collar": ("LeftShoulder",), "right_collar": ("RightShoulder",),
+    "head": ("Head",),
+    "left_shoulder": ("LeftArm",), "right_shoulder": ("RightArm",),
+    "left_elbow": ("LeftForeArm",), "right_elbow": ("RightForeArm",),
+    "left_wrist": ("LeftHand", "LeftFingerBase"), "right_wrist": ("RightHand", "RightFingerBase"),
+}
+#: metres per cgspeed BVH unit: the CMU ASF files declare ``length 0.45``, i.e. 1 unit = 1/0.45 inch
+CMU_UNIT_M = 0.0254 / 0.45
+
+_UP, _DOWN, _LEFT, _RIGHT = (0.0, 1.0, 0.0), (0.0, -1.0, 0.0), (1.0, 0.0, 0.0), (-1.0, 0.0, 0.0)
+#: SMPL joint -> (SMPL child, direction of the bone joint -> child in the canonical T-pose)
+CANONICAL_BONES = {
+    "spine1": ("spine2", _UP), "spine2": ("spine3", _UP), "spine3": ("neck", _UP), "neck": ("head", _UP),
+    "left_hip": ("left_knee", _DOWN), "right_hip": ("right_knee", _DOWN),
+    "left_knee": ("left_ankle", _DOWN), "right_knee": ("right_ankle", _DOWN),
+    "left_shoulder": ("left_elbow", _LEFT), "right_shoulder": ("right_elbow", _RIGHT),
+    "left_elbow": ("left_wrist", _LEFT), "right_elbow": ("right_wrist", _RIGHT),
+}
+#: largest allowed change (m) of a kept bone, seen in its SMPL parent's frame, before ``bvh_to_smpl`` warns
+POSITION_TOL_M = 1e-4
+
+_AXES = {"x": 0, "y": 1, "z": 2}
+
+
+@dataclass
+class Bvh:
+    """A parsed BVH file; joints in file order (parents before children), End Sites left out."""
+    source: str                       # file name, for messages
+    names: list[str]
+    parents: list[int]                # -1 for the root
+    offsets: np.ndarray               # (J, 3) float64 OFFSETs, BVH units
+    channels: list[tuple[str, ...]]   # per joint, e.g. ("Zrotation", "Yrotation", "Xrotation")
+    motion: np.ndarray                # (F, sum of channel counts) float64, joints' channels in file order
+    frame_time: float                 # seconds
+
+
+class _Tokens:
+    """Whitespace tokens of the HIERARCHY section with their line numbers."""
+
+    def __init__(self, lines: list[str], source: str):
+        self.items = [(tok, i + 1) for i, line in enumerate(lines) for tok in line.split()]
+        self.pos = 0
+        self.source = source
+
+    def error(self, msg: str) -> DataError:
+        line = self.items[min(self.pos, len(self.items) - 1)][1] if self.items else 1
+        return DataError(f"{self.source}: line {line}: {msg}")
+
+    def next(self, what: str) -> str:
+        if self.pos >= len(self.items):
+            raise self.error(f"HIERARCHY ends early, expected {what}")
+        self.pos += 1
+        return self.items[self.pos - 1][0]
+
+    def expect(self, word: str) -> None:
+        tok = self.next(repr(word))
+        if tok != word:
+            self.pos -= 1
+            raise self.error(f"expected {word!r}, found {tok!r}")
+
+    def number(self, what: str) -> float:
+        tok = self.next(what)
+        try:
+            value = float(tok)
+        except ValueError:
+            self.pos -= 1
+            raise self.error(f"expected a number for {what}, found {tok!r}") from None
+        if not np.isfinite(value):
+            self.pos -= 1
+            raise self.error(f"{what} is {tok}")
+        return value
+
+
+def _parse_hierarchy(tok: _Tokens) -> tuple[list[str], list[int], list[list[float]], list[tuple[str, ...]]]:
+    names: list[str] = []
+    parents: list[int] = []
+    offsets: list[list[float]] = []
+    channels: list[tuple[str, ...]] = []
+
+    def joint(parent: int) -> None:
+        name = tok.next("a joint name")
+        if name in names:
+            raise tok.error(f"joint name {name!r} used twice")
+        index = len(names)
+        names.append(name)
+        parents.append(parent)
+        tok.expect("{")
+        tok.expect("OFFSET")
+        offsets.append([tok.number(f"OFFSET of {name}") for _ in range(3)])
+        tok.expect("CHANNELS")
+        count = tok.number(f"channel count of {name}")
+        if count != int(count) or not 0 <= count <= 6:
+            raise tok.error(f"channel count of {name} is {count:g}, expected 0..6")
+        chans = tuple(tok.next(f"a channel of {name}") for _ in range(int(count)))
+        for c in chans:
+            if len(c) != 9 or c[0].lower() not in _AXES or c[1:].lower() not in ("position", "rotation"):
+                raise tok.error(f"unknown channel {c!r} of {name} (expected X/Y/Z + position/rotation)")
+        if len({c.lower() for c in chans}) != len(chans):
+            raise tok.error(f"repeated channel in {name}: {' '.join(chans)}")
+        channels.append(chans)
+        while True:
+            word = tok.next(f"JOINT, End Site or '}}' in {name}")
+            if word == "}":
+                return
+            if word == "JOINT":
+                joint(index)
+            elif word == "End":
+                tok.expect("Site")
+                tok.expect("{")
+                tok.expect("OFFSET")
+                for _ in range(3):
+                    tok.number(f"End Site OFFSET in {name}")
+                tok.expect("}")
+            else:
+                tok.pos -= 1
+                raise tok.error(f"expected JOINT, End Site or '}}' in {name}, found {word!r}")
+
+    tok.expect("HIERARCHY")
+    tok.expect("ROOT")
+    joint(-1)
+    if tok.pos < len(tok.items):
+        raise tok.error(f"unexpected {tok.items[tok.pos][0]!r} after the ROOT joint (one ROOT supported)")
+    return names, parents, offsets, channels
+
+
+def read_bvh(path: str | Path) -> Bvh:
+    """Parse a BVH file; any problem raises ``DataError`` naming the file (and the line)."""
+    path = Path(path)
+    src = str(path)
+    try:
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"{src}: cannot read BVH file ({type(e).__name__}: {e})") from None
+    start = next((i for i, line in enumerate(lines) if line.split()[:1] == ["MOTION"]), None)
+    if start is None:
+        raise DataError(f"{src}: no MOTION section; not a BVH file")
+    names, parents, offsets, channels = _parse_hierarchy(_Tokens(lines[:start], src))
+    n_chan = sum(len(c) for c in channels)
+
+    rows = [(i + 1, line.split()) for i, line in enumerate(lines[start + 1:], start + 1) if line.strip()]
+    if len(rows) < 2 or rows[0][1][:1] != ["Frames:"] or rows[1][1][:2] != ["Frame", "Time:"]:
+        raise DataError(f"{src}: MOTION must start with 'Frames: <n>' and 'Frame Time: <seconds>'")
+    try:
+        (_, (_, frames)), (_, (_, _, frame_time)) = rows[:2]
+        n_frames, frame_time = int(frames), float(frame_time)
+    except ValueError:
+        raise DataError(f"{src}: line {rows[0][0]}-{rows[1][0]}: bad 'Frames:' / 'Frame Time:' "
+                        f"({' '.join(rows[0][1])!r}, {' '.join(rows[1][1])!r})") from None
+    if n_frames < 0 or not (np.isfinite(frame_time) and frame_time > 0):
+        raise DataError(f"{src}: Frames {n_frames} and Frame Time {frame_time} must be >= 0 and > 0")
+    data = rows[2:]
+    if len(data) != n_frames:
+        raise DataError(f"{src}: MOTION declares {n_frames} frames but holds {len(data)} lines of numbers")
+    motion = np.empty((n_frames, n_chan))
+    for f, (line, values) in enumerate(data):
+        if len(values) != n_chan:
+            raise DataError(f"{src}: line {line}: frame {f} has {len(values)} values, expected {n_chan} channels")
+        try:
+            motion[f] = [float(v) for v in values]
+        except ValueError:
+            raise DataError(f"{src}: line {line}: frame {f} holds a non-numeric value") from None
+    bad = ~np.isfinite(motion).all(axis=1)
+    if bad.any():
+        f = int(np.argmax(bad))
+        raise DataError(f"{src}: line {data[f][0]}: frame {f} holds NaN or inf")
+    return Bvh(src, names, parents, np.array(offsets, dtype=np.float64), channels, motion, frame_time)
+
+
+def _axis_rotation(axis: int, angle: np.ndarray) -> np.ndarray:
+    """(F,) radians -> (F, 3, 3) rotation about coordinate axis ``axis``."""
+    c, s = np.cos(angle), np.sin(angle)
+    i, j = (axis + 1) % 3, (axis + 2) % 3          # cyclic, so that R[j, i] = +sin for every axis
+    R = np.zeros(angle.shape + (3, 3))
+    R[:, axis, axis] = 1.0
+    R[:, i, i], R[:, i, j], R[:, j, i], R[:, j, j] = c, -s, s, c
+    return R
+
+
+def bvh_forward_kinematics(bvh: Bvh, motion: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Global rotations (F, J, 3, 3) and positions (F, J, 3) (BVH units) of every joint, float64.
+
+    ``motion`` defaults to ``bvh.motion``; pass ``np.zeros((1, C))`` for the zero (rest) pose.
+    """
+    motion = bvh.motion if motion is None else np.asarray(motion, dtype=np.float64)
+    n = len(motion)
+    G = np.empty((n, len(bvh.names), 3, 3))
+    P = np.empty((n, len(bvh.names), 3))
+    col = 0
+    for j, (parent, chans) in enumerate(zip(bvh.parents, bvh.channels)):
+        R = np.broadcast_to(np.eye(3), (n, 3, 3))
+        t = np.broadcast_to(bvh.offsets[j], (n, 3)).copy()
+        for c in chans:
+            axis = _AXES[c[0].lower()]
+            if c[1:].lower() == "rotation":
+                R = R @ _axis_rotation(axis, np.radians(motion[:, col]))
+            else:
+                t[:, axis] += motion[:, col]
+            col += 1
+        if parent < 0:
+            G[:, j], P[:, j] = R, t
+        else:
+            G[:, j] = G[:, parent] @ R
+            P[:, j] = P[:, parent] + np.einsum("fab,fb->fa", G[:, parent], t)
+    return G, P
+
+
+def swing(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Minimal rotation taking direction ``a`` onto ``b``: ``I + [v]x + [v]x^2 / (1 + c)``, ``v = a x b``,
+    ``c = a.b`` (unit vectors); for opposite directions a half turn about an axis perpendicular to ``a``."""
+    a = a / np.linalg.norm(a)
+    b = b / np.linalg.norm(b)
+    v, c = np.cross(a, b), float(a @ b)
+    if c < -1.0 + 1e-12:
+        u = np.cross(a, np.eye(3)[np.argmin(np.abs(a))])
+        u /= np.linalg.norm(u)
+        return 2.0 * np.outer(u, u) - np.eye(3)
+    K = np.array([[0.0, -v[2], v[1]], [v[2], 0.0, -v[0]], [-v[1], v[0], 0.0]])
+    return np.eye(3) + K + K @ K / (1.0 + c)
+
+
+@dataclass
+class SmplMotion:
+    """``bvh_to_smpl`` output, float64; FK: ``G_0 = R(root_orient)``, ``p_0 = trans``,
+    ``G_k = G_p R(rotations[k-1])``, ``p_k = p_p + G_p offsets[k]``."""
+    rotations: np.ndarray     # (F, 21, 3) axis-angle, SMPL body order
+    root_orient: np.ndarray   # (F, 3) axis-angle global pelvis orientation
+    trans: np.ndarray         # (F, 3) pelvis position (m)
+    offsets: np.ndarray       # (22, 3) rest offset of each joint from its parent, in the parent frame (m)
+
+
+def _map_indices(bvh: Bvh, joint_map: dict[str, tuple[str, ...]]) -> tuple[list[int], list[int]]:
+    """BVH indices of the first (position) and last (orientation) joint of every SMPL joint, validated."""
+    missing = [k for k in SMPL_NAMES if k not in joint_map]
+    extra = [k for k in joint_map if k not in SMPL_NAMES]
+    if missing or extra:
+        raise DataError(f"{bvh.source}: joint map lacks {missing} / has unknown SMPL joints {extra}")
+    index = {n: i for i, n in enumerate(bvh.names)}
+
+    def is_below(child: int, ancestor: int) -> bool:
+        while child >= 0 and child != ancestor:
+            child = bvh.parents[child]
+        return child == ancestor
+
+    first, last = [], []
+    for k, smpl in enumerate(SMPL_NAMES):
+        chain = tuple(joint_map[smpl])
+        absent = [n for n in chain if n not in index]
+        if not chain or absent:
+            raise DataError(f"{bvh.source}: joint map entry {smpl} = {chain}: "
+                            f"{'no joints in BVH file: ' + ', '.join(absent) if absent else 'empty'}")
+        ids = [index[n] for n in chain]
+        if not all(is_below(b, a) for a, b in zip(ids, ids[1:])):
+            raise DataError(f"{bvh.source}: joint map entry {smpl} = {chain} is not a chain down the hierarchy")
+        if k and not (ids[0] != first[PARENTS[k]] and is_below(ids[0], first[PARENTS[k]])):
+            raise DataError(f"{bvh.source}: {smpl} ({chain[0]}) is not below its SMPL parent "
+                            f"{SMPL_NAMES[PARENTS[k]]} ({joint_map[SMPL_NAMES[PARENTS[k]]][0]}) in the BVH hierarchy")
+        first.append(ids[0])
+        last.append(ids[-1])
+    return first, last
+
+
+def bvh_to_smpl(bvh: Bvh, joint_map: dict[str, tuple[str, ...]] = CMU_JOINT_MAP, canonical: bool = True,
+                unit_m: float = CMU_UNIT_M) -> SmplMotion:
+    """All frames of ``bvh`` as SMPL rotations, root and rest offsets (formulas in the module docstring)."""
+    first, last = _map_indices(bvh, joint_map)
+    G_all, P_all = bvh_forward_kinematics(bvh)
+    rest = bvh_forward_kinematics(bvh, np.zeros((1, bvh.motion.shape[1])))[1][0, first]   # (22, 3)
+    G = G_all[:, last]                                                                      # (F, 22, 3, 3)
+    pos = P_all[:, first] * unit_m                                                          # (F, 22, 3)
+
+    C = np.broadcast_to(np.eye(3), (len(SMPL_NAMES), 3, 3)).copy()
+    if canonical:
+        for smpl, (child, direction) in CANONICAL_BONES.items():
+            k, ch = SMPL_NAMES.index(smpl), SMPL_NAMES.index(child)
+            d = rest[ch] - rest[k]
+            if np.linalg.norm(d) > 1e-9:   # a zero-length bone has no direction to align
+                C[k] = swing(np.array(direction), d)
+    Gc = G @ C                                                                              # G'_k = G_k C_k
+    par = np.array(PARENTS[1:])
+    local = np.swapaxes(Gc[:, par], -1, -2) @ Gc[:, 1:]                                     # r'_k = G'_p^T G'_k
+    offsets = np.zeros((len(SMPL_NAMES), 3))
+    offsets[1:] = np.einsum("kba,kb->ka", C[par], rest[1:] - rest[par]) * unit_m           # C_p^T (p_k - p_p)
+
+    # positions from constant offsets: bone p_k - p_p must equal G'_p o'_k in every frame
+    drift = np.linalg.norm(pos[:, 1:] - pos[:, par] - np.einsum("fkab,kb->fka", Gc[:, par], offsets[1:]), axis=-1)
+    if drift.size and drift.max() > POSITION_TOL_M:
+        k = int(np.argmax(drift.max(axis=0)))
+        warnings.warn(f"{bvh.source}: {JOINT_NAMES[k]} moves up to {drift.max() * 1e3:.2f} mm in its SMPL parent's "
+                      f"frame (a dropped joint in between rotates or translates): rotations are exact, but FK "
+                      f"with constant offsets does not reproduce the BVH joint positions", stacklevel=2)
+    return SmplMotion(matrix_to_axis_angle(local), matrix_to_axis_angle(Gc[:, 0]), pos[:, 0], offsets)
+
+
+def load_bvh(path: str | Path, joint_map: dict[str, tuple[str, ...]] = CMU_JOINT_MAP, fps: float | None = None,
+             canonical: bool = True, unit_m: float = CMU_UNIT_M) -> PoseSet:
+    """One BVH file as a single sequence named after the file stem (subject -1), with its rest offsets.
+
+    Source rate ``1 / Frame Time``; with ``fps`` every ``frame_stride(...)``-th frame is kept, from frame 0.
+    """
+    path = Path(path)
+    bvh = read_bvh(path)
+    stride = frame_stride(1.0 / bvh.frame_time, fps, str(path))
+    smpl = bvh_to_smpl(replace(bvh, motion=bvh.motion[::stride]), joint_map, canonical, unit_m)
+    rot = check_rotations(smpl.rotations, str(path))
+    n = len(rot)
+    return PoseSet(rot, np.zeros(n, np.int64), [path.stem], np.full(n, -1, np.int64),
+                   smpl.offsets.astype(np.float32), {str(path): sha256_file(path)})
