@@ -24,7 +24,11 @@ def main() -> None:
 @click.option("--data", "data_dir", required=True, type=click.Path(path_type=Path),
               help="Folder with train and val splits (train.npz/val.npz, or train/ and val/ folders of AMASS npz or BVH).")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Run directory to create (or resume).")
-@click.option("--config", "config_spec", default=None, help="Preset name (paper, tiny) or JSON file of overrides.")
+@click.option("--model", type=click.Choice(["flow", "vposer", "gmm"]), default=None,
+              help="flow (default): the RealNVP prior; vposer, gmm: the baselines of DESIGN §5 (with --resume: "
+                   "the run's own).")
+@click.option("--config", "config_spec", default=None,
+              help="Preset name of the model (paper, tiny) or JSON file of overrides.")
 @click.option("--epochs", type=int, default=None, help="Override the config's epoch limit.")
 @click.option("--max-steps", type=int, default=None, help="Stop after this many optimiser steps.")
 @click.option("--max-minutes", type=float, default=None, help="Stop (at an epoch boundary) after this many minutes.")
@@ -32,26 +36,36 @@ def main() -> None:
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override one config value (JSON value).")
 @click.option("--fps", type=float, default=None, help="Subsample AMASS/BVH sources to this frame rate.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def train(data_dir, out, config_spec, epochs, max_steps, max_minutes, resume, overrides, fps, quiet):
-    """Train the RealNVP pose prior."""
-    from .config import Config, load_config
+def train(data_dir, out, model, config_spec, epochs, max_steps, max_minutes, resume, overrides, fps, quiet):
+    """Train the RealNVP pose prior (or, with --model, a baseline)."""
+    from . import config, gmm, trainer, vposer
     from .data import DataError, load_dataset
-    from .trainer import train as run_training
 
+    # --model: (config class, preset/JSON loader, training function); a run's config.json names its model
+    models = {"flow": (config.Config, config.load_config, trainer.train),
+              "vposer": (vposer.VPoserConfig, vposer.load_config, vposer.train_vposer),
+              "gmm": (gmm.GMMConfig, gmm.load_config, gmm.fit_gmm)}
     try:
         if resume:
             if not (out / "last.pt").is_file():
                 _fail(f"{out}: nothing to resume (no last.pt)")
-            cfg = Config.from_dict(json.loads((out / "config.json").read_text()))
+            saved = json.loads((out / "config.json").read_text())
+            if model not in (None, saved.get("model", "flow")):
+                _fail(f"{out}: --model {model}, but the run to resume is a {saved.get('model', 'flow')} run")
+            model = saved.get("model", "flow")
+            cfg = models[model][0].from_dict(saved)
         else:
-            cfg = load_config(config_spec)
+            model = model or "flow"
+            if model == "gmm" and (epochs, max_steps, max_minutes) != (None, None, None):
+                _fail("--epochs, --max-steps and --max-minutes do not apply to --model gmm (EM: set max_iter, tol)")
+            cfg = models[model][1](config_spec)
             for kv in overrides:
                 key, _, value = kv.partition("=")
                 try:
                     parsed = json.loads(value)
                 except json.JSONDecodeError:
                     parsed = value
-                cfg = Config.from_dict({**dataclasses.asdict(cfg), key: parsed})
+                cfg = type(cfg).from_dict({**dataclasses.asdict(cfg), key: parsed})
             if epochs is not None:
                 cfg.epochs = epochs
             if out.exists() and any(out.iterdir()):
@@ -62,8 +76,8 @@ def train(data_dir, out, config_spec, epochs, max_steps, max_minutes, resume, ov
     click.echo(f"train {len(data['train'])} poses, val {len(data['val'])} poses; config sha256 {cfg.sha256()[:12]}")
     fresh = not resume
     try:
-        summary = run_training(cfg, data["train"], data["val"], out, resume=resume, max_steps=max_steps,
-                               max_minutes=max_minutes, progress=not quiet)
+        limits = {} if model == "gmm" else {"resume": resume, "max_steps": max_steps, "max_minutes": max_minutes}
+        summary = models[model][2](cfg, data["train"], data["val"], out, progress=not quiet, **limits)
     except BaseException as e:
         # a fresh run that never wrote a checkpoint is not a run: leave nothing behind that looks like one
         if fresh and not (out / "best.pt").exists():
@@ -73,6 +87,26 @@ def train(data_dir, out, config_spec, epochs, max_steps, max_minutes, resume, ov
         raise
     click.echo(json.dumps(summary, indent=2))
 
+
+@main.command("export")
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(path_type=Path),
+              help="Model directory to write (an existing model directory there is replaced).")
+@click.option("--which", type=click.Choice(["best", "last"]), default="best", show_default=True,
+              help="Checkpoint of the run to export.")
+def export_command(run_dir, out, which):
+    """Export a trained flow: ONNX graphs + shared weights + manifest (and .pt2, TorchScript) for the runtime."""
+    from export import export_model
+
+    try:
+        manifest = export_model(run_dir, out, which)
+    except (FileNotFoundError, ValueError) as e:
+        _fail(str(e))
+    for name, f in manifest["files"].items():
+        click.echo(f"{f['bytes'] / 1e6:9.3f} MB  {name}")
+    t = manifest["training"]
+    click.echo(f"exported {run_dir}/{which}.pt (epoch {t['epoch']}, val log p {t['val_log_p']}) to {out} "
+               f"in {manifest['export_seconds']} s")
 
 if __name__ == "__main__":
     main()

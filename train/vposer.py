@@ -1,0 +1,311 @@
+"""Baseline: a VPoser-style VAE (Pavlakos et al. 2019, SMPL-X; DESIGN §5), trained on the same splits as the flow.
+
+Model (what this implementation chose; VPoser v2's own net differs in the details noted):
+
+* input: 63-d axis-angle (21 joints x 3), standardised elementwise with FIXED mean/std from the training poses
+  (VPoser v2 used an input BatchNorm; fixed statistics keep train and eval mode identical);
+* encoder ``Linear(63,H) - LeakyReLU - Dropout(p) - Linear(H,H) - LeakyReLU`` then two heads,
+  ``mu = Linear(H,D)(h)`` and ``sigma = softplus(Linear(H,D)(h))``: posterior ``q(z|x) = N(mu, diag sigma^2)``
+  (v2 also had a BatchNorm and a second activation-free Linear; no BatchNorm here);
+* decoder ``Linear(D,H) - LeakyReLU - Dropout(p) - Linear(H,H) - LeakyReLU - Linear(H,21*6)``, read per joint as
+  OUR 6D layout ``(b1, b2)`` (first two columns, contiguous; VPoser's code used an interleaved layout) and mapped
+  to rotations by Gram-Schmidt, ``R = GS(b1, b2)``. H = 512, D = 32 in the ``paper`` preset.
+
+Loss per pose (mean over the batch), with w = ``kl_weight`` = 0.005 as in the SMPL-X paper (c1 = w, c2 = 1 - w):
+
+    L = (1 - w) * sum_j ||R_hat_j - R_j||_F^2 + w * KL(q(z|x) || N(0, I)),
+    ||R_hat - R||_F^2 = 6 - 2 tr(R_hat^T R) = 4 (1 - cos theta),   theta = geodesic angle between R_hat and R,
+    KL = sum_d ( (mu_d^2 + sigma_d^2 - 1) / 2 - log sigma_d ),
+
+with z = mu + sigma * eps (reparameterisation). The SMPL-X paper's orthogonality and determinant terms are not
+needed: GS output is a rotation by construction. Adam, early stopping on the validation loss, computed in eval
+mode with ONE fixed draw of eps (seed ``val_seed``) so it is comparable between epochs.
+
+For fitting, VPoser's prior is ``||z||^2`` in latent space (``VPoser.latent_penalty``; ``-log N(z) = ||z||^2/2 +
+const``), the shortcut DESIGN §4 contrasts with the flow's exact density.
+
+The run directory is the flow's (``train.trainer``): ``config.json`` (with ``"model": "vposer"``),
+``metrics.jsonl``, ``best.pt``/``last.pt`` (weights, optimizer, epoch, RNG states, config, data sha256; they load
+with ``torch.load(weights_only=True)``) and ``summary.json``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.distributions import Normal
+from torch.nn.functional import softplus
+from tqdm import tqdm
+
+from .data import PoseSet
+from .rotations import NUM_JOINTS, axis_angle_to_matrix, gram_schmidt, matrix_to_6d
+from .trainer import CHECKPOINT_FORMAT, _atomic_save, _atomic_write
+
+
+@dataclass
+class VPoserConfig:
+    model: str = "vposer"                # fixed: tells run directories of the baselines and the flow apart
+    hidden: int = 512
+    latent: int = 32
+    dropout: float = 0.1
+    kl_weight: float = 0.005
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    batch_size: int = 256
+    epochs: int = 200
+    patience: int = 10                   # early stopping: epochs without a lower validation loss
+    grad_clip: float = 10.0
+    seed: int = 0
+    val_seed: int = 1234                 # the fixed eps of the validation loss
+    max_val: int = 20000                 # at most this many validation poses (a fixed, seeded subset)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+    def sha256(self) -> str:
+        return hashlib.sha256(self.to_json().encode()).hexdigest()
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "VPoserConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"vposer config: unknown keys {sorted(unknown)}; known keys are {sorted(names)}")
+        if d.get("model", "vposer") != "vposer":
+            raise ValueError(f"vposer config: 'model' is {d['model']!r}, expected 'vposer'")
+        return cls(**d)
+
+
+PRESETS = {
+    "paper": VPoserConfig(),
+    "tiny": VPoserConfig(hidden=128, latent=16, epochs=6, patience=3, max_val=2000),
+}
+
+
+def load_config(spec: str | None) -> VPoserConfig:
+    """``spec``: a preset name, a JSON file of overrides on a preset (key ``preset``, default ``paper``), or None."""
+    if spec is None or spec in PRESETS:
+        return dataclasses.replace(PRESETS[spec or "paper"])
+    path = Path(spec)
+    if not path.is_file():
+        raise ValueError(f"config: {spec!r} is neither a vposer preset ({', '.join(PRESETS)}) nor a JSON file")
+    try:
+        d = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"config: {path} is not valid JSON: {e}") from None
+    return VPoserConfig.from_dict({**asdict(PRESETS[d.pop("preset", "paper")]), **d})
+
+
+class VPoser(nn.Module):
+    def __init__(self, hidden: int = 512, latent: int = 32, dropout: float = 0.1):
+        super().__init__()
+        n_in = 3 * NUM_JOINTS
+        self.latent = latent
+        self.register_buffer("input_mean", torch.zeros(n_in))
+        self.register_buffer("input_std", torch.ones(n_in))
+        self.encoder = nn.Sequential(nn.Linear(n_in, hidden), nn.LeakyReLU(), nn.Dropout(dropout),
+                                     nn.Linear(hidden, hidden), nn.LeakyReLU())
+        self.to_mu = nn.Linear(hidden, latent)
+        self.to_sigma = nn.Linear(hidden, latent)
+        self.decoder = nn.Sequential(nn.Linear(latent, hidden), nn.LeakyReLU(), nn.Dropout(dropout),
+                                     nn.Linear(hidden, hidden), nn.LeakyReLU(), nn.Linear(hidden, 6 * NUM_JOINTS))
+
+    @torch.no_grad()
+    def set_normalization(self, aa: torch.Tensor) -> None:
+        """Fix the input standardisation to the mean and std of training poses aa (N, 21, 3)."""
+        x = aa.reshape(len(aa), -1)
+        self.input_mean.copy_(x.mean(0))
+        self.input_std.copy_(x.std(0).clamp_min(1e-3))
+
+    def encode(self, aa: torch.Tensor) -> Normal:
+        """Axis-angle (B, 21, 3) or (B, 63) -> posterior q(z|x) = N(mu, diag sigma^2), batch shape (B, latent)."""
+        h = self.encoder((aa.reshape(aa.shape[0], -1) - self.input_mean) / self.input_std)
+        return Normal(self.to_mu(h), softplus(self.to_sigma(h)) + 1e-6)
+
+    def decode(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """z (B, latent) -> (rotation matrices (B, 21, 3, 3), orthonormal 6D (B, 21, 6))."""
+        R = gram_schmidt(self.decoder(z).reshape(z.shape[0], NUM_JOINTS, 6))
+        return R, matrix_to_6d(R)
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """n poses as orthonormal 6D (n, 21, 6), z ~ N(0, I). Call in eval mode (dropout off)."""
+        z = torch.randn(n, self.latent, generator=generator, device=self.input_mean.device)
+        return self.decode(z)[1]
+
+    @staticmethod
+    def latent_penalty(z: torch.Tensor) -> torch.Tensor:
+        """VPoser's fitting prior ``||z||^2`` per pose (B,); ``-log N(z; 0, I) = ||z||^2 / 2 + const``."""
+        return (z * z).sum(-1)
+
+    def loss(self, aa: torch.Tensor, R: torch.Tensor, eps: torch.Tensor, kl_weight: float) -> dict:
+        """Per-batch means of the loss terms (module docstring) for poses aa, their matrices R, noise eps."""
+        q = self.encode(aa)
+        R_hat, _ = self.decode(q.loc + q.scale * eps)
+        rec = ((R_hat - R) ** 2).sum((1, 2, 3)).mean()
+        kl = (0.5 * (q.loc ** 2 + q.scale ** 2 - 1.0) - q.scale.log()).sum(-1).mean()
+        return {"loss": (1.0 - kl_weight) * rec + kl_weight * kl, "rec": rec, "kl": kl}
+
+
+def build_vposer(cfg: VPoserConfig) -> VPoser:
+    return VPoser(cfg.hidden, cfg.latent, cfg.dropout)
+
+
+def load_vposer(path: str | Path) -> tuple[VPoser, dict]:
+    """Rebuild a VPoser from ``best.pt``/``last.pt`` (or a run directory: its ``best.pt``).
+    Returns (model in eval mode, checkpoint)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "best.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: checkpoint not found")
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT or \
+            ckpt.get("config", {}).get("model") != "vposer":
+        raise ValueError(f"{path}: not a vposer checkpoint")
+    model = build_vposer(VPoserConfig.from_dict(ckpt["config"]))
+    model.load_state_dict(ckpt["model"])
+    return model.eval(), ckpt
+
+
+@torch.no_grad()
+def evaluate(model: VPoser, aa: torch.Tensor, R: torch.Tensor, eps: torch.Tensor, kl_weight: float,
+             batch: int = 4096) -> dict:
+    """Validation figures in eval mode: the loss terms with the given eps, and the mean geodesic error (degrees)
+    of the reconstruction from the posterior mean z = mu."""
+    model.eval()
+    sums = {"loss": 0.0, "rec": 0.0, "kl": 0.0, "geodesic_deg": 0.0}
+    for i in range(0, len(aa), batch):
+        a, r, e = aa[i:i + batch], R[i:i + batch], eps[i:i + batch]
+        for k, v in model.loss(a, r, e, kl_weight).items():
+            sums[k] += float(v) * len(a)
+        R_hat, _ = model.decode(model.encode(a).loc)
+        cos = (((R_hat * r).sum((-2, -1)) - 1.0) / 2.0).clamp(-1.0, 1.0)
+        sums["geodesic_deg"] += float(torch.rad2deg(torch.acos(cos)).mean(-1).sum())
+    return {k: v / len(aa) for k, v in sums.items()}
+
+
+def _matrices(aa: torch.Tensor) -> torch.Tensor:
+    return torch.cat([axis_angle_to_matrix(c.double()).float() for c in aa.split(32768)])
+
+
+def train_vposer(cfg: VPoserConfig, train_set: PoseSet, val_set: PoseSet, out: str | Path, *, resume: bool = False,
+                 max_steps: int | None = None, max_minutes: float | None = None, progress: bool = True) -> dict:
+    """Train a VPoser into run directory ``out`` (layout as ``train.trainer.train``); returns the summary dict."""
+    out = Path(out)
+    t_start = time.monotonic()
+    data_sha = {"/".join(Path(k).parts[-2:]): v for k, v in sorted({**train_set.files, **val_set.files}.items())}
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    aa_train = torch.from_numpy(train_set.rotations).float()
+    R_train = _matrices(aa_train)
+    vgen = torch.Generator().manual_seed(cfg.val_seed)
+    aa_val = torch.from_numpy(val_set.rotations).float()
+    if len(aa_val) > cfg.max_val:
+        aa_val = aa_val[torch.randperm(len(aa_val), generator=vgen)[: cfg.max_val]]
+    R_val = _matrices(aa_val)
+    eps_val = torch.randn(len(aa_val), cfg.latent, generator=vgen)
+
+    model = build_vposer(cfg)
+    model.set_normalization(aa_train)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    state = {"epoch": 0, "step": 0, "best_val": math.inf, "best_epoch": 0, "bad_epochs": 0, "seconds": 0.0,
+             "best": {}}
+
+    if resume:
+        ckpt = torch.load(out / "last.pt", map_location="cpu", weights_only=True)
+        if ckpt["config"] != asdict(cfg):
+            raise ValueError(f"{out}: --resume with a different config than the run's own config.json")
+        if ckpt["data_sha256"] != data_sha:
+            raise ValueError(f"{out}: --resume with different data files than the run was started on")
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        gen.set_state(ckpt["rng"])
+        torch.set_rng_state(ckpt["torch_rng"])
+        state = dict(ckpt["state"])
+        lines = (out / "metrics.jsonl").read_text().splitlines() if (out / "metrics.jsonl").exists() else []
+        kept = [ln for ln in lines if json.loads(ln)["epoch"] <= state["epoch"]]
+        _atomic_write("".join(ln + "\n" for ln in kept), out / "metrics.jsonl")
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        _atomic_write(cfg.to_json() + "\n", out / "config.json")
+        (out / "metrics.jsonl").write_text("")
+
+    def checkpoint() -> dict:
+        return {"format": CHECKPOINT_FORMAT, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                "rng": gen.get_state(), "torch_rng": torch.get_rng_state(), "config": asdict(cfg),
+                "config_sha256": cfg.sha256(), "data_sha256": data_sha, "state": dict(state)}
+
+    deadline = None if max_minutes is None else t_start + 60.0 * max_minutes
+    n = len(aa_train)
+    steps_per_epoch = math.ceil(n / cfg.batch_size)
+    stop_reason = "epochs"
+    while state["epoch"] < cfg.epochs:
+        if state["bad_epochs"] >= cfg.patience:
+            stop_reason = "early_stopping"
+            break
+        if max_steps is not None and state["step"] >= max_steps:
+            stop_reason = "max_steps"
+            break
+        if deadline is not None and time.monotonic() > deadline:
+            stop_reason = "max_minutes"
+            break
+        t0 = time.monotonic()
+        model.train()
+        perm = torch.randperm(n, generator=gen)
+        total, count = 0.0, 0
+        bar = tqdm(range(steps_per_epoch), desc=f"epoch {state['epoch'] + 1}", disable=not progress, leave=False)
+        for i in bar:
+            idx = perm[i * cfg.batch_size:(i + 1) * cfg.batch_size]
+            eps = torch.randn(len(idx), cfg.latent, generator=gen)
+            loss = model.loss(aa_train[idx], R_train[idx], eps, cfg.kl_weight)["loss"]
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"training diverged: loss {loss.item()} at step {state['step']}")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            state["step"] += 1
+            total += loss.item() * len(idx)
+            count += len(idx)
+            bar.set_postfix(loss=f"{total / count:.4f}")
+            if max_steps is not None and state["step"] >= max_steps:
+                break
+        val = evaluate(model, aa_val, R_val, eps_val, cfg.kl_weight)
+        state["epoch"] += 1
+        seconds = time.monotonic() - t0
+        state["seconds"] += seconds
+        improved = val["loss"] < state["best_val"]
+        if improved:
+            state.update(best_val=val["loss"], best_epoch=state["epoch"], bad_epochs=0, best=val)
+        else:
+            state["bad_epochs"] += 1
+        ckpt = checkpoint()
+        if improved:
+            _atomic_save(ckpt, out / "best.pt")
+        _atomic_save(ckpt, out / "last.pt")
+        row = {"epoch": state["epoch"], "step": state["step"], "train_loss": total / count, "val_loss": val["loss"],
+               "val_rec": val["rec"], "val_kl": val["kl"], "val_geodesic_deg": val["geodesic_deg"],
+               "lr": opt.param_groups[0]["lr"], "seconds": round(seconds, 3)}
+        with open(out / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(row) + "\n")
+        if progress:
+            tqdm.write(f"epoch {row['epoch']:3d}  train loss {row['train_loss']:.4f}  val loss {val['loss']:.4f}"
+                       f"  (rec {val['rec']:.4f}, kl {val['kl']:.2f}, {val['geodesic_deg']:.2f} deg)"
+                       f"{'  *' if improved else ''}  ({seconds:.1f} s)")
+    best = state["best"]
+    summary = {"model": "vposer", "stop_reason": stop_reason, "epochs": state["epoch"], "steps": state["step"],
+               "best_epoch": state["best_epoch"], "best_val_loss": state["best_val"],
+               "best_val_rec": best.get("rec"), "best_val_kl": best.get("kl"),
+               "best_val_geodesic_deg": best.get("geodesic_deg"),
+               "train_seconds": round(state["seconds"], 1), "n_train": len(train_set), "n_val": len(val_set),
+               "config_sha256": cfg.sha256(), "data_sha256": data_sha}
+    _atomic_write(json.dumps(summary, indent=2) + "\n", out / "summary.json")
+    return summary
