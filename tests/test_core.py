@@ -177,3 +177,15 @@ def test_log_prob_independent_of_train_eval_mode():
     flow = perturbed_flow()
     x = flow.sample(8, torch.Generator().manual_seed(0))
     assert torch.equal(flow.train().log_prob(x), flow.eval().log_prob(x))
+
+
+def test_dequantisation_noise_widens_degenerate_directions():
+    """A hinge joint (rotation about x only) has a1 = (1, 0, 0): the lift keeps a1_y = a1_z = 0, noise does not."""
+    angles = torch.linspace(0, 2, 1000, dtype=torch.float64)[:, None]
+    hinge = tr.axis_angle_to_6d(torch.cat([angles, torch.zeros(1000, 2, dtype=torch.float64)], 1))[:, None]
+    g = torch.Generator().manual_seed(0)
+    assert augment(hinge, 0.3, 0.3, g)[..., 1:3].abs().max() == 0
+    noisy = augment(hinge, 0.3, 0.3, g, noise=0.02)
+    assert 0.015 < float(noisy[..., 1:3].std()) < 0.025
+    err = torch.rad2deg(torch.linalg.matrix_norm(tr.gram_schmidt(noisy) - tr.gram_schmidt(hinge)))
+    assert float(err.median()) < 5

@@ -21,7 +21,18 @@ def lift(x: torch.Tensor, eps: torch.Tensor, alpha: float, beta: float) -> torch
     return torch.cat([s1 * a1, s2 * a2 + t * a1], dim=-1)
 
 
-def augment(x: torch.Tensor, alpha: float, beta: float, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Orthonormal 6D poses (B, J, 6) -> augmented (B, J, 6) with fresh eps; ``alpha = beta = 0`` returns x."""
+def augment(x: torch.Tensor, alpha: float, beta: float, generator: torch.Generator | None = None,
+            noise: float = 0.0) -> torch.Tensor:
+    """Orthonormal 6D poses (B, J, 6) -> augmented (B, J, 6) with fresh eps; ``alpha = beta = 0`` returns x.
+
+    ``noise > 0`` also adds isotropic Gaussian noise N(0, noise^2 I_6) to every joint's 6D (dequantisation). Real
+    mocap skeletons have hinge joints (CMU knees and toes rotate about x only, so a1 = (s1, 0, 0) exactly even
+    after the lift) and duplicated joints; without noise those directions have zero width, the density is
+    singular there, and log p of a slightly off-hinge pose is astronomically low. With noise GS(b) is no longer
+    exactly a, but within about ``noise`` radians of it.
+    """
     eps = torch.randn(x.shape[:-1] + (3,), generator=generator, dtype=x.dtype, device=x.device)
-    return lift(x, eps, alpha, beta)
+    b = lift(x, eps, alpha, beta)
+    if noise > 0:
+        b = b + noise * torch.randn(b.shape, generator=generator, dtype=x.dtype, device=x.device)
+    return b

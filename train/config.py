@@ -25,6 +25,7 @@ class Config:
     # inverse Gram-Schmidt augmentation (DESIGN §2)
     alpha: float = 0.1
     beta: float = 0.1
+    noise: float = 0.0                   # isotropic 6D dequantisation noise (for hinge / duplicated joints)
     mirror: bool = False                 # add the left-right mirror image of every training pose
     # optimisation
     lr: float = 1e-3

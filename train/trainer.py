@@ -90,11 +90,12 @@ def train(cfg: Config, train_set: PoseSet, val_set: PoseSet, out: str | Path, *,
     x_val = val_set.to_6d()
     if len(x_val) > cfg.max_val:
         x_val = x_val[torch.randperm(len(x_val), generator=vgen)[: cfg.max_val]]
-    x_val = augment(x_val, cfg.alpha, cfg.beta, vgen)
+    x_val = augment(x_val, cfg.alpha, cfg.beta, vgen, cfg.noise)
 
     flow = build_flow(cfg)
     if cfg.normalize:
-        flow.set_normalization(augment(x_train, cfg.alpha, cfg.beta, torch.Generator().manual_seed(cfg.seed + 1)))
+        norm_gen = torch.Generator().manual_seed(cfg.seed + 1)
+        flow.set_normalization(augment(x_train, cfg.alpha, cfg.beta, norm_gen, cfg.noise))
     opt = torch.optim.Adam(flow.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     state = {"epoch": 0, "step": 0, "best_val": -math.inf, "best_epoch": 0, "bad_epochs": 0, "seconds": 0.0}
 
@@ -143,7 +144,7 @@ def train(cfg: Config, train_set: PoseSet, val_set: PoseSet, out: str | Path, *,
         total, count = 0.0, 0
         bar = tqdm(range(steps_per_epoch), desc=f"epoch {state['epoch'] + 1}", disable=not progress, leave=False)
         for i in bar:
-            xb = augment(x_train[perm[i * cfg.batch_size:(i + 1) * cfg.batch_size]], cfg.alpha, cfg.beta, gen)
+            xb = augment(x_train[perm[i * cfg.batch_size:(i + 1) * cfg.batch_size]], cfg.alpha, cfg.beta, gen, cfg.noise)
             loss = -flow.log_prob(xb).mean()
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"training diverged: loss {loss.item()} at step {state['step']}")
