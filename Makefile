@@ -25,7 +25,7 @@ train: install
 		$(if $(wildcard $(RUN)/last.pt),--resume,)
 
 train-tiny: install
-	$(PY) -m train.cli train --data $(DATA) --out runs/tiny --config tiny
+	$(PY) -m train.cli train --data $(DATA) --out runs/tiny --config tiny --quiet $(if $(wildcard runs/tiny/last.pt),--resume,)
 
 export: install
 	$(PY) -m train.cli export $(RUN) --out $(MODEL)
@@ -33,8 +33,11 @@ export: install
 demo: install
 	$(PY) -m train.cli demo
 
+bindings: install
+	bash bindings_tests/build.sh
+
 bench: install
 	$(PY) -m train.cli bench
 
 clean:
-	rm -rf .venv build *.egg-info .pytest_cache
+	rm -rf .venv build *.egg-info .pytest_cache bindings_tests/build

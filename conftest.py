@@ -1,0 +1,49 @@
+"""Fixtures shared by tests/ and bindings_tests/ (one session trains and exports the tiny model once).
+
+Real data is read from ../shared/data beside the checkout; it is never copied here.
+"""
+import os
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[1] / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """../shared/data; tests that need it skip with a clear message when absent, and fail in CI."""
+    if not (SHARED_DATA / "cmu_pose" / "train.npz").is_file():
+        msg = f"real pose data not found at {SHARED_DATA} (clone the project next to its shared/ folder)"
+        if os.environ.get("CI"):
+            pytest.fail(msg + "; CI must have it")
+        pytest.skip(msg)
+    return SHARED_DATA
+
+
+# --- a trained and exported tiny model (tests/test_export.py, tests/test_runtime.py) ---------------------------------
+@pytest.fixture(scope="session")
+def tiny_run(shared_data, tmp_path_factory) -> Path:
+    """The tiny preset trained for 300 steps on the CMU train split (~15 s): a real run directory."""
+    from train.config import load_config
+    from train.data import load_npz
+    from train.trainer import train
+
+    data = {split: load_npz(shared_data / "cmu_pose" / f"{split}.npz") for split in ("train", "val")}
+    run = tmp_path_factory.mktemp("tiny_run") / "run"
+    train(load_config("tiny"), data["train"], data["val"], run, max_steps=300, progress=False)
+    return run
+
+
+@pytest.fixture(scope="session")
+def tiny_model(request, tmp_path_factory) -> Path:
+    """A model directory: $POSEPRIOR_TEST_MODEL (e.g. one made by `make export`) when set, else `tiny_run`
+    exported (~20 s)."""
+    given = os.environ.get("POSEPRIOR_TEST_MODEL")
+    if given:
+        return Path(given).resolve()
+    from export import export_model
+
+    out = tmp_path_factory.mktemp("tiny_model") / "model"
+    export_model(request.getfixturevalue("tiny_run"), out)
+    return out

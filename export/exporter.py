@@ -1,0 +1,158 @@
+"""``export_model``: a training run -> a model directory that the torch-free runtime loads.
+
+Layout of the model directory::
+
+    manifest.json           format version, files + sha256, joints, conventions, dims, training record
+    weights.bin             the weights of all four graphs, each distinct tensor once
+    log_prob.onnx           poses (batch, 21, 6) -> log_prob (batch)
+    sample.onnx             z (batch, D) -> poses (batch, 21, 6)             raw, not orthonormalised
+    latent_forward.onnx     z (batch, D) -> poses (batch, 21, 6), log_prob (batch)
+    log_prob_grad.onnx      poses (batch, 21, 6) -> log_prob (batch), grad (batch, 21, 6)
+    pt2/<graph>.pt2         torch.export programs of the four graphs
+    torchscript/<graph>.pt  TorchScript of log_prob, sample, latent_forward
+
+The directory is built beside ``out_dir`` and renamed into place at the end, so a failed export leaves
+nothing; an existing model directory at ``out_dir`` is replaced, anything else there is refused.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from importlib.metadata import version
+from pathlib import Path
+
+import onnx
+import torch
+
+from runtime.prior import FORMAT_VERSION, GRAPHS, WEIGHTS_FILE, sha256_file
+from runtime.rotations import JOINT_NAMES, NUM_JOINTS
+from train.trainer import load_checkpoint
+
+from .graphs import LatentForward, LogProb, LogProbGrad, Sample
+from .onnx_export import OPSET, set_metadata, share_weights, to_onnx
+from .torch_export import export_program, save_pt2, save_torchscript
+
+MODULES = {"log_prob": LogProb, "sample": Sample, "latent_forward": LatentForward, "log_prob_grad": LogProbGrad}
+TORCHSCRIPT = ("log_prob", "sample", "latent_forward")
+EXAMPLE_BATCH = 3   # > 1, so that torch.export does not specialise the batch size
+
+CONVENTIONS = {
+    "rotation_6d": "first two columns of the rotation matrix R, contiguous: [R00 R10 R20 R01 R11 R21] "
+                   "(not VPoser's interleaved [R00 R01 R10 R11 R20 R21], not PyTorch3D's rows)",
+    "poses": "(batch, 21, 6) float32: local rotations of the 21 non-root SMPL body joints in joint_names order, "
+             "each in 6D",
+    "latent": "z (batch, dim) float32, base distribution N(0, I_dim); dim = 6 x (21 - len(masked_joints))",
+    "log_prob": "natural log density of the 6D pose in R^dim: log p(x) = log N(f^-1(x); 0, I) + "
+                "log|det d f^-1/dx|, with f the flow latent -> pose",
+    "gram_schmidt": "e1 = b1/|b1|, e2 = normalize(b2 - (e1.b2) e1), e3 = e1 x e2, R = [e1 e2 e3]; samples are "
+                    "raw flow outputs: orthonormalise them before use as rotations",
+    "masked_joints": "not modelled: ignored by log_prob (zero gradient), sampled as the identity",
+}
+GRAPH_DOCS = {
+    "log_prob": "log p of 6D poses",
+    "sample": "raw poses f(z) from latents z",
+    "latent_forward": "poses f(z) and log p(f(z)) = log N(z) - log|det df/dz| in one pass",
+    "log_prob_grad": "log p of 6D poses and its gradient d log p / d poses",
+}
+
+
+def _shape(name: str, dim: int) -> list:
+    return ["batch"] if name == "log_prob" else ["batch", dim] if name == "z" else ["batch", NUM_JOINTS, 6]
+
+
+def _training_record(run_dir: Path, ckpt: dict, which: str) -> dict:
+    """What the model was trained on and how well: config, data checksums, the checkpoint's epoch and metrics."""
+    state = ckpt["state"]
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()] \
+        if (run_dir / "metrics.jsonl").is_file() else []
+    row = next((r for r in rows if r["epoch"] == state["epoch"]), None)
+    summary = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").is_file() else None
+    return {
+        "run": run_dir.resolve().name, "checkpoint": f"{which}.pt", "epoch": state["epoch"], "step": state["step"],
+        "val_log_p": None if row is None else row["val_log_p"],
+        "best_epoch": state["best_epoch"], "best_val_log_p": state["best_val"],
+        "config": ckpt["config"], "config_sha256": ckpt["config_sha256"], "data_sha256": ckpt["data_sha256"],
+        "summary": summary,
+    }
+
+
+def _build(flow, out: Path, record: dict) -> dict:
+    """Write every file of the model directory into ``out`` (empty); returns the manifest."""
+    examples = {"poses": torch.zeros(EXAMPLE_BATCH, NUM_JOINTS, 6), "z": torch.zeros(EXAMPLE_BATCH, flow.dim)}
+    (out / "pt2").mkdir()
+    (out / "torchscript").mkdir()
+    models = {}
+    for name, graph in GRAPHS.items():
+        module, example = MODULES[name](flow).eval(), examples[graph.inputs[0]]
+        program = export_program(module, example)
+        save_pt2(program, out / "pt2" / f"{name}.pt2")
+        models[name] = to_onnx(program, graph)
+        if name in TORCHSCRIPT:
+            save_torchscript(module, example, out / "torchscript" / f"{name}.pt")
+
+    share_weights(models, out / WEIGHTS_FILE)
+    masked = list(record["config"]["masked_joints"])
+    versions = {"torch": torch.__version__, "onnx": onnx.__version__, "onnxscript": version("onnxscript"),
+                "opset": OPSET}
+    common = {"format_version": str(FORMAT_VERSION), "joint_names": json.dumps(list(JOINT_NAMES)),
+              "rotation_6d": CONVENTIONS["rotation_6d"], "layout": CONVENTIONS["poses"],
+              "num_joints": str(NUM_JOINTS), "dim": str(flow.dim), "masked_joints": json.dumps(masked),
+              "weights_sha256": sha256_file(out / WEIGHTS_FILE), "config_sha256": record["config_sha256"],
+              "exporter": json.dumps(versions)}
+    for name, model in models.items():
+        set_metadata(model, {"graph": name, **common}, f"poseprior {name}: {GRAPH_DOCS[name]}")
+        onnx.save(model, out / GRAPHS[name].file)
+        onnx.checker.check_model(str(out / GRAPHS[name].file), full_check=True)
+
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "joint_names": list(JOINT_NAMES), "num_joints": NUM_JOINTS, "dim": flow.dim, "masked_joints": masked,
+        "conventions": CONVENTIONS,
+        "graphs": {name: {"file": g.file, "doc": GRAPH_DOCS[name],
+                          "inputs": {i: _shape(i, flow.dim) for i in g.inputs},
+                          "outputs": {o: _shape(o, flow.dim) for o in g.outputs}} for name, g in GRAPHS.items()},
+        "torch": {"pt2": {name: f"pt2/{name}.pt2" for name in GRAPHS},
+                  "torchscript": {name: f"torchscript/{name}.pt" for name in TORCHSCRIPT}},
+        "training": record,
+        "exporter": versions,
+        "files": {p.relative_to(out).as_posix(): {"sha256": sha256_file(p), "bytes": p.stat().st_size}
+                  for p in sorted(out.rglob("*")) if p.is_file()},
+    }
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+def export_model(run_dir: str | Path, out_dir: str | Path, which: str = "best") -> dict:
+    """Export checkpoint ``which`` ("best" or "last") of training run ``run_dir`` into model directory
+    ``out_dir``; returns the manifest (with ``export_seconds`` added, not written)."""
+    if which not in ("best", "last"):
+        raise ValueError(f"which must be 'best' or 'last', got {which!r}")
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / "manifest.json").is_file():
+        raise ValueError(f"{out_dir}: exists, is not empty and is not a model directory; not replacing it")
+    t0 = time.monotonic()
+    config = json.loads((run_dir / "config.json").read_text()) if (run_dir / "config.json").is_file() else {}
+    if config.get("model", "flow") != "flow":
+        raise ValueError(f"{run_dir}: a {config['model']} run; only flow runs export to the runtime's format")
+    flow, ckpt = load_checkpoint(run_dir / f"{which}.pt")
+    flow.requires_grad_(False)
+    record = _training_record(run_dir, ckpt, which)
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    tmp.chmod(0o755)   # mkdtemp makes it private; a model directory is meant to be shipped
+    try:
+        manifest = _build(flow, tmp, record)
+        if out_dir.exists():
+            old = out_dir.with_name(f".{out_dir.name}.old-{tmp.name.rsplit('-', 1)[-1]}")
+            out_dir.rename(old)
+            tmp.rename(out_dir)
+            shutil.rmtree(old)
+        else:
+            tmp.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return {**manifest, "export_seconds": round(time.monotonic() - t0, 2)}

@@ -1,0 +1,66 @@
+"""Torch-native artifacts of the graphs (for torch and libtorch users), and the way back to a ``PoseFlow``.
+
+* ``.pt2`` (``torch.export``; load with ``torch.export.load(path).module()``): the successor format; the
+  ExportedProgram is the same one the ONNX graph was converted from.
+* TorchScript (``torch.jit.trace``; load with ``torch.jit.load``, also from C++): deprecated in torch 2.13 (it
+  warns) but still the simplest way into libtorch. Traced with a batch of 3; the batch size stays dynamic.
+
+Both formats record source file paths of the build machine (stack traces in ``.pt2`` node metadata,
+``*.debug_pkl`` entries in TorchScript archives); they are removed: the debug entries are optional.
+"""
+from __future__ import annotations
+
+import json
+import warnings
+import zipfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+BATCH = torch.export.Dim("batch")
+
+
+def export_program(module: nn.Module, example: torch.Tensor) -> torch.export.ExportedProgram:
+    """``torch.export`` with a dynamic batch (axis 0 of the single input), build paths removed."""
+    program = torch.export.export(module.eval(), (example,), dynamic_shapes=({0: BATCH},))
+    for node in program.graph.nodes:
+        node.meta.pop("stack_trace", None)
+    return program
+
+
+def save_pt2(program: torch.export.ExportedProgram, path: Path) -> None:
+    with warnings.catch_warnings():   # torch-internal pytree deprecation noise
+        warnings.filterwarnings("ignore", message=r".*LeafSpec", category=FutureWarning)
+        torch.export.save(program, path)
+
+
+def save_torchscript(module: nn.Module, example: torch.Tensor, path: Path) -> None:
+    tmp = path.with_suffix(".full")
+    with warnings.catch_warnings():
+        # "torch.jit.trace/save is deprecated": known, and this artifact is wanted. The identity rotation of
+        # masked joints is a constant, as the TracerWarning about torch.tensor assumes.
+        warnings.filterwarnings("ignore", message=r".*torch\.jit\.\w+` is deprecated", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", message=r"torch\.tensor results are registered as constants",
+                                category=torch.jit.TracerWarning)
+        traced = torch.jit.trace(module.eval(), (example,))
+        torch.jit.save(traced, str(tmp))
+    with zipfile.ZipFile(tmp) as src, zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as dst:
+        for info in src.infolist():
+            if not info.filename.endswith(".debug_pkl"):
+                dst.writestr(info, src.read(info.filename))
+    tmp.unlink()
+
+
+def load_flow(model_dir: str | Path):
+    """Rebuild the torch ``PoseFlow`` (eval mode) of an exported model: its config from ``manifest.json``, its
+    weights from ``pt2/log_prob.pt2``. For fine-tuning or for checking the other artifacts against torch."""
+    from train.config import Config
+    from train.trainer import build_flow
+
+    model_dir = Path(model_dir)
+    manifest = json.loads((model_dir / "manifest.json").read_text())
+    flow = build_flow(Config.from_dict(manifest["training"]["config"]))
+    state = torch.export.load(model_dir / "pt2" / "log_prob.pt2").state_dict
+    flow.load_state_dict({name.removeprefix("flow."): t for name, t in state.items()})
+    return flow.eval()
