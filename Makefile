@@ -7,7 +7,7 @@ MODEL   ?= models/$(notdir $(RUN))
 PRESET  ?= paper
 MINUTES ?= 60
 
-.PHONY: install test test-fast train train-tiny export demo bench bindings clean
+.PHONY: install test train train-tiny export default-model demo bench bindings clean
 
 install: $(STAMP)
 $(STAMP): pyproject.toml
@@ -30,8 +30,12 @@ train-tiny: install
 export: install
 	$(PY) -m train.cli export $(RUN) --out $(MODEL)
 
+# ship RUN as the runtime's default model (ONNX graphs + weights + manifest only, as package data)
+default-model: install
+	$(PY) -m train.cli export $(RUN) --out runtime/models/default --onnx-only
+
 demo: install
-	$(PY) -m train.cli demo
+	$(PY) -m runtime.demo --out demo.png
 
 bindings: install
 	bash bindings_tests/build.sh

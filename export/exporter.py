@@ -78,19 +78,25 @@ def _training_record(run_dir: Path, ckpt: dict, which: str) -> dict:
     }
 
 
-def _build(flow, out: Path, record: dict) -> dict:
-    """Write every file of the model directory into ``out`` (empty); returns the manifest."""
+def _build(flow, out: Path, record: dict, torch_artifacts: bool = True) -> dict:
+    """Write every file of the model directory into ``out`` (empty); returns the manifest.
+
+    ``torch_artifacts=False`` writes only what the runtime reads (the ONNX graphs, weights, manifest): the form
+    shipped inside the runtime package.
+    """
     examples = {"poses": torch.zeros(EXAMPLE_BATCH, NUM_JOINTS, 6), "z": torch.zeros(EXAMPLE_BATCH, flow.dim)}
-    (out / "pt2").mkdir()
-    (out / "torchscript").mkdir()
+    if torch_artifacts:
+        (out / "pt2").mkdir()
+        (out / "torchscript").mkdir()
     models = {}
     for name, graph in GRAPHS.items():
         module, example = MODULES[name](flow).eval(), examples[graph.inputs[0]]
         program = export_program(module, example)
-        save_pt2(program, out / "pt2" / f"{name}.pt2")
         models[name] = to_onnx(program, graph)
-        if name in TORCHSCRIPT:
-            save_torchscript(module, example, out / "torchscript" / f"{name}.pt")
+        if torch_artifacts:
+            save_pt2(program, out / "pt2" / f"{name}.pt2")
+            if name in TORCHSCRIPT:
+                save_torchscript(module, example, out / "torchscript" / f"{name}.pt")
 
     share_weights(models, out / WEIGHTS_FILE)
     masked = list(record["config"]["masked_joints"])
@@ -114,7 +120,7 @@ def _build(flow, out: Path, record: dict) -> dict:
                           "inputs": {i: _shape(i, flow.dim) for i in g.inputs},
                           "outputs": {o: _shape(o, flow.dim) for o in g.outputs}} for name, g in GRAPHS.items()},
         "torch": {"pt2": {name: f"pt2/{name}.pt2" for name in GRAPHS},
-                  "torchscript": {name: f"torchscript/{name}.pt" for name in TORCHSCRIPT}},
+                  "torchscript": {name: f"torchscript/{name}.pt" for name in TORCHSCRIPT}} if torch_artifacts else {},
         "training": record,
         "exporter": versions,
         "files": {p.relative_to(out).as_posix(): {"sha256": sha256_file(p), "bytes": p.stat().st_size}
@@ -124,9 +130,10 @@ def _build(flow, out: Path, record: dict) -> dict:
     return manifest
 
 
-def export_model(run_dir: str | Path, out_dir: str | Path, which: str = "best") -> dict:
+def export_model(run_dir: str | Path, out_dir: str | Path, which: str = "best", torch_artifacts: bool = True) -> dict:
     """Export checkpoint ``which`` ("best" or "last") of training run ``run_dir`` into model directory
-    ``out_dir``; returns the manifest (with ``export_seconds`` added, not written)."""
+    ``out_dir``; returns the manifest (with ``export_seconds`` added, not written). ``torch_artifacts=False``:
+    ONNX only (no .pt2 / TorchScript)."""
     if which not in ("best", "last"):
         raise ValueError(f"which must be 'best' or 'last', got {which!r}")
     run_dir, out_dir = Path(run_dir), Path(out_dir)
@@ -144,7 +151,7 @@ def export_model(run_dir: str | Path, out_dir: str | Path, which: str = "best") 
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
     tmp.chmod(0o755)   # mkdtemp makes it private; a model directory is meant to be shipped
     try:
-        manifest = _build(flow, tmp, record)
+        manifest = _build(flow, tmp, record, torch_artifacts)
         if out_dir.exists():
             old = out_dir.with_name(f".{out_dir.name}.old-{tmp.name.rsplit('-', 1)[-1]}")
             out_dir.rename(old)

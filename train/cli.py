@@ -94,12 +94,13 @@ def train(data_dir, out, model, config_spec, epochs, max_steps, max_minutes, res
               help="Model directory to write (an existing model directory there is replaced).")
 @click.option("--which", type=click.Choice(["best", "last"]), default="best", show_default=True,
               help="Checkpoint of the run to export.")
-def export_command(run_dir, out, which):
+@click.option("--onnx-only", is_flag=True, help="Only what the runtime reads (no .pt2 / TorchScript): for shipping.")
+def export_command(run_dir, out, which, onnx_only):
     """Export a trained flow: ONNX graphs + shared weights + manifest (and .pt2, TorchScript) for the runtime."""
     from export import export_model
 
     try:
-        manifest = export_model(run_dir, out, which)
+        manifest = export_model(run_dir, out, which, torch_artifacts=not onnx_only)
     except (FileNotFoundError, ValueError) as e:
         _fail(str(e))
     for name, f in manifest["files"].items():
@@ -107,6 +108,7 @@ def export_command(run_dir, out, which):
     t = manifest["training"]
     click.echo(f"exported {run_dir}/{which}.pt (epoch {t['epoch']}, val log p {t['val_log_p']}) to {out} "
                f"in {manifest['export_seconds']} s")
+
 
 if __name__ == "__main__":
     main()
