@@ -24,7 +24,10 @@ def shared_data() -> Path:
 # --- a trained and exported tiny model (tests/test_export.py, tests/test_runtime.py) ---------------------------------
 @pytest.fixture(scope="session")
 def tiny_run(shared_data, tmp_path_factory) -> Path:
-    """The tiny preset trained for 300 steps on the CMU train split (~15 s): a real run directory."""
+    """A real run directory: $POSEPRIOR_TEST_RUN when set (CI: the run `make train-tiny` made), else the tiny
+    preset trained for 300 steps on the CMU train split (~15 s)."""
+    if os.environ.get("POSEPRIOR_TEST_RUN"):
+        return Path(os.environ["POSEPRIOR_TEST_RUN"]).resolve()
     from train.config import load_config
     from train.data import load_npz
     from train.trainer import train

@@ -203,8 +203,8 @@ def test_manifest(tiny_model, manifest):
 
 
 def test_manifest_records_the_run(tiny_model, manifest, request):
-    if os.environ.get("POSEPRIOR_TEST_MODEL"):
-        pytest.skip("the run of $POSEPRIOR_TEST_MODEL is not known here")
+    if os.environ.get("POSEPRIOR_TEST_MODEL") and not os.environ.get("POSEPRIOR_TEST_RUN"):
+        pytest.skip("$POSEPRIOR_TEST_MODEL is set without $POSEPRIOR_TEST_RUN, the run it was exported from")
     run = request.getfixturevalue("tiny_run")
     flow, ckpt = load_checkpoint(run / "best.pt")
     t = manifest["training"]
@@ -233,7 +233,7 @@ def test_export_is_atomic(tiny_run, tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == [], "a failed export left files behind"
 
     # a model directory is replaced; any other non-empty directory is refused
-    def fake_build(flow, tmp, record):
+    def fake_build(flow, tmp, record, torch_artifacts=True):
         (tmp / "manifest.json").write_text("{}")
         return {"files": {}}
 
@@ -255,16 +255,18 @@ def test_export_is_atomic(tiny_run, tmp_path, monkeypatch):
 def test_cli_export(tiny_run, tmp_path, monkeypatch):
     seen = {}
 
-    def fake_export(run_dir, out_dir, which):
-        seen.update(run_dir=run_dir, out_dir=out_dir, which=which)
+    def fake_export(run_dir, out_dir, which, torch_artifacts):
+        seen.update(run_dir=run_dir, out_dir=out_dir, which=which, torch_artifacts=torch_artifacts)
         return {"files": {"log_prob.onnx": {"bytes": 1000}}, "export_seconds": 1.0,
                 "training": {"epoch": 3, "val_log_p": 150.0}}
 
     monkeypatch.setattr("export.export_model", fake_export)
     result = CliRunner().invoke(cli, ["export", str(tiny_run), "--out", str(tmp_path / "m"), "--which", "last"])
     assert result.exit_code == 0, result.output
-    assert seen == {"run_dir": tiny_run, "out_dir": tmp_path / "m", "which": "last"}
+    assert seen == {"run_dir": tiny_run, "out_dir": tmp_path / "m", "which": "last", "torch_artifacts": True}
     assert "log_prob.onnx" in result.output
+    result = CliRunner().invoke(cli, ["export", str(tiny_run), "--out", str(tmp_path / "m"), "--onnx-only"])
+    assert result.exit_code == 0 and seen["torch_artifacts"] is False
     monkeypatch.undo()
     result = CliRunner().invoke(cli, ["export", str(tmp_path / "no_run"), "--out", str(tmp_path / "m")])
     assert result.exit_code == 2 and "checkpoint not found" in result.output

@@ -77,6 +77,23 @@ def test_metadata_from_the_manifest(prior, tiny_model):
     assert "CPUExecutionProvider" in repr(prior)
 
 
+def test_shipped_default_model(aa):
+    """The model inside the package: loads (sha256-checked), is the paper architecture trained on CMU data only
+    (commercial use allowed), and tells real held-out poses from corrupted ones."""
+    prior = PosePrior.load()
+    assert prior.path == prior_module.DEFAULT_MODEL_DIR and prior.dim == 126
+    training = prior.manifest["training"]
+    assert sorted(training["data_sha256"]) == ["cmu_pose/train.npz", "cmu_pose/val.npz"]
+    assert (training["config"]["num_layers"], training["config"]["hidden"], training["config"]["depth"]) == (12, 256, 4)
+    on_disk = {p.name for p in prior.path.iterdir()}
+    assert on_disk == {g.file for g in GRAPHS.values()} | {WEIGHTS_FILE, "manifest.json"}   # ONNX only: small
+    assert sum((prior.path / f).stat().st_size for f in on_disk) < 20e6
+    real = prior.log_prob(aa, rep="axis_angle")
+    knees = aa.copy()
+    knees[:, [3, 4]] = [-1.4, 0.0, 0.0]   # both knees bent 80 degrees the wrong way
+    assert np.isfinite(real).all() and np.median(prior.log_prob(knees, rep="axis_angle")) < np.percentile(real, 5)
+
+
 def test_missing_default_model(monkeypatch, tmp_path):
     monkeypatch.setattr(prior_module, "DEFAULT_MODEL_DIR", tmp_path / "models" / "default")
     with pytest.raises(ModelError, match="without a default model.*poseprior export"):

@@ -110,5 +110,17 @@ def export_command(run_dir, out, which, onnx_only):
                f"in {manifest['export_seconds']} s")
 
 
+@main.command("bench")
+@click.argument("model_dir", required=False, type=click.Path(path_type=Path))
+@click.option("--reps", type=int, default=20, show_default=True, help="Timed calls per cell (after warm-up).")
+@click.option("--threads", type=int, default=None, help="Threads for onnxruntime and torch (default: all cores).")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Also write the results as JSON.")
+def bench_command(model_dir, reps, threads, out):
+    """Median latency of every graph at batch 1, 64, 4096: onnxruntime vs torch eager (default model if none)."""
+    from export.bench import main as bench
+
+    bench(model_dir, out=out, reps=reps, threads=threads)
+
+
 if __name__ == "__main__":
     main()
