@@ -70,7 +70,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     ref = sets.get("real, unseen subject", sets["samples (orthonormalised)"])
     threshold = float(np.percentile(ref, 1))
-    print(f"\nlog p under the prior ({prior.dim}-d flow; trained on {train.get('data', 'see manifest')}); "
+    data_names = ', '.join(train.get('data_sha256', {})) or 'unknown data'
+    print(f"\nlog p under the prior ({prior.dim}-d flow trained on {data_names}); "
           f"'plausible' = above the 1st percentile of the {'real' if real is not None else 'sampled'} poses "
           f"({threshold:.1f})\n")
     print(f"{'poses':34s} {'n':>5s} {'mean':>9s} {'median':>9s} {'5%':>9s} {'plausible':>10s}")
@@ -79,10 +80,14 @@ def main(argv: list[str] | None = None) -> dict:
         rows[name] = {"n": len(lp), "mean": float(lp.mean()), "median": float(np.median(lp)),
                       "p5": float(np.percentile(lp, 5)), "plausible": float((lp > threshold).mean())}
         r = rows[name]
-        print(f"{name:34s} {r['n']:5d} {r['mean']:9.1f} {r['median']:9.1f} {r['p5']:9.1f} {r['plausible']:10.1%}")
+        print(f"{name:34s} {r['n']:5d} {_num(r['mean'])} {_num(r['median'])} {_num(r['p5'])} {r['plausible']:10.1%}")
     print(f"\n{sum(len(v) for v in sets.values())} poses scored in {seconds:.2f} s")
     _figure(args.out, sets, samples, offsets)
     return rows
+
+
+def _num(v: float) -> str:
+    return f"{v:9.1f}" if abs(v) < 1e6 else f"{v:9.1e}"
 
 
 def _figure(out: Path, sets: dict, samples: np.ndarray, offsets: np.ndarray | None) -> None:
@@ -93,28 +98,28 @@ def _figure(out: Path, sets: dict, samples: np.ndarray, offsets: np.ndarray | No
     except ImportError:
         print("(matplotlib not installed: no figure)")
         return
-    fig = plt.figure(figsize=(13, 4.5))
+    fig = plt.figure(figsize=(14, 4.8))
     ax = fig.add_subplot(1, 2 if offsets is not None else 1, 1)
     lo = min(np.percentile(v, 1) for v in sets.values())
     hi = max(v.max() for v in sets.values())
     bins = np.linspace(max(lo, hi - 600), hi, 80)
     for name, lp in sets.items():
         ax.hist(np.clip(lp, bins[0], None), bins=bins, histtype="step", lw=1.5, label=name, density=True)
+    peak = max(np.histogram(np.clip(lp, bins[0], None), bins=bins, density=True)[0][1:].max() for lp in sets.values())
+    ax.set_ylim(0, 1.15 * peak)   # the clipped left-edge bin may go off the top
     ax.set_xlabel("log p (values below the axis are clipped to its left edge)")
     ax.set_ylabel("density")
     ax.legend(fontsize=7, loc="upper left")
     ax.set_title("The prior separates real from corrupted poses")
     if offsets is not None:
-        ax3 = fig.add_subplot(1, 2, 2, projection="3d")
-        pos = forward_kinematics(rotations.gram_schmidt(samples[:6].astype(np.float64)), offsets)
-        for i, p in enumerate(pos):
-            p = p + np.array([1.0 * i, 0.0, 0.0])
+        ax2 = fig.add_subplot(1, 2, 2)
+        pos = forward_kinematics(rotations.gram_schmidt(samples[:8].astype(np.float64)), offsets)
+        for i, p in enumerate(pos):   # front view: x (the body's left is +x, drawn on the right) and y (up)
             for k, parent in enumerate(rotations.PARENTS[1:], start=1):
-                ax3.plot(*[[p[parent, c], p[k, c]] for c in (0, 2, 1)], color=f"C{i}", lw=2)
-        ax3.set_box_aspect((6, 1, 1.6))
-        ax3.view_init(elev=10, azim=-80)
-        ax3.set_axis_off()
-        ax3.set_title("Six samples (seed 0)")
+                ax2.plot([p[parent, 0] + 0.9 * i, p[k, 0] + 0.9 * i], [p[parent, 1], p[k, 1]], color=f"C{i}", lw=2)
+        ax2.set_aspect("equal")
+        ax2.set_axis_off()
+        ax2.set_title("Eight samples, front view (seed 0)")
     fig.tight_layout()
     out = Path(out)
     tmp = out.with_name(out.name + ".tmp.png")

@@ -1,0 +1,13 @@
+"""`make demo` on the shipped default model: runs end to end, writes its figure, and ranks poses sensibly."""
+from runtime import demo
+
+
+def test_demo_runs_on_the_default_model(shared_data, tmp_path):
+    rows = demo.main(["--n", "200", "--data", str(shared_data / "cmu_pose" / "test.npz"),
+                      "--out", str(tmp_path / "demo.png")])
+    assert (tmp_path / "demo.png").stat().st_size > 10_000
+    real = rows["real, unseen subject"]
+    assert real["plausible"] > 0.95
+    for corrupted in ("real + 3 joints off by 60 deg", "real, knees bent backwards", "random rotations"):
+        assert rows[corrupted]["median"] < real["median"] - 50 and rows[corrupted]["plausible"] < 0.1
+    assert rows["samples (orthonormalised)"]["plausible"] > 0.9
