@@ -50,3 +50,22 @@ def tiny_model(request, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("tiny_model") / "model"
     export_model(request.getfixturevalue("tiny_run"), out)
     return out
+
+
+# --- tables that tests print at the end of the session (parity figures etc.), even under -q ------------------------
+REPORTS = pytest.StashKey[list]()
+
+
+@pytest.fixture
+def report(request):
+    """``report(title, lines)``: show a table in the session's terminal summary."""
+    def add(title: str, lines: list[str]) -> None:
+        request.config.stash.setdefault(REPORTS, []).append((title, lines))
+    return add
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    for title, lines in config.stash.get(REPORTS, []):
+        terminalreporter.section(title)
+        for line in lines:
+            terminalreporter.write_line(line)

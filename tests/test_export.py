@@ -92,7 +92,7 @@ def backends(tiny_model):
     return table
 
 
-def test_parity_with_torch(flow, backends, val_6d, manifest):
+def test_parity_with_torch(flow, backends, val_6d, manifest, report):
     """onnxruntime, .pt2 and TorchScript against the eager flow (gradient: against torch autograd)."""
     rows, failures = [], []
     for name, g in GRAPHS.items():
@@ -116,7 +116,7 @@ def test_parity_with_torch(flow, backends, val_6d, manifest):
     for name, batch, backend, errors in rows:
         cells = [f"{errors[k]:9.1e}" if k in errors else f"{'-':>9s}" for k in ("log_prob", "poses", "grad")]
         table.append(f"{name:15s} {batch:5d}  {backend:12s} {' '.join(cells)}")
-    print("\nparity, max |error| vs the eager torch flow (grad: / max|grad|):\n" + "\n".join(table))
+    report("exported graphs vs the eager torch flow: max |error| (grad: relative to max|grad|)", table)
     assert not failures, "\n".join(failures + table)
 
 
