@@ -32,7 +32,6 @@ def test_tiny_training_improves_validation_log_p(cmu, tmp_path):
     summary = train(load_config("tiny"), cmu["train"], cmu["val"], tmp_path / "run", progress=False)
     rows = metrics(tmp_path / "run")
     print("tiny run:", [round(r["val_log_p"], 1) for r in rows], f"{summary['train_seconds']} s")
-    assert summary["train_seconds"] < 120
     assert summary["best_val_log_p"] > rows[0]["val_log_p"] + 5
     assert {"epoch", "step", "train_log_p", "val_log_p", "lr", "seconds"} <= set(rows[0])
     for name in ("best.pt", "last.pt"):   # plain tensors and values only

@@ -12,8 +12,45 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
+class ConfigBase:
+    """JSON, hashing and checked construction shared by the configs of the flow and of the baselines."""
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+    def sha256(self) -> str:
+        return hashlib.sha256(self.to_json().encode()).hexdigest()
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"config: unknown keys {sorted(unknown)}; known keys are {sorted(names)}")
+        model = getattr(cls, "model", None)
+        if model is not None and d.get("model", model) != model:
+            raise ValueError(f"config: 'model' is {d['model']!r}, expected {model!r}")
+        return cls(**d)
+
+
+def load_preset(presets: dict, spec: str | None, kind: str = "flow"):
+    """``spec`` is a preset name, a JSON file of overrides on a preset (key ``preset``, default ``paper``), or
+    None (``paper``); returns a fresh config."""
+    if spec is None or spec in presets:
+        return dataclasses.replace(presets[spec or "paper"])
+    path = Path(spec)
+    if not path.is_file():
+        raise ValueError(f"config: {spec!r} is neither a {kind} preset ({', '.join(presets)}) nor a JSON file")
+    try:
+        d = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"config: {path} is not valid JSON: {e}") from None
+    base = presets[d.pop("preset", "paper")]
+    return type(base).from_dict({**dataclasses.asdict(base), **d})
+
+
 @dataclass
-class Config:
+class Config(ConfigBase):
     # model (DESIGN §3)
     num_layers: int = 12
     hidden: int = 256
@@ -38,20 +75,6 @@ class Config:
     val_seed: int = 1234                 # fixed augmentation of the validation set
     max_val: int = 20000                 # at most this many validation poses (a fixed, seeded subset)
 
-    def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
-
-    def sha256(self) -> str:
-        return hashlib.sha256(self.to_json().encode()).hexdigest()
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "Config":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"config: unknown keys {sorted(unknown)}; known keys are {sorted(names)}")
-        return cls(**d)
-
 
 PRESETS = {
     "paper": Config(),
@@ -62,18 +85,5 @@ PRESETS = {
 
 
 def load_config(spec: str | None) -> Config:
-    """``spec`` is a preset name, a path to a JSON file of overrides on ``paper``, or None (``paper``)."""
-    if spec is None:
-        return dataclasses.replace(PRESETS["paper"])
-    if spec in PRESETS:
-        return dataclasses.replace(PRESETS[spec])
-    path = Path(spec)
-    if not path.is_file():
-        raise ValueError(f"config: {spec!r} is neither a preset ({', '.join(PRESETS)}) nor a JSON file")
-    try:
-        d = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"config: {path} is not valid JSON: {e}") from None
-    base = dict(dataclasses.asdict(PRESETS[d.pop("preset", "paper")]))
-    base.update(d)
-    return Config.from_dict(base)
+    """``spec`` is a preset name, a path to a JSON file of overrides on a preset, or None (``paper``)."""
+    return load_preset(PRESETS, spec)

@@ -24,8 +24,6 @@ The run directory has ``config.json`` (``"model": "gmm"``), ``metrics.jsonl`` (o
 """
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import json
 import math
 import time
@@ -36,15 +34,16 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from .config import ConfigBase, load_preset
 from .data import PoseSet
 from .rotations import NUM_JOINTS
-from .trainer import CHECKPOINT_FORMAT, _atomic_save, _atomic_write
+from .trainer import CHECKPOINT_FORMAT, atomic_save, atomic_write
 
 DIM = 3 * NUM_JOINTS
 
 
 @dataclass
-class GMMConfig:
+class GMMConfig(ConfigBase):
     model: str = "gmm"                   # fixed: tells run directories of the baselines and the flow apart
     n_components: int = 8
     reg_covar: float = 1e-4              # added to every covariance's diagonal (rad^2)
@@ -52,22 +51,6 @@ class GMMConfig:
     max_iter: int = 500
     kmeans_iter: int = 20
     seed: int = 0
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2, sort_keys=True)
-
-    def sha256(self) -> str:
-        return hashlib.sha256(self.to_json().encode()).hexdigest()
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "GMMConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"gmm config: unknown keys {sorted(unknown)}; known keys are {sorted(names)}")
-        if d.get("model", "gmm") != "gmm":
-            raise ValueError(f"gmm config: 'model' is {d['model']!r}, expected 'gmm'")
-        return cls(**d)
 
 
 PRESETS = {
@@ -78,16 +61,7 @@ PRESETS = {
 
 def load_config(spec: str | None) -> GMMConfig:
     """``spec``: a preset name, a JSON file of overrides on a preset (key ``preset``, default ``paper``), or None."""
-    if spec is None or spec in PRESETS:
-        return dataclasses.replace(PRESETS[spec or "paper"])
-    path = Path(spec)
-    if not path.is_file():
-        raise ValueError(f"config: {spec!r} is neither a gmm preset ({', '.join(PRESETS)}) nor a JSON file")
-    try:
-        d = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"config: {path} is not valid JSON: {e}") from None
-    return GMMConfig.from_dict({**asdict(PRESETS[d.pop("preset", "paper")]), **d})
+    return load_preset(PRESETS, spec, "gmm")
 
 
 class GMM(nn.Module):
@@ -190,7 +164,7 @@ def fit_gmm(cfg: GMMConfig, train_set: PoseSet, val_set: PoseSet, out: str | Pat
     x = torch.from_numpy(train_set.rotations).double().reshape(len(train_set), DIM)
     x_val = torch.from_numpy(val_set.rotations).double().reshape(len(val_set), DIM)
     out.mkdir(parents=True, exist_ok=True)
-    _atomic_write(cfg.to_json() + "\n", out / "config.json")
+    atomic_write(cfg.to_json() + "\n", out / "config.json")
     (out / "metrics.jsonl").write_text("")
     t0 = time.monotonic()
     labels = kmeans_pp(x, cfg.n_components, cfg.kmeans_iter, torch.Generator().manual_seed(cfg.seed))
@@ -213,11 +187,11 @@ def fit_gmm(cfg: GMMConfig, train_set: PoseSet, val_set: PoseSet, out: str | Pat
         prev = train_ll
         resp = (comp - lse[:, None]).exp()
     state = {"iterations": row["iter"], "converged": converged, "train_log_p": train_ll, "val_log_p": val_ll}
-    _atomic_save({"format": CHECKPOINT_FORMAT, "model": gmm.state_dict(), "config": asdict(cfg),
+    atomic_save({"format": CHECKPOINT_FORMAT, "model": gmm.state_dict(), "config": asdict(cfg),
                   "config_sha256": cfg.sha256(), "data_sha256": data_sha, "state": state}, out / "best.pt")
     summary = {"model": "gmm", "stop_reason": "tol" if converged else "max_iter", "iterations": row["iter"],
                "train_log_p": train_ll, "val_log_p": val_ll, "weights": [round(float(w), 4) for w in gmm.weights],
                "train_seconds": round(time.monotonic() - t0, 1), "n_train": len(train_set), "n_val": len(val_set),
                "config_sha256": cfg.sha256(), "data_sha256": data_sha}
-    _atomic_write(json.dumps(summary, indent=2) + "\n", out / "summary.json")
+    atomic_write(json.dumps(summary, indent=2) + "\n", out / "summary.json")
     return summary

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -48,13 +47,13 @@ def load_checkpoint(path: str | Path) -> tuple[PoseFlow, dict]:
     return flow.eval(), ckpt
 
 
-def _atomic_save(obj, path: Path) -> None:
+def atomic_save(obj, path: Path) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save(obj, tmp)
     os.replace(tmp, path)
 
 
-def _atomic_write(text: str, path: Path) -> None:
+def atomic_write(text: str, path: Path) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
@@ -113,10 +112,10 @@ def train(cfg: Config, train_set: PoseSet, val_set: PoseSet, out: str | Path, *,
         # drop metric lines of an epoch that finished after the last checkpoint was written
         lines = (out / "metrics.jsonl").read_text().splitlines() if (out / "metrics.jsonl").exists() else []
         kept = [ln for ln in lines if json.loads(ln)["epoch"] <= state["epoch"]]
-        _atomic_write("".join(ln + "\n" for ln in kept), out / "metrics.jsonl")
+        atomic_write("".join(ln + "\n" for ln in kept), out / "metrics.jsonl")
     else:
         out.mkdir(parents=True, exist_ok=True)
-        _atomic_write(cfg.to_json() + "\n", out / "config.json")
+        atomic_write(cfg.to_json() + "\n", out / "config.json")
         (out / "metrics.jsonl").write_text("")
 
     def checkpoint() -> dict:
@@ -171,8 +170,8 @@ def train(cfg: Config, train_set: PoseSet, val_set: PoseSet, out: str | Path, *,
             state["bad_epochs"] += 1
         ckpt = checkpoint()
         if improved:
-            _atomic_save(ckpt, out / "best.pt")
-        _atomic_save(ckpt, out / "last.pt")
+            atomic_save(ckpt, out / "best.pt")
+        atomic_save(ckpt, out / "last.pt")
         row = {"epoch": state["epoch"], "step": state["step"], "train_log_p": total / count, "val_log_p": val,
                "lr": opt.param_groups[0]["lr"], "seconds": round(seconds, 3),
                "train_poses_per_s": round(count / train_seconds, 1)}
@@ -185,5 +184,5 @@ def train(cfg: Config, train_set: PoseSet, val_set: PoseSet, out: str | Path, *,
                "best_epoch": state["best_epoch"], "best_val_log_p": state["best_val"],
                "train_seconds": round(state["seconds"], 1), "n_train": len(train_set), "n_val": len(val_set),
                "config_sha256": cfg.sha256(), "data_sha256": data_sha}
-    _atomic_write(json.dumps(summary, indent=2) + "\n", out / "summary.json")
+    atomic_write(json.dumps(summary, indent=2) + "\n", out / "summary.json")
     return summary

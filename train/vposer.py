@@ -30,8 +30,6 @@ with ``torch.load(weights_only=True)``) and ``summary.json``.
 """
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import json
 import math
 import time
@@ -44,13 +42,14 @@ from torch.distributions import Normal
 from torch.nn.functional import softplus
 from tqdm import tqdm
 
+from .config import ConfigBase, load_preset
 from .data import PoseSet
 from .rotations import NUM_JOINTS, axis_angle_to_matrix, gram_schmidt, matrix_to_6d
-from .trainer import CHECKPOINT_FORMAT, _atomic_save, _atomic_write
+from .trainer import CHECKPOINT_FORMAT, atomic_save, atomic_write
 
 
 @dataclass
-class VPoserConfig:
+class VPoserConfig(ConfigBase):
     model: str = "vposer"                # fixed: tells run directories of the baselines and the flow apart
     hidden: int = 512
     latent: int = 32
@@ -66,22 +65,6 @@ class VPoserConfig:
     val_seed: int = 1234                 # the fixed eps of the validation loss
     max_val: int = 20000                 # at most this many validation poses (a fixed, seeded subset)
 
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2, sort_keys=True)
-
-    def sha256(self) -> str:
-        return hashlib.sha256(self.to_json().encode()).hexdigest()
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "VPoserConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"vposer config: unknown keys {sorted(unknown)}; known keys are {sorted(names)}")
-        if d.get("model", "vposer") != "vposer":
-            raise ValueError(f"vposer config: 'model' is {d['model']!r}, expected 'vposer'")
-        return cls(**d)
-
 
 PRESETS = {
     "paper": VPoserConfig(),
@@ -91,16 +74,7 @@ PRESETS = {
 
 def load_config(spec: str | None) -> VPoserConfig:
     """``spec``: a preset name, a JSON file of overrides on a preset (key ``preset``, default ``paper``), or None."""
-    if spec is None or spec in PRESETS:
-        return dataclasses.replace(PRESETS[spec or "paper"])
-    path = Path(spec)
-    if not path.is_file():
-        raise ValueError(f"config: {spec!r} is neither a vposer preset ({', '.join(PRESETS)}) nor a JSON file")
-    try:
-        d = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"config: {path} is not valid JSON: {e}") from None
-    return VPoserConfig.from_dict({**asdict(PRESETS[d.pop("preset", "paper")]), **d})
+    return load_preset(PRESETS, spec, "vposer")
 
 
 class VPoser(nn.Module):
@@ -232,10 +206,10 @@ def train_vposer(cfg: VPoserConfig, train_set: PoseSet, val_set: PoseSet, out: s
         state = dict(ckpt["state"])
         lines = (out / "metrics.jsonl").read_text().splitlines() if (out / "metrics.jsonl").exists() else []
         kept = [ln for ln in lines if json.loads(ln)["epoch"] <= state["epoch"]]
-        _atomic_write("".join(ln + "\n" for ln in kept), out / "metrics.jsonl")
+        atomic_write("".join(ln + "\n" for ln in kept), out / "metrics.jsonl")
     else:
         out.mkdir(parents=True, exist_ok=True)
-        _atomic_write(cfg.to_json() + "\n", out / "config.json")
+        atomic_write(cfg.to_json() + "\n", out / "config.json")
         (out / "metrics.jsonl").write_text("")
 
     def checkpoint() -> dict:
@@ -289,8 +263,8 @@ def train_vposer(cfg: VPoserConfig, train_set: PoseSet, val_set: PoseSet, out: s
             state["bad_epochs"] += 1
         ckpt = checkpoint()
         if improved:
-            _atomic_save(ckpt, out / "best.pt")
-        _atomic_save(ckpt, out / "last.pt")
+            atomic_save(ckpt, out / "best.pt")
+        atomic_save(ckpt, out / "last.pt")
         row = {"epoch": state["epoch"], "step": state["step"], "train_loss": total / count, "val_loss": val["loss"],
                "val_rec": val["rec"], "val_kl": val["kl"], "val_geodesic_deg": val["geodesic_deg"],
                "lr": opt.param_groups[0]["lr"], "seconds": round(seconds, 3)}
@@ -307,5 +281,5 @@ def train_vposer(cfg: VPoserConfig, train_set: PoseSet, val_set: PoseSet, out: s
                "best_val_geodesic_deg": best.get("geodesic_deg"),
                "train_seconds": round(state["seconds"], 1), "n_train": len(train_set), "n_val": len(val_set),
                "config_sha256": cfg.sha256(), "data_sha256": data_sha}
-    _atomic_write(json.dumps(summary, indent=2) + "\n", out / "summary.json")
+    atomic_write(json.dumps(summary, indent=2) + "\n", out / "summary.json")
     return summary
