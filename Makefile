@@ -45,3 +45,36 @@ bench: install
 
 clean:
 	rm -rf .venv build *.egg-info .pytest_cache bindings_tests/build
+
+# evaluation report (KS, FID, APD, NN distance, figures) of the shipped default model vs the baselines
+EVAL_MODEL ?= runtime/models/default
+EVAL_OUT   ?= reports/default
+EVAL_N     ?= 10000
+EVAL_SEED  ?= 0
+BASELINES  ?= runs/vposer-cmu runs/gmm-cmu
+.PHONY: evaluate
+evaluate: install
+	$(PY) -m train.cli evaluate $(EVAL_MODEL) --data $(DATA)/test.npz --train $(DATA)/train.npz \
+		$(foreach b,$(BASELINES),--baselines $(b)) --out $(EVAL_OUT) --n $(EVAL_N) --seed $(EVAL_SEED) \
+		$(if $(ABLATION),--ablation $(ABLATION),)
+
+# downstream fitting benchmark (part completion, sparse IK, denoising) of the default model vs the baselines
+FIT_MODEL ?= runtime/models/default
+FIT_OUT   ?= reports/fit
+FIT_N     ?= 500
+.PHONY: fit-bench
+fit-bench: install
+	$(PY) -m train.cli fit-bench $(FIT_MODEL) --data $(DATA)/test.npz --out $(FIT_OUT) --n $(FIT_N)
+
+# ablations and the alpha/beta/noise sweep of issue 4: the paper preset with 6D noise 0.02, one setting changed
+# at a time, each run resumable (make ablations again continues where a killed one stopped)
+ABLATIONS ?= ablation-noaug:alpha=0,beta=0 ablation-mirror:mirror=true sweep-alpha0.05:alpha=0.05 \
+	sweep-alpha0.3:alpha=0.3 sweep-beta0.05:beta=0.05 sweep-beta0.3:beta=0.3 sweep-noise0.01:noise=0.01 \
+	sweep-noise0.05:noise=0.05
+.PHONY: ablations
+ablations: install
+	@for spec in $(ABLATIONS); do name=$${spec%%:*}; sets=$$(echo $${spec#*:} | tr ',' ' '); \
+	  if [ -f runs/$$name/summary.json ]; then echo "runs/$$name: done"; continue; fi; \
+	  if [ -f runs/$$name/last.pt ]; then $(PY) -m train.cli train --data $(DATA) --out runs/$$name --resume --quiet; \
+	  else rm -rf runs/$$name; $(PY) -m train.cli train --data $(DATA) --out runs/$$name --config paper \
+	    --set noise=0.02 $$(for s in $$sets; do printf -- '--set %s ' $$s; done) --quiet; fi || exit 1; done

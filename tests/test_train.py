@@ -134,7 +134,7 @@ def test_cli_refuses_to_overwrite_and_to_resume_nothing(tmp_path, shared_data):
     r = poseprior("train", "--data", shared_data / "cmu_pose", "--out", tmp_path / "none", "--resume")
     assert r.returncode != 0 and "nothing to resume" in r.stderr
     r = poseprior("train", "--data", shared_data / "cmu_pose", "--out", tmp_path / "x", "--config", "nosuchpreset")
-    assert r.returncode != 0 and "neither a preset" in r.stderr
+    assert r.returncode != 0 and "neither a flow preset" in r.stderr
 
 
 def test_cli_trains_and_resumes(tmp_path, shared_data):
