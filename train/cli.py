@@ -122,5 +122,72 @@ def bench_command(model_dir, reps, threads, out):
     bench(model_dir, out=out, reps=reps, threads=threads)
 
 
+@main.command("evaluate")
+@click.argument("model_dir", type=click.Path(path_type=Path))
+@click.option("--data", required=True, type=click.Path(path_type=Path),
+              help="Held-out split, shared npz format (e.g. ../shared/data/cmu_pose/test.npz).")
+@click.option("--out", required=True, type=click.Path(path_type=Path),
+              help="Report directory: metrics.json, timing.json, report.md, *.png.")
+@click.option("--n", type=int, default=10000, show_default=True, help="Samples per prior.")
+@click.option("--train", "train_path", type=click.Path(path_type=Path), default=None,
+              help="Train split: KS against it, FID against it, nearest neighbours in it, and its skeleton for FK.")
+@click.option("--baselines", multiple=True, type=click.Path(path_type=Path),
+              help="A vposer/gmm run directory, or a folder of run directories (repeatable).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--ablation", type=click.Path(path_type=Path), default=None,
+              help="Model directory of a flow trained without augmentation: adds its panel to ablation.png.")
+@click.option("--subset", type=int, default=2000, show_default=True,
+              help="Samples and data poses used for APD and nearest-neighbour distances.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def evaluate_command(model_dir, data, out, n, train_path, baselines, seed, ablation, subset, quiet):
+    """Evaluate an exported flow (through the runtime) and the baselines: KS, FID, APD, NN distance, figures."""
+    from .data import DataError
+    from .evaluation import evaluate
+
+    if n < 2 or subset < 2:
+        _fail("--n and --subset must be at least 2")
+    try:
+        m = evaluate(model_dir, data, out, n=n, train=train_path, baselines=list(baselines), seed=seed,
+                     ablation=ablation, subset=subset, progress=not quiet)
+    except (DataError, FileNotFoundError, ValueError) as e:
+        _fail(str(e))
+    t = json.loads((out / "timing.json").read_text())
+    rows = {k: v["table"] for k, v in m["ks"].items()}
+    click.echo(f"wrote {out}/report.md in {t['total']:.1f} s; KS vs test: "
+               + ", ".join(f"{k} {v['ks']:.3f}" for k, v in rows["test"].items()))
+
+
+@main.command("fit-bench")
+@click.argument("model_dir", type=click.Path(path_type=Path))
+@click.option("--data", required=True, type=click.Path(path_type=Path),
+              help="Test split, shared npz format (e.g. ../shared/data/cmu_pose/test.npz).")
+@click.option("--out", required=True, type=click.Path(path_type=Path),
+              help="Report directory: metrics.json, report.md, fits.png.")
+@click.option("--n", type=int, default=500, show_default=True, help="Test poses (evenly spaced over the split).")
+@click.option("--n-val", type=int, default=100, show_default=True, help="Validation poses for the prior-weight grid.")
+@click.option("--val", "val_path", type=click.Path(path_type=Path), default=None,
+              help="Validation split for tuning the prior weights (default: val.npz beside --data).")
+@click.option("--train", "train_path", type=click.Path(path_type=Path), default=None,
+              help="Train split, for the mean pose that starts completion and IK (default: train.npz beside --data).")
+@click.option("--vposer", type=click.Path(path_type=Path), default=Path("runs/vposer-cmu"), show_default=True)
+@click.option("--gmm", type=click.Path(path_type=Path), default=Path("runs/gmm-cmu"), show_default=True)
+@click.option("--hypotheses", type=int, default=10, show_default=True, help="Completion starts per pose.")
+@click.option("--threads", type=int, default=1, show_default=True,
+              help="torch threads (1: on a shared CPU a bigger pool spins and runs many times slower).")
+def fit_bench_command(model_dir, data, out, n, n_val, val_path, train_path, vposer, gmm, hypotheses, threads):
+    """Downstream fitting benchmark: part completion, sparse-effector IK, denoising; every prior, same budget."""
+    from .data import DataError
+    from .fitbench import BenchConfig, run
+
+    if n < 1 or n_val < 1 or hypotheses < 1:
+        _fail("--n, --n-val and --hypotheses must be at least 1")
+    try:
+        report = run(model_dir, data, out, BenchConfig(n=n, n_val=n_val, hypotheses=hypotheses), val_path=val_path,
+                     train_path=train_path, vposer_path=vposer, gmm_path=gmm, threads=threads, log=click.echo)
+    except (DataError, FileNotFoundError, ValueError) as e:
+        _fail(str(e))
+    click.echo(f"wrote {out}/report.md, metrics.json, fits.png in {report['seconds']:.0f} s")
+
+
 if __name__ == "__main__":
     main()
