@@ -11,7 +11,6 @@ or a folder ``<split>/`` of AMASS ``.npz`` / ``.bvh`` files. Splits stay as give
 """
 from __future__ import annotations
 
-import hashlib
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from runtime.prior import sha256_file  # noqa: F401  (re-exported for the loaders)
 from runtime.rotations import mirror_axis_angle
 
 from .rotations import NUM_JOINTS, axis_angle_to_6d
@@ -63,14 +63,6 @@ class PoseSet:
         offsets = next((s.offsets for s in sets if s.offsets is not None), None)
         return PoseSet(np.concatenate([s.rotations for s in sets]), np.concatenate(seqs), names,
                        np.concatenate([s.subject for s in sets]), offsets, files)
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def check_rotations(rot: np.ndarray, source: str) -> np.ndarray:

@@ -37,7 +37,7 @@ from tqdm import tqdm
 from .config import ConfigBase, load_preset
 from .data import PoseSet
 from .rotations import NUM_JOINTS
-from .trainer import CHECKPOINT_FORMAT, atomic_save, atomic_write
+from .trainer import CHECKPOINT_FORMAT, atomic_save, atomic_write, read_checkpoint
 
 DIM = 3 * NUM_JOINTS
 
@@ -113,15 +113,7 @@ class GMM(nn.Module):
 
 def load_gmm(path: str | Path) -> tuple[GMM, dict]:
     """Rebuild a GMM from ``best.pt`` (or a run directory); returns (GMM, checkpoint)."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "best.pt"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: checkpoint not found")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT or \
-            ckpt.get("config", {}).get("model") != "gmm":
-        raise ValueError(f"{path}: not a gmm checkpoint")
+    ckpt = read_checkpoint(path, "gmm")
     m = ckpt["model"]
     return GMM(m["weights"], m["means"], m["covs"]), ckpt
 

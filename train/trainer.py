@@ -31,17 +31,27 @@ def build_flow(cfg: Config) -> PoseFlow:
     return PoseFlow(cfg.num_layers, cfg.hidden, cfg.depth, cfg.scale_clamp, cfg.activation, tuple(cfg.masked_joints))
 
 
-def load_checkpoint(path: str | Path) -> tuple[PoseFlow, dict]:
-    """Rebuild the flow from a checkpoint (``best.pt`` or ``last.pt``); returns (flow in eval mode, checkpoint)."""
+def read_checkpoint(path: str | Path, model: str = "flow") -> dict:
+    """The checkpoint dict of a ``model`` ("flow", "vposer", "gmm") run: ``path`` is a ``.pt`` file or a run
+    directory (its ``best.pt``). Loaded with ``weights_only=True``; a missing, corrupt or foreign file is refused."""
     path = Path(path)
+    if path.is_dir():
+        path = path / "best.pt"
     if not path.is_file():
         raise FileNotFoundError(f"{path}: checkpoint not found")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - torch raises many types for a corrupt file
         raise ValueError(f"{path}: cannot read checkpoint ({type(e).__name__}: {e})") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path}: not a poseprior checkpoint (format {CHECKPOINT_FORMAT})")
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT or \
+            ckpt.get("config", {}).get("model", "flow") != model:
+        raise ValueError(f"{path}: not a poseprior {model} checkpoint (format {CHECKPOINT_FORMAT})")
+    return ckpt
+
+
+def load_checkpoint(path: str | Path) -> tuple[PoseFlow, dict]:
+    """Rebuild the flow from a checkpoint (``best.pt`` or ``last.pt``); returns (flow in eval mode, checkpoint)."""
+    ckpt = read_checkpoint(path)
     flow = build_flow(Config.from_dict(ckpt["config"]))
     flow.load_state_dict(ckpt["model"])
     return flow.eval(), ckpt

@@ -45,7 +45,7 @@ from tqdm import tqdm
 from .config import ConfigBase, load_preset
 from .data import PoseSet
 from .rotations import NUM_JOINTS, axis_angle_to_matrix, gram_schmidt, matrix_to_6d
-from .trainer import CHECKPOINT_FORMAT, atomic_save, atomic_write
+from .trainer import CHECKPOINT_FORMAT, atomic_save, atomic_write, read_checkpoint
 
 
 @dataclass
@@ -135,15 +135,7 @@ def build_vposer(cfg: VPoserConfig) -> VPoser:
 def load_vposer(path: str | Path) -> tuple[VPoser, dict]:
     """Rebuild a VPoser from ``best.pt``/``last.pt`` (or a run directory: its ``best.pt``).
     Returns (model in eval mode, checkpoint)."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "best.pt"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: checkpoint not found")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT or \
-            ckpt.get("config", {}).get("model") != "vposer":
-        raise ValueError(f"{path}: not a vposer checkpoint")
+    ckpt = read_checkpoint(path, "vposer")
     model = build_vposer(VPoserConfig.from_dict(ckpt["config"]))
     model.load_state_dict(ckpt["model"])
     return model.eval(), ckpt
