@@ -66,15 +66,9 @@ FIT_N     ?= 500
 fit-bench: install
 	$(PY) -m train.cli fit-bench $(FIT_MODEL) --data $(DATA)/test.npz --out $(FIT_OUT) --n $(FIT_N)
 
-# ablations and the alpha/beta/noise sweep of issue 4: the paper preset with 6D noise 0.02, one setting changed
-# at a time, each run resumable (make ablations again continues where a killed one stopped)
-ABLATIONS ?= ablation-noaug:alpha=0,beta=0 ablation-mirror:mirror=true sweep-alpha0.05:alpha=0.05 \
-	sweep-alpha0.3:alpha=0.3 sweep-beta0.05:beta=0.05 sweep-beta0.3:beta=0.3 sweep-noise0.01:noise=0.01 \
-	sweep-noise0.05:noise=0.05
-.PHONY: ablations
-ablations: install
-	@for spec in $(ABLATIONS); do name=$${spec%%:*}; sets=$$(echo $${spec#*:} | tr ',' ' '); \
-	  if [ -f runs/$$name/summary.json ]; then echo "runs/$$name: done"; continue; fi; \
-	  if [ -f runs/$$name/last.pt ]; then $(PY) -m train.cli train --data $(DATA) --out runs/$$name --resume --quiet; \
-	  else rm -rf runs/$$name; $(PY) -m train.cli train --data $(DATA) --out runs/$$name --config paper \
-	    --set noise=0.02 $$(for s in $$sets; do printf -- '--set %s ' $$s; done) --quiet; fi || exit 1; done
+# ablations and the hyper-parameter sweep of issue 4, judged on the validation split (resumable: run it again to
+# continue); SWEEP=name1 name2 … runs a subset (train/sweep.py lists them)
+SWEEP ?=
+.PHONY: sweep
+sweep: install
+	$(PY) -m train.cli sweep --data $(DATA) $(foreach s,$(SWEEP),--only $(s))

@@ -74,7 +74,7 @@ def _training_record(run_dir: Path, ckpt: dict, which: str) -> dict:
         "val_log_p": None if row is None else row["val_log_p"],
         "best_epoch": state["best_epoch"], "best_val_log_p": state["best_val"],
         "config": ckpt["config"], "config_sha256": ckpt["config_sha256"], "data_sha256": ckpt["data_sha256"],
-        "summary": summary,
+        "noisy_joints": ckpt.get("noisy_joints", []), "summary": summary,
     }
 
 

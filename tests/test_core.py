@@ -6,7 +6,7 @@ from scipy.spatial.transform import Rotation
 
 import runtime.rotations as nr
 import train.rotations as tr
-from train.augment import augment, lift
+from train.augment import Augmentation, augment, degenerate_joints, lift, rotation_noise
 from train.flow import PoseFlow
 
 
@@ -189,3 +189,41 @@ def test_dequantisation_noise_widens_degenerate_directions():
     assert 0.015 < float(noisy[..., 1:3].std()) < 0.025
     err = torch.rad2deg(torch.linalg.matrix_norm(tr.gram_schmidt(noisy) - tr.gram_schmidt(hinge)))
     assert float(err.median()) < 5
+
+
+def test_degenerate_joints_finds_hinges_and_duplicates():
+    """Hinges (rotation vectors on a line or a plane) and a joint equal to an earlier one are found; a joint with
+    full 3D spread is not."""
+    aa = random_aa(21 * 2000, seed=3, max_angle=1.0).reshape(2000, 21, 3)
+    aa[:, 3, 1:] = 0.0                       # left_knee: a hinge about x
+    aa[:, 17, 2] = 0.0                       # left_elbow: rotation vectors in a plane
+    aa[:, 13] = aa[:, 12]                    # right_collar duplicates left_collar
+    assert degenerate_joints(aa) == ["left_knee", "right_collar", "left_elbow"]
+    aa[:, 3, 1:] = 2e-3 * np.random.default_rng(0).normal(size=(2000, 2))   # 0.1 degrees off the hinge: real spread
+    assert degenerate_joints(aa) == ["right_collar", "left_elbow"]
+
+
+def test_rotation_noise_on_chosen_joints_only():
+    """R -> R exp([sigma xi]x): the chosen joints move by a geodesic angle |sigma xi| (Maxwell: mean 2 sigma
+    sqrt(2/pi)), stay rotations, and every other joint is bit-identical."""
+    x = tr.axis_angle_to_6d(torch.from_numpy(random_aa(21 * 4000, seed=5)).reshape(4000, 21, 3))
+    sigma = 0.02
+    y = rotation_noise(x, [3, 13], sigma, torch.Generator().manual_seed(0))
+    others = [j for j in range(21) if j not in (3, 13)]
+    assert torch.equal(y[:, others], x[:, others])
+    Ry, Rx = tr.gram_schmidt(y[:, [3, 13]]), tr.gram_schmidt(x[:, [3, 13]])
+    assert torch.allclose(tr.matrix_to_6d(Ry), y[:, [3, 13]], atol=1e-12)       # still orthonormal
+    angle = tr.matrix_to_axis_angle(Rx.transpose(-1, -2) @ Ry).norm(dim=-1)
+    assert abs(float(angle.mean()) / (2 * sigma * np.sqrt(2 / np.pi)) - 1) < 0.02
+
+
+def test_augmentation_composes_rotation_noise_lift_and_6d_noise():
+    x = tr.axis_angle_to_6d(torch.from_numpy(random_aa(21 * 64, seed=6)).reshape(64, 21, 3))
+    plain = Augmentation(0.1, 0.2)(x, torch.Generator().manual_seed(1))
+    assert torch.equal(plain, augment(x, 0.1, 0.2, torch.Generator().manual_seed(1)))
+    aug = Augmentation(0.1, 0.2, joint_noise=0.05, noisy_joints=("left_knee",))
+    g = torch.Generator().manual_seed(1)
+    expected = augment(rotation_noise(x, [3], 0.05, g), 0.1, 0.2, g)
+    assert torch.equal(aug(x, torch.Generator().manual_seed(1)), expected)
+    gs = tr.orthonormalize_6d(aug(x, torch.Generator().manual_seed(1)))
+    assert torch.allclose(gs[:, [j for j in range(21) if j != 3]], x[:, [j for j in range(21) if j != 3]], atol=1e-10)

@@ -1,4 +1,4 @@
-"""Inverse Gram-Schmidt augmentation (DESIGN §2), training only.
+"""Inverse Gram-Schmidt augmentation (DESIGN §2) and dequantisation of degenerate joints, training only.
 
 For every joint's orthonormal pair (a1, a2) draw eps ~ N(0, I_3) and replace it by
 
@@ -6,10 +6,26 @@ For every joint's orthonormal pair (a1, a2) draw eps ~ N(0, I_3) and replace it 
 
 so Gram-Schmidt maps (b1, b2) back to (a1, a2) exactly, while the 3 numbers (s1, s2, t) together with the
 3 degrees of freedom of the rotation fill a full-dimensional region of R^6: the flow then has a density to model.
+
+That holds only where the rotations themselves fill 3 dimensions. Real mocap skeletons have hinge joints (CMU
+knees and toes rotate about x only, elbows about two axes) and duplicated joints (CMU's left and right collars are
+equal in every frame): there the data has zero width in some directions, the density is singular, and log p of a
+pose slightly off the hinge is astronomically low. Two dequantisations give those directions a width:
+
+* ``joint_noise`` (radians, the one the presets use): ``R -> R exp([sigma xi]x)``, ``xi ~ N(0, I_3)`` on the
+  degenerate joints only (``degenerate_joints`` finds them in the training data). Samples keep this noise on
+  those joints; every other joint is modelled exactly as the paper does.
+* ``noise``: isotropic ``N(0, noise^2 I_6)`` added to every joint's 6D after the lift. Simple, but the noise then
+  stays in every joint of the samples (GS removes scale and shear, not rotation noise).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import numpy as np
 import torch
+
+from .rotations import JOINT_NAMES, axis_angle_to_matrix, gram_schmidt, matrix_to_6d
 
 
 def lift(x: torch.Tensor, eps: torch.Tensor, alpha: float, beta: float) -> torch.Tensor:
@@ -24,15 +40,51 @@ def lift(x: torch.Tensor, eps: torch.Tensor, alpha: float, beta: float) -> torch
 def augment(x: torch.Tensor, alpha: float, beta: float, generator: torch.Generator | None = None,
             noise: float = 0.0) -> torch.Tensor:
     """Orthonormal 6D poses (B, J, 6) -> augmented (B, J, 6) with fresh eps; ``alpha = beta = 0`` returns x.
-
-    ``noise > 0`` also adds isotropic Gaussian noise N(0, noise^2 I_6) to every joint's 6D (dequantisation). Real
-    mocap skeletons have hinge joints (CMU knees and toes rotate about x only, so a1 = (s1, 0, 0) exactly even
-    after the lift) and duplicated joints; without noise those directions have zero width, the density is
-    singular there, and log p of a slightly off-hinge pose is astronomically low. With noise GS(b) is no longer
-    exactly a, but within about ``noise`` radians of it.
-    """
+    ``noise > 0`` adds isotropic 6D noise after the lift (see the module docstring)."""
     eps = torch.randn(x.shape[:-1] + (3,), generator=generator, dtype=x.dtype, device=x.device)
     b = lift(x, eps, alpha, beta)
     if noise > 0:
         b = b + noise * torch.randn(b.shape, generator=generator, dtype=x.dtype, device=x.device)
     return b
+
+
+def rotation_noise(x: torch.Tensor, joints: list[int], sigma: float,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+    """``R_j -> R_j exp([sigma xi_j]x)``, ``xi_j ~ N(0, I_3)``, on joints ``joints`` of orthonormal 6D poses
+    (B, J, 6); the other joints are returned unchanged."""
+    if sigma <= 0 or not joints:
+        return x
+    xi = sigma * torch.randn(x.shape[:-2] + (len(joints), 3), generator=generator, dtype=x.dtype, device=x.device)
+    out = x.clone()
+    out[..., joints, :] = matrix_to_6d(gram_schmidt(x[..., joints, :]) @ axis_angle_to_matrix(xi))
+    return out
+
+
+def degenerate_joints(rotations: np.ndarray, tol: float = 1e-3) -> list[str]:
+    """Joints of axis-angle training poses (N, J, 3) whose rotations do not fill 3 dimensions: a principal
+    direction of the rotation vectors with standard deviation below ``tol`` radians (hinges), or rotations equal
+    to an earlier joint's in every pose (duplicates). Constant joints count too (they belong in masked_joints)."""
+    out = []
+    for j in range(rotations.shape[1]):
+        r = rotations[:, j].astype(np.float64)
+        spread = np.linalg.svd(r - r.mean(0), compute_uv=False)[-1] / np.sqrt(len(r))
+        duplicate = any(np.abs(r - rotations[:, k]).max() < tol for k in range(j))
+        if spread < tol or duplicate:
+            out.append(JOINT_NAMES[j])
+    return out
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """Everything training does to a batch of orthonormal 6D poses, in order: rotation noise on the degenerate
+    joints, the inverse-GS lift, 6D noise. One object, so training, validation, normalisation statistics and
+    the evaluation's "augmented as in training" diagnostic all apply the same thing."""
+    alpha: float
+    beta: float
+    noise: float = 0.0
+    joint_noise: float = 0.0
+    noisy_joints: tuple[str, ...] = ()
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        idx = [JOINT_NAMES.index(n) for n in self.noisy_joints]
+        return augment(rotation_noise(x, idx, self.joint_noise, generator), self.alpha, self.beta, generator, self.noise)

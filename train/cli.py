@@ -122,6 +122,23 @@ def bench_command(model_dir, reps, threads, out):
     bench(model_dir, out=out, reps=reps, threads=threads)
 
 
+@main.command("sweep")
+@click.option("--data", "data_dir", type=click.Path(path_type=Path), default=Path("../shared/data/cmu_pose"),
+              show_default=True, help="Data folder with train.npz, val.npz (test.npz is not read).")
+@click.option("--only", multiple=True, help="Settings to run (default: all, in order); see train/sweep.py.")
+@click.option("--n", type=int, default=3000, show_default=True, help="Samples per setting for the validation KS.")
+@click.option("--max-minutes", type=float, default=30.0, show_default=True, help="Time cap per training run.")
+def sweep_command(data_dir, only, n, max_minutes):
+    """Ablations + hyper-parameter sweep judged on validation: runs/sweep-*, reports/sweep/report.md."""
+    from .sweep import SETTINGS, sweep
+
+    unknown = set(only) - set(SETTINGS)
+    if unknown:
+        _fail(f"unknown sweep settings {sorted(unknown)}; known: {', '.join(SETTINGS)}")
+    sweep(data_dir, list(only) or list(SETTINGS), n=n, max_minutes=max_minutes)
+    click.echo(Path("reports/sweep/report.md").read_text())
+
+
 @main.command("evaluate")
 @click.argument("model_dir", type=click.Path(path_type=Path))
 @click.option("--data", required=True, type=click.Path(path_type=Path),

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from .augment import augment
+from .augment import Augmentation, degenerate_joints
 from .config import Config
 from .data import PoseSet
 from .flow import PoseFlow
@@ -99,12 +99,14 @@ def train(cfg: Config, train_set: PoseSet, val_set: PoseSet, out: str | Path, *,
     x_val = val_set.to_6d()
     if len(x_val) > cfg.max_val:
         x_val = x_val[torch.randperm(len(x_val), generator=vgen)[: cfg.max_val]]
-    x_val = augment(x_val, cfg.alpha, cfg.beta, vgen, cfg.noise)
+    noisy = [n for n in degenerate_joints(train_set.rotations) if n not in cfg.masked_joints] if cfg.joint_noise else []
+    aug = Augmentation(cfg.alpha, cfg.beta, cfg.noise, cfg.joint_noise, tuple(noisy))
+    x_val = aug(x_val, vgen)
 
     flow = build_flow(cfg)
     if cfg.normalize:
         norm_gen = torch.Generator().manual_seed(cfg.seed + 1)
-        flow.set_normalization(augment(x_train, cfg.alpha, cfg.beta, norm_gen, cfg.noise))
+        flow.set_normalization(aug(x_train, norm_gen))
     opt = torch.optim.Adam(flow.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     state = {"epoch": 0, "step": 0, "best_val": -math.inf, "best_epoch": 0, "bad_epochs": 0, "seconds": 0.0}
 
@@ -131,7 +133,7 @@ def train(cfg: Config, train_set: PoseSet, val_set: PoseSet, out: str | Path, *,
     def checkpoint() -> dict:
         return {"format": CHECKPOINT_FORMAT, "model": flow.state_dict(), "optimizer": opt.state_dict(),
                 "rng": gen.get_state(), "torch_rng": torch.get_rng_state(), "config": asdict(cfg),
-                "config_sha256": cfg.sha256(), "data_sha256": data_sha, "state": dict(state)}
+                "config_sha256": cfg.sha256(), "data_sha256": data_sha, "noisy_joints": noisy, "state": dict(state)}
 
     deadline = None if max_minutes is None else t_start + 60.0 * max_minutes
     n = len(x_train)
@@ -153,7 +155,7 @@ def train(cfg: Config, train_set: PoseSet, val_set: PoseSet, out: str | Path, *,
         total, count = 0.0, 0
         bar = tqdm(range(steps_per_epoch), desc=f"epoch {state['epoch'] + 1}", disable=not progress, leave=False)
         for i in bar:
-            xb = augment(x_train[perm[i * cfg.batch_size:(i + 1) * cfg.batch_size]], cfg.alpha, cfg.beta, gen, cfg.noise)
+            xb = aug(x_train[perm[i * cfg.batch_size:(i + 1) * cfg.batch_size]], gen)
             loss = -flow.log_prob(xb).mean()
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"training diverged: loss {loss.item()} at step {state['step']}")
@@ -193,6 +195,6 @@ def train(cfg: Config, train_set: PoseSet, val_set: PoseSet, out: str | Path, *,
     summary = {"stop_reason": stop_reason, "epochs": state["epoch"], "steps": state["step"],
                "best_epoch": state["best_epoch"], "best_val_log_p": state["best_val"],
                "train_seconds": round(state["seconds"], 1), "n_train": len(train_set), "n_val": len(val_set),
-               "config_sha256": cfg.sha256(), "data_sha256": data_sha}
+               "config_sha256": cfg.sha256(), "data_sha256": data_sha, "noisy_joints": noisy}
     atomic_write(json.dumps(summary, indent=2) + "\n", out / "summary.json")
     return summary

@@ -81,7 +81,8 @@ def render(m: dict, timing: dict) -> str:
         if ref == "train_augmented":
             a = block["augmentation"]
             b.append(f"The same train poses, augmented as in training (alpha {a['alpha']}, beta {a['beta']}, "
-                     f"6D noise {a['noise']}): raw samples vs the augmented poses, orthonormalised samples vs the "
+                     f"6D noise {a['noise']}, rotation noise {a.get('joint_noise', 0.0)} rad on "
+                     f"{', '.join(a.get('noisy_joints', [])) or 'no joints'}): raw samples vs the augmented poses, orthonormalised samples vs the "
                      "augmented poses after Gram-Schmidt. This separates how well the flow fits its training "
                      "distribution from how far that distribution is from the clean data.")
         rows = [[KS_ROWS.get(k, k), _f(v["ks"]), str(v["n_a"]), str(v["n_b"]), _f(v["expected_null"]),

@@ -258,4 +258,6 @@ def _model_title(prior, path) -> str:
     aug = "no augmentation" if not (cfg.get("alpha") or cfg.get("beta")) else \
         f"inverse-GS augmentation alpha={cfg.get('alpha')}, beta={cfg.get('beta')}"
     noise = f", 6D noise {cfg['noise']}" if cfg.get("noise") else ""
+    if cfg.get("joint_noise"):
+        noise += f", rotation noise {cfg['joint_noise']} rad on hinge/duplicate joints"
     return f"{run}: {aug}{noise}"

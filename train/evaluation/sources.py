@@ -145,17 +145,19 @@ def gmm_samples(prior: PosePrior, run: Path, n: int, seed: int) -> PoseSource:
 
 
 def augmented(prior: PosePrior, poses: PoseSource, seed: int) -> tuple[np.ndarray, np.ndarray, dict]:
-    """The distribution the flow was fit to: poses augmented as in training (``train.augment.augment`` with the
-    alpha, beta and noise of the model's manifest), and their log p before and after Gram-Schmidt."""
+    """The distribution the flow was fit to: poses augmented as in training (``train.augment.Augmentation`` with
+    the settings of the model's manifest), and their log p before and after Gram-Schmidt."""
     import torch
 
-    from ..augment import augment
+    from ..augment import Augmentation
 
-    cfg = prior.manifest.get("training", {}).get("config", {})
-    params = {k: float(cfg.get(k) or 0.0) for k in ("alpha", "beta", "noise")}
-    x = augment(torch.from_numpy(poses.sixd.astype(np.float64)), params["alpha"], params["beta"],
-                torch.Generator().manual_seed(seed), params["noise"]).numpy()
-    return batched_log_prob(prior, x), batched_log_prob(prior, rotations.orthonormalize_6d(x)), params
+    training = prior.manifest.get("training", {})
+    cfg = training.get("config", {})
+    params = {k: float(cfg.get(k) or 0.0) for k in ("alpha", "beta", "noise", "joint_noise")}
+    aug = Augmentation(**params, noisy_joints=tuple(training.get("noisy_joints", [])))
+    x = aug(torch.from_numpy(poses.sixd.astype(np.float64)), torch.Generator().manual_seed(seed)).numpy()
+    return (batched_log_prob(prior, x), batched_log_prob(prior, rotations.orthonormalize_6d(x)),
+            {**params, "noisy_joints": list(aug.noisy_joints)})
 
 
 def joint_positions(src: PoseSource, offsets: np.ndarray, idx: np.ndarray | None = None) -> np.ndarray:
