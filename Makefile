@@ -46,17 +46,22 @@ bench: install
 clean:
 	rm -rf .venv build *.egg-info .pytest_cache bindings_tests/build
 
-# evaluation report (KS, FID, APD, NN distance, figures) of the shipped default model vs the baselines
+# evaluation report (KS, FID, APD, NN distance, figures) of the shipped default model vs the baselines; the
+# ablation panel is the sweep's no-augmentation run (its weights are committed; exported here on first use)
 EVAL_MODEL ?= runtime/models/default
 EVAL_OUT   ?= reports/default
 EVAL_N     ?= 10000
 EVAL_SEED  ?= 0
 BASELINES  ?= runs/vposer-cmu runs/gmm-cmu
+ABLATION   ?= models/sweep-noaug
 .PHONY: evaluate
-evaluate: install
+evaluate: install $(if $(ABLATION),$(ABLATION)/manifest.json,)
 	$(PY) -m train.cli evaluate $(EVAL_MODEL) --data $(DATA)/test.npz --train $(DATA)/train.npz \
 		$(foreach b,$(BASELINES),--baselines $(b)) --out $(EVAL_OUT) --n $(EVAL_N) --seed $(EVAL_SEED) \
 		$(if $(ABLATION),--ablation $(ABLATION),)
+
+models/%/manifest.json: runs/%/best.pt
+	$(PY) -m train.cli export runs/$* --out models/$* --onnx-only
 
 # downstream fitting benchmark (part completion, sparse IK, denoising) of the default model vs the baselines
 FIT_MODEL ?= runtime/models/default

@@ -120,6 +120,13 @@ def test_evaluate_writes_the_report(report):
         assert set(table) >= {"ours_raw", "ours", "vposer", "gmm", "noise_floor_random_halves"}
         assert table["ours"]["n_a"] == 300 and 0.0 <= table["ours"]["ks"] <= 1.0
     assert m["ks"]["test"]["table"]["ours"]["n_b"] == 2522 and m["ks"]["train"]["table"]["ours"]["n_b"] == 300
+    assert "ours_constrained" in m["ks"]["test"]["table"]      # the tiny preset dequantises CMU's hinge joints
+    assert list(m["temperature"]) == ["0.9", "0.8", "0.7"]
+    for v in m["temperature"].values():
+        assert 0 <= v["ks_test"] <= 1 and 0 <= v["ks_train"] <= 1 and v["fid_test"] >= 0 and v["apd_cm"] > 0
+    # colder samples are more typical under the flow and less diverse
+    t = [m["log_p"]["ours"]["mean"]] + [v["mean_log_p"] for v in m["temperature"].values()]
+    assert t == sorted(t) and m["temperature"]["0.7"]["apd_cm"] < m["sample_metrics"]["ours"]["apd_cm"]
     assert set(m["gap"]) >= {"test_mean", "train_mean", "mean_gap", "test_median", "train_median", "median_gap"}
     for name in ("ours", "vposer", "gmm"):
         v = m["sample_metrics"][name]
@@ -132,6 +139,25 @@ def test_evaluate_writes_the_report(report):
     for needle in ("KS statistic", "noise floor", "FID", "APD", "NN geodesic", "Generalisation gap", "Timing",
                    "![ablation.png](ablation.png)", m["model"]["weights_sha256"]):
         assert needle in text, needle
+
+
+def test_hinge_projection_keeps_data_and_removes_off_hinge_noise(tiny_model, shared_data):
+    """The diagnostic projection onto the train split's hinges leaves train poses where they are and puts a
+    knee rotated off its hinge back onto it (rotation about x only, for CMU's knees)."""
+    from train.evaluation.sources import PoseSource, constrained, load_prior
+
+    prior = load_prior(tiny_model)
+    train_aa = np.load(shared_data / "cmu_pose" / "train.npz")["rotations"]
+    idx = np.arange(0, len(train_aa), 97)
+    sixd = rotations.axis_angle_to_6d(train_aa[idx].astype(np.float64)).astype(np.float32)
+    src = PoseSource("data", "data", sixd, np.zeros(len(idx)))
+    same = constrained(prior, src, train_aa)
+    assert np.abs(same.rotvecs() - src.rotvecs()).max() < 1e-4
+    off = train_aa[idx].astype(np.float64)
+    off[:, 3, 1:] += np.radians(3)                               # left knee 3 degrees off its hinge
+    off_src = PoseSource("off", "off", rotations.axis_angle_to_6d(off).astype(np.float32), np.zeros(len(idx)))
+    back = constrained(prior, off_src, train_aa).rotvecs()
+    assert np.abs(back[:, 3, 1:]).max() < 1e-4 and np.abs(back[:, 3, 0] - off[:, 3, 0]).max() < 1e-4
 
 
 def test_evaluate_is_deterministic_and_the_cli_runs_it(report, tiny_model, shared_data, baselines, tmp_path):

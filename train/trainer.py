@@ -49,6 +49,12 @@ def read_checkpoint(path: str | Path, model: str = "flow") -> dict:
     return ckpt
 
 
+def model_only(ckpt: dict) -> dict:
+    """A checkpoint without what only resuming needs (optimizer state, RNG states): ``best.pt`` is written so,
+    a third of ``last.pt``'s size; runs resume from ``last.pt``."""
+    return {k: v for k, v in ckpt.items() if k not in ("optimizer", "rng", "torch_rng")}
+
+
 def load_checkpoint(path: str | Path) -> tuple[PoseFlow, dict]:
     """Rebuild the flow from a checkpoint (``best.pt`` or ``last.pt``); returns (flow in eval mode, checkpoint)."""
     ckpt = read_checkpoint(path)
@@ -182,7 +188,7 @@ def train(cfg: Config, train_set: PoseSet, val_set: PoseSet, out: str | Path, *,
             state["bad_epochs"] += 1
         ckpt = checkpoint()
         if improved:
-            atomic_save(ckpt, out / "best.pt")
+            atomic_save(model_only(ckpt), out / "best.pt")
         atomic_save(ckpt, out / "last.pt")
         row = {"epoch": state["epoch"], "step": state["step"], "train_log_p": total / count, "val_log_p": val,
                "lr": opt.param_groups[0]["lr"], "seconds": round(seconds, 3),

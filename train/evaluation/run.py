@@ -17,7 +17,7 @@ from tqdm import tqdm
 from runtime.rotations import JOINT_NAMES
 
 from . import figures, metrics, report
-from .sources import (PoseSource, augmented, data_source, find_baselines, flow_samples, gmm_samples,
+from .sources import (PoseSource, augmented, constrained, data_source, find_baselines, flow_samples, gmm_samples,
                       joint_positions, load_prior, vposer_samples)
 
 SCATTER_JOINTS = ("left_hip", "right_collar", "right_wrist")
@@ -25,6 +25,8 @@ SCATTER_JOINTS = ("left_hip", "right_collar", "right_wrist")
 DATA_STREAMS = {"ks_train": 0, "halves_test": 1, "halves_train": 2, "subset_test": 3, "subset_train": 4,
                 "scatter": 5}
 SIG_DIGITS = 6
+#: sampling temperatures reported besides T = 1 (z = T * N(0, I)): a sampling-time lever, not the default
+TEMPERATURES = (0.9, 0.8, 0.7)
 
 
 def _rounded(x):
@@ -63,7 +65,7 @@ def evaluate(model_dir: str | Path, data: str | Path, out: str | Path, *, n: int
     out.mkdir(parents=True, exist_ok=True)
     runs = find_baselines(list(baselines))
     steps = ["load", "flow samples", *runs, "data"] + (["ablation model"] if ablation else []) + \
-        ["KS", "FID", "APD", "nearest neighbours", "figures", "report"]
+        ["KS", "temperature", "FID", "APD", "nearest neighbours", "figures", "report"]
     bar = tqdm(total=len(steps), desc="evaluate", disable=not progress, unit="step")
     timing: dict[str, float] = {}
 
@@ -119,13 +121,16 @@ def evaluate(model_dir: str | Path, data: str | Path, out: str | Path, *, n: int
     # --- KS of flow log p: samples vs data, and noise floors --------------------------------------------------
     step("KS")
     sample_sets = [("ours_raw", ours.raw_log_p)] + [(s.name, s.log_p) for s in samples]
+    if train_src is not None and prior.manifest.get("training", {}).get("noisy_joints"):
+        sample_sets.insert(2, ("ours_constrained", constrained(prior, ours, train_set.rotations).log_p))
     ks: dict[str, dict] = {}
+    ks_ref_lp: dict[str, np.ndarray] = {}
     for ref_name, ref in refs.items():
         if ref_name == "train" and len(ref) > n:
             idx = np.sort(data_rng("ks_train").choice(len(ref), n, replace=False))
         else:
             idx = np.arange(len(ref))
-        ref_lp = ref.log_p[idx]
+        ref_lp = ks_ref_lp[ref_name] = ref.log_p[idx]
         table = {name: metrics.ks(v, ref_lp) for name, v in sample_sets}
         h1, h2 = metrics.random_halves(len(ref), data_rng(f"halves_{ref_name}"))
         table["noise_floor_random_halves"] = metrics.ks(ref.log_p[h1], ref.log_p[h2])
@@ -145,6 +150,19 @@ def evaluate(model_dir: str | Path, data: str | Path, out: str | Path, *, n: int
                    n_train=len(train_src))
         gap.update(mean_gap=gap["train_mean"] - gap["test_mean"], median_gap=gap["train_median"] - gap["test_median"])
     done("KS")
+
+    # --- sampling temperature: KS, FID and APD of orthonormalised samples at T < 1 (same z, scaled) --------------
+    step("temperature")
+    temperature = {}
+    for T in TEMPERATURES:
+        s_T = flow_samples(prior, n, seed, f"ours_T{T}", f"ours, T = {T}", temperature=T)
+        pos_T = joint_positions(s_T, offsets)
+        row = {"mean_log_p": float(s_T.log_p.mean()), "apd_cm": metrics.apd(pos_T[:min(subset, n)][:, 1:])}
+        for ref_name, ref in refs.items():
+            row[f"ks_{ref_name}"] = metrics.ks(s_T.log_p, ks_ref_lp[ref_name])["ks"]
+            row[f"fid_{ref_name}"] = metrics.fid(pos_T, joint_positions(ref, offsets))
+        temperature[str(T)] = row
+    done("temperature")
 
     # --- model-independent metrics on forward-kinematics joint positions --------------------------------------
     step("FID")
@@ -235,6 +253,7 @@ def evaluate(model_dir: str | Path, data: str | Path, out: str | Path, *, n: int
         "log_p": log_p,
         "ks": ks,
         "gap": gap,
+        "temperature": temperature,
         "sample_metrics": per_source,
         "fid_floor": fid_floor,
         "ablation": abl_metrics,

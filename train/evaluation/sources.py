@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from runtime import PosePrior, rotations
+from runtime.rotations import JOINT_NAMES
 from runtime.kinematics import forward_kinematics
 
 BATCH = 4096   # poses per onnxruntime call
@@ -61,9 +62,11 @@ def batched_log_prob(prior: PosePrior, sixd: np.ndarray) -> np.ndarray:
                            for i in range(0, len(sixd), BATCH)]).astype(np.float64)
 
 
-def flow_samples(prior: PosePrior, n: int, seed: int, name: str = "ours", label: str = "ours") -> PoseSource:
-    """n samples of the flow: raw log p (one ``latent_forward`` pass) and log p after Gram-Schmidt."""
-    z = np.random.default_rng(seed).standard_normal((n, prior.dim), dtype=np.float32)
+def flow_samples(prior: PosePrior, n: int, seed: int, name: str = "ours", label: str = "ours",
+                 temperature: float = 1.0) -> PoseSource:
+    """n samples of the flow, z = temperature * N(0, I) as ``PosePrior.sample`` draws it: raw log p (one
+    ``latent_forward`` pass) and log p after Gram-Schmidt."""
+    z = np.random.default_rng(seed).standard_normal((n, prior.dim), dtype=np.float32) * np.float32(temperature)
     raw, raw_lp = [], []
     for i in range(0, n, BATCH):
         x, lp = prior.latent_forward(z[i:i + BATCH])
@@ -158,6 +161,29 @@ def augmented(prior: PosePrior, poses: PoseSource, seed: int) -> tuple[np.ndarra
     x = aug(torch.from_numpy(poses.sixd.astype(np.float64)), torch.Generator().manual_seed(seed)).numpy()
     return (batched_log_prob(prior, x), batched_log_prob(prior, rotations.orthonormalize_6d(x)),
             {**params, "noisy_joints": list(aug.noisy_joints)})
+
+
+def constrained(prior: PosePrior, src: PoseSource, train_rotations: np.ndarray, tol: float = 1e-3) -> PoseSource:
+    """Diagnostic: ``src`` with the model's dequantised joints (manifest ``noisy_joints``) put back onto the
+    training data's constraints: a joint equal to an earlier one in every training pose is set to it, any other
+    one has its rotation vector projected onto the principal subspace (about the training mean) spanned by the
+    directions with standard deviation >= ``tol`` rad (the hinge's axis, the elbow's plane). This undoes the
+    ``joint_noise`` the samples carry, the way Gram-Schmidt undoes the lift (``train.augment.degenerate_joints``
+    uses the same ``tol``)."""
+    aa = src.rotvecs()
+    for name in prior.manifest.get("training", {}).get("noisy_joints", []):
+        j = JOINT_NAMES.index(name)
+        x = train_rotations[:, j].astype(np.float64)
+        twin = next((k for k in range(j) if np.abs(x - train_rotations[:, k]).max() < tol), None)
+        if twin is not None:
+            aa[:, j] = aa[:, twin]
+            continue
+        mu = x.mean(0)
+        _, sv, vt = np.linalg.svd(x - mu, full_matrices=False)
+        keep = vt[sv / np.sqrt(len(x)) >= tol]
+        aa[:, j] = mu + ((aa[:, j] - mu) @ keep.T) @ keep
+    sixd = rotations.axis_angle_to_6d(aa).astype(np.float32)
+    return PoseSource(f"{src.name}_constrained", f"{src.label} + hinge projection", sixd, batched_log_prob(prior, sixd))
 
 
 def joint_positions(src: PoseSource, offsets: np.ndarray, idx: np.ndarray | None = None) -> np.ndarray:
