@@ -38,6 +38,33 @@ def torch_flow(prior: PosePrior, runs_dir: Path = Path("runs")) -> tuple[torch.n
     return build_flow(Config.from_dict(training["config"])).eval(), "same architecture, untrained weights"
 
 
+def gemm_chain(flow: torch.nn.Module) -> bytes:
+    """An ONNX graph of the flow's matrix products alone: every hypernet Linear as one Gemm (same weights, same
+    order), each coupling's output sliced to the next one's input width, no other op. Its batch-1 latency is the
+    floor for any graph of this architecture in onnxruntime here (the weights must be streamed once per call)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    linears = [m for layer in flow.layers for m in layer.net if isinstance(m, torch.nn.Linear)]
+    const = {"zero": [0], "width": [linears[0].in_features], "axis": [1]}
+    inits = [numpy_helper.from_array(np.array(v, np.int64), k) for k, v in const.items()]
+    nodes, cur, width = [], "x", linears[0].in_features
+    for i, lin in enumerate(linears):
+        inits += [numpy_helper.from_array(lin.weight.detach().float().numpy(), f"w{i}"),
+                  numpy_helper.from_array(lin.bias.detach().float().numpy(), f"b{i}")]
+        if width != lin.in_features:      # a coupling's output (2 halves) -> the next hypernet's input (1 half)
+            nodes.append(helper.make_node("Slice", [cur, "zero", "width", "axis"], [f"s{i}"]))
+            cur = f"s{i}"
+        nodes.append(helper.make_node("Gemm", [cur, f"w{i}", f"b{i}"], [f"h{i}"], transB=1))
+        cur, width = f"h{i}", lin.out_features
+    graph = helper.make_graph(
+        nodes, "gemm_chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", linears[0].in_features])],
+        [helper.make_tensor_value_info(cur, TensorProto.FLOAT, ["batch", width])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=10)
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
 def time_calls(fn: Callable[[], object], reps: int, warmup: int) -> list[float]:
     for _ in range(warmup):
         fn()
@@ -76,8 +103,17 @@ def run_bench(model: str | Path | None = None, reps: int = 20, warmup: int = 5, 
             rows.append({"graph": graph, "batch": batch, "ort_ms": 1e3 * t_ort, "torch_ms": 1e3 * t_torch,
                          "ort_poses_per_s": batch / t_ort, "torch_poses_per_s": batch / t_torch,
                          "speedup": t_torch / t_ort})
+    # the floor at batch 1: the same matrix products with nothing else, in onnxruntime with the same settings
+    import onnxruntime as ort
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    chain = ort.InferenceSession(gemm_chain(flow), so, providers=["CPUExecutionProvider"])
+    x1 = rng.standard_normal((1, flow.layers[0].net[0].in_features)).astype(np.float32)
+    floor_ms = 1e3 * statistics.median(time_calls(lambda: chain.run(None, {"x": x1}), max(reps, 5) * 10, warmup))
+    n_gemm = sum(isinstance(m, torch.nn.Linear) for layer in flow.layers for m in layer.net)
     return {"model": str(prior.path), "providers": prior.providers, "torch": origin, "threads": threads,
-            "reps": reps, "warmup": warmup, "torch_version": torch.__version__, "rows": rows}
+            "reps": reps, "warmup": warmup, "torch_version": torch.__version__, "rows": rows,
+            "gemm_floor": {"gemms": n_gemm, "batch": 1, "ort_ms": floor_ms, "reps": max(reps, 5) * 10}}
 
 
 def format_table(result: dict) -> str:
@@ -91,6 +127,12 @@ def format_table(result: dict) -> str:
     for r in result["rows"]:
         lines.append(f"{r['graph']:15s} {r['batch']:5d} {r['ort_ms']:9.3f} {r['torch_ms']:9.3f} "
                      f"{r['ort_poses_per_s']:12,.0f} {r['torch_poses_per_s']:14,.0f} {r['speedup']:8.2f}x")
+    f = result.get("gemm_floor")
+    if f:
+        t1 = next(r["torch_ms"] for r in result["rows"] if r["graph"] == "log_prob" and r["batch"] == 1)
+        lines += ["", f"floor: the flow's {f['gemms']} Gemm nodes alone (same weights, nothing else) in onnxruntime "
+                  f"at batch 1: {f['ort_ms']:.3f} ms (median of {f['reps']}), so no onnxruntime graph of this "
+                  f"architecture can beat torch eager's log_prob by more than {t1 / f['ort_ms']:.1f}x here"]
     return "\n".join(lines)
 
 

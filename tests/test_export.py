@@ -303,3 +303,17 @@ def test_masked_joint_model(shared_data, tmp_path):
     assert not grad[:, spine2].any()
     poses[:, spine2] = 5.0                  # a masked joint does not change the density
     np.testing.assert_allclose(prior.log_prob(poses), log_p, atol=1e-4)
+
+
+def test_bench_gemm_floor_graph_is_the_flows_matrix_products(flow):
+    """`make bench`'s floor graph: the flow's Linear layers alone, chained, computed by onnxruntime."""
+    from export.bench import gemm_chain
+
+    session = ort.InferenceSession(gemm_chain(flow), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).standard_normal((5, flow.dim // 2)).astype(np.float32)
+    h = torch.from_numpy(x).double()
+    linears = [m for layer in flow.layers for m in layer.net if isinstance(m, torch.nn.Linear)]
+    for lin in linears:
+        h = torch.nn.functional.linear(h[:, :lin.in_features], lin.weight.double(), lin.bias.double())
+    assert len(session.get_inputs()) == 1 and len(linears) == len(flow.layers) * (len(flow.layers[0].net) + 1) // 2
+    np.testing.assert_allclose(session.run(None, {"x": x})[0], h.detach().numpy(), rtol=1e-4, atol=1e-4)
