@@ -37,7 +37,7 @@ from tqdm import tqdm
 from .config import ConfigBase, load_preset
 from .data import PoseSet
 from .rotations import NUM_JOINTS
-from .trainer import CHECKPOINT_FORMAT, atomic_save, atomic_write, read_checkpoint
+from .trainer import CHECKPOINT_FORMAT, atomic_save, atomic_write, data_checksums, read_checkpoint
 
 DIM = 3 * NUM_JOINTS
 
@@ -152,7 +152,7 @@ def mean_log_prob(gmm: GMM, aa: torch.Tensor, batch: int = 8192) -> float:
 def fit_gmm(cfg: GMMConfig, train_set: PoseSet, val_set: PoseSet, out: str | Path, *, progress: bool = True) -> dict:
     """Fit by EM into run directory ``out``; returns the summary dict (also ``summary.json``)."""
     out = Path(out)
-    data_sha = {"/".join(Path(k).parts[-2:]): v for k, v in sorted({**train_set.files, **val_set.files}.items())}
+    data_sha = data_checksums(train_set, val_set)
     x = torch.from_numpy(train_set.rotations).double().reshape(len(train_set), DIM)
     x_val = torch.from_numpy(val_set.rotations).double().reshape(len(val_set), DIM)
     out.mkdir(parents=True, exist_ok=True)

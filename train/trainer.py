@@ -14,6 +14,7 @@ import os
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import Callable
 
 import torch
 from tqdm import tqdm
@@ -90,13 +91,113 @@ def mean_log_prob(flow: PoseFlow, x: torch.Tensor, batch: int = 4096) -> float:
     return float(torch.cat([flow.log_prob(x[i:i + batch]) for i in range(0, len(x), batch)]).double().mean())
 
 
+def data_checksums(train_set: PoseSet, val_set: PoseSet) -> dict:
+    """sha256 of the data files, keyed by "<folder>/<file>" so the record names the data set without the build
+    machine's paths."""
+    return {"/".join(Path(k).parts[-2:]): v for k, v in sorted({**train_set.files, **val_set.files}.items())}
+
+
+def run_epochs(out: Path, cfg, model: torch.nn.Module, opt: torch.optim.Optimizer, gen: torch.Generator,
+               data_sha: dict, n: int, *, batch_loss: Callable[[torch.Tensor], torch.Tensor],
+               validate: Callable[[], dict], score: str, higher_is_better: bool, train_field: tuple[str, float],
+               extra_ckpt: dict | None = None, resume: bool = False, max_steps: int | None = None,
+               max_minutes: float | None = None, progress: bool = True) -> tuple[dict, str]:
+    """The one training loop (the flow's and the VPoser baseline's): epochs over a permutation drawn from
+    ``gen``, one Adam step per batch on ``batch_loss(indices)`` (which draws its own noise from ``gen``),
+    gradient clipping at ``cfg.grad_clip``, then ``validate()`` -> metric fields, early stopping on field
+    ``score`` after ``cfg.patience`` epochs without improvement, ``best.pt`` (weights only) and ``last.pt``
+    (everything ``resume`` needs) written atomically, one ``metrics.jsonl`` line per epoch with
+    ``train_field = (name, sign)``: name = sign * mean batch loss. Returns (state, stop reason)."""
+    t_start = time.monotonic()
+    state = {"epoch": 0, "step": 0, "best_val": -math.inf if higher_is_better else math.inf, "best_epoch": 0,
+             "bad_epochs": 0, "seconds": 0.0, "best": {}}
+    if resume:
+        ckpt = torch.load(out / "last.pt", map_location="cpu", weights_only=True)
+        if ckpt["config"] != asdict(cfg):
+            raise ValueError(f"{out}: --resume with a different config than the run's own config.json")
+        if ckpt["data_sha256"] != data_sha:
+            raise ValueError(f"{out}: --resume with different data files than the run was started on")
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        gen.set_state(ckpt["rng"])
+        torch.set_rng_state(ckpt["torch_rng"])
+        state = {"best": {}, **ckpt["state"]}
+        # drop metric lines of an epoch that finished after the last checkpoint was written
+        lines = (out / "metrics.jsonl").read_text().splitlines() if (out / "metrics.jsonl").exists() else []
+        kept = [ln for ln in lines if json.loads(ln)["epoch"] <= state["epoch"]]
+        atomic_write("".join(ln + "\n" for ln in kept), out / "metrics.jsonl")
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write(cfg.to_json() + "\n", out / "config.json")
+        (out / "metrics.jsonl").write_text("")
+
+    deadline = None if max_minutes is None else t_start + 60.0 * max_minutes
+    steps_per_epoch = math.ceil(n / cfg.batch_size)
+    stop_reason = "epochs"
+    while state["epoch"] < cfg.epochs:
+        if state["bad_epochs"] >= cfg.patience:
+            stop_reason = "early_stopping"
+            break
+        if max_steps is not None and state["step"] >= max_steps:
+            stop_reason = "max_steps"
+            break
+        if deadline is not None and time.monotonic() > deadline:
+            stop_reason = "max_minutes"
+            break
+        t0 = time.monotonic()
+        model.train()
+        perm = torch.randperm(n, generator=gen)
+        total, count = 0.0, 0
+        bar = tqdm(range(steps_per_epoch), desc=f"epoch {state['epoch'] + 1}", disable=not progress, leave=False)
+        for i in bar:
+            idx = perm[i * cfg.batch_size:(i + 1) * cfg.batch_size]
+            loss = batch_loss(idx)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"training diverged: loss {loss.item()} at step {state['step']}")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            state["step"] += 1
+            total += loss.item() * len(idx)
+            count += len(idx)
+            bar.set_postfix(loss=f"{total / count:.4f}")
+            if max_steps is not None and state["step"] >= max_steps:
+                break
+        train_seconds = time.monotonic() - t0
+        model.eval()
+        val = validate()
+        state["epoch"] += 1
+        seconds = time.monotonic() - t0
+        state["seconds"] += seconds
+        improved = val[score] > state["best_val"] if higher_is_better else val[score] < state["best_val"]
+        if improved:
+            state.update(best_val=val[score], best_epoch=state["epoch"], bad_epochs=0, best=val)
+        else:
+            state["bad_epochs"] += 1
+        ckpt = {"format": CHECKPOINT_FORMAT, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                "rng": gen.get_state(), "torch_rng": torch.get_rng_state(), "config": asdict(cfg),
+                "config_sha256": cfg.sha256(), "data_sha256": data_sha, **(extra_ckpt or {}), "state": dict(state)}
+        if improved:
+            atomic_save(model_only(ckpt), out / "best.pt")
+        atomic_save(ckpt, out / "last.pt")
+        name, sign = train_field
+        row = {"epoch": state["epoch"], "step": state["step"], name: sign * total / count, **val,
+               "lr": opt.param_groups[0]["lr"], "seconds": round(seconds, 3),
+               "train_poses_per_s": round(count / train_seconds, 1)}
+        with open(out / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(row) + "\n")
+        if progress:
+            shown = "  ".join(f"{k} {v:.4f}" for k, v in row.items() if k == name or k in val)
+            tqdm.write(f"epoch {row['epoch']:3d}  {shown}{'  *' if improved else ''}  ({seconds:.1f} s)")
+    return state, stop_reason
+
+
 def train(cfg: Config, train_set: PoseSet, val_set: PoseSet, out: str | Path, *, resume: bool = False,
           max_steps: int | None = None, max_minutes: float | None = None, progress: bool = True) -> dict:
     """Train a flow into run directory ``out``; returns a summary dict (also written to ``summary.json``)."""
     out = Path(out)
-    t_start = time.monotonic()
-    # keyed by "<folder>/<file>" so the record names the data set without the build machine's paths
-    data_sha = {"/".join(Path(k).parts[-2:]): v for k, v in sorted({**train_set.files, **val_set.files}.items())}
+    data_sha = data_checksums(train_set, val_set)
     check_no_constant_joints(train_set, cfg)
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -114,90 +215,12 @@ def train(cfg: Config, train_set: PoseSet, val_set: PoseSet, out: str | Path, *,
         norm_gen = torch.Generator().manual_seed(cfg.seed + 1)
         flow.set_normalization(aug(x_train, norm_gen))
     opt = torch.optim.Adam(flow.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    state = {"epoch": 0, "step": 0, "best_val": -math.inf, "best_epoch": 0, "bad_epochs": 0, "seconds": 0.0}
-
-    if resume:
-        ckpt = torch.load(out / "last.pt", map_location="cpu", weights_only=True)
-        if ckpt["config"] != asdict(cfg):
-            raise ValueError(f"{out}: --resume with a different config than the run's own config.json")
-        if ckpt["data_sha256"] != data_sha:
-            raise ValueError(f"{out}: --resume with different data files than the run was started on")
-        flow.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        gen.set_state(ckpt["rng"])
-        torch.set_rng_state(ckpt["torch_rng"])
-        state = dict(ckpt["state"])
-        # drop metric lines of an epoch that finished after the last checkpoint was written
-        lines = (out / "metrics.jsonl").read_text().splitlines() if (out / "metrics.jsonl").exists() else []
-        kept = [ln for ln in lines if json.loads(ln)["epoch"] <= state["epoch"]]
-        atomic_write("".join(ln + "\n" for ln in kept), out / "metrics.jsonl")
-    else:
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write(cfg.to_json() + "\n", out / "config.json")
-        (out / "metrics.jsonl").write_text("")
-
-    def checkpoint() -> dict:
-        return {"format": CHECKPOINT_FORMAT, "model": flow.state_dict(), "optimizer": opt.state_dict(),
-                "rng": gen.get_state(), "torch_rng": torch.get_rng_state(), "config": asdict(cfg),
-                "config_sha256": cfg.sha256(), "data_sha256": data_sha, "noisy_joints": noisy, "state": dict(state)}
-
-    deadline = None if max_minutes is None else t_start + 60.0 * max_minutes
-    n = len(x_train)
-    steps_per_epoch = math.ceil(n / cfg.batch_size)
-    stop_reason = "epochs"
-    while state["epoch"] < cfg.epochs:
-        if state["bad_epochs"] >= cfg.patience:
-            stop_reason = "early_stopping"
-            break
-        if max_steps is not None and state["step"] >= max_steps:
-            stop_reason = "max_steps"
-            break
-        if deadline is not None and time.monotonic() > deadline:
-            stop_reason = "max_minutes"
-            break
-        t0 = time.monotonic()
-        flow.train()
-        perm = torch.randperm(n, generator=gen)
-        total, count = 0.0, 0
-        bar = tqdm(range(steps_per_epoch), desc=f"epoch {state['epoch'] + 1}", disable=not progress, leave=False)
-        for i in bar:
-            xb = aug(x_train[perm[i * cfg.batch_size:(i + 1) * cfg.batch_size]], gen)
-            loss = -flow.log_prob(xb).mean()
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"training diverged: loss {loss.item()} at step {state['step']}")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(flow.parameters(), cfg.grad_clip)
-            opt.step()
-            state["step"] += 1
-            total += -loss.item() * len(xb)
-            count += len(xb)
-            bar.set_postfix(log_p=f"{total / count:.2f}")
-            if max_steps is not None and state["step"] >= max_steps:
-                break
-        train_seconds = time.monotonic() - t0
-        flow.eval()
-        val = mean_log_prob(flow, x_val)
-        state["epoch"] += 1
-        seconds = time.monotonic() - t0
-        state["seconds"] += seconds
-        improved = val > state["best_val"]
-        if improved:
-            state.update(best_val=val, best_epoch=state["epoch"], bad_epochs=0)
-        else:
-            state["bad_epochs"] += 1
-        ckpt = checkpoint()
-        if improved:
-            atomic_save(model_only(ckpt), out / "best.pt")
-        atomic_save(ckpt, out / "last.pt")
-        row = {"epoch": state["epoch"], "step": state["step"], "train_log_p": total / count, "val_log_p": val,
-               "lr": opt.param_groups[0]["lr"], "seconds": round(seconds, 3),
-               "train_poses_per_s": round(count / train_seconds, 1)}
-        with open(out / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(row) + "\n")
-        if progress:
-            tqdm.write(f"epoch {row['epoch']:3d}  train log p {row['train_log_p']:8.3f}  val log p {val:8.3f}"
-                       f"{'  *' if improved else ''}  ({seconds:.1f} s)")
+    state, stop_reason = run_epochs(
+        out, cfg, flow, opt, gen, data_sha, len(x_train),
+        batch_loss=lambda idx: -flow.log_prob(aug(x_train[idx], gen)).mean(),
+        validate=lambda: {"val_log_p": mean_log_prob(flow, x_val)}, score="val_log_p", higher_is_better=True,
+        train_field=("train_log_p", -1.0), extra_ckpt={"noisy_joints": noisy},
+        resume=resume, max_steps=max_steps, max_minutes=max_minutes, progress=progress)
     summary = {"stop_reason": stop_reason, "epochs": state["epoch"], "steps": state["step"],
                "best_epoch": state["best_epoch"], "best_val_log_p": state["best_val"],
                "train_seconds": round(state["seconds"], 1), "n_train": len(train_set), "n_val": len(val_set),

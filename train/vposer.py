@@ -31,21 +31,18 @@ with ``torch.load(weights_only=True)``) and ``summary.json``.
 from __future__ import annotations
 
 import json
-import math
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 from torch.distributions import Normal
 from torch.nn.functional import softplus
-from tqdm import tqdm
 
 from .config import ConfigBase, load_preset
 from .data import PoseSet
 from .rotations import NUM_JOINTS, axis_angle_to_matrix, gram_schmidt, matrix_to_6d
-from .trainer import CHECKPOINT_FORMAT, atomic_save, atomic_write, read_checkpoint
+from .trainer import atomic_write, data_checksums, read_checkpoint, run_epochs
 
 
 @dataclass
@@ -166,8 +163,7 @@ def train_vposer(cfg: VPoserConfig, train_set: PoseSet, val_set: PoseSet, out: s
                  max_steps: int | None = None, max_minutes: float | None = None, progress: bool = True) -> dict:
     """Train a VPoser into run directory ``out`` (layout as ``train.trainer.train``); returns the summary dict."""
     out = Path(out)
-    t_start = time.monotonic()
-    data_sha = {"/".join(Path(k).parts[-2:]): v for k, v in sorted({**train_set.files, **val_set.files}.items())}
+    data_sha = data_checksums(train_set, val_set)
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     aa_train = torch.from_numpy(train_set.rotations).float()
@@ -182,95 +178,23 @@ def train_vposer(cfg: VPoserConfig, train_set: PoseSet, val_set: PoseSet, out: s
     model = build_vposer(cfg)
     model.set_normalization(aa_train)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    state = {"epoch": 0, "step": 0, "best_val": math.inf, "best_epoch": 0, "bad_epochs": 0, "seconds": 0.0,
-             "best": {}}
 
-    if resume:
-        ckpt = torch.load(out / "last.pt", map_location="cpu", weights_only=True)
-        if ckpt["config"] != asdict(cfg):
-            raise ValueError(f"{out}: --resume with a different config than the run's own config.json")
-        if ckpt["data_sha256"] != data_sha:
-            raise ValueError(f"{out}: --resume with different data files than the run was started on")
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        gen.set_state(ckpt["rng"])
-        torch.set_rng_state(ckpt["torch_rng"])
-        state = dict(ckpt["state"])
-        lines = (out / "metrics.jsonl").read_text().splitlines() if (out / "metrics.jsonl").exists() else []
-        kept = [ln for ln in lines if json.loads(ln)["epoch"] <= state["epoch"]]
-        atomic_write("".join(ln + "\n" for ln in kept), out / "metrics.jsonl")
-    else:
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write(cfg.to_json() + "\n", out / "config.json")
-        (out / "metrics.jsonl").write_text("")
+    def batch_loss(idx: torch.Tensor) -> torch.Tensor:
+        eps = torch.randn(len(idx), cfg.latent, generator=gen)
+        return model.loss(aa_train[idx], R_train[idx], eps, cfg.kl_weight)["loss"]
 
-    def checkpoint() -> dict:
-        return {"format": CHECKPOINT_FORMAT, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                "rng": gen.get_state(), "torch_rng": torch.get_rng_state(), "config": asdict(cfg),
-                "config_sha256": cfg.sha256(), "data_sha256": data_sha, "state": dict(state)}
+    def validate() -> dict:
+        return {f"val_{k}": v for k, v in evaluate(model, aa_val, R_val, eps_val, cfg.kl_weight).items()}
 
-    deadline = None if max_minutes is None else t_start + 60.0 * max_minutes
-    n = len(aa_train)
-    steps_per_epoch = math.ceil(n / cfg.batch_size)
-    stop_reason = "epochs"
-    while state["epoch"] < cfg.epochs:
-        if state["bad_epochs"] >= cfg.patience:
-            stop_reason = "early_stopping"
-            break
-        if max_steps is not None and state["step"] >= max_steps:
-            stop_reason = "max_steps"
-            break
-        if deadline is not None and time.monotonic() > deadline:
-            stop_reason = "max_minutes"
-            break
-        t0 = time.monotonic()
-        model.train()
-        perm = torch.randperm(n, generator=gen)
-        total, count = 0.0, 0
-        bar = tqdm(range(steps_per_epoch), desc=f"epoch {state['epoch'] + 1}", disable=not progress, leave=False)
-        for i in bar:
-            idx = perm[i * cfg.batch_size:(i + 1) * cfg.batch_size]
-            eps = torch.randn(len(idx), cfg.latent, generator=gen)
-            loss = model.loss(aa_train[idx], R_train[idx], eps, cfg.kl_weight)["loss"]
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"training diverged: loss {loss.item()} at step {state['step']}")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            opt.step()
-            state["step"] += 1
-            total += loss.item() * len(idx)
-            count += len(idx)
-            bar.set_postfix(loss=f"{total / count:.4f}")
-            if max_steps is not None and state["step"] >= max_steps:
-                break
-        val = evaluate(model, aa_val, R_val, eps_val, cfg.kl_weight)
-        state["epoch"] += 1
-        seconds = time.monotonic() - t0
-        state["seconds"] += seconds
-        improved = val["loss"] < state["best_val"]
-        if improved:
-            state.update(best_val=val["loss"], best_epoch=state["epoch"], bad_epochs=0, best=val)
-        else:
-            state["bad_epochs"] += 1
-        ckpt = checkpoint()
-        if improved:
-            atomic_save(ckpt, out / "best.pt")
-        atomic_save(ckpt, out / "last.pt")
-        row = {"epoch": state["epoch"], "step": state["step"], "train_loss": total / count, "val_loss": val["loss"],
-               "val_rec": val["rec"], "val_kl": val["kl"], "val_geodesic_deg": val["geodesic_deg"],
-               "lr": opt.param_groups[0]["lr"], "seconds": round(seconds, 3)}
-        with open(out / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(row) + "\n")
-        if progress:
-            tqdm.write(f"epoch {row['epoch']:3d}  train loss {row['train_loss']:.4f}  val loss {val['loss']:.4f}"
-                       f"  (rec {val['rec']:.4f}, kl {val['kl']:.2f}, {val['geodesic_deg']:.2f} deg)"
-                       f"{'  *' if improved else ''}  ({seconds:.1f} s)")
+    state, stop_reason = run_epochs(
+        out, cfg, model, opt, gen, data_sha, len(aa_train), batch_loss=batch_loss, validate=validate,
+        score="val_loss", higher_is_better=False, train_field=("train_loss", 1.0),
+        resume=resume, max_steps=max_steps, max_minutes=max_minutes, progress=progress)
     best = state["best"]
     summary = {"model": "vposer", "stop_reason": stop_reason, "epochs": state["epoch"], "steps": state["step"],
                "best_epoch": state["best_epoch"], "best_val_loss": state["best_val"],
-               "best_val_rec": best.get("rec"), "best_val_kl": best.get("kl"),
-               "best_val_geodesic_deg": best.get("geodesic_deg"),
+               "best_val_rec": best.get("val_rec"), "best_val_kl": best.get("val_kl"),
+               "best_val_geodesic_deg": best.get("val_geodesic_deg"),
                "train_seconds": round(state["seconds"], 1), "n_train": len(train_set), "n_val": len(val_set),
                "config_sha256": cfg.sha256(), "data_sha256": data_sha}
     atomic_write(json.dumps(summary, indent=2) + "\n", out / "summary.json")
