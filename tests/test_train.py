@@ -43,10 +43,8 @@ def test_tiny_training_improves_validation_log_p(cmu, tmp_path):
     x = cmu["val"].to_6d()[:64]
     assert torch.isfinite(flow.log_prob(x)).all()
     assert json.loads((tmp_path / "run" / "config.json").read_text()) == ckpt["config"]
-    # the CMU skeleton's hinge / duplicated joints are found and dequantised, so a pose 5 degrees off the knee
-    # hinge gets a finite, moderate penalty instead of the singular density's -1e19
-    assert summary["noisy_joints"] == ckpt["noisy_joints"] == ["left_knee", "right_knee", "left_foot", "right_foot",
-                                                               "right_collar", "left_elbow", "right_elbow"]
+    # dequantisation (the preset's 6D noise) keeps the density finite off CMU's hinge joints: a pose 5 degrees off
+    # the knee hinge gets a moderate penalty instead of the singular density's -1e19
     aa = torch.from_numpy(cmu["val"].rotations[:64]).double()
     off = aa.clone()
     off[:, 3, 1] += math.radians(5)
