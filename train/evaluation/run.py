@@ -121,8 +121,9 @@ def evaluate(model_dir: str | Path, data: str | Path, out: str | Path, *, n: int
     # --- KS of flow log p: samples vs data, and noise floors --------------------------------------------------
     step("KS")
     sample_sets = [("ours_raw", ours.raw_log_p)] + [(s.name, s.log_p) for s in samples]
-    if train_src is not None and prior.manifest.get("training", {}).get("noisy_joints"):
-        sample_sets.insert(2, ("ours_constrained", constrained(prior, ours, train_set.rotations).log_p))
+    noisy_joints = prior.manifest.get("training", {}).get("noisy_joints", [])
+    if train_src is not None and noisy_joints:
+        sample_sets.insert(2, ("ours_constrained", constrained(prior, ours, train_set.rotations, noisy_joints).log_p))
     ks: dict[str, dict] = {}
     ks_ref_lp: dict[str, np.ndarray] = {}
     for ref_name, ref in refs.items():

@@ -163,15 +163,16 @@ def augmented(prior: PosePrior, poses: PoseSource, seed: int) -> tuple[np.ndarra
             {**params, "noisy_joints": list(aug.noisy_joints)})
 
 
-def constrained(prior: PosePrior, src: PoseSource, train_rotations: np.ndarray, tol: float = 1e-3) -> PoseSource:
-    """Diagnostic: ``src`` with the model's dequantised joints (manifest ``noisy_joints``) put back onto the
+def constrained(prior: PosePrior, src: PoseSource, train_rotations: np.ndarray, joints: list[str],
+                tol: float = 1e-3) -> PoseSource:
+    """Diagnostic: ``src`` with the dequantised ``joints`` (the manifest's ``noisy_joints``) put back onto the
     training data's constraints: a joint equal to an earlier one in every training pose is set to it, any other
     one has its rotation vector projected onto the principal subspace (about the training mean) spanned by the
     directions with standard deviation >= ``tol`` rad (the hinge's axis, the elbow's plane). This undoes the
     ``joint_noise`` the samples carry, the way Gram-Schmidt undoes the lift (``train.augment.degenerate_joints``
     uses the same ``tol``)."""
     aa = src.rotvecs()
-    for name in prior.manifest.get("training", {}).get("noisy_joints", []):
+    for name in joints:
         j = JOINT_NAMES.index(name)
         x = train_rotations[:, j].astype(np.float64)
         twin = next((k for k in range(j) if np.abs(x - train_rotations[:, k]).max() < tol), None)
