@@ -109,10 +109,10 @@ def test_fitting_is_deterministic_with_a_seed(flow, val_poses):
 
 # --- torch-free runtime vs the torch path -------------------------------------------------------------------------
 # Same objective, same start, L-BFGS both sides (torch: per-pose batched L-BFGS with Armijo backtracking; runtime:
-# scipy L-BFGS-B on all poses as one vector), 200 iterations. The tiny test model is trained WITHOUT 6D
-# dequantisation noise, so its density is singular on CMU's hinge joints (log p ~ -1e9 for poses 2 degrees off the
-# data): from noisy starts the two optimisers stop in different places of very narrow valleys, which is a property
-# of that model, not of the code (with the shipped model, 500 test poses denoised jointly by the runtime reach the
+# scipy L-BFGS-B on all poses as one vector), 200 iterations. The tiny test model (8 epochs, 4 couplings) has very
+# narrow valleys along CMU's hinge joints (a model dequantising only the linear hinges was singular along the 2-DoF
+# joints, log p ~ -1e9 two degrees off the data): from noisy starts the two optimisers stop in different places of
+# such valleys, which is a property of that model, not of the code (with the shipped model, 500 test poses denoised jointly by the runtime reach the
 # torch path's mean geodesic error, 9.64 vs 9.64 deg at 10 deg noise, 14.68 vs 14.52 at 20). So the problems here
 # are well posed: denoising a clean capture with a tight data term (sigma = 0.3 deg) and completing an arm from
 # 2-degree starts (1000 iterations). Tolerances: objective 1 % + 0.05; rotations (after Gram-Schmidt) median

@@ -84,10 +84,9 @@ PRESETS = {
     "paper": Config(noise=0.02),
     # Bandai Namco data (CC BY-NC 4.0, non-commercial): its spine2 is a constant virtual joint, not modelled
     "paper-bandai": Config(masked_joints=["spine2"], noise=0.02),
-    # tests and CI: dequantises CMU's linear hinges only (joint_noise), which this small net learns within its 8 epochs
-    # (with 6D noise 0.02 its validation log p barely moves); the tests of the hinge code paths run on it
+    # tests and CI: the paper preset's dequantisation on a small net
     "tiny": Config(num_layers=4, hidden=128, depth=2, batch_size=256, epochs=8, patience=3, lr=2e-3, max_val=2000,
-                   joint_noise=0.02),
+                   noise=0.02),
 }
 
 
