@@ -1,0 +1,36 @@
+"""The sweep (train/sweep.py): its settings are the committed runs' configs, and the rule that picks the default."""
+import json
+from pathlib import Path
+
+import pytest
+
+from train.config import Config, load_config
+from train.sweep import BASE, MAX_PENALTY, SETTINGS, choose
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("name", list(SETTINGS))
+def test_settings_reproduce_the_committed_runs(name):
+    """Each setting builds exactly the config its committed run was trained with, whatever the presets say now."""
+    committed = REPO / "runs" / f"sweep-{name}" / "config.json"
+    if not committed.is_file():
+        pytest.skip(f"{committed} not committed")
+    cfg = Config.from_dict({**json.loads(load_config("paper").to_json()), **BASE, **SETTINGS[name]})
+    assert json.loads(cfg.to_json()) == json.loads(committed.read_text())
+
+
+def test_choose_skips_unusable_priors_and_seed_replicates():
+    def row(name, ks, penalty, **overrides):
+        return {"name": name, "ks_val": ks, "near_data_penalty": penalty, "overrides": overrides}
+
+    rows = [row("sharp", 0.05, 1e15), row("lucky-seed", 0.01, 10.0, seed=1), row("a", 0.3, 30.0),
+            row("b", 0.2, MAX_PENALTY - 1)]
+    assert choose(rows) == "b"
+    assert choose(rows[:2]) is None
+
+
+def test_committed_sweep_report_names_the_shipped_default():
+    rows = json.loads((REPO / "reports" / "sweep" / "summary.json").read_text())
+    manifest = json.loads((REPO / "runtime" / "models" / "default" / "manifest.json").read_text())
+    assert manifest["training"]["run"] == f"sweep-{choose(rows)}"
