@@ -65,7 +65,7 @@ def evaluate(model_dir: str | Path, data: str | Path, out: str | Path, *, n: int
     out.mkdir(parents=True, exist_ok=True)
     runs = find_baselines(list(baselines))
     steps = ["load", "flow samples", *runs, "data"] + (["ablation model"] if ablation else []) + \
-        ["KS", "temperature", "FID", "APD", "nearest neighbours", "figures", "report"]
+        ["KS", "FID", "temperature", "APD", "nearest neighbours", "figures", "report"]
     bar = tqdm(total=len(steps), desc="evaluate", disable=not progress, unit="step")
     timing: dict[str, float] = {}
 
@@ -152,19 +152,6 @@ def evaluate(model_dir: str | Path, data: str | Path, out: str | Path, *, n: int
         gap.update(mean_gap=gap["train_mean"] - gap["test_mean"], median_gap=gap["train_median"] - gap["test_median"])
     done("KS")
 
-    # --- sampling temperature: KS, FID and APD of orthonormalised samples at T < 1 (same z, scaled) --------------
-    step("temperature")
-    temperature = {}
-    for T in TEMPERATURES:
-        s_T = flow_samples(prior, n, seed, f"ours_T{T}", f"ours, T = {T}", temperature=T)
-        pos_T = joint_positions(s_T, offsets)
-        row = {"mean_log_p": float(s_T.log_p.mean()), "apd_cm": metrics.apd(pos_T[:min(subset, n)][:, 1:])}
-        for ref_name, ref in refs.items():
-            row[f"ks_{ref_name}"] = metrics.ks(s_T.log_p, ks_ref_lp[ref_name])["ks"]
-            row[f"fid_{ref_name}"] = metrics.fid(pos_T, joint_positions(ref, offsets))
-        temperature[str(T)] = row
-    done("temperature")
-
     # --- model-independent metrics on forward-kinematics joint positions --------------------------------------
     step("FID")
     m = min(subset, n)
@@ -188,6 +175,19 @@ def evaluate(model_dir: str | Path, data: str | Path, out: str | Path, *, n: int
         h1, h2 = metrics.random_halves(len(ref), data_rng(f"halves_{ref_name}"))
         fid_floor[ref_name] = {"fid": metrics.fid(pos[ref.name][h1], pos[ref.name][h2]), "n_each": len(h1)}
     done("FID")
+
+    # --- sampling temperature: KS, FID and APD of orthonormalised samples at T < 1 (same z, scaled) --------------
+    step("temperature")
+    temperature = {}
+    for T in TEMPERATURES:
+        s_T = flow_samples(prior, n, seed, f"ours_T{T}", f"ours, T = {T}", temperature=T)
+        pos_T = joint_positions(s_T, offsets)
+        row = {"mean_log_p": float(s_T.log_p.mean()), "apd_cm": metrics.apd(pos_T[:min(subset, n)][:, 1:])}
+        for ref_name, ref in refs.items():
+            row[f"ks_{ref_name}"] = metrics.ks(s_T.log_p, ks_ref_lp[ref_name])["ks"]
+            row[f"fid_{ref_name}"] = metrics.fid(pos_T, pos[ref.name])
+        temperature[str(T)] = row
+    done("temperature")
 
     step("APD")
     for s in samples + list(refs.values()):
