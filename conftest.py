@@ -52,6 +52,24 @@ def tiny_model(request, tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def baseline_runs(shared_data, tmp_path_factory) -> list[Path]:
+    """[VPoser run, GMM run]: the CMU baselines when their checkpoints are there (`make evaluate` retrains them from
+    runs/*/config.json), else tiny ones trained here (~20 s): checkpoints are not committed."""
+    committed = [Path(__file__).resolve().parent / "runs" / name for name in ("vposer-cmu", "gmm-cmu")]
+    if all((r / "best.pt").is_file() for r in committed):
+        return committed
+    from train.data import load_npz
+    from train.gmm import fit_gmm, load_config as gmm_config
+    from train.vposer import load_config as vposer_config, train_vposer
+
+    data = {s: load_npz(shared_data / "cmu_pose" / f"{s}.npz") for s in ("train", "val")}
+    root = tmp_path_factory.mktemp("baselines")
+    train_vposer(vposer_config("tiny"), data["train"], data["val"], root / "vposer-tiny", progress=False)
+    fit_gmm(gmm_config("tiny"), data["train"], data["val"], root / "gmm-tiny", progress=False)
+    return [root / "vposer-tiny", root / "gmm-tiny"]
+
+
 # --- tables that tests print at the end of the session (parity figures etc.), even under -q ------------------------
 REPORTS = pytest.StashKey[list]()
 

@@ -171,11 +171,12 @@ def test_fitbench_masks_and_descendants():
     assert len(descendants(MASKS["trunk"])) == 12          # everything above the pelvis except hips and legs
 
 
-def test_fitbench_runs_end_to_end(tiny_model, shared_data, tmp_path):
+def test_fitbench_runs_end_to_end(tiny_model, shared_data, baseline_runs, tmp_path):
     from train.fitbench import BenchConfig, run
     cfg = BenchConfig(n=3, n_val=3, hypotheses=2, lam_grid=(0.3, 1.0), lam_grid_completion=(10.0, 100.0),
                       iters={"completion": 3, "ik": 3, "denoise": 3})
-    report = run(tiny_model, shared_data / "cmu_pose" / "test.npz", tmp_path, cfg, log=lambda *_: None)
+    report = run(tiny_model, shared_data / "cmu_pose" / "test.npz", tmp_path, cfg, vposer_path=baseline_runs[0],
+                 gmm_path=baseline_runs[1], log=lambda *_: None)
     assert {p.name for p in tmp_path.iterdir()} >= {"metrics.json", "report.md", "fits.png"}
     assert set(report["results"]) == {"none", "gmm", "vposer", "flow_ambient", "flow_latent", "flow_latent_z2"}
     assert report["lam"]["flow_latent"]["completion"] in (10.0, 100.0)
