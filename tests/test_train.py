@@ -90,6 +90,29 @@ def test_resume_continues_without_losing_an_epoch(cmu, tmp_path):
         train(cfg, tr, va, tmp_path / "cut", resume=True, progress=False)
 
 
+def test_without_early_stopping_every_epoch_runs_and_the_last_is_kept(cmu, tmp_path):
+    """early_stopping=False (a fixed epoch budget, a sweep lever): patience is ignored, best.pt is the last epoch."""
+    cfg = load_config("tiny")
+    cfg.epochs, cfg.patience, cfg.early_stopping = 3, 1, False
+    summary = train(cfg, subset(cmu["train"], 1024), cmu["val"], tmp_path / "run", progress=False)
+    assert summary["stop_reason"] == "epochs" and summary["epochs"] == summary["best_epoch"] == 3
+    assert summary["best_val_log_p"] == metrics(tmp_path / "run")[-1]["val_log_p"]
+    best, last = (torch.load(tmp_path / "run" / f, weights_only=True)["model"] for f in ("best.pt", "last.pt"))
+    assert all(torch.equal(best[k], last[k]) for k in last)
+
+
+def test_runs_from_before_a_config_key_existed_resume(cmu, tmp_path):
+    """A run whose config.json and last.pt predate a key (here early_stopping) resumes with the key's default."""
+    cfg = load_config("tiny")
+    cfg.epochs, cfg.patience = 2, 100
+    tr, va = subset(cmu["train"], 1024), cmu["val"]
+    train(cfg, tr, va, tmp_path / "run", max_steps=4, progress=False)
+    ckpt = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    del ckpt["config"]["early_stopping"]
+    torch.save(ckpt, tmp_path / "run" / "last.pt")
+    assert train(cfg, tr, va, tmp_path / "run", resume=True, progress=False)["epochs"] == 2
+
+
 # --- the CLI and bad input --------------------------------------------------------------------------------------
 def poseprior(*args):
     return subprocess.run([sys.executable, "-m", "train.cli", *map(str, args)], capture_output=True, text=True)

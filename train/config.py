@@ -71,6 +71,8 @@ class Config(ConfigBase):
     batch_size: int = 256
     epochs: int = 200
     patience: int = 10                   # early stopping: epochs without a better validation log p
+    early_stopping: bool = True          # False: train all `epochs` and keep the last (the epoch budget is then
+                                         # the hyper-parameter, chosen on validation by the sweep)
     grad_clip: float = 10.0
     seed: int = 0
     val_seed: int = 1234                 # fixed augmentation of the validation set

@@ -100,12 +100,14 @@ def data_checksums(train_set: PoseSet, val_set: PoseSet) -> dict:
 def run_epochs(out: Path, cfg, model: torch.nn.Module, opt: torch.optim.Optimizer, gen: torch.Generator,
                data_sha: dict, n: int, *, batch_loss: Callable[[torch.Tensor], torch.Tensor],
                validate: Callable[[], dict], score: str, higher_is_better: bool, train_field: tuple[str, float],
-               extra_ckpt: dict | None = None, resume: bool = False, max_steps: int | None = None,
-               max_minutes: float | None = None, progress: bool = True) -> tuple[dict, str]:
+               extra_ckpt: dict | None = None, early_stopping: bool = True, resume: bool = False,
+               max_steps: int | None = None, max_minutes: float | None = None,
+               progress: bool = True) -> tuple[dict, str]:
     """The one training loop (the flow's and the VPoser baseline's): epochs over a permutation drawn from
     ``gen``, one Adam step per batch on ``batch_loss(indices)`` (which draws its own noise from ``gen``),
     gradient clipping at ``cfg.grad_clip``, then ``validate()`` -> metric fields, early stopping on field
-    ``score`` after ``cfg.patience`` epochs without improvement, ``best.pt`` (weights only) and ``last.pt``
+    ``score`` after ``cfg.patience`` epochs without improvement (``early_stopping=False``: every epoch counts
+    as the best, so all ``cfg.epochs`` run and ``best.pt`` is the last), ``best.pt`` (weights only) and ``last.pt``
     (everything ``resume`` needs) written atomically, one ``metrics.jsonl`` line per epoch with
     ``train_field = (name, sign)``: name = sign * mean batch loss. Returns (state, stop reason)."""
     t_start = time.monotonic()
@@ -113,7 +115,7 @@ def run_epochs(out: Path, cfg, model: torch.nn.Module, opt: torch.optim.Optimize
              "bad_epochs": 0, "seconds": 0.0, "best": {}}
     if resume:
         ckpt = torch.load(out / "last.pt", map_location="cpu", weights_only=True)
-        if ckpt["config"] != asdict(cfg):
+        if type(cfg).from_dict(ckpt["config"]) != cfg:   # keys added since the run started take defaults
             raise ValueError(f"{out}: --resume with a different config than the run's own config.json")
         if ckpt["data_sha256"] != data_sha:
             raise ValueError(f"{out}: --resume with different data files than the run was started on")
@@ -170,7 +172,8 @@ def run_epochs(out: Path, cfg, model: torch.nn.Module, opt: torch.optim.Optimize
         state["epoch"] += 1
         seconds = time.monotonic() - t0
         state["seconds"] += seconds
-        improved = val[score] > state["best_val"] if higher_is_better else val[score] < state["best_val"]
+        improved = not early_stopping or (val[score] > state["best_val"] if higher_is_better
+                                           else val[score] < state["best_val"])
         if improved:
             state.update(best_val=val[score], best_epoch=state["epoch"], bad_epochs=0, best=val)
         else:
@@ -220,7 +223,8 @@ def train(cfg: Config, train_set: PoseSet, val_set: PoseSet, out: str | Path, *,
         batch_loss=lambda idx: -flow.log_prob(aug(x_train[idx], gen)).mean(),
         validate=lambda: {"val_log_p": mean_log_prob(flow, x_val)}, score="val_log_p", higher_is_better=True,
         train_field=("train_log_p", -1.0), extra_ckpt={"noisy_joints": noisy},
-        resume=resume, max_steps=max_steps, max_minutes=max_minutes, progress=progress)
+        early_stopping=cfg.early_stopping, resume=resume, max_steps=max_steps, max_minutes=max_minutes,
+        progress=progress)
     summary = {"stop_reason": stop_reason, "epochs": state["epoch"], "steps": state["step"],
                "best_epoch": state["best_epoch"], "best_val_log_p": state["best_val"],
                "train_seconds": round(state["seconds"], 1), "n_train": len(train_set), "n_val": len(val_set),
