@@ -66,9 +66,11 @@ models/%/manifest.json: runs/%/best.pt
 # checkpoints are not committed: a committed run (config.json, summary.json, metrics.jsonl) is retrained from its
 # own config when its best.pt is missing; training is seeded, so the weights (and the reports) come out the same.
 # First use: the default flow and the no-augmentation run ~3 min each, GMM ~1 min, VPoser ~10 min on 2 cores.
+# The data set is the one the run's summary.json names (cmu_pose, bandai_pose), beside $(DATA).
 runs/%/best.pt: | install
 	rm -rf build/retrain/$*
-	$(PY) -m train.cli train --data $(DATA) --out build/retrain/$* --quiet --config runs/$*/config.json \
+	$(PY) -m train.cli train --out build/retrain/$* --quiet --config runs/$*/config.json \
+		--data $(dir $(abspath $(DATA)))$$($(PY) -c "import json; print(next(iter(json.load(open('runs/$*/summary.json'))['data_sha256'])).split('/')[0])") \
 		--model $$($(PY) -c "import json; print(json.load(open('runs/$*/config.json')).get('model', 'flow'))")
 	cp build/retrain/$*/best.pt $@
 

@@ -9,8 +9,9 @@ distance per setting.
 The rule that picks the default (``choose``): among the settings whose prior stays usable near the data (the
 median log p drop of validation poses under 2 degrees of random rotation on every joint, ``near_data_penalty``,
 below ``MAX_PENALTY`` nats: a prior that gives -1e15 to a pose 2 degrees from a real one cannot regularise
-anything), the lowest KS of orthonormalised samples against the validation poses (a seed replicate reruns a
-setting to show the seed's share of the spread; it does not compete). The
+anything), the lowest KS of orthonormalised samples against the validation poses; settings closer to it than
+two seeds of one setting are to each other (``seed_spread``) are tied, and the tie goes to the fewest changes
+(a seed replicate reruns a setting to measure that spread; it does not compete). The
 validation log p of the *augmented* data is reported but not used to rank: settings with different alpha,
 beta or noise define different augmented densities, so their log p are not comparable with each other.
 """
@@ -100,11 +101,29 @@ def row(name: str, overrides: dict, run: Path, report: Path) -> dict:
             "near_data_penalty": penalty, "train_seconds": s["train_seconds"]}
 
 
+def seed_spread(rows: list[dict]) -> float:
+    """The largest range of KS GS vs val among a usable setting and its seed replicates (rows whose overrides are
+    the setting's plus ``seed``): how far apart two runs of one setting land by the seed alone."""
+    spread = 0.0
+    for r in rows:
+        if "seed" in r["overrides"] or r["near_data_penalty"] >= MAX_PENALTY:
+            continue
+        group = [q["ks_val"] for q in rows if q is r or ("seed" in q["overrides"] and
+                 {k: v for k, v in q["overrides"].items() if k != "seed"} == r["overrides"])]
+        spread = max(spread, max(group) - min(group))
+    return spread
+
+
 def choose(rows: list[dict]) -> str | None:
-    """The setting with the lowest KS of orthonormalised samples vs validation among those whose near-data
-    penalty is below MAX_PENALTY; seed replicates do not compete."""
+    """Among settings whose near-data penalty is below MAX_PENALTY (seed replicates do not compete), the lowest KS
+    of orthonormalised samples vs validation; settings within ``seed_spread`` of that lowest KS are tied (the
+    sweep cannot tell them apart) and the tie goes to the fewest overrides, then to the earlier setting."""
     candidates = [r for r in rows if "seed" not in r["overrides"] and r["near_data_penalty"] < MAX_PENALTY]
-    return min(candidates, key=lambda r: r["ks_val"])["name"] if candidates else None
+    if not candidates:
+        return None
+    best = min(r["ks_val"] for r in candidates)
+    tied = [r for r in candidates if r["ks_val"] <= best + seed_spread(rows)]
+    return min(tied, key=lambda r: len(r["overrides"]))["name"]
 
 
 def render(rows: list[dict], n: int) -> str:
@@ -135,7 +154,9 @@ def render(rows: list[dict], n: int) -> str:
         floor = rows[0]["ks_floor_val"]
         lines += ["", f"Chosen by the lowest KS GS vs val among settings whose 2° noise penalty (median log p drop "
                   f"of validation poses with 2 degrees of random rotation on every joint) is below {MAX_PENALTY:.0f} "
-                  f"nats: **{chosen}**. Validation log p of the augmented data "
+                  f"nats, settings within {seed_spread(rows):.3f} of it (the largest KS range between seed "
+                  "replicates of one such setting) counting as tied and the tie going to the fewest overrides: "
+                  f"**{chosen}**. Validation log p of the augmented data "
                   "ranks nothing across settings: different alpha, beta, noise are different densities.",
                   "", f"Noise floor of KS on the validation split: {floor:.3f} between two random halves, "
                   f"{rows[0]['ks_floor_val_sequences']:.3f} between two halves made of whole recordings (the split "
