@@ -110,6 +110,8 @@ def test_evaluate_writes_the_report(report):
     m = json.loads((report / "metrics.json").read_text())
     assert set(m) >= {"model", "settings", "log_p", "ks", "gap", "sample_metrics", "fid_floor", "ablation", "figures"}
     assert set(m["ks"]) == {"test", "train", "train_augmented"}
+    floor = m["ks"]["train_augmented"]["table"]["dequantised_vs_clean"]   # augmented train (GS) vs clean train
+    assert 0.0 < floor["ks"] < 1.0 and floor["n_a"] == floor["n_b"] == 300
     for ref in ("test", "train"):
         table = m["ks"][ref]["table"]
         assert set(table) >= {"ours_raw", "ours", "vposer", "gmm", "noise_floor_random_halves"}
@@ -170,6 +172,20 @@ def test_evaluate_is_deterministic_and_the_cli_runs_it(report, tiny_model, share
     assert "KS vs test" in r.output
     assert (out / "metrics.json").read_bytes() == (report / "metrics.json").read_bytes()
     assert (out / "report.md").is_file() and json.loads((out / "timing.json").read_text())["total"] > 0
+
+
+def test_evaluate_without_figures_computes_the_same_numbers(report, tiny_model, shared_data, baselines, tmp_path):
+    """figures=False (the sweep) draws nothing and changes no number."""
+    data = shared_data / "cmu_pose"
+    evaluate(tiny_model, data / "test.npz", tmp_path / "c", n=300, train=data / "train.npz", baselines=baselines,
+             seed=3, ablation=tiny_model, subset=150, figures=False, progress=False)
+    assert not list((tmp_path / "c").glob("*.png"))
+    a, b = (json.loads((d / "metrics.json").read_text()) for d in (report, tmp_path / "c"))
+    assert b["figures"] == [] and b["histogram_clip"] is None
+    for m in (a, b):
+        del m["figures"], m["histogram_clip"]
+    assert a == b
+    assert "Not drawn" in (tmp_path / "c" / "report.md").read_text()
 
 
 def test_evaluate_refuses_a_bad_baseline(tiny_model, shared_data, tmp_path):

@@ -188,7 +188,7 @@ def sweep(data: Path, names: list[str], runs: Path = Path("runs"), models: Path 
         if not (report / "metrics.json").is_file():
             export_model(run, model, torch_artifacts=False)
             print(f"sweep {name}: evaluating on validation", flush=True)
-            evaluate(model, data / "val.npz", report, n=n, train=data / "train.npz", progress=False)
+            evaluate(model, data / "val.npz", report, n=n, train=data / "train.npz", figures=False, progress=False)
         if not (report / "near_data_penalty.json").is_file():
             value = near_data_penalty(model, data / "val.npz")
             (report / "near_data_penalty.json").write_text(json.dumps({"median_drop_nats": value}) + "\n")

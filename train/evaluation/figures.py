@@ -23,6 +23,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from .metrics import fraction_above  # noqa: E402
+
 SAVE = {"dpi": 110, "metadata": {"Software": None}}   # no version string: identical files on every run
 COLORS = {"data_test": "black", "data_train": "0.55", "ours_raw": "tab:orange", "ours": "tab:blue",
           "vposer": "tab:red", "gmm": "tab:green"}
@@ -118,13 +120,11 @@ def scatter_matrix(prior_rv: np.ndarray, data_rv: np.ndarray, joint_ids: list[in
     plt.close(fig)
 
 
-def ablation(panels: list[tuple[str, np.ndarray, np.ndarray]], path: Path) -> list[float]:
-    """panels: (title, raw log p, orthonormalised log p) of the same samples; returns the fractions above y = x."""
+def ablation(panels: list[tuple[str, np.ndarray, np.ndarray]], path: Path) -> None:
+    """panels: (title, raw log p, orthonormalised log p) of the same samples, one scatter each with y = x."""
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 5.0), squeeze=False)
-    fractions = []
     for ax, (title, raw, ortho) in zip(axes[0], panels):
-        above = float(np.mean(ortho > raw))
-        fractions.append(above)
+        above = fraction_above(raw, ortho)
         both = np.concatenate([raw, ortho])
         both = both[np.isfinite(both)]
         lo, hi = np.percentile(both, 0.5), both.max()
@@ -144,4 +144,3 @@ def ablation(panels: list[tuple[str, np.ndarray, np.ndarray]], path: Path) -> li
     fig.tight_layout()
     fig.savefig(path, **SAVE)
     plt.close(fig)
-    return fractions

@@ -127,3 +127,8 @@ def nearest_geodesic(query: np.ndarray, reference: np.ndarray, chunk: int = 256)
         idx[i:i + c] = j
         dist[i:i + c] = np.degrees(acc[np.arange(c), j].astype(np.float64) / J)
     return dist, idx
+
+
+def fraction_above(raw: np.ndarray, ortho: np.ndarray) -> float:
+    """The share of samples whose log p rises under Gram-Schmidt: mean(log p(GS(x)) > log p(x)) (the ablation)."""
+    return float(np.mean(ortho > raw))

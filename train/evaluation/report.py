@@ -160,14 +160,18 @@ def render(m: dict, timing: dict) -> str:
         lines.append(line)
     b.append("\n".join(lines))
 
-    clip = m["histogram_clip"]
     b.append("## 6. Figures")
-    b.append(f"Histogram clipping: the top panel spans [{_f(clip['lower'], 1)}, {_f(clip['upper'], 1)}] "
-             "(the 1st percentile of the data's log p minus 100 nats, to the largest value); lower values are not "
-             "drawn, their share is in the legend. The bottom panel shows every finite value on a symmetric-log "
-             "axis. Scatter plots: rotation vectors (rad) of 3000 samples over 3000 training poses, axis limits "
-             "from the data. Ablation: raw vs orthonormalised log p of the same samples, dashed y = x.")
-    b.append("\n\n".join(f"![{f}]({f})" for f in m["figures"]))
+    clip = m["histogram_clip"]
+    if m["figures"]:
+        b.append(f"Histogram clipping: the top panel spans [{_f(clip['lower'], 1)}, {_f(clip['upper'], 1)}] "
+                 "(the 1st percentile of the data's log p minus 100 nats, to the largest value); lower values are "
+                 "not drawn, their share is in the legend. The bottom panel shows every finite value on a "
+                 "symmetric-log axis. Scatter plots: rotation vectors (rad) of 3000 samples over 3000 training "
+                 "poses, axis limits from the data. Ablation: raw vs orthonormalised log p of the same samples, "
+                 "dashed y = x.")
+        b.append("\n\n".join(f"![{f}]({f})" for f in m["figures"]))
+    else:
+        b.append("Not drawn for this report (`evaluate(..., figures=False)`, as the sweep does).")
 
     b.append("## 7. Timing (this run; not part of metrics.json)")
     b.append(_table(["stage", "seconds"], [[k, _f(float(v), 2)] for k, v in timing.items()]))

@@ -16,7 +16,8 @@ from tqdm import tqdm
 
 from runtime.rotations import JOINT_NAMES
 
-from . import figures, metrics, report
+from . import figures as _figures
+from . import metrics, report
 from .sources import (PoseSource, augmented, constrained, data_source, find_baselines, flow_samples, gmm_samples,
                       joint_positions, load_prior, vposer_samples)
 
@@ -54,11 +55,13 @@ def log_p_summary(v: np.ndarray) -> dict:
 
 def evaluate(model_dir: str | Path, data: str | Path, out: str | Path, *, n: int = 10000,
              train: str | Path | None = None, baselines: list[str | Path] = (), seed: int = 0,
-             ablation: str | Path | None = None, subset: int = 2000, progress: bool = True) -> dict:
+             ablation: str | Path | None = None, subset: int = 2000, figures: bool = True,
+             progress: bool = True) -> dict:
     """Evaluate the model in ``model_dir`` against the held-out split ``data`` (and the ``train`` split, when
     given); writes ``out``/{metrics.json, timing.json, report.md, *.png}; returns the metrics.
 
     ``subset``: samples (and data poses) used for APD and nearest-neighbour distances (all n for FID and KS).
+    ``figures=False``: no PNGs (the sweep, which evaluates dozens of models); every number is still computed.
     """
     t_start = time.perf_counter()
     out = Path(out)
@@ -209,26 +212,29 @@ def evaluate(model_dir: str | Path, data: str | Path, out: str | Path, *, n: int
 
     # --- figures ----------------------------------------------------------------------------------------------
     step("figures")
-    hist_sets = [(r.name, r.label, r.log_p) for r in refs.values()] + \
-        [("ours_raw", "ours (raw)", ours.raw_log_p)] + [(s.name, s.label, s.log_p) for s in samples]
-    clip = figures.logp_histograms(hist_sets, [r.name for r in refs.values()], out / "logp_histograms.png")
-    scatter_ref = train_src if train_src is not None else test
-    k_sc = min(3000, n, len(scatter_ref))
-    sc_idx = np.sort(data_rng("scatter").choice(len(scatter_ref), k_sc, replace=False))
-    data_rv = scatter_ref.rotvecs(sc_idx)
-    joint_ids = [JOINT_NAMES.index(j) for j in SCATTER_JOINTS]
-    figs = ["logp_histograms.png"]
-    for s in samples:
-        name = f"scatter_{s.name}.png"
-        figures.scatter_matrix(s.rotvecs(np.arange(k_sc)), data_rv, joint_ids, list(JOINT_NAMES), s.label,
-                               scatter_ref.label, out / name, color=figures.COLORS.get(s.name, "tab:blue"))
-        figs.append(name)
     panels = []
     if abl is not None:
         panels.append((f"{_model_title(abl['prior'], ablation)}", abl["samples"].raw_log_p, abl["samples"].log_p))
     panels.append((f"{_model_title(prior, model_dir)}", ours.raw_log_p, ours.log_p))
-    fractions = figures.ablation(panels, out / "ablation.png")
-    figs.append("ablation.png")
+    fractions = [metrics.fraction_above(raw, ortho) for _, raw, ortho in panels]
+    figs, clip = [], None
+    if figures:
+        hist_sets = [(r.name, r.label, r.log_p) for r in refs.values()] + \
+            [("ours_raw", "ours (raw)", ours.raw_log_p)] + [(s.name, s.label, s.log_p) for s in samples]
+        clip = _figures.logp_histograms(hist_sets, [r.name for r in refs.values()], out / "logp_histograms.png")
+        scatter_ref = train_src if train_src is not None else test
+        k_sc = min(3000, n, len(scatter_ref))
+        sc_idx = np.sort(data_rng("scatter").choice(len(scatter_ref), k_sc, replace=False))
+        data_rv = scatter_ref.rotvecs(sc_idx)
+        joint_ids = [JOINT_NAMES.index(j) for j in SCATTER_JOINTS]
+        figs = ["logp_histograms.png"]
+        for s in samples:
+            name = f"scatter_{s.name}.png"
+            _figures.scatter_matrix(s.rotvecs(np.arange(k_sc)), data_rv, joint_ids, list(JOINT_NAMES), s.label,
+                                    scatter_ref.label, out / name, color=_figures.COLORS.get(s.name, "tab:blue"))
+            figs.append(name)
+        _figures.ablation(panels, out / "ablation.png")
+        figs.append("ablation.png")
     abl_metrics = {"ours": {"fraction_ortho_above_raw": fractions[-1]}}
     if abl is not None:
         a = abl["samples"]
