@@ -76,9 +76,9 @@ def render(m: dict, timing: dict) -> str:
     b.append("`scipy.stats.ks_2samp` between the flow's log p of prior samples (a) and of data poses (b). "
              "*Expected under H0* = 0.8687·sqrt((n+m)/(nm)): what a sample of the data distribution itself would "
              "score at these sizes. Paper (its own 1.4M-pose data and model): raw 0.24, orthonormalised 0.020, "
-             "VPoser 0.98. The test split is one unseen subject (4 sequences of walking on uneven terrain); "
-             "consecutive frames are nearly identical, so random halves of frames understate the variation between "
-             "recordings: the whole-sequence halves show it.")
+             f"VPoser 0.98. The held-out split is {s['data']['sequences']} recorded sequences; consecutive frames are "
+             "nearly identical, so random halves of frames understate the variation between recordings: the "
+             "whole-sequence halves show it.")
     for ref, block in m["ks"].items():
         b.append(f"### {KS_TITLES.get(ref, ref)} ({block['data_poses']} data poses)")
         if ref == "train_augmented":
