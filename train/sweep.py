@@ -134,8 +134,8 @@ def render(rows: list[dict], n: int) -> str:
             "FID vs train", "FID vs val", "APD cm", "NN deg", "GS >= raw"]
     lines = ["# Sweep on the validation split", "",
              f"Base: `paper` preset + {json.dumps(BASE)}; each row changes what its overrides say. {n} samples per "
-             "setting; KS against the validation split (891 poses, 3 subjects) and a seeded subset of the train "
-             "split. Produced by `make sweep` (train/sweep.py). The test split is not used here.", "",
+             "setting; KS against the validation split (891 poses of one subject, 11 sequences) and a seeded "
+             "subset of the train split. Produced by `make sweep` (train/sweep.py). The test split is not used here.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     chosen = choose(rows)
     for r in rows:
@@ -144,7 +144,7 @@ def render(rows: list[dict], n: int) -> str:
                  f"{r['ks_val_raw']:.3f}", "-" if r["ks_val_hinges"] is None else f"{r['ks_val_hinges']:.3f}",
                  f"{r['near_data_penalty']:.3g}",
                  f"{r['ks_train']:.3f}", f"{r['ks_train_raw']:.3f}",
-                 "-" if r.get("ks_train_dequant_floor") is None else f"{r['ks_train_dequant_floor']:.3f}",
+                 "-" if r["ks_train_dequant_floor"] is None else f"{r['ks_train_dequant_floor']:.3f}",
                  f"{r['log_p_val_data']:.1f} / {r['log_p_train_data']:.1f} / {r['log_p_samples']:.1f}",
                  f"{r['gap']:.1f}", f"{r['fid_train']:.0f}", f"{r['fid_val']:.0f}", f"{r['apd_cm']:.1f}",
                  f"{r['nn_deg']:.1f}",
