@@ -101,13 +101,16 @@ def row(name: str, overrides: dict, run: Path, report: Path) -> dict:
             "near_data_penalty": penalty, "train_seconds": s["train_seconds"]}
 
 
+def _competes(r: dict) -> bool:
+    """A setting that may become the default: usable near the data, and not a seed replicate."""
+    return "seed" not in r["overrides"] and r["near_data_penalty"] < MAX_PENALTY
+
+
 def seed_spread(rows: list[dict]) -> float:
     """The largest range of KS GS vs val among a usable setting and its seed replicates (rows whose overrides are
     the setting's plus ``seed``): how far apart two runs of one setting land by the seed alone."""
     spread = 0.0
-    for r in rows:
-        if "seed" in r["overrides"] or r["near_data_penalty"] >= MAX_PENALTY:
-            continue
+    for r in filter(_competes, rows):
         group = [q["ks_val"] for q in rows if q is r or ("seed" in q["overrides"] and
                  {k: v for k, v in q["overrides"].items() if k != "seed"} == r["overrides"])]
         spread = max(spread, max(group) - min(group))
@@ -118,7 +121,7 @@ def choose(rows: list[dict]) -> str | None:
     """Among settings whose near-data penalty is below MAX_PENALTY (seed replicates do not compete), the lowest KS
     of orthonormalised samples vs validation; settings within ``seed_spread`` of that lowest KS are tied (the
     sweep cannot tell them apart) and the tie goes to the fewest overrides, then to the earlier setting."""
-    candidates = [r for r in rows if "seed" not in r["overrides"] and r["near_data_penalty"] < MAX_PENALTY]
+    candidates = list(filter(_competes, rows))
     if not candidates:
         return None
     best = min(r["ks_val"] for r in candidates)

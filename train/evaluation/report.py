@@ -161,8 +161,8 @@ def render(m: dict, timing: dict) -> str:
     b.append("\n".join(lines))
 
     b.append("## 6. Figures")
-    clip = m["histogram_clip"]
     if m["figures"]:
+        clip = m["histogram_clip"]
         b.append(f"Histogram clipping: the top panel spans [{_f(clip['lower'], 1)}, {_f(clip['upper'], 1)}] "
                  "(the 1st percentile of the data's log p minus 100 nats, to the largest value); lower values are "
                  "not drawn, their share is in the legend. The bottom panel shows every finite value on a "
