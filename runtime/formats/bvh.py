@@ -1,0 +1,284 @@
+"""BVH motion files <-> ``Motion``.
+
+Parsing (``read_bvh``): the HIERARCHY (one ROOT; JOINT / End Site blocks with OFFSET and CHANNELS) and the
+MOTION section (``Frames:``, ``Frame Time:``, one line of numbers per frame). Rotation channels are Euler angles
+in degrees applied intrinsically in the listed order: channels ``Zrotation Xrotation Yrotation`` give
+``R = Rz(z) Rx(x) Ry(y)`` (``motion.euler_matrix``). The root's position is ``OFFSET + (Xposition, Yposition,
+Zposition)`` (``Motion.trans``); a non-root joint's position channels must be constant over the take (they are then
+folded into its offset; ``Motion`` holds constant bone offsets). In the zero pose (all channels 0) every joint
+frame is world-aligned, as ``Motion`` wants. End Sites become ``Motion.end_sites`` (the first one of a joint).
+
+Units: BVH has none. ``unit_m`` (metres per file unit) is taken, in this order, from the argument, from the
+skeleton's documented unit when ``joint_maps.skeleton_of`` recognises its joint names (``joint_maps.UNITS_M``:
+cgspeed's 0.0254 / 0.45 m, Daz 0.01 m...), or by the one candidate of ``CANDIDATE_UNITS_M`` that makes the zero
+pose's height (highest minus lowest joint / end site along Y) an adult's 1.0-2.3 m; otherwise a FormatError asks
+for ``unit_m``. World up is +Y (``Motion.up = "y"``).
+
+Frame 0 of every cgspeed CMU conversion (MotionBuilder, 3dsMax and Daz-friendly) is a synthetic T-pose added by
+the converter; ``read_bvh`` keeps it (drop it with ``dataclasses.replace`` when it matters).
+
+``write_bvh`` writes a ``Motion`` back: root ``Xposition Yposition Zposition`` plus every joint's rotation as
+Euler angles in ``axes`` order (``motion.matrix_to_euler``), offsets divided by ``unit_m``. ``read_bvh`` of the
+written file gives the same ``Motion`` to the printed precision (tested).
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from .joint_maps import UNITS_M, skeleton_of
+from .motion import FormatError, Motion, euler_matrix, matrix_to_euler
+
+#: metres per unit tried for a skeleton that ``skeleton_of`` does not know: m, cm, mm, inch, cgspeed (1/0.45 inch)
+CANDIDATE_UNITS_M = {"m": 1.0, "cm": 0.01, "mm": 0.001, "inch": 0.0254, "cgspeed": 0.0254 / 0.45}
+#: adult zero-pose heights (m) accepted when guessing the unit
+HEIGHT_RANGE_M = (1.0, 2.3)
+
+
+class _Tokens:
+    """Whitespace tokens of the HIERARCHY section with their line numbers."""
+
+    def __init__(self, lines: list[str], source: str):
+        self.items = [(tok, i + 1) for i, line in enumerate(lines) for tok in line.split()]
+        self.pos = 0
+        self.source = source
+
+    def error(self, msg: str) -> FormatError:
+        line = self.items[min(self.pos, len(self.items) - 1)][1] if self.items else 1
+        return FormatError(f"{self.source}: line {line}: {msg}")
+
+    def next(self, what: str) -> str:
+        if self.pos >= len(self.items):
+            raise self.error(f"HIERARCHY ends early, expected {what}")
+        self.pos += 1
+        return self.items[self.pos - 1][0]
+
+    def expect(self, word: str) -> None:
+        tok = self.next(repr(word))
+        if tok != word:
+            self.pos -= 1
+            raise self.error(f"expected {word!r}, found {tok!r}")
+
+    def number(self, what: str) -> float:
+        tok = self.next(what)
+        try:
+            value = float(tok)
+        except ValueError:
+            self.pos -= 1
+            raise self.error(f"expected a number for {what}, found {tok!r}") from None
+        if not np.isfinite(value):
+            self.pos -= 1
+            raise self.error(f"{what} is {tok}")
+        return value
+
+
+class _Hierarchy:
+    def __init__(self) -> None:
+        self.names: list[str] = []
+        self.parents: list[int] = []
+        self.offsets: list[list[float]] = []
+        self.channels: list[tuple[str, ...]] = []
+        self.end_sites: dict[str, list[float]] = {}
+
+
+def _parse_hierarchy(tok: _Tokens) -> _Hierarchy:
+    h = _Hierarchy()
+
+    def joint(parent: int) -> None:
+        name = tok.next("a joint name")
+        if name in h.names:
+            raise tok.error(f"joint name {name!r} used twice")
+        index = len(h.names)
+        h.names.append(name)
+        h.parents.append(parent)
+        tok.expect("{")
+        tok.expect("OFFSET")
+        h.offsets.append([tok.number(f"OFFSET of {name}") for _ in range(3)])
+        tok.expect("CHANNELS")
+        count = tok.number(f"channel count of {name}")
+        if count != int(count) or not 0 <= count <= 6:
+            raise tok.error(f"channel count of {name} is {count:g}, expected 0..6")
+        chans = tuple(tok.next(f"a channel of {name}") for _ in range(int(count)))
+        for c in chans:
+            if len(c) != 9 or c[0].lower() not in "xyz" or c[1:].lower() not in ("position", "rotation"):
+                raise tok.error(f"unknown channel {c!r} of {name} (expected X/Y/Z + position/rotation)")
+        if len({c.lower() for c in chans}) != len(chans):
+            raise tok.error(f"repeated channel in {name}: {' '.join(chans)}")
+        h.channels.append(chans)
+        while True:
+            word = tok.next(f"JOINT, End Site or '}}' in {name}")
+            if word == "}":
+                return
+            if word == "JOINT":
+                joint(index)
+            elif word == "End":
+                tok.expect("Site")
+                tok.expect("{")
+                tok.expect("OFFSET")
+                site = [tok.number(f"End Site OFFSET in {name}") for _ in range(3)]
+                h.end_sites.setdefault(name, site)
+                tok.expect("}")
+            else:
+                tok.pos -= 1
+                raise tok.error(f"expected JOINT, End Site or '}}' in {name}, found {word!r}")
+
+    tok.expect("HIERARCHY")
+    tok.expect("ROOT")
+    joint(-1)
+    if tok.pos < len(tok.items):
+        raise tok.error(f"unexpected {tok.items[tok.pos][0]!r} after the ROOT joint (one ROOT supported)")
+    return h
+
+
+def _parse_motion(lines: list[str], start: int, n_chan: int, src: str) -> tuple[np.ndarray, float, list[int]]:
+    """(F, C) channel values, frame time (s) and the file line of every frame."""
+    rows = [(i + 1, line.split()) for i, line in enumerate(lines[start + 1:], start + 1) if line.strip()]
+    if len(rows) < 2 or rows[0][1][:1] != ["Frames:"] or rows[1][1][:2] != ["Frame", "Time:"]:
+        raise FormatError(f"{src}: line {start + 2}: MOTION must start with 'Frames: <n>' and "
+                          f"'Frame Time: <seconds>'")
+    try:
+        (_, (_, frames)), (_, (_, _, frame_time)) = rows[:2]
+        n_frames, frame_time = int(frames), float(frame_time)
+    except ValueError:
+        raise FormatError(f"{src}: line {rows[0][0]}-{rows[1][0]}: bad 'Frames:' / 'Frame Time:' "
+                          f"({' '.join(rows[0][1])!r}, {' '.join(rows[1][1])!r})") from None
+    if n_frames <= 0 or not (np.isfinite(frame_time) and frame_time > 0):
+        raise FormatError(f"{src}: line {rows[0][0]}-{rows[1][0]}: Frames {n_frames} and Frame Time {frame_time} "
+                          f"must be > 0")
+    data = rows[2:]
+    if len(data) != n_frames:
+        where = data[-1][0] if data else rows[1][0]
+        raise FormatError(f"{src}: line {where}: MOTION declares {n_frames} frames but holds {len(data)} "
+                          f"lines of numbers")
+    motion = np.empty((n_frames, n_chan))
+    for f, (line, values) in enumerate(data):
+        if len(values) != n_chan:
+            raise FormatError(f"{src}: line {line}: frame {f} has {len(values)} values, expected {n_chan} channels")
+        try:
+            motion[f] = [float(v) for v in values]
+        except ValueError:
+            raise FormatError(f"{src}: line {line}: frame {f} holds a non-numeric value") from None
+        if not np.isfinite(motion[f]).all():
+            raise FormatError(f"{src}: line {line}: frame {f} holds NaN or inf")
+    return motion, frame_time, [line for line, _ in data]
+
+
+def _zero_pose_height(h: _Hierarchy) -> float:
+    P = np.zeros((len(h.names), 3))
+    for j, p in enumerate(h.parents):
+        P[j] = (P[p] if p >= 0 else 0.0) + np.array(h.offsets[j])
+    tips = [P[h.names.index(k)] + np.array(v) for k, v in h.end_sites.items()]
+    y = np.concatenate([P[:, 1], [t[1] for t in tips]])
+    return float(y.max() - y.min())
+
+
+def _unit(h: _Hierarchy, unit_m: float | None, src: str) -> float:
+    if unit_m is not None:
+        if not (np.isfinite(unit_m) and unit_m > 0):
+            raise FormatError(f"{src}: unit_m {unit_m} must be a positive number")
+        return float(unit_m)
+    skeleton = skeleton_of(h.names, h.end_sites)
+    if skeleton is not None:
+        return UNITS_M[skeleton]
+    height = _zero_pose_height(h)
+    fits = {k: u for k, u in CANDIDATE_UNITS_M.items() if HEIGHT_RANGE_M[0] <= height * u <= HEIGHT_RANGE_M[1]}
+    if len(fits) != 1:
+        raise FormatError(f"{src}: unknown skeleton and its zero pose is {height:g} units tall, which "
+                          f"{'fits no' if not fits else 'fits several'} of the units {', '.join(fits or CANDIDATE_UNITS_M)}"
+                          f" for an adult ({HEIGHT_RANGE_M[0]}-{HEIGHT_RANGE_M[1]} m): pass unit_m")
+    return next(iter(fits.values()))
+
+
+def read_bvh(path: str | Path, unit_m: float | None = None) -> Motion:
+    """A BVH file as a ``Motion`` in metres (units as in the module docstring); problems raise ``FormatError``
+    naming the file and the line."""
+    path = Path(path)
+    src = str(path)
+    try:
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise FormatError(f"{src}: cannot read BVH file ({type(e).__name__}: {e})") from None
+    start = next((i for i, line in enumerate(lines) if line.split()[:1] == ["MOTION"]), None)
+    if start is None:
+        raise FormatError(f"{src}: line {len(lines)}: no MOTION section; not a complete BVH file")
+    h = _parse_hierarchy(_Tokens(lines[:start], src))
+    n_chan = sum(len(c) for c in h.channels)
+    motion, frame_time, frame_lines = _parse_motion(lines, start, n_chan, src)
+    unit = _unit(h, unit_m, src)
+
+    T, J = len(motion), len(h.names)
+    rotations = np.empty((T, J, 3, 3))
+    offsets = np.array(h.offsets, dtype=np.float64)
+    trans = np.broadcast_to(offsets[0], (T, 3)).copy()
+    offsets[0] = 0.0
+    col = 0
+    for j, chans in enumerate(h.channels):
+        rot = [(c[0].lower(), col + i) for i, c in enumerate(chans) if c[1:].lower() == "rotation"]
+        pos = [("xyz".index(c[0].lower()), col + i, c) for i, c in enumerate(chans) if c[1:].lower() == "position"]
+        rotations[:, j] = euler_matrix(np.radians(motion[:, [c for _, c in rot]]), "".join(a for a, _ in rot))
+        for axis, c, name in pos:
+            v = motion[:, c]
+            if j == 0:
+                trans[:, axis] += v
+                continue
+            tol = 1e-9 * max(1.0, float(np.abs(v).max()))
+            if np.ptp(v) > tol:
+                f = int(np.argmax(np.abs(v - v[0]) > tol))
+                raise FormatError(f"{src}: line {frame_lines[f]}: frame {f}: joint {h.names[j]} translates ({name} "
+                                  f"changes); only the root may move, bones have constant offsets")
+            offsets[j, axis] += v[0]
+        col += len(chans)
+    sites = {k: np.array(v) * unit for k, v in h.end_sites.items()}
+    return Motion(tuple(h.names), np.array(h.parents), offsets * unit, rotations, trans * unit, 1.0 / frame_time,
+                  src, up="y", sequence=path.stem, end_sites=sites)
+
+
+def write_bvh(m: Motion, path: str | Path, unit_m: float | None = None, axes: str = "zyx") -> Path:
+    """Write ``m`` as BVH (module docstring); ``unit_m`` defaults to the unit ``read_bvh`` will assume for these
+    joint names (``UNITS_M`` of the recognised skeleton, else 1 m). The file appears whole or not at all."""
+    path = Path(path)
+    if m.up != "y":
+        raise FormatError(f"{m.source}: BVH is Y-up; this motion's up axis is {m.up!r}")
+    if sorted(axes.lower()) != ["x", "y", "z"]:
+        raise ValueError(f"axes {axes!r}: need an order of x, y, z (e.g. 'zyx')")
+    if unit_m is None:
+        skeleton = skeleton_of(m.names, m.end_sites)
+        unit_m = UNITS_M[skeleton] if skeleton is not None else 1.0
+    chans = " ".join(f"{a.upper()}rotation" for a in axes.lower())
+    children: dict[int, list[int]] = {j: [] for j in range(len(m.names))}
+    for j, p in enumerate(m.parents[1:], 1):
+        children[int(p)].append(j)
+    lines = ["HIERARCHY"]
+
+    def block(j: int, depth: int) -> None:
+        pad = "  " * depth
+        off = m.offsets[j] / unit_m
+        lines.append(f"{pad}{'ROOT' if j == 0 else 'JOINT'} {m.names[j]}")
+        lines.append(pad + "{")
+        lines.append(f"{pad}  OFFSET {off[0]:.9f} {off[1]:.9f} {off[2]:.9f}")
+        lines.append(f"{pad}  CHANNELS {6 if j == 0 else 3} {'Xposition Yposition Zposition ' if j == 0 else ''}{chans}")
+        if m.names[j] in m.end_sites:
+            e = m.end_sites[m.names[j]] / unit_m
+            lines.extend([f"{pad}  End Site", pad + "  {", f"{pad}    OFFSET {e[0]:.9f} {e[1]:.9f} {e[2]:.9f}",
+                          pad + "  }"])
+        for c in children[j]:
+            block(c, depth + 1)
+        lines.append(pad + "}")
+
+    block(0, 0)
+    angles = np.degrees(matrix_to_euler(m.rotations, axes))                         # (T, J, 3)
+    values = np.concatenate([m.trans[:, None] / unit_m, angles], axis=1).reshape(len(m), -1)
+    lines += ["MOTION", f"Frames: {len(m)}", f"Frame Time: {1.0 / m.fps:.9f}"]
+    lines += [" ".join(f"{v:.9f}" for v in row) for row in values]
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

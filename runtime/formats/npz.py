@@ -1,0 +1,125 @@
+"""``.npz`` motion files: the project's shared pose format and AMASS, read without torch (``allow_pickle=False``).
+
+Shared format (``../shared/data/cmu_pose/README.md``): ``rotations`` (N, 21, 3) local axis-angle in SMPL body order,
+``root_orient`` (N, 3), ``trans`` (N, 3) metres Y up, ``sequence`` (N,) into ``sequence_names``, ``subject`` (N,),
+``seq_offsets`` (S, 22, 3) exact rest offsets per sequence (else ``offsets`` (22, 3)), ``parents`` (22,), ``fps``.
+``read_shared_npz`` gives one ``Motion`` per sequence with ``names = SMPL_NAMES`` (pelvis + ``JOINT_NAMES``),
+``rotations[:, 0] = R(root_orient)``, ``rotations[:, k] = R(rotations[:, k-1])``, frames in file order.
+
+AMASS (``read_amass``): ``poses`` (T, 72) SMPL, (T, 156) SMPL-H or (T, 165) SMPL-X axis-angle, ``poses[:, 0:3]`` the
+root orientation and ``poses[:, 3:66]`` the 21 body joints; returned as SMPL's 72 = root + 21 body joints + the two
+hand joints (zeros for SMPL-H / SMPL-X, whose hands are finger joints instead; a 72-wide file is kept as is).
+``trans`` (T, 3) (Z up in AMASS), ``mocap_framerate`` (or SMPL-X's ``mocap_frame_rate``), ``betas``, ``gender``.
+"""
+from __future__ import annotations
+
+import zipfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from ..rotations import NUM_JOINTS, PARENTS, axis_angle_to_matrix
+from .joint_maps import SMPL_NAMES
+from .motion import FormatError, Motion
+
+#: widths of AMASS ``poses`` that hold the SMPL body joints at columns 3..65
+POSE_WIDTHS = {72: "SMPL", 156: "SMPL-H", 165: "SMPL-X"}
+RATE_KEYS = ("mocap_framerate", "mocap_frame_rate")
+
+
+def read_npz(path: str | Path) -> dict[str, np.ndarray]:
+    """All arrays of an ``.npz`` file (no pickles), or a FormatError naming the file; the file is always closed."""
+    path = Path(path)
+    if not path.is_file():
+        raise FormatError(f"{path}: file not found")
+    try:
+        with open(path, "rb") as f, np.load(f, allow_pickle=False) as d:
+            return {k: d[k] for k in d.files}
+    except (OSError, ValueError, TypeError, KeyError, zipfile.BadZipFile, zlib.error, EOFError) as e:
+        # TypeError/ValueError: a .npy or a non-zip file (numpy then complains about pickles)
+        raise FormatError(f"{path}: cannot read npz file, not a valid numpy .npz archive "
+                          f"({type(e).__name__}: {e})") from None
+
+
+def _finite_frames(a: np.ndarray, what: str, src: str) -> np.ndarray:
+    if not np.issubdtype(a.dtype, np.floating) and not np.issubdtype(a.dtype, np.integer):
+        raise FormatError(f"{src}: {what} has dtype {a.dtype}, expected numbers")
+    a = a.astype(np.float64)
+    bad = ~np.isfinite(a.reshape(len(a), -1)).all(axis=1)
+    if bad.any():
+        raise FormatError(f"{src}: frame {int(np.argmax(bad))}: {what} holds NaN or inf ({int(bad.sum())} frames)")
+    return a
+
+
+def read_shared_npz(path: str | Path) -> list[Motion]:
+    """One ``Motion`` per sequence of a shared-format npz (module docstring)."""
+    src = str(path)
+    d = read_npz(path)
+    missing = [k for k in ("rotations", "root_orient", "trans") if k not in d]
+    if missing or ("seq_offsets" not in d and "offsets" not in d):
+        raise FormatError(f"{src}: not the shared pose format: lacks {missing or ['seq_offsets/offsets']} "
+                          f"(keys: {', '.join(d)})")
+    rot = d["rotations"]
+    n = len(rot)
+    if rot.ndim != 3 or rot.shape[1:] != (NUM_JOINTS, 3) or n == 0:
+        raise FormatError(f"{src}: rotations have shape {rot.shape}, expected (N > 0, {NUM_JOINTS}, 3) axis-angle")
+    for k, shape in (("root_orient", (n, 3)), ("trans", (n, 3))):
+        if d[k].shape != shape:
+            raise FormatError(f"{src}: {k} has shape {d[k].shape}, expected {shape}")
+    rot, root, trans = (_finite_frames(d[k], k, src) for k in ("rotations", "root_orient", "trans"))
+    if "parents" in d and tuple(d["parents"].tolist()) != PARENTS:
+        raise FormatError(f"{src}: parents {d['parents'].tolist()} are not SMPL's {list(PARENTS)}")
+    seq = d["sequence"].astype(np.int64) if "sequence" in d else np.zeros(n, np.int64)
+    names = [str(s) for s in d["sequence_names"]] if "sequence_names" in d else [Path(path).stem]
+    subj = d["subject"].astype(np.int64) if "subject" in d else np.full(n, -1, np.int64)
+    if seq.shape != (n,) or subj.shape != (n,) or seq.min() < 0 or seq.max() >= len(names):
+        raise FormatError(f"{src}: 'sequence'/'subject' must have shape ({n},) with sequence indices into "
+                          f"the {len(names)} sequence_names")
+    offsets = d["seq_offsets"] if "seq_offsets" in d else np.broadcast_to(d["offsets"], (len(names), 22, 3))
+    if offsets.shape != (len(names), 22, 3):
+        raise FormatError(f"{src}: seq_offsets has shape {offsets.shape}, expected ({len(names)}, 22, 3)")
+    fps = float(d["fps"]) if "fps" in d else None
+    if fps is None:
+        raise FormatError(f"{src}: no 'fps'")
+    R = axis_angle_to_matrix(np.concatenate([root[:, None], rot], axis=1))          # (N, 22, 3, 3)
+    out = []
+    for s in np.unique(seq):
+        idx = np.flatnonzero(seq == s)
+        subject = {int(v) for v in subj[idx]}
+        out.append(Motion(SMPL_NAMES, np.array(PARENTS), offsets[s].astype(np.float64), R[idx], trans[idx], fps,
+                          f"{src} [{names[s]}]", up="y",
+                          subject=str(subject.pop()) if len(subject) == 1 and -1 not in subject else None,
+                          sequence=names[s]))
+    return out
+
+
+def read_amass(path: str | Path) -> dict:
+    """An AMASS npz (module docstring) as ``{"poses": (T, 72), "trans": (T, 3), "mocap_framerate": float,
+    "betas": ..., "gender": str}``; ``trans``, the rate, ``betas`` and ``gender`` only when the file has them."""
+    src = str(path)
+    d = read_npz(path)
+    if "poses" not in d:
+        raise FormatError(f"{src}: no 'poses' array (keys: {', '.join(d)}); not an AMASS file")
+    poses = d["poses"]
+    if poses.ndim != 2 or poses.shape[1] not in POSE_WIDTHS or len(poses) == 0:
+        raise FormatError(f"{src}: 'poses' has shape {poses.shape}, expected (T > 0, W) with W in "
+                          + ", ".join(f"{w} ({m})" for w, m in POSE_WIDTHS.items()))
+    poses = _finite_frames(poses, "poses", src)
+    if poses.shape[1] != 72:
+        poses = np.concatenate([poses[:, :66], np.zeros((len(poses), 6))], axis=1)
+    out: dict = {"poses": poses}
+    if "trans" in d:
+        if d["trans"].shape != (len(poses), 3):
+            raise FormatError(f"{src}: 'trans' has shape {d['trans'].shape}, expected ({len(poses)}, 3)")
+        out["trans"] = _finite_frames(d["trans"], "trans", src)
+    rate = next((d[k] for k in RATE_KEYS if k in d), None)
+    if rate is not None:
+        if rate.size != 1 or not (np.isfinite(float(rate)) and float(rate) > 0):
+            raise FormatError(f"{src}: frame rate {rate} is not a positive number")
+        out["mocap_framerate"] = float(rate)
+    if "betas" in d:
+        out["betas"] = _finite_frames(d["betas"].reshape(1, -1), "betas", src)[0]
+    if "gender" in d:
+        out["gender"] = str(d["gender"])
+    return out
