@@ -1,9 +1,8 @@
-"""AMASS ``.npz`` files -> ``PoseSet``.
+"""AMASS ``.npz`` files -> ``PoseSet``, through the torch-free reader ``runtime.formats.read_amass``.
 
 Layout of an AMASS file: ``poses`` (T, 156) SMPL-H, (T, 165) SMPL-X or (T, 72) SMPL axis-angle, with
 ``poses[:, 0:3]`` the global root orientation and ``poses[:, 3:66]`` the 21 body joints 1..21 in SMPL body
-order (the rest is hands / jaw / eyes, unused here); ``mocap_framerate`` (SMPL-H) or ``mocap_frame_rate``
-(SMPL-X) is the source frame rate in Hz. Files are read with ``allow_pickle=False``.
+order; ``mocap_framerate`` (SMPL-H) or ``mocap_frame_rate`` (SMPL-X) is the source frame rate in Hz.
 """
 from __future__ import annotations
 
@@ -11,28 +10,19 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import DataError, PoseSet, check_rotations, read_npz, sha256_file
-from .rotations import NUM_JOINTS
+from runtime.formats import read_amass
+from runtime.formats.motion import frame_stride as _frame_stride
+from runtime.formats.npz import POSE_WIDTHS, RATE_KEYS  # noqa: F401  (re-exported)
 
-#: widths of ``poses`` that hold the SMPL body joints at columns 3..65
-POSE_WIDTHS = {72: "SMPL", 156: "SMPL-H", 165: "SMPL-X"}
-_RATE_KEYS = ("mocap_framerate", "mocap_frame_rate")
+from .data import DataError, PoseSet, as_data_error, check_rotations, sha256_file
+from .rotations import NUM_JOINTS
 
 
 def frame_stride(source_fps: float | None, fps: float | None, source: str) -> int:
-    """Subsampling step ``max(1, round(source_fps / fps))``; 1 when ``fps`` is None (keep every frame).
-
-    Frames ``0, stride, 2 stride, ...`` are kept, so the kept rate is ``source_fps / stride``: exactly ``fps``
-    when it divides the source rate, the nearest reachable rate otherwise, and the source rate when
-    ``fps >= source_fps`` (frames are never duplicated). Shared with ``train.bvh``.
-    """
-    if fps is None:
-        return 1
-    if not fps > 0:
-        raise DataError(f"{source}: requested frame rate {fps} must be positive")
-    if not (np.isfinite(source_fps) and source_fps > 0):
-        raise DataError(f"{source}: source frame rate {source_fps} is not a positive number")
-    return max(1, round(source_fps / fps))
+    """``runtime.formats.frame_stride`` (``max(1, round(source_fps / fps))``, 1 when ``fps`` is None), raising
+    ``DataError``."""
+    with as_data_error():
+        return _frame_stride(source_fps, fps, source)
 
 
 def load_amass(path: str | Path, fps: float | None = None) -> PoseSet:
@@ -42,19 +32,13 @@ def load_amass(path: str | Path, fps: float | None = None) -> PoseSet:
     asking for ``fps`` from a file without a frame rate is an error.
     """
     path = Path(path)
-    d = read_npz(path)
-    if "poses" not in d:
-        raise DataError(f"{path}: no 'poses' array (keys: {', '.join(d)}); not an AMASS file")
-    poses = d["poses"]
-    rate = next((float(d[k]) for k in _RATE_KEYS if k in d), None)
-    if poses.ndim != 2 or poses.shape[1] not in POSE_WIDTHS:
-        raise DataError(f"{path}: 'poses' has shape {poses.shape}, expected (T, W) with W in "
-                        + ", ".join(f"{w} ({m})" for w, m in POSE_WIDTHS.items()))
+    with as_data_error():
+        d = read_amass(path)
+    rate = d.get("mocap_framerate")
     if fps is not None and rate is None:
-        raise DataError(f"{path}: frame rate {fps} requested but the file has no "
-                        f"{' or '.join(_RATE_KEYS)}")
+        raise DataError(f"{path}: frame rate {fps} requested but the file has no {' or '.join(RATE_KEYS)}")
     stride = frame_stride(rate, fps, str(path))
-    rot = check_rotations(poses[::stride, 3:66].reshape(-1, NUM_JOINTS, 3), str(path))
+    rot = check_rotations(d["poses"][::stride, 3:66].reshape(-1, NUM_JOINTS, 3), str(path))
     n = len(rot)
     return PoseSet(rot, np.zeros(n, np.int64), [path.stem], np.full(n, -1, np.int64), None,
                    {str(path): sha256_file(path)})

@@ -1,12 +1,7 @@
 """BVH motion files -> ``PoseSet`` of SMPL-ordered local rotations, through a joint map.
 
-Parsing (``read_bvh``): the HIERARCHY (one ROOT; JOINT / End Site blocks with OFFSET and CHANNELS) and the
-MOTION section (``Frames:``, ``Frame Time:``, one line of numbers per frame). Rotation channels are Euler
-angles in degrees applied intrinsically in the listed order: channels ``Zrotation Yrotation Xrotation`` give
-``R = Rz(z) Ry(y) Rx(x)``. A joint's local translation is ``OFFSET + (Xposition, Yposition, Zposition)``
-(channels it lacks count as 0). Forward kinematics (``bvh_forward_kinematics``):
-``G_j = G_parent(j) R_j``, ``p_j = p_parent(j) + G_parent(j) t_j``. In the zero pose (all channels 0) every
-joint frame is world-aligned.
+Parsing is ``runtime.formats.read_bvh`` (torch-free; a ``Motion`` in metres with its Euler channels and forward
+kinematics documented there); ``read_bvh`` here is the same with the cgspeed unit and ``DataError``.
 
 Conversion (``bvh_to_smpl``). A joint map sends ``"pelvis"`` and each SMPL body joint (``JOINT_NAMES``) to a
 tuple of BVH joint names: the first one gives the SMPL joint's position, the last one its orientation. With
@@ -40,15 +35,16 @@ Also, frame 0 of every cgspeed file is a synthetic T-pose which the shared set d
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from runtime.formats import Motion, forward_kinematics
+from runtime.formats import read_bvh as _read_bvh
 from runtime.rotations import matrix_to_axis_angle
 
-from .amass import frame_stride
-from .data import DataError, PoseSet, check_rotations, sha256_file
+from .data import DataError, PoseSet, as_data_error, check_rotations, sha256_file
 from .rotations import JOINT_NAMES, PARENTS
 
 SMPL_NAMES = ("pelvis",) + tuple(JOINT_NAMES)   # index k matches PARENTS[k]
@@ -85,189 +81,10 @@ CANONICAL_BONES = {
 #: largest allowed change (m) of a kept bone, seen in its SMPL parent's frame, before ``bvh_to_smpl`` warns
 POSITION_TOL_M = 1e-4
 
-_AXES = {"x": 0, "y": 1, "z": 2}
-
-
-@dataclass
-class Bvh:
-    """A parsed BVH file; joints in file order (parents before children), End Sites left out."""
-    source: str                       # file name, for messages
-    names: list[str]
-    parents: list[int]                # -1 for the root
-    offsets: np.ndarray               # (J, 3) float64 OFFSETs, BVH units
-    channels: list[tuple[str, ...]]   # per joint, e.g. ("Zrotation", "Yrotation", "Xrotation")
-    motion: np.ndarray                # (F, sum of channel counts) float64, joints' channels in file order
-    frame_time: float                 # seconds
-
-
-class _Tokens:
-    """Whitespace tokens of the HIERARCHY section with their line numbers."""
-
-    def __init__(self, lines: list[str], source: str):
-        self.items = [(tok, i + 1) for i, line in enumerate(lines) for tok in line.split()]
-        self.pos = 0
-        self.source = source
-
-    def error(self, msg: str) -> DataError:
-        line = self.items[min(self.pos, len(self.items) - 1)][1] if self.items else 1
-        return DataError(f"{self.source}: line {line}: {msg}")
-
-    def next(self, what: str) -> str:
-        if self.pos >= len(self.items):
-            raise self.error(f"HIERARCHY ends early, expected {what}")
-        self.pos += 1
-        return self.items[self.pos - 1][0]
-
-    def expect(self, word: str) -> None:
-        tok = self.next(repr(word))
-        if tok != word:
-            self.pos -= 1
-            raise self.error(f"expected {word!r}, found {tok!r}")
-
-    def number(self, what: str) -> float:
-        tok = self.next(what)
-        try:
-            value = float(tok)
-        except ValueError:
-            self.pos -= 1
-            raise self.error(f"expected a number for {what}, found {tok!r}") from None
-        if not np.isfinite(value):
-            self.pos -= 1
-            raise self.error(f"{what} is {tok}")
-        return value
-
-
-def _parse_hierarchy(tok: _Tokens) -> tuple[list[str], list[int], list[list[float]], list[tuple[str, ...]]]:
-    names: list[str] = []
-    parents: list[int] = []
-    offsets: list[list[float]] = []
-    channels: list[tuple[str, ...]] = []
-
-    def joint(parent: int) -> None:
-        name = tok.next("a joint name")
-        if name in names:
-            raise tok.error(f"joint name {name!r} used twice")
-        index = len(names)
-        names.append(name)
-        parents.append(parent)
-        tok.expect("{")
-        tok.expect("OFFSET")
-        offsets.append([tok.number(f"OFFSET of {name}") for _ in range(3)])
-        tok.expect("CHANNELS")
-        count = tok.number(f"channel count of {name}")
-        if count != int(count) or not 0 <= count <= 6:
-            raise tok.error(f"channel count of {name} is {count:g}, expected 0..6")
-        chans = tuple(tok.next(f"a channel of {name}") for _ in range(int(count)))
-        for c in chans:
-            if len(c) != 9 or c[0].lower() not in _AXES or c[1:].lower() not in ("position", "rotation"):
-                raise tok.error(f"unknown channel {c!r} of {name} (expected X/Y/Z + position/rotation)")
-        if len({c.lower() for c in chans}) != len(chans):
-            raise tok.error(f"repeated channel in {name}: {' '.join(chans)}")
-        channels.append(chans)
-        while True:
-            word = tok.next(f"JOINT, End Site or '}}' in {name}")
-            if word == "}":
-                return
-            if word == "JOINT":
-                joint(index)
-            elif word == "End":
-                tok.expect("Site")
-                tok.expect("{")
-                tok.expect("OFFSET")
-                for _ in range(3):
-                    tok.number(f"End Site OFFSET in {name}")
-                tok.expect("}")
-            else:
-                tok.pos -= 1
-                raise tok.error(f"expected JOINT, End Site or '}}' in {name}, found {word!r}")
-
-    tok.expect("HIERARCHY")
-    tok.expect("ROOT")
-    joint(-1)
-    if tok.pos < len(tok.items):
-        raise tok.error(f"unexpected {tok.items[tok.pos][0]!r} after the ROOT joint (one ROOT supported)")
-    return names, parents, offsets, channels
-
-
-def read_bvh(path: str | Path) -> Bvh:
-    """Parse a BVH file; any problem raises ``DataError`` naming the file (and the line)."""
-    path = Path(path)
-    src = str(path)
-    try:
-        lines = path.read_text(encoding="utf-8-sig").splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        raise DataError(f"{src}: cannot read BVH file ({type(e).__name__}: {e})") from None
-    start = next((i for i, line in enumerate(lines) if line.split()[:1] == ["MOTION"]), None)
-    if start is None:
-        raise DataError(f"{src}: no MOTION section; not a BVH file")
-    names, parents, offsets, channels = _parse_hierarchy(_Tokens(lines[:start], src))
-    n_chan = sum(len(c) for c in channels)
-
-    rows = [(i + 1, line.split()) for i, line in enumerate(lines[start + 1:], start + 1) if line.strip()]
-    if len(rows) < 2 or rows[0][1][:1] != ["Frames:"] or rows[1][1][:2] != ["Frame", "Time:"]:
-        raise DataError(f"{src}: MOTION must start with 'Frames: <n>' and 'Frame Time: <seconds>'")
-    try:
-        (_, (_, frames)), (_, (_, _, frame_time)) = rows[:2]
-        n_frames, frame_time = int(frames), float(frame_time)
-    except ValueError:
-        raise DataError(f"{src}: line {rows[0][0]}-{rows[1][0]}: bad 'Frames:' / 'Frame Time:' "
-                        f"({' '.join(rows[0][1])!r}, {' '.join(rows[1][1])!r})") from None
-    if n_frames < 0 or not (np.isfinite(frame_time) and frame_time > 0):
-        raise DataError(f"{src}: Frames {n_frames} and Frame Time {frame_time} must be >= 0 and > 0")
-    data = rows[2:]
-    if len(data) != n_frames:
-        raise DataError(f"{src}: MOTION declares {n_frames} frames but holds {len(data)} lines of numbers")
-    motion = np.empty((n_frames, n_chan))
-    for f, (line, values) in enumerate(data):
-        if len(values) != n_chan:
-            raise DataError(f"{src}: line {line}: frame {f} has {len(values)} values, expected {n_chan} channels")
-        try:
-            motion[f] = [float(v) for v in values]
-        except ValueError:
-            raise DataError(f"{src}: line {line}: frame {f} holds a non-numeric value") from None
-    bad = ~np.isfinite(motion).all(axis=1)
-    if bad.any():
-        f = int(np.argmax(bad))
-        raise DataError(f"{src}: line {data[f][0]}: frame {f} holds NaN or inf")
-    return Bvh(src, names, parents, np.array(offsets, dtype=np.float64), channels, motion, frame_time)
-
-
-def _axis_rotation(axis: int, angle: np.ndarray) -> np.ndarray:
-    """(F,) radians -> (F, 3, 3) rotation about coordinate axis ``axis``."""
-    c, s = np.cos(angle), np.sin(angle)
-    i, j = (axis + 1) % 3, (axis + 2) % 3          # cyclic, so that R[j, i] = +sin for every axis
-    R = np.zeros(angle.shape + (3, 3))
-    R[:, axis, axis] = 1.0
-    R[:, i, i], R[:, i, j], R[:, j, i], R[:, j, j] = c, -s, s, c
-    return R
-
-
-def bvh_forward_kinematics(bvh: Bvh, motion: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Global rotations (F, J, 3, 3) and positions (F, J, 3) (BVH units) of every joint, float64.
-
-    ``motion`` defaults to ``bvh.motion``; pass ``np.zeros((1, C))`` for the zero (rest) pose.
-    """
-    motion = bvh.motion if motion is None else np.asarray(motion, dtype=np.float64)
-    n = len(motion)
-    G = np.empty((n, len(bvh.names), 3, 3))
-    P = np.empty((n, len(bvh.names), 3))
-    col = 0
-    for j, (parent, chans) in enumerate(zip(bvh.parents, bvh.channels)):
-        R = np.broadcast_to(np.eye(3), (n, 3, 3))
-        t = np.broadcast_to(bvh.offsets[j], (n, 3)).copy()
-        for c in chans:
-            axis = _AXES[c[0].lower()]
-            if c[1:].lower() == "rotation":
-                R = R @ _axis_rotation(axis, np.radians(motion[:, col]))
-            else:
-                t[:, axis] += motion[:, col]
-            col += 1
-        if parent < 0:
-            G[:, j], P[:, j] = R, t
-        else:
-            G[:, j] = G[:, parent] @ R
-            P[:, j] = P[:, parent] + np.einsum("fab,fb->fa", G[:, parent], t)
-    return G, P
+def read_bvh(path: str | Path, unit_m: float = CMU_UNIT_M) -> Motion:
+    """``runtime.formats.read_bvh`` in ``unit_m`` metres per unit (default cgspeed's), raising ``DataError``."""
+    with as_data_error():
+        return _read_bvh(path, unit_m=unit_m)
 
 
 def swing(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -294,7 +111,7 @@ class SmplMotion:
     offsets: np.ndarray       # (22, 3) rest offset of each joint from its parent, in the parent frame (m)
 
 
-def _map_indices(bvh: Bvh, joint_map: dict[str, tuple[str, ...]]) -> tuple[list[int], list[int]]:
+def _map_indices(bvh: Motion, joint_map: dict[str, tuple[str, ...]]) -> tuple[list[int], list[int]]:
     """BVH indices of the first (position) and last (orientation) joint of every SMPL joint, validated."""
     missing = [k for k in SMPL_NAMES if k not in joint_map]
     extra = [k for k in joint_map if k not in SMPL_NAMES]
@@ -325,14 +142,15 @@ def _map_indices(bvh: Bvh, joint_map: dict[str, tuple[str, ...]]) -> tuple[list[
     return first, last
 
 
-def bvh_to_smpl(bvh: Bvh, joint_map: dict[str, tuple[str, ...]] = CMU_JOINT_MAP, canonical: bool = True,
-                unit_m: float = CMU_UNIT_M) -> SmplMotion:
-    """All frames of ``bvh`` as SMPL rotations, root and rest offsets (formulas in the module docstring)."""
+def bvh_to_smpl(bvh: Motion, joint_map: dict[str, tuple[str, ...]] = CMU_JOINT_MAP,
+                canonical: bool = True) -> SmplMotion:
+    """All frames of ``bvh`` (a ``Motion`` from ``read_bvh``) as SMPL rotations, root and rest offsets (formulas
+    in the module docstring)."""
     first, last = _map_indices(bvh, joint_map)
-    G_all, P_all = bvh_forward_kinematics(bvh)
-    rest = bvh_forward_kinematics(bvh, np.zeros((1, bvh.motion.shape[1])))[1][0, first]   # (22, 3)
+    G_all, P_all = forward_kinematics(bvh)
+    rest = bvh.rest_positions()[first]                                                      # (22, 3)
     G = G_all[:, last]                                                                      # (F, 22, 3, 3)
-    pos = P_all[:, first] * unit_m                                                          # (F, 22, 3)
+    pos = P_all[:, first]                                                                   # (F, 22, 3)
 
     C = np.broadcast_to(np.eye(3), (len(SMPL_NAMES), 3, 3)).copy()
     if canonical:
@@ -345,7 +163,7 @@ def bvh_to_smpl(bvh: Bvh, joint_map: dict[str, tuple[str, ...]] = CMU_JOINT_MAP,
     par = np.array(PARENTS[1:])
     local = np.swapaxes(Gc[:, par], -1, -2) @ Gc[:, 1:]                                     # r'_k = G'_p^T G'_k
     offsets = np.zeros((len(SMPL_NAMES), 3))
-    offsets[1:] = np.einsum("kba,kb->ka", C[par], rest[1:] - rest[par]) * unit_m           # C_p^T (p_k - p_p)
+    offsets[1:] = np.einsum("kba,kb->ka", C[par], rest[1:] - rest[par])                    # C_p^T (p_k - p_p)
 
     # positions from constant offsets: bone p_k - p_p must equal G'_p o'_k in every frame
     drift = np.linalg.norm(pos[:, 1:] - pos[:, par] - np.einsum("fkab,kb->fka", Gc[:, par], offsets[1:]), axis=-1)
@@ -361,12 +179,14 @@ def load_bvh(path: str | Path, joint_map: dict[str, tuple[str, ...]] = CMU_JOINT
              canonical: bool = True, unit_m: float = CMU_UNIT_M) -> PoseSet:
     """One BVH file as a single sequence named after the file stem (subject -1), with its rest offsets.
 
-    Source rate ``1 / Frame Time``; with ``fps`` every ``frame_stride(...)``-th frame is kept, from frame 0.
+    Source rate ``1 / Frame Time``; with ``fps`` every ``frame_stride(...)``-th frame is kept, from frame 0
+    (``Motion.subsample``).
     """
     path = Path(path)
-    bvh = read_bvh(path)
-    stride = frame_stride(1.0 / bvh.frame_time, fps, str(path))
-    smpl = bvh_to_smpl(replace(bvh, motion=bvh.motion[::stride]), joint_map, canonical, unit_m)
+    bvh = read_bvh(path, unit_m)
+    with as_data_error():
+        bvh = bvh.subsample(fps)
+    smpl = bvh_to_smpl(bvh, joint_map, canonical)
     rot = check_rotations(smpl.rotations, str(path))
     n = len(rot)
     return PoseSet(rot, np.zeros(n, np.int64), [path.stem], np.full(n, -1, np.int64),

@@ -12,13 +12,15 @@ or a folder ``<split>/`` of AMASS ``.npz`` / ``.bvh`` files. Splits stay as give
 from __future__ import annotations
 
 import zipfile
-import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from runtime.formats import FormatError
+from runtime.formats.npz import read_npz as _read_npz
 from runtime.prior import sha256_file  # noqa: F401  (re-exported for the loaders)
 from runtime.rotations import mirror_axis_angle
 
@@ -27,6 +29,15 @@ from .rotations import NUM_JOINTS, axis_angle_to_6d
 
 class DataError(ValueError):
     """A data file is missing, unreadable or holds bad values; the message names the file and the problem."""
+
+
+@contextmanager
+def as_data_error():
+    """Re-raise the runtime readers' ``runtime.formats.FormatError`` as ``DataError`` (same message)."""
+    try:
+        yield
+    except FormatError as e:
+        raise DataError(str(e)) from None
 
 
 @dataclass
@@ -81,17 +92,9 @@ def check_rotations(rot: np.ndarray, source: str) -> np.ndarray:
 
 
 def read_npz(path: str | Path) -> dict[str, np.ndarray]:
-    """All arrays of an ``.npz`` file (no pickles), or a DataError naming the file; the file is always closed."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: data file not found")
-    try:
-        with open(path, "rb") as f, np.load(f, allow_pickle=False) as d:
-            return {k: d[k] for k in d.files}
-    except (OSError, ValueError, TypeError, KeyError, zipfile.BadZipFile, zlib.error, EOFError) as e:
-        # TypeError/ValueError: a .npy or a non-zip file (numpy then complains about pickles)
-        raise DataError(f"{path}: cannot read npz file, not a valid numpy .npz archive "
-                        f"({type(e).__name__}: {e})") from None
+    """All arrays of an ``.npz`` file (no pickles), or a DataError naming the file (``runtime.formats.npz``)."""
+    with as_data_error():
+        return _read_npz(path)
 
 
 def load_npz(path: str | Path) -> PoseSet:
