@@ -17,6 +17,12 @@ pose slightly off the hinge is astronomically low. Two dequantisations give thos
   those joints; every other joint is modelled exactly as the paper does.
 * ``noise``: isotropic ``N(0, noise^2 I_6)`` added to every joint's 6D after the lift. Simple, but the noise then
   stays in every joint of the samples (GS removes scale and shear, not rotation noise).
+
+Widening (``widen``: joint -> (sigma_x, sigma_y, sigma_z) radians): ``R -> R exp([sigma * xi]x)`` with a standard
+deviation per local axis. A source skeleton whose knees are hinges and whose elbows have no twist cannot show the
+tibial rotation, forearm twist and off-axis flexion that real SMPL fits have (DESIGN §1c); a prior trained on it
+calls those real poses implausible. Widening gives exactly those directions of exactly those joints a width, sized
+by the spread real SMPL fits show, and leaves the directions the data do constrain (the knee's flexion) alone.
 """
 from __future__ import annotations
 
@@ -60,6 +66,20 @@ def rotation_noise(x: torch.Tensor, joints: list[int], sigma: float,
     return out
 
 
+def axis_noise(x: torch.Tensor, widen: dict[str, tuple[float, float, float]],
+               generator: torch.Generator | None = None) -> torch.Tensor:
+    """``R_j -> R_j exp([sigma_j * xi_j]x)``, ``xi_j ~ N(0, I_3)``, ``sigma_j = widen[name_j]`` per local axis, on
+    orthonormal 6D poses (B, J, 6); joints not in ``widen`` are returned unchanged."""
+    if not widen:
+        return x
+    idx = [JOINT_NAMES.index(n) for n in widen]
+    sigma = torch.tensor([widen[n] for n in widen], dtype=x.dtype, device=x.device)
+    xi = sigma * torch.randn(x.shape[:-2] + (len(idx), 3), generator=generator, dtype=x.dtype, device=x.device)
+    out = x.clone()
+    out[..., idx, :] = matrix_to_6d(gram_schmidt(x[..., idx, :]) @ axis_angle_to_matrix(xi))
+    return out
+
+
 def degenerate_joints(rotations: np.ndarray, tol: float = 1e-3) -> list[str]:
     """Joints of axis-angle training poses (N, J, 3) whose rotations do not fill 3 dimensions: a principal
     direction of the rotation vectors with standard deviation below ``tol`` radians (hinges), or rotations equal
@@ -84,7 +104,9 @@ class Augmentation:
     noise: float = 0.0
     joint_noise: float = 0.0
     noisy_joints: tuple[str, ...] = ()
+    widen: tuple[tuple[str, tuple[float, float, float]], ...] = ()
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         idx = [JOINT_NAMES.index(n) for n in self.noisy_joints]
+        x = axis_noise(x, dict(self.widen), generator) if self.widen else x
         return augment(rotation_noise(x, idx, self.joint_noise, generator), self.alpha, self.beta, generator, self.noise)

@@ -64,6 +64,8 @@ class Config(ConfigBase):
     beta: float = 0.1
     noise: float = 0.0                   # isotropic 6D dequantisation noise on every joint (train/augment.py)
     joint_noise: float = 0.0             # rotation noise (radians) on the data's hinge / duplicated joints only
+    widen: dict[str, list[float]] = field(default_factory=dict)  # joint -> rotation noise (rad) per local axis
+                                         # x, y, z: directions real SMPL fits use and the source's hinges lack
     mirror: bool = False                 # add the left-right mirror image of every training pose
     # optimisation
     lr: float = 1e-3

@@ -1,0 +1,403 @@
+"""Any source skeleton's take -> SMPL ``body_pose`` (numpy only): segment-orientation matching on SMPL's rest skeleton.
+
+A smplx ``body_pose`` rotation of joint k is a local rotation about SMPL's joint centre, in frames that are
+world-aligned in SMPL's rest pose (Y up, the character's left +X, facing +Z). SMPL's rest skeleton
+(``rest_joints``, 22 or 24 x 3, from the model's manifest or ``../shared/data/smpl_skeleton``) is not a mocap
+skeleton: its joint centres come from a regressor on the body surface. So rotations cannot be copied joint by
+joint; ``to_smpl`` (``CONVERSION_VERSION``) matches *segments* instead, in five steps.
+
+1. **Source globals.** FK of the take (``runtime.formats.forward_kinematics``); the joint map sends every SMPL joint
+   to the source joint at its centre. Position ``p_k`` = that joint's position; orientation ``G_k`` = the global
+   rotation of the source joint that moves the segment k -> child (the parent, in the source hierarchy, of the
+   child's source joint; the joint itself for SMPL's leaf joints). SMPL joints the source lacks (``LACKS``) get
+   the identity local rotation.
+2. **Canonical frames** (as ``../shared/data/cmu_pose`` was made): the source world is turned so that up is +Y and
+   the zero pose's left hip lies at +X (``W``), and every segment with a T-pose direction ``c_k``
+   (``T_POSE``: spine and neck up, legs down, arms along +-X) gets ``S_k``, the minimal rotation taking ``c_k``
+   onto its zero-pose direction: ``G'_k = W G_k W^T S_k``, so the T-pose has identity rotations. Then the knee
+   and elbow flexion axes are aligned (``_align_hinges``): the take's dominant knee (elbow) flexion axis ``h`` --
+   the principal axis of its local rotation vectors, in the parent's frame -- is turned about the bone onto +X
+   (knees) or -+Y (left / right elbow, the forearm bending forward), and the same constant twist ``D`` is applied
+   to every frame below the hip (shoulder): ``G'_j <- G'_j D``. It fixes the arm twist that differs between BVH
+   conventions (cmu_pose's arms were twisted by about 35 degrees by hand for this; here it is measured).
+3. **SMPL's leg frames.** SMPL's rest feet point outwards (toe-out ``psi`` = 12.5 / 11.6 degrees left / right,
+   measured on ``rest_joints``): the whole leg's flexion plane is turned outwards by ``psi``. Every leg frame gets
+   the constant ``L = R_y(-+psi)``: ``G'_j <- G'_j L`` for hip, knee, ankle, foot (the knee then flexes about
+   ``R_y(psi) x`` in SMPL's thigh frame, as real SMPL fits do). Then half of the ankle's axial twist (the foot's
+   turn about the shank, ``phi``) moves to the knee (``KNEE_TWIST_SHARE``): SMPL fits carry tibial rotation in
+   the knee, which a hinge knee cannot. ``G'_knee <- G'_knee R_shank(share * phi)``.
+4. **Segment directions.** For the limbs, feet and collars, with ``u_k`` SMPL's rest direction of segment
+   k -> child and ``d_k`` the source's (``p_child - p_k``), ``G^smpl_k = swing(G'_k u_k -> d_k) G'_k``: the
+   source's direction exactly, its twist about the segment kept. SMPL's vertebrae and neck joint are not where a
+   mocap spine's are (spine2 -> spine3 leans 25 degrees forward at rest, neck -> head 38 degrees), so the trunk and
+   neck are matched as chains: the local rotations of spine1..3 and neck stay the canonical source's, then one
+   swing at spine1 (about its centre) puts spine3 on the ray pelvis -> source spine3, and one at the neck puts the
+   head on the ray spine3 -> source head (what the neck cannot reach, the head bent more than about 22 degrees
+   from the chest's neck axis, is turned at spine3); the head's global orientation stays the source's.
+5. **Locals.** ``r_k = G_parent^T G_k``; the root orientation is the source pelvis's canonical orientation,
+   ``trans`` the source pelvis position (metres, Y up).
+
+Checked (``tests/test_convert.py``): FK of the result on ``rest_joints`` reproduces the source's thigh, shank,
+foot, upper-arm and forearm directions exactly and the trunk (pelvis -> spine3) and neck (spine3 -> head) chains
+to within a degree. Measured on ``../shared/data/smpl_reference`` (median nearest-neighbour geodesic distance per
+joint from its frames to the converted CMU train split; the README's table), each step was kept only if it
+brought real SMPL frames closer: step 4's literal swing for the trunk and neck made them 8-34 degrees worse (so
+chains); ``L`` took the knees from 17 to 13 degrees; the twist share from 13 to 7-10 (all of it: ankles 26 degrees
+worse; none: knees 13).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .formats import JOINT_MAPS, FormatError, Motion, detect_skeleton, forward_kinematics, read_motion
+from .formats.joint_maps import END, SMPL_NAMES, validate_joint_map
+from .rotations import PARENTS, axis_angle_to_matrix, matrix_to_axis_angle
+
+CONVERSION_VERSION = "smpl-segments-1"
+KNEE_TWIST_SHARE = 0.5
+ELBOW_TWIST_SHARE = 0.5
+IDX = {n: i for i, n in enumerate(SMPL_NAMES)}
+_UP, _DOWN, _X = np.array([0.0, 1.0, 0.0]), np.array([0.0, -1.0, 0.0]), np.array([1.0, 0.0, 0.0])
+#: SMPL joint -> (the child that ends its segment, the segment's direction in the T-pose)
+T_POSE = {"spine1": ("spine2", _UP), "spine2": ("spine3", _UP), "spine3": ("neck", _UP), "neck": ("head", _UP),
+          "left_hip": ("left_knee", _DOWN), "right_hip": ("right_knee", _DOWN),
+          "left_knee": ("left_ankle", _DOWN), "right_knee": ("right_ankle", _DOWN),
+          "left_shoulder": ("left_elbow", _X), "right_shoulder": ("right_elbow", -_X),
+          "left_elbow": ("left_wrist", _X), "right_elbow": ("right_wrist", -_X)}
+#: segments matched by direction in step 4 (joint -> child)
+LIMBS = {"left_hip": "left_knee", "right_hip": "right_knee", "left_knee": "left_ankle", "right_knee": "right_ankle",
+         "left_ankle": "left_foot", "right_ankle": "right_foot", "left_collar": "left_shoulder",
+         "right_collar": "right_shoulder", "left_shoulder": "left_elbow", "right_shoulder": "right_elbow",
+         "left_elbow": "left_wrist", "right_elbow": "right_wrist"}
+#: hinge joint -> (its flexion axis in SMPL's canonical T-pose frame, the joints below it that move with its twist)
+HINGES = {"left_knee": (_X, ("left_hip", "left_knee", "left_ankle", "left_foot")),
+          "right_knee": (_X, ("right_hip", "right_knee", "right_ankle", "right_foot")),
+          "left_elbow": (-_UP, ("left_shoulder", "left_elbow", "left_wrist")),
+          "right_elbow": (_UP, ("right_shoulder", "right_elbow", "right_wrist"))}
+_PAR = np.array(PARENTS)
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    n = np.linalg.norm(v, axis=-1, keepdims=True)
+    return v / np.where(n > 1e-12, n, 1.0)
+
+
+def swing(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Minimal rotations taking unit vectors ``a`` onto ``b`` (..., 3) -> (..., 3, 3):
+    ``I + [v]x + [v]x^2 / (1 + c)`` with ``v = a x b``, ``c = a . b``; for opposite vectors the half turn
+    ``2 n n^T - I`` about an axis ``n`` perpendicular to ``a``."""
+    a, b = np.broadcast_arrays(_unit(np.asarray(a, float)), _unit(np.asarray(b, float)))
+    v, c = np.cross(a, b), np.sum(a * b, axis=-1)
+    K = np.zeros(v.shape + (3,))
+    K[..., 0, 1], K[..., 0, 2], K[..., 1, 2] = -v[..., 2], v[..., 1], -v[..., 0]
+    K = K - np.swapaxes(K, -1, -2)
+    opposite = c < -1.0 + 1e-9
+    R = np.eye(3) + K + K @ K / np.maximum(1.0 + c, 1e-9)[..., None, None]
+    if opposite.any():
+        n = _unit(np.cross(a, np.where(np.abs(a[..., :1]) < 0.9, _X, _UP)))
+        half = 2.0 * n[..., :, None] * n[..., None, :] - np.eye(3)
+        R = np.where(opposite[..., None, None], half, R)
+    return R
+
+
+def twist_angle(R: np.ndarray, axis: np.ndarray) -> np.ndarray:
+    """Swing-twist decomposition ``R = swing . twist(axis, phi)``: ``phi = 2 atan2(q_v . axis, q_w)`` in (-pi, pi]."""
+    tr = np.trace(R, axis1=-2, axis2=-1)
+    w = 0.5 * np.sqrt(np.maximum(1.0 + tr, 0.0))
+    v = 0.5 * np.stack([R[..., 2, 1] - R[..., 1, 2], R[..., 0, 2] - R[..., 2, 0], R[..., 1, 0] - R[..., 0, 1]], -1)
+    phi = 2.0 * np.arctan2(v @ axis, 2.0 * w * w)   # v = sin(theta/2) n * 2w, so atan2(v.a, 2w^2) = atan2(sin.a, cos)
+    return (phi + np.pi) % (2 * np.pi) - np.pi
+
+
+def about(axis: np.ndarray, angle) -> np.ndarray:
+    """Rotation(s) by ``angle`` (radians, any shape) about the unit ``axis``."""
+    return axis_angle_to_matrix(np.asarray(angle, float)[..., None] * _unit(np.asarray(axis, float)))
+
+
+def load_rest_joints(source: str | Path | None = None) -> np.ndarray:
+    """SMPL's rest joint centres (22, 3), metres, SMPL's canonical frame.
+
+    ``source``: a model directory (its ``manifest.json`` records the skeleton it was trained on; default: the model
+    shipped in the package) or an ``.npz`` with ``rest_joints`` (``../shared/data/smpl_skeleton``)."""
+    import json
+
+    from .prior import DEFAULT_MODEL_DIR
+    path = Path(DEFAULT_MODEL_DIR if source is None else source)
+    if path.suffix == ".npz":
+        with np.load(path, allow_pickle=False) as z:
+            if "rest_joints" not in z:
+                raise FormatError(f"{path}: no 'rest_joints' array")
+            rest = np.asarray(z["rest_joints"], float)
+    else:
+        try:
+            skel = json.loads((path / "manifest.json").read_text())["skeleton"]
+            rest = np.asarray(skel["rest_joints"], float)
+        except (OSError, KeyError, TypeError, ValueError) as e:
+            raise FormatError(f"{path}: no SMPL skeleton recorded in manifest.json ({e}); pass rest_joints "
+                              f"explicitly (an .npz with 'rest_joints')") from None
+    if rest.ndim != 2 or rest.shape[0] < 22 or rest.shape[1] != 3 or not np.isfinite(rest).all():
+        raise FormatError(f"{path}: rest_joints must be finite (22+, 3), got {rest.shape}")
+    return rest[:22]
+
+
+def _source_globals(m: Motion, joint_map: dict[str, str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Positions p (T, 22, 3), orientations G (T, 22, 3, 3) of the mapped joints (step 1), which SMPL joints the
+    source has (22,) bool, and the zero pose's positions (22, 3)."""
+    validate_joint_map(m, joint_map)
+    G_all, P_all = forward_kinematics(m)
+    zero = Motion(m.names, m.parents, m.offsets, np.broadcast_to(np.eye(3), (1,) + m.rotations.shape[1:]),
+                  np.zeros((1, 3)), m.fps, m.source, m.up, end_sites=m.end_sites)
+    G0_all, P0_all = forward_kinematics(zero)
+    T = len(m)
+    p, p0 = np.zeros((T, 22, 3)), np.zeros((22, 3))
+    G = np.broadcast_to(np.eye(3), (T, 22, 3, 3)).copy()
+    has = np.zeros(22, bool)
+    for k, name in enumerate(SMPL_NAMES):
+        if name not in joint_map:
+            continue
+        has[k] = True
+        value = joint_map[name]
+        j = m.index(value[:-len(END)] if value.endswith(END) else value)
+        if value.endswith(END):
+            tip = m.end_sites[m.names[j]]
+            p[:, k], p0[k] = P_all[:, j] + G_all[:, j] @ tip, P0_all[0, j] + G0_all[0, j] @ tip
+        else:
+            p[:, k], p0[k] = P_all[:, j], P0_all[0, j]
+    for k, name in enumerate(SMPL_NAMES):     # orientation: the source joint that moves segment k -> child
+        if not has[k]:
+            continue
+        value = joint_map[name]
+        j = m.index(value[:-len(END)] if value.endswith(END) else value)
+        child = LIMBS.get(name) or (T_POSE[name][0] if name in T_POSE else None)
+        if child and child in joint_map and not joint_map[child].endswith(END):
+            c = m.index(joint_map[child])
+            j = m.parents[c] if m.parents[c] >= 0 else j
+        G[:, k] = G_all[:, j]
+    for k in range(1, 22):                    # joints the source lacks: follow their parent (identity local)
+        if not has[k]:
+            G[:, k] = G[:, PARENTS[k]]
+            p[:, k], p0[k] = p[:, PARENTS[k]], p0[PARENTS[k]]
+    return p, G, has, p0
+
+
+def _world_alignment(p0: np.ndarray, up: str) -> np.ndarray:
+    """``W`` (3, 3): the file's up axis -> +Y and the zero pose's left hip (relative to the right one) -> +X."""
+    upv = np.eye(3)["xyz".index(up)]
+    left = p0[IDX["left_hip"]] - p0[IDX["right_hip"]]
+    left = left - (left @ upv) * upv
+    if np.linalg.norm(left) < 1e-9:
+        raise FormatError("the zero pose's hips coincide: cannot tell left from right")
+    x = _unit(left)
+    return np.stack([x, upv, np.cross(x, upv)])   # rows: the source's left, up and forward axes
+
+
+def _canonical(p: np.ndarray, G: np.ndarray, has: np.ndarray, p0: np.ndarray, up: str, source: str
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Step 2: positions and orientations in the canonical T-pose convention."""
+    W = _world_alignment(p0, up)
+    p, p0 = p @ W.T, p0 @ W.T
+    Gc = W @ G @ W.T
+    for name, (child, c) in T_POSE.items():
+        k, ch = IDX[name], IDX[child]
+        d = p0[ch] - p0[k]
+        if has[k] and has[ch] and np.linalg.norm(d) > 1e-6:
+            Gc[:, k] = Gc[:, k] @ swing(c, d)
+    for name, (target, chain) in HINGES.items():
+        k = IDX[name]
+        if not has[k]:
+            continue
+        parent = PARENTS[k]
+        local = np.swapaxes(Gc[:, parent], -1, -2) @ Gc[:, k]
+        aa = matrix_to_axis_angle(local)
+        if np.median(np.linalg.norm(aa, axis=-1)) < np.radians(5):   # too little flexion to find the axis
+            continue
+        w, V = np.linalg.eigh(aa.T @ aa)
+        h = V[:, -1] * np.sign(np.sum(aa @ V[:, -1]) or 1.0)         # the flexion axis, pointing along +angle
+        bone = T_POSE[SMPL_NAMES[parent]][1]                        # the parent segment's T-pose direction
+        h_p, t_p = h - (h @ bone) * bone, target - (target @ bone) * bone
+        if np.linalg.norm(h_p) < 0.3:                                 # flexion about the bone itself: leave it
+            continue
+        D = swing(t_p, h_p)              # a turn about the bone; local' = D^T r D then flexes about D^T h = target
+        for j in chain:
+            Gc[:, IDX[j]] = Gc[:, IDX[j]] @ D
+    return p, Gc
+
+
+def _chain_swing(G_pivot: np.ndarray, pivot: np.ndarray, end: np.ndarray, origin: np.ndarray, d: np.ndarray
+                 ) -> np.ndarray:
+    """The swing about ``pivot`` that puts the point ``end`` on the ray ``origin + s d`` (s > 0), keeping
+    ``|end - pivot|``: the ray meets that sphere at ``s = -b + sqrt(b^2 - c)``, ``b = d.(origin - pivot)``,
+    ``c = |origin - pivot|^2 - r^2``; where it misses, the ray's closest point is used."""
+    r2 = np.sum((end - pivot) ** 2, -1)
+    o = origin - pivot
+    b, c = np.sum(d * o, -1), np.sum(o * o, -1) - r2
+    s = -b + np.sqrt(np.maximum(b * b - c, 0.0))
+    target = origin + s[..., None] * d
+    return swing(end - pivot, target - pivot)
+
+
+def smpl_globals(p: np.ndarray, Gc: np.ndarray, rest_joints: np.ndarray, has: np.ndarray | None = None
+                 ) -> np.ndarray:
+    """Steps 3-4: SMPL global orientations (T, 22, 3, 3) from canonical source positions and orientations."""
+    T = len(p)
+    has = np.ones(22, bool) if has is None else has
+    rest = np.asarray(rest_joints, float)[:22]
+    ref = Gc.copy()
+    for side, sign in (("left", 1.0), ("right", -1.0)):
+        ankle, foot, knee = IDX[f"{side}_ankle"], IDX[f"{side}_foot"], IDX[f"{side}_knee"]
+        toe = rest[foot] - rest[ankle]
+        L = about(_UP, -np.arctan2(toe[0], toe[2]))          # step 3: SMPL's outward-turned leg frames
+        for j in ("hip", "knee", "ankle", "foot"):
+            ref[:, IDX[f"{side}_{j}"]] = ref[:, IDX[f"{side}_{j}"]] @ L
+        if has[knee] and has[ankle]:
+            r_ankle = np.swapaxes(ref[:, knee], -1, -2) @ ref[:, ankle]
+            phi = twist_angle(r_ankle, _DOWN)
+            ref[:, knee] = ref[:, knee] @ about(_DOWN, KNEE_TWIST_SHARE * phi)
+        elbow, wrist = IDX[f"{side}_elbow"], IDX[f"{side}_wrist"]
+        if has[elbow] and has[wrist]:
+            arm = sign * _X
+            r_wrist = np.swapaxes(ref[:, elbow], -1, -2) @ ref[:, wrist]
+            ref[:, elbow] = ref[:, elbow] @ about(arm, ELBOW_TWIST_SHARE * twist_angle(r_wrist, arm))
+    out = ref.copy()
+    for name, child in LIMBS.items():                          # step 4a: limbs, feet, collars
+        k, c = IDX[name], IDX[child]
+        if not (has[k] and has[c]):
+            continue
+        d = p[:, c] - p[:, k]
+        ok = np.linalg.norm(d, axis=-1) > 1e-6
+        u = _unit(rest[c] - rest[k])
+        S = swing(np.einsum("tij,j->ti", ref[:, k], u), d)
+        out[:, k] = np.where(ok[:, None, None], S @ ref[:, k], ref[:, k])
+    # step 4b: trunk and neck chains, with canonical local rotations and SMPL's offsets
+    off = rest - rest[_PAR.clip(0)]
+    pelvis, s1, s2, s3, neck, head = (IDX[n] for n in ("pelvis", "spine1", "spine2", "spine3", "neck", "head"))
+
+    def pos(G, k):   # SMPL position of joint k (pelvis at the origin) under globals G
+        x = np.zeros((T, 3))
+        chain = []
+        while k > 0:
+            chain.append(k)
+            k = PARENTS[k]
+        for j in reversed(chain):
+            x = x + np.einsum("tij,j->ti", G[:, PARENTS[j]], off[j])
+        return x
+    R = _chain_swing(out[:, s1], pos(out, s1), pos(out, s3), 0.0 * p[:, 0], _unit(p[:, s3] - p[:, pelvis]))
+    out[:, s1], out[:, s2] = R @ out[:, s1], R @ out[:, s2]
+    d_neck = _unit(p[:, head] - p[:, s3])
+    R = _chain_swing(out[:, neck], pos(out, neck), pos(out, head), pos(out, s3), d_neck)
+    out[:, neck] = R @ out[:, neck]
+    # where the ray passes farther from SMPL's neck joint than the head offset reaches (the head bent far from the
+    # chest), the rest of the turn is made at spine3 (the upper back), about its centre
+    R = swing(pos(out, head) - pos(out, s3), d_neck)
+    out[:, s3], out[:, neck] = R @ out[:, s3], R @ out[:, neck]
+    return out
+
+
+def to_smpl(m: Motion, rest_joints: np.ndarray, joint_map: dict[str, str] | None = None) -> dict[str, np.ndarray]:
+    """One take as SMPL: ``{"poses": (T, 72) axis-angle (root first, then the 21 body joints, then two zero hand
+    joints), "trans": (T, 3), "mocap_framerate": fps}`` (plus ``subject`` / ``sequence`` when the take has them).
+
+    ``joint_map`` ({SMPL joint: source joint}, ``runtime.formats.joint_maps``) defaults to the built-in skeleton
+    that fits the take's joint names. A take already on SMPL's skeleton (the ``smpl`` map: the shared npz format)
+    is converted too: its rotations are CMU's or Bandai's, on their own rest skeleton, not SMPL's."""
+    joint_map = JOINT_MAPS[detect_skeleton(m)] if joint_map is None else joint_map
+    p, G, has, p0 = _source_globals(m, joint_map)
+    p, Gc = _canonical(p, G, has, p0, m.up, m.source)
+    Gs = smpl_globals(p, Gc, rest_joints, has)
+    local = np.swapaxes(Gs[:, _PAR[1:]], -1, -2) @ Gs[:, 1:]
+    poses = np.zeros((len(m), 72))
+    poses[:, :3] = matrix_to_axis_angle(Gs[:, 0])
+    poses[:, 3:66] = matrix_to_axis_angle(local).reshape(len(m), 63)
+    out = {"poses": poses, "trans": p[:, 0], "mocap_framerate": np.float64(m.fps)}
+    if not np.isfinite(poses).all():
+        bad = int(np.argmax(~np.isfinite(poses).all(axis=1)))
+        raise FormatError(f"{m.source}: frame {bad}: conversion to SMPL gave non-finite rotations")
+    for key in ("subject", "sequence"):
+        if getattr(m, key) is not None:
+            out[key] = np.array(getattr(m, key))
+    return out
+
+
+def smpl_positions(poses: np.ndarray, rest_joints: np.ndarray) -> np.ndarray:
+    """FK of SMPL ``poses`` (T, 72 | 66) on ``rest_joints``, root at the origin: joint positions (T, 22, 3)."""
+    T = len(poses)
+    R = axis_angle_to_matrix(np.asarray(poses, float)[:, :66].reshape(T, 22, 3))
+    off = np.asarray(rest_joints, float)[:22] - np.asarray(rest_joints, float)[:22][_PAR.clip(0)]
+    G, P = [R[:, 0]], [np.zeros((T, 3))]
+    for k in range(1, 22):
+        P.append(P[PARENTS[k]] + np.einsum("tij,j->ti", G[PARENTS[k]], off[k]))
+        G.append(G[PARENTS[k]] @ R[:, k])
+    return np.stack(P, 1)
+
+
+def convert_file(src: str | Path, rest_joints: np.ndarray, skeleton_file: str | Path | None = None,
+                 fps: float | None = None) -> list[dict[str, np.ndarray]]:
+    """Every take in ``src`` (BVH, AMC, shared npz: one per sequence) converted by ``to_smpl``, subsampled to
+    ``fps`` first. AMASS files are SMPL already and are read as they are (``runtime.formats.read_amass``)."""
+    from .formats import read_amass
+    path = Path(src)
+    if path.suffix.lower() == ".npz":
+        with np.load(path, allow_pickle=False) as z:
+            is_amass = "poses" in z.files
+        if is_amass:
+            a = read_amass(path)
+            return [{"poses": a["poses"], "trans": a["trans"], "mocap_framerate": np.float64(a["mocap_framerate"])}]
+    motions = read_motion(path, skeleton_file)
+    motions = motions if isinstance(motions, list) else [motions]
+    return [to_smpl(mm.subsample(fps), rest_joints) for mm in motions]
+
+
+def named_takes(src: str | Path, rest_joints: np.ndarray, skeleton_file: str | Path | None = None,
+                fps: float | None = None) -> list[tuple[str, int, dict]]:
+    """``convert_file`` with a (sequence name, subject) for every take: the file's own (shared npz), else the file
+    name and the number it starts with (CMU's ``SS_TT`` naming), else -1."""
+    src = Path(src)
+    converted = convert_file(src, rest_joints, skeleton_file, fps)
+    out = []
+    for i, t in enumerate(converted):
+        name = str(t.get("sequence", src.stem if len(converted) == 1 else f"{src.stem}_{i}"))
+        subject = str(t.get("subject", name.split("_")[0]))
+        out.append((name, int(subject) if subject.isdigit() else -1, t))
+    return out
+
+
+def save_amass(takes: list[tuple[str, int, dict]], rest_joints: np.ndarray, path: str | Path) -> Path:
+    """Write converted takes ``(sequence name, subject, to_smpl output)`` as one AMASS-style npz: ``poses``
+    (N, 72) float32, ``trans`` (N, 3), ``mocap_framerate``, ``sequence`` (N,) into ``sequence_names``, ``subject``
+    (N,), ``rest_joints`` and ``conversion`` (``CONVERSION_VERSION``). Written atomically: a failed or
+    interrupted write leaves no file behind."""
+    import os
+    path = Path(path)
+    if not takes:
+        raise FormatError(f"{path}: nothing to write (no takes)")
+    rates = {float(t["mocap_framerate"]) for _, _, t in takes}
+    if len(rates) != 1:
+        raise FormatError(f"{path}: takes at different frame rates {sorted(rates)}: convert with one fps")
+    poses = np.concatenate([t["poses"] for _, _, t in takes]).astype(np.float32)
+    trans = np.concatenate([t["trans"] for _, _, t in takes]).astype(np.float32)
+    seq = np.concatenate([np.full(len(t["poses"]), i, np.int32) for i, (_, _, t) in enumerate(takes)])
+    subj = np.concatenate([np.full(len(t["poses"]), s, np.int32) for _, s, t in takes])
+    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}.npz")
+    try:
+        np.savez(tmp, poses=poses, trans=trans, mocap_framerate=np.float64(rates.pop()), sequence=seq,
+                 sequence_names=np.array([n for n, _, _ in takes]), subject=subj,
+                 rest_joints=np.asarray(rest_joints, np.float64), conversion=np.array(CONVERSION_VERSION))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def convert(src: str | Path, out: str | Path, rest_joints: np.ndarray | None = None,
+            skeleton_file: str | Path | None = None, fps: float | None = None) -> dict:
+    """``poseprior convert SRC --to smpl --out OUT.npz``: every take of ``src`` (``convert_file``) as one
+    AMASS-style file (``save_amass``). ``rest_joints`` default: the skeleton recorded in the shipped model's
+    manifest. Returns a summary (takes, frames, fps, the source skeleton)."""
+    src = Path(src)
+    rest = load_rest_joints() if rest_joints is None else np.asarray(rest_joints, float)
+    takes = named_takes(src, rest, skeleton_file, fps)
+    save_amass(takes, rest, out)
+    return {"source": str(src), "out": str(out), "takes": len(takes), "frames": int(sum(len(t["poses"]) for *_, t in takes)),
+            "fps": float(takes[0][2]["mocap_framerate"]), "conversion": CONVERSION_VERSION}
