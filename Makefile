@@ -7,7 +7,15 @@ MODEL   ?= models/$(notdir $(RUN))
 PRESET  ?= paper
 MINUTES ?= 60
 
-.PHONY: install test train train-tiny export default-model demo bench bindings clean
+.PHONY: install test train train-tiny export default-model demo bench bindings clean data
+
+# every source in ../shared/data converted to SMPL body_pose (runtime.convert): build/smpl/{cmu,cmu_bandai}/*.npz and
+# MANIFEST.json with the sha256 of every source and output (never committed; about 2 min on 2 cores)
+SHARED  ?= $(dir $(abspath $(DATA)))
+SMPL    ?= build/smpl
+data: $(SMPL)/MANIFEST.json
+$(SMPL)/MANIFEST.json: | install
+	$(PY) -m train.smpl_data --shared $(SHARED) --out $(SMPL)
 
 install: $(STAMP)
 $(STAMP): pyproject.toml

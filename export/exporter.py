@@ -100,13 +100,16 @@ def _build(flow, out: Path, record: dict, torch_artifacts: bool = True) -> dict:
 
     share_weights(models, out / WEIGHTS_FILE)
     masked = list(record["config"]["masked_joints"])
+    # the convention of the training data: "smpl" (converted by make data; with SMPL's rest joints, which
+    # runtime.convert reads back) or the source's own rotations (older runs on ../shared/data/cmu_pose directly)
+    skeleton = (record.get("summary") or {}).get("skeleton") or {"name": "source", "conversion": None}
     versions = {"torch": torch.__version__, "onnx": onnx.__version__, "onnxscript": version("onnxscript"),
                 "opset": OPSET}
     common = {"format_version": str(FORMAT_VERSION), "joint_names": json.dumps(list(JOINT_NAMES)),
               "rotation_6d": CONVENTIONS["rotation_6d"], "layout": CONVENTIONS["poses"],
               "num_joints": str(NUM_JOINTS), "dim": str(flow.dim), "masked_joints": json.dumps(masked),
               "weights_sha256": sha256_file(out / WEIGHTS_FILE), "config_sha256": record["config_sha256"],
-              "exporter": json.dumps(versions)}
+              "exporter": json.dumps(versions), "skeleton": skeleton["name"]}
     for name, model in models.items():
         set_metadata(model, {"graph": name, **common}, f"poseprior {name}: {GRAPH_DOCS[name]}")
         onnx.save(model, out / GRAPHS[name].file)
@@ -116,6 +119,7 @@ def _build(flow, out: Path, record: dict, torch_artifacts: bool = True) -> dict:
         "format_version": FORMAT_VERSION,
         "joint_names": list(JOINT_NAMES), "num_joints": NUM_JOINTS, "dim": flow.dim, "masked_joints": masked,
         "conventions": CONVENTIONS,
+        "skeleton": skeleton,
         "graphs": {name: {"file": g.file, "doc": GRAPH_DOCS[name],
                           "inputs": {i: _shape(i, flow.dim) for i in g.inputs},
                           "outputs": {o: _shape(o, flow.dim) for o in g.outputs}} for name, g in GRAPHS.items()},

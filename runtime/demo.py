@@ -1,9 +1,13 @@
 """``make demo``: the shipped default prior at work, with numpy + onnxruntime only.
 
 It samples poses, scores real poses of a subject the model never saw (CMU subject 03, when ``../shared/data`` is
-beside the checkout) and corrupted copies of them, prints a table and writes a figure (matplotlib, if installed).
+beside the checkout, converted to SMPL ``body_pose`` by ``runtime.convert`` when the model is an SMPL prior), real
+SMPL poses (the AMASS sample in ``../shared/data/smpl_reference``, when present) and corrupted copies of them,
+prints a table and writes a figure (matplotlib, if installed). "Plausible" means above the threshold recorded in
+the model's manifest (``plausibility.tau``: the 1st percentile of log p on unseen, varied CMU takes), or, for a
+model without one, the 1st percentile of the real unseen subject.
 
-    python -m runtime.demo [--model DIR] [--data TEST.npz] [--out demo.png]
+    python -m runtime.demo [--model DIR] [--data TEST.npz] [--smpl AMASS.npz] [--out demo.png]
 """
 from __future__ import annotations
 
@@ -16,7 +20,9 @@ import numpy as np
 from . import PosePrior, rotations
 from .kinematics import forward_kinematics
 
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cmu_pose" / "test.npz"
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+DEFAULT_DATA = SHARED / "cmu_pose" / "test.npz"
+DEFAULT_SMPL = SHARED / "smpl_reference" / "amass_dev_sample.npz"
 
 
 def corrupt(aa: np.ndarray, rng: np.random.Generator, joints: int, degrees: float) -> np.ndarray:
@@ -34,6 +40,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=None, help="model directory (default: the one inside the package)")
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="real poses (shared npz format)")
+    ap.add_argument("--smpl", type=Path, default=DEFAULT_SMPL, help="real SMPL poses (an AMASS npz)")
     ap.add_argument("--n", type=int, default=1000)
     ap.add_argument("--out", type=Path, default=Path("demo.png"))
     args = ap.parse_args(argv)
@@ -49,10 +56,9 @@ def main(argv: list[str] | None = None) -> dict:
     sets["samples (orthonormalised)"] = prior.log_prob(samples)
     sets["samples (raw)"] = prior.log_prob(prior.sample(args.n, seed=0, orthonormalize=False))
     real = None
+    smpl_prior = prior.manifest.get("skeleton", {}).get("name") == "smpl"
     if args.data.is_file():
-        with np.load(args.data) as d:
-            aa = d["rotations"].astype(np.float64)
-            offsets = d["offsets"].astype(np.float64)
+        aa, offsets = _real_poses(args.data, prior if smpl_prior else None)
         real = aa[np.sort(rng.choice(len(aa), min(args.n, len(aa)), replace=False))]
         sets["real, unseen subject"] = prior.log_prob(real, rep="axis_angle")
         sets["real + 1 joint off by 30 deg"] = prior.log_prob(corrupt(real, rng, 1, 30), rep="axis_angle")
@@ -64,16 +70,28 @@ def main(argv: list[str] | None = None) -> dict:
     else:
         offsets = None
         print(f"(no real poses at {args.data}: scoring samples and random rotations only)")
+    if args.smpl.is_file():
+        from .formats import read_amass
+        body = read_amass(args.smpl)["poses"][:, 3:66].reshape(-1, 21, 3)
+        sets["real SMPL poses (AMASS sample)"] = prior.log_prob(body, rep="axis_angle")
+    else:
+        print(f"(no real SMPL poses at {args.smpl}: the AMASS sample is evaluation data, not on every machine; "
+              f"its row is skipped)")
     uniform = rotations.matrix_to_axis_angle(rotations.axis_angle_to_matrix(rng.normal(size=(args.n, 21, 3)) * 2.0))
     sets["random rotations"] = prior.log_prob(uniform, rep="axis_angle")
     seconds = time.perf_counter() - t0
 
-    ref = sets.get("real, unseen subject", sets["samples (orthonormalised)"])
-    threshold = float(np.percentile(ref, 1))
+    recorded = prior.manifest.get("plausibility", {})
+    if "tau" in recorded:
+        threshold = float(recorded["tau"])
+        how = f"the threshold in the model's manifest ({recorded.get('definition', 'tau')})"
+    else:
+        ref = sets.get("real, unseen subject", sets["samples (orthonormalised)"])
+        threshold = float(np.percentile(ref, 1))
+        how = f"the 1st percentile of the {'real' if real is not None else 'sampled'} poses"
     data_names = ', '.join(train.get('data_sha256', {})) or 'unknown data'
-    print(f"\nlog p under the prior ({prior.dim}-d flow trained on {data_names}); "
-          f"'plausible' = above the 1st percentile of the {'real' if real is not None else 'sampled'} poses "
-          f"({threshold:.1f})\n")
+    print(f"\nlog p under the prior ({prior.dim}-d flow, skeleton {prior.manifest.get('skeleton', {}).get('name')}, "
+          f"trained on {data_names});\n'plausible' = above {how}: {threshold:.1f}\n")
     print(f"{'poses':34s} {'n':>5s} {'mean':>9s} {'median':>9s} {'5%':>9s} {'plausible':>10s}")
     rows = {}
     for name, lp in sets.items():
@@ -84,6 +102,20 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"\n{sum(len(v) for v in sets.values())} poses scored in {seconds:.2f} s")
     _figure(args.out, sets, samples, offsets)
     return rows
+
+
+def _real_poses(path: Path, smpl_prior: PosePrior | None) -> tuple[np.ndarray, np.ndarray]:
+    """Body rotations (N, 21, 3) and FK offsets (22, 3) of a shared-format npz; converted to SMPL (on the model's
+    own rest skeleton) when ``smpl_prior`` is given."""
+    if smpl_prior is None:
+        with np.load(path) as d:
+            return d["rotations"].astype(np.float64), d["offsets"].astype(np.float64)
+    from .convert import convert_file, load_rest_joints
+    rest = load_rest_joints(smpl_prior.path)
+    poses = np.concatenate([t["poses"] for t in convert_file(path, rest)])
+    offsets = rest - rest[np.maximum(np.array(rotations.PARENTS), 0)]
+    offsets[0] = 0.0
+    return poses[:, 3:66].reshape(-1, 21, 3), offsets
 
 
 def _num(v: float) -> str:

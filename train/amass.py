@@ -50,9 +50,11 @@ def load_amass(path: str | Path, fps: float | None = None) -> PoseSet:
         subj = np.asarray(extra.get("subject", np.full(len(extra["sequence"]), -1)))[::stride].astype(np.int64)
         if seq.shape != (n,) or subj.shape != (n,) or seq.min() < 0 or seq.max() >= len(names):
             raise DataError(f"{path}: 'sequence'/'subject' must have one entry per pose, indexing sequence_names")
-    offsets = None
+    offsets, skeleton = None, None
     if "rest_joints" in extra:
         rest = np.asarray(extra["rest_joints"], np.float64)[:22]
         offsets = (rest - rest[np.maximum(np.array(PARENTS), 0)]).astype(np.float32)
         offsets[0] = 0.0
-    return PoseSet(rot, seq, names, subj, offsets, {str(path): sha256_file(path)})
+        skeleton = {"name": "smpl", "conversion": str(extra.get("conversion", "")),
+                    "rest_joints": (rest - rest[0]).round(6).tolist()}
+    return PoseSet(rot, seq, names, subj, offsets, {str(path): sha256_file(path)}, skeleton)

@@ -48,6 +48,7 @@ class PoseSet:
     subject: np.ndarray                       # (N,) int (-1 where unknown)
     offsets: np.ndarray | None = None         # (22, 3) mean rest skeleton (m), for forward kinematics
     files: dict[str, str] = field(default_factory=dict)  # path -> sha256 of every file read
+    skeleton: dict | None = None              # the skeleton converted to (make data): name, conversion, rest_joints
 
     def __len__(self) -> int:
         return len(self.rotations)
@@ -61,7 +62,7 @@ class PoseSet:
     def mirrored(self) -> "PoseSet":
         """The left-right mirror image of every pose (``runtime.rotations.mirror_axis_angle``)."""
         return PoseSet(mirror_axis_angle(self.rotations), self.sequence, self.sequence_names, self.subject,
-                       self.offsets, self.files)
+                       self.offsets, self.files, self.skeleton)
 
     @staticmethod
     def concat(sets: list["PoseSet"]) -> "PoseSet":
@@ -72,8 +73,9 @@ class PoseSet:
             names += list(s.sequence_names)
             files.update(s.files)
         offsets = next((s.offsets for s in sets if s.offsets is not None), None)
+        skeleton = next((s.skeleton for s in sets if s.skeleton is not None), None)
         return PoseSet(np.concatenate([s.rotations for s in sets]), np.concatenate(seqs), names,
-                       np.concatenate([s.subject for s in sets]), offsets, files)
+                       np.concatenate([s.subject for s in sets]), offsets, files, skeleton)
 
 
 def check_rotations(rot: np.ndarray, source: str) -> np.ndarray:

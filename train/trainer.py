@@ -229,6 +229,7 @@ def train(cfg: Config, train_set: PoseSet, val_set: PoseSet, out: str | Path, *,
     summary = {"stop_reason": stop_reason, "epochs": state["epoch"], "steps": state["step"],
                "best_epoch": state["best_epoch"], "best_val_log_p": state["best_val"],
                "train_seconds": round(state["seconds"], 1), "n_train": len(train_set), "n_val": len(val_set),
-               "config_sha256": cfg.sha256(), "data_sha256": data_sha, "noisy_joints": noisy}
+               "config_sha256": cfg.sha256(), "data_sha256": data_sha, "noisy_joints": noisy,
+               "skeleton": train_set.skeleton}
     atomic_write(json.dumps(summary, indent=2) + "\n", out / "summary.json")
     return summary

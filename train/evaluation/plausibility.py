@@ -134,6 +134,23 @@ def evaluate(model: str | Path, data: Path, dev: Path | None, n_complete: int = 
     return out
 
 
+def record_threshold(model_dir: Path, tau: float, data: Path) -> None:
+    """Store ``tau`` in the model's manifest (atomically; the manifest lists the other files' sha256, and is not
+    itself hashed): ``{"tau", "percentile": 1, "definition", "data_sha256"}``."""
+    import os
+
+    from runtime.prior import sha256_file
+    path = model_dir / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["plausibility"] = {"tau": round(tau, 4), "percentile": 1,
+                                "definition": "1st percentile of log p on unseen, varied CMU takes (cmu_extra BVH: "
+                                              "subjects 11, 14, 131, converted to SMPL)",
+                                "data_sha256": sha256_file(data)}
+    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
 def markdown(r: dict) -> str:
     lines = [f"model `{r['model']}`; tau = 1st percentile of log p on the converted BVH takes = {r['tau']:.1f}", "",
              "| real poses | n | median log p | above tau |", "|---|---|---|---|"]
@@ -160,8 +177,12 @@ def main(argv: list[str] | None = None) -> None:
                     default=Path(__file__).resolve().parents[3] / "shared/data/smpl_reference/amass_dev_sample.npz")
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--n-complete", type=int, default=200)
+    ap.add_argument("--record", action="store_true",
+                    help="write tau into the model's manifest.json (\"plausibility\"), for the demo and `score`")
     a = ap.parse_args(argv)
     r = evaluate(a.model, a.data, a.dev, a.n_complete)
+    if a.record:
+        record_threshold(Path(a.model), r["tau"], a.data / "bvh_takes.npz")
     text = markdown(r)
     print(text)
     if a.out:
