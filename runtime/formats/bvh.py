@@ -18,8 +18,9 @@ Frame 0 of every cgspeed CMU conversion (MotionBuilder, 3dsMax and Daz-friendly)
 the converter; ``read_bvh`` keeps it (drop it with ``dataclasses.replace`` when it matters).
 
 ``write_bvh`` writes a ``Motion`` back: root ``Xposition Yposition Zposition`` plus every joint's rotation as
-Euler angles in ``axes`` order (``motion.matrix_to_euler``), offsets divided by ``unit_m``. ``read_bvh`` of the
-written file gives the same ``Motion`` to the printed precision (tested).
+Euler angles in ``axes`` order (``motion.matrix_to_euler``), offsets divided by ``unit_m``, joints nested
+depth-first. ``read_bvh`` of the written file gives the same ``Motion`` to the printed precision, with its joints
+in depth-first order (the same order when ``m`` came from a BVH file; tested).
 """
 from __future__ import annotations
 
@@ -252,8 +253,10 @@ def write_bvh(m: Motion, path: str | Path, unit_m: float | None = None, axes: st
     for j, p in enumerate(m.parents[1:], 1):
         children[int(p)].append(j)
     lines = ["HIERARCHY"]
+    order: list[int] = []                                   # joints in file (depth-first) order
 
     def block(j: int, depth: int) -> None:
+        order.append(j)
         pad = "  " * depth
         off = m.offsets[j] / unit_m
         lines.append(f"{pad}{'ROOT' if j == 0 else 'JOINT'} {m.names[j]}")
@@ -269,9 +272,9 @@ def write_bvh(m: Motion, path: str | Path, unit_m: float | None = None, axes: st
         lines.append(pad + "}")
 
     block(0, 0)
-    angles = np.degrees(matrix_to_euler(m.rotations, axes))                         # (T, J, 3)
+    angles = np.degrees(matrix_to_euler(m.rotations[:, order], axes))              # (T, J, 3), file order
     values = np.concatenate([m.trans[:, None] / unit_m, angles], axis=1).reshape(len(m), -1)
-    lines += ["MOTION", f"Frames: {len(m)}", f"Frame Time: {1.0 / m.fps:.9f}"]
+    lines += ["MOTION", f"Frames: {len(m)}", f"Frame Time: {1.0 / m.fps:.15g}"]
     lines += [" ".join(f"{v:.9f}" for v in row) for row in values]
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:

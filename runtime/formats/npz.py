@@ -82,12 +82,14 @@ def read_shared_npz(path: str | Path) -> list[Motion]:
     fps = float(d["fps"]) if "fps" in d else None
     if fps is None:
         raise FormatError(f"{src}: no 'fps'")
-    R = axis_angle_to_matrix(np.concatenate([root[:, None], rot], axis=1))          # (N, 22, 3, 3)
+    order = np.argsort(seq, kind="stable")                                            # frames keep file order
+    cuts = np.flatnonzero(np.diff(seq[order])) + 1
     out = []
-    for s in np.unique(seq):
-        idx = np.flatnonzero(seq == s)
-        subject = {int(v) for v in subj[idx]}
-        out.append(Motion(SMPL_NAMES, np.array(PARENTS), offsets[s].astype(np.float64), R[idx], trans[idx], fps,
+    for idx in np.split(order, cuts):
+        s = int(seq[idx[0]])
+        subject = {int(v) for v in np.unique(subj[idx])}
+        R = axis_angle_to_matrix(np.concatenate([root[idx, None], rot[idx]], axis=1))   # (n, 22, 3, 3)
+        out.append(Motion(SMPL_NAMES, np.array(PARENTS), offsets[s].astype(np.float64), R, trans[idx], fps,
                           f"{src} [{names[s]}]", up="y",
                           subject=str(subject.pop()) if len(subject) == 1 and -1 not in subject else None,
                           sequence=names[s]))
