@@ -294,7 +294,7 @@ def _replace_value(line, k, value):
 
 
 BVH_CASES = {   # name -> (edit of (lines, motion), expected place in the message: a line number or a phrase)
-    "cut mid-hierarchy": (lambda L, m: L[:60], "line 60"),
+    "cut mid-hierarchy": (lambda L, m: L[:60], "line 60: HIERARCHY ends early"),
     "cut mid-frame": (lambda L, m: L[:-1] + [" ".join(L[-1].split()[:20])], "line {last}"),
     "wrong channel count": (lambda L, m: [l.replace("CHANNELS 3", "CHANNELS 7", 1) if i == 8 else l
                                           for i, l in enumerate(L)], "line 9"),
@@ -302,7 +302,7 @@ BVH_CASES = {   # name -> (edit of (lines, motion), expected place in the messag
     "nan": (lambda L, m: L[:m + 4] + [_replace_value(L[m + 4], 10, "nan")] + L[m + 5:], "line {m5}"),
     "inf": (lambda L, m: L[:m + 4] + [_replace_value(L[m + 4], 1, "-inf")] + L[m + 5:], "line {m5}"),
     "inf offset": (lambda L, m: [l.replace("OFFSET 2.49329", "OFFSET inf") for l in L], "line 16"),
-    "missing MOTION": (lambda L, m: L[:m], "no MOTION"),
+    "missing MOTION": (lambda L, m: L[:m], "line {m}: no MOTION section"),
     "frame count": (lambda L, m: [l.replace("Frames: 6", "Frames: 7") for l in L], "declares 7 frames"),
     "moving joint": (lambda L, m: [l.replace("CHANNELS 3 Zrotation Yrotation Xrotation", "CHANNELS 3 Xposition "
                                              "Yrotation Xrotation", 1) if i == 12 else l for i, l in enumerate(L)],
@@ -317,7 +317,7 @@ def test_bad_bvh(small_bvh, tmp_path, case):
     out = edit(lines, motion)
     path = tmp_path / f"bad_{case.replace(' ', '_')}.bvh"
     path.write_text("\n".join(out) + "\n")
-    with raises_at(path, where.format(last=len(out), m5=motion + 5, m6=motion + 6)):
+    with raises_at(path, where.format(last=len(out), m=motion, m5=motion + 5, m6=motion + 6)):
         read_bvh(path)
 
 
@@ -342,8 +342,8 @@ AMC_CASES = {
     "unknown bone": (lambda L: L[:10] + ["lpinky 1 2"] + L[10:], "line 11: frame 1: unknown bone 'lpinky'"),
     "wrong value count": (lambda L: [l + " 0.5" if l.startswith("ltibia") else l for l in L], "line {ltibia}"),
     "bad number": (lambda L: [l.replace("lfemur ", "lfemur x", 1) for l in L], "line {lfemur}"),
-    "nan": (lambda L: [l.replace("rtibia ", "rtibia nan ", 1)[:-0 or None].rsplit(" ", 1)[0] if l.startswith("rtibia")
-                       else l for l in L], "line {rtibia}: frame 1: bone 'rtibia' holds NaN"),
+    "nan": (lambda L: [("rtibia nan" if l.startswith("rtibia ") else l) for l in L],
+            "line {rtibia}: frame 1: bone 'rtibia' holds NaN"),
     "cut mid-frame": (lambda L: L[:-5], "frame 3"),
     "frame count mismatch": (lambda L: [("5" if l == "3" else l) for l in L], "frame number 5, expected 3"),
     "empty": (lambda L: L[:3], "no frames"),
@@ -369,7 +369,7 @@ def _write(path, lines):
 
 
 ASF_CASES = {
-    "cut mid-bonedata": (lambda t: t[:t.index("name lfoot")], "ends inside bone"),
+    "cut mid-bonedata": (lambda t: t[:t.index("name lfoot")], "ends inside the bone block"),
     "bad number": (lambda t: t.replace("length 7.41015", "length seven"), "line {length}"),
     "nan direction": (lambda t: t.replace("direction 0.34202 -0.939693 0 ", "direction nan -0.939693 0 ", 1),
                       "NaN"),

@@ -203,9 +203,9 @@ def read_bvh(path: str | Path, unit_m: float | None = None) -> Motion:
     except (OSError, UnicodeDecodeError) as e:
         raise FormatError(f"{src}: cannot read BVH file ({type(e).__name__}: {e})") from None
     start = next((i for i, line in enumerate(lines) if line.split()[:1] == ["MOTION"]), None)
+    h = _parse_hierarchy(_Tokens(lines[:start], src))        # a file cut in its HIERARCHY fails here
     if start is None:
-        raise FormatError(f"{src}: line {len(lines)}: no MOTION section; not a complete BVH file")
-    h = _parse_hierarchy(_Tokens(lines[:start], src))
+        raise FormatError(f"{src}: line {len(lines)}: no MOTION section after the HIERARCHY")
     n_chan = sum(len(c) for c in h.channels)
     motion, frame_time, frame_lines = _parse_motion(lines, start, n_chan, src)
     unit = _unit(h, unit_m, src)
