@@ -1,6 +1,8 @@
 """runtime.formats: every real motion file loads with plausible, constant bones; ASF/AMC against an independent
 implementation of the Acclaim formula; BVH write/read round trip and Euler orders vs scipy; bad input."""
 import re
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -8,7 +10,7 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from runtime.formats import (JOINT_MAPS, LACKS, LEFT_SIGN, SMPL_NAMES, UNITS_M, FormatError, Motion,
+from runtime.formats import (JOINT_MAPS, LACKS, LEFT_SIGN, UNITS_M, FormatError, Motion,
                              detect_skeleton, euler_matrix, forward_kinematics, joint_positions, matrix_to_euler,
                              read_amass, read_amc, read_asf, read_bvh, read_motion, write_bvh)
 
@@ -34,9 +36,13 @@ def check_skeleton(m: Motion, skeleton: str) -> dict:
         leg = sum(np.linalg.norm(pos[f"{side}_{a}"] - pos[f"{side}_{b}"], axis=-1)
                   for a, b in (("hip", "knee"), ("knee", "ankle")))
         assert 0.7 < leg.min() and leg.max() < 1.0, (m.source, side, leg.min(), leg.max())
-    rest = m.rest_positions()
-    hip = rest[m.index(JOINT_MAPS[skeleton]["left_hip"])] - rest[0]
+    rest = {k: v[0] for k, v in joint_positions(replace(m, rotations=np.broadcast_to(np.eye(3), (1,) + m.rotations.shape[1:]),
+                                                        trans=np.zeros((1, 3))), JOINT_MAPS[skeleton]).items()}
+    hip = rest["left_hip"] - rest["pelvis"]
     assert np.sign(hip[0]) == LEFT_SIGN and abs(hip[0]) > 0.03, (m.source, hip)
+    for side in ("left", "right"):   # facing +z (toes ahead of the ankle), Y up: so +x is the character's left
+        foot = rest[f"{side}_foot"] - rest[f"{side}_ankle"]
+        assert foot[2] > 0.05 and rest["head"][1] - rest[f"{side}_ankle"][1] > 1.0, (m.source, side, foot)
     return pos
 
 
@@ -248,7 +254,10 @@ def test_write_bvh_round_trip(shared_data, tmp_path):
     assert back.fps == pytest.approx(30.0, rel=1e-8)
     check_skeleton(back, "cgspeed_motionbuilder")
 
-    take = read_bvh(shared_data / "cmu_extra" / "bvh_3dsmax" / "131_02.bvh").subsample(30)
+    full = read_bvh(shared_data / "cmu_extra" / "bvh_3dsmax" / "131_02.bvh")
+    take = full.subsample(30)                                        # 120 Hz -> frames 0, 4, 8, ...
+    np.testing.assert_array_equal(take.rotations, full.rotations[::4])
+    assert take.fps == pytest.approx(30.0, rel=1e-4) and full.subsample(None) is full
     back = read_bvh(write_bvh(take, tmp_path / "131_02.bvh", axes="xzy"))
     assert back.names == take.names and back.parents.tolist() == take.parents.tolist()   # file order kept
     for a in ("offsets", "rotations", "trans"):
@@ -391,6 +400,15 @@ def test_bad_asf(shared_data, tmp_path, case):
         read_asf(path)
 
 
+def test_readers_import_neither_torch_nor_scipy(shared_data):
+    """What a studio with the plain (torch-free, scipy-free) install needs: the readers and FK."""
+    code = ("import sys; from runtime.formats import read_motion, forward_kinematics; "
+            f"forward_kinematics(read_motion({str(shared_data / 'cmu_extra' / 'bvh_daz_style' / '11_01.bvh')!r})); "
+            "bad = [m for m in sys.modules if m.split('.')[0] in ('torch', 'scipy', 'train')]; "
+            "assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
+
+
 def test_bad_npz_and_paths(shared_data, tmp_path):
     d = dict(np.load(shared_data / "cmu_pose" / "val.npz"))
     d["rotations"] = d["rotations"].copy()
@@ -406,3 +424,13 @@ def test_bad_npz_and_paths(shared_data, tmp_path):
     (tmp_path / "a.amc").write_text("1\nroot 0 0 0 0 0 0\n")
     with raises_at(tmp_path / "a.amc", "pass skeleton_file"):
         read_motion(tmp_path / "a.amc")
+    for key, value in (("fps", np.array([30.0, 60.0])), ("fps", np.array("thirty"))):
+        np.savez(tmp_path / "fps.npz", **{**dict(np.load(shared_data / "cmu_pose" / "val.npz")), key: value})
+        with raises_at(tmp_path / "fps.npz", "fps"):
+            read_motion(tmp_path / "fps.npz")
+    (tmp_path / "empty.bvh").write_text("")
+    with raises_at(tmp_path / "empty.bvh", "line 1: HIERARCHY ends early"):
+        read_motion(tmp_path / "empty.bvh")
+    (tmp_path / "binary.bvh").write_bytes(bytes(range(256)))
+    with raises_at(tmp_path / "binary.bvh", "cannot read BVH"):
+        read_motion(tmp_path / "binary.bvh")

@@ -86,6 +86,11 @@ JOINT_MAPS: dict[str, dict[str, str]] = {
 #: metres per file unit (``cmu_asf``: what CMU's ASF files declare; the ASF reader uses the file's own ``length``)
 UNITS_M: dict[str, float] = {"cgspeed_motionbuilder": 0.0254 / 0.45, "cgspeed_3dsmax": 0.0254 / 0.45,
                              "cgspeed_daz": 0.01, "cmu_asf": 0.0254 / 0.45, "smpl": 1.0}
+#: SMPL joints a built-in map provides only approximately: skeleton -> {SMPL joint: what stands in for it}
+APPROXIMATED: dict[str, dict[str, str]] = {
+    "cgspeed_daz": {"left_foot": "toe tip (End Site of lFoot), not the ball of the foot; no toe joint",
+                    "right_foot": "toe tip (End Site of rFoot), not the ball of the foot; no toe joint"},
+}
 #: SMPL joints each built-in skeleton cannot provide (left out of its map)
 LACKS: dict[str, tuple[str, ...]] = {k: tuple(n for n in SMPL_NAMES if n not in v) for k, v in JOINT_MAPS.items()}
 

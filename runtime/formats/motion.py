@@ -93,7 +93,7 @@ def _first_bad_frame(a: np.ndarray) -> int | None:
     return int(np.argmax(bad)) if bad.any() else None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Motion:
     """One take: a skeleton (names, parents, offsets) and its motion (rotations, trans); see the module docstring."""
     names: tuple[str, ...]
