@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from runtime.formats import (JOINT_MAPS, LACKS, LEFT_SIGN, UNITS_M, FormatError, Motion,
+from runtime.formats import (JOINT_MAPS, LACKS, LEFT_SIGN, SYNTHETIC_FRAME0, UNITS_M, FormatError, Motion,
                              detect_skeleton, euler_matrix, forward_kinematics, joint_positions, matrix_to_euler,
                              read_amass, read_amc, read_asf, read_bvh, read_motion, write_bvh)
 
@@ -59,6 +59,10 @@ def test_cmu_extra_file_loads(shared_data, name):
     assert -0.03 < np.percentile(low, 5) < 0.10 and np.median(low) < 0.15, (name, np.percentile(low, [5, 50]))
     if "backflip" not in name:
         assert np.median(pos["head"][:, 1] - low) > 1.1
+    if name.endswith(".bvh"):   # a synthetic frame 0 jumps to frame 1; captured frames move a few degrees
+        step = np.degrees(Rotation.from_matrix((np.swapaxes(m.rotations[:-1], -1, -2) @ m.rotations[1:])
+                                               .reshape(-1, 3, 3)).magnitude()).reshape(len(m) - 1, -1).max(1)
+        assert (step[0] > 15 and np.median(step[1:]) < 5) == (skeleton in SYNTHETIC_FRAME0), (name, step[:3])
 
 
 def test_cmu_pose_npz_as_motions(shared_data):

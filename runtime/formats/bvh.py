@@ -14,8 +14,8 @@ cgspeed's 0.0254 / 0.45 m, Daz 0.01 m...), or by the one candidate of ``CANDIDAT
 pose's height (highest minus lowest joint / end site along Y) an adult's 1.0-2.3 m; otherwise a FormatError asks
 for ``unit_m``. World up is +Y (``Motion.up = "y"``).
 
-Frame 0 of every cgspeed CMU conversion (MotionBuilder, 3dsMax and Daz-friendly) is a synthetic T-pose added by
-the converter; ``read_bvh`` keeps it (drop it with ``dataclasses.replace`` when it matters).
+Frame 0 of cgspeed's MotionBuilder- and Daz-friendly CMU files is a synthetic rest pose added by the converter
+(``joint_maps.SYNTHETIC_FRAME0``); ``read_bvh`` keeps it (drop it with ``dataclasses.replace`` when it matters).
 
 ``write_bvh`` writes a ``Motion`` back: root ``Xposition Yposition Zposition`` plus every joint's rotation as
 Euler angles in ``axes`` order (``motion.matrix_to_euler``), offsets divided by ``unit_m``, joints nested

@@ -86,6 +86,10 @@ JOINT_MAPS: dict[str, dict[str, str]] = {
 #: metres per file unit (``cmu_asf``: what CMU's ASF files declare; the ASF reader uses the file's own ``length``)
 UNITS_M: dict[str, float] = {"cgspeed_motionbuilder": 0.0254 / 0.45, "cgspeed_3dsmax": 0.0254 / 0.45,
                              "cgspeed_daz": 0.01, "cmu_asf": 0.0254 / 0.45, "smpl": 1.0}
+#: skeletons whose frame 0 is a synthetic rest pose added by the converter, not capture (cgspeed's MotionBuilder files:
+#: ../shared/data/cmu_pose/README.md; Daz files here: frame 0 -> 1 jumps 23 degrees, later frames move 1-8 degrees;
+#: the 3dsMax files start with captured motion). ``read_bvh`` keeps it; drop it where it matters.
+SYNTHETIC_FRAME0: frozenset[str] = frozenset({"cgspeed_motionbuilder", "cgspeed_daz"})
 #: SMPL joints a built-in map provides only approximately: skeleton -> {SMPL joint: what stands in for it}
 APPROXIMATED: dict[str, dict[str, str]] = {
     "cgspeed_daz": {"left_foot": "toe tip (End Site of lFoot), not the ball of the foot; no toe joint",
