@@ -286,6 +286,13 @@ def test_unknown_skeleton_units_and_names(tmp_path):
         detect_skeleton(cm)
     with pytest.raises(FormatError, match="cm.bvh.*not below"):   # a user map: left_knee above left_hip
         joint_positions(cm, {"pelvis": "pelvis_x", "left_hip": "thigh_l", "left_knee": "pelvis_x"})
+    for bad in ({"left_hip": "thigh_l"}, {"pelvis": "pelvis_x", "left_thigh": "thigh_l"},
+                {"pelvis": ("pelvis_x",)}, {"pelvis": "pelvis_x", "left_hip": "thigh_r"}):
+        with pytest.raises(FormatError, match=r"cm\.bvh.*joint map"):
+            joint_positions(cm, bad)
+    with pytest.raises(FormatError, match=r"cm\.bvh: skeleton not recognised.*needs joints thigh_r.*does not map: thigh_l"):
+        detect_skeleton(cm, {"mine": {"pelvis": "pelvis_x", "left_hip": "thigh_r"}})
+    assert detect_skeleton(cm, {"mine": {"pelvis": "pelvis_x", "left_hip": "thigh_l"}}) == "mine"
     pos = joint_positions(cm, {"pelvis": "pelvis_x", "left_hip": "thigh_l", "left_knee": "thigh_l/end"})
     assert pos["left_knee"][0].tolist() == pytest.approx([0.1, 0.9 - 0.9 - 0.8, 0])
 
