@@ -439,6 +439,17 @@ def test_bad_npz_and_paths(shared_data, tmp_path):
         np.savez(tmp_path / "fps.npz", **{**dict(np.load(shared_data / "cmu_pose" / "val.npz")), key: value})
         with raises_at(tmp_path / "fps.npz", "fps"):
             read_motion(tmp_path / "fps.npz")
+    m = read_motion(shared_data / "cmu_pose" / "val.npz")[0]
+    R = m.rotations.copy()
+    R[4, 7] *= 1.01                                                     # scaled: not a rotation
+    with raises_at(m.source, "frame 4: rotation of joint left_ankle is not a rotation"):
+        replace(m, rotations=R)
+    R[4, 7] = np.diag([1.0, 1.0, -1.0])                                 # a reflection
+    with raises_at(m.source, "frame 4: rotation of joint left_ankle"):
+        replace(m, rotations=R)
+    with raises_at(m.source, "cannot be written to BVH"):
+        write_bvh(replace(m, names=("pelvis bone",) + m.names[1:]), tmp_path / "space.bvh")
+    assert not (tmp_path / "space.bvh").exists()
     (tmp_path / "empty.bvh").write_text("")
     with raises_at(tmp_path / "empty.bvh", "line 1: HIERARCHY ends early"):
         read_motion(tmp_path / "empty.bvh")

@@ -245,6 +245,9 @@ def write_bvh(m: Motion, path: str | Path, unit_m: float | None = None, axes: st
         raise FormatError(f"{m.source}: BVH is Y-up; this motion's up axis is {m.up!r}")
     if sorted(axes.lower()) != ["x", "y", "z"]:
         raise ValueError(f"axes {axes!r}: need an order of x, y, z (e.g. 'zyx')")
+    bad = [n for n in m.names if not n or any(c.isspace() for c in n) or n in ("{", "}")]
+    if bad:
+        raise FormatError(f"{m.source}: joint names {bad} cannot be written to BVH (whitespace or braces)")
     if unit_m is None:
         skeleton = skeleton_of(m.names, m.end_sites)
         unit_m = UNITS_M[skeleton] if skeleton is not None else 1.0

@@ -24,12 +24,16 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from ..rotations import rotation_error
+
 
 class FormatError(ValueError):
     """A motion file cannot be read; the message names the file and the line (text formats) or frame."""
 
 
 _AXES = {"x": 0, "y": 1, "z": 2}
+#: largest ``runtime.rotations.rotation_error`` a ``Motion`` rotation may have (float32 sources reach ~1e-7)
+ROTATION_TOL = 1e-5
 
 
 def axis_rotation(axis: str, angle: np.ndarray) -> np.ndarray:
@@ -130,6 +134,11 @@ class Motion:
             f = _first_bad_frame(a)
             if f is not None:
                 raise FormatError(f"{src}: frame {f}: {what} hold NaN or inf")
+        err = rotation_error(rotations)                                            # (T, J)
+        if (err > ROTATION_TOL).any():
+            f, j = np.unravel_index(int(np.argmax(err > ROTATION_TOL)), err.shape)
+            raise FormatError(f"{src}: frame {f}: rotation of joint {self.names[j]} is not a rotation matrix "
+                              f"(|R^T R - I| or det < 0: {err[f, j]:.2g})")
         if not (np.isfinite(self.fps) and self.fps > 0):
             raise FormatError(f"{src}: frame rate {self.fps} must be a positive number")
         if self.up not in ("x", "y", "z"):
