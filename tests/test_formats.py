@@ -196,6 +196,37 @@ def test_asf_zero_pose_bones_follow_direction(shared_data, tmp_path):
                                        atol=1e-12)
 
 
+def foot_skate(m: Motion) -> float:
+    """Mean over both feet of the median toe-joint speed (m/s) in the frames where that toe is lowest (bottom 20 %):
+    a foot on the ground should be still."""
+    pos = joint_positions(m, JOINT_MAPS[detect_skeleton(m)])
+    speeds = []
+    for side in ("left", "right"):
+        p = pos[f"{side}_foot"]
+        v = np.linalg.norm(np.diff(p, axis=0), axis=-1) * m.fps
+        speeds.append(np.median(v[p[1:, 1] < np.percentile(p[:, 1], 20)]))
+    return float(np.mean(speeds))
+
+
+@pytest.mark.parametrize("name", ["asf_amc/35_01.amc", "asf_amc/zombie.amc", "bvh_3dsmax/131_02.bvh",
+                                  "bvh_daz_style/11_01.bvh"])
+def test_rotation_order_keeps_stance_feet_still(shared_data, monkeypatch, name):
+    """The Euler conventions checked on real motion: with the readers' order (ASF: fixed axes, M = Rz Ry Rx for
+    ``rx ry rz``; BVH: the listed order, intrinsic) feet on the ground stand still; the reversed convention
+    (a negative control, patched in) makes them slide at least twice as fast."""
+    import runtime.formats.asf as asf_module
+    import runtime.formats.bvh as bvh_module
+    path = shared_data / "cmu_extra" / name
+    right = foot_skate(read_motion(path))
+    if name.endswith(".amc"):
+        monkeypatch.setattr(asf_module, "_fixed_axes", lambda a, order: euler_matrix(np.asarray(a), order.lower()))
+    else:
+        monkeypatch.setattr(bvh_module, "euler_matrix", lambda a, axes: euler_matrix(np.asarray(a)[..., ::-1],
+                                                                                     axes[::-1]))
+    wrong = foot_skate(read_motion(path))
+    assert right < 0.4 and right < 0.5 * wrong, (name, right, wrong)
+
+
 # --- BVH: Euler orders, round trip --------------------------------------------------------------------------------
 @pytest.mark.parametrize("axes", ["xyz", "xzy", "yxz", "yzx", "zxy", "zyx"])
 def test_euler_orders_vs_scipy(axes):

@@ -4,7 +4,8 @@ Every reader (``read_bvh``, ``read_amc``, the shared npz format) returns this on
 
 * ``names`` (J joint names, parents before children), ``parents`` (J,) int64 (-1 for the root);
 * ``offsets`` (J, 3) metres: joint j's position relative to its parent, in the parent's frame, in the skeleton's
-  zero pose (every rotation the identity). ``offsets[0]`` is zero: the root's position is ``trans``;
+  zero pose (every rotation the identity). FK does not use ``offsets[0]`` (readers set it to 0): the root's
+  position is ``trans``;
 * ``rotations`` (T, J, 3, 3) local rotations, zero pose = identity, frames world-aligned in the zero pose;
 * ``trans`` (T, 3) root position (world, metres, the file's up axis ``up``); ``fps`` frames per second;
 * ``end_sites``: joint name -> (3,) offset of its End Site / bone tip in that joint's frame (BVH ``End Site``,
