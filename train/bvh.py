@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.formats import Motion, forward_kinematics
+from runtime.formats import JOINT_MAPS, UNITS_M, Motion, forward_kinematics
 from runtime.formats import read_bvh as _read_bvh
 from runtime.rotations import matrix_to_axis_angle
 
@@ -49,25 +49,15 @@ from .rotations import JOINT_NAMES, PARENTS
 
 SMPL_NAMES = ("pelvis",) + tuple(JOINT_NAMES)   # index k matches PARENTS[k]
 
-#: CMU "MotionBuilder-friendly" cgspeed BVH (31 joints) -> SMPL; see ../shared/data/cmu_pose/README.md.
+#: CMU "MotionBuilder-friendly" cgspeed BVH (31 joints) -> SMPL; see ../shared/data/cmu_pose/README.md. Positions
+#: are ``runtime.formats.JOINT_MAPS["cgspeed_motionbuilder"]``; spine3 and the wrists also compose the next joint's
+#: rotation (Neck, the finger base), as the shared npz does.
 CMU_JOINT_MAP: dict[str, tuple[str, ...]] = {
-    "pelvis": ("Hips",),
-    "left_hip": ("LeftUpLeg",), "right_hip": ("RightUpLeg",),
-    "spine1": ("LowerBack",),
-    "left_knee": ("LeftLeg",), "right_knee": ("RightLeg",),
-    "spine2": ("Spine",),
-    "left_ankle": ("LeftFoot",), "right_ankle": ("RightFoot",),
+    k: (v,) for k, v in JOINT_MAPS["cgspeed_motionbuilder"].items()} | {
     "spine3": ("Spine1", "Neck"),
-    "left_foot": ("LeftToeBase",), "right_foot": ("RightToeBase",),
-    "neck": ("Neck1",),
-    "left_collar": ("LeftShoulder",), "right_collar": ("RightShoulder",),
-    "head": ("Head",),
-    "left_shoulder": ("LeftArm",), "right_shoulder": ("RightArm",),
-    "left_elbow": ("LeftForeArm",), "right_elbow": ("RightForeArm",),
-    "left_wrist": ("LeftHand", "LeftFingerBase"), "right_wrist": ("RightHand", "RightFingerBase"),
-}
+    "left_wrist": ("LeftHand", "LeftFingerBase"), "right_wrist": ("RightHand", "RightFingerBase")}
 #: metres per cgspeed BVH unit: the CMU ASF files declare ``length 0.45``, i.e. 1 unit = 1/0.45 inch
-CMU_UNIT_M = 0.0254 / 0.45
+CMU_UNIT_M = UNITS_M["cgspeed_motionbuilder"]
 
 _UP, _DOWN, _LEFT, _RIGHT = (0.0, 1.0, 0.0), (0.0, -1.0, 0.0), (1.0, 0.0, 0.0), (-1.0, 0.0, 0.0)
 #: SMPL joint -> (SMPL child, direction of the bone joint -> child in the canonical T-pose)

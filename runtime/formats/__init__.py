@@ -10,7 +10,7 @@ Modules: ``motion`` (``Motion``, FK, Euler angles, ``FormatError``), ``bvh``, ``
 """
 from .asf import AsfSkeleton, read_amc, read_asf
 from .bvh import read_bvh, write_bvh
-from .joint_maps import (JOINT_MAPS, LACKS, LEFT_SIGN, SMPL_NAMES, UNITS_M, detect_skeleton, joint_positions,
+from .joint_maps import (APPROXIMATED, JOINT_MAPS, LACKS, LEFT_SIGN, SMPL_NAMES, SYNTHETIC_FRAME0, UNITS_M, detect_skeleton, joint_positions,
                          validate_joint_map)
 from .motion import (FormatError, Motion, end_site_positions, euler_matrix, forward_kinematics, frame_stride,
                      matrix_to_euler)
@@ -19,5 +19,5 @@ from .read import read_motion
 
 __all__ = ["FormatError", "Motion", "forward_kinematics", "end_site_positions", "euler_matrix", "matrix_to_euler",
            "frame_stride", "read_bvh", "write_bvh", "AsfSkeleton", "read_asf", "read_amc", "read_motion",
-           "read_amass", "read_shared_npz", "JOINT_MAPS", "LACKS", "LEFT_SIGN", "SMPL_NAMES", "UNITS_M",
+           "read_amass", "read_shared_npz", "APPROXIMATED", "JOINT_MAPS", "LACKS", "LEFT_SIGN", "SMPL_NAMES", "SYNTHETIC_FRAME0", "UNITS_M",
            "detect_skeleton", "joint_positions", "validate_joint_map"]

@@ -184,7 +184,7 @@ def read_asf(path: str | Path) -> AsfSkeleton:
                     children.setdefault(parent, []).append(c)
     where = f"{src}: line {last_line}"
     if bone is not None:
-        raise FormatError(f"{where}: file ends inside bone {bone.get('name', '?')!r}")
+        raise FormatError(f"{where}: file ends inside the bone block begun at line {bone['line']}")
     if root["order"] is None:
         raise FormatError(f"{where}: no ':root' section with an 'order' line")
     if not bones:

@@ -14,12 +14,13 @@ cgspeed's 0.0254 / 0.45 m, Daz 0.01 m...), or by the one candidate of ``CANDIDAT
 pose's height (highest minus lowest joint / end site along Y) an adult's 1.0-2.3 m; otherwise a FormatError asks
 for ``unit_m``. World up is +Y (``Motion.up = "y"``).
 
-Frame 0 of every cgspeed CMU conversion (MotionBuilder, 3dsMax and Daz-friendly) is a synthetic T-pose added by
-the converter; ``read_bvh`` keeps it (drop it with ``dataclasses.replace`` when it matters).
+Frame 0 of cgspeed's MotionBuilder- and Daz-friendly CMU files is a synthetic rest pose added by the converter
+(``joint_maps.SYNTHETIC_FRAME0``); ``read_bvh`` keeps it (drop it with ``dataclasses.replace`` when it matters).
 
 ``write_bvh`` writes a ``Motion`` back: root ``Xposition Yposition Zposition`` plus every joint's rotation as
-Euler angles in ``axes`` order (``motion.matrix_to_euler``), offsets divided by ``unit_m``. ``read_bvh`` of the
-written file gives the same ``Motion`` to the printed precision (tested).
+Euler angles in ``axes`` order (``motion.matrix_to_euler``), offsets divided by ``unit_m``, joints nested
+depth-first. ``read_bvh`` of the written file gives the same ``Motion`` to the printed precision, with its joints
+in depth-first order (the same order when ``m`` came from a BVH file; tested).
 """
 from __future__ import annotations
 
@@ -202,9 +203,9 @@ def read_bvh(path: str | Path, unit_m: float | None = None) -> Motion:
     except (OSError, UnicodeDecodeError) as e:
         raise FormatError(f"{src}: cannot read BVH file ({type(e).__name__}: {e})") from None
     start = next((i for i, line in enumerate(lines) if line.split()[:1] == ["MOTION"]), None)
+    h = _parse_hierarchy(_Tokens(lines[:start], src))        # a file cut in its HIERARCHY fails here
     if start is None:
-        raise FormatError(f"{src}: line {len(lines)}: no MOTION section; not a complete BVH file")
-    h = _parse_hierarchy(_Tokens(lines[:start], src))
+        raise FormatError(f"{src}: line {len(lines)}: no MOTION section after the HIERARCHY")
     n_chan = sum(len(c) for c in h.channels)
     motion, frame_time, frame_lines = _parse_motion(lines, start, n_chan, src)
     unit = _unit(h, unit_m, src)
@@ -244,6 +245,9 @@ def write_bvh(m: Motion, path: str | Path, unit_m: float | None = None, axes: st
         raise FormatError(f"{m.source}: BVH is Y-up; this motion's up axis is {m.up!r}")
     if sorted(axes.lower()) != ["x", "y", "z"]:
         raise ValueError(f"axes {axes!r}: need an order of x, y, z (e.g. 'zyx')")
+    bad = [n for n in m.names if not n or any(c.isspace() for c in n) or n in ("{", "}")]
+    if bad:
+        raise FormatError(f"{m.source}: joint names {bad} cannot be written to BVH (whitespace or braces)")
     if unit_m is None:
         skeleton = skeleton_of(m.names, m.end_sites)
         unit_m = UNITS_M[skeleton] if skeleton is not None else 1.0
@@ -252,8 +256,10 @@ def write_bvh(m: Motion, path: str | Path, unit_m: float | None = None, axes: st
     for j, p in enumerate(m.parents[1:], 1):
         children[int(p)].append(j)
     lines = ["HIERARCHY"]
+    order: list[int] = []                                   # joints in file (depth-first) order
 
     def block(j: int, depth: int) -> None:
+        order.append(j)
         pad = "  " * depth
         off = m.offsets[j] / unit_m
         lines.append(f"{pad}{'ROOT' if j == 0 else 'JOINT'} {m.names[j]}")
@@ -269,9 +275,9 @@ def write_bvh(m: Motion, path: str | Path, unit_m: float | None = None, axes: st
         lines.append(pad + "}")
 
     block(0, 0)
-    angles = np.degrees(matrix_to_euler(m.rotations, axes))                         # (T, J, 3)
+    angles = np.degrees(matrix_to_euler(m.rotations[:, order], axes))              # (T, J, 3), file order
     values = np.concatenate([m.trans[:, None] / unit_m, angles], axis=1).reshape(len(m), -1)
-    lines += ["MOTION", f"Frames: {len(m)}", f"Frame Time: {1.0 / m.fps:.9f}"]
+    lines += ["MOTION", f"Frames: {len(m)}", f"Frame Time: {1.0 / m.fps:.15g}"]
     lines += [" ".join(f"{v:.9f}" for v in row) for row in values]
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:

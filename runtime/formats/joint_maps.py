@@ -8,20 +8,23 @@ segment direction is ``P[map[child]] - P[map[joint]]``. A value ``"<joint>/end"`
 of the map (``LACKS`` lists them for the built-in skeletons). Users pass their own map in the same form to
 ``detect_skeleton(m, {"mine": {...}})`` / ``validate_joint_map``.
 
-Built-in skeletons (``JOINT_MAPS``; ``UNITS_M``: metres per file unit, measured on ../shared/data/cmu_extra; world
-up +Y, the character's left = +X in the zero pose for all of them, i.e. the left hip's x relative to the pelvis is
-positive: ``LEFT_SIGN``):
+Built-in skeletons (``JOINT_MAPS``; ``UNITS_M``: metres per file unit, checked on ../shared/data/cmu_extra: hip-knee-
+ankle legs of adult length, the lowest foot joint near y = 0; world up +Y, facing +Z, the character's left = +X in
+the zero pose for all of them, i.e. the left hip's x relative to the pelvis is positive: ``LEFT_SIGN``):
 
 * ``cgspeed_motionbuilder`` -- cgspeed's "MotionBuilder-friendly" CMU BVH (Hips, LHipJoint, LeftUpLeg, ...; the
-  source of ``cmu_pose``; the same correspondence as ../shared/data/cmu_pose/README.md). Unit 0.0254/0.45 m.
+  source of ``cmu_pose``; the same correspondence as ../shared/data/cmu_pose/README.md). Unit 0.0254/0.45 m (legs
+  0.79-0.86 m per the cmu_pose README).
   Source joints SMPL lacks: LHipJoint/RHipJoint (pelvis -> hip, no rotation in the data), Neck (zero offset on
   Spine1, the neck base; SMPL's ``neck`` is taken at Neck1, the next joint up), LeftFingerBase/LeftHandIndex1/
   LThumb (hands).
 * ``cgspeed_3dsmax`` -- cgspeed's "3dsMax-friendly" CMU BVH (Hips, LHipJoint, LeftHip, LeftKnee, ...). Unit
-  0.0254/0.45 m (legs 0.85-0.87 m). Lacks in SMPL: LHipJoint/RHipJoint, lowerneck (zero offset on Chest2; ``neck``
-  = Neck above it), lhand/LFingers/LThumb. Its zero pose has the arms hanging down (not a T-pose).
+  0.0254/0.45 m (subject 131: legs 0.80 m, head joint 1.31-1.34 m above the ground). Source joints SMPL lacks:
+  LHipJoint/RHipJoint, lowerneck (zero offset on Chest2; ``neck`` = Neck above it), lhand/LFingers/LThumb. Its
+  zero pose has the arms hanging down (not a T-pose).
 * ``cgspeed_daz`` -- cgspeed's older "Daz-friendly" CMU BVH (hip, abdomen, chest, neck, head, lCollar, lShldr,
-  lForeArm, lHand, lButtock, lThigh, lShin, lFoot). Unit 0.01 m (cm; legs 0.80-0.85 m). It has only two spine
+  lForeArm, lHand, lButtock, lThigh, lShin, lFoot). Unit 0.01 m (cm: legs 0.82 m, head joint 1.42 m above the
+  ground). Both files here carry the same skeleton offsets (one Daz figure, not each subject's). It has only two spine
   joints and no toes: SMPL ``spine2`` is not provided (left out; spine1 = abdomen, spine3 = chest, so the
   spine1 segment runs abdomen -> chest), and ``left_foot`` / ``right_foot`` are the End Site of lFoot/rFoot (the
   toe TIP, not the ball of the foot), so the ankle segment has a direction but no toe rotation exists. Daz's
@@ -30,7 +33,8 @@ positive: ``LEFT_SIGN``):
 * ``cmu_asf`` -- CMU's own ASF/AMC skeleton (root, lhipjoint, lfemur, ltibia, lfoot, ltoes, lowerback, upperback,
   thorax, lowerneck, upperneck, head, lclavicle, lhumerus, lradius, lwrist, ...). A ``Motion`` joint of an ASF
   bone sits at the bone's BASE (``asf`` module), so ``left_hip`` = lfemur, ``left_knee`` = ltibia. The unit comes
-  from the ASF file (CMU: ``length 0.45`` = 0.0254/0.45 m). Lacks in SMPL: lhipjoint/rhipjoint, lowerneck
+  from the ASF file (CMU: ``length 0.45`` = 0.0254/0.45 m; legs 0.75-0.88 m over the six skeletons here). Source
+  joints SMPL lacks: lhipjoint/rhipjoint, lowerneck
   (``neck`` = upperneck, as in cgspeed, which was converted from these files), lhand/lfingers/lthumb.
 * ``smpl`` -- the 22 SMPL body joints themselves (the shared npz format of ``cmu_pose`` / ``bandai_pose``). Metres.
 
@@ -86,6 +90,15 @@ JOINT_MAPS: dict[str, dict[str, str]] = {
 #: metres per file unit (``cmu_asf``: what CMU's ASF files declare; the ASF reader uses the file's own ``length``)
 UNITS_M: dict[str, float] = {"cgspeed_motionbuilder": 0.0254 / 0.45, "cgspeed_3dsmax": 0.0254 / 0.45,
                              "cgspeed_daz": 0.01, "cmu_asf": 0.0254 / 0.45, "smpl": 1.0}
+#: skeletons whose frame 0 is a synthetic rest pose added by the converter, not capture (cgspeed's MotionBuilder files:
+#: ../shared/data/cmu_pose/README.md; Daz files here: frame 0 -> 1 jumps 23 degrees, later frames move 1-8 degrees;
+#: the 3dsMax files start with captured motion). ``read_bvh`` keeps it; drop it where it matters.
+SYNTHETIC_FRAME0: frozenset[str] = frozenset({"cgspeed_motionbuilder", "cgspeed_daz"})
+#: SMPL joints a built-in map provides only approximately: skeleton -> {SMPL joint: what stands in for it}
+APPROXIMATED: dict[str, dict[str, str]] = {
+    "cgspeed_daz": {"left_foot": "toe tip (End Site of lFoot), not the ball of the foot; no toe joint",
+                    "right_foot": "toe tip (End Site of rFoot), not the ball of the foot; no toe joint"},
+}
 #: SMPL joints each built-in skeleton cannot provide (left out of its map)
 LACKS: dict[str, tuple[str, ...]] = {k: tuple(n for n in SMPL_NAMES if n not in v) for k, v in JOINT_MAPS.items()}
 
@@ -116,6 +129,8 @@ def detect_skeleton(m: Motion, maps: dict[str, dict[str, str]] | None = None) ->
     """Which map of ``maps`` (default ``JOINT_MAPS``) fits ``m``'s joint names; FormatError otherwise, naming the
     closest map, the joints it misses and ``m``'s joints it does not know."""
     maps = JOINT_MAPS if maps is None else maps
+    if not maps:
+        raise FormatError(f"{m.source}: no joint maps to detect the skeleton with")
     for jm in maps.values():
         validate_keys(jm, m.source)
     found = skeleton_of(m.names, m.end_sites, maps)
@@ -132,10 +147,16 @@ def detect_skeleton(m: Motion, maps: dict[str, dict[str, str]] | None = None) ->
 
 
 def validate_keys(joint_map: dict[str, str], source: str) -> None:
+    """FormatError unless ``joint_map`` is a dict of SMPL joint names (``pelvis`` among them) to joint names."""
+    if not isinstance(joint_map, dict):
+        raise FormatError(f"{source}: a joint map is a dict {{SMPL name: source joint}}, got {type(joint_map).__name__}")
     unknown = [k for k in joint_map if k not in SMPL_NAMES]
     if unknown or "pelvis" not in joint_map:
         raise FormatError(f"{source}: joint map keys must be SMPL joints ({', '.join(SMPL_NAMES)}) including "
                           f"'pelvis'; unknown: {unknown}")
+    bad = {k: v for k, v in joint_map.items() if not isinstance(v, str) or not v}
+    if bad:
+        raise FormatError(f"{source}: joint map values must be source joint names (str), got {bad}")
 
 
 def validate_joint_map(m: Motion, joint_map: dict[str, str]) -> None:

@@ -4,7 +4,8 @@ Every reader (``read_bvh``, ``read_amc``, the shared npz format) returns this on
 
 * ``names`` (J joint names, parents before children), ``parents`` (J,) int64 (-1 for the root);
 * ``offsets`` (J, 3) metres: joint j's position relative to its parent, in the parent's frame, in the skeleton's
-  zero pose (every rotation the identity). ``offsets[0]`` is zero: the root's position is ``trans``;
+  zero pose (every rotation the identity). FK does not use ``offsets[0]`` (readers set it to 0): the root's
+  position is ``trans``;
 * ``rotations`` (T, J, 3, 3) local rotations, zero pose = identity, frames world-aligned in the zero pose;
 * ``trans`` (T, 3) root position (world, metres, the file's up axis ``up``); ``fps`` frames per second;
 * ``end_sites``: joint name -> (3,) offset of its End Site / bone tip in that joint's frame (BVH ``End Site``,
@@ -24,12 +25,16 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from ..rotations import rotation_error
+
 
 class FormatError(ValueError):
     """A motion file cannot be read; the message names the file and the line (text formats) or frame."""
 
 
 _AXES = {"x": 0, "y": 1, "z": 2}
+#: largest ``runtime.rotations.rotation_error`` a ``Motion`` rotation may have (float32 sources reach ~1e-7)
+ROTATION_TOL = 1e-5
 
 
 def axis_rotation(axis: str, angle: np.ndarray) -> np.ndarray:
@@ -93,7 +98,7 @@ def _first_bad_frame(a: np.ndarray) -> int | None:
     return int(np.argmax(bad)) if bad.any() else None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Motion:
     """One take: a skeleton (names, parents, offsets) and its motion (rotations, trans); see the module docstring."""
     names: tuple[str, ...]
@@ -130,6 +135,11 @@ class Motion:
             f = _first_bad_frame(a)
             if f is not None:
                 raise FormatError(f"{src}: frame {f}: {what} hold NaN or inf")
+        err = rotation_error(rotations)                                            # (T, J)
+        if (err > ROTATION_TOL).any():
+            f, j = np.unravel_index(int(np.argmax(err > ROTATION_TOL)), err.shape)
+            raise FormatError(f"{src}: frame {f}: rotation of joint {self.names[j]} is not a rotation matrix "
+                              f"(|R^T R - I| or det < 0: {err[f, j]:.2g})")
         if not (np.isfinite(self.fps) and self.fps > 0):
             raise FormatError(f"{src}: frame rate {self.fps} must be a positive number")
         if self.up not in ("x", "y", "z"):

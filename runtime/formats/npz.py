@@ -52,6 +52,20 @@ def _finite_frames(a: np.ndarray, what: str, src: str) -> np.ndarray:
     return a
 
 
+def _rate(d: dict[str, np.ndarray], keys: tuple[str, ...], src: str) -> float | None:
+    """The first of ``keys`` in ``d`` as a positive frame rate (None when absent); FormatError when it is not."""
+    key = next((k for k in keys if k in d), None)
+    if key is None:
+        return None
+    try:
+        rate = float(d[key].reshape(-1)[0]) if d[key].size == 1 else None
+    except (TypeError, ValueError):
+        rate = None
+    if rate is None or not (np.isfinite(rate) and rate > 0):
+        raise FormatError(f"{src}: {key} = {d[key]!r} is not a positive number")
+    return rate
+
+
 def read_shared_npz(path: str | Path) -> list[Motion]:
     """One ``Motion`` per sequence of a shared-format npz (module docstring)."""
     src = str(path)
@@ -79,15 +93,17 @@ def read_shared_npz(path: str | Path) -> list[Motion]:
     offsets = d["seq_offsets"] if "seq_offsets" in d else np.broadcast_to(d["offsets"], (len(names), 22, 3))
     if offsets.shape != (len(names), 22, 3):
         raise FormatError(f"{src}: seq_offsets has shape {offsets.shape}, expected ({len(names)}, 22, 3)")
-    fps = float(d["fps"]) if "fps" in d else None
+    fps = _rate(d, ("fps",), src)
     if fps is None:
         raise FormatError(f"{src}: no 'fps'")
-    R = axis_angle_to_matrix(np.concatenate([root[:, None], rot], axis=1))          # (N, 22, 3, 3)
+    order = np.argsort(seq, kind="stable")                                            # frames keep file order
+    cuts = np.flatnonzero(np.diff(seq[order])) + 1
     out = []
-    for s in np.unique(seq):
-        idx = np.flatnonzero(seq == s)
-        subject = {int(v) for v in subj[idx]}
-        out.append(Motion(SMPL_NAMES, np.array(PARENTS), offsets[s].astype(np.float64), R[idx], trans[idx], fps,
+    for idx in np.split(order, cuts):
+        s = int(seq[idx[0]])
+        subject = {int(v) for v in np.unique(subj[idx])}
+        R = axis_angle_to_matrix(np.concatenate([root[idx, None], rot[idx]], axis=1))   # (n, 22, 3, 3)
+        out.append(Motion(SMPL_NAMES, np.array(PARENTS), offsets[s].astype(np.float64), R, trans[idx], fps,
                           f"{src} [{names[s]}]", up="y",
                           subject=str(subject.pop()) if len(subject) == 1 and -1 not in subject else None,
                           sequence=names[s]))
@@ -113,11 +129,9 @@ def read_amass(path: str | Path) -> dict:
         if d["trans"].shape != (len(poses), 3):
             raise FormatError(f"{src}: 'trans' has shape {d['trans'].shape}, expected ({len(poses)}, 3)")
         out["trans"] = _finite_frames(d["trans"], "trans", src)
-    rate = next((d[k] for k in RATE_KEYS if k in d), None)
+    rate = _rate(d, RATE_KEYS, src)
     if rate is not None:
-        if rate.size != 1 or not (np.isfinite(float(rate)) and float(rate) > 0):
-            raise FormatError(f"{src}: frame rate {rate} is not a positive number")
-        out["mocap_framerate"] = float(rate)
+        out["mocap_framerate"] = rate
     if "betas" in d:
         out["betas"] = _finite_frames(d["betas"].reshape(1, -1), "betas", src)[0]
     if "gender" in d:
