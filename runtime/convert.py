@@ -14,7 +14,9 @@ joint; ``to_smpl`` (``CONVERSION_VERSION``) matches *segments* instead, in five 
 2. **Canonical frames** (as ``../shared/data/cmu_pose`` was made): the source world is turned so that up is +Y and
    the zero pose's left hip lies at +X (``W``), and every segment with a T-pose direction ``c_k``
    (``T_POSE``: spine and neck up, legs down, arms along +-X) gets ``S_k``, the minimal rotation taking ``c_k``
-   onto its zero-pose direction: ``G'_k = W G_k W^T S_k``, so the T-pose has identity rotations. Then the knee
+   onto its zero-pose direction, and every other joint its parent's ``S`` (it keeps its zero-pose orientation relative
+   to the parent: the feet and hands of a skeleton whose zero pose splays the legs or drops the arms then turn
+   with the leg and arm): ``G'_k = W G_k W^T S_k``, so the T-pose has identity rotations. Then the knee
    and elbow flexion axes are aligned (``_align_hinges``): the take's dominant knee (elbow) flexion axis ``h`` --
    the principal axis of its local rotation vectors, in the parent's frame -- is turned about the bone onto +X
    (knees) or -+Y (left / right elbow, the forearm bending forward), and the same constant twist ``D`` is applied
@@ -77,6 +79,11 @@ HINGES = {"left_knee": (_X, ("left_hip", "left_knee", "left_ankle", "left_foot")
           "left_elbow": (-_UP, ("left_shoulder", "left_elbow", "left_wrist")),
           "right_elbow": (_UP, ("right_shoulder", "right_elbow", "right_wrist"))}
 _PAR = np.array(PARENTS)
+#: source joint whose rotation orients SMPL's wrist (the hand segment), where it is not the wrist joint itself:
+#: the joint after the wrist that carries the hand's flexion (CMU ASF's lwrist carries only the forearm's twist)
+HAND = {"cgspeed_motionbuilder": {"left_wrist": "LeftFingerBase", "right_wrist": "RightFingerBase"},
+        "cgspeed_3dsmax": {"left_wrist": "lhand", "right_wrist": "rhand"},
+        "cmu_asf": {"left_wrist": "lhand", "right_wrist": "rhand"}}
 
 
 def _unit(v: np.ndarray) -> np.ndarray:
@@ -142,7 +149,8 @@ def load_rest_joints(source: str | Path | None = None) -> np.ndarray:
     return rest[:22]
 
 
-def _source_globals(m: Motion, joint_map: dict[str, str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _source_globals(m: Motion, joint_map: dict[str, str], orient: dict[str, str] | None = None
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Positions p (T, 22, 3), orientations G (T, 22, 3, 3) of the mapped joints (step 1), which SMPL joints the
     source has (22,) bool, and the zero pose's positions (22, 3)."""
     validate_joint_map(m, joint_map)
@@ -174,6 +182,8 @@ def _source_globals(m: Motion, joint_map: dict[str, str]) -> tuple[np.ndarray, n
         if child and child in joint_map and not joint_map[child].endswith(END):
             c = m.index(joint_map[child])
             j = m.parents[c] if m.parents[c] >= 0 else j
+        if orient and name in orient and orient[name] in m.names:
+            j = m.index(orient[name])
         G[:, k] = G_all[:, j]
     for k in range(1, 22):                    # joints the source lacks: follow their parent (identity local)
         if not has[k]:
@@ -199,11 +209,15 @@ def _canonical(p: np.ndarray, G: np.ndarray, has: np.ndarray, p0: np.ndarray, up
     W = _world_alignment(p0, up)
     p, p0 = p @ W.T, p0 @ W.T
     Gc = W @ G @ W.T
-    for name, (child, c) in T_POSE.items():
-        k, ch = IDX[name], IDX[child]
-        d = p0[ch] - p0[k]
-        if has[k] and has[ch] and np.linalg.norm(d) > 1e-6:
-            Gc[:, k] = Gc[:, k] @ swing(c, d)
+    S = np.broadcast_to(np.eye(3), (22, 3, 3)).copy()
+    for k, name in enumerate(SMPL_NAMES):
+        S[k] = S[PARENTS[k]] if k else np.eye(3)   # no T-pose direction: keep the zero-pose frame relative to the parent
+        if name in T_POSE:
+            child, c = T_POSE[name]
+            d = p0[IDX[child]] - p0[k]
+            if has[k] and has[IDX[child]] and np.linalg.norm(d) > 1e-6:
+                S[k] = swing(c, d)
+    Gc = Gc @ S
     for name, (target, chain) in HINGES.items():
         k = IDX[name]
         if not has[k]:
@@ -302,8 +316,11 @@ def to_smpl(m: Motion, rest_joints: np.ndarray, joint_map: dict[str, str] | None
     ``joint_map`` ({SMPL joint: source joint}, ``runtime.formats.joint_maps``) defaults to the built-in skeleton
     that fits the take's joint names. A take already on SMPL's skeleton (the ``smpl`` map: the shared npz format)
     is converted too: its rotations are CMU's or Bandai's, on their own rest skeleton, not SMPL's."""
-    joint_map = JOINT_MAPS[detect_skeleton(m)] if joint_map is None else joint_map
-    p, G, has, p0 = _source_globals(m, joint_map)
+    orient = None
+    if joint_map is None:
+        skeleton = detect_skeleton(m)
+        joint_map, orient = JOINT_MAPS[skeleton], HAND.get(skeleton)
+    p, G, has, p0 = _source_globals(m, joint_map, orient)
     p, Gc = _canonical(p, G, has, p0, m.up, m.source)
     Gs = smpl_globals(p, Gc, rest_joints, has)
     local = np.swapaxes(Gs[:, _PAR[1:]], -1, -2) @ Gs[:, 1:]
@@ -335,7 +352,8 @@ def smpl_positions(poses: np.ndarray, rest_joints: np.ndarray) -> np.ndarray:
 def convert_file(src: str | Path, rest_joints: np.ndarray, skeleton_file: str | Path | None = None,
                  fps: float | None = None) -> list[dict[str, np.ndarray]]:
     """Every take in ``src`` (BVH, AMC, shared npz: one per sequence) converted by ``to_smpl``, subsampled to
-    ``fps`` first. AMASS files are SMPL already and are read as they are (``runtime.formats.read_amass``)."""
+    ``fps`` first; frame 0 of the cgspeed MotionBuilder and Daz BVH files (their converter's T-pose,
+    ``runtime.formats.SYNTHETIC_FRAME0``) is dropped. AMASS files are SMPL already and are read as they are (``runtime.formats.read_amass``)."""
     from .formats import read_amass
     path = Path(src)
     if path.suffix.lower() == ".npz":
@@ -344,9 +362,17 @@ def convert_file(src: str | Path, rest_joints: np.ndarray, skeleton_file: str | 
         if is_amass:
             a = read_amass(path)
             return [{"poses": a["poses"], "trans": a["trans"], "mocap_framerate": np.float64(a["mocap_framerate"])}]
+    from dataclasses import replace
+
+    from .formats import SYNTHETIC_FRAME0
     motions = read_motion(path, skeleton_file)
     motions = motions if isinstance(motions, list) else [motions]
-    return [to_smpl(mm.subsample(fps), rest_joints) for mm in motions]
+    out = []
+    for mm in motions:
+        if detect_skeleton(mm) in SYNTHETIC_FRAME0 and len(mm) > 1:   # the converter's T-pose, not a capture
+            mm = replace(mm, rotations=mm.rotations[1:], trans=mm.trans[1:])
+        out.append(to_smpl(mm.subsample(fps), rest_joints))
+    return out
 
 
 def named_takes(src: str | Path, rest_joints: np.ndarray, skeleton_file: str | Path | None = None,
@@ -372,22 +398,34 @@ def save_amass(takes: list[tuple[str, int, dict]], rest_joints: np.ndarray, path
     path = Path(path)
     if not takes:
         raise FormatError(f"{path}: nothing to write (no takes)")
-    rates = {float(t["mocap_framerate"]) for _, _, t in takes}
-    if len(rates) != 1:
-        raise FormatError(f"{path}: takes at different frame rates {sorted(rates)}: convert with one fps")
+    rates = np.array([float(t["mocap_framerate"]) for _, _, t in takes])
+    if rates.max() > rates.min() * (1 + 1e-3):   # BVH rates are 1 / Frame Time, rounded in the file
+        raise FormatError(f"{path}: takes at different frame rates {sorted(set(rates.round(3)))}: convert with one fps")
     poses = np.concatenate([t["poses"] for _, _, t in takes]).astype(np.float32)
     trans = np.concatenate([t["trans"] for _, _, t in takes]).astype(np.float32)
     seq = np.concatenate([np.full(len(t["poses"]), i, np.int32) for i, (_, _, t) in enumerate(takes)])
     subj = np.concatenate([np.full(len(t["poses"]), s, np.int32) for _, s, t in takes])
+    arrays = {"poses": poses, "trans": trans, "mocap_framerate": np.float64(rates[0]), "sequence": seq,
+              "sequence_names": np.array([n for n, _, _ in takes]), "subject": subj,
+              "rest_joints": np.asarray(rest_joints, np.float64), "conversion": np.array(CONVERSION_VERSION)}
     tmp = path.with_name(f".{path.name}.partial-{os.getpid()}.npz")
     try:
-        np.savez(tmp, poses=poses, trans=trans, mocap_framerate=np.float64(rates.pop()), sequence=seq,
-                 sequence_names=np.array([n for n, _, _ in takes]), subject=subj,
-                 rest_joints=np.asarray(rest_joints, np.float64), conversion=np.array(CONVERSION_VERSION))
+        _save_npz(tmp, arrays)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """``np.savez`` with fixed member timestamps, so the same arrays always give the same bytes (and sha256)."""
+    import io
+    import zipfile
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as z:
+        for name, a in arrays.items():
+            buf = io.BytesIO()
+            np.lib.format.write_array(buf, np.asanyarray(a), allow_pickle=False)
+            z.writestr(zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0)), buf.getvalue())
 
 
 def convert(src: str | Path, out: str | Path, rest_joints: np.ndarray | None = None,

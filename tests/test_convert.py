@@ -71,7 +71,7 @@ def test_conversion_is_deterministic_and_round_trips_through_the_file(shared_dat
     a, b = to_smpl(m, rest), to_smpl(m, rest)
     np.testing.assert_array_equal(a["poses"], b["poses"])
     summary = convert(shared_data / "cmu_extra" / "bvh_3dsmax" / "131_01.bvh", tmp_path / "o.npz", rest, fps=30)
-    assert summary["takes"] == 1 and summary["frames"] == len(m.subsample(30))
+    assert summary["takes"] == 1 and summary["frames"] == len(m.subsample(30))   # 3dsMax: no synthetic frame 0
     back = read_amass(tmp_path / "o.npz")
     np.testing.assert_allclose(back["poses"], to_smpl(m.subsample(30), rest)["poses"], atol=1e-6)
     assert back["mocap_framerate"] == pytest.approx(30.0, rel=1e-5)

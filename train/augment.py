@@ -80,6 +80,30 @@ def axis_noise(x: torch.Tensor, widen: dict[str, tuple[float, float, float]],
     return out
 
 
+#: body parts that ``part_mix`` exchanges between poses: each a kinematic sub-chain, whose local rotations are
+#: independent of the rest of the body's (a left arm from one pose on the trunk of another is still a real arm)
+PARTS = {"left_arm": ("left_collar", "left_shoulder", "left_elbow", "left_wrist"),
+         "right_arm": ("right_collar", "right_shoulder", "right_elbow", "right_wrist"),
+         "left_leg": ("left_hip", "left_knee", "left_ankle", "left_foot"),
+         "right_leg": ("right_hip", "right_knee", "right_ankle", "right_foot"),
+         "spine_head": ("spine1", "spine2", "spine3", "neck", "head")}
+
+
+def part_mix(x: torch.Tensor, p: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """With probability ``p`` per pose and part (``PARTS``), that part's local rotations come from another pose
+    of the batch (a random permutation): new combinations of real parts, which a few training subjects never
+    show. x (B, J, 6) orthonormal 6D."""
+    if p <= 0 or len(x) < 2:
+        return x
+    out = x.clone()
+    for joints in PARTS.values():
+        idx = torch.tensor([JOINT_NAMES.index(n) for n in joints], device=x.device)
+        donor = torch.randperm(len(x), generator=generator).to(x.device)
+        rows = (torch.rand(len(x), generator=generator) < p).nonzero().squeeze(1).to(x.device)
+        out[rows[:, None], idx] = x[donor[rows]][:, idx]
+    return out
+
+
 def degenerate_joints(rotations: np.ndarray, tol: float = 1e-3) -> list[str]:
     """Joints of axis-angle training poses (N, J, 3) whose rotations do not fill 3 dimensions: a principal
     direction of the rotation vectors with standard deviation below ``tol`` radians (hinges), or rotations equal
@@ -105,8 +129,10 @@ class Augmentation:
     joint_noise: float = 0.0
     noisy_joints: tuple[str, ...] = ()
     widen: tuple[tuple[str, tuple[float, float, float]], ...] = ()
+    part_mix: float = 0.0
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         idx = [JOINT_NAMES.index(n) for n in self.noisy_joints]
+        x = part_mix(x, self.part_mix, generator) if self.part_mix else x
         x = axis_noise(x, dict(self.widen), generator) if self.widen else x
         return augment(rotation_noise(x, idx, self.joint_noise, generator), self.alpha, self.beta, generator, self.noise)

@@ -66,6 +66,8 @@ class Config(ConfigBase):
     joint_noise: float = 0.0             # rotation noise (radians) on the data's hinge / duplicated joints only
     widen: dict[str, list[float]] = field(default_factory=dict)  # joint -> rotation noise (rad) per local axis
                                          # x, y, z: directions real SMPL fits use and the source's hinges lack
+    part_mix: float = 0.0                # probability per pose and body part of taking that part from another
+                                         # pose of the batch (train/augment.py PARTS): unseen combinations
     mirror: bool = False                 # add the left-right mirror image of every training pose
     # optimisation
     lr: float = 1e-3

@@ -58,17 +58,21 @@ def build(shared: Path, out: Path, skeleton: Path | None = None, bandai: bool = 
         splits["cmu_bandai/val.npz"] = splits["cmu/val.npz"]
     staging = out.with_name(out.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
-    for rel, tk in splits.items():
-        (staging / rel).parent.mkdir(parents=True, exist_ok=True)
-        save_amass(tk, rest, staging / rel)
-    manifest = {"conversion": CONVERSION_VERSION, "fps": FPS, "skeleton": str(skeleton),
-                "skeleton_sha256": sha256_file(skeleton),
-                "sources": {str(p.relative_to(shared)): sha256_file(p) for p in sources},
-                "outputs": {rel: {"sha256": sha256_file(staging / rel), "poses": int(sum(len(t["poses"]) for _, _, t in tk)),
-                                  "sequences": len(tk)} for rel, tk in splits.items()}}
-    (staging / "MANIFEST.json").write_text(json.dumps(manifest, indent=1) + "\n")
-    shutil.rmtree(out, ignore_errors=True)
-    os.replace(staging, out)
+    try:
+        for rel, tk in splits.items():
+            (staging / rel).parent.mkdir(parents=True, exist_ok=True)
+            save_amass(tk, rest, staging / rel)
+        manifest = {"conversion": CONVERSION_VERSION, "fps": FPS, "skeleton": str(skeleton),
+                    "skeleton_sha256": sha256_file(skeleton),
+                    "sources": {str(p.relative_to(shared)): sha256_file(p) for p in sources},
+                    "outputs": {rel: {"sha256": sha256_file(staging / rel), "sequences": len(tk),
+                                      "poses": int(sum(len(t["poses"]) for _, _, t in tk))}
+                                for rel, tk in splits.items()}}
+        (staging / "MANIFEST.json").write_text(json.dumps(manifest, indent=1) + "\n")
+        shutil.rmtree(out, ignore_errors=True)
+        os.replace(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return manifest
 
 

@@ -211,7 +211,7 @@ def train(cfg: Config, train_set: PoseSet, val_set: PoseSet, out: str | Path, *,
         x_val = x_val[torch.randperm(len(x_val), generator=vgen)[: cfg.max_val]]
     noisy = [n for n in degenerate_joints(train_set.rotations) if n not in cfg.masked_joints] if cfg.joint_noise else []
     aug = Augmentation(cfg.alpha, cfg.beta, cfg.noise, cfg.joint_noise, tuple(noisy),
-                       tuple((j, tuple(map(float, s))) for j, s in cfg.widen.items()))
+                       tuple((j, tuple(map(float, s))) for j, s in cfg.widen.items()), cfg.part_mix)
     x_val = aug(x_val, vgen)
 
     flow = build_flow(cfg)

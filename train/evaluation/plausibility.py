@@ -6,7 +6,7 @@ With the files of ``make data`` (``build/smpl``) and a model directory, all thro
   varied, never used for choosing);
 * real poses: the share above ``tau`` of the real SMPL frames (``../shared/data/smpl_reference``, when present), of
   the converted ``cmu_pose`` test subject and of the converted validation set;
-* glitched copies of the real SMPL frames and of the test subject (``runtime.demo.corrupt``: 3 joints off by 60
+* glitched copies of the validation poses (what settings are chosen on), the real SMPL frames and the test subject (``runtime.demo.corrupt``: 3 joints off by 60
   degrees about random axes; both knees bent 80 degrees backwards; uniformly random rotations): their share above
   ``tau`` (should be <= 5 %) and the ROC AUC of log p, real vs glitched;
 * the 2-degree near-data penalty on the validation poses (``train.sweep.near_data_penalty``'s definition);
@@ -108,7 +108,7 @@ def evaluate(model: str | Path, data: Path, dev: Path | None, n_complete: int = 
     real = {"BVH takes (11, 14, 131)": lp_takes, "cmu_pose test (03)": prior.log_prob(test, rep="axis_angle"),
             "validation (08 + ASF/AMC)": prior.log_prob(val, rep="axis_angle")}
     out: dict = {"tau": tau, "model": str(model), "real": {}, "glitched": {}}
-    sources = {"cmu_pose test (03)": test}
+    sources = {"validation (08 + ASF/AMC)": val, "cmu_pose test (03)": test}
     if dev is not None and dev.is_file():
         with np.load(dev, allow_pickle=False) as z:
             smpl = z["poses"][:, 3:66].reshape(-1, 21, 3).astype(np.float64)

@@ -158,7 +158,8 @@ def augmented(prior: PosePrior, poses: PoseSource, seed: int) -> tuple[np.ndarra
     cfg = training.get("config", {})
     params = {k: float(cfg.get(k) or 0.0) for k in ("alpha", "beta", "noise", "joint_noise")}
     widen = tuple((j, tuple(map(float, v))) for j, v in (cfg.get("widen") or {}).items())
-    aug = Augmentation(**params, noisy_joints=tuple(training.get("noisy_joints", [])), widen=widen)
+    aug = Augmentation(**params, noisy_joints=tuple(training.get("noisy_joints", [])), widen=widen,
+                       part_mix=float(cfg.get("part_mix") or 0.0))
     x = aug(torch.from_numpy(poses.sixd.astype(np.float64)), torch.Generator().manual_seed(seed)).numpy()
     return (batched_log_prob(prior, x), batched_log_prob(prior, rotations.orthonormalize_6d(x)),
             {**params, "noisy_joints": list(aug.noisy_joints)})
