@@ -179,8 +179,6 @@ def export_model(run_dir: str | Path, out_dir: str | Path, which: str = "best", 
         raise ValueError(f"{out_dir}: is a file, not a model directory; not replacing it")
     if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / "manifest.json").is_file():
         raise ValueError(f"{out_dir}: exists, is not empty and is not a model directory; not replacing it")
-    if not run_dir.is_dir():
-        raise ValueError(f"{run_dir}: run directory not found")
     t0 = time.monotonic()
     config = _read_json(run_dir / "config.json") if (run_dir / "config.json").is_file() else {}
     if not isinstance(config, dict):
