@@ -228,6 +228,19 @@ def test_a_run_killed_before_its_first_checkpoint_resumes(cmu, tmp_path):
     same_run(tmp_path / "full", cut)
 
 
+def test_a_run_killed_before_its_config_was_written_is_not_stuck(small_data, tmp_path):
+    """Killed between creating --out and renaming config.json into place: --resume says there is nothing to
+    resume, and a fresh start into that directory (only a stray .tmp in it) is accepted."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.json.tmp").write_text('{"hid')
+    refused(run_cli("train", "--data", small_data, "--out", out, "--resume"), "nothing to resume", "without --resume")
+    r = run_cli("train", "--data", small_data, "--out", out, "--config", "tiny", "--max-steps", "1", "--quiet",
+                "--set", "max_val=64")
+    assert r.exit_code == 0, r.output
+    assert [m["step"] for m in metrics(out)] == [1] and (out / "last.pt").is_file()
+
+
 def test_a_kill_between_the_checkpoint_and_the_metrics_loses_no_epoch(cmu, tmp_path):
     """last.pt of epoch 2 written, its metrics line not (simulated): the line comes back from last.pt."""
     cfg = load_config("tiny")
