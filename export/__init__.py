@@ -3,7 +3,15 @@
 
     from export import export_model
     export_model("runs/paper-cmu", "models/paper-cmu")      # or: poseprior export runs/paper-cmu --out models/paper-cmu
+
+Without torch ``import export`` raises ImportError saying what to install.
 """
+try:
+    import torch  # noqa: F401
+except ImportError:
+    from runtime.cli import TRAIN_EXTRA_HINT
+    raise ImportError(f"poseprior's export package {TRAIN_EXTRA_HINT}", name="torch") from None
+
 from .exporter import export_model
 from .graphs import LatentForward, LogProb, LogProbGrad, Sample, log_prob_and_grad
 from .torch_export import load_flow

@@ -11,12 +11,16 @@ Layout of the model directory::
     pt2/<graph>.pt2         torch.export programs of the four graphs
     torchscript/<graph>.pt  TorchScript of log_prob, sample, latent_forward
 
-The directory is built beside ``out_dir`` and renamed into place at the end, so a failed export leaves
-nothing; an existing model directory at ``out_dir`` is replaced, anything else there is refused.
+The directory is built beside ``out_dir`` (``.NAME.partial-PID-*``) and renamed into place at the end, so a
+failed export leaves nothing; an existing model directory at ``out_dir`` is replaced (moved aside to
+``.NAME.old-PID-*`` first), anything else there is refused. An export killed outright (SIGKILL, power loss) can
+leave those hidden directories behind: every export first removes the ones of ``out_dir`` whose process (PID in
+the name) is no longer running.
 """
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -62,16 +66,27 @@ def _shape(name: str, dim: int) -> list:
     return ["batch"] if name == "log_prob" else ["batch", dim] if name == "z" else ["batch", NUM_JOINTS, 6]
 
 
+def _read_json(path: Path, lines: bool = False):
+    """A JSON file (``lines``: JSON lines) of a run directory, or ValueError naming it."""
+    try:
+        text = path.read_text()
+        return [json.loads(ln) for ln in text.splitlines() if ln.strip()] if lines else json.loads(text)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise ValueError(f"{path}: unreadable ({type(e).__name__}: {e})") from None
+
+
 def _training_record(run_dir: Path, ckpt: dict, which: str) -> dict:
     """What the model was trained on and how well: config, data checksums, the checkpoint's epoch and metrics."""
     state = ckpt["state"]
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()] \
-        if (run_dir / "metrics.jsonl").is_file() else []
-    row = next((r for r in rows if r["epoch"] == state["epoch"]), None)
-    summary = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").is_file() else None
+    if isinstance(ckpt.get("metrics"), list):   # the checkpoint's own history (runs since issue 11)
+        rows = ckpt["metrics"]
+    else:
+        rows = _read_json(run_dir / "metrics.jsonl", lines=True) if (run_dir / "metrics.jsonl").is_file() else []
+    row = next((r for r in rows if isinstance(r, dict) and r.get("epoch") == state["epoch"]), None)
+    summary = _read_json(run_dir / "summary.json") if (run_dir / "summary.json").is_file() else None
     return {
         "run": run_dir.resolve().name, "checkpoint": f"{which}.pt", "epoch": state["epoch"], "step": state["step"],
-        "val_log_p": None if row is None else row["val_log_p"],
+        "val_log_p": None if row is None else row.get("val_log_p"),
         "best_epoch": state["best_epoch"], "best_val_log_p": state["best_val"],
         "config": ckpt["config"], "config_sha256": ckpt["config_sha256"], "data_sha256": ckpt["data_sha256"],
         "noisy_joints": ckpt.get("noisy_joints", []), "summary": summary,
@@ -134,6 +149,29 @@ def _build(flow, out: Path, record: dict, torch_artifacts: bool = True) -> dict:
     return manifest
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:   # someone else's process
+        return True
+    return True
+
+
+def remove_stale_partials(out_dir: Path) -> list[Path]:
+    """Remove the ``.NAME.partial-PID-*`` / ``.NAME.old-PID-*`` directories that exports of ``out_dir`` killed
+    outright left beside it (their PID no longer runs); returns what was removed."""
+    removed = []
+    for p in out_dir.parent.glob(f".{out_dir.name}.*-*-*"):
+        kind, _, rest = p.name[len(out_dir.name) + 2:].partition("-")
+        pid = rest.split("-", 1)[0]
+        if kind in ("partial", "old") and pid.isdigit() and p.is_dir() and not _pid_alive(int(pid)):
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+    return removed
+
+
 def export_model(run_dir: str | Path, out_dir: str | Path, which: str = "best", torch_artifacts: bool = True) -> dict:
     """Export checkpoint ``which`` ("best" or "last") of training run ``run_dir`` into model directory
     ``out_dir``; returns the manifest (with ``export_seconds`` added, not written). ``torch_artifacts=False``:
@@ -141,10 +179,14 @@ def export_model(run_dir: str | Path, out_dir: str | Path, which: str = "best", 
     if which not in ("best", "last"):
         raise ValueError(f"which must be 'best' or 'last', got {which!r}")
     run_dir, out_dir = Path(run_dir), Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"{out_dir}: is a file, not a model directory; not replacing it")
     if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / "manifest.json").is_file():
         raise ValueError(f"{out_dir}: exists, is not empty and is not a model directory; not replacing it")
     t0 = time.monotonic()
-    config = json.loads((run_dir / "config.json").read_text()) if (run_dir / "config.json").is_file() else {}
+    config = _read_json(run_dir / "config.json") if (run_dir / "config.json").is_file() else {}
+    if not isinstance(config, dict):
+        raise ValueError(f"{run_dir / 'config.json'}: not a JSON object of config keys")
     if config.get("model", "flow") != "flow":
         raise ValueError(f"{run_dir}: a {config['model']} run; only flow runs export to the runtime's format")
     flow, ckpt = load_checkpoint(run_dir / f"{which}.pt")
@@ -152,12 +194,13 @@ def export_model(run_dir: str | Path, out_dir: str | Path, which: str = "best", 
     record = _training_record(run_dir, ckpt, which)
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    remove_stale_partials(out_dir)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-{os.getpid()}-", dir=out_dir.parent))
     tmp.chmod(0o755)   # mkdtemp makes it private; a model directory is meant to be shipped
     try:
         manifest = _build(flow, tmp, record, torch_artifacts)
         if out_dir.exists():
-            old = out_dir.with_name(f".{out_dir.name}.old-{tmp.name.rsplit('-', 1)[-1]}")
+            old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}-{tmp.name.rsplit('-', 1)[-1]}")
             out_dir.rename(old)
             tmp.rename(out_dir)
             shutil.rmtree(old)

@@ -1,23 +1,49 @@
-"""``poseprior``: the command line (click). Each subcommand is a thin shell over a module."""
+"""The torch commands of ``poseprior`` (click). Each subcommand is a thin shell over a module.
+
+The ``poseprior`` command is ``runtime.cli.main`` (torch-free), which loads these commands from ``main`` here
+only when one is invoked; a new command here must also be listed in ``runtime.cli.TORCH_COMMANDS``. Every user
+error exits with code 2 and one line naming the argument or file (``runtime.cli.fail``).
+"""
 from __future__ import annotations
 
 import dataclasses
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import click
 
-
-def _fail(msg: str) -> None:
-    click.echo(f"error: {msg}", err=True)
-    sys.exit(2)
+from runtime.cli import check_out, fail as _fail
 
 
 @click.group()
 def main() -> None:
-    """Neural human pose prior: train, export, evaluate."""
+    """Neural human pose prior: the commands that need torch (run them through ``poseprior``)."""
+
+
+def _overridden(cfg, overrides: tuple[str, ...], epochs: int | None):
+    """``cfg`` with every ``--set KEY=VALUE`` (VALUE parsed as JSON, else taken as a string) and ``--epochs``
+    applied; exit 2 naming the first bad one."""
+    for kv in overrides:
+        key, eq, value = kv.partition("=")
+        if not eq or not key:
+            _fail(f"--set {kv!r}: expected KEY=VALUE (e.g. --set lr=0.001)")
+        try:
+            parsed = json.loads(value)
+        except (json.JSONDecodeError, RecursionError):
+            parsed = value
+        try:
+            cfg = type(cfg).from_dict({**dataclasses.asdict(cfg), key: parsed})
+        except (TypeError, ValueError) as e:
+            _fail(f"--set {kv}: {e}")
+    if epochs is not None:
+        cfg = dataclasses.replace(cfg, epochs=epochs)
+    return cfg
+
+
+def _leftovers(out: Path) -> list[Path]:
+    """What ``out`` holds besides the ``*.tmp`` files of an atomic write a kill interrupted."""
+    return [p for p in out.iterdir() if not (p.suffix == ".tmp" and p.is_file())] if out.is_dir() else []
 
 
 @main.command()
@@ -45,31 +71,39 @@ def train(data_dir, out, model, config_spec, epochs, max_steps, max_minutes, res
     models = {"flow": (config.Config, config.load_config, trainer.train),
               "vposer": (vposer.VPoserConfig, vposer.load_config, vposer.train_vposer),
               "gmm": (gmm.GMMConfig, gmm.load_config, gmm.fit_gmm)}
+    for name, value, least in (("--epochs", epochs, 1), ("--max-steps", max_steps, 1)):
+        if value is not None and value < least:
+            _fail(f"{name} {value}: must be at least {least}")
+    if max_minutes is not None and not max_minutes > 0:
+        _fail(f"--max-minutes {max_minutes}: must be > 0")
+    check_out(out)
     try:
         if resume:
-            if not (out / "last.pt").is_file():
-                _fail(f"{out}: nothing to resume (no last.pt)")
-            saved = json.loads((out / "config.json").read_text())
+            if not (out / "config.json").is_file():
+                _fail(f"--out {out}: nothing to resume (no config.json); start it without --resume")
+            try:
+                saved = json.loads((out / "config.json").read_text())
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+                _fail(f"{out / 'config.json'}: unreadable ({type(e).__name__}: {e})")
+            if not isinstance(saved, dict) or saved.get("model", "flow") not in models:
+                _fail(f"{out / 'config.json'}: not the config of a poseprior run")
             if model not in (None, saved.get("model", "flow")):
                 _fail(f"{out}: --model {model}, but the run to resume is a {saved.get('model', 'flow')} run")
             model = saved.get("model", "flow")
             cfg = models[model][0].from_dict(saved)
+            # what was given must be what the run was started with: a resumed run continues the same run
+            given = _overridden(models[model][1](config_spec) if config_spec else cfg, overrides, epochs)
+            changed = cfg.differences(given)
+            if changed:
+                _fail(f"--resume: the arguments given differ from {out / 'config.json'}: {'; '.join(changed)} "
+                      f"(leave them out to continue the run as it was, or train a new run into another --out)")
         else:
             model = model or "flow"
             if model == "gmm" and (epochs, max_steps, max_minutes) != (None, None, None):
                 _fail("--epochs, --max-steps and --max-minutes do not apply to --model gmm (EM: set max_iter, tol)")
-            cfg = models[model][1](config_spec)
-            for kv in overrides:
-                key, _, value = kv.partition("=")
-                try:
-                    parsed = json.loads(value)
-                except json.JSONDecodeError:
-                    parsed = value
-                cfg = type(cfg).from_dict({**dataclasses.asdict(cfg), key: parsed})
-            if epochs is not None:
-                cfg.epochs = epochs
-            if out.exists() and any(out.iterdir()):
-                _fail(f"{out}: run directory exists and is not empty (use --resume, or another --out)")
+            cfg = _overridden(models[model][1](config_spec), overrides, epochs)
+            if _leftovers(out):
+                _fail(f"--out {out}: run directory exists and is not empty (use --resume, or another --out)")
         data = load_dataset(data_dir, fps=fps)
     except (DataError, ValueError) as e:
         _fail(str(e))
@@ -80,9 +114,10 @@ def train(data_dir, out, model, config_spec, epochs, max_steps, max_minutes, res
         summary = models[model][2](cfg, data["train"], data["val"], out, progress=not quiet, **limits)
     except BaseException as e:
         # a fresh run that never wrote a checkpoint is not a run: leave nothing behind that looks like one
+        # (a SIGKILL cannot be caught: that run resumes with --resume, see train.trainer.run_epochs)
         if fresh and not (out / "best.pt").exists():
             shutil.rmtree(out, ignore_errors=True)
-        if isinstance(e, (ValueError, FloatingPointError)):
+        if isinstance(e, (ValueError, FloatingPointError, OSError)):
             _fail(str(e))
         raise
     click.echo(json.dumps(summary, indent=2))
@@ -99,9 +134,10 @@ def export_command(run_dir, out, which, onnx_only):
     """Export a trained flow: ONNX graphs + shared weights + manifest (and .pt2, TorchScript) for the runtime."""
     from export import export_model
 
+    check_out(out)
     try:
         manifest = export_model(run_dir, out, which, torch_artifacts=not onnx_only)
-    except (FileNotFoundError, ValueError) as e:
+    except (OSError, ValueError) as e:
         _fail(str(e))
     for name, f in manifest["files"].items():
         click.echo(f"{f['bytes'] / 1e6:9.3f} MB  {name}")
@@ -119,7 +155,14 @@ def bench_command(model_dir, reps, threads, out):
     """Median latency of every graph at batch 1, 64, 4096: onnxruntime vs torch eager (default model if none)."""
     from export.bench import main as bench
 
-    bench(model_dir, out=out, reps=reps, threads=threads)
+    if reps < 1 or (threads is not None and threads < 1):
+        _fail("--reps and --threads must be at least 1")
+    if out is not None:
+        check_out(out.parent, "--out")
+    try:
+        bench(model_dir, out=out, reps=reps, threads=threads)
+    except (OSError, ValueError) as e:
+        _fail(str(e))
 
 
 @main.command("sweep")
@@ -132,10 +175,24 @@ def sweep_command(data_dir, only, n, max_minutes):
     """Ablations + hyper-parameter sweep judged on validation: runs/sweep-*, reports/sweep/report.md."""
     from .sweep import SETTINGS, sweep
 
+    from .data import DataError
+
     unknown = set(only) - set(SETTINGS)
     if unknown:
-        _fail(f"unknown sweep settings {sorted(unknown)}; known: {', '.join(SETTINGS)}")
-    sweep(data_dir, list(only) or list(SETTINGS), n=n, max_minutes=max_minutes)
+        _fail(f"--only: unknown sweep settings {sorted(unknown)}; known: {', '.join(SETTINGS)}")
+    if n < 2:
+        _fail(f"--n {n}: must be at least 2")
+    if not max_minutes > 0:
+        _fail(f"--max-minutes {max_minutes}: must be > 0")
+    for name in ("train.npz", "val.npz"):
+        if not (data_dir / name).is_file():
+            _fail(f"--data {data_dir}: no {name} (the sweep reads train.npz and val.npz)")
+    for folder in ("runs", "models", "reports/sweep"):
+        check_out(Path(folder), "output folder")
+    try:
+        sweep(data_dir, list(only) or list(SETTINGS), n=n, max_minutes=max_minutes)
+    except (DataError, OSError, ValueError, FloatingPointError) as e:
+        _fail(str(e))
     click.echo(Path("reports/sweep/report.md").read_text())
 
 
@@ -163,10 +220,11 @@ def evaluate_command(model_dir, data, out, n, train_path, baselines, seed, ablat
 
     if n < 2 or subset < 2:
         _fail("--n and --subset must be at least 2")
+    check_out(out)
     try:
         m = evaluate(model_dir, data, out, n=n, train=train_path, baselines=list(baselines), seed=seed,
                      ablation=ablation, subset=subset, progress=not quiet)
-    except (DataError, FileNotFoundError, ValueError) as e:
+    except (DataError, OSError, ValueError) as e:
         _fail(str(e))
     t = json.loads((out / "timing.json").read_text())
     rows = {k: v["table"] for k, v in m["ks"].items()}
@@ -196,15 +254,18 @@ def fit_bench_command(model_dir, data, out, n, n_val, val_path, train_path, vpos
     from .data import DataError
     from .fitbench import BenchConfig, run
 
-    if n < 1 or n_val < 1 or hypotheses < 1:
-        _fail("--n, --n-val and --hypotheses must be at least 1")
+    if n < 1 or n_val < 1 or hypotheses < 1 or threads < 1:
+        _fail("--n, --n-val, --hypotheses and --threads must be at least 1")
+    check_out(out)
     try:
         report = run(model_dir, data, out, BenchConfig(n=n, n_val=n_val, hypotheses=hypotheses), val_path=val_path,
                      train_path=train_path, vposer_path=vposer, gmm_path=gmm, threads=threads, log=click.echo)
-    except (DataError, FileNotFoundError, ValueError) as e:
+    except (DataError, OSError, ValueError) as e:
         _fail(str(e))
     click.echo(f"wrote {out}/report.md, metrics.json, fits.png in {report['seconds']:.0f} s")
 
 
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":   # python -m train.cli ...: the same as the poseprior command
+    from runtime.cli import main as poseprior
+
+    poseprior()

@@ -8,12 +8,54 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from runtime.rotations import JOINT_NAMES
+
+#: fields (of any config that has them) that must be > 0, and those that must be >= 0
+POSITIVE = {"num_layers", "hidden", "depth", "scale_clamp", "lr", "batch_size", "epochs", "patience", "grad_clip",
+            "max_val", "latent", "n_components", "max_iter"}
+NON_NEGATIVE = {"alpha", "beta", "noise", "joint_noise", "weight_decay", "dropout", "kl_weight", "reg_covar", "tol",
+                "kmeans_iter"}
+#: the hypernets' activations (train.coupling.ACTIVATIONS, which needs torch.nn)
+ACTIVATIONS = ("relu", "silu", "gelu", "tanh")
+
+
+def _type_ok(value, hint) -> bool:
+    """``value`` is a ``hint`` (int, float, bool, str or list[str]) as JSON gives it: an int is a float, a bool is
+    neither an int nor a float."""
+    if typing.get_origin(hint) is list:
+        (item,) = typing.get_args(hint)
+        return isinstance(value, list) and all(_type_ok(v, item) for v in value)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, hint)
+
 
 class ConfigBase:
-    """JSON, hashing and checked construction shared by the configs of the flow and of the baselines."""
+    """JSON, hashing and checked construction shared by the configs of the flow and of the baselines. Every
+    construction (``from_dict``, ``dataclasses.replace``, the presets) checks each field's type and range and
+    raises ValueError naming the field."""
+
+    def __post_init__(self) -> None:
+        self.check()
+
+    def check(self) -> None:
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            v, hint = getattr(self, f.name), hints[f.name]
+            if not _type_ok(v, hint):
+                want = getattr(hint, "__name__", str(hint)) if typing.get_origin(hint) is None else str(hint)
+                raise ValueError(f"config: {f.name}={v!r} is not of type {want}")
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ValueError(f"config: {f.name}={v!r} is not finite")
+            if (f.name in POSITIVE and v <= 0) or (f.name in NON_NEGATIVE and v < 0):
+                raise ValueError(f"config: {f.name}={v!r} must be {'> 0' if f.name in POSITIVE else '>= 0'}")
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
@@ -32,6 +74,11 @@ class ConfigBase:
             raise ValueError(f"config: 'model' is {d['model']!r}, expected {model!r}")
         return cls(**d)
 
+    def differences(self, other: "ConfigBase") -> list[str]:
+        """``"key a -> b"`` for every field where ``other`` differs from ``self``."""
+        a, b = dataclasses.asdict(self), dataclasses.asdict(other)
+        return [f"{k} {a[k]!r} -> {b[k]!r}" for k in a if a[k] != b[k]]
+
 
 def load_preset(presets: dict, spec: str | None, kind: str = "flow"):
     """``spec`` is a preset name, a JSON file of overrides on a preset (key ``preset``, default ``paper``), or
@@ -43,10 +90,17 @@ def load_preset(presets: dict, spec: str | None, kind: str = "flow"):
         raise ValueError(f"config: {spec!r} is neither a {kind} preset ({', '.join(presets)}) nor a JSON file")
     try:
         d = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"config: {path} is not valid JSON: {e}") from None
-    base = presets[d.pop("preset", "paper")]
-    return type(base).from_dict({**dataclasses.asdict(base), **d})
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise ValueError(f"config: {path} is not a readable JSON file ({type(e).__name__}: {e})") from None
+    if not isinstance(d, dict):
+        raise ValueError(f"config: {path} holds a JSON {type(d).__name__}, expected an object of config keys")
+    preset = d.pop("preset", "paper")
+    if not isinstance(preset, str) or preset not in presets:
+        raise ValueError(f"config: {path}: unknown \"preset\" {preset!r}; {kind} presets are {', '.join(presets)}")
+    try:
+        return type(presets[preset]).from_dict({**dataclasses.asdict(presets[preset]), **d})
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
 
 
 @dataclass
@@ -81,6 +135,17 @@ class Config(ConfigBase):
     seed: int = 0
     val_seed: int = 1234                 # fixed augmentation of the validation set
     max_val: int = 20000                 # at most this many validation poses (a fixed, seeded subset)
+
+    def check(self) -> None:
+        super().check()
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"config: activation={self.activation!r} is not one of {', '.join(ACTIVATIONS)}")
+        unknown = [j for j in self.masked_joints if j not in JOINT_NAMES]
+        if unknown or len(set(self.masked_joints)) != len(self.masked_joints):
+            raise ValueError(f"config: masked_joints={self.masked_joints!r}: unknown or repeated joint names "
+                             f"{unknown}; joints are runtime.rotations.JOINT_NAMES")
+        if len(self.masked_joints) >= len(JOINT_NAMES):
+            raise ValueError("config: masked_joints masks every joint; nothing left to model")
 
 
 PRESETS = {

@@ -99,6 +99,17 @@ def read_npz(path: str | Path) -> dict[str, np.ndarray]:
         return _read_npz(path)
 
 
+def _integers(d: dict[str, np.ndarray], key: str, path: Path) -> np.ndarray:
+    """Array ``key`` of an npz as int64 (integers, or floats of integral value); else a DataError naming the file
+    and the key."""
+    a = d[key]
+    integral = np.issubdtype(a.dtype, np.integer) or (
+        np.issubdtype(a.dtype, np.floating) and bool(np.isfinite(a).all()) and bool((a == np.round(a)).all()))
+    if not integral:
+        raise DataError(f"{path}: '{key}' has dtype {a.dtype}, expected integers")
+    return a.astype(np.int64)
+
+
 def load_npz(path: str | Path) -> PoseSet:
     """The shared npz format (see ../shared/data/cmu_pose/README.md)."""
     path = Path(path)
@@ -107,10 +118,13 @@ def load_npz(path: str | Path) -> PoseSet:
         raise DataError(f"{path}: no 'rotations' array (keys: {', '.join(d)}); not a pose npz of the shared format")
     rot = check_rotations(d["rotations"], str(path))
     n = len(rot)
-    seq = d["sequence"].astype(np.int64) if "sequence" in d else np.zeros(n, np.int64)
+    seq = _integers(d, "sequence", path) if "sequence" in d else np.zeros(n, np.int64)
     names = [str(s) for s in d["sequence_names"]] if "sequence_names" in d else [path.stem]
-    subj = d["subject"].astype(np.int64) if "subject" in d else np.full(n, -1, np.int64)
-    offsets = d["offsets"].astype(np.float32) if "offsets" in d else None
+    subj = _integers(d, "subject", path) if "subject" in d else np.full(n, -1, np.int64)
+    offsets = d["offsets"] if "offsets" in d else None
+    if offsets is not None and (not np.issubdtype(offsets.dtype, np.number) or not np.isfinite(offsets).all()):
+        raise DataError(f"{path}: 'offsets' must be finite numbers (dtype {offsets.dtype})")
+    offsets = None if offsets is None else offsets.astype(np.float32)
     if seq.shape != (n,) or subj.shape != (n,):
         raise DataError(f"{path}: 'sequence'/'subject' must have shape ({n},)")
     return PoseSet(rot, seq, names, subj, offsets, {str(path): sha256_file(path)})

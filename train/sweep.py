@@ -186,7 +186,7 @@ def sweep(data: Path, names: list[str], runs: Path = Path("runs"), models: Path 
             cfg = Config.from_dict({**json.loads(load_config("paper").to_json()), **BASE, **overrides})
             dataset = dataset or load_dataset(data)
             print(f"sweep {name}: training {overrides or 'base'}", flush=True)
-            train(cfg, dataset["train"], dataset["val"], run, resume=(run / "last.pt").is_file(),
+            train(cfg, dataset["train"], dataset["val"], run, resume=(run / "config.json").is_file(),
                   max_minutes=max_minutes, progress=False)
         if not (report / "metrics.json").is_file():
             export_model(run, model, torch_artifacts=False)

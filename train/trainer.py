@@ -16,6 +16,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -45,7 +46,7 @@ def read_checkpoint(path: str | Path, model: str = "flow") -> dict:
     except Exception as e:  # noqa: BLE001 - torch raises many types for a corrupt file
         raise ValueError(f"{path}: cannot read checkpoint ({type(e).__name__}: {e})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT or \
-            ckpt.get("config", {}).get("model", "flow") != model:
+            not isinstance(ckpt.get("config"), dict) or ckpt["config"].get("model", "flow") != model:
         raise ValueError(f"{path}: not a poseprior {model} checkpoint (format {CHECKPOINT_FORMAT})")
     return ckpt
 
@@ -56,11 +57,41 @@ def model_only(ckpt: dict) -> dict:
     return {k: v for k, v in ckpt.items() if k not in ("optimizer", "rng", "torch_rng")}
 
 
+#: what a flow checkpoint must hold besides ``format`` and ``config`` (``load_checkpoint``)
+FLOW_CHECKPOINT_KEYS = {"model": dict, "state": dict, "config_sha256": str, "data_sha256": dict}
+STATE_KEYS = ("epoch", "step", "best_epoch", "best_val")
+
+
 def load_checkpoint(path: str | Path) -> tuple[PoseFlow, dict]:
-    """Rebuild the flow from a checkpoint (``best.pt`` or ``last.pt``); returns (flow in eval mode, checkpoint)."""
+    """Rebuild the flow from a checkpoint (``best.pt`` or ``last.pt``); returns (flow in eval mode, checkpoint).
+
+    Refused with a ValueError naming the file: missing keys, a config that is not a valid flow config, weights
+    that do not match it (names or shapes), and non-finite weights."""
     ckpt = read_checkpoint(path)
-    flow = build_flow(Config.from_dict(ckpt["config"]))
-    flow.load_state_dict(ckpt["model"])
+    path = Path(path) / "best.pt" if Path(path).is_dir() else Path(path)
+    for key, kind in FLOW_CHECKPOINT_KEYS.items():
+        if not isinstance(ckpt.get(key), kind):
+            raise ValueError(f"{path}: checkpoint has no {key!r} {kind.__name__} (got {type(ckpt.get(key)).__name__})")
+    missing = [k for k in STATE_KEYS if k not in ckpt["state"]]
+    if missing:
+        raise ValueError(f"{path}: checkpoint 'state' lacks {missing}")
+    try:
+        cfg = Config.from_dict(ckpt["config"])
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{path}: {e}") from None
+    weights = ckpt["model"]
+    bad = [k for k, v in weights.items() if not isinstance(v, torch.Tensor)]
+    if bad:
+        raise ValueError(f"{path}: 'model' entries {bad[:3]} are not tensors")
+    flow = build_flow(cfg)
+    try:
+        flow.load_state_dict(weights)
+    except RuntimeError as e:   # missing / unexpected keys, wrong shapes
+        raise ValueError(f"{path}: the weights do not match the checkpoint's config "
+                         f"({' '.join(str(e).split())[:300]})") from None
+    nonfinite = [k for k, v in weights.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if nonfinite:
+        raise ValueError(f"{path}: non-finite (NaN or inf) weights in {nonfinite[:3]}: not exporting a broken model")
     return flow.eval(), ckpt
 
 
@@ -76,10 +107,45 @@ def atomic_write(text: str, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def write_metrics(out: Path, rows: list[dict]) -> None:
+    """``metrics.jsonl``: one JSON line per epoch, written atomically (never a partial line)."""
+    atomic_write("".join(json.dumps(r) + "\n" for r in rows), out / "metrics.jsonl")
+
+
+def metrics_before(out: Path, epoch: int) -> list[dict]:
+    """The rows of ``metrics.jsonl`` up to ``epoch``: the history of a checkpoint written before checkpoints held
+    their own (those runs appended a line after each checkpoint)."""
+    path = out / "metrics.jsonl"
+    rows = [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()] if path.is_file() else []
+    return [r for r in rows if r["epoch"] <= epoch]
+
+
+def check_resumable(out: Path, cfg, saved_cfg, saved_data: dict | None, data_sha: dict | None) -> None:
+    """Refuse to resume run ``out`` with another config or other data files; the message names the differences."""
+    if saved_cfg != cfg:   # keys added since the run started take defaults
+        raise ValueError(f"{out}: --resume with a different config than the run's own: "
+                         f"{'; '.join(saved_cfg.differences(cfg))}")
+    if saved_data is not None and saved_data != data_sha:
+        changed = sorted(k for k in {*saved_data, *data_sha} if saved_data.get(k) != data_sha.get(k))
+        raise ValueError(f"{out}: --resume with different data files than the run was started on: "
+                         f"{', '.join(changed)}")
+
+
+#: a joint is constant when its spread is below this fraction of the data's scale (``check_no_constant_joints``)
+CONSTANT_JOINT_RTOL = 1e-4
+
+
 def check_no_constant_joints(data: PoseSet, cfg: Config) -> None:
-    """A joint whose rotation never changes is a degenerate dimension (log p -> inf): it must be masked."""
-    spread = data.rotations.std(axis=0).max(axis=1)
-    constant = [JOINT_NAMES[j] for j in range(NUM_JOINTS) if spread[j] < 1e-6 and JOINT_NAMES[j] not in cfg.masked_joints]
+    """A joint whose rotation never changes is a degenerate dimension (log p -> inf): it must be masked.
+
+    Spread of joint j: s_j = max over the 3 axis-angle components of their standard deviation over the poses
+    (in float64: float32 accumulation alone gives a constant 0.1 rad a std of 3e-6). The data's scale is the
+    median s_j over all joints; joint j is constant when s_j <= CONSTANT_JOINT_RTOL * median_k s_k.
+    """
+    spread = data.rotations.astype(np.float64).std(axis=0).max(axis=1)
+    threshold = CONSTANT_JOINT_RTOL * float(np.median(spread))
+    constant = [JOINT_NAMES[j] for j in range(NUM_JOINTS)
+                if spread[j] <= threshold and JOINT_NAMES[j] not in cfg.masked_joints]
     if constant:
         raise ValueError(f"training data: joint(s) {constant} have a constant rotation (a virtual joint?); a flow "
                          f"must not be trained on them: add them to the config's masked_joints "
@@ -113,25 +179,27 @@ def run_epochs(out: Path, cfg, model: torch.nn.Module, opt: torch.optim.Optimize
     t_start = time.monotonic()
     state = {"epoch": 0, "step": 0, "best_val": -math.inf if higher_is_better else math.inf, "best_epoch": 0,
              "bad_epochs": 0, "seconds": 0.0, "best": {}}
-    if resume:
+    history: list[dict] = []   # the metrics rows up to the checkpoint; metrics.jsonl is rewritten from it
+    if resume and (out / "last.pt").is_file():
         ckpt = torch.load(out / "last.pt", map_location="cpu", weights_only=True)
-        if type(cfg).from_dict(ckpt["config"]) != cfg:   # keys added since the run started take defaults
-            raise ValueError(f"{out}: --resume with a different config than the run's own config.json")
-        if ckpt["data_sha256"] != data_sha:
-            raise ValueError(f"{out}: --resume with different data files than the run was started on")
+        check_resumable(out, cfg, type(cfg).from_dict(ckpt["config"]), ckpt["data_sha256"], data_sha)
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         gen.set_state(ckpt["rng"])
         torch.set_rng_state(ckpt["torch_rng"])
         state = {"best": {}, **ckpt["state"]}
-        # drop metric lines of an epoch that finished after the last checkpoint was written
-        lines = (out / "metrics.jsonl").read_text().splitlines() if (out / "metrics.jsonl").exists() else []
-        kept = [ln for ln in lines if json.loads(ln)["epoch"] <= state["epoch"]]
-        atomic_write("".join(ln + "\n" for ln in kept), out / "metrics.jsonl")
+        history = ckpt["metrics"] if "metrics" in ckpt else metrics_before(out, state["epoch"])
+        write_metrics(out, history)
+    elif resume:
+        if not (out / "config.json").is_file():
+            raise ValueError(f"{out}: nothing to resume (no config.json, no last.pt)")
+        # killed before the first checkpoint: start the run again from scratch (it is seeded: the same run)
+        check_resumable(out, cfg, type(cfg).from_dict(json.loads((out / "config.json").read_text())), None, None)
+        write_metrics(out, history)
     else:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write(cfg.to_json() + "\n", out / "config.json")
-        (out / "metrics.jsonl").write_text("")
+        write_metrics(out, history)
 
     deadline = None if max_minutes is None else t_start + 60.0 * max_minutes
     steps_per_epoch = math.ceil(n / cfg.batch_size)
@@ -178,18 +246,22 @@ def run_epochs(out: Path, cfg, model: torch.nn.Module, opt: torch.optim.Optimize
             state.update(best_val=val[score], best_epoch=state["epoch"], bad_epochs=0, best=val)
         else:
             state["bad_epochs"] += 1
-        ckpt = {"format": CHECKPOINT_FORMAT, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                "rng": gen.get_state(), "torch_rng": torch.get_rng_state(), "config": asdict(cfg),
-                "config_sha256": cfg.sha256(), "data_sha256": data_sha, **(extra_ckpt or {}), "state": dict(state)}
-        if improved:
-            atomic_save(model_only(ckpt), out / "best.pt")
-        atomic_save(ckpt, out / "last.pt")
         name, sign = train_field
         row = {"epoch": state["epoch"], "step": state["step"], name: sign * total / count, **val,
                "lr": opt.param_groups[0]["lr"], "seconds": round(seconds, 3),
                "train_poses_per_s": round(count / train_seconds, 1)}
-        with open(out / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(row) + "\n")
+        history.append(row)
+        ckpt = {"format": CHECKPOINT_FORMAT, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                "rng": gen.get_state(), "torch_rng": torch.get_rng_state(), "config": asdict(cfg),
+                "config_sha256": cfg.sha256(), "data_sha256": data_sha, **(extra_ckpt or {}), "state": dict(state),
+                "metrics": history}
+        # each write is atomic, and every state between two of them resumes to the same run: best.pt of an
+        # epoch that last.pt does not hold yet is rewritten when that epoch is run again; metrics.jsonl is
+        # rewritten from last.pt's history on resume
+        if improved:
+            atomic_save(model_only(ckpt), out / "best.pt")
+        atomic_save(ckpt, out / "last.pt")
+        write_metrics(out, history)
         if progress:
             shown = "  ".join(f"{k} {v:.4f}" for k, v in row.items() if k == name or k in val)
             tqdm.write(f"epoch {row['epoch']:3d}  {shown}{'  *' if improved else ''}  ({seconds:.1f} s)")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import time
 from pathlib import Path
 
@@ -63,9 +64,20 @@ def evaluate(model_dir: str | Path, data: str | Path, out: str | Path, *, n: int
     ``subset``: samples (and data poses) used for APD and nearest-neighbour distances (all n for FID and KS).
     ``figures=False``: no PNGs (the sweep, which evaluates dozens of models); every number is still computed.
     """
-    t_start = time.perf_counter()
     out = Path(out)
+    fresh = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
+    try:
+        return _evaluate(model_dir, data, out, n=n, train=train, baselines=baselines, seed=seed, ablation=ablation,
+                         subset=subset, figures=figures, progress=progress)
+    except BaseException:
+        if fresh:   # a failed evaluation leaves no (empty or partial) report directory it created
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+def _evaluate(model_dir, data, out: Path, *, n, train, baselines, seed, ablation, subset, figures, progress) -> dict:
+    t_start = time.perf_counter()
     runs = find_baselines(list(baselines))
     steps = ["load", "flow samples", *runs, "data"] + (["ablation model"] if ablation else []) + \
         ["KS", "FID", "temperature", "APD", "nearest neighbours", "figures", "report"]

@@ -1,0 +1,61 @@
+"""The plain install (``pip install .``, no extras: no torch) gives a working ``poseprior`` command: ``--help`` and
+the torch-free subcommands run, the torch ones say in one line which extra to install (exit 2), and ``import
+train`` / ``import export`` raise ImportError with the same hint. Builds a fresh venv (pip reaches PyPI)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import venv
+from pathlib import Path
+
+import pytest
+
+from runtime.cli import TRAIN_EXTRA_HINT
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def plain_install(tmp_path_factory) -> Path:
+    """bin/ of a fresh venv with ``pip install <repo>`` (no extras)."""
+    env = tmp_path_factory.mktemp("plain_venv")
+    t0 = time.monotonic()
+    venv.create(env, with_pip=True)
+    r = subprocess.run([env / "bin" / "python", "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                        str(REPO)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    print(f"plain install: {time.monotonic() - t0:.1f} s")
+    return env / "bin"
+
+
+def run(bin_dir: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    # cwd outside the checkout, so that the installed package (not the source tree) is imported
+    return subprocess.run([str(a) for a in args], capture_output=True, text=True, cwd=cwd,
+                          env={"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(cwd)})
+
+
+@pytest.mark.slow
+def test_plain_install_runs_the_torch_free_commands(plain_install, tmp_path, shared_data):
+    r = run(plain_install, "python", "-c", "import torch", cwd=tmp_path)
+    assert r.returncode != 0, "the plain install must not pull torch"
+    r = run(plain_install, "poseprior", "--help", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "demo" in r.stdout and "train" in r.stdout and "Traceback" not in r.stderr
+    r = run(plain_install, "poseprior", "demo", "--n", "50", "--out", tmp_path / "demo.png",
+            "--data", shared_data / "cmu_pose" / "test.npz", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "real, unseen subject" in r.stdout and "Traceback" not in r.stderr
+    r = run(plain_install, "poseprior", "demo", "--model", tmp_path / "no_model", cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.startswith("error: ") and "Traceback" not in r.stderr, r.stderr
+    for command in ("train", "export", "evaluate", "fit-bench", "sweep", "bench"):
+        r = run(plain_install, "poseprior", command, "--help", cwd=tmp_path)
+        assert r.returncode == 2, (command, r.returncode, r.stderr)
+        assert r.stderr.strip() == f"error: poseprior {command} {TRAIN_EXTRA_HINT}", r.stderr
+    for package in ("train", "export", "train.cli"):
+        r = run(plain_install, "python", "-c", f"import {package}", cwd=tmp_path)
+        assert r.returncode == 1 and r.stderr.strip().splitlines()[-1].endswith(TRAIN_EXTRA_HINT), r.stderr
+    r = run(plain_install, "python", "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])", cwd=tmp_path)
+    site = Path(r.stdout.strip())
+    for sub in ("train/evaluation/run.py", "runtime/cli.py", "runtime/models/default/manifest.json"):
+        assert (site / sub).is_file(), f"{sub} is not installed (subpackages and package data)"
