@@ -19,14 +19,17 @@ from runtime.rotations import JOINT_NAMES
 POSITIVE = {"num_layers", "hidden", "depth", "scale_clamp", "lr", "batch_size", "epochs", "patience", "grad_clip",
             "max_val", "latent", "n_components", "max_iter"}
 NON_NEGATIVE = {"alpha", "beta", "noise", "joint_noise", "weight_decay", "dropout", "kl_weight", "reg_covar", "tol",
-                "kmeans_iter"}
+                "kmeans_iter", "part_mix"}
 #: the hypernets' activations (train.coupling.ACTIVATIONS, which needs torch.nn)
 ACTIVATIONS = ("relu", "silu", "gelu", "tanh")
 
 
 def _type_ok(value, hint) -> bool:
-    """``value`` is a ``hint`` (int, float, bool, str or list[str]) as JSON gives it: an int is a float, a bool is
-    neither an int nor a float."""
+    """``value`` is a ``hint`` (int, float, bool, str, list[...] or dict[str, ...]) as JSON gives it: an int is a
+    float, a bool is neither an int nor a float."""
+    if typing.get_origin(hint) is dict:
+        key, item = typing.get_args(hint)
+        return isinstance(value, dict) and all(_type_ok(k, key) and _type_ok(v, item) for k, v in value.items())
     if typing.get_origin(hint) is list:
         (item,) = typing.get_args(hint)
         return isinstance(value, list) and all(_type_ok(v, item) for v in value)
@@ -146,6 +149,12 @@ class Config(ConfigBase):
                              f"{unknown}; joints are runtime.rotations.JOINT_NAMES")
         if len(self.masked_joints) >= len(JOINT_NAMES):
             raise ValueError("config: masked_joints masks every joint; nothing left to model")
+        for joint, sigma in self.widen.items():
+            if joint not in JOINT_NAMES or len(sigma) != 3 or not all(math.isfinite(v) and v >= 0 for v in sigma):
+                raise ValueError(f"config: widen[{joint!r}]={sigma!r}: expected a joint of runtime.rotations."
+                                 f"JOINT_NAMES and 3 finite standard deviations >= 0 (radians, local x, y, z)")
+        if self.part_mix > 1:
+            raise ValueError(f"config: part_mix={self.part_mix} is a probability (0..1)")
 
 
 PRESETS = {
