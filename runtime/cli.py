@@ -1,6 +1,6 @@
 """``poseprior``: the command line. Torch-free: the plain install (``pip install .``) runs it.
 
-The group holds the torch-free commands directly (``demo``; add one with ``@main.command()`` here). The
+The group holds the torch-free commands directly (``demo``, ``convert``; add one with ``@main.command()`` here). The
 commands that need torch (``train``, ``export``, ``evaluate``, ...) live in ``train/cli.py`` and are listed in
 ``TORCH_COMMANDS`` with their one-line help: ``poseprior --help`` shows them without importing torch, and
 ``train.cli`` is imported only when one of them is invoked. Without the training extra that import fails and the
@@ -77,7 +77,7 @@ class PosePriorGroup(click.Group):
 
 @click.group(cls=PosePriorGroup)
 def main() -> None:
-    """Neural human pose prior: demo (torch-free); train, export, evaluate, ... (need poseprior[train])."""
+    """Neural human pose prior: demo, convert (torch-free); train, export, evaluate, ... (need poseprior[train])."""
 
 
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
@@ -92,6 +92,35 @@ def demo(args: tuple[str, ...]) -> None:
         demo_module.main(list(args))
     except (ModelError, ValueError, OSError) as e:
         fail(str(e))
+
+
+@main.command()
+@click.argument("src", type=click.Path(path_type=Path))
+@click.option("--to", "target", type=click.Choice(["smpl"]), default="smpl", show_default=True,
+              help="Target convention: SMPL body_pose (runtime.convert).")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="AMASS-style .npz to write.")
+@click.option("--skeleton", type=click.Path(path_type=Path), default=None,
+              help="The .asf of an .amc take (default: found beside it).")
+@click.option("--rest", type=click.Path(path_type=Path), default=None,
+              help="SMPL rest joints: a model directory or an .npz with rest_joints (default: the shipped model's).")
+@click.option("--fps", type=float, default=None, help="Subsample to about this frame rate.")
+def convert(src: Path, target: str, out: Path, skeleton: Path | None, rest: Path | None, fps: float | None) -> None:
+    """Convert a take (BVH, ASF/AMC, shared npz, AMASS) to SMPL body_pose: an AMASS-style npz."""
+    from .convert import convert as convert_take, load_rest_joints
+    from .formats import FormatError
+
+    if out.suffix != ".npz":
+        fail(f"--out {out}: the output is an .npz file")
+    if out.is_dir() or not out.parent.is_dir():
+        fail(f"--out {out}: {'is a directory' if out.is_dir() else f'folder {out.parent} does not exist'}")
+    if fps is not None and not fps > 0:
+        fail(f"--fps {fps}: must be a positive number")
+    try:
+        summary = convert_take(src, out, load_rest_joints(rest), skeleton, fps)
+    except (FormatError, ValueError, OSError) as e:
+        fail(str(e))
+    click.echo(f"{summary['source']}: {summary['takes']} take(s), {summary['frames']} frames at "
+               f"{summary['fps']:.1f} fps -> {out} (SMPL body_pose, conversion {summary['conversion']})")
 
 
 if __name__ == "__main__":
