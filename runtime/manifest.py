@@ -7,7 +7,8 @@ Required fields (anything else, e.g. ``conventions``, ``training``, ``exporter``
     num_joints      int, == len(joint_names) (21)
     masked_joints   list of distinct str, each in joint_names
     dim             int, == 6 * (num_joints - len(masked_joints))   (the latent size D)
-    files           {relative path: {"sha256": 64 lowercase hex digits, "bytes": int >= 0 (optional)}}
+    files           {relative path: {"sha256": 64 lowercase hex digits, "bytes": int >= 0 (optional)}}, listing
+                    at least every graph file and weights.bin
     graphs          {graph name: {"file": "<name>.onnx", "inputs": {tensor: shape}, "outputs": {tensor: shape}}}
                     for every graph the runtime runs, with the tensor names of its role and the shapes of
                     ``tensor_shape`` (``"batch"`` for the dynamic axis)
@@ -161,6 +162,9 @@ def validate_manifest(manifest: Any, path: Path, graphs: Iterable[Graph]) -> Non
             if size < 0:
                 raise ModelError(f"{path}: field {_where(('files', name, 'bytes'))} is negative")
 
+    graphs = list(graphs)
+    for name in [g.file for g in graphs] + [WEIGHTS_FILE]:
+        _get(manifest, ("files", name), dict, path, "an object {sha256, bytes}")
     _get(manifest, ("graphs",), dict, path, "an object {graph: {file, inputs, outputs}}")
     for g in graphs:
         if _get(manifest, ("graphs", g.name, "file"), str, path, "a file name") != g.file:

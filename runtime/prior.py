@@ -121,7 +121,7 @@ def check_values(a, what: str) -> np.ndarray:
         big = np.abs(block) > MAX_ABS
         if big.any():
             k = int(np.argmax(big))
-            raise ValueError(f"{what}: |value| {float(block.flat[k]):.3g} at index {_index(k, block.shape, start)} "
+            raise ValueError(f"{what}: |value| {float(block.flat[k]):.7g} at index {_index(k, block.shape, start)} "
                              f"exceeds {MAX_ABS:g}, the largest magnitude the runtime accepts (every graph stays "
                              f"finite in float32 within it)")
     return a
