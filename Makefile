@@ -7,7 +7,7 @@ MODEL   ?= models/$(notdir $(RUN))
 PRESET  ?= paper
 MINUTES ?= 60
 
-.PHONY: install test train train-tiny export default-model demo bench bindings clean
+.PHONY: install test train train-tiny export default-model demo bench bench-memory bindings clean
 
 install: $(STAMP)
 $(STAMP): pyproject.toml
@@ -42,6 +42,10 @@ bindings: install
 
 bench: install
 	$(PY) -m train.cli bench
+
+# peak RSS of every graph on 200,000 inputs (fresh interpreter each, /usr/bin/time -v), chunked == one call
+bench-memory: install
+	$(PY) -m runtime.membench
 
 clean:
 	rm -rf .venv build *.egg-info .pytest_cache bindings_tests/build

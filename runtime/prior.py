@@ -58,7 +58,7 @@ REP_ROW_BYTES = {"6d": 1024, "matrix": 8 * 1024, "axis_angle": 24 * 1024}
 
 GRAPHS = {g.name: g for g in (
     Graph("log_prob", ("poses",), ("log_prob",), row_bytes=8 * 1024),
-    Graph("sample", ("z",), ("poses",), row_bytes=4 * 1024),
+    Graph("sample", ("z",), ("poses",), row_bytes=16 * 1024),   # with the Gram-Schmidt of its output
     Graph("latent_forward", ("z",), ("poses", "log_prob"), row_bytes=8 * 1024),
     Graph("log_prob_grad", ("poses",), ("log_prob", "grad"), row_bytes=128 * 1024),
 )}
