@@ -49,21 +49,24 @@ class ModelError(ValueError):
 
 @dataclass(frozen=True)
 class Graph:
-    """One ONNX graph of a model: its role, the names of its inputs and outputs, and its working memory per
-    input row in bytes (measured for the paper architecture by ``make bench-memory``; sets the chunk size)."""
+    """One ONNX graph of a model: its role, the names of its inputs and outputs, its working memory per input row
+    in bytes (measured for the paper architecture by ``make bench-memory``; sets the chunk size), and the shapes
+    of tensors that ``TENSOR_SHAPES`` does not name (``{"tensor": ("batch", 21, 6)}``; "dim" stands for D).
+    Every input and output has the batch on axis 0."""
     name: str
     inputs: tuple[str, ...]
     outputs: tuple[str, ...]
     row_bytes: int = DEFAULT_ROW_BYTES
+    shapes: dict | None = None
 
     @property
     def file(self) -> str:
         return f"{self.name}.onnx"
 
 
-def tensor_shape(tensor: str, dim: int) -> list:
-    """The shape a graph tensor must have (``TENSOR_SHAPES`` with D filled in)."""
-    return [dim if d == "dim" else d for d in TENSOR_SHAPES[tensor]]
+def tensor_shape(graph: Graph, tensor: str, dim: int) -> list:
+    """The shape a tensor of ``graph`` must have (``graph.shapes``, else ``TENSOR_SHAPES``; D filled in)."""
+    return [dim if d == "dim" else d for d in {**TENSOR_SHAPES, **(graph.shapes or {})}[tensor]]
 
 
 def sha256_file(path: str | Path) -> str:
@@ -129,7 +132,7 @@ def validate_manifest(manifest: Any, path: Path, graphs: Iterable[Graph]) -> Non
     if not isinstance(manifest, dict):
         raise ModelError(f"{path}: must hold a JSON object, got {type(manifest).__name__}")
     version = manifest.get("format_version")
-    if isinstance(version, bool) or version != FORMAT_VERSION:
+    if type(version) is not int or version != FORMAT_VERSION:
         raise ModelError(f"{path}: model format version {repr(version)[:40]}, this runtime reads version "
                          f"{FORMAT_VERSION}")
     joint_names = _names(manifest, "joint_names", path)
@@ -144,7 +147,7 @@ def validate_manifest(manifest: Any, path: Path, graphs: Iterable[Graph]) -> Non
     masked = _names(manifest, "masked_joints", path)
     unknown = [n for n in masked if n not in JOINT_NAMES]
     if unknown or len(set(masked)) != len(masked):
-        raise ModelError(f"{path}: field ['masked_joints'] must be distinct names from joint_names, got {masked!r}")
+        raise ModelError(f"{path}: field ['masked_joints'] must be distinct names from joint_names, got {repr(masked)[:120]}")
     dim = _get(manifest, ("dim",), int, path, "an int")
     if dim != 6 * (num_joints - len(masked)):
         raise ModelError(f"{path}: field ['dim'] is {dim}, expected 6 x (num_joints - len(masked_joints)) = "
@@ -176,9 +179,9 @@ def validate_manifest(manifest: Any, path: Path, graphs: Iterable[Graph]) -> Non
                 raise ModelError(f"{path}: field {_where(('graphs', g.name, side))} names {list(entry)}, "
                                  f"expected {list(tensors)}")
             for t in tensors:
-                if entry[t] != tensor_shape(t, dim) or any(isinstance(d, bool) for d in entry[t]):
+                if json.dumps(entry[t]) != json.dumps(tensor_shape(g, t, dim)):   # 21.0 or true are not 21
                     raise ModelError(f"{path}: field {_where(('graphs', g.name, side, t))} is {_short(entry[t])}, "
-                                     f"expected {tensor_shape(t, dim)}")
+                                     f"expected {tensor_shape(g, t, dim)}")
 
 
 def verify_files(model_dir: Path, manifest: dict, names: list[str]) -> None:
@@ -227,7 +230,7 @@ def check_graph(path: Path, session, graph: Graph, manifest: dict) -> None:
         raise ModelError(f"{path}: inputs/outputs {names}, expected {(graph.inputs, graph.outputs)}")
     dim = manifest["dim"]
     for arg in [*session.get_inputs(), *session.get_outputs()]:
-        expected = tensor_shape(arg.name, dim)
+        expected = tensor_shape(graph, arg.name, dim)
         if list(arg.shape) != expected or arg.type != "tensor(float)":
             raise ModelError(f"{path}: {arg.name} is {arg.type} {list(arg.shape)}, expected tensor(float) "
                              f"{expected} (manifest dim {dim}, {len(JOINT_NAMES)} joints)")
