@@ -7,7 +7,7 @@ MODEL   ?= models/$(notdir $(RUN))
 PRESET  ?= paper
 MINUTES ?= 60
 
-.PHONY: install test train train-tiny export default-model demo bench bindings clean data
+.PHONY: install test train train-tiny export default-model demo bench bench-memory bindings clean data
 
 # every source in ../shared/data converted to SMPL body_pose (runtime.convert): build/smpl/{cmu,cmu_bandai}/*.npz and
 # MANIFEST.json with the sha256 of every source and output (never committed; about 2 min on 2 cores)
@@ -50,6 +50,10 @@ bindings: install
 
 bench: install
 	$(PY) -m train.cli bench
+
+# peak RSS of every graph on 200,000 inputs (fresh interpreter each, /usr/bin/time -v), chunked == one call
+bench-memory: install
+	$(PY) -m runtime.membench
 
 clean:
 	rm -rf .venv build *.egg-info .pytest_cache bindings_tests/build

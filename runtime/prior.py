@@ -28,88 +28,40 @@ A single pose (no batch axis) gives unbatched outputs. Everything here is read-o
 from __future__ import annotations
 
 import ctypes
-import hashlib
-import json
+import math
 import sys
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import onnxruntime as ort
 
 from . import rotations
+from .manifest import (FORMAT_VERSION, WEIGHTS_FILE, Graph, ModelError, check_graph, read_manifest,  # noqa: F401
+                       sha256_file, verify_files)
 
-FORMAT_VERSION = 1
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "models" / "default"
-WEIGHTS_FILE = "weights.bin"
 REPS = ("6d", "matrix", "axis_angle")
 ROTATION_TOLERANCE = 1e-3   # max |R^T R - I| accepted for rep="matrix"
-
-
-@dataclass(frozen=True)
-class Graph:
-    """One ONNX graph of a model: its role, and the names of its inputs and outputs."""
-    name: str
-    inputs: tuple[str, ...]
-    outputs: tuple[str, ...]
-
-    @property
-    def file(self) -> str:
-        return f"{self.name}.onnx"
-
+#: Largest |entry| of any numeric input (poses in every rep, z). Measured: the shipped model's graphs stay finite
+#: in float32 up to |x| = 1e8 (poses) and 1e18 (z), the tiny test model's up to 1e13; 1e6 leaves a margin of 100.
+MAX_ABS = 1e6
+SAMPLE_MAX = 10 ** 6        # largest n of sample(n): its output alone is n x 504 bytes (0.5 GB)
+TEMPERATURE_MAX = 1e4       # z = temperature * N(0, I) stays far inside MAX_ABS
+#: Default ``max_chunk_bytes`` of ``PosePrior.load``: the working memory one graph run may take.
+DEFAULT_MAX_CHUNK_BYTES = 256 * 2 ** 20
+#: Chunks are whole multiples of this many rows: onnxruntime's CPU kernels work on blocks of 4 rows, so results
+#: of a chunked call are bit-identical to one call on the whole batch.
+CHUNK_ALIGN = 64
+#: Working memory per row of the numpy conversions of each ``rep`` (float64 temporaries), on top of the graph's.
+REP_ROW_BYTES = {"6d": 1024, "matrix": 8 * 1024, "axis_angle": 24 * 1024}
 
 GRAPHS = {g.name: g for g in (
-    Graph("log_prob", ("poses",), ("log_prob",)),
-    Graph("sample", ("z",), ("poses",)),
-    Graph("latent_forward", ("z",), ("poses", "log_prob")),
-    Graph("log_prob_grad", ("poses",), ("log_prob", "grad")),
+    Graph("log_prob", ("poses",), ("log_prob",), row_bytes=8 * 1024),
+    Graph("sample", ("z",), ("poses",), row_bytes=16 * 1024),   # with the Gram-Schmidt of its output
+    Graph("latent_forward", ("z",), ("poses", "log_prob"), row_bytes=8 * 1024),
+    Graph("log_prob_grad", ("poses",), ("log_prob", "grad"), row_bytes=128 * 1024),
 )}
-
-
-class ModelError(ValueError):
-    """A model directory is missing, incomplete, modified, or not a pose-prior model; the message says which file."""
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-# --- model directory ---------------------------------------------------------------------------------------------
-def read_manifest(model_dir: Path) -> dict:
-    path = model_dir / "manifest.json"
-    if not model_dir.is_dir():
-        hint = " (the package ships without a default model: pass path=, or export one with `poseprior export " \
-               "RUN_DIR --out runtime/models/default`)" if model_dir == DEFAULT_MODEL_DIR else ""
-        raise ModelError(f"{model_dir}: no model directory here{hint}")
-    if not path.is_file():
-        raise ModelError(f"{model_dir}: not a pose-prior model directory (no manifest.json)")
-    try:
-        manifest = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ModelError(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(manifest, dict) or manifest.get("format_version") != FORMAT_VERSION:
-        version = manifest.get("format_version") if isinstance(manifest, dict) else None
-        raise ModelError(f"{path}: model format version {version!r}, this runtime reads version {FORMAT_VERSION}")
-    return manifest
-
-
-def verify_files(model_dir: Path, manifest: dict, names: list[str]) -> None:
-    """Check each named file against the sha256 the manifest records for it."""
-    files = manifest.get("files", {})
-    for name in names:
-        path = model_dir / name
-        if name not in files:
-            raise ModelError(f"{model_dir / 'manifest.json'}: lists no {name}")
-        if not path.is_file():
-            raise ModelError(f"{path}: missing (the manifest lists it)")
-        digest = sha256_file(path)
-        if digest != files[name]["sha256"]:
-            raise ModelError(f"{path}: sha256 {digest[:16]}... differs from the manifest's {files[name]['sha256'][:16]}..."
-                             f" (the file was modified, or belongs to another model)")
 
 
 # --- onnxruntime sessions ----------------------------------------------------------------------------------------
@@ -147,18 +99,36 @@ def session_options(intra_op_num_threads: int | None, allow_spinning: bool | Non
 
 
 # --- input checks ------------------------------------------------------------------------------------------------
-def _as_float(a, what: str) -> np.ndarray:
-    """A finite floating-point array (dtype kept: conversions run in the input's precision, graphs in float32)."""
+def _index(flat: int, shape: tuple[int, ...], offset: int = 0) -> tuple[int, ...]:
+    idx = np.unravel_index(flat, shape)
+    return (int(idx[0]) + offset,) + tuple(int(i) for i in idx[1:])
+
+
+def check_values(a, what: str) -> np.ndarray:
+    """``a`` as a floating-point array whose entries are finite and within ``MAX_ABS`` (hence finite once cast to
+    float32, as the graphs run); the dtype is kept (conversions run in the input's precision). Checked in row
+    blocks of axis 0, so the temporaries stay small."""
     a = np.asarray(a)
     if a.dtype.kind != "f":
         raise ValueError(f"{what} must be a floating-point array, got dtype {a.dtype}")
-    if a.size and not np.isfinite(a).all():
-        first = np.argwhere(~np.isfinite(a))[0]
-        raise ValueError(f"{what} contain NaN or inf (first at index {tuple(int(i) for i in first)})")
+    rows = max(1, (1 << 22) // max(1, a[0].size if a.ndim else 1))
+    for start in range(0, len(a) if a.ndim else 1, rows):
+        block = a[start:start + rows] if a.ndim else a
+        finite = np.isfinite(block)
+        if not finite.all():
+            first = _index(int(np.argmin(finite)), block.shape, start)
+            raise ValueError(f"{what} contain NaN or inf (first at index {first})")
+        big = np.abs(block) > MAX_ABS
+        if big.any():
+            k = int(np.argmax(big))
+            raise ValueError(f"{what}: |value| {float(block.flat[k]):.7g} at index {_index(k, block.shape, start)} "
+                             f"exceeds {MAX_ABS:g}, the largest magnitude the runtime accepts (every graph stays "
+                             f"finite in float32 within it)")
     return a
 
 
-def _batched(a: np.ndarray, per_item: tuple[int, ...], what: str) -> tuple[np.ndarray, bool]:
+def _batched(a: np.ndarray, per_item: tuple[int, ...], what: str, expected: str | None = None
+             ) -> tuple[np.ndarray, bool]:
     """(B, *per_item) or per_item -> ((B, *per_item), single); refuses empty batches."""
     if a.shape == per_item:
         return a[None], True
@@ -166,8 +136,43 @@ def _batched(a: np.ndarray, per_item: tuple[int, ...], what: str) -> tuple[np.nd
         if a.shape[0] == 0:
             raise ValueError(f"{what}: empty batch (shape {a.shape})")
         return a, False
-    raise ValueError(f"{what}: shape {a.shape}, expected (B, {', '.join(map(str, per_item))}) "
-                     f"or {per_item} for a single one")
+    expected = expected or f"(B, {', '.join(map(str, per_item))}) or {per_item} for a single one"
+    raise ValueError(f"{what}: shape {a.shape}, expected {expected}")
+
+
+#: Axis-angle widths that are another layout of SMPL / smplx poses, and what to pass instead.
+AXIS_ANGLE_HINTS = {
+    66: "looks like smplx global_orient + body_pose (22 joints): pass body_pose = x[..., 3:66]",
+    69: "looks like SMPL's 23-joint body_pose (with the two hands): pass x[..., :63]",
+    72: "looks like a full SMPL pose (global_orient + 23 joints): pass body_pose = x[..., 3:66]",
+}
+
+
+def check_sample_args(n, seed, temperature) -> tuple[int, float]:
+    """``n`` an int (not bool) in [1, SAMPLE_MAX]; ``seed`` None, an int >= 0 or a ``numpy.random.Generator``;
+    ``temperature`` a real number, finite, in (0, TEMPERATURE_MAX]. Returns (n, temperature)."""
+    if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)):
+        raise ValueError(f"sample: n must be a positive int (or give z), got {type(n).__name__} {n!r}"[:200])
+    if not 1 <= n <= SAMPLE_MAX:
+        raise ValueError(f"sample: n must be in [1, {SAMPLE_MAX}] (call sample again for more), got {n}")
+    if seed is not None and not isinstance(seed, np.random.Generator):
+        if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ValueError(f"sample: seed must be None, an int >= 0 or a numpy.random.Generator, got "
+                             f"{type(seed).__name__} {seed!r}"[:200])
+    if isinstance(temperature, (bool, np.bool_)) or not isinstance(temperature, (int, float, np.integer, np.floating)):
+        raise ValueError(f"sample: temperature must be a real number, got {type(temperature).__name__} "
+                         f"{temperature!r}"[:200])
+    t = float(temperature)
+    if not (math.isfinite(t) and 0 < t <= TEMPERATURE_MAX):
+        raise ValueError(f"sample: temperature must be finite and in (0, {TEMPERATURE_MAX:g}], got {t!r}")
+    return int(n), t
+
+
+def _check_chunk_bytes(max_chunk_bytes) -> int:
+    if isinstance(max_chunk_bytes, (bool, np.bool_)) or not isinstance(max_chunk_bytes, (int, np.integer)) \
+            or max_chunk_bytes < 1:
+        raise ValueError(f"max_chunk_bytes must be a positive int (bytes), got {max_chunk_bytes!r}"[:200])
+    return int(max_chunk_bytes)
 
 
 class PosePrior:
@@ -176,30 +181,44 @@ class PosePrior:
     Build with ``PosePrior.load(path)``. Hyper-parameters come from the model's manifest: ``joint_names``,
     ``num_joints`` (21), ``dim`` (D, the latent size), ``masked_joints`` (joints the model ignores; sampled as
     the identity). ``providers`` lists the onnxruntime execution providers really in use.
+
+    Inputs: floating-point, finite, ``|x| <= MAX_ABS`` (1e6); anything else raises ``ValueError``. Batches of
+    any size run in chunks of whole ``CHUNK_ALIGN`` rows sized so that one graph run (plus the numpy conversions
+    of ``rep``) takes about ``max_chunk_bytes`` (``Graph.row_bytes`` per row); results are bit-identical to one
+    call. If onnxruntime still cannot allocate a chunk, ``MemoryError`` says to lower ``max_chunk_bytes``.
     """
 
-    def __init__(self, model_dir: Path, manifest: dict, sessions: dict[str, ort.InferenceSession]):
+    def __init__(self, model_dir: Path, manifest: dict, sessions: dict[str, ort.InferenceSession],
+                 max_chunk_bytes: int = DEFAULT_MAX_CHUNK_BYTES):
         self.path = model_dir
         self.manifest = manifest
         self.joint_names = tuple(manifest["joint_names"])
         self.num_joints = int(manifest["num_joints"])
         self.dim = int(manifest["dim"])
         self.masked_joints = tuple(manifest["masked_joints"])
+        self.max_chunk_bytes = _check_chunk_bytes(max_chunk_bytes)
         self.providers = sessions["log_prob"].get_providers()
         self._sessions = sessions
 
     @classmethod
     def load(cls, path: str | Path | None = None, providers: list | None = None,
-             intra_op_num_threads: int | None = None, allow_spinning: bool | None = None) -> "PosePrior":
+             intra_op_num_threads: int | None = None, allow_spinning: bool | None = None,
+             max_chunk_bytes: int = DEFAULT_MAX_CHUNK_BYTES) -> "PosePrior":
         """Open a model directory (default: the model inside the package), checking every file it uses.
 
         ``providers``: onnxruntime execution providers; None = CUDA where it works, else CPU.
         ``intra_op_num_threads``: threads per graph run (None: onnxruntime's default, one per core).
         ``allow_spinning``: whether idle worker threads spin; turn it off when torch or another thread pool
         shares the process (they slow each other down).
+        ``max_chunk_bytes``: working memory of one graph run (default 256 MiB); larger batches run in chunks.
         """
+        max_chunk_bytes = _check_chunk_bytes(max_chunk_bytes)
         model_dir = DEFAULT_MODEL_DIR if path is None else Path(path)
-        manifest = read_manifest(model_dir)
+        if not model_dir.is_dir():
+            hint = " (the package ships without a default model: pass path=, or export one with `poseprior " \
+                   "export RUN_DIR --out runtime/models/default`)" if model_dir == DEFAULT_MODEL_DIR else ""
+            raise ModelError(f"{model_dir}: no model directory here{hint}")
+        manifest = read_manifest(model_dir, GRAPHS.values())
         verify_files(model_dir, manifest, [g.file for g in GRAPHS.values()] + [WEIGHTS_FILE])
         options = session_options(intra_op_num_threads, allow_spinning)
         providers = default_providers() if providers is None else list(providers)
@@ -209,54 +228,98 @@ class PosePrior:
                 sessions[g.name] = ort.InferenceSession(str(model_dir / g.file), options, providers=providers)
             except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
                 raise ModelError(f"{model_dir / g.file}: onnxruntime cannot load it ({e})") from None
-            _check_graph(model_dir / g.file, sessions[g.name], g, manifest)
-        return cls(model_dir, manifest, sessions)
+            check_graph(model_dir / g.file, sessions[g.name], g, manifest)
+        return cls(model_dir, manifest, sessions, max_chunk_bytes)
 
     def __repr__(self) -> str:
         return f"PosePrior({str(self.path)!r}, dim={self.dim}, masked_joints={list(self.masked_joints)}, " \
                f"providers={self.providers})"
 
-    # --- conversions of the inputs -------------------------------------------------------------------------------
-    def _poses_6d(self, poses, rep: str) -> tuple[np.ndarray, bool, np.ndarray]:
-        """Check poses given in ``rep``; returns (6D (B, J, 6) float32, single, the checked batch in ``rep``)."""
-        if rep not in REPS:
-            raise ValueError(f"rep must be one of {REPS}, got {rep!r}")
+    # --- checks and conversions of the inputs --------------------------------------------------------------------
+    def _poses(self, poses, rep: str) -> tuple[np.ndarray, bool]:
+        """Check poses given in ``rep``; returns (the batch in ``rep``: (B, J, 6) / (B, J, 3, 3) / (B, J, 3), single)."""
+        if not isinstance(rep, str) or rep not in REPS:
+            raise ValueError(f"rep must be one of {REPS}, got {rep!r}"[:200])
         J = self.num_joints
-        a = _as_float(poses, "poses")
+        a = np.asarray(poses)
         per_joint = {"6d": (6,), "matrix": (3, 3), "axis_angle": (3,)}[rep]
         k = len(per_joint) + 1
         if a.ndim in (k, k + 1) and a.shape[-len(per_joint):] == per_joint and a.shape[-k] != J:
             raise ValueError(f"poses (rep={rep!r}): {a.shape[-k]} joints (shape {a.shape}), the model has {J}: "
                              f"the SMPL body joints 1..21 in JOINT_NAMES order, without the pelvis")
-        if rep == "6d":
-            x, single = _batched(a, (J, 6), "poses (rep='6d')")
-            return x.astype(np.float32, copy=False), single, x
+        if rep == "axis_angle":
+            if a.ndim in (1, 2) and a.shape[-1] in AXIS_ANGLE_HINTS:
+                raise ValueError(f"poses (rep='axis_angle'): shape {a.shape}, expected (B, 63) or (B, 21, 3): "
+                                 f"{AXIS_ANGLE_HINTS[a.shape[-1]]}")
+            if a.ndim in (1, 2) and a.shape[-1] == 3 * J:
+                a = a.reshape(a.shape[:-1] + (J, 3))
+            a, single = _batched(a, (J, 3), "poses (rep='axis_angle')",
+                                 f"(B, {3 * J}) (smplx body_pose) or (B, {J}, 3), or ({3 * J},) / ({J}, 3) for one pose")
+        else:
+            a, single = _batched(a, (J,) + per_joint, f"poses (rep={rep!r})")
+        a = check_values(a, "poses")
         if rep == "matrix":
-            R, single = _batched(a, (J, 3, 3), "poses (rep='matrix')")
-            err = rotations.rotation_error(R)
-            if (err > ROTATION_TOLERANCE).any():
-                b, j = np.unravel_index(np.argmax(err), err.shape)
-                raise ValueError(f"poses (rep='matrix'): {int((err > ROTATION_TOLERANCE).sum())} matrices are not "
-                                 f"rotations (worst: pose {b}, joint {self.joint_names[j]}: max|R^T R - I| or "
-                                 f"det < 0 gives {err[b, j]:.3g} > {ROTATION_TOLERANCE})")
-            return rotations.matrix_to_6d(R).astype(np.float32, copy=False), single, R
-        flat = a.ndim >= 1 and a.shape[-1] == 3 * J
-        aa, single = _batched(a.reshape(a.shape[:-1] + (J, 3)) if flat else a, (J, 3), "poses (rep='axis_angle')")
-        return rotations.axis_angle_to_6d(aa.astype(np.float64)).astype(np.float32), single, aa
+            for s in self._slices(len(a), GRAPHS["log_prob"], rep):
+                err = rotations.rotation_error(a[s])
+                bad = err > ROTATION_TOLERANCE
+                if bad.any():
+                    b, j = np.unravel_index(np.argmax(err), err.shape)
+                    raise ValueError(f"poses (rep='matrix'): {int(bad.sum())} matrices are not rotations (worst: "
+                                     f"pose {b + s.start}, joint {self.joint_names[j]}: max|R^T R - I| or det < 0 "
+                                     f"gives {err[b, j]:.3g} > {ROTATION_TOLERANCE})")
+        return a, single
+
+    @staticmethod
+    def _to_6d(a: np.ndarray, rep: str) -> np.ndarray:
+        """A checked chunk in ``rep`` -> 6D float32 (axis-angle converted in float64)."""
+        if rep == "6d":
+            return a.astype(np.float32, copy=False)
+        if rep == "matrix":
+            return rotations.matrix_to_6d(a).astype(np.float32, copy=False)
+        return rotations.axis_angle_to_6d(a.astype(np.float64)).astype(np.float32)
 
     def _latent(self, z) -> tuple[np.ndarray, bool]:
-        z, single = _batched(_as_float(z, "z"), (self.dim,), "z")
-        return z.astype(np.float32, copy=False), single
+        z, single = _batched(np.asarray(z), (self.dim,), "z")
+        return check_values(z, "z"), single
 
-    def _run(self, graph: str, x: np.ndarray) -> list[np.ndarray]:
-        g = GRAPHS[graph]
-        return self._sessions[graph].run(list(g.outputs), {g.inputs[0]: np.ascontiguousarray(x)})
+    # --- running graphs in chunks --------------------------------------------------------------------------------
+    def chunk_rows(self, graph: str, rep: str = "6d") -> int:
+        """Rows per graph run: ``max_chunk_bytes / (row_bytes of the graph + REP_ROW_BYTES[rep])``, rounded down
+        to a multiple of ``CHUNK_ALIGN`` (at least one such block)."""
+        per_row = GRAPHS[graph].row_bytes + REP_ROW_BYTES[rep]
+        return max(CHUNK_ALIGN, self.max_chunk_bytes // per_row // CHUNK_ALIGN * CHUNK_ALIGN)
+
+    def _slices(self, n: int, graph: Graph, rep: str = "6d") -> Iterator[slice]:
+        rows = self.chunk_rows(graph.name, rep)
+        return (slice(start, min(n, start + rows)) for start in range(0, n, rows))
+
+    def _run(self, graph: Graph, rows: slice, *inputs: np.ndarray) -> list[np.ndarray]:
+        """One run of ``graph`` on a chunk (rows ``rows`` of the batch, for messages); every output must be finite."""
+        feed = {name: np.ascontiguousarray(x, dtype=np.float32) for name, x in zip(graph.inputs, inputs)}
+        try:
+            outputs = self._sessions[graph.name].run(list(graph.outputs), feed)
+        except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
+            if "alloc" in str(e).lower():
+                raise MemoryError(f"{graph.name}: onnxruntime could not allocate memory for a chunk of "
+                                  f"{rows.stop - rows.start} rows ({str(e).strip()[:200]}); pass a smaller "
+                                  f"max_chunk_bytes to PosePrior.load (now {self.max_chunk_bytes})") from None
+            raise
+        for name, out in zip(graph.outputs, outputs):
+            finite = np.isfinite(out)
+            if not finite.all():
+                row = rows.start + int(np.unravel_index(np.argmin(finite), out.shape)[0])
+                raise ValueError(f"{graph.name}: {name} is not finite in float32 for input row {row}: this model "
+                                 f"overflows there although the input is within {MAX_ABS:g}")
+        return outputs
 
     # --- the prior -----------------------------------------------------------------------------------------------
     def log_prob(self, poses, rep: str = "6d") -> np.ndarray:
         """log p of each pose: (B,) for a batch, a scalar for one pose."""
-        x, single, _ = self._poses_6d(poses, rep)
-        (log_p,) = self._run("log_prob", x)
+        a, single = self._poses(poses, rep)
+        graph = GRAPHS["log_prob"]
+        log_p = np.empty(len(a), np.float32)
+        for s in self._slices(len(a), graph, rep):
+            (log_p[s],) = self._run(graph, s, self._to_6d(a[s], rep))
         return log_p[0] if single else log_p
 
     def log_prob_and_grad(self, poses, rep: str = "6d") -> tuple[np.ndarray, np.ndarray]:
@@ -266,55 +329,63 @@ class PosePrior:
         gradient is the 6D one in those columns and 0 in the third. ``rep="axis_angle"``: the chain rule through
         Rodrigues' formula (``axis_angle_vjp``), computed in float64.
         """
-        x, single, checked = self._poses_6d(poses, rep)
-        log_p, g = self._run("log_prob_grad", x)
-        if rep == "matrix":
-            g = np.stack([g[..., :3], g[..., 3:], np.zeros_like(g[..., :3])], axis=-1)
-        elif rep == "axis_angle":
-            g = axis_angle_vjp(checked, g).astype(np.float32).reshape(((1,) if single else ()) + np.shape(poses))
-        return (log_p[0], g[0]) if single else (log_p, g)
+        a, single = self._poses(poses, rep)
+        graph = GRAPHS["log_prob_grad"]
+        log_p = np.empty(len(a), np.float32)
+        grad = np.zeros(a.shape, np.float32)
+        for s in self._slices(len(a), graph, rep):
+            log_p[s], g = self._run(graph, s, self._to_6d(a[s], rep))
+            if rep == "6d":
+                grad[s] = g
+            elif rep == "matrix":
+                grad[s, ..., 0], grad[s, ..., 1] = g[..., :3], g[..., 3:]
+            else:
+                grad[s] = axis_angle_vjp(a[s], g)
+        grad = grad.reshape(((1,) if single else ()) + np.shape(poses))
+        return (log_p[0], grad[0]) if single else (log_p, grad)
 
     def sample(self, n: int | None = None, seed: int | np.random.Generator | None = None, z=None,
                temperature: float = 1.0, orthonormalize: bool = True) -> np.ndarray:
         """Poses f(z) in 6D, (n, 21, 6), with ``z = temperature * N(0, I)`` drawn by ``numpy.random.default_rng(seed)``.
 
-        Give ``z`` ((B, D) or (D,)) instead of ``n`` to choose the latent yourself (used as given). Raw flow
-        outputs are not exactly orthonormal: ``orthonormalize`` (default) applies Gram-Schmidt per joint.
+        ``n``: an int in [1, SAMPLE_MAX]; ``seed``: None, an int >= 0 or a Generator; ``temperature``: finite, in
+        (0, TEMPERATURE_MAX]. Give ``z`` ((B, D) or (D,)) instead of ``n`` to choose the latent yourself (used as
+        given). Raw flow outputs are not exactly orthonormal: ``orthonormalize`` (default) applies Gram-Schmidt
+        per joint.
         """
+        if not isinstance(orthonormalize, (bool, np.bool_)):
+            raise ValueError(f"sample: orthonormalize must be True or False, got {orthonormalize!r}"[:200])
+        graph = GRAPHS["sample"]
         if z is None:
-            if n is None or int(n) < 1:
-                raise ValueError(f"sample: give n >= 1 or z (got n={n!r})")
+            if n is None:
+                raise ValueError("sample: give n >= 1 or z")
+            n, temperature = check_sample_args(n, seed, temperature)
             rng = np.random.default_rng(seed)
-            z, single = (rng.standard_normal((int(n), self.dim), dtype=np.float32) * np.float32(temperature)), False
+            single = False
+            # consecutive draws of rows continue one stream: chunked z equals one draw of (n, D)
+            draw = (lambda s: rng.standard_normal((s.stop - s.start, self.dim), dtype=np.float32)
+                    * np.float32(temperature))
         else:
-            if n is not None or seed is not None or temperature != 1.0:
+            if n is not None or seed is not None or not (isinstance(temperature, (int, float)) and temperature == 1.0):
                 raise ValueError("sample: z is used as given; do not pass n, seed or temperature with it")
             z, single = self._latent(z)
-        (x,) = self._run("sample", z)
-        if orthonormalize:
-            x = rotations.orthonormalize_6d(x).astype(np.float32)
+            n = len(z)
+            draw = (lambda s: z[s])
+        x = np.empty((n, self.num_joints, 6), np.float32)
+        for s in self._slices(n, graph):
+            (raw,) = self._run(graph, s, draw(s))
+            x[s] = rotations.orthonormalize_6d(raw) if orthonormalize else raw
         return x[0] if single else x
 
     def latent_forward(self, z) -> tuple[np.ndarray, np.ndarray]:
         """(poses f(z) raw (B, 21, 6), log p(f(z)) (B,)) in one pass; ``-log p`` is the latent-space loss
         (not |z|^2, which drops the Jacobian term; DESIGN §4)."""
         z, single = self._latent(z)
-        x, log_p = self._run("latent_forward", z)
+        graph = GRAPHS["latent_forward"]
+        x, log_p = np.empty((len(z), self.num_joints, 6), np.float32), np.empty(len(z), np.float32)
+        for s in self._slices(len(z), graph):
+            x[s], log_p[s] = self._run(graph, s, z[s])
         return (x[0], log_p[0]) if single else (x, log_p)
-
-
-def _check_graph(path: Path, session: ort.InferenceSession, graph: Graph, manifest: dict) -> None:
-    """The graph's own metadata and input/output names must agree with the manifest and its role."""
-    meta = session.get_modelmeta().custom_metadata_map
-    expect = {"format_version": str(FORMAT_VERSION), "graph": graph.name, "dim": str(manifest["dim"]),
-              "num_joints": str(manifest["num_joints"]), "weights_sha256": manifest["files"][WEIGHTS_FILE]["sha256"]}
-    for key, value in expect.items():
-        if meta.get(key) != value:
-            raise ModelError(f"{path}: metadata {key}={meta.get(key)!r}, expected {value!r} (not this model's "
-                             f"{graph.name} graph)")
-    names = (tuple(i.name for i in session.get_inputs()), tuple(o.name for o in session.get_outputs()))
-    if names != (graph.inputs, graph.outputs):
-        raise ModelError(f"{path}: inputs/outputs {names}, expected {(graph.inputs, graph.outputs)}")
 
 
 def axis_angle_vjp(aa: np.ndarray, g6: np.ndarray) -> np.ndarray:

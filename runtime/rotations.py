@@ -27,7 +27,8 @@ IDENTITY_6D = np.array([1.0, 0.0, 0.0, 0.0, 1.0, 0.0])
 MIRROR_JOINTS = tuple(JOINT_NAMES.index(n.replace("left_", "#").replace("right_", "left_").replace("#", "right_"))
                       for n in JOINT_NAMES)
 
-_EPS = 1e-8
+#: Gram-Schmidt refuses a 6D pair whose columns make an angle with sine <= this (no rotation is defined).
+GS_PARALLEL_TOL = 1e-6
 
 
 def _skew(v: np.ndarray) -> np.ndarray:
@@ -86,13 +87,43 @@ def matrix_to_6d(R: np.ndarray) -> np.ndarray:
 
 
 def gram_schmidt(d6: np.ndarray) -> np.ndarray:
-    """Gram-Schmidt of 6D pairs to rotation matrices (..., 6) -> (..., 3, 3), columns ``[e1 e2 e1xe2]``."""
+    """Gram-Schmidt of 6D pairs to rotation matrices (..., 6) -> (..., 3, 3), columns ``[e1 e2 e1xe2]``:
+    ``e1 = b1/|b1|``, ``e2 = u2/|u2|`` with ``u2 = b2 - (e1.b2) e1``.
+
+    6D is scale-invariant, so each column is first divided by its largest |entry| and the rest runs in float64:
+    any finite magnitude works (no overflow to a zero matrix). Pairs with no rotation raise ``ValueError``: a
+    zero column, or b2 parallel to b1 (``|u2| <= GS_PARALLEL_TOL * |b2|``), or NaN/inf. The result has the
+    input's floating dtype (float64 for integer input).
+    """
     d6 = np.asarray(d6)
-    b1, b2 = d6[..., :3], d6[..., 3:]
-    e1 = b1 / np.maximum(np.linalg.norm(b1, axis=-1, keepdims=True), _EPS)
+    if d6.ndim < 1 or d6.shape[-1] != 6:
+        raise ValueError(f"gram_schmidt: 6D pairs must have shape (..., 6), got {d6.shape}")
+    if d6.dtype.kind not in "fiu":
+        raise ValueError(f"gram_schmidt: 6D pairs must be real numbers, got dtype {d6.dtype}")
+    dtype = d6.dtype if d6.dtype.kind == "f" else np.dtype(np.float64)
+    x = d6.astype(np.float64)
+    if not np.isfinite(x).all():
+        raise ValueError(f"gram_schmidt: 6D pairs contain NaN or inf (first at {_first(~np.isfinite(x).any(-1))})")
+    b1, b2 = x[..., :3], x[..., 3:]
+    s1, s2 = np.abs(b1).max(axis=-1, keepdims=True), np.abs(b2).max(axis=-1, keepdims=True)
+    for s, which in ((s1, "first"), (s2, "second")):
+        if (s == 0).any():
+            raise ValueError(f"gram_schmidt: 6D pair at index {_first(s[..., 0] == 0)} has a zero {which} column: "
+                             f"no rotation")
+    b1, b2 = b1 / s1, b2 / s2
+    e1 = b1 / np.linalg.norm(b1, axis=-1, keepdims=True)
     u2 = b2 - np.sum(e1 * b2, axis=-1, keepdims=True) * e1
-    e2 = u2 / np.maximum(np.linalg.norm(u2, axis=-1, keepdims=True), _EPS)
-    return np.stack([e1, e2, np.cross(e1, e2)], axis=-1)
+    n2 = np.linalg.norm(u2, axis=-1, keepdims=True)
+    parallel = n2[..., 0] <= GS_PARALLEL_TOL * np.linalg.norm(b2, axis=-1)
+    if parallel.any():
+        raise ValueError(f"gram_schmidt: 6D pair at index {_first(parallel)} has parallel columns (sine of their "
+                         f"angle <= {GS_PARALLEL_TOL:g}): no rotation")
+    e2 = u2 / n2
+    return np.stack([e1, e2, np.cross(e1, e2)], axis=-1).astype(dtype, copy=False)
+
+
+def _first(mask: np.ndarray) -> tuple[int, ...]:
+    return tuple(int(i) for i in np.unravel_index(int(np.argmax(mask)), mask.shape))
 
 
 def sixd_to_matrix(d6: np.ndarray) -> np.ndarray:

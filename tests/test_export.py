@@ -24,11 +24,14 @@ from train.data import load_npz
 from train.trainer import load_checkpoint, train
 
 BATCHES = (1, 7, 1000)
-# log_prob: absolute, but at least 1e-6 relative: |log p| reaches ~250 here, where float32 values are 3e-5 apart,
-# and reordered sums alone (the .pt2 of the gradient graph runs torch's own kernels) differ by 2 such steps.
-# grad: relative to max |grad|.
-TOLERANCE = {"log_prob": 1e-4, "poses": 1e-5, "grad": 1e-5}
-LOG_PROB_RELATIVE = 1e-6
+# log_prob: absolute, but at least LOG_PROB_RELATIVE relative, pose by pose (test_parity_on_real_and_sampled_poses)
+# and batch by batch: log p is a difference of terms (log N(z), the sum of the couplings' log-scales) several times
+# larger than itself, so its error is a few float32 ulps of those terms. Measured on the real test split (2,522):
+# up to 9.2e-5 on the 300-step fixture model, 1.2e-4 on a tiny preset trained 416 steps (the old bound, 1e-4, fails
+# there), issue 11 saw 2.1e-4 on the CI-trained one; samples and augmented val poses: up to 9.2e-5.
+# grad: relative to max |grad| (of the batch; of each pose for real and sampled poses).
+TOLERANCE = {"log_prob": 5e-4, "poses": 1e-5, "grad": 1e-5}
+LOG_PROB_RELATIVE = 2e-6
 TORCHSCRIPT = ("log_prob", "sample", "latent_forward")
 BUILD_PATH = re.compile(rb"/(?:work|tmp|root|home|Users)/")
 
@@ -118,6 +121,39 @@ def test_parity_with_torch(flow, backends, val_6d, manifest, report):
     report("exported graphs vs the eager torch flow: max |error| (grad: relative to max|grad|)", table)
     assert not failures, "\n".join(failures + table)
 
+
+
+@pytest.fixture(scope="module")
+def test_6d(shared_data):
+    return rotations.axis_angle_to_6d(load_npz(shared_data / "cmu_pose" / "test.npz").rotations.astype(np.float64)
+                                      ).astype(np.float32)
+
+
+def test_parity_on_real_and_sampled_poses(flow, backends, test_6d, tiny_model, report):
+    """onnxruntime's density and gradient graphs vs the eager flow on EVERY real pose of the test split (2,522,
+    subject 03) and on as many of the model's samples (orthonormalised and raw), pose by pose."""
+    from runtime import PosePrior
+
+    prior = PosePrior.load(tiny_model)
+    sets = {"test split (real)": test_6d, "samples": prior.sample(len(test_6d), seed=0),
+            "raw samples": prior.sample(len(test_6d), seed=0, orthonormalize=False)}
+    rows, failures = [], []
+    for name, x in sets.items():
+        ref_lp, ref_grad = (t.numpy() for t in log_prob_and_grad(flow.log_prob, torch.from_numpy(x)))
+        (lp,) = backends["log_prob"]["onnxruntime"](x)
+        lp_g, grad = backends["log_prob_grad"]["onnxruntime"](x)
+        err = np.maximum(np.abs(lp - ref_lp), np.abs(lp_g - ref_lp))
+        bound = np.maximum(TOLERANCE["log_prob"], LOG_PROB_RELATIVE * np.abs(ref_lp))
+        grad_err = np.abs(grad - ref_grad).max(axis=(1, 2)) / np.abs(ref_grad).max(axis=(1, 2))
+        over = int((err > bound).sum()) + int((grad_err > TOLERANCE["grad"]).sum())
+        rows.append(f"{name:18s} {len(x):6d} {np.abs(ref_lp).max():9.3g} {err.max():10.2e} "
+                    f"{(err / np.maximum(np.abs(ref_lp), 1.0)).max():10.2e} {grad_err.max():10.2e} {over:5d}")
+        if over:
+            failures.append(f"{name}: {over} poses beyond the bound (log p error up to {err.max():.2e})")
+    table = [f"{'poses':18s} {'n':>6s} {'max|lp|':>9s} {'lp err':>10s} {'lp rel':>10s} {'grad rel':>10s} {'over':>5s}"]
+    report(f"onnxruntime vs torch per pose (bound: log p max({TOLERANCE['log_prob']:g}, {LOG_PROB_RELATIVE:g}|log p|),"
+           f" grad {TOLERANCE['grad']:g} max|g| of the pose)", table + rows)
+    assert not failures, "\n".join(failures + table + rows)
 
 def test_graphs_are_valid_and_named(tiny_model, manifest):
     for name, g in GRAPHS.items():

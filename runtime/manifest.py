@@ -1,0 +1,236 @@
+"""The model directory's ``manifest.json``: its one schema, and the checks of a directory's files and graphs.
+
+Required fields (anything else, e.g. ``conventions``, ``training``, ``exporter``, ``torch``, is free-form)::
+
+    format_version  int, == FORMAT_VERSION
+    joint_names     list of str, == runtime.rotations.JOINT_NAMES
+    num_joints      int, == len(joint_names) (21)
+    masked_joints   list of distinct str, each in joint_names
+    dim             int, == 6 * (num_joints - len(masked_joints))   (the latent size D)
+    files           {relative path: {"sha256": 64 lowercase hex digits, "bytes": int >= 0 (optional)}}, listing
+                    at least every graph file and weights.bin
+    graphs          {graph name: {"file": "<name>.onnx", "inputs": {tensor: shape}, "outputs": {tensor: shape}}}
+                    for every graph the runtime runs, with the tensor names of its role and the shapes of
+                    ``tensor_shape`` (``"batch"`` for the dynamic axis)
+
+Every problem raises ``ModelError`` naming the file and the field. Each ONNX graph is then checked against the
+manifest (``check_graph``): its metadata (format version, role, dim, num_joints, joint_names, masked_joints,
+weights sha256), its input/output names, and their shapes (static dims 21, 6, D; dynamic batch).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+from .rotations import JOINT_NAMES
+
+FORMAT_VERSION = 1
+WEIGHTS_FILE = "weights.bin"
+BATCH = "batch"
+#: Shape of each named graph tensor; "dim" stands for the manifest's dim (D).
+TENSOR_SHAPES: dict[str, tuple] = {
+    "poses": (BATCH, len(JOINT_NAMES), 6),
+    "grad": (BATCH, len(JOINT_NAMES), 6),
+    "z": (BATCH, "dim"),
+    "log_prob": (BATCH,),
+}
+#: Working memory of one input row of a graph whose role sets no ``row_bytes`` (the largest measured).
+DEFAULT_ROW_BYTES = 128 * 1024
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+class ModelError(ValueError):
+    """A model directory is missing, incomplete, modified, or not a pose-prior model; the message says which file."""
+
+
+@dataclass(frozen=True)
+class Graph:
+    """One ONNX graph of a model: its role, the names of its inputs and outputs, its working memory per input row
+    in bytes (measured for the paper architecture by ``make bench-memory``; sets the chunk size), and the shapes
+    of tensors that ``TENSOR_SHAPES`` does not name (``{"tensor": ("batch", 21, 6)}``; "dim" stands for D).
+    Every input and output has the batch on axis 0."""
+    name: str
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    row_bytes: int = DEFAULT_ROW_BYTES
+    shapes: dict | None = None
+
+    @property
+    def file(self) -> str:
+        return f"{self.name}.onnx"
+
+
+def tensor_shape(graph: Graph, tensor: str, dim: int) -> list:
+    """The shape a tensor of ``graph`` must have (``graph.shapes``, else ``TENSOR_SHAPES``; D filled in)."""
+    return [dim if d == "dim" else d for d in {**TENSOR_SHAPES, **(graph.shapes or {})}[tensor]]
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+# --- reading and validating manifest.json ------------------------------------------------------------------------
+def read_manifest(model_dir: Path, graphs: Iterable[Graph]) -> dict:
+    """Parse ``model_dir/manifest.json`` and validate it in full (``validate_manifest``)."""
+    path = model_dir / "manifest.json"
+    if not path.is_file():
+        raise ModelError(f"{model_dir}: not a pose-prior model directory (no manifest.json)")
+    try:
+        manifest = json.loads(path.read_bytes())
+    except OSError as e:
+        raise ModelError(f"{path}: cannot be read ({e.strerror or e})") from None
+    except RecursionError:
+        raise ModelError(f"{path}: not a manifest (JSON nested too deeply)") from None
+    except ValueError as e:   # JSONDecodeError, UnicodeDecodeError, int digits limit
+        raise ModelError(f"{path}: not valid JSON ({e})") from None
+    validate_manifest(manifest, path, graphs)
+    return manifest
+
+
+def _where(keys: tuple) -> str:
+    return "".join(f"[{k!r}]" for k in keys)
+
+
+def _get(obj: Any, keys: tuple, kind: type | tuple, path: Path, what: str) -> Any:
+    """``obj[k0][k1]...``, which must exist and be of type ``kind`` (bool is not an int here)."""
+    value = obj
+    for i, k in enumerate(keys):
+        if not isinstance(value, dict):
+            raise ModelError(f"{path}: field {_where(keys[:i])} must be an object, got {type(value).__name__}")
+        if k not in value:
+            raise ModelError(f"{path}: field {_where(keys[:i + 1])} is missing")
+        value = value[k]
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+        raise ModelError(f"{path}: field {_where(keys)} must be {what}, got {_short(value)}")
+    return value
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return f"{type(value).__name__} {text[:60]}{'...' if len(text) > 60 else ''}"
+
+
+def _names(manifest: dict, key: str, path: Path) -> list[str]:
+    names = _get(manifest, (key,), list, path, "a list of joint names")
+    for i, n in enumerate(names):
+        if not isinstance(n, str):
+            raise ModelError(f"{path}: field {_where((key, i))} must be a joint name (str), got {_short(n)}")
+    return names
+
+
+def validate_manifest(manifest: Any, path: Path, graphs: Iterable[Graph]) -> None:
+    """The schema of this module's docstring; ``ModelError`` names ``path`` and the first wrong field."""
+    if not isinstance(manifest, dict):
+        raise ModelError(f"{path}: must hold a JSON object, got {type(manifest).__name__}")
+    version = manifest.get("format_version")
+    if type(version) is not int or version != FORMAT_VERSION:
+        raise ModelError(f"{path}: model format version {repr(version)[:40]}, this runtime reads version "
+                         f"{FORMAT_VERSION}")
+    joint_names = _names(manifest, "joint_names", path)
+    if tuple(joint_names) != JOINT_NAMES:
+        diff = next((i for i, (a, b) in enumerate(zip(joint_names, JOINT_NAMES)) if a != b), None)
+        detail = f"{len(joint_names)} names, expected {len(JOINT_NAMES)}" if diff is None else \
+            f"entry {diff} is {joint_names[diff]!r}, expected {JOINT_NAMES[diff]!r}"
+        raise ModelError(f"{path}: field ['joint_names'] differs from runtime.rotations.JOINT_NAMES ({detail})")
+    num_joints = _get(manifest, ("num_joints",), int, path, "an int")
+    if num_joints != len(JOINT_NAMES):
+        raise ModelError(f"{path}: field ['num_joints'] is {num_joints}, expected {len(JOINT_NAMES)} (joint_names)")
+    masked = _names(manifest, "masked_joints", path)
+    unknown = [n for n in masked if n not in JOINT_NAMES]
+    if unknown or len(set(masked)) != len(masked):
+        raise ModelError(f"{path}: field ['masked_joints'] must be distinct names from joint_names, got {repr(masked)[:120]}")
+    dim = _get(manifest, ("dim",), int, path, "an int")
+    if dim != 6 * (num_joints - len(masked)):
+        raise ModelError(f"{path}: field ['dim'] is {dim}, expected 6 x (num_joints - len(masked_joints)) = "
+                         f"{6 * (num_joints - len(masked))}")
+
+    files = _get(manifest, ("files",), dict, path, "an object {file: {sha256, bytes}}")
+    for name in files:
+        _get(manifest, ("files", name), dict, path, "an object {sha256, bytes}")
+        digest = _get(manifest, ("files", name, "sha256"), str, path, "a sha256 (64 hex digits)")
+        if not _SHA256.fullmatch(digest):
+            raise ModelError(f"{path}: field {_where(('files', name, 'sha256'))} must be 64 lowercase hex digits, "
+                             f"got {_short(digest)}")
+        if "bytes" in files[name]:
+            size = _get(manifest, ("files", name, "bytes"), int, path, "an int")
+            if size < 0:
+                raise ModelError(f"{path}: field {_where(('files', name, 'bytes'))} is negative")
+
+    graphs = list(graphs)
+    for name in [g.file for g in graphs] + [WEIGHTS_FILE]:
+        _get(manifest, ("files", name), dict, path, "an object {sha256, bytes}")
+    _get(manifest, ("graphs",), dict, path, "an object {graph: {file, inputs, outputs}}")
+    for g in graphs:
+        if _get(manifest, ("graphs", g.name, "file"), str, path, "a file name") != g.file:
+            raise ModelError(f"{path}: field {_where(('graphs', g.name, 'file'))} is "
+                             f"{manifest['graphs'][g.name]['file']!r}, expected {g.file!r}")
+        for side, tensors in (("inputs", g.inputs), ("outputs", g.outputs)):
+            entry = _get(manifest, ("graphs", g.name, side), dict, path, "an object {tensor: shape}")
+            if list(entry) != list(tensors):
+                raise ModelError(f"{path}: field {_where(('graphs', g.name, side))} names {list(entry)}, "
+                                 f"expected {list(tensors)}")
+            for t in tensors:
+                if json.dumps(entry[t]) != json.dumps(tensor_shape(g, t, dim)):   # 21.0 or true are not 21
+                    raise ModelError(f"{path}: field {_where(('graphs', g.name, side, t))} is {_short(entry[t])}, "
+                                     f"expected {tensor_shape(g, t, dim)}")
+
+
+def verify_files(model_dir: Path, manifest: dict, names: list[str]) -> None:
+    """Check each named file against the sha256 the manifest records for it."""
+    files = manifest["files"]
+    for name in names:
+        path = model_dir / name
+        if name not in files:
+            raise ModelError(f"{model_dir / 'manifest.json'}: field ['files'] lists no {name}")
+        if not path.is_file():
+            raise ModelError(f"{path}: missing (the manifest lists it)")
+        digest = sha256_file(path)
+        if digest != files[name]["sha256"]:
+            raise ModelError(f"{path}: sha256 {digest[:16]}... differs from the manifest's {files[name]['sha256'][:16]}..."
+                             f" (the file was modified, or belongs to another model)")
+
+
+# --- one graph against the manifest ------------------------------------------------------------------------------
+def graph_metadata(graph: Graph, manifest: dict) -> dict[str, str]:
+    """The ``metadata_props`` a graph must carry (as ``export`` writes them)."""
+    return {"format_version": str(FORMAT_VERSION), "graph": graph.name, "dim": str(manifest["dim"]),
+            "num_joints": str(manifest["num_joints"]), "joint_names": json.dumps(manifest["joint_names"]),
+            "masked_joints": json.dumps(manifest["masked_joints"]),
+            "weights_sha256": manifest["files"][WEIGHTS_FILE]["sha256"]}
+
+
+def check_graph(path: Path, session, graph: Graph, manifest: dict) -> None:
+    """The graph's metadata, input/output names and shapes must agree with the manifest and the graph's role.
+
+    ``session``: its ``onnxruntime.InferenceSession``. Dynamic axes read as their name (``"batch"``).
+    """
+    meta = session.get_modelmeta().custom_metadata_map
+    for key, value in graph_metadata(graph, manifest).items():
+        if key in ("joint_names", "masked_joints"):
+            try:
+                same = json.loads(meta.get(key, "null")) == json.loads(value)
+            except (ValueError, RecursionError):
+                same = False
+        else:
+            same = meta.get(key) == value
+        if not same:
+            raise ModelError(f"{path}: metadata {key}={repr(meta.get(key))[:80]}, expected {repr(value)[:80]} "
+                             f"(not this model's {graph.name} graph)")
+    names = (tuple(i.name for i in session.get_inputs()), tuple(o.name for o in session.get_outputs()))
+    if names != (graph.inputs, graph.outputs):
+        raise ModelError(f"{path}: inputs/outputs {names}, expected {(graph.inputs, graph.outputs)}")
+    dim = manifest["dim"]
+    for arg in [*session.get_inputs(), *session.get_outputs()]:
+        expected = tensor_shape(graph, arg.name, dim)
+        if list(arg.shape) != expected or arg.type != "tensor(float)":
+            raise ModelError(f"{path}: {arg.name} is {arg.type} {list(arg.shape)}, expected tensor(float) "
+                             f"{expected} (manifest dim {dim}, {len(JOINT_NAMES)} joints)")
