@@ -42,6 +42,7 @@ from torch.nn.functional import softplus
 from .config import ConfigBase, load_preset
 from .data import PoseSet
 from .rotations import NUM_JOINTS, axis_angle_to_matrix, gram_schmidt, matrix_to_6d
+from . import distributed
 from .trainer import atomic_write, data_checksums, read_checkpoint, run_epochs
 
 
@@ -177,11 +178,15 @@ def train_vposer(cfg: VPoserConfig, train_set: PoseSet, val_set: PoseSet, out: s
 
     model = build_vposer(cfg)
     model.set_normalization(aa_train)
+    dev = distributed.device()
+    model.to(dev)
+    aa_val, R_val, eps_val = aa_val.to(dev), R_val.to(dev), eps_val.to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
-    def batch_loss(idx: torch.Tensor) -> torch.Tensor:
-        eps = torch.randn(len(idx), cfg.latent, generator=gen)
-        return model.loss(aa_train[idx], R_train[idx], eps, cfg.kl_weight)["loss"]
+    def batch_loss(idx: torch.Tensor, shard: slice) -> torch.Tensor:
+        eps = torch.randn(len(idx), cfg.latent, generator=gen)   # the whole batch's noise, then this rank's shard
+        idx = idx[shard]
+        return model.loss(aa_train[idx].to(dev), R_train[idx].to(dev), eps[shard].to(dev), cfg.kl_weight)["loss"]
 
     def validate() -> dict:
         return {f"val_{k}": v for k, v in evaluate(model, aa_val, R_val, eps_val, cfg.kl_weight).items()}
@@ -197,5 +202,6 @@ def train_vposer(cfg: VPoserConfig, train_set: PoseSet, val_set: PoseSet, out: s
                "best_val_geodesic_deg": best.get("val_geodesic_deg"),
                "train_seconds": round(state["seconds"], 1), "n_train": len(train_set), "n_val": len(val_set),
                "config_sha256": cfg.sha256(), "data_sha256": data_sha}
-    atomic_write(json.dumps(summary, indent=2) + "\n", out / "summary.json")
+    if distributed.is_main():
+        atomic_write(json.dumps(summary, indent=2) + "\n", out / "summary.json")
     return summary
