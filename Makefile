@@ -7,7 +7,7 @@ MODEL   ?= models/$(notdir $(RUN))
 PRESET  ?= paper
 MINUTES ?= 60
 
-.PHONY: install test train train-tiny export default-model demo bench bindings clean
+.PHONY: install test train train-tiny train-bench export default-model demo bench bindings clean
 
 install: $(STAMP)
 $(STAMP): pyproject.toml
@@ -42,6 +42,10 @@ bindings: install
 
 bench: install
 	$(PY) -m train.cli bench
+
+# training throughput (poses/s) of 1 process and of torchrun with 1 and 2 processes (train/trainbench.py)
+train-bench: install
+	$(PY) -m train.trainbench --data $(DATA) --preset $(PRESET)
 
 clean:
 	rm -rf .venv build *.egg-info .pytest_cache bindings_tests/build

@@ -95,6 +95,10 @@ def train(data_dir, out, model, config_spec, epochs, max_steps, max_minutes, res
             shutil.rmtree(out, ignore_errors=True)
         if isinstance(e, (ValueError, FloatingPointError)):
             _fail(str(e))
+        if (peer := distributed.lost_peer(e)) is not None:   # a rank died: say so, and how to continue
+            click.echo(f"error: {peer}; {out} keeps every finished epoch: continue with --resume "
+                       f"(any number of processes)", err=True)
+            sys.exit(1)
         raise
     main_rank = distributed.is_main()
     distributed.teardown()

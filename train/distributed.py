@@ -174,6 +174,18 @@ def shared_array(name: str, make: Callable[[], np.ndarray]) -> np.ndarray:
     return out
 
 
+def lost_peer(e: BaseException) -> str | None:
+    """A one-line message when ``e`` is a collective that failed because another rank of the run died or hung up
+    (several ranks only); None for any other error."""
+    text = str(e)
+    if world() == 1 or not isinstance(e, RuntimeError) or not (
+            isinstance(e, dist.DistError) or any(k in text for k in ("gloo", "NCCL", "Connection reset", "Connection closed"))):
+        return None
+    first = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+    return (f"rank {rank()} of {world()}: another rank of the run stopped ({type(e).__name__}: {first[:200]}); "
+            f"torchrun stops the others and reports which rank failed first")
+
+
 def launch(nproc: int, argv: list[str]) -> int:
     """``torchrun --standalone --nproc-per-node NPROC -m train.cli train ARGV...`` (one machine); its exit code.
     torchrun sets OMP_NUM_THREADS=1 in every worker unless it is already set."""
