@@ -132,3 +132,18 @@ def test_a_killed_rank_stops_the_run_and_resume_completes_it(data_dir, reference
     for a, b in zip(one, resumed):
         assert abs(a["val_log_p"] - b["val_log_p"]) < TOL
     assert json.loads((out / "summary.json").read_text())["epochs"] == 2
+
+
+def test_data_parallel_gradient_is_the_whole_batch_mean(data_dir, tmp_path):
+    """One DDP step on 2 processes: the shard-weighted gradient is the one-process gradient of the whole batch
+    (185 poses split 92 / 93; and 1 pose, where rank 0's shard is empty); plain DDP averaging of the two shard
+    means (equal weights) is measurably not."""
+    out = tmp_path / "grad.json"
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                        str(Path(__file__).with_name("ddp_grad_worker.py")), str(data_dir / "train.npz"), str(out)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    errors = json.loads(out.read_text())
+    print("relative gradient error (weighted, equal weights):", errors)
+    assert errors["185"][0] < 1e-5 and errors["1"][0] < 1e-5
+    assert errors["185"][1] > 1e-4 and errors["1"][1] > 0.4   # the weighting matters (0.5: half)

@@ -77,10 +77,12 @@ def train(data_dir, out, model, config_spec, epochs, max_steps, max_minutes, res
                 _fail(f"{out}: run directory exists and is not empty (use --resume, or another --out)")
         if model == "gmm" and max(nproc or 1, distributed.world()) > 1:
             _fail("--model gmm fits in one process (EM); it takes no --nproc / torchrun")
+        if nproc is not None and distributed.launched_by_torchrun():
+            _fail("--nproc starts torchrun itself; under torchrun, give torchrun --nproc-per-node instead")
         if nproc is not None:   # the arguments are checked: start the workers, which run this command again
             sys.exit(distributed.launch(nproc, _without_nproc(sys.argv)))
         distributed.barrier()   # every rank has checked --out before rank 0 creates it
-        data = load_dataset(data_dir, fps=fps)
+        data = distributed.shared_dataset(lambda: load_dataset(data_dir, fps=fps))   # once per machine
     except (DataError, ValueError) as e:
         _fail(str(e))
     if distributed.is_main():

@@ -8,12 +8,12 @@ Scheme (exact with respect to one process, up to the order of floating-point sum
   rank r of W keeps positions ``[r B // W, (r + 1) B // W)``;
 * rank r's loss is its shard mean weighted by ``w_r = W n_r / B`` (``n_r`` its shard size), so DDP's gradient
   average ``(1/W) sum_r w_r grad(mean_r) = (1/B) grad(sum of the B per-pose losses)`` is the one-process mean,
-  also when B does not divide by W (``weight``);
+  also when B does not divide by W (``weighted``);
 * validation runs on rank 0 and is broadcast (``from_main``), so every rank takes the same early-stopping and
   time-limit decision; rank 0 alone writes the run directory (``is_main``);
-* the training array is built once per machine by local rank 0, saved as ``.npy`` in a temporary folder and
-  memory-mapped by every rank of that machine (``shared_array``); its pages are shared through the page cache and
-  read on demand, so an array larger than memory streams from disk.
+* the data set and the training array are built once per machine by local rank 0, saved as ``.npy`` in a
+  temporary folder and memory-mapped by every rank of that machine (``per_machine``, ``shared_dataset``); their
+  pages are shared through the page cache and read on demand, so an array larger than memory streams from disk.
 
 With one process and no ``torchrun`` nothing here does anything: training is bit-identical to before.
 Under ``torchrun`` the process group is created by ``init`` from torchrun's environment (``RANK``, ``WORLD_SIZE``,
@@ -22,12 +22,15 @@ present, else the CPU with gloo.
 """
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import uuid
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
@@ -37,6 +40,7 @@ import torch.distributed as dist
 from torch import nn
 
 T = TypeVar("T")
+TIMEOUT = timedelta(minutes=60)   # a collective waits this long for a rank (local rank 0 loading a large data set)
 
 
 def launched_by_torchrun() -> bool:
@@ -46,14 +50,15 @@ def launched_by_torchrun() -> bool:
 
 def init() -> None:
     """Join the process group torchrun set up (idempotent; a no-op outside torchrun). Backend NCCL with device
-    ``cuda:LOCAL_RANK`` when CUDA is available, else gloo on the CPU."""
+    ``cuda:LOCAL_RANK`` when CUDA is available, else gloo on the CPU; collectives time out after ``TIMEOUT``."""
     if not launched_by_torchrun() or dist.is_initialized():
         return
     if torch.cuda.is_available():
         torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
-        dist.init_process_group("nccl", device_id=torch.device("cuda", int(os.environ["LOCAL_RANK"])))
+        dist.init_process_group("nccl", timeout=TIMEOUT,
+                                device_id=torch.device("cuda", int(os.environ["LOCAL_RANK"])))
     else:
-        dist.init_process_group("gloo")
+        dist.init_process_group("gloo", timeout=TIMEOUT)
 
 
 def teardown() -> None:
@@ -96,10 +101,13 @@ def shard(n: int) -> slice:
     return slice(r * n // w, (r + 1) * n // w)
 
 
-def weight(n_shard: int, n: int) -> float:
-    """``W n_shard / n``: the factor on a rank's shard-mean loss that makes DDP's gradient average the mean over
-    the whole global batch of ``n`` (1.0 with one process)."""
-    return world() * n_shard / n
+def weighted(loss: torch.Tensor, n_shard: int, n: int) -> torch.Tensor:
+    """A rank's shard-mean ``loss`` times ``W n_shard / n``, so that DDP's gradient average is the gradient of the
+    mean over the whole global batch of ``n``; an empty shard (``n < W``) contributes zero. ``loss`` itself with
+    one process."""
+    if world() == 1:
+        return loss
+    return loss.nan_to_num() * (world() * n_shard / n)
 
 
 def all_sum(x: float) -> float:
@@ -149,29 +157,49 @@ def parallel(model: nn.Module, fn: Callable[..., T]) -> Callable[..., T]:
     return nn.parallel.DistributedDataParallel(_Step(model, fn), forward_sync_buffers=False)
 
 
-def shared_array(name: str, make: Callable[[], np.ndarray]) -> np.ndarray:
-    """``make()`` evaluated once per machine (by local rank 0) and memory-mapped by every rank of the machine.
+def per_machine(make: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """``make()`` (names -> numpy arrays or JSON values) evaluated once per machine, by local rank 0; every rank
+    of the machine gets the arrays memory-mapped from one ``.npy`` file each and the other values from JSON.
 
-    Local rank 0 saves the array to ``$TMPDIR/poseprior-<job id>/<name>.npy``; after every rank has mapped it, the
-    file is unlinked (the mappings keep it alive, nothing is left behind). Mapped copy-on-write: writable for
-    numpy and torch, shared until written. With one process: ``make()`` itself."""
+    The files are written to ``$TMPDIR/poseprior-<job id>/`` and unlinked as soon as every rank has mapped them
+    (the mappings keep them alive; nothing is left behind). Mapped copy-on-write: writable for numpy and torch,
+    shared through the page cache until written, read from disk on demand (an array larger than memory streams).
+    With one process: ``make()`` itself."""
     if world() == 1:
         return make()
     folder = Path(tempfile.gettempdir()) / f"poseprior-{from_main(lambda: uuid.uuid4().hex)}"
-    path = folder / f"{name}.npy"
     if local_rank() == 0:
-        arr = np.ascontiguousarray(make())
-        folder.mkdir(parents=True, exist_ok=True)
-        with open(path.with_suffix(".tmp"), "wb") as f:
-            np.save(f, arr)
-        os.replace(path.with_suffix(".tmp"), path)
-        del arr
+        values = make()
+        folder.mkdir(parents=True)
+        for name, v in values.items():
+            if isinstance(v, np.ndarray):
+                with open(folder / f"{name}.tmp", "wb") as f:
+                    np.save(f, np.ascontiguousarray(v))
+                os.replace(folder / f"{name}.tmp", folder / f"{name}.npy")
+        meta = {k: v for k, v in values.items() if not isinstance(v, np.ndarray)}
+        (folder / "values.tmp").write_text(json.dumps(meta))
+        os.replace(folder / "values.tmp", folder / "values.json")
+        del values
     barrier()
-    out = np.load(path, mmap_mode="c")
+    out = {p.stem: np.load(p, mmap_mode="c") for p in folder.glob("*.npy")}
+    out.update(json.loads((folder / "values.json").read_text()))
     barrier()
     if local_rank() == 0:
         shutil.rmtree(folder, ignore_errors=True)
     return out
+
+
+def shared_dataset(load: Callable[[], dict]) -> dict:
+    """``load()`` (split -> ``PoseSet``, e.g. ``data.load_dataset``) run once per machine (``per_machine``): the
+    other ranks neither parse nor checksum the files, and every rank's pose arrays are the one mapped copy."""
+    if world() == 1:
+        return load()
+    from .data import PoseSet
+
+    names = [f.name for f in dataclasses.fields(PoseSet)]
+    flat = per_machine(lambda: {f"{split}.{n}": getattr(ps, n) for split, ps in load().items() for n in names})
+    splits = sorted({k.split(".", 1)[0] for k in flat})
+    return {s: PoseSet(**{n: flat[f"{s}.{n}"] for n in names}) for s in splits}
 
 
 def lost_peer(e: BaseException) -> str | None:

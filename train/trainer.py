@@ -167,7 +167,7 @@ def run_epochs(out: Path, cfg, model: torch.nn.Module, opt: torch.optim.Optimize
             if n_shard and not torch.isfinite(loss):
                 raise FloatingPointError(f"training diverged: loss {loss.item()} at step {state['step']}")
             opt.zero_grad(set_to_none=True)
-            (loss if distributed.world() == 1 else loss.nan_to_num() * distributed.weight(n_shard, len(idx))).backward()
+            distributed.weighted(loss, n_shard, len(idx)).backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             opt.step()
             state["step"] += 1
@@ -217,8 +217,8 @@ def train(cfg: Config, train_set: PoseSet, val_set: PoseSet, out: str | Path, *,
     check_no_constant_joints(train_set, cfg)
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
-    x_train = torch.from_numpy(distributed.shared_array("x_train", lambda: (  # built once per machine
-        PoseSet.concat([train_set, train_set.mirrored()]) if cfg.mirror else train_set).to_6d().numpy()))
+    x_train = torch.from_numpy(distributed.per_machine(lambda: {"x_train": (  # built once per machine
+        PoseSet.concat([train_set, train_set.mirrored()]) if cfg.mirror else train_set).to_6d().numpy()})["x_train"])
     vgen = torch.Generator().manual_seed(cfg.val_seed)
     x_val = val_set.to_6d()
     if len(x_val) > cfg.max_val:
