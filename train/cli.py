@@ -98,8 +98,9 @@ def train(data_dir, out, model, config_spec, epochs, max_steps, max_minutes, res
         if isinstance(e, (ValueError, FloatingPointError)):
             _fail(str(e))
         if (peer := distributed.lost_peer(e)) is not None:   # a rank died: say so, and how to continue
-            click.echo(f"error: {peer}; {out} keeps every finished epoch: continue with --resume "
-                       f"(any number of processes)", err=True)
+            kept = (f"{out} keeps every finished epoch: continue with --resume (any number of processes)"
+                    if (out / "last.pt").exists() else "no epoch had finished: nothing is kept")
+            click.echo(f"error: {peer}; {kept}", err=True)
             sys.exit(1)
         raise
     main_rank = distributed.is_main()

@@ -98,7 +98,7 @@ class VPoser(nn.Module):
 
     def encode(self, aa: torch.Tensor) -> Normal:
         """Axis-angle (B, 21, 3) or (B, 63) -> posterior q(z|x) = N(mu, diag sigma^2), batch shape (B, latent)."""
-        h = self.encoder((aa.reshape(aa.shape[0], -1) - self.input_mean) / self.input_std)
+        h = self.encoder((aa.flatten(1) - self.input_mean) / self.input_std)
         return Normal(self.to_mu(h), softplus(self.to_sigma(h)) + 1e-6)
 
     def decode(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
