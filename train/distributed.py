@@ -161,13 +161,14 @@ def per_machine(make: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     """``make()`` (names -> numpy arrays or JSON values) evaluated once per machine, by local rank 0; every rank
     of the machine gets the arrays memory-mapped from one ``.npy`` file each and the other values from JSON.
 
-    The files are written to ``$TMPDIR/poseprior-<job id>/`` and unlinked as soon as every rank has mapped them
+    The files are written to ``$TMPDIR/poseprior-<job id>-<machine>/`` and unlinked as soon as every rank has mapped them
     (the mappings keep them alive; nothing is left behind). Mapped copy-on-write: writable for numpy and torch,
     shared through the page cache until written, read from disk on demand (an array larger than memory streams).
     With one process: ``make()`` itself."""
     if world() == 1:
         return make()
-    folder = Path(tempfile.gettempdir()) / f"poseprior-{from_main(lambda: uuid.uuid4().hex)}"
+    job = from_main(lambda: uuid.uuid4().hex)   # GROUP_RANK (torchrun's machine index): a $TMPDIR shared by machines
+    folder = Path(tempfile.gettempdir()) / f"poseprior-{job}-{os.environ.get('GROUP_RANK', '0')}"
     if local_rank() == 0:
         values = make()
         folder.mkdir(parents=True)
