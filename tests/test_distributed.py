@@ -161,3 +161,19 @@ def test_vposer_trains_on_two_processes(data_dir, tmp_path):
     assert [m["step"] for m in rows] == [12, 24] and rows[1]["val_loss"] < rows[0]["val_loss"]
     model, ckpt = load_vposer(out)
     assert ckpt["config"]["model"] == "vposer" and ckpt["state"]["epoch"] == 2
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--nproc", "0"], "Invalid value for '--nproc'"),
+    (["--nproc", "2", "--model", "gmm"], "--model gmm fits in one process"),
+    (["--nproc", "2", "--out", "NONEMPTY"], "run directory exists and is not empty"),
+])
+def test_nproc_refuses_bad_arguments_before_starting_torchrun(data_dir, tmp_path, extra, message):
+    nonempty = tmp_path / "nonempty"
+    nonempty.mkdir()
+    (nonempty / "something").write_text("x")
+    args = [str(nonempty) if a == "NONEMPTY" else a for a in extra]
+    r = subprocess.run(poseprior_args(data_dir, tmp_path / "run", "--config", "tiny", *args), capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr
+    assert "torch.distributed.run" not in r.stderr and not (tmp_path / "run").exists()

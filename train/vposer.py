@@ -168,7 +168,7 @@ def train_vposer(cfg: VPoserConfig, train_set: PoseSet, val_set: PoseSet, out: s
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     aa_train = torch.from_numpy(train_set.rotations).float()
-    R_train = _matrices(aa_train)
+    R_train = torch.from_numpy(distributed.per_machine(lambda: {"R": _matrices(aa_train).numpy()})["R"])  # per machine
     vgen = torch.Generator().manual_seed(cfg.val_seed)
     aa_val = torch.from_numpy(val_set.rotations).float()
     if len(aa_val) > cfg.max_val:
