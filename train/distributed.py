@@ -26,6 +26,7 @@ import dataclasses
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -53,12 +54,22 @@ def init() -> None:
     ``cuda:LOCAL_RANK`` when CUDA is available, else gloo on the CPU; collectives time out after ``TIMEOUT``."""
     if not launched_by_torchrun() or dist.is_initialized():
         return
+    signal.signal(signal.SIGTERM, _stopped)
     if torch.cuda.is_available():
         torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
         dist.init_process_group("nccl", timeout=TIMEOUT,
                                 device_id=torch.device("cuda", int(os.environ["LOCAL_RANK"])))
     else:
         dist.init_process_group("gloo", timeout=TIMEOUT)
+
+
+def _stopped(signum: int, frame: Any) -> None:
+    """SIGTERM in a worker: torchrun stops every rank when one fails (or the job was cancelled). Say so in one
+    line, then unwind as an exit (the CLI removes a fresh run directory that has no checkpoint yet)."""
+    print(f"error: rank {rank()} of {world()}: stopped by SIGTERM (torchrun stops every rank when one fails; its "
+          f"report names the rank that failed first); --resume continues from the last finished epoch",
+          file=sys.stderr, flush=True)
+    raise SystemExit(128 + signum)
 
 
 def teardown() -> None:
