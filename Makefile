@@ -7,7 +7,7 @@ MODEL   ?= models/$(notdir $(RUN))
 PRESET  ?= paper
 MINUTES ?= 60
 
-.PHONY: install test train train-tiny export default-model demo bench bench-memory bindings clean data
+.PHONY: install test train train-tiny train-bench export default-model demo bench bench-memory bindings clean data
 
 # every source in ../shared/data converted to SMPL body_pose (runtime.convert): build/smpl/{cmu,cmu_bandai}/*.npz and
 # MANIFEST.json with the sha256 of every source and output (never committed; about 2 min on 2 cores)
@@ -54,6 +54,10 @@ bench: install
 # peak RSS of every graph on 200,000 inputs (fresh interpreter each, /usr/bin/time -v), chunked == one call
 bench-memory: install
 	$(PY) -m runtime.membench
+
+# training throughput (poses/s) of 1 process and of torchrun with 1 and 2 processes (train/trainbench.py)
+train-bench: install
+	$(PY) -m train.trainbench --data $(DATA) --preset $(PRESET)
 
 clean:
 	rm -rf .venv build *.egg-info .pytest_cache bindings_tests/build

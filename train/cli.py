@@ -62,10 +62,15 @@ def _leftovers(out: Path) -> list[Path]:
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override one config value (JSON value).")
 @click.option("--fps", type=float, default=None, help="Subsample AMASS/BVH sources to this frame rate.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def train(data_dir, out, model, config_spec, epochs, max_steps, max_minutes, resume, overrides, fps, quiet):
+@click.option("--nproc", type=click.IntRange(min=1), default=None,
+              help="Data-parallel processes on this machine: runs torchrun --standalone --nproc-per-node N "
+                   "-m train.cli train (the other options); see README, 'Training on several GPUs / machines'.")
+def train(data_dir, out, model, config_spec, epochs, max_steps, max_minutes, resume, overrides, fps, quiet, nproc):
     """Train the RealNVP pose prior (or, with --model, a baseline)."""
-    from . import config, gmm, trainer, vposer
+    from . import config, distributed, gmm, trainer, vposer
     from .data import DataError, load_dataset
+
+    distributed.init()   # under torchrun: join the process group (a no-op otherwise)
 
     # --model: (config class, preset/JSON loader, training function); a run's config.json names its model
     models = {"flow": (config.Config, config.load_config, trainer.train),
@@ -104,10 +109,18 @@ def train(data_dir, out, model, config_spec, epochs, max_steps, max_minutes, res
             cfg = _overridden(models[model][1](config_spec), overrides, epochs)
             if _leftovers(out):
                 _fail(f"--out {out}: run directory exists and is not empty (use --resume, or another --out)")
-        data = load_dataset(data_dir, fps=fps)
+        if model == "gmm" and max(nproc or 1, distributed.world()) > 1:
+            _fail("--model gmm fits in one process (EM); it takes no --nproc / torchrun")
+        if nproc is not None and distributed.launched_by_torchrun():
+            _fail("--nproc starts torchrun itself; under torchrun, give torchrun --nproc-per-node instead")
+        if nproc is not None:   # the arguments are checked: start the workers, which run this command again
+            sys.exit(distributed.launch(nproc, _without_nproc(sys.argv)))
+        distributed.barrier()   # every rank has checked --out before rank 0 creates it
+        data = distributed.shared_dataset(lambda: load_dataset(data_dir, fps=fps))   # once per machine
     except (DataError, ValueError) as e:
         _fail(str(e))
-    click.echo(f"train {len(data['train'])} poses, val {len(data['val'])} poses; config sha256 {cfg.sha256()[:12]}")
+    if distributed.is_main():
+        click.echo(f"train {len(data['train'])} poses, val {len(data['val'])} poses; config sha256 {cfg.sha256()[:12]}")
     fresh = not resume
     try:
         limits = {} if model == "gmm" else {"resume": resume, "max_steps": max_steps, "max_minutes": max_minutes}
@@ -115,12 +128,34 @@ def train(data_dir, out, model, config_spec, epochs, max_steps, max_minutes, res
     except BaseException as e:
         # a fresh run that never wrote a checkpoint is not a run: leave nothing behind that looks like one
         # (a SIGKILL cannot be caught: that run resumes with --resume, see train.trainer.run_epochs)
-        if fresh and not (out / "best.pt").exists():
+        if fresh and distributed.is_main() and not (out / "best.pt").exists():
             shutil.rmtree(out, ignore_errors=True)
         if isinstance(e, (ValueError, FloatingPointError, OSError)):
             _fail(str(e))
+        if (peer := distributed.lost_peer(e)) is not None:   # a rank died: say so, and how to continue
+            kept = (f"{out} keeps every finished epoch: continue with --resume (any number of processes)"
+                    if (out / "last.pt").exists() else "no epoch had finished: nothing is kept")
+            click.echo(f"error: {peer}; {kept}", err=True)
+            sys.exit(1)
         raise
-    click.echo(json.dumps(summary, indent=2))
+    main_rank = distributed.is_main()
+    distributed.teardown()
+    if main_rank:
+        click.echo(json.dumps(summary, indent=2))
+
+
+def _without_nproc(argv: list[str]) -> list[str]:
+    """The arguments after ``train`` in ``argv``, less ``--nproc N`` / ``--nproc=N``."""
+    args = argv[argv.index("train") + 1:]
+    out, skip = [], False
+    for a in args:
+        if skip:
+            skip = False
+        elif a == "--nproc":
+            skip = True
+        elif not a.startswith("--nproc="):
+            out.append(a)
+    return out
 
 
 @main.command("export")

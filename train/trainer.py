@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from . import distributed
 from .augment import Augmentation, degenerate_joints
 from .config import Config
 from .data import PoseSet
@@ -164,18 +165,21 @@ def data_checksums(train_set: PoseSet, val_set: PoseSet) -> dict:
 
 
 def run_epochs(out: Path, cfg, model: torch.nn.Module, opt: torch.optim.Optimizer, gen: torch.Generator,
-               data_sha: dict, n: int, *, batch_loss: Callable[[torch.Tensor], torch.Tensor],
+               data_sha: dict, n: int, *, batch_loss: Callable[[torch.Tensor, slice], torch.Tensor],
                validate: Callable[[], dict], score: str, higher_is_better: bool, train_field: tuple[str, float],
                extra_ckpt: dict | None = None, early_stopping: bool = True, resume: bool = False,
                max_steps: int | None = None, max_minutes: float | None = None,
                progress: bool = True) -> tuple[dict, str]:
     """The one training loop (the flow's and the VPoser baseline's): epochs over a permutation drawn from
-    ``gen``, one Adam step per batch on ``batch_loss(indices)`` (which draws its own noise from ``gen``),
+    ``gen``, one Adam step per batch on ``batch_loss(indices, shard)`` (which draws the noise of the whole batch
+    ``indices`` from ``gen`` and returns the mean loss over positions ``shard`` of it: the whole batch with one
+    process, this rank's slice with several, see ``train.distributed``),
     gradient clipping at ``cfg.grad_clip``, then ``validate()`` -> metric fields, early stopping on field
     ``score`` after ``cfg.patience`` epochs without improvement (``early_stopping=False``: every epoch counts
     as the best, so all ``cfg.epochs`` run and ``best.pt`` is the last), ``best.pt`` (weights only) and ``last.pt``
     (everything ``resume`` needs) written atomically, one ``metrics.jsonl`` line per epoch with
-    ``train_field = (name, sign)``: name = sign * mean batch loss. Returns (state, stop reason)."""
+    ``train_field = (name, sign)``: name = sign * mean batch loss. Returns (state, stop reason).
+    Several ranks (torchrun): rank 0 alone writes ``out``; validation and the time limit are rank 0's."""
     t_start = time.monotonic()
     state = {"epoch": 0, "step": 0, "best_val": -math.inf if higher_is_better else math.inf, "best_epoch": 0,
              "bad_epochs": 0, "seconds": 0.0, "best": {}}
@@ -189,14 +193,16 @@ def run_epochs(out: Path, cfg, model: torch.nn.Module, opt: torch.optim.Optimize
         torch.set_rng_state(ckpt["torch_rng"])
         state = {"best": {}, **ckpt["state"]}
         history = ckpt["metrics"] if "metrics" in ckpt else metrics_before(out, state["epoch"])
-        write_metrics(out, history)
+        if distributed.is_main():
+            write_metrics(out, history)
     elif resume:
         if not (out / "config.json").is_file():
             raise ValueError(f"{out}: nothing to resume (no config.json, no last.pt)")
         # killed before the first checkpoint: start the run again from scratch (it is seeded: the same run)
         check_resumable(out, cfg, type(cfg).from_dict(json.loads((out / "config.json").read_text())), None, None)
-        write_metrics(out, history)
-    else:
+        if distributed.is_main():
+            write_metrics(out, history)
+    elif distributed.is_main():
         out.mkdir(parents=True, exist_ok=True)
         atomic_write(cfg.to_json() + "\n", out / "config.json")
         write_metrics(out, history)
@@ -204,6 +210,8 @@ def run_epochs(out: Path, cfg, model: torch.nn.Module, opt: torch.optim.Optimize
     deadline = None if max_minutes is None else t_start + 60.0 * max_minutes
     steps_per_epoch = math.ceil(n / cfg.batch_size)
     stop_reason = "epochs"
+    step = distributed.parallel(model, batch_loss)
+    progress = progress and distributed.is_main()
     while state["epoch"] < cfg.epochs:
         if state["bad_epochs"] >= cfg.patience:
             stop_reason = "early_stopping"
@@ -211,32 +219,36 @@ def run_epochs(out: Path, cfg, model: torch.nn.Module, opt: torch.optim.Optimize
         if max_steps is not None and state["step"] >= max_steps:
             stop_reason = "max_steps"
             break
-        if deadline is not None and time.monotonic() > deadline:
+        if deadline is not None and distributed.from_main(lambda: time.monotonic() > deadline):
             stop_reason = "max_minutes"
             break
         t0 = time.monotonic()
         model.train()
+        distributed.rank_seed(cfg.seed, state["epoch"])
         perm = torch.randperm(n, generator=gen)
         total, count = 0.0, 0
         bar = tqdm(range(steps_per_epoch), desc=f"epoch {state['epoch'] + 1}", disable=not progress, leave=False)
         for i in bar:
             idx = perm[i * cfg.batch_size:(i + 1) * cfg.batch_size]
-            loss = batch_loss(idx)
-            if not torch.isfinite(loss):
+            shard = distributed.shard(len(idx))
+            n_shard = len(range(len(idx))[shard])
+            loss = step(idx, shard)
+            if n_shard and not torch.isfinite(loss):
                 raise FloatingPointError(f"training diverged: loss {loss.item()} at step {state['step']}")
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            distributed.weighted(loss, n_shard, len(idx)).backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             opt.step()
             state["step"] += 1
-            total += loss.item() * len(idx)
+            total += loss.item() * n_shard if n_shard else 0.0
             count += len(idx)
             bar.set_postfix(loss=f"{total / count:.4f}")
             if max_steps is not None and state["step"] >= max_steps:
                 break
         train_seconds = time.monotonic() - t0
+        total = distributed.all_sum(total)
         model.eval()
-        val = validate()
+        val = distributed.from_main(validate)
         state["epoch"] += 1
         seconds = time.monotonic() - t0
         state["seconds"] += seconds
@@ -257,11 +269,12 @@ def run_epochs(out: Path, cfg, model: torch.nn.Module, opt: torch.optim.Optimize
                 "metrics": history}
         # each write is atomic, and every state between two of them resumes to the same run: best.pt of an
         # epoch that last.pt does not hold yet is rewritten when that epoch is run again; metrics.jsonl is
-        # rewritten from last.pt's history on resume
-        if improved:
-            atomic_save(model_only(ckpt), out / "best.pt")
-        atomic_save(ckpt, out / "last.pt")
-        write_metrics(out, history)
+        # rewritten from last.pt's history on resume. Several ranks: rank 0 alone writes
+        if distributed.is_main():
+            if improved:
+                atomic_save(model_only(ckpt), out / "best.pt")
+            atomic_save(ckpt, out / "last.pt")
+            write_metrics(out, history)
         if progress:
             shown = "  ".join(f"{k} {v:.4f}" for k, v in row.items() if k == name or k in val)
             tqdm.write(f"epoch {row['epoch']:3d}  {shown}{'  *' if improved else ''}  ({seconds:.1f} s)")
@@ -276,7 +289,8 @@ def train(cfg: Config, train_set: PoseSet, val_set: PoseSet, out: str | Path, *,
     check_no_constant_joints(train_set, cfg)
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
-    x_train = (PoseSet.concat([train_set, train_set.mirrored()]) if cfg.mirror else train_set).to_6d()
+    x_train = torch.from_numpy(distributed.per_machine(lambda: {"x_train": (  # built once per machine
+        PoseSet.concat([train_set, train_set.mirrored()]) if cfg.mirror else train_set).to_6d().numpy()})["x_train"])
     vgen = torch.Generator().manual_seed(cfg.val_seed)
     x_val = val_set.to_6d()
     if len(x_val) > cfg.max_val:
@@ -287,13 +301,16 @@ def train(cfg: Config, train_set: PoseSet, val_set: PoseSet, out: str | Path, *,
     x_val = aug(x_val, vgen)
 
     flow = build_flow(cfg)
-    if cfg.normalize:
+    if cfg.normalize and distributed.is_main():   # other ranks receive it with the weights (DDP's first broadcast)
         norm_gen = torch.Generator().manual_seed(cfg.seed + 1)
         flow.set_normalization(aug(x_train, norm_gen))
+    dev = distributed.device()
+    flow.to(dev)
+    x_val = x_val.to(dev)
     opt = torch.optim.Adam(flow.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     state, stop_reason = run_epochs(
         out, cfg, flow, opt, gen, data_sha, len(x_train),
-        batch_loss=lambda idx: -flow.log_prob(aug(x_train[idx], gen)).mean(),
+        batch_loss=lambda idx, shard: -flow.log_prob(aug(x_train[idx], gen)[shard].to(dev)).mean(),
         validate=lambda: {"val_log_p": mean_log_prob(flow, x_val)}, score="val_log_p", higher_is_better=True,
         train_field=("train_log_p", -1.0), extra_ckpt={"noisy_joints": noisy},
         early_stopping=cfg.early_stopping, resume=resume, max_steps=max_steps, max_minutes=max_minutes,
@@ -303,5 +320,6 @@ def train(cfg: Config, train_set: PoseSet, val_set: PoseSet, out: str | Path, *,
                "train_seconds": round(state["seconds"], 1), "n_train": len(train_set), "n_val": len(val_set),
                "config_sha256": cfg.sha256(), "data_sha256": data_sha, "noisy_joints": noisy,
                "skeleton": train_set.skeleton}
-    atomic_write(json.dumps(summary, indent=2) + "\n", out / "summary.json")
+    if distributed.is_main():
+        atomic_write(json.dumps(summary, indent=2) + "\n", out / "summary.json")
     return summary

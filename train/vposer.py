@@ -42,6 +42,7 @@ from torch.nn.functional import softplus
 from .config import ConfigBase, load_preset
 from .data import PoseSet
 from .rotations import NUM_JOINTS, axis_angle_to_matrix, gram_schmidt, matrix_to_6d
+from . import distributed
 from .trainer import atomic_write, data_checksums, read_checkpoint, run_epochs
 
 
@@ -97,7 +98,7 @@ class VPoser(nn.Module):
 
     def encode(self, aa: torch.Tensor) -> Normal:
         """Axis-angle (B, 21, 3) or (B, 63) -> posterior q(z|x) = N(mu, diag sigma^2), batch shape (B, latent)."""
-        h = self.encoder((aa.reshape(aa.shape[0], -1) - self.input_mean) / self.input_std)
+        h = self.encoder((aa.flatten(1) - self.input_mean) / self.input_std)
         return Normal(self.to_mu(h), softplus(self.to_sigma(h)) + 1e-6)
 
     def decode(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -167,7 +168,7 @@ def train_vposer(cfg: VPoserConfig, train_set: PoseSet, val_set: PoseSet, out: s
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     aa_train = torch.from_numpy(train_set.rotations).float()
-    R_train = _matrices(aa_train)
+    R_train = torch.from_numpy(distributed.per_machine(lambda: {"R": _matrices(aa_train).numpy()})["R"])  # per machine
     vgen = torch.Generator().manual_seed(cfg.val_seed)
     aa_val = torch.from_numpy(val_set.rotations).float()
     if len(aa_val) > cfg.max_val:
@@ -177,11 +178,15 @@ def train_vposer(cfg: VPoserConfig, train_set: PoseSet, val_set: PoseSet, out: s
 
     model = build_vposer(cfg)
     model.set_normalization(aa_train)
+    dev = distributed.device()
+    model.to(dev)
+    aa_val, R_val, eps_val = aa_val.to(dev), R_val.to(dev), eps_val.to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
-    def batch_loss(idx: torch.Tensor) -> torch.Tensor:
-        eps = torch.randn(len(idx), cfg.latent, generator=gen)
-        return model.loss(aa_train[idx], R_train[idx], eps, cfg.kl_weight)["loss"]
+    def batch_loss(idx: torch.Tensor, shard: slice) -> torch.Tensor:
+        eps = torch.randn(len(idx), cfg.latent, generator=gen)   # the whole batch's noise, then this rank's shard
+        idx = idx[shard]
+        return model.loss(aa_train[idx].to(dev), R_train[idx].to(dev), eps[shard].to(dev), cfg.kl_weight)["loss"]
 
     def validate() -> dict:
         return {f"val_{k}": v for k, v in evaluate(model, aa_val, R_val, eps_val, cfg.kl_weight).items()}
@@ -197,5 +202,6 @@ def train_vposer(cfg: VPoserConfig, train_set: PoseSet, val_set: PoseSet, out: s
                "best_val_geodesic_deg": best.get("val_geodesic_deg"),
                "train_seconds": round(state["seconds"], 1), "n_train": len(train_set), "n_val": len(val_set),
                "config_sha256": cfg.sha256(), "data_sha256": data_sha}
-    atomic_write(json.dumps(summary, indent=2) + "\n", out / "summary.json")
+    if distributed.is_main():
+        atomic_write(json.dumps(summary, indent=2) + "\n", out / "summary.json")
     return summary
