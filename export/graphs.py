@@ -157,7 +157,8 @@ def _coupling_forward_vjp(layer: AffineCoupling, tape: tuple, gy: torch.Tensor, 
     ga, gyb = _split(layer, gy)
     c = layer.scale_clamp
     gs = gyb * be + w
-    gr = gs * (1.0 - (s * (1.0 / c)) ** 2)
+    th = s * (1.0 / c)
+    gr = gs * (1.0 - th * th)
     ga = ga + _mlp_vjp(layer.net, saved, torch.cat([gr, gyb], dim=-1))
     return _join(layer, ga, gyb * e)
 
@@ -177,7 +178,8 @@ def _coupling_inverse_vjp(layer: AffineCoupling, tape: tuple, gx: torch.Tensor) 
     ga, gb = _split(layer, gx)
     c = layer.scale_clamp
     gyb = gb * e_inv
-    gr = (-gb * b - 1.0) * (1.0 - (s * (1.0 / c)) ** 2)
+    th = s * (1.0 / c)
+    gr = (-gb * b - 1.0) * (1.0 - th * th)
     ga = ga + _mlp_vjp(layer.net, saved, torch.cat([gr, -gyb], dim=-1))
     return _join(layer, ga, gyb)
 
