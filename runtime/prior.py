@@ -1,6 +1,6 @@
 """``PosePrior``: the exported pose prior run with onnxruntime and numpy only (no torch).
 
-A model directory (written by ``poseprior export``) holds four ONNX graphs sharing one weights file, plus
+A model directory (written by ``poseprior export``) holds five ONNX graphs sharing one weights file, plus
 ``manifest.json`` (sha256 of every file, joint names, conventions, dimensions, training record):
 
 =================== ============================ =====================================================
@@ -10,6 +10,8 @@ graph               inputs                       outputs
 ``sample``          z (B, D)                     poses (B, 21, 6), raw (not orthonormal)
 ``latent_forward``  z (B, D)                     poses (B, 21, 6), log_prob (B,)
 ``log_prob_grad``   poses (B, 21, 6)             log_prob (B,), grad (B, 21, 6) = d log_prob / d poses
+``latent_vjp``      z (B, D), grad_poses         poses f(z), log_prob (B,) = log p(f(z)), grad_log_prob_z
+                    (B, 21, 6)                   (B, D) = d log p(f(z)) / dz, vjp_z (B, D) = (df/dz)^T grad_poses
 =================== ============================ =====================================================
 
 all float32 with a dynamic batch B. With f the flow (latent -> pose) and z ~ N(0, I_D), D = 6 x modelled joints:
@@ -48,10 +50,12 @@ ROTATION_TOLERANCE = 1e-3   # max |R^T R - I| accepted for rep="matrix"
 
 @dataclass(frozen=True)
 class Graph:
-    """One ONNX graph of a model: its role, and the names of its inputs and outputs."""
+    """One ONNX graph of a model: its role, the names of its inputs and outputs, and whether a model must have it
+    (``required=False``: models exported before the graph existed load without it)."""
     name: str
     inputs: tuple[str, ...]
     outputs: tuple[str, ...]
+    required: bool = True
 
     @property
     def file(self) -> str:
@@ -63,6 +67,7 @@ GRAPHS = {g.name: g for g in (
     Graph("sample", ("z",), ("poses",)),
     Graph("latent_forward", ("z",), ("poses", "log_prob")),
     Graph("log_prob_grad", ("poses",), ("log_prob", "grad")),
+    Graph("latent_vjp", ("z", "grad_poses"), ("poses", "log_prob", "grad_log_prob_z", "vjp_z"), required=False),
 )}
 
 
@@ -200,11 +205,12 @@ class PosePrior:
         """
         model_dir = DEFAULT_MODEL_DIR if path is None else Path(path)
         manifest = read_manifest(model_dir)
-        verify_files(model_dir, manifest, [g.file for g in GRAPHS.values()] + [WEIGHTS_FILE])
+        graphs = [g for g in GRAPHS.values() if g.required or g.file in manifest.get("files", {})]
+        verify_files(model_dir, manifest, [g.file for g in graphs] + [WEIGHTS_FILE])
         options = session_options(intra_op_num_threads, allow_spinning)
         providers = default_providers() if providers is None else list(providers)
         sessions = {}
-        for g in GRAPHS.values():
+        for g in graphs:
             try:
                 sessions[g.name] = ort.InferenceSession(str(model_dir / g.file), options, providers=providers)
             except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
@@ -248,9 +254,12 @@ class PosePrior:
         z, single = _batched(_as_float(z, "z"), (self.dim,), "z")
         return z.astype(np.float32, copy=False), single
 
-    def _run(self, graph: str, x: np.ndarray) -> list[np.ndarray]:
+    def _run(self, graph: str, *xs: np.ndarray) -> list[np.ndarray]:
         g = GRAPHS[graph]
-        return self._sessions[graph].run(list(g.outputs), {g.inputs[0]: np.ascontiguousarray(x)})
+        if graph not in self._sessions:
+            raise ModelError(f"{self.path}: this model has no {g.file} (exported before the graph existed); "
+                             f"re-export it with `poseprior export` to use {graph}")
+        return self._sessions[graph].run(list(g.outputs), {i: np.ascontiguousarray(x) for i, x in zip(g.inputs, xs)})
 
     # --- the prior -----------------------------------------------------------------------------------------------
     def log_prob(self, poses, rep: str = "6d") -> np.ndarray:
@@ -301,6 +310,23 @@ class PosePrior:
         z, single = self._latent(z)
         x, log_p = self._run("latent_forward", z)
         return (x[0], log_p[0]) if single else (x, log_p)
+
+    def latent_vjp(self, z, grad_poses) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(poses f(z) raw (B, 21, 6), log p(f(z)) (B,), d log p(f(z))/dz (B, D), (df/dz)^T grad_poses (B, D)).
+
+        One forward and one reverse pass: with a data term E(x) whose gradient in 6D pose space is ``grad_poses``
+        = dE/dx at x = f(z), the latent gradient of ``E(f(z)) - lam log p(f(z))`` is ``vjp_z - lam *
+        grad_log_prob_z`` (log p with the Jacobian term, DESIGN §4). Masked joints of ``grad_poses`` are ignored.
+        A model exported without this graph raises ``ModelError``.
+        """
+        z, single = self._latent(z)
+        g, single_g = _batched(_as_float(grad_poses, "grad_poses"), (self.num_joints, 6), "grad_poses")
+        if single_g != single or g.shape[0] != z.shape[0]:
+            want = (self.num_joints, 6) if single else (z.shape[0], self.num_joints, 6)
+            raise ValueError(f"grad_poses: shape {np.shape(grad_poses)}, expected {want}: one cotangent per latent of "
+                             f"z (shape {np.shape(z[0] if single else z)})")
+        out = self._run("latent_vjp", z, g.astype(np.float32, copy=False))
+        return tuple(o[0] for o in out) if single else tuple(out)
 
 
 def _check_graph(path: Path, session: ort.InferenceSession, graph: Graph, manifest: dict) -> None:
