@@ -59,6 +59,8 @@ ROWS = {  # prior name -> table label
     "flow_ambient": "ours, ambient",
     "flow_latent": "ours, latent (-log p, Jacobian)",
     "flow_latent_z2": "ours, latent ‖z‖²/2 (ablation)",
+    "runtime_ambient": "ours, ambient, runtime (numpy + onnxruntime)",
+    "runtime_latent": "ours, latent (-log p, Jacobian), runtime",
 }
 
 
@@ -149,6 +151,8 @@ class Tasks:
 
     def _fit(self, prior, init, data, lam, task, fixed=None):
         c = self.cfg
+        if isinstance(prior, RuntimePrior):
+            return prior.fit(init, data, lam, fixed, c.fixed_weight, c.iters[task])
         return F.fit(prior, init, data, lam, fixed=fixed, fixed_weight=c.fixed_weight, optimizer=c.optimizer,
                      iters=c.iters[task], chunk=c.chunk)
 
@@ -225,7 +229,7 @@ def evaluate(tasks: Tasks, prior, key: str, lam: float, hypotheses: int = 1):
 
 SELECT = {"completion": "mean_mpjpe_mm", "ik": "mpjpe_mm"}   # denoising: geodesic_deg
 PER_POSE = "_per_pose"   # the selection metric per test pose (N,): standard errors and paired differences
-PAIRS = (("flow_latent", "flow_latent_z2"), ("flow_latent", "flow_ambient"), ("flow_ambient", "vposer"),
+PAIRS = (("runtime_ambient", "flow_ambient"), ("runtime_latent", "flow_latent"), ("flow_latent", "flow_latent_z2"), ("flow_latent", "flow_ambient"), ("flow_ambient", "vposer"),
          ("flow_latent", "vposer"), ("flow_ambient", "gmm"))
 
 
@@ -251,12 +255,43 @@ def tune(tasks: Tasks, prior, key: str) -> tuple[float, dict]:
     return min(scores, key=scores.get), scores
 
 
+class RuntimePrior:
+    """The flow through the torch-free runtime (``runtime.fit``, onnxruntime graphs, numpy data terms) in one
+    space, with the SAME problems, budgets and starts as the torch rows: the torch data terms are rebuilt as their
+    numpy twins (``Denoise``, ``Effectors``), fixed joints become ``free = ~mask`` (latent: the same anchor). The
+    fitting itself never calls torch; tensors are converted at this boundary only."""
+
+    def __init__(self, prior, space: str):
+        self.prior, self.space, self.name = prior, space, f"runtime_{space}"
+
+    def fit(self, init, data, lam, fixed, fixed_weight, iters) -> F.FitResult:
+        from runtime import fit as rfit
+        x0 = init.numpy()
+        free = None
+        if fixed is not None:
+            mask = fixed[0].expand(len(x0), -1).numpy()
+            x0, free = np.where(mask[..., None], fixed[1].numpy(), x0), ~mask
+        term = None
+        if isinstance(data, F.Denoise):
+            term = rfit.Denoise(data.observed.numpy(), data.weight)
+        elif isinstance(data, F.Effectors):
+            term = rfit.Effectors(data.targets.numpy(), data.joints, data.offsets.numpy(), data.sigma,
+                                  None if data.trans is None else data.trans.numpy())
+        elif data is not None:
+            raise TypeError(f"no runtime twin for the data term {type(data).__name__}")
+        r = rfit.fit(self.prior, x0, term, lam, free, space=self.space, fixed_weight=fixed_weight, iters=iters)
+        t = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in
+             dict(poses=r.poses, raw=r.raw, params=r.params, loss=r.loss, data=r.data, prior=r.neg_log_p).items()}
+        return F.FitResult(t["poses"], t["raw"], t["params"], t["loss"], t["data"], t["prior"], r.seconds)
+
+
 # --- models ------------------------------------------------------------------------------------------------------
 def load_priors(model_dir: Path, vposer_path: Path, gmm_path: Path, check_poses: torch.Tensor) -> tuple[dict, str]:
     """The six prior adapters; the flow is the model's (.pt2, else its training checkpoint under runs/), checked
     against the model's ONNX log_prob on ``check_poses``."""
     from export.bench import torch_flow
     from runtime import PosePrior
+    from runtime import fit as rfit
 
     from .gmm import load_gmm
     from .vposer import load_vposer
@@ -276,7 +311,10 @@ def load_priors(model_dir: Path, vposer_path: Path, gmm_path: Path, check_poses:
     gmm = load_gmm(gmm_path)[0]
     priors = {"none": F.NoPrior(), "gmm": F.GMMPrior(gmm), "vposer": F.VPoserLatent(vposer),
               "flow_ambient": F.FlowAmbient(flow), "flow_latent": F.FlowLatent(flow, True),
-              "flow_latent_z2": F.FlowLatent(flow, False)}
+              "flow_latent_z2": F.FlowLatent(flow, False),
+              "runtime_ambient": RuntimePrior(onnx_prior, "ambient")}
+    if rfit.has_latent_space(onnx_prior):              # models exported before latent_vjp get no runtime latent row
+        priors["runtime_latent"] = RuntimePrior(onnx_prior, "latent")
     return priors, f"{origin} (torch vs ONNX log p max diff {diff:.2g})"
 
 
