@@ -42,6 +42,7 @@ bindings: install
 
 bench: install
 	$(PY) -m train.cli bench
+	$(PY) -m export.fitbench_rt runtime/models/default $(wildcard models/sweep-noise0.02)   # runtime.fit.denoise poses/s
 
 clean:
 	rm -rf .venv build *.egg-info .pytest_cache bindings_tests/build

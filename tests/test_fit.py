@@ -393,6 +393,9 @@ def test_fitbench_runs_end_to_end(tiny_model, shared_data, baseline_runs, tmp_pa
     report = run(tiny_model, shared_data / "cmu_pose" / "test.npz", tmp_path, cfg, vposer_path=baseline_runs[0],
                  gmm_path=baseline_runs[1], log=lambda *_: None)
     assert {p.name for p in tmp_path.iterdir()} >= {"metrics.json", "report.md", "fits.png"}
-    assert set(report["results"]) == {"none", "gmm", "vposer", "flow_ambient", "flow_latent", "flow_latent_z2"}
+    assert set(report["results"]) == {"none", "gmm", "vposer", "flow_ambient", "flow_latent", "flow_latent_z2",
+                                      "runtime_ambient", "runtime_latent"}          # the runtime rows, torch-free fits
+    for name in ("runtime_ambient", "runtime_latent"):   # real fits: IK moved away from its start, the mean pose
+        assert report["results"][name]["ik"]["mpjpe_mm"] < report["reference"]["ik"]["mpjpe_mm"]
     assert report["lam"]["flow_latent"]["completion"] in (10.0, 100.0)
     assert report["val_grid"]["flow_ambient"]["completion"] == {}    # ambient completion: nothing to tune

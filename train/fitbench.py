@@ -79,6 +79,7 @@ class BenchConfig:
     lam_grid_completion: tuple = (3.0, 10.0, 30.0, 100.0, 300.0)  # latent completion: lam against the anchor
     fixed_weight: float = 5000.0          # latent-space anchor of visible joints (1/(2 * 0.01^2))
     seed: int = 0
+    priors: tuple = ()                    # names from ROWS to run (default: all)
 
 
 # --- small helpers -----------------------------------------------------------------------------------------------
@@ -286,9 +287,11 @@ class RuntimePrior:
 
 
 # --- models ------------------------------------------------------------------------------------------------------
-def load_priors(model_dir: Path, vposer_path: Path, gmm_path: Path, check_poses: torch.Tensor) -> tuple[dict, str]:
-    """The six prior adapters; the flow is the model's (.pt2, else its training checkpoint under runs/), checked
-    against the model's ONNX log_prob on ``check_poses``."""
+def load_priors(model_dir: Path, vposer_path: Path, gmm_path: Path, check_poses: torch.Tensor,
+                only: tuple = ()) -> tuple[dict, str]:
+    """The prior adapters (all of ``ROWS``, or the names in ``only``; the runtime latent row only for models with
+    latent_vjp); the flow is the model's (.pt2, else its training checkpoint under runs/), checked against the
+    model's ONNX log_prob on ``check_poses``. VPoser and the GMM are loaded only when asked for."""
     from export.bench import torch_flow
     from runtime import PosePrior
     from runtime import fit as rfit
@@ -307,14 +310,21 @@ def load_priors(model_dir: Path, vposer_path: Path, gmm_path: Path, check_poses:
         diff = np.abs(flow.log_prob(check_poses).numpy() - onnx_prior.log_prob(check_poses.numpy())).max()
     if diff > 1e-2:
         raise ValueError(f"{model_dir}: torch flow ({origin}) and ONNX log p differ by {diff:.3g}: not the same model")
-    vposer = load_vposer(vposer_path)[0].requires_grad_(False)
-    gmm = load_gmm(gmm_path)[0]
-    priors = {"none": F.NoPrior(), "gmm": F.GMMPrior(gmm), "vposer": F.VPoserLatent(vposer),
-              "flow_ambient": F.FlowAmbient(flow), "flow_latent": F.FlowLatent(flow, True),
+    unknown = set(only) - set(ROWS)
+    if unknown:
+        raise ValueError(f"--priors: unknown {sorted(unknown)}; choose from {list(ROWS)}")
+    wanted = set(only or ROWS)
+    priors = {"none": F.NoPrior()}
+    if "gmm" in wanted:
+        priors["gmm"] = F.GMMPrior(load_gmm(gmm_path)[0])
+    if "vposer" in wanted:
+        priors["vposer"] = F.VPoserLatent(load_vposer(vposer_path)[0].requires_grad_(False))
+    priors |= {"flow_ambient": F.FlowAmbient(flow), "flow_latent": F.FlowLatent(flow, True),
               "flow_latent_z2": F.FlowLatent(flow, False),
               "runtime_ambient": RuntimePrior(onnx_prior, "ambient")}
     if rfit.has_latent_space(onnx_prior):              # models exported before latent_vjp get no runtime latent row
         priors["runtime_latent"] = RuntimePrior(onnx_prior, "latent")
+    priors = {k: v for k, v in priors.items() if k in wanted}
     return priors, f"{origin} (torch vs ONNX log p max diff {diff:.2g})"
 
 
@@ -338,7 +348,7 @@ def _run(model_dir, test_path, out, cfg, val_path, train_path, vposer_path, gmm_
     mean = mean_pose(load_npz(train_path).rotations)
     gt_test = test.to_6d()[torch.from_numpy(evenly(cfg.n, len(test)))]
     gt_val = val.to_6d()[torch.from_numpy(evenly(cfg.n_val, len(val)))]
-    priors, origin = load_priors(model_dir, vposer_path, gmm_path, gt_val[:64])
+    priors, origin = load_priors(model_dir, vposer_path, gmm_path, gt_val[:64], tuple(cfg.priors))
     log(f"flow: {origin}")
     val_tasks = Tasks(gt_val, val.offsets, mean, cfg)
     test_tasks = Tasks(gt_test, test.offsets, mean, cfg)
