@@ -266,13 +266,15 @@ def output_scale(prior: PosePrior, n: int = 4096, seed: int = 0) -> np.ndarray:
     return np.where(s > 1e-6, s, 1.0).astype(np.float32)
 
 
-def encode(prior: PosePrior, poses, iters: int = 300, tol: float = 1e-5, scale: np.ndarray | None = None
-           ) -> np.ndarray:
+def encode(prior: PosePrior, poses, iters: int = 1000, tol: float = 1e-5, scale: np.ndarray | None = None
+           ) -> tuple[np.ndarray, np.ndarray]:
     """Latents z (B, D) with f(z) = poses (B, 21, 6): the flow's inverse, solved as
     ``min_z sum |(f(z) - x) / s|^2 / 2`` with s = ``output_scale(prior)`` (the flow's outputs span 1e-2..1 per
     coordinate: unscaled, the problem is ill-conditioned), batched L-BFGS from z = 0, gradient
     (df/dz)^T ((f(z) - x) / s^2) by ``latent_vjp``, until ``max|f(z) - x| <= tol`` per pose (float32 reaches about
-    1e-6). Raises ``ValueError`` when a pose does not come within 1e-3."""
+    1e-6; real poses take about 80 iterations). Returns (z, max|f(z) - x| per pose): a pose far outside the data
+    may not converge within ``iters``; its z is the closest found (a latent fit then starts at f(z), not x).
+    With an exact inverse graph this would be one call."""
     x = _poses(poses, "poses", prior.num_joints)
     inv_var = 1.0 / (output_scale(prior) if scale is None else scale) ** 2
 
@@ -288,11 +290,7 @@ def encode(prior: PosePrior, poses, iters: int = 300, tol: float = 1e-5, scale: 
 
     res = minimize(Residual(), np.zeros((len(x), prior.dim), np.float32), iters, gtol=0.0, h0=1.0)
     fz, _ = prior.latent_forward(res.p)
-    err = np.abs(fz - x).max((1, 2))
-    if (err > 1e-3).any():
-        raise ValueError(f"poses: the flow's inverse did not converge for {int((err > 1e-3).sum())} pose(s) "
-                         f"(worst max|f(z) - x| = {err.max():.3g}); pass init_z instead")
-    return res.p
+    return res.p, np.abs(fz - x).max((1, 2))
 
 
 # --- fitting -----------------------------------------------------------------------------------------------------
@@ -335,8 +333,8 @@ def fit(prior: PosePrior, init, data: DataTerm | None = None, lam: float = 1.0, 
         terms.append(Anchor(x0, ~mask, fixed_weight))
     z0 = None
     if space == "latent":
-        if init_z is None:
-            z0 = encode(prior, x0)
+        if init_z is None:   # a sequence starts from frame 0 only (later frames from the previous answer)
+            z0 = encode(prior, x0[:1] if sequence else x0)[0]
         else:
             z0 = np.asarray(init_z)
             if z0.dtype.kind != "f" or z0.shape != (B, prior.dim) or not np.isfinite(z0).all():

@@ -208,7 +208,7 @@ free = a["mask"]
 given = rfit.complete(prior, a["start"], free, lam=float(a["lam"]), space="latent", init_z=a["z0"], iters=int(a["iters"]))
 encoded = rfit.complete(prior, a["start"], free, lam=float(a["lam"]), space="latent", iters=int(a["iters"]))
 np.savez(out, poses=given.poses, loss=given.loss, enc_poses=encoded.poses, enc_loss=encoded.loss,
-         z_enc=rfit.encode(prior, a["start"]), torch_loaded=np.array(sys.modules["torch"] is not None))
+         z_enc=rfit.encode(prior, a["start"])[0], torch_loaded=np.array(sys.modules["torch"] is not None))
 """
 # Latent completion of an arm (lam = 10 against the anchor's fixed_weight = 5000, 300 iterations, 2-degree starts):
 # same objective and algorithm both sides; the runtime gets torch's start z0 = f^-1(x0) (init_z) and, separately,
@@ -365,6 +365,8 @@ def test_sequence_warm_start_and_smoothness(prior, shared_data):
     r = rfit.denoise(prior, twice, weight=w, iters=50, sequence=True)
     assert r.iterations[1] <= 1 < r.iterations[0]
     assert np.allclose(r.poses[1], r.poses[0], atol=1e-5)
+    lat = rfit.denoise(prior, twice, weight=w, iters=50, sequence=True, space="latent")    # warm start in z
+    assert lat.iterations[1] <= 1 < lat.iterations[0] and np.allclose(lat.params[1], lat.params[0], atol=1e-5)
 
     def step(res):
         R = rotations.gram_schmidt(res.poses.astype(np.float64))

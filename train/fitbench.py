@@ -264,6 +264,16 @@ class RuntimePrior:
 
     def __init__(self, prior, space: str):
         self.prior, self.space, self.name = prior, space, f"runtime_{space}"
+        self._latents = {}          # start poses (bytes) -> encode(start): the lam grid re-fits the same starts
+
+    def _init_z(self, x0):
+        from runtime import fit as rfit
+        if self.space != "latent":
+            return None
+        key = x0.tobytes()
+        if key not in self._latents:
+            self._latents[key] = rfit.encode(self.prior, x0)[0]
+        return self._latents[key]
 
     def fit(self, init, data, lam, fixed, fixed_weight, iters) -> F.FitResult:
         from runtime import fit as rfit
@@ -280,7 +290,8 @@ class RuntimePrior:
                                   None if data.trans is None else data.trans.numpy())
         elif data is not None:
             raise TypeError(f"no runtime twin for the data term {type(data).__name__}")
-        r = rfit.fit(self.prior, x0, term, lam, free, space=self.space, fixed_weight=fixed_weight, iters=iters)
+        r = rfit.fit(self.prior, x0, term, lam, free, space=self.space, init_z=self._init_z(x0),
+                     fixed_weight=fixed_weight, iters=iters)
         t = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in
              dict(poses=r.poses, raw=r.raw, params=r.params, loss=r.loss, data=r.data, prior=r.neg_log_p).items()}
         return F.FitResult(t["poses"], t["raw"], t["params"], t["loss"], t["data"], t["prior"], r.seconds)
