@@ -320,6 +320,8 @@ def fit(prior: PosePrior, init, data: DataTerm | None = None, lam: float = 1.0, 
     fixed_weight = _number(fixed_weight, "fixed_weight")
     if not isinstance(iters, (int, np.integer)) or iters < 0:
         raise ValueError(f"iters: must be an integer >= 0, got {iters!r}")
+    if not isinstance(history, (int, np.integer)) or history < 1:
+        raise ValueError(f"history: must be an integer >= 1, got {history!r}")
     if h0 is not None:
         h0 = _number(h0, "h0", positive=True)
     if space == "latent" and not has_latent_space(prior):
