@@ -50,6 +50,7 @@ bindings: install
 
 bench: install
 	$(PY) -m train.cli bench
+	$(PY) -m export.fitbench_rt runtime/models/default $(wildcard models/sweep-noise0.02)   # runtime.fit.denoise poses/s
 
 # peak RSS of every graph on 200,000 inputs (fresh interpreter each, /usr/bin/time -v), chunked == one call
 bench-memory: install

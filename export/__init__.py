@@ -1,4 +1,4 @@
-"""Export a trained pose prior: four ONNX graphs sharing one weights file, a manifest, and torch-native copies
+"""Export a trained pose prior: five ONNX graphs sharing one weights file, a manifest, and torch-native copies
 (``.pt2``, TorchScript). Needs torch; the runtime that loads the result (``runtime``) does not.
 
     from export import export_model
@@ -13,7 +13,8 @@ except ImportError:
     raise ImportError(f"poseprior's export package {TRAIN_EXTRA_HINT}", name="torch") from None
 
 from .exporter import export_model
-from .graphs import LatentForward, LogProb, LogProbGrad, Sample, log_prob_and_grad
+from .graphs import LatentForward, LatentVJP, LogProb, LogProbGrad, Sample, latent_vjp_autograd, log_prob_and_grad
 from .torch_export import load_flow
 
-__all__ = ["export_model", "load_flow", "LogProb", "Sample", "LatentForward", "LogProbGrad", "log_prob_and_grad"]
+__all__ = ["export_model", "load_flow", "LogProb", "Sample", "LatentForward", "LogProbGrad", "LatentVJP",
+           "log_prob_and_grad", "latent_vjp_autograd"]

@@ -3,12 +3,14 @@
 Layout of the model directory::
 
     manifest.json           format version, files + sha256, joints, conventions, dims, training record
-    weights.bin             the weights of all four graphs, each distinct tensor once
+    weights.bin             the weights of all five graphs, each distinct tensor once
     log_prob.onnx           poses (batch, 21, 6) -> log_prob (batch)
     sample.onnx             z (batch, D) -> poses (batch, 21, 6)             raw, not orthonormalised
     latent_forward.onnx     z (batch, D) -> poses (batch, 21, 6), log_prob (batch)
     log_prob_grad.onnx      poses (batch, 21, 6) -> log_prob (batch), grad (batch, 21, 6)
-    pt2/<graph>.pt2         torch.export programs of the four graphs
+    latent_vjp.onnx         z (batch, D), grad_poses (batch, 21, 6) -> poses (batch, 21, 6), log_prob (batch),
+                            grad_log_prob_z (batch, D), vjp_z (batch, D)
+    pt2/<graph>.pt2         torch.export programs of the five graphs
     torchscript/<graph>.pt  TorchScript of log_prob, sample, latent_forward
 
 The directory is built beside ``out_dir`` (``.NAME.partial-PID-*``) and renamed into place at the end, so a
@@ -34,11 +36,12 @@ from runtime.prior import FORMAT_VERSION, GRAPHS, WEIGHTS_FILE, sha256_file
 from runtime.rotations import JOINT_NAMES, NUM_JOINTS
 from train.trainer import load_checkpoint
 
-from .graphs import LatentForward, LogProb, LogProbGrad, Sample
+from .graphs import LatentForward, LatentVJP, LogProb, LogProbGrad, Sample
 from .onnx_export import OPSET, set_metadata, share_weights, to_onnx
 from .torch_export import export_program, save_pt2, save_torchscript
 
-MODULES = {"log_prob": LogProb, "sample": Sample, "latent_forward": LatentForward, "log_prob_grad": LogProbGrad}
+MODULES = {"log_prob": LogProb, "sample": Sample, "latent_forward": LatentForward, "log_prob_grad": LogProbGrad,
+           "latent_vjp": LatentVJP}
 TORCHSCRIPT = ("log_prob", "sample", "latent_forward")
 EXAMPLE_BATCH = 3   # > 1, so that torch.export does not specialise the batch size
 
@@ -59,11 +62,14 @@ GRAPH_DOCS = {
     "sample": "raw poses f(z) from latents z",
     "latent_forward": "poses f(z) and log p(f(z)) = log N(z) - log|det df/dz| in one pass",
     "log_prob_grad": "log p of 6D poses and its gradient d log p / d poses",
+    "latent_vjp": "poses f(z), log p(f(z)) = log N(z) - log|det df/dz|, d log p(f(z)) / dz and (df/dz)^T grad_poses "
+                  "in one forward and one reverse pass",
 }
+LATENT_SHAPED = ("z", "grad_log_prob_z", "vjp_z")
 
 
 def _shape(name: str, dim: int) -> list:
-    return ["batch"] if name == "log_prob" else ["batch", dim] if name == "z" else ["batch", NUM_JOINTS, 6]
+    return ["batch"] if name == "log_prob" else ["batch", dim] if name in LATENT_SHAPED else ["batch", NUM_JOINTS, 6]
 
 
 def _read_json(path: Path, lines: bool = False):
@@ -99,19 +105,20 @@ def _build(flow, out: Path, record: dict, torch_artifacts: bool = True) -> dict:
     ``torch_artifacts=False`` writes only what the runtime reads (the ONNX graphs, weights, manifest): the form
     shipped inside the runtime package.
     """
-    examples = {"poses": torch.zeros(EXAMPLE_BATCH, NUM_JOINTS, 6), "z": torch.zeros(EXAMPLE_BATCH, flow.dim)}
+    examples = {"poses": torch.zeros(EXAMPLE_BATCH, NUM_JOINTS, 6), "z": torch.zeros(EXAMPLE_BATCH, flow.dim),
+                "grad_poses": torch.zeros(EXAMPLE_BATCH, NUM_JOINTS, 6)}
     if torch_artifacts:
         (out / "pt2").mkdir()
         (out / "torchscript").mkdir()
     models = {}
     for name, graph in GRAPHS.items():
-        module, example = MODULES[name](flow).eval(), examples[graph.inputs[0]]
-        program = export_program(module, example)
+        module, example = MODULES[name](flow).eval(), [examples[i] for i in graph.inputs]
+        program = export_program(module, *example)
         models[name] = to_onnx(program, graph)
         if torch_artifacts:
             save_pt2(program, out / "pt2" / f"{name}.pt2")
             if name in TORCHSCRIPT:
-                save_torchscript(module, example, out / "torchscript" / f"{name}.pt")
+                save_torchscript(module, example[0], out / "torchscript" / f"{name}.pt")
 
     share_weights(models, out / WEIGHTS_FILE)
     masked = list(record["config"]["masked_joints"])

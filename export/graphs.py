@@ -1,4 +1,4 @@
-"""The four graphs a model ships, as torch modules around a trained ``PoseFlow`` (DESIGN §3, §6).
+"""The five graphs a model ships, as torch modules around a trained ``PoseFlow`` (DESIGN §3, §6).
 
 With f the flow (latent -> pose), z ~ N(0, I_D), D = 6 x (number of modelled joints):
 
@@ -8,25 +8,41 @@ With f the flow (latent -> pose), z ~ N(0, I_D), D = 6 x (number of modelled joi
                      as rotations; the runtime does).
 * ``LatentForward``: z (B, D) -> (poses f(z), log p(f(z))) in one pass, ``log p(f(z)) = log N(z) - log|det df/dz|``.
 * ``LogProbGrad``:   poses -> (log p(x), d log p(x) / dx) (B,), (B, 21, 6).
+* ``LatentVJP``:     (z (B, D), grad_poses g (B, 21, 6)) -> (poses f(z), log p(f(z)), d log p(f(z)) / dz,
+                     (df/dz)^T g): one forward and one reverse pass, so that the gradient of any data term in pose
+                     space becomes a latent gradient.
 
-Exporters cannot trace ``torch.autograd.grad`` (DESIGN §6), so ``LogProbGrad`` first traces ``log_prob_and_grad``
-(log p and its autograd gradient) with ``make_fx`` into a plain graph of core aten ops, batch size symbolic; that
-graph then exports like any other module.
+The two gradient graphs contain no autograd (exporters cannot trace it, DESIGN §6): their reverse pass is written
+out by hand over the coupling stack and reuses the forward pass's activations. For one coupling in the latent ->
+pose direction, ``y_a = a, y_b = b * e^s + t`` with ``s = c tanh(r / c)``, ``(r, t) = net(a)``, and an objective
+L = <g_y, y> + w * sum(s) (w = -1 where L is log p, whose Jacobian term is -sum s; 0 for a plain VJP):
+
+    g_b = g_yb * e^s,   g_s = g_yb * b e^s + w,   g_r = g_s * (1 - (s/c)^2),   g_t = g_yb,
+    g_a = g_ya + net^T [g_r, g_t];
+
+in the pose -> latent direction (the density), ``b = (y_b - t) e^-s`` and log p gets -sum s:
+
+    g_yb = g_b * e^-s,   g_s = -g_b * b - 1,   g_r = g_s * (1 - (s/c)^2),   g_t = -g_yb,
+    g_ya = g_a + net^T [g_r, g_t].
+
+The hypernet MLP h_{i+1} = act(W_i h_i + b_i), out = W_L h_L + b_L has the vector-Jacobian product
+``net^T g = W_0^T (... (W_{L-1}^T ((W_L^T g) * act'(p_{L-1}))) ...) * act'(p_0))`` with p_i the saved
+pre-activations. ``log_prob_and_grad`` (torch autograd) is the reference the tests and ``make bench`` compare with.
 
 Poses are in the user layout (B, 21, 6): per joint the first two columns of R, ``[R00 R10 R20 R01 R11 R21]``.
 Masked joints are ignored by the density (zero gradient) and come out of the sampler as the identity.
 """
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
 from torch import nn
-from torch._decomp import core_aten_decompositions
-from torch.fx.experimental.proxy_tensor import make_fx
 
+from train.coupling import AffineCoupling
 from train.flow import PoseFlow
-from train.rotations import NUM_JOINTS
+from train.rotations import NUM_JOINTS, from_flow_layout, to_flow_layout
 
 
 def log_prob_and_grad(log_prob: Callable[[torch.Tensor], torch.Tensor], poses: torch.Tensor
@@ -39,6 +55,144 @@ def log_prob_and_grad(log_prob: Callable[[torch.Tensor], torch.Tensor], poses: t
     return log_p.detach(), grad
 
 
+def latent_vjp_autograd(flow: PoseFlow, z: torch.Tensor, grad_poses: torch.Tensor
+                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The reference of ``LatentVJP`` by torch autograd: (f(z), log p(f(z)), d log p(f(z))/dz, (df/dz)^T g)."""
+    with torch.enable_grad():
+        zz = z.detach().requires_grad_(True)
+        x, log_p = flow.latent_forward(zz)
+        (grad_z,) = torch.autograd.grad(log_p.sum(), zz, retain_graph=True)
+        (vjp_z,) = torch.autograd.grad(x, zz, grad_outputs=grad_poses)
+    return x.detach(), log_p.detach(), grad_z, vjp_z
+
+
+# --- the hypernet MLP with its saved activations -----------------------------------------------------------------
+def _act_forward(activation: nn.Module, p: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+    """(act(p), what act'(p) needs)."""
+    if isinstance(activation, nn.SiLU):
+        sig = torch.sigmoid(p)
+        h = p * sig
+        return h, (sig, h)
+    if isinstance(activation, nn.ReLU):
+        return torch.relu(p), (p,)
+    if isinstance(activation, nn.Tanh):
+        h = torch.tanh(p)
+        return h, (h,)
+    if isinstance(activation, nn.GELU) and activation.approximate == "none":
+        cdf = 0.5 * (1.0 + torch.erf(p * (1.0 / math.sqrt(2.0))))
+        return p * cdf, (p, cdf)
+    raise ValueError(f"no hand-derived backward for activation {activation!r}")
+
+
+def _act_vjp(activation: nn.Module, saved: tuple[torch.Tensor, ...], g: torch.Tensor) -> torch.Tensor:
+    """g * act'(p): SiLU sig + h (1 - sig) (h = p sig), ReLU [p > 0], tanh 1 - h^2, GELU Phi(p) + p phi(p)."""
+    if isinstance(activation, nn.SiLU):
+        sig, h = saved
+        return g * (sig + h * (1.0 - sig))
+    if isinstance(activation, nn.ReLU):
+        (p,) = saved
+        return torch.where(p > 0, g, torch.zeros_like(g))
+    if isinstance(activation, nn.Tanh):
+        (h,) = saved
+        return g * (1.0 - h * h)
+    p, cdf = saved
+    return g * (cdf + p * torch.exp(-0.5 * p * p) * (1.0 / math.sqrt(2.0 * math.pi)))
+
+
+def _linears(net: nn.Sequential) -> tuple[list[nn.Linear], list[nn.Module]]:
+    mods = list(net)
+    return mods[0::2], mods[1::2]   # Linear, act, Linear, act, ..., Linear
+
+
+def _mlp_forward(net: nn.Sequential, a: torch.Tensor) -> tuple[torch.Tensor, list]:
+    linears, acts = _linears(net)
+    saved = []
+    h = a
+    for lin, act in zip(linears[:-1], acts):
+        h, s = _act_forward(act, nn.functional.linear(h, lin.weight, lin.bias))
+        saved.append(s)
+    return nn.functional.linear(h, linears[-1].weight, linears[-1].bias), saved
+
+
+def _mlp_vjp(net: nn.Sequential, saved: list, g: torch.Tensor) -> torch.Tensor:
+    """net^T g: (..., B, d_out) -> (..., B, d_in); g @ W is W^T g per row (no transposed copy of W)."""
+    linears, acts = _linears(net)
+    g = g @ linears[-1].weight
+    for lin, act, s in zip(reversed(linears[:-1]), reversed(acts), reversed(saved)):
+        g = _act_vjp(act, s, g) @ lin.weight
+    return g
+
+
+# --- one coupling, both directions, with the tape its reverse pass reads -----------------------------------------
+def _split(layer: AffineCoupling, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    a, b = v[..., : layer.half], v[..., layer.half:]
+    return (a, b) if layer.parity == 0 else (b, a)
+
+
+def _join(layer: AffineCoupling, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return torch.cat([a, b], dim=-1) if layer.parity == 0 else torch.cat([b, a], dim=-1)
+
+
+def _scale_shift(layer: AffineCoupling, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list]:
+    """(s, t, saved): s = c tanh(r / c); the tape holds the MLP's activations and s."""
+    out, saved = _mlp_forward(layer.net, a)
+    r, t = out[:, : layer.half], out[:, layer.half:]
+    c = layer.scale_clamp
+    s = c * torch.tanh(r * (1.0 / c))
+    return s, t, saved
+
+
+def _coupling_forward(layer: AffineCoupling, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, tuple]:
+    """latent side -> pose side: (y, sum s, tape)."""
+    a, b = _split(layer, v)
+    s, t, saved = _scale_shift(layer, a)
+    be = b * torch.exp(s)
+    return _join(layer, a, be + t), s.sum(1), (saved, s, torch.exp(s), be)
+
+
+def _coupling_forward_vjp(layer: AffineCoupling, tape: tuple, gy: torch.Tensor, w: torch.Tensor | float
+                          ) -> torch.Tensor:
+    """Cotangent of the layer's input, given gy (..., B, D) of its output and weight w on sum(s)."""
+    saved, s, e, be = tape
+    ga, gyb = _split(layer, gy)
+    c = layer.scale_clamp
+    gs = gyb * be + w
+    th = s * (1.0 / c)
+    gr = gs * (1.0 - th * th)
+    ga = ga + _mlp_vjp(layer.net, saved, torch.cat([gr, gyb], dim=-1))
+    return _join(layer, ga, gyb * e)
+
+
+def _coupling_inverse(layer: AffineCoupling, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, tuple]:
+    """pose side -> latent side: (x, sum s, tape); log|det dx/dy| = -sum s."""
+    a, yb = _split(layer, y)
+    s, t, saved = _scale_shift(layer, a)
+    e_inv = torch.exp(-s)
+    b = (yb - t) * e_inv
+    return _join(layer, a, b), s.sum(1), (saved, s, e_inv, b)
+
+
+def _coupling_inverse_vjp(layer: AffineCoupling, tape: tuple, gx: torch.Tensor) -> torch.Tensor:
+    """Cotangent of the inverse's input y for L = <gx, x> - sum(s) (the density's Jacobian term)."""
+    saved, s, e_inv, b = tape
+    ga, gb = _split(layer, gx)
+    c = layer.scale_clamp
+    gyb = gb * e_inv
+    th = s * (1.0 / c)
+    gr = (-gb * b - 1.0) * (1.0 - th * th)
+    ga = ga + _mlp_vjp(layer.net, saved, torch.cat([gr, -gyb], dim=-1))
+    return _join(layer, ga, gyb)
+
+
+def _vec_to_poses_vjp(flow: PoseFlow, g_vec: torch.Tensor) -> torch.Tensor:
+    """Cotangent of poses (B, 21, 6) from that of the flow-layout vector (B, D): masked joints get 0."""
+    g = from_flow_layout(g_vec)
+    if flow.dim == 6 * NUM_JOINTS:
+        return g
+    return torch.zeros(g.shape[0], NUM_JOINTS, 6, dtype=g.dtype, device=g.device).index_copy(1, flow.active, g)
+
+
+# --- the graphs ----------------------------------------------------------------------------------------------------
 class LogProb(nn.Module):
     """poses (B, 21, 6) -> log p (B,)."""
 
@@ -73,32 +227,64 @@ class LatentForward(nn.Module):
 
 
 class LogProbGrad(nn.Module):
-    """poses (B, 21, 6) -> (log p (B,), d log p/d poses (B, 21, 6)), as a traced graph without autograd.
+    """poses (B, 21, 6) -> (log p (B,), d log p/d poses (B, 21, 6)): the density's pass, then its reverse.
 
-    ``self.graph`` is ``log_prob_and_grad`` traced by ``make_fx(tracing_mode="symbolic")`` (batch size symbolic,
-    autograd's backward written out as aten ops) as a function of the poses AND the flow's tensors; ``forward``
-    feeds it the flow's own parameters and buffers, so exporters see (and name) the same weights as in the other
-    graphs, and the module follows later changes to ``flow``.
+    Forward: u = (x - mu) e^-log_sigma, then the couplings' inverses (last layer first), z = the result,
+    log p = log N(z) - sum_k sum s_k - sum log_sigma. Reverse: g_z = -z, through each inverse coupling (module
+    docstring) back to g_u, and d log p/dx = g_u e^-log_sigma.
     """
 
     def __init__(self, flow: PoseFlow):
         super().__init__()
         self.flow = flow
-        log_prob = LogProb(flow)
-        self.names = [name for name, _ in log_prob.named_parameters()] + [name for name, _ in log_prob.named_buffers()]
-
-        def traced(poses: torch.Tensor, *tensors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            state = dict(zip(self.names, tensors))
-            return log_prob_and_grad(lambda x: torch.func.functional_call(log_prob, state, (x,)), poses)
-
-        example = torch.zeros(2, NUM_JOINTS, 6)
-        self.graph = make_fx(traced, tracing_mode="symbolic", decomposition_table=core_aten_decompositions())(
-            example, *(t.detach() for t in self._tensors()))
-
-    def _tensors(self) -> list[torch.Tensor]:
-        tensors = {**dict(self.named_parameters()), **dict(self.named_buffers())}
-        return [tensors[name] for name in self.names]
 
     def forward(self, poses: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        log_p, grad = self.graph(poses, *self._tensors())
-        return log_p, grad
+        flow = self.flow
+        inv_scale = torch.exp(-flow.log_scale)
+        v = (flow._to_vec(poses) - flow.shift) * inv_scale
+        sum_s = torch.zeros_like(v[:, 0])
+        tapes = []
+        for layer in reversed(flow.layers):
+            v, ss, tape = _coupling_inverse(layer, v)
+            sum_s = sum_s + ss
+            tapes.append(tape)
+        log_p = flow.base_log_prob(v) - sum_s - flow.log_scale.sum()
+        g = -v
+        for layer, tape in zip(flow.layers, reversed(tapes)):
+            g = _coupling_inverse_vjp(layer, tape, g)
+        return log_p, _vec_to_poses_vjp(flow, g * inv_scale)
+
+
+class LatentVJP(nn.Module):
+    """(z (B, D), grad_poses (B, 21, 6)) -> (poses f(z), log p(f(z)), d log p(f(z))/dz, (df/dz)^T grad_poses).
+
+    Forward: the couplings in order, u = v e^log_sigma + mu, poses = u in the user layout (masked joints: the
+    identity, which does not depend on z). Reverse, for both cotangents at once as a stack of two (the same
+    activations, one matrix product per weight for both): row 0 is log p (g_x = 0, weight -1 on each sum s),
+    row 1 the VJP (g_x = grad_poses, weight 0); at the end d log p/dz = g_0 - z (from log N(z)), VJP = g_1.
+    """
+
+    def __init__(self, flow: PoseFlow):
+        super().__init__()
+        self.flow = flow
+
+    def forward(self, z: torch.Tensor, grad_poses: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        flow = self.flow
+        v = z
+        sum_s = torch.zeros_like(z[:, 0])
+        tapes = []
+        for layer in flow.layers:
+            v, ss, tape = _coupling_forward(layer, v)
+            sum_s = sum_s + ss
+            tapes.append(tape)
+        scale = torch.exp(flow.log_scale)
+        poses = flow._from_vec(v * scale + flow.shift)
+        log_p = flow.base_log_prob(z) - sum_s - flow.log_scale.sum()
+
+        g_u = flow._to_vec(grad_poses) * scale                       # masked joints: no path to z
+        g = torch.stack([torch.zeros_like(g_u), g_u])                 # (2, B, D)
+        w = torch.tensor([-1.0, 0.0], dtype=z.dtype, device=z.device).reshape(2, 1, 1)
+        for layer, tape in zip(reversed(flow.layers), reversed(tapes)):
+            g = _coupling_forward_vjp(layer, tape, g, w)
+        return poses, log_p, g[0] - z, g[1]

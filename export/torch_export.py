@@ -21,9 +21,9 @@ from torch import nn
 BATCH = torch.export.Dim("batch")
 
 
-def export_program(module: nn.Module, example: torch.Tensor) -> torch.export.ExportedProgram:
-    """``torch.export`` with a dynamic batch (axis 0 of the single input), build paths removed."""
-    program = torch.export.export(module.eval(), (example,), dynamic_shapes=({0: BATCH},))
+def export_program(module: nn.Module, *examples: torch.Tensor) -> torch.export.ExportedProgram:
+    """``torch.export`` with one dynamic batch (axis 0 of every input), build paths removed."""
+    program = torch.export.export(module.eval(), tuple(examples), dynamic_shapes=tuple({0: BATCH} for _ in examples))
     for node in program.graph.nodes:
         node.meta.pop("stack_trace", None)
     return program

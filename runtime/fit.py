@@ -1,45 +1,88 @@
-"""Fitting poses with the prior without torch: scipy L-BFGS-B on ``PosePrior.log_prob_and_grad`` (the exported
-gradient graph). The torch twin, with more priors and latent space, is ``train/fit.py``.
+"""Fitting poses with the prior without torch, in ambient or latent space (the torch twin is ``train/fit.py``).
 
-Ambient space only: the parameters are raw 6D poses x (B, 21, 6) and the objective is the SUM over the batch
+A batch of B independent problems is solved at once, each minimising its own
 
-    L(x) = sum_b [ data_b(x_b) - lam * log p(x_b) ],
+    L_b = data_b(x_b) + lam * (-log p(x_b))
 
-minimised over the free joints (the others stay as given). Poses are independent, so all of them are optimised
-jointly as ONE flat float64 vector: the minimiser is every pose's own minimiser (L-BFGS's curvature pairs do mix
-poses, so per-pose convergence can be slower than B separate runs; the answer is the same). Ready-made tasks:
+with ``runtime.lbfgs.minimize`` (one L-BFGS per pose, vectorised: own history, line search and stopping; each
+graph call gets only the poses still searching). Everything is float32, as the graphs are.
 
-* ``denoise``: data = weight * sum_j |x_j - observed_j|^2 (stay near an observed pose; all joints free);
-* ``complete``: no data term; the visible joints are fixed and the masked joints free (the most likely completion
-  under the prior, from the given start).
+Spaces (``space=``):
 
-``fit`` takes any data term with a numpy gradient: ``data(x) -> (values (B,), d values / d x (B, 21, 6))``.
-Returned poses are orthonormalised (Gram-Schmidt); the raw optimum is kept in ``raw``. scipy is needed here only
-(``runtime/__init__`` and ``runtime/prior.py`` do not import this module).
+* ``"ambient"``: the parameters are the raw 6D poses x (B, 21, 6); -log p(x) and its gradient come from the
+  ``log_prob_grad`` graph (one call per trial point). Fixed joints are not free: their entries keep their values.
+* ``"latent"``: the parameters are latents z (B, D), x = f(z), and the penalty is -log p(f(z)) = |z|^2/2 +
+  log|det df/dz| + D/2 log 2 pi (the Jacobian term included, DESIGN §4). A trial point costs one
+  ``latent_forward`` call (x and log p); the accepted point one ``latent_vjp`` call, which turns the data term's
+  pose gradient into (df/dz)^T dL/dx and adds d log p(f(z))/dz. A latent cannot pin coordinates, so fixed joints
+  add the anchor ``fixed_weight * sum_{fixed j} |6D(GS(x_j)) - v_j|^2`` to the data term (as ``train.fit``).
+  The start is ``init_z`` when given, else ``encode(prior, init)`` (z with f(z) = init, solved iteratively).
+
+Data terms are callables ``data(x, rows) -> (values (b,), d values / d x (b, 21, 6))`` of the raw 6D poses x of the
+problems ``rows`` (indices into the batch). Ready-made: ``Denoise``, ``Effectors`` (joint positions through numpy
+forward kinematics), ``Anchor``. Tasks: ``denoise``, ``complete``, ``ik``.
+
+Sequences (``sequence=True``): the batch is the consecutive frames of one take, solved frame by frame; frame t
+starts from frame t-1's answer (its raw 6D in ambient space, its latent in latent space; frame 0 from ``init``)
+and, with ``smooth > 0``, adds ``smooth * sum_j |x_t,j - 6D(GS(x^_{t-1},j))|^2`` (the orthonormalised previous
+answer, a quadratic in the raw 6D like the denoising term; ``1 / (2 s^2)`` for a frame-to-frame change of about s
+per 6D coordinate).
+
+Returned poses are orthonormalised (Gram-Schmidt) with fixed joints exactly as given; the raw optimum is ``raw``.
 """
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
-from scipy.optimize import minimize
 
 from . import rotations
-from .prior import PosePrior
+from .kinematics import fk_vjp, forward_kinematics
+from .lbfgs import minimize
+from .prior import ModelError, PosePrior
+
+SPACES = ("ambient", "latent")
+BODY = ("pelvis",) + rotations.JOINT_NAMES      # the 22 forward-kinematics joints
+DataTerm = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
 @dataclass
 class FitResult:
-    poses: np.ndarray       # (B, 21, 6) orthonormal 6D; fixed joints exactly as given
-    raw: np.ndarray         # (B, 21, 6) the optimised 6D before Gram-Schmidt
-    loss: np.ndarray        # (B,) data + lam * (-log p) per pose
-    data: np.ndarray        # (B,)
-    neg_log_p: np.ndarray   # (B,)
-    iterations: int
-    evaluations: int
-    message: str
+    poses: np.ndarray        # (B, 21, 6) orthonormal 6D; fixed joints exactly as given
+    raw: np.ndarray          # (B, 21, 6) the optimised raw 6D (ambient: the parameters; latent: f(z))
+    params: np.ndarray       # ambient: x (B, 21, 6); latent: z (B, D)
+    loss: np.ndarray         # (B,) data + lam * (-log p) per pose (data includes the latent anchor, smoothness)
+    data: np.ndarray         # (B,)
+    neg_log_p: np.ndarray    # (B,)
+    iterations: np.ndarray   # (B,) L-BFGS iterations per pose
+    converged: np.ndarray    # (B,) stopped by a tolerance (not by the iteration budget)
+    calls: int               # graph calls (each on the poses still active)
+    space: str
     seconds: float
+
+
+# --- argument checks ---------------------------------------------------------------------------------------------
+def _poses(a, what: str, num_joints: int) -> np.ndarray:
+    a = np.asarray(a)
+    if a.dtype.kind != "f":
+        raise ValueError(f"{what}: must be a floating-point array, got dtype {a.dtype}")
+    if a.ndim != 3 or a.shape[1:] != (num_joints, 6) or a.shape[0] == 0:
+        raise ValueError(f"{what}: shape {a.shape}, expected (B, {num_joints}, 6) with B >= 1")
+    if not np.isfinite(a).all():
+        raise ValueError(f"{what}: contains NaN or inf")
+    return a.astype(np.float32)
+
+
+def _number(v, what: str, positive: bool = False) -> float:
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what}: expected a number, got {v!r}") from None
+    if not np.isfinite(v) or v < 0 or (positive and v == 0):
+        raise ValueError(f"{what}: must be {'> 0' if positive else '>= 0'} and finite, got {v!r}")
+    return v
 
 
 def free_mask(free, batch: int, joint_names=rotations.JOINT_NAMES) -> np.ndarray:
@@ -49,78 +92,347 @@ def free_mask(free, batch: int, joint_names=rotations.JOINT_NAMES) -> np.ndarray
         return np.ones((batch, J), bool)
     free = np.asarray(free)
     if free.dtype.kind in "US":
-        unknown = set(free.tolist()) - set(joint_names)
+        unknown = set(free.ravel().tolist()) - set(joint_names)
         if unknown:
-            raise ValueError(f"unknown joint names {sorted(unknown)}; expected names from {tuple(joint_names)}")
+            raise ValueError(f"free: unknown joint names {sorted(unknown)}; expected names from {tuple(joint_names)}")
         free = np.isin(np.asarray(joint_names), free)
     if free.dtype != bool or free.shape not in ((J,), (batch, J)):
         raise ValueError(f"free: joint names, or a boolean mask of shape ({J},) or ({batch}, {J}); got {free.shape}")
     return np.broadcast_to(free, (batch, J))
 
 
-def fit(prior: PosePrior, init, data=None, lam: float = 1.0, free=None, maxiter: int = 100,
-        history: int = 10, balance: bool = True) -> FitResult:
-    """Minimise ``sum_b data_b(x_b) - lam * log p(x_b)`` over the ``free`` joints of ``init`` (B, 21, 6) with
-    L-BFGS-B (``maxiter`` iterations, at most 1.25 maxiter evaluations, ``history`` correction pairs).
+# --- data terms --------------------------------------------------------------------------------------------------
+class Denoise:
+    """``weight * sum_j |x_j - observed_j|^2`` on the raw 6D (as ``train.fit.Denoise``); gradient 2 w (x - obs)."""
 
-    ``balance``: minimise ``sum_b c_b L_b`` with ``c_b = 1 / max(1, |grad L_b(init)|)`` instead, the same
-    minimisers (poses are independent) but a line search that one far-off pose cannot dominate."""
+    def __init__(self, observed: np.ndarray, weight: float):
+        self.observed, self.weight = np.asarray(observed, np.float32), np.float32(weight)
+
+    def __call__(self, x, rows):
+        r = x - self.observed[rows]
+        return self.weight * np.einsum("bjk,bjk->b", r, r), (2.0 * self.weight) * r
+
+
+class Anchor:
+    """``weight * sum_{j in mask} |6D(GS(x_j)) - values_j|^2``: holds joints of a decoded pose (latent space);
+    gradient through ``rotations.gram_schmidt_vjp``."""
+
+    def __init__(self, values: np.ndarray, mask: np.ndarray, weight: float):
+        self.values, self.mask, self.weight = np.asarray(values, np.float32), np.asarray(mask), np.float32(weight)
+
+    def __call__(self, x, rows):
+        m = self.mask[rows][..., None]
+        r = np.where(m, rotations.orthonormalize_6d(x) - self.values[rows], 0.0).astype(np.float32)
+        G = np.stack([r[..., :3], r[..., 3:], np.zeros_like(r[..., :3])], axis=-1)
+        return self.weight * np.einsum("bjk,bjk->b", r, r), \
+            (2.0 * self.weight) * rotations.gram_schmidt_vjp(x, G).astype(np.float32)
+
+
+class Effectors:
+    """``sum_e |FK(GS(x))_e - target_e|^2 / (2 sigma^2)`` (as ``train.fit.Effectors``): positions (m) of the FK
+    joints ``joints`` (names from ``BODY`` = pelvis + JOINT_NAMES, or indices 0..21), FK with the skeleton's rest
+    ``offsets`` (22, 3) or (B, 22, 3), identity root orientation and the pelvis at ``trans`` (B, 3) (default
+    origin). Gradient: ``kinematics.fk_vjp`` then ``rotations.gram_schmidt_vjp``."""
+
+    def __init__(self, targets: np.ndarray, joints, offsets: np.ndarray, sigma: float = 0.01,
+                 trans: np.ndarray | None = None):
+        self.joints = _body_indices(joints)
+        self.targets = np.asarray(targets, np.float32)
+        if self.targets.ndim != 3 or self.targets.shape[1:] != (len(self.joints), 3):
+            raise ValueError(f"targets: shape {self.targets.shape}, expected (B, {len(self.joints)}, 3) "
+                             f"(one position per joint in joints)")
+        if not np.isfinite(self.targets).all():
+            raise ValueError("targets: contains NaN or inf")
+        B = len(self.targets)
+        off = np.asarray(offsets, np.float32)
+        if off.shape not in ((len(BODY), 3), (B, len(BODY), 3)) or not np.isfinite(off).all():
+            raise ValueError(f"offsets: shape {off.shape}, expected finite ({len(BODY)}, 3) or ({B}, {len(BODY)}, 3) "
+                             f"rest offsets (child relative to parent, metres)")
+        self.offsets = np.broadcast_to(off, (B, len(BODY), 3))
+        self.trans = None if trans is None else np.asarray(trans, np.float32)
+        if self.trans is not None and (self.trans.shape != (B, 3) or not np.isfinite(self.trans).all()):
+            raise ValueError(f"trans: shape {self.trans.shape}, expected finite ({B}, 3)")
+        self.inv_var = np.float32(1.0 / _number(sigma, "sigma", positive=True) ** 2)
+
+    def __call__(self, x, rows):
+        R = rotations.gram_schmidt(x)
+        trans = None if self.trans is None else self.trans[rows]
+        P = forward_kinematics(R, self.offsets[rows], None, trans)
+        r = P[:, self.joints] - self.targets[rows]
+        grad_p = np.zeros((len(rows), len(BODY), 3), np.float32)
+        np.add.at(grad_p, (slice(None), self.joints), self.inv_var * r)
+        _, gR = fk_vjp(R, self.offsets[rows], grad_p, None, trans)
+        return 0.5 * self.inv_var * np.einsum("bjk,bjk->b", r, r), rotations.gram_schmidt_vjp(x, gR).astype(np.float32)
+
+
+def _body_indices(joints) -> list[int]:
+    out = []
+    for j in joints:
+        if isinstance(j, str):
+            if j not in BODY:
+                raise ValueError(f"joints: unknown joint {j!r}; expected names from {BODY}")
+            out.append(BODY.index(j))
+        elif isinstance(j, (int, np.integer)) and 0 <= int(j) < len(BODY):
+            out.append(int(j))
+        else:
+            raise ValueError(f"joints: {j!r} is neither a joint name nor an index 0..{len(BODY) - 1}")
+    if not out:
+        raise ValueError("joints: give at least one joint")
+    return out
+
+
+def _gauge(x, rows):
+    """``|x - 6D(GS(x))|^2``, zero on orthonormal 6D: conditions an ambient fit without prior (lam = 0), whose
+    objective would be flat along the 6D scale/shear directions (as ``train.fit``'s gauge term)."""
+    r = x - rotations.orthonormalize_6d(x).astype(np.float32)
+    G = np.stack([r[..., :3], r[..., 3:], np.zeros_like(r[..., :3])], axis=-1)
+    return np.einsum("bjk,bjk->b", r, r), 2.0 * (r - rotations.gram_schmidt_vjp(x, G).astype(np.float32))
+
+
+def _total(terms: list[DataTerm]) -> DataTerm | None:
+    if not terms:
+        return None
+
+    def data(x, rows):
+        vals, grads = zip(*(t(x, rows) for t in terms))
+        return np.sum(vals, axis=0).astype(np.float32), np.sum(grads, axis=0).astype(np.float32)
+    return data
+
+
+# --- objectives for runtime.lbfgs --------------------------------------------------------------------------------
+class _Ambient:
+    """p = x (b, 21*6); value and gradient from one ``log_prob_grad`` call; fixed entries get zero gradient."""
+
+    def __init__(self, prior, data, lam, mask, rows):
+        self.prior, self.data, self.lam, self.mask, self.rows = prior, data, np.float32(lam), mask, rows
+        self.calls = 0
+
+    def parts(self, rows, p):
+        x = p.reshape(len(p), -1, 6)
+        d, dg = (np.zeros(len(x), np.float32), np.zeros_like(x)) if self.data is None else self.data(x, self.rows[rows])
+        if self.lam:
+            self.calls += 1
+            log_p, g = self.prior.log_prob_and_grad(x)
+        else:
+            log_p, g = np.zeros(len(x), np.float32), np.zeros_like(x)
+        return d, -log_p, np.where(self.mask[rows][..., None], dg - self.lam * g, 0.0).reshape(len(p), -1)
+
+    def value(self, rows, p):
+        f = np.full(len(p), np.inf, np.float32)
+        grad = np.zeros_like(p)
+        ok = np.isfinite(p).all(1)
+        if ok.any():
+            d, nlp, grad[ok] = self.parts(rows[ok], p[ok])
+            f[ok] = d + self.lam * nlp
+        return f, grad
+
+    def gradient(self, rows, p, cache, sel):
+        return cache[sel]
+
+
+class _Latent:
+    """p = z (b, D); value from ``latent_forward``, gradient at accepted points from ``latent_vjp``."""
+
+    def __init__(self, prior, data, lam, rows):
+        self.prior, self.data, self.lam, self.rows = prior, data, np.float32(lam), rows
+        self.calls = 0
+
+    def parts(self, rows, z):
+        self.calls += 1
+        x, log_p = self.prior.latent_forward(z)
+        d, dg = (np.zeros(len(x), np.float32), np.zeros_like(x)) if self.data is None else self.data(x, self.rows[rows])
+        return x, d, -log_p, dg
+
+    def value(self, rows, p):
+        f = np.full(len(p), np.inf, np.float32)
+        dg = np.zeros((len(p), self.prior.num_joints, 6), np.float32)
+        ok = np.isfinite(p).all(1)
+        if ok.any():
+            _, d, nlp, dg[ok] = self.parts(rows[ok], p[ok])
+            f[ok] = d + self.lam * nlp
+        return f, dg
+
+    def gradient(self, rows, p, cache, sel):
+        self.calls += 1
+        _, _, grad_log_p, vjp = self.prior.latent_vjp(p[sel], cache[sel])
+        return (vjp - self.lam * grad_log_p).astype(np.float32)
+
+
+def output_scale(prior: PosePrior, n: int = 4096, seed: int = 0) -> np.ndarray:
+    """Per-coordinate spread (21, 6) of the flow's raw outputs f(z), z ~ N(0, I) (``n`` seeded samples): the
+    preconditioner of ``encode``. Coordinates the model keeps constant (masked joints) get 1."""
+    x = prior.sample(n, seed=seed, orthonormalize=False).astype(np.float64)
+    s = x.std(0)
+    return np.where(s > 1e-6, s, 1.0).astype(np.float32)
+
+
+def encode(prior: PosePrior, poses, iters: int = 1000, tol: float = 1e-5, scale: np.ndarray | None = None
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """Latents z (B, D) with f(z) = poses (B, 21, 6): the flow's inverse, solved as
+    ``min_z sum |(f(z) - x) / s|^2 / 2`` with s = ``output_scale(prior)`` (the flow's outputs span 1e-2..1 per
+    coordinate: unscaled, the problem is ill-conditioned), batched L-BFGS from z = 0, gradient
+    (df/dz)^T ((f(z) - x) / s^2) by ``latent_vjp``, until ``max|f(z) - x| <= tol`` per pose (float32 reaches about
+    1e-6; real poses take about 80 iterations). Returns (z, max|f(z) - x| per pose): a pose far outside the data
+    may not converge within ``iters``; its z is the closest found (a latent fit then starts at f(z), not x).
+    With an exact inverse graph this would be one call."""
+    x = _poses(poses, "poses", prior.num_joints)
+    inv_var = 1.0 / (output_scale(prior) if scale is None else scale) ** 2
+
+    class Residual:
+        def value(self, rows, z):
+            fz, _ = prior.latent_forward(z)
+            r = (fz - x[rows]).astype(np.float32)
+            f = 0.5 * np.einsum("bjk,jk,bjk->b", r, inv_var, r)
+            return np.where(np.abs(r).max((1, 2)) <= tol, 0.0, f).astype(np.float32), r   # 0: stop this pose
+
+        def gradient(self, rows, z, r, sel):
+            return prior.latent_vjp(z[sel], r[sel] * inv_var)[3].astype(np.float32)
+
+    res = minimize(Residual(), np.zeros((len(x), prior.dim), np.float32), iters, gtol=0.0, h0=1.0)
+    fz, _ = prior.latent_forward(res.p)
+    return res.p, np.abs(fz - x).max((1, 2))
+
+
+# --- fitting -----------------------------------------------------------------------------------------------------
+def has_latent_space(prior: PosePrior) -> bool:
+    """Whether the model ships the ``latent_vjp`` graph that latent-space fitting needs."""
+    return "latent_vjp.onnx" in prior.manifest.get("files", {})
+
+
+def fit(prior: PosePrior, init, data: DataTerm | None = None, lam: float = 1.0, free=None, *,
+        space: str = "ambient", init_z=None, fixed_weight: float = 5000.0, sequence: bool = False,
+        smooth: float = 0.0, iters: int = 100, history: int = 10, h0: float | None = None, gtol: float = 1e-5,
+        ftol: float = 0.0) -> FitResult:
+    """Minimise ``data_b(x_b) + lam * (-log p(x_b))`` per pose from ``init`` (B, 21, 6) (see the module docstring).
+
+    ``free``: joints optimised (None = all; names or a (21,)/(B, 21) boolean mask); the others keep their
+    ``init`` values (ambient) or are anchored to them with ``fixed_weight`` (latent). ``init_z`` (B, D): the
+    latent start (default ``encode(prior, init)``). ``sequence``/``smooth``: the batch as one take (module
+    docstring). L-BFGS options (``runtime.lbfgs.minimize``): ``iters`` per pose, ``history`` pairs, ``h0`` the
+    first step's inverse curvature (e.g. ``1 / (2 w)`` for a data term ``w |x - y|^2``), ``gtol``, ``ftol``.
+    """
     t0 = time.monotonic()
-    x0 = np.array(init, dtype=np.float64)
-    if x0.ndim != 3 or x0.shape[1:] != (prior.num_joints, 6):
-        raise ValueError(f"init: shape {x0.shape}, expected (B, {prior.num_joints}, 6)")
-    mask = free_mask(free, len(x0), prior.joint_names)
-    evals = [0]
+    if space not in SPACES:
+        raise ValueError(f"space: must be one of {SPACES}, got {space!r}")
+    x0 = _poses(init, "init", prior.num_joints)
+    B = len(x0)
+    lam, smooth = _number(lam, "lam"), _number(smooth, "smooth")
+    fixed_weight = _number(fixed_weight, "fixed_weight")
+    if not isinstance(iters, (int, np.integer)) or iters < 0:
+        raise ValueError(f"iters: must be an integer >= 0, got {iters!r}")
+    if not isinstance(history, (int, np.integer)) or history < 1:
+        raise ValueError(f"history: must be an integer >= 1, got {history!r}")
+    if h0 is not None:
+        h0 = _number(h0, "h0", positive=True)
+    if space == "latent" and not has_latent_space(prior):
+        raise ModelError(f"{prior.path}: space='latent' needs the latent_vjp graph, which this model was exported "
+                         f"without; re-export it with `poseprior export`, or fit in space='ambient'")
+    mask = free_mask(free, B, prior.joint_names)
+    terms = [] if data is None else [data]
+    if space == "ambient" and lam == 0:
+        terms.append(_gauge)
+    if space == "latent" and not mask.all():
+        terms.append(Anchor(x0, ~mask, fixed_weight))
+    z0 = None
+    if space == "latent":
+        if init_z is None:   # a sequence starts from frame 0 only (later frames from the previous answer)
+            z0 = encode(prior, x0[:1] if sequence else x0)[0]
+        else:
+            z0 = np.asarray(init_z)
+            if z0.dtype.kind != "f" or z0.shape != (B, prior.dim) or not np.isfinite(z0).all():
+                raise ValueError(f"init_z: expected finite floats of shape ({B}, {prior.dim}), got "
+                                 f"{z0.dtype} {z0.shape}")
+            z0 = z0.astype(np.float32)
+    opts = dict(iters=int(iters), history=int(history), h0=h0, gtol=gtol, ftol=ftol)
 
-    def unpack(v):
-        x = x0.copy()
-        x[mask] = v.reshape(-1, 6)
-        return x
-
-    def parts(x):
-        log_p, g = prior.log_prob_and_grad(x.astype(np.float32))
-        d, dg = (np.zeros(len(x)), np.zeros_like(x)) if data is None else data(x)
-        return np.asarray(d, np.float64), np.asarray(dg, np.float64), -log_p.astype(np.float64), g.astype(np.float64)
-
-    def per_pose(x):
-        d, dg, nlp, g = parts(x)
-        return d + lam * nlp, np.where(mask[..., None], dg - lam * g, 0.0)
-
-    scale = np.ones(len(x0))
-    if balance:
-        scale = 1.0 / np.maximum(np.linalg.norm(per_pose(x0)[1].reshape(len(x0), -1), axis=1), 1.0)
-
-    def objective(v):
-        evals[0] += 1
-        loss, grad = per_pose(unpack(v))
-        return float(np.sum(scale * loss)), (scale[:, None, None] * grad)[mask].ravel()
-
-    res = minimize(objective, x0[mask].ravel(), jac=True, method="L-BFGS-B",
-                   options={"maxiter": maxiter, "maxfun": 4 * maxiter, "maxcor": history,
-                            "ftol": 1e-15, "gtol": 1e-10})
-    x = unpack(res.x)
-    d, _, nlp, _ = parts(x)
-    poses = np.where(mask[..., None], rotations.orthonormalize_6d(x), x0)
-    return FitResult(poses, x, d + lam * nlp, d, nlp, int(res.nit), evals[0], str(res.message),
-                     time.monotonic() - t0)
+    if not sequence:
+        out = _solve(prior, space, x0, z0, np.arange(B), _total(terms), lam, mask, opts)
+    else:
+        parts, prev = [], None
+        for t in range(B):
+            rows = np.array([t])
+            frame_terms = list(terms)
+            if smooth and prev is not None:
+                frame_terms.append(_Previous(prev, smooth))
+            start_x = x0[rows] if prev is None or space == "latent" else np.where(mask[rows][..., None], prev[0], x0[rows])
+            start_z = None if z0 is None else (z0[rows] if prev is None else prev[1])
+            parts.append(_solve(prior, space, start_x, start_z, rows, _total(frame_terms), lam, mask, opts))
+            prev = (parts[-1][0], parts[-1][1])
+        out = tuple(np.concatenate([p[i] for p in parts]) for i in range(7)) + (sum(p[7] for p in parts),)
+    raw, params, loss, d, nlp, its, conv, calls = out
+    poses = np.where(mask[..., None], rotations.orthonormalize_6d(raw), x0).astype(np.float32)
+    return FitResult(poses, raw, params, loss, d, nlp, its, conv, int(calls), space, time.monotonic() - t0)
 
 
-def denoise(prior: PosePrior, observed, weight: float = 1.0, lam: float = 1.0, init=None, maxiter: int = 100,
-            history: int = 10) -> FitResult:
+class _Previous:
+    """Smoothness to the previous frame's answer: ``smooth * |x - 6D(GS(x_prev))|^2`` (module docstring)."""
+
+    def __init__(self, prev, weight):
+        self.term = Denoise(rotations.orthonormalize_6d(prev[0]).astype(np.float32), weight)
+
+    def __call__(self, x, rows):
+        return self.term(x, np.zeros(len(rows), np.int64))
+
+
+def _solve(prior, space, x0, z0, rows, data, lam, mask, opts):
+    """(raw, params, loss, data, -log p, iterations, converged, graph calls) of one batch of problems."""
+    m = mask[rows]
+    if space == "ambient":
+        obj = _Ambient(prior, data, lam, m, rows)
+        res = minimize(obj, x0.reshape(len(x0), -1), **opts)
+        x = res.p.reshape(x0.shape)
+        params = x
+        d = np.zeros(len(x), np.float32) if data is None else data(x, rows)[0]
+        nlp = (res.f - d) / np.float32(lam) if lam else -prior.log_prob(x)   # res.f = d + lam * (-log p)
+    else:
+        obj = _Latent(prior, data, lam, rows)
+        res = minimize(obj, z0, **opts)
+        params = res.p
+        x, d, nlp, _ = obj.parts(np.arange(len(rows)), res.p)
+    calls = obj.calls + (space == "latent" or not lam)          # + the final latent_forward / log_prob call
+    return x.astype(np.float32), params, d + lam * nlp, d, nlp, res.iterations, res.converged, calls
+
+
+# --- tasks -------------------------------------------------------------------------------------------------------
+DENOISE_ITERS = {"ambient": 5, "latent": 10}
+
+
+def denoise(prior: PosePrior, observed, weight: float = 1.0, lam: float = 1.0, *, space: str = "ambient",
+            init=None, sequence: bool = False, smooth: float = 0.0, **options) -> FitResult:
     """Poses near ``observed`` (B, 21, 6) and likely under the prior:
-    ``min_x sum_b weight * |x_b - observed_b|^2 - lam * log p(x_b)``, starting at ``init`` (default: observed).
-    With noise of ``sigma`` radians per rotation axis, ``weight = 1 / (2 sigma^2)`` makes lam = 1 the MAP weight."""
-    obs = np.asarray(observed, dtype=np.float64)
+    ``min_x weight * |x - observed|^2 - lam * log p(x)`` per pose, from ``init`` (default: observed). With noise of
+    ``sigma`` radians per rotation axis, ``weight = 1 / (2 sigma^2)`` makes lam = 1 the MAP weight. In ambient space
+    the first L-BFGS step uses the data term's exact inverse curvature, ``h0 = 1 / (2 weight)`` (a proximal step
+    ``x + lam / (2 weight) * grad log p(x)`` from the observation). ``options``: ``fit``'s L-BFGS options;
+    ``iters`` defaults to ``DENOISE_ITERS`` (ambient 5, latent 10): stopping early is as accurate as running to
+    convergence and costs a fraction (measured at 10 deg RMS noise, lam = 1; ambient, default model: geodesic error
+    9.17 -> 6.04 deg on 891 validation poses after 5 iterations, 5.88 after 10; 9.17 -> 6.70 on 1,000 test poses
+    after 5, 6.94 after 10, 7.15 converged; latent, sweep-noise0.02 model, 100 validation poses: 9.22 -> 7.19
+    after 5, 5.98 after 10, 5.93 after 30)."""
+    obs = _poses(observed, "observed", prior.num_joints)
+    weight = _number(weight, "weight", positive=True)
+    options = {"h0": 1.0 / (2.0 * weight) if space == "ambient" else None, "iters": DENOISE_ITERS.get(space, 0), **options}
+    return fit(prior, obs if init is None else init, Denoise(obs, weight), lam, None, space=space,
+               sequence=sequence, smooth=smooth, **options)
 
-    def data(x):
-        r = x - obs
-        return weight * np.sum(r * r, axis=(1, 2)), 2.0 * weight * r
 
-    return fit(prior, obs if init is None else init, data, lam, None, maxiter, history)
-
-
-def complete(prior: PosePrior, poses, free, lam: float = 1.0, maxiter: int = 100, history: int = 10) -> FitResult:
+def complete(prior: PosePrior, poses, free, lam: float = 1.0, *, space: str = "ambient",
+             fixed_weight: float = 5000.0, sequence: bool = False, smooth: float = 0.0, **options) -> FitResult:
     """Most likely completion: the ``free`` joints (names or boolean mask) of ``poses`` (B, 21, 6) are optimised
-    for ``-lam * log p`` starting from their given values, the other joints stay fixed. (Without a data term
-    ``lam`` only scales the objective.)"""
-    return fit(prior, poses, None, lam, free, maxiter, history)
+    for ``-lam * log p`` from their given values, the other joints stay as given (ambient: not free; latent: held
+    by the anchor ``fixed_weight * |6D(GS(x_j)) - v_j|^2``, traded against ``lam``). In ambient space without a
+    sequence term ``lam`` only scales the objective."""
+    return fit(prior, poses, None, lam, free, space=space, fixed_weight=fixed_weight, sequence=sequence,
+               smooth=smooth, **options)
+
+
+def ik(prior: PosePrior, targets, joints, offsets, sigma: float = 0.01, lam: float = 1.0, *, trans=None,
+       init=None, space: str = "ambient", sequence: bool = False, smooth: float = 0.0, **options) -> FitResult:
+    """Inverse kinematics: all 21 rotations from joint positions ``targets`` (B, E, 3) (metres) of the FK joints
+    ``joints`` (E names from ``BODY`` or indices), ``min_x sum_e |FK(GS(x))_e - target_e|^2 / (2 sigma^2) -
+    lam * log p(x)``; FK on the skeleton's rest ``offsets`` (22, 3) or (B, 22, 3), identity root orientation, the
+    pelvis at ``trans`` (B, 3) (default origin). Start: ``init`` (default: the rest pose, identity rotations)."""
+    term = Effectors(targets, joints, offsets, sigma, trans)
+    if init is None:
+        init = np.broadcast_to(rotations.IDENTITY_6D.astype(np.float32), (len(term.targets), prior.num_joints, 6))
+    return fit(prior, init, term, lam, None, space=space, sequence=sequence, smooth=smooth, **options)

@@ -37,6 +37,9 @@ TENSOR_SHAPES: dict[str, tuple] = {
     "grad": (BATCH, len(JOINT_NAMES), 6),
     "z": (BATCH, "dim"),
     "log_prob": (BATCH,),
+    "grad_poses": (BATCH, len(JOINT_NAMES), 6),
+    "grad_log_prob_z": (BATCH, "dim"),
+    "vjp_z": (BATCH, "dim"),
 }
 #: Working memory of one input row of a graph whose role sets no ``row_bytes`` (the largest measured).
 DEFAULT_ROW_BYTES = 128 * 1024
@@ -51,13 +54,15 @@ class ModelError(ValueError):
 class Graph:
     """One ONNX graph of a model: its role, the names of its inputs and outputs, its working memory per input row
     in bytes (measured for the paper architecture by ``make bench-memory``; sets the chunk size), and the shapes
-    of tensors that ``TENSOR_SHAPES`` does not name (``{"tensor": ("batch", 21, 6)}``; "dim" stands for D).
-    Every input and output has the batch on axis 0."""
+    of tensors that ``TENSOR_SHAPES`` does not name (``{"tensor": ("batch", 21, 6)}``; "dim" stands for D), and
+    whether every model must have it (``required=False``: models exported before the graph existed load without
+    it). Every input and output has the batch on axis 0."""
     name: str
     inputs: tuple[str, ...]
     outputs: tuple[str, ...]
     row_bytes: int = DEFAULT_ROW_BYTES
     shapes: dict | None = None
+    required: bool = True
 
     @property
     def file(self) -> str:
@@ -127,6 +132,12 @@ def _names(manifest: dict, key: str, path: Path) -> list[str]:
     return names
 
 
+def present(manifest: dict, graphs: Iterable[Graph]) -> list[Graph]:
+    """The graphs a model directory has: every required one, and the optional ones its manifest lists."""
+    listed = manifest.get("graphs") if isinstance(manifest.get("graphs"), dict) else {}
+    return [g for g in graphs if g.required or g.name in listed]
+
+
 def validate_manifest(manifest: Any, path: Path, graphs: Iterable[Graph]) -> None:
     """The schema of this module's docstring; ``ModelError`` names ``path`` and the first wrong field."""
     if not isinstance(manifest, dict):
@@ -165,7 +176,7 @@ def validate_manifest(manifest: Any, path: Path, graphs: Iterable[Graph]) -> Non
             if size < 0:
                 raise ModelError(f"{path}: field {_where(('files', name, 'bytes'))} is negative")
 
-    graphs = list(graphs)
+    graphs = present(manifest, graphs)
     for name in [g.file for g in graphs] + [WEIGHTS_FILE]:
         _get(manifest, ("files", name), dict, path, "an object {sha256, bytes}")
     _get(manifest, ("graphs",), dict, path, "an object {graph: {file, inputs, outputs}}")

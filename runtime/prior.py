@@ -10,6 +10,8 @@ graph               inputs                       outputs
 ``sample``          z (B, D)                     poses (B, 21, 6), raw (not orthonormal)
 ``latent_forward``  z (B, D)                     poses (B, 21, 6), log_prob (B,)
 ``log_prob_grad``   poses (B, 21, 6)             log_prob (B,), grad (B, 21, 6) = d log_prob / d poses
+``latent_vjp``      z (B, D), grad_poses         poses f(z), log_prob (B,) = log p(f(z)), grad_log_prob_z
+                    (B, 21, 6)                   (B, D) = d log p(f(z)) / dz, vjp_z (B, D) = (df/dz)^T grad_poses
 =================== ============================ =====================================================
 
 all float32 with a dynamic batch B. With f the flow (latent -> pose) and z ~ N(0, I_D), D = 6 x modelled joints:
@@ -37,8 +39,8 @@ import numpy as np
 import onnxruntime as ort
 
 from . import rotations
-from .manifest import (FORMAT_VERSION, WEIGHTS_FILE, Graph, ModelError, check_graph, read_manifest,  # noqa: F401
-                       sha256_file, verify_files)
+from .manifest import (FORMAT_VERSION, WEIGHTS_FILE, Graph, ModelError, check_graph, present,  # noqa: F401
+                       read_manifest, sha256_file, verify_files)
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "models" / "default"
 REPS = ("6d", "matrix", "axis_angle")
@@ -61,6 +63,9 @@ GRAPHS = {g.name: g for g in (
     Graph("sample", ("z",), ("poses",), row_bytes=16 * 1024),   # with the Gram-Schmidt of its output
     Graph("latent_forward", ("z",), ("poses", "log_prob"), row_bytes=8 * 1024),
     Graph("log_prob_grad", ("poses",), ("log_prob", "grad"), row_bytes=128 * 1024),
+    # optional: models exported before it existed load without it (only latent_vjp then raises ModelError)
+    Graph("latent_vjp", ("z", "grad_poses"), ("poses", "log_prob", "grad_log_prob_z", "vjp_z"),
+          row_bytes=256 * 1024, required=False),
 )}
 
 
@@ -219,11 +224,12 @@ class PosePrior:
                    "export RUN_DIR --out runtime/models/default`)" if model_dir == DEFAULT_MODEL_DIR else ""
             raise ModelError(f"{model_dir}: no model directory here{hint}")
         manifest = read_manifest(model_dir, GRAPHS.values())
-        verify_files(model_dir, manifest, [g.file for g in GRAPHS.values()] + [WEIGHTS_FILE])
+        graphs = present(manifest, GRAPHS.values())
+        verify_files(model_dir, manifest, [g.file for g in graphs] + [WEIGHTS_FILE])
         options = session_options(intra_op_num_threads, allow_spinning)
         providers = default_providers() if providers is None else list(providers)
         sessions = {}
-        for g in GRAPHS.values():
+        for g in graphs:
             try:
                 sessions[g.name] = ort.InferenceSession(str(model_dir / g.file), options, providers=providers)
             except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
@@ -295,6 +301,9 @@ class PosePrior:
 
     def _run(self, graph: Graph, rows: slice, *inputs: np.ndarray) -> list[np.ndarray]:
         """One run of ``graph`` on a chunk (rows ``rows`` of the batch, for messages); every output must be finite."""
+        if graph.name not in self._sessions:
+            raise ModelError(f"{self.path}: no {graph.file} in this model directory (exported before the "
+                             f"{graph.name} graph existed): re-export it with `poseprior export`")
         feed = {name: np.ascontiguousarray(x, dtype=np.float32) for name, x in zip(graph.inputs, inputs)}
         try:
             outputs = self._sessions[graph.name].run(list(graph.outputs), feed)
@@ -386,6 +395,30 @@ class PosePrior:
         for s in self._slices(len(z), graph):
             x[s], log_p[s] = self._run(graph, s, z[s])
         return (x[0], log_p[0]) if single else (x, log_p)
+
+    def latent_vjp(self, z, grad_poses) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(poses f(z) raw (B, 21, 6), log p(f(z)) (B,), d log p(f(z))/dz (B, D), (df/dz)^T grad_poses (B, D)).
+
+        One forward and one reverse pass: with a data term E(x) whose gradient in 6D pose space is ``grad_poses``
+        = dE/dx at x = f(z), the latent gradient of ``E(f(z)) - lam log p(f(z))`` is ``vjp_z - lam *
+        grad_log_prob_z`` (log p with the Jacobian term, DESIGN §4). Masked joints of ``grad_poses`` are ignored.
+        A model exported without this graph raises ``ModelError``.
+        """
+        z, single = self._latent(z)
+        g, single_g = _batched(np.asarray(grad_poses), (self.num_joints, 6), "grad_poses")
+        g = check_values(g, "grad_poses")
+        if single_g != single or g.shape[0] != z.shape[0]:
+            want = (self.num_joints, 6) if single else (z.shape[0], self.num_joints, 6)
+            raise ValueError(f"grad_poses: shape {np.shape(grad_poses)}, expected {want}: one cotangent per latent of "
+                             f"z (shape {np.shape(z[0] if single else z)})")
+        graph = GRAPHS["latent_vjp"]
+        n = len(z)
+        out = (np.empty((n, self.num_joints, 6), np.float32), np.empty(n, np.float32),
+               np.empty((n, self.dim), np.float32), np.empty((n, self.dim), np.float32))
+        for s in self._slices(n, graph):
+            for o, r in zip(out, self._run(graph, s, z[s], g[s])):
+                o[s] = r
+        return tuple(o[0] for o in out) if single else out
 
 
 def axis_angle_vjp(aa: np.ndarray, g6: np.ndarray) -> np.ndarray:

@@ -177,3 +177,28 @@ def geodesic_deg(R1: np.ndarray, R2: np.ndarray) -> np.ndarray:
     """Angle of ``R1^T R2`` in degrees."""
     tr = np.einsum("...ij,...ij->...", R1, R2)
     return np.degrees(np.arccos(np.clip((tr - 1.0) / 2.0, -1.0, 1.0)))
+
+
+def gram_schmidt_vjp(d6: np.ndarray, G: np.ndarray) -> np.ndarray:
+    """Gradient w.r.t. the 6D pairs d6 (..., 6) of a function whose gradient w.r.t. ``R = gram_schmidt(d6)`` is
+    G (..., 3, 3) (columns g1, g2, g3 for e1, e2, e3). Reverse of ``gram_schmidt``, step by step:
+    e3 = e1 x e2: ``ge1 += e2 x g3``, ``ge2 += g3 x e1``; e2 = u2/|u2|: ``gu = (ge2 - (ge2.e2) e2) / |u2|``;
+    u2 = b2 - (e1.b2) e1: ``gb2 = gu - (e1.gu) e1``, ``ge1 += -(e1.b2) gu - (e1.gu) b2``;
+    e1 = b1/|b1|: ``gb1 = (ge1 - (ge1.e1) e1) / |b1|``."""
+    d6, G = np.asarray(d6), np.asarray(G)
+    b1, b2 = d6[..., :3], d6[..., 3:]
+    n1 = np.maximum(np.linalg.norm(b1, axis=-1, keepdims=True), _EPS)
+    e1 = b1 / n1
+    c = np.sum(e1 * b2, axis=-1, keepdims=True)
+    u2 = b2 - c * e1
+    n2 = np.maximum(np.linalg.norm(u2, axis=-1, keepdims=True), _EPS)
+    e2 = u2 / n2
+    g1, g2, g3 = G[..., :, 0], G[..., :, 1], G[..., :, 2]
+    ge1 = g1 + np.cross(e2, g3)
+    ge2 = g2 + np.cross(g3, e1)
+    gu = (ge2 - np.sum(ge2 * e2, axis=-1, keepdims=True) * e2) / n2
+    egu = np.sum(e1 * gu, axis=-1, keepdims=True)
+    gb2 = gu - egu * e1
+    ge1 = ge1 - c * gu - egu * b2
+    gb1 = (ge1 - np.sum(ge1 * e1, axis=-1, keepdims=True) * e1) / n1
+    return np.concatenate([gb1, gb2], axis=-1)

@@ -284,7 +284,8 @@ def evaluate_command(model_dir, data, out, n, train_path, baselines, seed, ablat
 @click.option("--hypotheses", type=int, default=10, show_default=True, help="Completion starts per pose.")
 @click.option("--threads", type=int, default=1, show_default=True,
               help="torch threads (1: on a shared CPU a bigger pool spins and runs many times slower).")
-def fit_bench_command(model_dir, data, out, n, n_val, val_path, train_path, vposer, gmm, hypotheses, threads):
+@click.option("--priors", multiple=True, help="Run only these rows (repeatable; default: all), e.g. runtime_latent.")
+def fit_bench_command(model_dir, data, out, n, n_val, val_path, train_path, vposer, gmm, hypotheses, threads, priors):
     """Downstream fitting benchmark: part completion, sparse-effector IK, denoising; every prior, same budget."""
     from .data import DataError
     from .fitbench import BenchConfig, run
@@ -293,7 +294,7 @@ def fit_bench_command(model_dir, data, out, n, n_val, val_path, train_path, vpos
         _fail("--n, --n-val, --hypotheses and --threads must be at least 1")
     check_out(out)
     try:
-        report = run(model_dir, data, out, BenchConfig(n=n, n_val=n_val, hypotheses=hypotheses), val_path=val_path,
+        report = run(model_dir, data, out, BenchConfig(n=n, n_val=n_val, hypotheses=hypotheses, priors=tuple(priors)), val_path=val_path,
                      train_path=train_path, vposer_path=vposer, gmm_path=gmm, threads=threads, log=click.echo)
     except (DataError, OSError, ValueError) as e:
         _fail(str(e))

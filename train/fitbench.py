@@ -59,6 +59,8 @@ ROWS = {  # prior name -> table label
     "flow_ambient": "ours, ambient",
     "flow_latent": "ours, latent (-log p, Jacobian)",
     "flow_latent_z2": "ours, latent ‖z‖²/2 (ablation)",
+    "runtime_ambient": "ours, ambient, runtime (numpy + onnxruntime)",
+    "runtime_latent": "ours, latent (-log p, Jacobian), runtime",
 }
 
 
@@ -77,6 +79,7 @@ class BenchConfig:
     lam_grid_completion: tuple = (3.0, 10.0, 30.0, 100.0, 300.0)  # latent completion: lam against the anchor
     fixed_weight: float = 5000.0          # latent-space anchor of visible joints (1/(2 * 0.01^2))
     seed: int = 0
+    priors: tuple = ()                    # names from ROWS to run (default: all)
 
 
 # --- small helpers -----------------------------------------------------------------------------------------------
@@ -149,6 +152,8 @@ class Tasks:
 
     def _fit(self, prior, init, data, lam, task, fixed=None):
         c = self.cfg
+        if isinstance(prior, RuntimePrior):
+            return prior.fit(init, data, lam, fixed, c.fixed_weight, c.iters[task])
         return F.fit(prior, init, data, lam, fixed=fixed, fixed_weight=c.fixed_weight, optimizer=c.optimizer,
                      iters=c.iters[task], chunk=c.chunk)
 
@@ -225,7 +230,7 @@ def evaluate(tasks: Tasks, prior, key: str, lam: float, hypotheses: int = 1):
 
 SELECT = {"completion": "mean_mpjpe_mm", "ik": "mpjpe_mm"}   # denoising: geodesic_deg
 PER_POSE = "_per_pose"   # the selection metric per test pose (N,): standard errors and paired differences
-PAIRS = (("flow_latent", "flow_latent_z2"), ("flow_latent", "flow_ambient"), ("flow_ambient", "vposer"),
+PAIRS = (("runtime_ambient", "flow_ambient"), ("runtime_latent", "flow_latent"), ("flow_latent", "flow_latent_z2"), ("flow_latent", "flow_ambient"), ("flow_ambient", "vposer"),
          ("flow_latent", "vposer"), ("flow_ambient", "gmm"))
 
 
@@ -251,12 +256,56 @@ def tune(tasks: Tasks, prior, key: str) -> tuple[float, dict]:
     return min(scores, key=scores.get), scores
 
 
+class RuntimePrior:
+    """The flow through the torch-free runtime (``runtime.fit``, onnxruntime graphs, numpy data terms) in one
+    space, with the SAME problems, budgets and starts as the torch rows: the torch data terms are rebuilt as their
+    numpy twins (``Denoise``, ``Effectors``), fixed joints become ``free = ~mask`` (latent: the same anchor). The
+    fitting itself never calls torch; tensors are converted at this boundary only."""
+
+    def __init__(self, prior, space: str):
+        self.prior, self.space, self.name = prior, space, f"runtime_{space}"
+        self._latents = {}          # start poses (bytes) -> encode(start): the lam grid re-fits the same starts
+
+    def _init_z(self, x0):
+        from runtime import fit as rfit
+        if self.space != "latent":
+            return None
+        key = x0.tobytes()
+        if key not in self._latents:
+            self._latents[key] = rfit.encode(self.prior, x0)[0]
+        return self._latents[key]
+
+    def fit(self, init, data, lam, fixed, fixed_weight, iters) -> F.FitResult:
+        from runtime import fit as rfit
+        x0 = init.numpy()
+        free = None
+        if fixed is not None:
+            mask = fixed[0].expand(len(x0), -1).numpy()
+            x0, free = np.where(mask[..., None], fixed[1].numpy(), x0), ~mask
+        term = None
+        if isinstance(data, F.Denoise):
+            term = rfit.Denoise(data.observed.numpy(), data.weight)
+        elif isinstance(data, F.Effectors):
+            term = rfit.Effectors(data.targets.numpy(), data.joints, data.offsets.numpy(), data.sigma,
+                                  None if data.trans is None else data.trans.numpy())
+        elif data is not None:
+            raise TypeError(f"no runtime twin for the data term {type(data).__name__}")
+        r = rfit.fit(self.prior, x0, term, lam, free, space=self.space, init_z=self._init_z(x0),
+                     fixed_weight=fixed_weight, iters=iters)
+        t = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in
+             dict(poses=r.poses, raw=r.raw, params=r.params, loss=r.loss, data=r.data, prior=r.neg_log_p).items()}
+        return F.FitResult(t["poses"], t["raw"], t["params"], t["loss"], t["data"], t["prior"], r.seconds)
+
+
 # --- models ------------------------------------------------------------------------------------------------------
-def load_priors(model_dir: Path, vposer_path: Path, gmm_path: Path, check_poses: torch.Tensor) -> tuple[dict, str]:
-    """The six prior adapters; the flow is the model's (.pt2, else its training checkpoint under runs/), checked
-    against the model's ONNX log_prob on ``check_poses``."""
+def load_priors(model_dir: Path, vposer_path: Path, gmm_path: Path, check_poses: torch.Tensor,
+                only: tuple = ()) -> tuple[dict, str]:
+    """The prior adapters (all of ``ROWS``, or the names in ``only``; the runtime latent row only for models with
+    latent_vjp); the flow is the model's (.pt2, else its training checkpoint under runs/), checked against the
+    model's ONNX log_prob on ``check_poses``. VPoser and the GMM are loaded only when asked for."""
     from export.bench import torch_flow
     from runtime import PosePrior
+    from runtime import fit as rfit
 
     from .gmm import load_gmm
     from .vposer import load_vposer
@@ -272,11 +321,21 @@ def load_priors(model_dir: Path, vposer_path: Path, gmm_path: Path, check_poses:
         diff = np.abs(flow.log_prob(check_poses).numpy() - onnx_prior.log_prob(check_poses.numpy())).max()
     if diff > 1e-2:
         raise ValueError(f"{model_dir}: torch flow ({origin}) and ONNX log p differ by {diff:.3g}: not the same model")
-    vposer = load_vposer(vposer_path)[0].requires_grad_(False)
-    gmm = load_gmm(gmm_path)[0]
-    priors = {"none": F.NoPrior(), "gmm": F.GMMPrior(gmm), "vposer": F.VPoserLatent(vposer),
-              "flow_ambient": F.FlowAmbient(flow), "flow_latent": F.FlowLatent(flow, True),
-              "flow_latent_z2": F.FlowLatent(flow, False)}
+    unknown = set(only) - set(ROWS)
+    if unknown:
+        raise ValueError(f"--priors: unknown {sorted(unknown)}; choose from {list(ROWS)}")
+    wanted = set(only or ROWS)
+    priors = {"none": F.NoPrior()}
+    if "gmm" in wanted:
+        priors["gmm"] = F.GMMPrior(load_gmm(gmm_path)[0])
+    if "vposer" in wanted:
+        priors["vposer"] = F.VPoserLatent(load_vposer(vposer_path)[0].requires_grad_(False))
+    priors |= {"flow_ambient": F.FlowAmbient(flow), "flow_latent": F.FlowLatent(flow, True),
+              "flow_latent_z2": F.FlowLatent(flow, False),
+              "runtime_ambient": RuntimePrior(onnx_prior, "ambient")}
+    if rfit.has_latent_space(onnx_prior):              # models exported before latent_vjp get no runtime latent row
+        priors["runtime_latent"] = RuntimePrior(onnx_prior, "latent")
+    priors = {k: v for k, v in priors.items() if k in wanted}
     return priors, f"{origin} (torch vs ONNX log p max diff {diff:.2g})"
 
 
@@ -300,7 +359,7 @@ def _run(model_dir, test_path, out, cfg, val_path, train_path, vposer_path, gmm_
     mean = mean_pose(load_npz(train_path).rotations)
     gt_test = test.to_6d()[torch.from_numpy(evenly(cfg.n, len(test)))]
     gt_val = val.to_6d()[torch.from_numpy(evenly(cfg.n_val, len(val)))]
-    priors, origin = load_priors(model_dir, vposer_path, gmm_path, gt_val[:64])
+    priors, origin = load_priors(model_dir, vposer_path, gmm_path, gt_val[:64], tuple(cfg.priors))
     log(f"flow: {origin}")
     val_tasks = Tasks(gt_val, val.offsets, mean, cfg)
     test_tasks = Tasks(gt_test, test.offsets, mean, cfg)
