@@ -29,6 +29,7 @@ MIRROR_JOINTS = tuple(JOINT_NAMES.index(n.replace("left_", "#").replace("right_"
 
 #: Gram-Schmidt refuses a 6D pair whose columns make an angle with sine <= this (no rotation is defined).
 GS_PARALLEL_TOL = 1e-6
+_EPS = 1e-8   # floor of the norms in gram_schmidt_vjp (its inputs are checked poses, never degenerate)
 
 
 def _skew(v: np.ndarray) -> np.ndarray:

@@ -76,14 +76,17 @@ def glitches(aa: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
             "random rotations": uniform}
 
 
-def completion(prior: PosePrior, aa: np.ndarray, mean: np.ndarray, maxiter: int = 100) -> dict[str, float]:
-    """Mean geodesic error (degrees) of the left arm's 4 joints: completed by the prior vs the mean pose."""
+def completion(prior: PosePrior, aa: np.ndarray, mean: np.ndarray, iters: int = 100, space: str = "latent"
+               ) -> dict[str, float]:
+    """Mean geodesic error (degrees) of the left arm's 4 joints: completed by the prior (``runtime.fit.complete``
+    from the mean arm, in ``space``) vs the mean pose."""
     from runtime import fit as rfit
     idx = [rotations.JOINT_NAMES.index(n) for n in ARM]
     R = rotations.axis_angle_to_matrix(aa)
     start = R.copy()
     start[:, idx] = mean[idx]
-    done = rfit.complete(prior, rotations.matrix_to_6d(start).astype(np.float32), list(ARM), maxiter=maxiter)
+    done = rfit.complete(prior, rotations.matrix_to_6d(start).astype(np.float32), list(ARM), space=space,
+                         iters=iters)
     Rc = rotations.gram_schmidt(np.asarray(done.poses, np.float64))
     err_prior = rotations.geodesic_deg(Rc[:, idx], R[:, idx]).mean()
     err_mean = rotations.geodesic_deg(start[:, idx], R[:, idx]).mean()
