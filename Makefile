@@ -40,8 +40,9 @@ demo: install
 bindings: install
 	bash bindings_tests/build.sh
 
+# BENCH_MODEL=models/NAME: bench that model directory instead of the shipped default
 bench: install
-	$(PY) -m train.cli bench
+	$(PY) -m train.cli bench $(BENCH_MODEL)
 
 clean:
 	rm -rf .venv build *.egg-info .pytest_cache bindings_tests/build
