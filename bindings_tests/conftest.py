@@ -33,10 +33,10 @@ def pytest_terminal_summary(terminalreporter, config):
         table.setdefault((program, ref, name), {})[batch] = (err, bound)
     tr = terminalreporter
     tr.section("C/C++ consumers vs Python: max |error| (gradient: relative to max|g|)")
-    tr.write_line(f"{'program':16s} {'reference':19s} {'output':24s}" + "".join(f"{f'B={b}':>10s}" for b in batches)
+    tr.write_line(f"{'program':16s} {'reference':19s} {'output':28s}" + "".join(f"{f'B={b}':>10s}" for b in batches)
                   + f"{'bound':>8s}")
     for (program, ref, name), cells in table.items():
         bound = max(bound for _, bound in cells.values())
         errs = "".join(f"{cells[b][0]:10.1e}" if b in cells else f"{'-':>10s}" for b in batches)
         flag = "  FAIL" if any(err > bnd for err, bnd in cells.values()) else ""
-        tr.write_line(f"{program:16s} {ref:19s} {name:24s}{errs}{bound:8.0e}{flag}")
+        tr.write_line(f"{program:16s} {ref:19s} {name:28s}{errs}{bound:8.0e}{flag}")

@@ -3,8 +3,10 @@
  *   ort_c MODEL_DIR INPUT_FILE OUTPUT_FILE
  *
  * Runs log_prob.onnx and log_prob_grad.onnx on the poses, sample.onnx and latent_forward.onnx on z, and
- * writes every output as "graph/output_name" (formats: pp_io.h). Input and output names are read from each
- * session; the input's rank and fixed dimensions are checked against the file's arrays.
+ * latent_vjp.onnx on (z, the poses as the pose-space cotangent grad_poses) when the model has it (models
+ * exported before it do not: a note on stderr), and writes every output as "graph/output_name" (formats:
+ * pp_io.h). Input and output names are read from each session; each input's rank and fixed dimensions are
+ * checked against the file's arrays.
  */
 #include "onnxruntime_c_api.h"
 #include "pp_io.h"
@@ -21,62 +23,77 @@ static void check(OrtStatus *status, const char *what) {
 }
 #define CHECK(call) check((call), #call)
 
-/* The session's single float input must have `rank` dims, and each fixed one must equal shape[i]. */
-static void check_input(OrtSession *session, const char *graph, const int64_t *shape, size_t rank) {
-  size_t count;
-  CHECK(ort->SessionGetInputCount(session, &count));
-  if (count != 1) pp_die("%s: expected 1 input, the graph has %zu", graph, count);
+/* One array the program feeds to a graph input. */
+typedef struct {
+  float *data;
+  const int64_t *shape;
+  size_t rank;
+} input_array;
+
+/* The session's float input `index` must have `rank` dims, and each fixed one must equal shape[i]. */
+static void check_input(OrtSession *session, const char *graph, size_t index, const int64_t *shape, size_t rank) {
   OrtTypeInfo *type;
   const OrtTensorTypeAndShapeInfo *info;
   ONNXTensorElementDataType elem;
   size_t ndim;
   int64_t dims[8];
-  CHECK(ort->SessionGetInputTypeInfo(session, 0, &type));
+  CHECK(ort->SessionGetInputTypeInfo(session, index, &type));
   CHECK(ort->CastTypeInfoToTensorInfo(type, &info));
-  if (!info) pp_die("%s: the input is not a tensor", graph);
+  if (!info) pp_die("%s: input %zu is not a tensor", graph, index);
   CHECK(ort->GetTensorElementType(info, &elem));
   CHECK(ort->GetDimensionsCount(info, &ndim));
-  if (elem != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT) pp_die("%s: the input is not float32", graph);
-  if (ndim != rank) pp_die("%s: the input has rank %zu, the input file gives rank %zu", graph, ndim, rank);
+  if (elem != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT) pp_die("%s: input %zu is not float32", graph, index);
+  if (ndim != rank)
+    pp_die("%s: input %zu has rank %zu, the input file gives rank %zu", graph, index, ndim, rank);
   CHECK(ort->GetDimensions(info, dims, ndim));
   for (size_t i = 0; i < ndim; i++)
     if (dims[i] > 0 && dims[i] != shape[i])  /* symbolic dims (batch) read as -1 */
-      pp_die("%s: input dim %zu is %lld in the graph, %lld in the input file", graph, i, (long long)dims[i],
-             (long long)shape[i]);
+      pp_die("%s: input %zu dim %zu is %lld in the graph, %lld in the input file", graph, index, i,
+             (long long)dims[i], (long long)shape[i]);
   ort->ReleaseTypeInfo(type);
 }
 
+static int file_exists(const char *path) {
+  FILE *probe = fopen(path, "rb");
+  if (probe) fclose(probe);
+  return probe != NULL;
+}
+
+/* Runs DIR/graph.onnx on its n_in inputs (in the graph's input order) and writes every output. */
 static void run_graph(OrtEnv *env, const OrtSessionOptions *opts, const char *model_dir, const char *graph,
-                      float *data, const int64_t *shape, size_t rank) {
+                      const input_array *in, size_t n_in) {
   char path[4096];
   snprintf(path, sizeof path, "%s/%s.onnx", model_dir, graph);
-  FILE *probe = fopen(path, "rb");
-  if (!probe) pp_die("model file not found: %s", path);
-  fclose(probe);
+  if (!file_exists(path)) pp_die("model file not found: %s", path);
 
   OrtSession *session;
   OrtAllocator *alloc;
   OrtMemoryInfo *mem;
-  OrtValue *input = NULL;
-  char *in_name;
+  OrtValue *inputs[4] = {NULL};
+  char *in_names[4];
   char *out_names[8];
   OrtValue *outputs[8] = {NULL};
-  size_t n_out, n_in = 1;
-  for (size_t i = 0; i < rank; i++) n_in *= (size_t)shape[i];
+  size_t n_out, count;
 
   CHECK(ort->CreateSession(env, path, opts, &session));
-  check_input(session, graph, shape, rank);
+  CHECK(ort->SessionGetInputCount(session, &count));
+  if (count != n_in || n_in > 4) pp_die("%s: expected %zu inputs, the graph has %zu", graph, n_in, count);
   CHECK(ort->GetAllocatorWithDefaultOptions(&alloc));
-  CHECK(ort->SessionGetInputName(session, 0, alloc, &in_name));
   CHECK(ort->SessionGetOutputCount(session, &n_out));
   if (n_out == 0 || n_out > 8) pp_die("%s: unexpected number of outputs %zu", graph, n_out);
   for (size_t i = 0; i < n_out; i++) CHECK(ort->SessionGetOutputName(session, i, alloc, &out_names[i]));
 
-  /* The input tensor wraps our buffer (no copy); ORT allocates the outputs. */
+  /* Each input tensor wraps our buffer (no copy); ORT allocates the outputs. */
   CHECK(ort->CreateCpuMemoryInfo(OrtArenaAllocator, OrtMemTypeDefault, &mem));
-  CHECK(ort->CreateTensorWithDataAsOrtValue(mem, data, n_in * sizeof(float), shape, rank,
-                                            ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT, &input));
-  CHECK(ort->Run(session, NULL, (const char *const *)&in_name, (const OrtValue *const *)&input, 1,
+  for (size_t k = 0; k < n_in; k++) {
+    size_t n = 1;
+    for (size_t i = 0; i < in[k].rank; i++) n *= (size_t)in[k].shape[i];
+    check_input(session, graph, k, in[k].shape, in[k].rank);
+    CHECK(ort->SessionGetInputName(session, k, alloc, &in_names[k]));
+    CHECK(ort->CreateTensorWithDataAsOrtValue(mem, in[k].data, n * sizeof(float), in[k].shape, in[k].rank,
+                                              ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT, &inputs[k]));
+  }
+  CHECK(ort->Run(session, NULL, (const char *const *)in_names, (const OrtValue *const *)inputs, n_in,
                  (const char *const *)out_names, n_out, outputs));
 
   for (size_t i = 0; i < n_out; i++) {
@@ -97,8 +114,10 @@ static void run_graph(OrtEnv *env, const OrtSessionOptions *opts, const char *mo
     ort->ReleaseValue(outputs[i]);
     CHECK(ort->AllocatorFree(alloc, out_names[i]));
   }
-  CHECK(ort->AllocatorFree(alloc, in_name));
-  ort->ReleaseValue(input);
+  for (size_t k = 0; k < n_in; k++) {
+    CHECK(ort->AllocatorFree(alloc, in_names[k]));
+    ort->ReleaseValue(inputs[k]);
+  }
   ort->ReleaseMemoryInfo(mem);
   ort->ReleaseSession(session);
 }
@@ -124,11 +143,20 @@ int main(int argc, char **argv) {
   CHECK(ort->CreateEnv(ORT_LOGGING_LEVEL_WARNING, "ort_c", &env));
   CHECK(ort->CreateSessionOptions(&opts));  /* CPU execution provider, default threads */
 
+  const input_array poses = {in.poses, poses_shape, 3}, z = {in.z, z_shape, 2};
+  const input_array vjp_inputs[2] = {z, poses};  /* latent_vjp(z, grad_poses): the poses as the cotangent */
+  char vjp_path[4096];
+  snprintf(vjp_path, sizeof vjp_path, "%s/latent_vjp.onnx", argv[1]);
+
   pp_open_output(argv[3]);
-  run_graph(env, opts, argv[1], "log_prob", in.poses, poses_shape, 3);
-  run_graph(env, opts, argv[1], "sample", in.z, z_shape, 2);
-  run_graph(env, opts, argv[1], "latent_forward", in.z, z_shape, 2);
-  run_graph(env, opts, argv[1], "log_prob_grad", in.poses, poses_shape, 3);
+  run_graph(env, opts, argv[1], "log_prob", &poses, 1);
+  run_graph(env, opts, argv[1], "sample", &z, 1);
+  run_graph(env, opts, argv[1], "latent_forward", &z, 1);
+  run_graph(env, opts, argv[1], "log_prob_grad", &poses, 1);
+  if (file_exists(vjp_path))
+    run_graph(env, opts, argv[1], "latent_vjp", vjp_inputs, 2);
+  else
+    fprintf(stderr, "ort_c: %s not found (a model exported before latent_vjp): skipped\n", vjp_path);
   pp_close_output();
 
   ort->ReleaseSessionOptions(opts);

@@ -23,13 +23,15 @@ BUILD = HERE / "build"
 ONNX_PROGRAMS = ("ort_c", "ort_cpp")
 PROGRAMS = ONNX_PROGRAMS + ("torchscript_cpp",)
 BATCHES = (1, 7, 1000)
-# graph -> which array of the input file it takes
-GRAPHS = {"log_prob": "poses", "sample": "z", "latent_forward": "z", "log_prob_grad": "poses"}
+# graph -> which arrays of the input file it takes, in the graph's input order
+GRAPHS = {"log_prob": ("poses",), "sample": ("z",), "latent_forward": ("z",), "log_prob_grad": ("poses",),
+          "latent_vjp": ("z", "poses")}
 TORCHSCRIPT = {"log_prob": ("log_prob",), "sample": ("poses",), "latent_forward": ("poses", "log_prob")}
 # bounds on max |C - Python|: absolute for log p and poses, relative to max|g| for the gradient
-BOUNDS = {"log_prob": 1e-4, "poses": 1e-5, "grad": 1e-5}
+BOUNDS = {"log_prob": 1e-4, "poses": 1e-5, "grad": 1e-5, "grad_log_prob_z": 1e-5, "vjp_z": 1e-5}
+RELATIVE = ("grad", "grad_log_prob_z", "vjp_z")
 # torch and onnxruntime kernels round differently (log p ~ 250 in float32 has ulp 1.5e-5): a looser cross-check
-CROSS_BOUNDS = {"log_prob": 5e-4, "poses": 1e-5}
+CROSS_BOUNDS = {"log_prob": 5e-4, "poses": 1e-5, "grad_log_prob_z": 1e-5, "vjp_z": 1e-5}
 
 
 @pytest.fixture(scope="module")
@@ -59,29 +61,39 @@ def cases(model_dir, shared_data, tmp_path_factory) -> dict[int, dict]:
     import onnxruntime as ort
     import torch
 
+    from export import latent_vjp_autograd, load_flow
+
     sessions = {g: ort.InferenceSession(str(model_dir / f"{g}.onnx"), providers=["CPUExecutionProvider"])
                 for g in GRAPHS}
     with warnings.catch_warnings():  # torch.jit is deprecated in torch 2.13; the files are what C++ users load
         warnings.simplefilter("ignore", DeprecationWarning)
         modules = {g: torch.jit.load(str(model_dir / "torchscript" / f"{g}.pt")) for g in TORCHSCRIPT}
+    flow = load_flow(model_dir).requires_grad_(False)
     dim = sessions["sample"].get_inputs()[0].shape[1]
     tmp = tmp_path_factory.mktemp("bindings")
     out = {}
     for batch in BATCHES:
-        arrays = {"poses": ppbin.real_poses(batch), "z": ppbin.seeded_z(batch, dim, seed=batch)}
+        poses = ppbin.real_poses(batch)
+        z = ppbin.seeded_z(batch, dim, seed=batch)
+        with torch.no_grad():
+            z[::2] = flow.inverse(torch.from_numpy(poses[::2]))[0].numpy()
+        arrays = {"poses": poses, "z": z}
         path = tmp / f"in_{batch}.bin"
         ppbin.write_input(path, arrays["poses"], arrays["z"])
         onnx_ref, ts_ref = {}, {}
         for graph, which in GRAPHS.items():
             sess = sessions[graph]
-            values = sess.run(None, {sess.get_inputs()[0].name: arrays[which]})
+            values = sess.run(None, {i.name: arrays[w] for i, w in zip(sess.get_inputs(), which)})
             onnx_ref.update({f"{graph}/{o.name}": v for o, v in zip(sess.get_outputs(), values)})
+        autograd = latent_vjp_autograd(flow, torch.from_numpy(z), torch.from_numpy(poses))
+        autograd_ref = {f"latent_vjp/{n}": t.numpy() for n, t in
+                        zip(("poses", "log_prob", "grad_log_prob_z", "vjp_z"), autograd)}
         with torch.inference_mode():
             for graph, names in TORCHSCRIPT.items():
-                result = modules[graph](torch.from_numpy(arrays[GRAPHS[graph]]))
+                result = modules[graph](torch.from_numpy(arrays[GRAPHS[graph][0]]))
                 result = result if isinstance(result, tuple) else (result,)
                 ts_ref.update({f"{graph}/{n}": t.numpy().copy() for n, t in zip(names, result)})
-        out[batch] = {"input": path, "onnx": onnx_ref, "torchscript": ts_ref}
+        out[batch] = {"input": path, "onnx": onnx_ref, "torchscript": ts_ref, "autograd": autograd_ref}
     return out
 
 
@@ -93,7 +105,7 @@ def max_error(name: str, got: np.ndarray, ref: np.ndarray) -> tuple[str, float]:
     """(kind of bound, error): relative to max|g| for gradients, absolute otherwise."""
     kind = name.rsplit("/", 1)[1]
     err = float(np.abs(got.astype(np.float64) - ref).max())
-    if kind == "grad":
+    if kind in RELATIVE:
         err /= max(float(np.abs(ref).max()), 1e-30)
     return kind, err
 
@@ -107,8 +119,8 @@ def test_matches_python(program, batch, programs, model_dir, cases, tmp_path, pa
     assert proc.returncode == 0, f"{program} failed:\n{proc.stderr}"
     got = ppbin.read_output(out_path)
 
-    if program in ONNX_PROGRAMS:
-        refs = [("python onnxruntime", case["onnx"], BOUNDS)]
+    if program in ONNX_PROGRAMS:   # latent_vjp also against torch autograd (kernels differ: the cross bounds)
+        refs = [("python onnxruntime", case["onnx"], BOUNDS), ("torch autograd", case["autograd"], CROSS_BOUNDS)]
     else:  # the same files under torch, and the same graphs under onnxruntime
         refs = [("python torchscript", case["torchscript"], BOUNDS),
                 ("python onnxruntime", {k: case["onnx"][k] for k in case["torchscript"]}, CROSS_BOUNDS)]

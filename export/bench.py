@@ -2,7 +2,10 @@
 
 For each graph and batch size (1, 64, 4096): ``warmup`` untimed calls, then ``reps`` timed calls; the table
 reports the median milliseconds per call, poses per second, and the ratio torch / onnxruntime (> 1: the runtime
-is faster). onnxruntime and torch run one after the other, never at once, with the thread counts printed.
+is faster). onnxruntime and torch run one after the other, never at once, with the thread counts printed. The
+torch side of the gradient graphs is torch autograd (``log_prob_and_grad``, ``latent_vjp_autograd``); a second
+table gives what a gradient costs: each gradient graph's time over ``log_prob``'s (onnxruntime, same run).
+A model exported before ``latent_vjp`` existed gets no ``latent_vjp`` rows (said under the table).
 """
 from __future__ import annotations
 
@@ -20,9 +23,10 @@ from runtime import PosePrior
 from train.config import Config
 from train.trainer import build_flow, load_checkpoint
 
-from .graphs import log_prob_and_grad
+from .graphs import latent_vjp_autograd, log_prob_and_grad
 
 BATCHES = (1, 64, 4096)
+GRADIENT_GRAPHS = ("log_prob_grad", "latent_vjp")
 
 
 def torch_flow(prior: PosePrior, runs_dir: Path = Path("runs")) -> tuple[torch.nn.Module, str]:
@@ -83,18 +87,22 @@ def run_bench(model: str | Path | None = None, reps: int = 20, warmup: int = 5, 
     prior = PosePrior.load(model, intra_op_num_threads=threads)
     flow, origin = torch_flow(prior)
     flow.requires_grad_(False)
+    has_vjp = (prior.path / "latent_vjp.onnx").is_file()
     rng = np.random.default_rng(0)
     rows = []
     for batch in batches:
         z = rng.standard_normal((batch, prior.dim)).astype(np.float32)
         x = prior.sample(z=z)
-        zt, xt = torch.from_numpy(z), torch.from_numpy(x)
+        g = rng.standard_normal(x.shape).astype(np.float32)
+        zt, xt, gt = torch.from_numpy(z), torch.from_numpy(x), torch.from_numpy(g)
         cases = {
             "log_prob": (lambda: prior.log_prob(x), lambda: flow.log_prob(xt)),
             "sample": (lambda: prior.sample(z=z, orthonormalize=False), lambda: flow.forward(zt)),
             "latent_forward": (lambda: prior.latent_forward(z), lambda: flow.latent_forward(zt)),
             "log_prob_grad": (lambda: prior.log_prob_and_grad(x), lambda: log_prob_and_grad(flow.log_prob, xt)),
         }
+        if has_vjp:
+            cases["latent_vjp"] = (lambda: prior.latent_vjp(z, g), lambda: latent_vjp_autograd(flow, zt, gt))
         for graph, (ort_fn, torch_fn) in cases.items():
             n = max(reps, 5) if batch < 4096 else reps
             with torch.no_grad():
@@ -112,6 +120,7 @@ def run_bench(model: str | Path | None = None, reps: int = 20, warmup: int = 5, 
     floor_ms = 1e3 * statistics.median(time_calls(lambda: chain.run(None, {"x": x1}), max(reps, 5) * 10, warmup))
     n_gemm = sum(isinstance(m, torch.nn.Linear) for layer in flow.layers for m in layer.net)
     return {"model": str(prior.path), "providers": prior.providers, "torch": origin, "threads": threads,
+            "latent_vjp": has_vjp,
             "reps": reps, "warmup": warmup, "torch_version": torch.__version__, "rows": rows,
             "gemm_floor": {"gemms": n_gemm, "batch": 1, "ort_ms": floor_ms, "reps": max(reps, 5) * 10}}
 
@@ -127,6 +136,15 @@ def format_table(result: dict) -> str:
     for r in result["rows"]:
         lines.append(f"{r['graph']:15s} {r['batch']:5d} {r['ort_ms']:9.3f} {r['torch_ms']:9.3f} "
                      f"{r['ort_poses_per_s']:12,.0f} {r['torch_poses_per_s']:14,.0f} {r['speedup']:8.2f}x")
+    if not result.get("latent_vjp", True):
+        lines.append("(no latent_vjp rows: this model was exported before the latent_vjp graph existed)")
+    ms = {(r["graph"], r["batch"]): r for r in result["rows"]}
+    lines += ["", "gradient cost: each gradient graph's onnxruntime time over log_prob's (same run), and torch "
+              "autograd's time over onnxruntime's", f"{'graph':15s} {'batch':>5s} {'/ log_prob':>11s} {'torch/ORT':>10s}"]
+    for (graph, batch), r in ms.items():
+        if graph in GRADIENT_GRAPHS:
+            lines.append(f"{graph:15s} {batch:5d} {r['ort_ms'] / ms['log_prob', batch]['ort_ms']:10.2f}x "
+                         f"{r['speedup']:9.2f}x")
     f = result.get("gemm_floor")
     if f:
         t1 = next(r["torch_ms"] for r in result["rows"] if r["graph"] == "log_prob" and r["batch"] == 1)
