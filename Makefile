@@ -70,11 +70,12 @@ EVAL_MODEL ?= runtime/models/default
 EVAL_OUT   ?= reports/default
 EVAL_N     ?= 10000
 EVAL_SEED  ?= 0
-BASELINES  ?= runs/vposer-cmu runs/gmm-cmu
-ABLATION   ?= models/sweep-noaug
+EVAL_DATA  ?= $(SMPL)/cmu
+BASELINES  ?= runs/smpl-vposer runs/smpl-gmm
+ABLATION   ?=
 .PHONY: evaluate
-evaluate: install $(if $(ABLATION),$(ABLATION)/manifest.json,) $(foreach b,$(BASELINES),$(b)/best.pt)
-	$(PY) -m train.cli evaluate $(EVAL_MODEL) --data $(DATA)/test.npz --train $(DATA)/train.npz \
+evaluate: install data $(if $(ABLATION),$(ABLATION)/manifest.json,) $(foreach b,$(BASELINES),$(b)/best.pt)
+	$(PY) -m train.cli evaluate $(EVAL_MODEL) --data $(EVAL_DATA)/test.npz --train $(EVAL_DATA)/train.npz \
 		$(foreach b,$(BASELINES),--baselines $(b)) --out $(EVAL_OUT) --n $(EVAL_N) --seed $(EVAL_SEED) \
 		$(if $(ABLATION),--ablation $(ABLATION),)
 

@@ -90,10 +90,11 @@ def _orthonormality_error(x6: np.ndarray) -> np.ndarray:
 
 
 def data_source(prior: PosePrior, path: str | Path, name: str, label: str):
-    """A data split (shared npz format) as a PoseSource (all poses), plus its PoseSet (offsets, checksums)."""
-    from ..data import load_npz
+    """A data split (shared npz format, or a converted AMASS-style split of ``make data``) as a PoseSource (all
+    poses), plus its PoseSet (offsets, checksums)."""
+    from ..data import load_split
 
-    ps = load_npz(path)
+    ps = load_split(path)
     sixd = rotations.axis_angle_to_6d(ps.rotations.astype(np.float64)).astype(np.float32)
     src = PoseSource(name, label, sixd, batched_log_prob(prior, sixd), sequence=ps.sequence,
                      info={"path": str(path), "sha256": next(iter(ps.files.values())), "n": len(ps),
