@@ -113,10 +113,11 @@ noncommercial: install data runs/smpl-cmu-bandai/best.pt
 FIT_MODEL ?= runtime/models/default
 FIT_OUT   ?= reports/fit
 FIT_N     ?= 500
-FIT_RUN   ?= runs/sweep-noise0.02#  the default model's training run (fit-bench's torch side loads its best.pt)
+FIT_RUN   ?= runs/smpl-mix#  the default model's training run (fit-bench's torch side loads its best.pt)
 .PHONY: fit-bench
-fit-bench: install runs/vposer-cmu/best.pt runs/gmm-cmu/best.pt $(FIT_RUN)/best.pt
-	$(PY) -m train.cli fit-bench $(FIT_MODEL) --data $(DATA)/test.npz --out $(FIT_OUT) --n $(FIT_N)
+fit-bench: install data runs/smpl-vposer/best.pt runs/smpl-gmm/best.pt $(FIT_RUN)/best.pt
+	$(PY) -m train.cli fit-bench $(FIT_MODEL) --data $(SMPL)/cmu/test.npz --val $(SMPL)/cmu/val.npz \
+		--train $(SMPL)/cmu/train.npz --vposer runs/smpl-vposer --gmm runs/smpl-gmm --out $(FIT_OUT) --n $(FIT_N)
 
 # ablations and the hyper-parameter sweep of issue 4, judged on the validation split (resumable: run it again to
 # continue); SWEEP=name1 name2 … runs a subset (train/sweep.py lists them)

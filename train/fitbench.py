@@ -38,7 +38,7 @@ import torch
 from runtime.rotations import JOINT_NAMES, PARENTS, geodesic_deg
 
 from . import fit as F
-from .data import load_npz
+from .data import load_split as load_npz   # shared npz or a converted (make data) split
 from .kinematics import forward_kinematics
 from .rotations import gram_schmidt, matrix_to_6d
 
