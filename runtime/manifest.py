@@ -133,9 +133,10 @@ def _names(manifest: dict, key: str, path: Path) -> list[str]:
 
 
 def present(manifest: dict, graphs: Iterable[Graph]) -> list[Graph]:
-    """The graphs a model directory has: every required one, and the optional ones its manifest lists."""
-    listed = manifest.get("graphs") if isinstance(manifest.get("graphs"), dict) else {}
-    return [g for g in graphs if g.required or g.name in listed]
+    """The graphs a model directory has: every required one, and the optional ones whose file its manifest lists
+    (a model exported before an optional graph existed has neither its file nor its entry)."""
+    files = manifest.get("files") if isinstance(manifest.get("files"), dict) else {}
+    return [g for g in graphs if g.required or g.file in files]
 
 
 def validate_manifest(manifest: Any, path: Path, graphs: Iterable[Graph]) -> None:

@@ -84,7 +84,10 @@ def test_shipped_default_model(aa):
     prior = PosePrior.load()
     assert prior.path == prior_module.DEFAULT_MODEL_DIR and prior.dim == 126
     training = prior.manifest["training"]
-    assert sorted(training["data_sha256"]) == ["cmu_pose/train.npz", "cmu_pose/val.npz"]
+    # CMU only (make data: build/smpl/cmu = cmu_pose's train split and cmu_pose val + cmu_extra's ASF/AMC takes,
+    # converted to SMPL), in SMPL's convention
+    assert sorted(training["data_sha256"]) == ["cmu/train.npz", "cmu/val.npz"]
+    assert prior.manifest["skeleton"]["name"] == "smpl" and len(prior.manifest["skeleton"]["rest_joints"]) == 22
     assert (training["config"]["num_layers"], training["config"]["hidden"], training["config"]["depth"]) == (12, 256, 4)
     on_disk = {p.name for p in prior.path.iterdir()}
     required = {g.file for g in GRAPHS.values() if g.required} | {WEIGHTS_FILE, "manifest.json"}
