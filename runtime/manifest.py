@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -139,6 +140,27 @@ def present(manifest: dict, graphs: Iterable[Graph]) -> list[Graph]:
     return [g for g in graphs if g.required or g.file in files]
 
 
+def _skeleton(manifest: dict, path: Path) -> None:
+    """``skeleton``: the convention of the training data, ``{"name": "smpl", "conversion": str, "rest_joints":
+    22 x 3 metres}`` (``runtime.convert`` reads the rest joints back) or ``{"name": "source", "conversion": null}``;
+    ``plausibility`` (optional, written by ``make plausibility``): ``{"tau": number, "percentile": number,
+    "definition": str, "data_sha256": sha256}``."""
+    name = _get(manifest, ("skeleton", "name"), str, path, "a convention name")
+    _get(manifest, ("skeleton", "conversion"), (str, type(None)), path, "a conversion version or null")
+    if name == "smpl":
+        rest = _get(manifest, ("skeleton", "rest_joints"), list, path, "22 joints x 3 numbers")
+        if len(rest) != 22 or not all(isinstance(r, list) and len(r) == 3 and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in r) for r in rest):
+            raise ModelError(f"{path}: field ['skeleton']['rest_joints'] must be 22 joints x 3 finite numbers")
+    if "plausibility" in manifest:
+        tau = _get(manifest, ("plausibility", "tau"), (int, float), path, "a number")
+        _get(manifest, ("plausibility", "percentile"), (int, float), path, "a number")
+        _get(manifest, ("plausibility", "definition"), str, path, "a description")
+        digest = _get(manifest, ("plausibility", "data_sha256"), str, path, "a sha256 (64 hex digits)")
+        if not math.isfinite(tau) or not _SHA256.fullmatch(digest):
+            raise ModelError(f"{path}: field ['plausibility'] must hold a finite tau and a sha256 of its data")
+
+
 def validate_manifest(manifest: Any, path: Path, graphs: Iterable[Graph]) -> None:
     """The schema of this module's docstring; ``ModelError`` names ``path`` and the first wrong field."""
     if not isinstance(manifest, dict):
@@ -147,6 +169,7 @@ def validate_manifest(manifest: Any, path: Path, graphs: Iterable[Graph]) -> Non
     if type(version) is not int or version != FORMAT_VERSION:
         raise ModelError(f"{path}: model format version {repr(version)[:40]}, this runtime reads version "
                          f"{FORMAT_VERSION}")
+    _skeleton(manifest, path)
     joint_names = _names(manifest, "joint_names", path)
     if tuple(joint_names) != JOINT_NAMES:
         diff = next((i for i, (a, b) in enumerate(zip(joint_names, JOINT_NAMES)) if a != b), None)
