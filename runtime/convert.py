@@ -355,11 +355,10 @@ def convert_file(src: str | Path, rest_joints: np.ndarray, skeleton_file: str | 
     ``fps`` first; frame 0 of the cgspeed MotionBuilder and Daz BVH files (their converter's T-pose,
     ``runtime.formats.SYNTHETIC_FRAME0``) is dropped. AMASS files are SMPL already and are read as they are (``runtime.formats.read_amass``)."""
     from .formats import read_amass
+    from .formats.npz import npz_keys
     path = Path(src)
-    if path.suffix.lower() == ".npz":
-        with np.load(path, allow_pickle=False) as z:
-            is_amass = "poses" in z.files
-        if is_amass:
+    if path.suffix.lower() == ".npz" and path.is_file():
+        if "poses" in npz_keys(path):
             a = read_amass(path)
             return [{"poses": a["poses"], "trans": a["trans"], "mocap_framerate": np.float64(a["mocap_framerate"])}]
     from dataclasses import replace

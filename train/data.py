@@ -11,7 +11,6 @@ or a folder ``<split>/`` of AMASS ``.npz`` / ``.bvh`` files. Splits stay as give
 """
 from __future__ import annotations
 
-import zipfile
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +19,7 @@ import numpy as np
 import torch
 
 from runtime.formats import FormatError
-from runtime.formats.npz import read_npz as _read_npz
+from runtime.formats.npz import npz_keys, read_npz as _read_npz
 from runtime.prior import sha256_file  # noqa: F401  (re-exported for the loaders)
 from runtime.rotations import mirror_axis_angle
 
@@ -145,11 +144,8 @@ def load_split(path: str | Path, fps: float | None = None) -> PoseSet:
         from .bvh import load_bvh
         return load_bvh(path, fps=fps)
     if path.suffix.lower() == ".npz":
-        try:  # the archive's member names are the array names; no need to read the arrays twice
-            with zipfile.ZipFile(path) as z:
-                keys = {n.removesuffix(".npy") for n in z.namelist()}
-        except (OSError, zipfile.BadZipFile) as e:
-            raise DataError(f"{path}: cannot read npz file, not a valid numpy .npz archive ({e})") from None
+        with as_data_error():   # the archive's member names are the array names: no need to read them twice
+            keys = npz_keys(path)
         if "rotations" in keys:
             return load_npz(path)
         if "poses" in keys:

@@ -28,6 +28,15 @@ POSE_WIDTHS = {72: "SMPL", 156: "SMPL-H", 165: "SMPL-X"}
 RATE_KEYS = ("mocap_framerate", "mocap_frame_rate")
 
 
+def npz_keys(path: str | Path) -> set[str]:
+    """The array names of an ``.npz`` (its zip members, without reading the arrays); FormatError if it is not one."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            return {n.removesuffix(".npy") for n in z.namelist()}
+    except (OSError, zipfile.BadZipFile) as e:
+        raise FormatError(f"{path}: cannot read npz file, not a valid numpy .npz archive ({e})") from None
+
+
 def read_npz(path: str | Path) -> dict[str, np.ndarray]:
     """All arrays of an ``.npz`` file (no pickles), or a FormatError naming the file; the file is always closed."""
     path = Path(path)

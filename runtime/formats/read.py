@@ -8,13 +8,12 @@
 """
 from __future__ import annotations
 
-import zipfile
 from pathlib import Path
 
 from .asf import read_amc
 from .bvh import read_bvh
 from .motion import FormatError, Motion
-from .npz import read_shared_npz
+from .npz import npz_keys, read_shared_npz
 
 
 def find_asf(amc: Path) -> Path:
@@ -45,11 +44,7 @@ def read_motion(path: str | Path, skeleton_file: str | Path | None = None) -> Mo
     if ext == ".amc":
         return read_amc(path, Path(skeleton_file) if skeleton_file is not None else find_asf(path))
     if ext == ".npz":
-        try:
-            with zipfile.ZipFile(path) as z:
-                keys = {n.removesuffix(".npy") for n in z.namelist()}
-        except (OSError, zipfile.BadZipFile) as e:
-            raise FormatError(f"{path}: cannot read npz file, not a valid numpy .npz archive ({e})") from None
+        keys = npz_keys(path)
         if "rotations" in keys:
             return read_shared_npz(path)
         if "poses" in keys:
