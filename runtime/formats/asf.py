@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .motion import FormatError, Motion, euler_matrix
+from .motion import FormatError, Motion, euler_matrix, read_lines
 
 INCH_M = 0.0254
 #: AMC frame rate assumed when the caller gives none (CMU captures at 120 Hz)
@@ -78,10 +78,7 @@ def read_asf(path: str | Path) -> AsfSkeleton:
     """Parse an ASF file (module docstring); problems raise ``FormatError`` naming the file and the line."""
     path = Path(path)
     src = str(path)
-    try:
-        lines = path.read_text(encoding="utf-8-sig", errors="strict").splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        raise FormatError(f"{src}: cannot read ASF file ({type(e).__name__}: {e})") from None
+    lines = read_lines(path, "ASF")
     section = None
     length_unit, angle_unit = 1.0, "deg"
     root = {"order": None, "axis": "XYZ", "position": [0.0] * 3, "orientation": [0.0] * 3}
@@ -224,10 +221,7 @@ def read_amc(path: str | Path, asf: AsfSkeleton | str | Path, fps: float = CMU_F
         asf = read_asf(asf)
     path = Path(path)
     src = str(path)
-    try:
-        lines = path.read_text(encoding="utf-8-sig").splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        raise FormatError(f"{src}: cannot read AMC file ({type(e).__name__}: {e})") from None
+    lines = read_lines(path, "AMC")
     index = {n: j for j, n in enumerate(asf.names)}
     need = [n for n, d in zip(asf.names, asf.dofs) if d]          # bones every frame must list
     frames: list[dict[str, list[float]]] = []

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from .joint_maps import UNITS_M, skeleton_of
-from .motion import FormatError, Motion, euler_matrix, matrix_to_euler
+from .motion import FormatError, Motion, euler_matrix, matrix_to_euler, read_lines
 
 #: metres per unit tried for a skeleton that ``skeleton_of`` does not know: m, cm, mm, inch, cgspeed (1/0.45 inch)
 CANDIDATE_UNITS_M = {"m": 1.0, "cm": 0.01, "mm": 0.001, "inch": 0.0254, "cgspeed": 0.0254 / 0.45}
@@ -198,10 +198,7 @@ def read_bvh(path: str | Path, unit_m: float | None = None) -> Motion:
     naming the file and the line."""
     path = Path(path)
     src = str(path)
-    try:
-        lines = path.read_text(encoding="utf-8-sig").splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        raise FormatError(f"{src}: cannot read BVH file ({type(e).__name__}: {e})") from None
+    lines = read_lines(path, "BVH")
     start = next((i for i, line in enumerate(lines) if line.split()[:1] == ["MOTION"]), None)
     h = _parse_hierarchy(_Tokens(lines[:start], src))        # a file cut in its HIERARCHY fails here
     if start is None:

@@ -22,6 +22,7 @@ rotations applied intrinsically (about the moving axes) in the listed order -- s
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 
@@ -91,6 +92,14 @@ def frame_stride(source_fps: float | None, fps: float | None, source: str) -> in
     if source_fps is None or not (np.isfinite(source_fps) and source_fps > 0):
         raise FormatError(f"{source}: source frame rate {source_fps} is not a positive number")
     return max(1, round(source_fps / fps))
+
+
+def read_lines(path, kind: str) -> list[str]:
+    """The lines of a text motion file (UTF-8, a BOM allowed); FormatError naming the file and ``kind``."""
+    try:
+        return Path(path).read_text(encoding="utf-8-sig").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise FormatError(f"{path}: cannot read {kind} file ({type(e).__name__}: {e})") from None
 
 
 def _first_bad_frame(a: np.ndarray) -> int | None:
