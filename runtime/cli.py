@@ -1,6 +1,6 @@
 """``poseprior``: the command line. Torch-free: the plain install (``pip install .``) runs it.
 
-The group holds the torch-free commands directly (``demo``, ``convert``; add one with ``@main.command()`` here). The
+The group holds the torch-free commands directly (``demo``, ``convert``, ``score``, ``repair``; add one with ``@main.command()`` here). The
 commands that need torch (``train``, ``export``, ``evaluate``, ...) live in ``train/cli.py`` and are listed in
 ``TORCH_COMMANDS`` with their one-line help: ``poseprior --help`` shows them without importing torch, and
 ``train.cli`` is imported only when one of them is invoked. Without the training extra that import fails and the
@@ -77,7 +77,8 @@ class PosePriorGroup(click.Group):
 
 @click.group(cls=PosePriorGroup)
 def main() -> None:
-    """Neural human pose prior: demo, convert (torch-free); train, export, evaluate, ... (need poseprior[train])."""
+    """Neural human pose prior: demo, convert, score, repair (torch-free); train, export, evaluate, ... (need
+    poseprior[train])."""
 
 
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
@@ -121,6 +122,183 @@ def convert(src: Path, target: str, out: Path, skeleton: Path | None, rest: Path
         fail(str(e))
     click.echo(f"{summary['source']}: {summary['takes']} take(s), {summary['frames']} frames at "
                f"{summary['fps']:.1f} fps -> {out} (SMPL body_pose, conversion {summary['conversion']})")
+
+
+# --- take tools: score and repair (runtime.takes) ---------------------------------------------------------------
+def _take_options(f):
+    """The options every take command shares: the model, the .asf of an .amc take, subsampling."""
+    f = click.option("--fps", type=float, default=None, help="Subsample the take to about this frame rate.")(f)
+    f = click.option("--skeleton", type=click.Path(path_type=Path), default=None,
+                     help="The .asf of an .amc take (default: found beside it).")(f)
+    f = click.option("--model", type=click.Path(path_type=Path), default=None,
+                     help="Model directory (default: the one shipped in the package).")(f)
+    return f
+
+
+def _check_file_out(path: Path | None, option: str, suffixes: tuple[str, ...]) -> None:
+    """Refuse an output file with the wrong suffix, that is a directory, or whose folder does not exist."""
+    if path is None:
+        return
+    if path.suffix.lower() not in suffixes:
+        fail(f"{option} {path}: must end in {' or '.join(suffixes)}")
+    if path.is_dir() or not path.parent.is_dir():
+        fail(f"{option} {path}: {'is a directory' if path.is_dir() else f'folder {path.parent} does not exist'}")
+
+
+def _check_plot(path: Path | None) -> None:
+    _check_file_out(path, "--plot", (".png", ".pdf", ".svg"))
+    if path is not None:
+        import importlib.util
+        if importlib.util.find_spec("matplotlib") is None:
+            fail("--plot needs matplotlib: pip install 'poseprior[plot]'")
+
+
+class _Progress:
+    """A ``runtime.takes`` progress callback drawn as a click progress bar on stderr (a bar on a terminal,
+    the label once otherwise)."""
+
+    def __init__(self, label: str, min_total: int = 0):
+        self.label, self.min_total, self.bar, self.shown = label, min_total, None, 0
+
+    def __call__(self, done: int, total: int) -> None:
+        if total < self.min_total:
+            return
+        if self.bar is None:
+            self.bar = click.progressbar(length=total, label=self.label, file=sys.stderr)
+            self.bar.__enter__()
+        self.bar.update(done - self.shown)
+        self.shown = done
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+
+
+def _load_take(src: Path, model: Path | None, skeleton: Path | None, fps: float | None):
+    """(prior, take, rest joints): the model, and ``src`` converted on its skeleton."""
+    from .convert import load_rest_joints
+    from .prior import PosePrior
+    from .takes import check_smpl_prior, read_take
+
+    if fps is not None and not fps > 0:
+        fail(f"--fps {fps}: must be a positive number")
+    prior = PosePrior.load(model)
+    check_smpl_prior(prior)
+    rest = load_rest_joints(prior.path)
+    return prior, read_take(src, rest, skeleton, fps), rest
+
+
+def _spans_text(spans: list[tuple[int, int]], limit: int = 12) -> str:
+    text = ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in spans[:limit])
+    return text + (f", ... ({len(spans)} runs)" if len(spans) > limit else "")
+
+
+@main.command()
+@click.argument("take", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Write the per-frame scores: .json (log_prob, threshold, flagged, ...) or .csv (a row per frame).")
+@click.option("--plot", type=click.Path(path_type=Path), default=None,
+              help="Plot log p over time with the flagged frames marked (.png/.pdf/.svg; needs matplotlib).")
+@click.option("--threshold", type=float, default=None,
+              help="Flag frames with log p below this (default: the model's recorded tau).")
+@_take_options
+def score(take: Path, out: Path | None, plot: Path | None, threshold: float | None, model: Path | None,
+          skeleton: Path | None, fps: float | None) -> None:
+    """Score every frame of a take (BVH, ASF/AMC, AMASS or shared npz) and flag the implausible ones."""
+    import numpy as np
+
+    from .formats import FormatError
+    from .prior import ModelError
+    from . import takes
+
+    _check_file_out(out, "--out", takes.SCORE_SUFFIXES)
+    _check_plot(plot)
+    bar = _Progress("scoring", min_total=20_000)   # scoring runs at about 10k frames/s: a bar only for long takes
+    try:
+        prior, tk, _ = _load_take(take, model, skeleton, fps)
+        s = takes.score(prior, tk, threshold, progress=bar)
+        bar.close()
+        if out is not None:
+            takes.write_score(s, out)
+        if plot is not None:
+            takes.plot_score(s, plot)
+    except (FormatError, ModelError, ValueError, OSError, ImportError) as e:
+        bar.close()
+        fail(str(e))
+    n, f = len(s.log_prob), s.flagged
+    rate = f"{tk.fps:.1f} fps" if tk.fps == tk.fps else "no frame rate"
+    worst = int(s.log_prob.argmin())
+    click.echo(f"{take}: {n} frames ({len(tk.names)} take{'s' if len(tk.names) > 1 else ''}, {rate}); log p median "
+               f"{float(np.median(s.log_prob)):.1f}, lowest {float(s.log_prob[worst]):.4g} at frame {worst}")
+    click.echo(f"threshold {s.threshold:.4g} ({s.threshold_source}): {len(f)} frames flagged ({len(f) / n:.1%})"
+               + (f": {_spans_text(s.flagged_spans())}" if len(f) else ""))
+    for path in (out, plot):
+        if path is not None:
+            click.echo(f"wrote {path}")
+
+
+@main.command()
+@click.argument("take", type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(path_type=Path),
+              help="The repaired take: an AMASS-style .npz (SMPL body_pose).")
+@click.option("--joints", default=None, help="Fill these joints (comma-separated SMPL names) in every frame.")
+@click.option("--flagged", is_flag=True, help="Fill the worst joints of the frames below the threshold.")
+@click.option("--threshold", type=float, default=None,
+              help="With --flagged: the log p below which frames are repaired (default: the model's tau).")
+@click.option("--max-joints", type=click.IntRange(1, 21), default=3, show_default=True,
+              help="With --flagged: at most this many joints per frame.")
+@click.option("--space", type=click.Choice(["latent", "ambient"]), default="latent", show_default=True,
+              help="Completion in the flow's latent space (with the Jacobian term) or on the 6D poses (faster).")
+@click.option("--smooth", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="Weight of the squared joint velocity (s^2) in the temporal smoothness term; 0: frame by frame.")
+@click.option("--iters", type=click.IntRange(min=1), default=200, show_default=True,
+              help="L-BFGS iterations of each run of frames (the smoothing solve).")
+@click.option("--plot", type=click.Path(path_type=Path), default=None,
+              help="Plot log p over time before and after the repair (.png/.pdf/.svg; needs matplotlib).")
+@_take_options
+def repair(take: Path, out: Path, joints: str | None, flagged: bool, threshold: float | None, max_joints: int,
+           space: str, smooth: float, iters: int, plot: Path | None, model: Path | None,
+           skeleton: Path | None, fps: float | None) -> None:
+    """Repair a take: fill named joints, or the worst joints of implausible frames, with the prior."""
+    import numpy as np
+
+    from .formats import FormatError
+    from .prior import ModelError
+    from . import takes
+
+    if (joints is None) == (not flagged):
+        fail("repair: give --joints NAMES or --flagged (one of the two)")
+    if threshold is not None and not flagged:
+        fail("--threshold: only with --flagged")
+    _check_file_out(out, "--out", (".npz",))
+    _check_plot(plot)
+    names = None if joints is None else [n.strip() for n in joints.split(",") if n.strip()]
+    bar = _Progress(f"repairing ({space})")
+    try:
+        prior, tk, rest = _load_take(take, model, skeleton, fps)
+        r = takes.repair(prior, tk, joints=names, flagged=flagged, threshold=threshold, max_joints=max_joints,
+                         space=space, smooth=smooth, run_iters=iters, progress=bar)
+        bar.close()
+        takes.write_take(r.take, rest, out)
+        if plot is not None:
+            s = takes.Score(tk, r.log_prob_before, r.threshold if flagged else float("nan"),
+                            "", str(prior.path))
+            takes.plot_score(s, plot, repaired=r.log_prob_after)
+    except (FormatError, ModelError, ValueError, OSError, ImportError) as e:
+        bar.close()
+        fail(str(e))
+    fixed = r.repaired
+    counts = dict(zip(*np.unique(np.array(prior.joint_names)[np.nonzero(r.mask)[1]], return_counts=True)))
+    joints_text = ", ".join(f"{k} {v}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1])) or "none"
+    head = (f"{len(fixed)} of {len(tk.poses)} frames below {r.threshold:.4g}" if flagged else
+            f"{', '.join(names)} in all {len(tk.poses)} frames")
+    click.echo(f"{take}: {head}; repaired {len(fixed)} frames in {space} space, {r.seconds:.1f} s "
+               f"(joints freed: {joints_text})")
+    if len(fixed):
+        b, a = r.log_prob_before[fixed], r.log_prob_after[fixed]
+        still = f"; still below the threshold: {int((a < r.threshold).sum())}" if flagged else ""
+        click.echo(f"log p of the repaired frames: median {float(np.median(b)):.1f} -> {float(np.median(a)):.1f}{still}")
+    click.echo(f"wrote {out} (AMASS-style, SMPL body_pose)" + (f" and {plot}" if plot else ""))
 
 
 if __name__ == "__main__":

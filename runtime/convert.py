@@ -53,8 +53,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .formats import JOINT_MAPS, FormatError, Motion, detect_skeleton, forward_kinematics, read_motion
+from .formats import JOINT_MAPS, FormatError, Motion, detect_skeleton, forward_kinematics, frame_stride, read_motion
 from .formats.joint_maps import END, SMPL_NAMES, validate_joint_map
+from .formats.npz import RATE_KEYS
 from .rotations import PARENTS, axis_angle_to_matrix, matrix_to_axis_angle
 
 CONVERSION_VERSION = "smpl-segments-1"
@@ -353,14 +354,20 @@ def convert_file(src: str | Path, rest_joints: np.ndarray, skeleton_file: str | 
                  fps: float | None = None) -> list[dict[str, np.ndarray]]:
     """Every take in ``src`` (BVH, AMC, shared npz: one per sequence) converted by ``to_smpl``, subsampled to
     ``fps`` first; frame 0 of the cgspeed MotionBuilder and Daz BVH files (their converter's T-pose,
-    ``runtime.formats.SYNTHETIC_FRAME0``) is dropped. AMASS files are SMPL already and are read as they are (``runtime.formats.read_amass``)."""
+    ``runtime.formats.SYNTHETIC_FRAME0``) is dropped. AMASS files are SMPL already and are read as they are
+    (``runtime.formats.read_amass``; without ``trans`` the root stays at the origin; without a frame rate
+    ``mocap_framerate`` is NaN: it can be scored, not written by ``save_amass``)."""
     from .formats import read_amass
     from .formats.npz import npz_keys
     path = Path(src)
     if path.suffix.lower() == ".npz" and path.is_file():
         if "poses" in npz_keys(path):
             a = read_amass(path)
-            return [{"poses": a["poses"], "trans": a["trans"], "mocap_framerate": np.float64(a["mocap_framerate"])}]
+            rate = a.get("mocap_framerate")
+            stride = frame_stride(rate, fps, str(path))
+            trans = a.get("trans", np.zeros((len(a["poses"]), 3)))   # no trans: the root stays at the origin
+            return [{"poses": a["poses"][::stride], "trans": trans[::stride],
+                     "mocap_framerate": np.float64(np.nan if rate is None else rate / stride)}]
     from dataclasses import replace
 
     from .formats import SYNTHETIC_FRAME0
@@ -398,6 +405,9 @@ def save_amass(takes: list[tuple[str, int, dict]], rest_joints: np.ndarray, path
     if not takes:
         raise FormatError(f"{path}: nothing to write (no takes)")
     rates = np.array([float(t["mocap_framerate"]) for _, _, t in takes])
+    if not np.isfinite(rates).all():
+        raise FormatError(f"{path}: the source has no frame rate ({' / '.join(RATE_KEYS)}): an AMASS-style file "
+                          f"needs mocap_framerate")
     if rates.max() > rates.min() * (1 + 1e-3):   # BVH rates are 1 / Frame Time, rounded in the file
         raise FormatError(f"{path}: takes at different frame rates {sorted(set(rates.round(3)))}: convert with one fps")
     poses = np.concatenate([t["poses"] for _, _, t in takes]).astype(np.float32)

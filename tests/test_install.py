@@ -3,6 +3,7 @@ the torch-free subcommands run, the torch ones say in one line which extra to in
 train`` / ``import export`` raise ImportError with the same hint. Builds a fresh venv (pip reaches PyPI)."""
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -48,6 +49,15 @@ def test_plain_install_runs_the_torch_free_commands(plain_install, tmp_path, sha
     assert "real, unseen subject" in r.stdout and "Traceback" not in r.stderr
     r = run(plain_install, "poseprior", "demo", "--model", tmp_path / "no_model", cwd=tmp_path)
     assert r.returncode == 2 and r.stderr.startswith("error: ") and "Traceback" not in r.stderr, r.stderr
+    take = shared_data / "cmu_extra" / "bvh_daz_style" / "11_01.bvh"      # the take tools, torch-free
+    r = run(plain_install, "poseprior", "score", take, "--out", tmp_path / "s.json", cwd=tmp_path)
+    assert r.returncode == 0 and "frames flagged" in r.stdout, r.stderr
+    assert len(json.loads((tmp_path / "s.json").read_text())["log_prob"]) == 597
+    r = run(plain_install, "poseprior", "score", take, "--plot", tmp_path / "s.png", cwd=tmp_path)
+    assert r.returncode == 2 and "pip install 'poseprior[plot]'" in r.stderr and not (tmp_path / "s.png").exists()
+    r = run(plain_install, "poseprior", "repair", take, "--flagged", "--space", "ambient", "--out",
+            tmp_path / "r.npz", cwd=tmp_path)
+    assert r.returncode == 0 and (tmp_path / "r.npz").is_file(), r.stderr
     for command in ("train", "export", "evaluate", "fit-bench", "sweep", "bench"):
         r = run(plain_install, "poseprior", command, "--help", cwd=tmp_path)
         assert r.returncode == 2, (command, r.returncode, r.stderr)

@@ -89,7 +89,9 @@ def frame_stride(source_fps: float | None, fps: float | None, source: str) -> in
         return 1
     if not fps > 0:
         raise FormatError(f"{source}: requested frame rate {fps} must be positive")
-    if source_fps is None or not (np.isfinite(source_fps) and source_fps > 0):
+    if source_fps is None:
+        raise FormatError(f"{source}: no source frame rate in the file, so it cannot be subsampled to {fps:g} fps")
+    if not (np.isfinite(source_fps) and source_fps > 0):
         raise FormatError(f"{source}: source frame rate {source_fps} is not a positive number")
     return max(1, round(source_fps / fps))
 

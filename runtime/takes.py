@@ -1,0 +1,492 @@
+"""Whole mocap takes under the prior, torch-free: score every frame, flag the implausible ones, repair them.
+
+A take is any file ``runtime.convert`` reads (BVH, ASF/AMC, AMASS npz, the shared npz; one file may hold several
+takes): it is converted to SMPL ``body_pose`` first, so the frames are scored in the convention the prior knows.
+
+Scoring (``score``): frame t gets ``log p(x_t)``, its 21 body rotations under the prior; it is **flagged** when
+``log p(x_t) < tau``. The default ``tau`` is the one the model records in its manifest (``plausibility.tau``:
+a low percentile of its log p on real, unseen, varied takes, written at export by ``make plausibility
+PL_RECORD=--record``); a model without that record needs an explicit threshold.
+
+Repair (``repair``): the free joints F_t of each frame are filled by completion in latent space (default; or
+ambient) with temporal smoothness,
+
+    x_t = f(z_t),   z_t = argmin_z  -lam log p(f(z)) + fixed_weight sum_{j not in F_t} |GS(f(z))_j - x_obs,t,j|^2
+                                   + smooth sum_{j in F_t} |f(z)_j - m_t,j|^2,
+
+m_t the orthonormalised mean of the neighbouring frames' answers (t-1 and t+1 of the same take), solved by
+block-Jacobi passes: pass 0 completes every frame on its own (no smoothness, from the observed pose, latent
+``runtime.fit.encode``d); each later pass takes m_t from the previous pass and warm-starts from its latents, so
+the frames of a pass are independent problems solved as one batch (``runtime.fit.fit``). The free joints are
+replaced in the take; the others keep their observed values exactly. Which joints are free:
+
+* ``joints=NAMES``: those joints in every frame (an occluded limb, a broken marker set);
+* ``flagged=True``: the **worst joints** of each flagged frame (``worst_joints``): joint j's gain is how much
+  log p rises when j alone is re-optimised; greedily, the joint with the largest gain is freed (and set to its
+  re-optimised value), then the next while its gain is at least ``MIN_GAIN`` nats, at most ``max_joints``.
+
+The root orientation and translation are never changed. The output is an AMASS-style npz
+(``runtime.convert.save_amass``) in SMPL convention.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from . import rotations
+from .convert import CONVERSION_VERSION, load_rest_joints, named_takes, save_amass
+from .fit import Anchor, complete
+from .lbfgs import minimize
+from .prior import ModelError, PosePrior
+
+#: what ``progress`` callbacks receive: (frames done, frames in all)
+Progress = Callable[[int, int], None]
+SCORE_SUFFIXES = (".json", ".csv")
+
+
+@dataclass
+class Take:
+    """Converted takes of one file, as one timeline: ``poses`` (N, 72) SMPL axis-angle (root first), ``trans``
+    (N, 3), ``fps`` (NaN when the source has none), ``names`` and ``starts`` (the first frame of each take)."""
+    source: str
+    poses: np.ndarray
+    trans: np.ndarray
+    fps: float
+    names: list[str]
+    starts: list[int]
+    subjects: list[int] = field(default_factory=list)
+
+    @property
+    def body_6d(self) -> np.ndarray:
+        """(N, 21, 6): the 21 body joints (SMPL joints 1..21) as 6D rotations."""
+        return rotations.axis_angle_to_6d(self.poses[:, 3:66].reshape(-1, 21, 3)).astype(np.float32)
+
+    def spans(self) -> list[tuple[str, int, int]]:
+        """(name, first frame, end frame) of each take."""
+        ends = self.starts[1:] + [len(self.poses)]
+        return list(zip(self.names, self.starts, ends))
+
+
+def runs(frames: np.ndarray, starts: list[int]) -> list[tuple[int, int]]:
+    """Sorted frame indices as runs of consecutive frames (first, last), inclusive; a run never crosses the
+    start of a take (``starts``)."""
+    f = np.asarray(frames, int)
+    if not len(f):
+        return []
+    cuts = np.flatnonzero((np.diff(f) > 1) | np.isin(f[1:], starts))
+    return [(int(f[a]), int(f[b])) for a, b in zip(np.r_[0, cuts + 1], np.r_[cuts, len(f) - 1])]
+
+
+def check_smpl_prior(prior: PosePrior) -> None:
+    """The take tools score SMPL ``body_pose``: refuse a model trained in another convention."""
+    name = (prior.manifest.get("skeleton") or {}).get("name")
+    if name != "smpl":
+        raise ModelError(f"{prior.path}: the model's skeleton is {name!r}, not 'smpl': takes are converted to SMPL "
+                         f"body_pose, so they need an SMPL prior (such as the shipped default)")
+
+
+def read_take(src: str | Path, rest_joints: np.ndarray | None = None, skeleton_file: str | Path | None = None,
+              fps: float | None = None) -> Take:
+    """Read and convert every take of ``src`` to SMPL (``runtime.convert.named_takes``; ``rest_joints`` default:
+    the shipped model's skeleton)."""
+    rest = load_rest_joints() if rest_joints is None else np.asarray(rest_joints, float)
+    takes = named_takes(src, rest, skeleton_file, fps)
+    rates = [float(t["mocap_framerate"]) for _, _, t in takes]
+    starts = list(np.cumsum([0] + [len(t["poses"]) for _, _, t in takes[:-1]]).astype(int))
+    return Take(str(src), np.concatenate([t["poses"] for _, _, t in takes]).astype(np.float64),
+                np.concatenate([t["trans"] for _, _, t in takes]).astype(np.float64), rates[0],
+                [n for n, _, _ in takes], [int(s) for s in starts], [s for _, s, _ in takes])
+
+
+def recorded_threshold(prior: PosePrior) -> tuple[float, str] | None:
+    """(tau, its definition) from the model's manifest ``plausibility`` record, None when it has none."""
+    rec = prior.manifest.get("plausibility") or {}
+    if "tau" not in rec:
+        return None
+    return float(rec["tau"]), str(rec.get("definition", "the model's recorded threshold"))
+
+
+def _threshold(prior: PosePrior, threshold: float | None) -> tuple[float, str]:
+    if threshold is not None:
+        t = float(threshold)
+        if not np.isfinite(t):
+            raise ValueError(f"threshold: must be a finite number, got {threshold!r}")
+        return t, "given by the user"
+    rec = recorded_threshold(prior)
+    if rec is None:
+        raise ModelError(f"{prior.path}: the model records no plausibility threshold (manifest 'plausibility.tau'); "
+                         f"pass one (--threshold LOG_P), or record it with `make plausibility PL_RECORD=--record`")
+    return rec
+
+
+@dataclass
+class Score:
+    """Per-frame log p of a take and the frames below the threshold."""
+    take: Take
+    log_prob: np.ndarray       # (N,)
+    threshold: float
+    threshold_source: str
+    model: str
+
+    @property
+    def flagged(self) -> np.ndarray:
+        """Indices of the frames with log p < threshold."""
+        return np.flatnonzero(self.log_prob < self.threshold)
+
+    def flagged_spans(self) -> list[tuple[int, int]]:
+        """Runs of consecutive flagged frames of one take as (first, last) (inclusive), in frame order."""
+        return runs(self.flagged, self.take.starts)
+
+    def to_dict(self) -> dict:
+        """The JSON record: ``log_prob`` (one per frame), ``threshold``, ``flagged`` (frame indices), and context."""
+        t = self.take
+        return {"source": t.source, "model": self.model, "conversion": CONVERSION_VERSION, "frames": len(self.log_prob),
+                "fps": t.fps if np.isfinite(t.fps) else None,
+                "takes": [{"name": n, "start": a, "frames": b - a} for n, a, b in t.spans()],
+                "threshold": self.threshold, "threshold_source": self.threshold_source,
+                "flagged": self.flagged.tolist(), "flagged_fraction": float(len(self.flagged) / len(self.log_prob)),
+                "flagged_spans": [list(s) for s in self.flagged_spans()],
+                "log_prob": [round(float(v), 4) for v in self.log_prob]}
+
+
+def score(prior: PosePrior, take: Take, threshold: float | None = None, progress: Progress | None = None,
+          chunk: int = 2048) -> Score:
+    """log p of every frame of ``take`` (``chunk`` frames per call, ``progress(done, total)`` after each) and the
+    frames below ``threshold`` (default: the model's recorded tau)."""
+    check_smpl_prior(prior)
+    tau, how = _threshold(prior, threshold)
+    x = take.body_6d
+    lp = np.empty(len(x), np.float32)
+    for a in range(0, len(x), chunk):
+        lp[a:a + chunk] = prior.log_prob(x[a:a + chunk])
+        if progress:
+            progress(min(a + chunk, len(x)), len(x))
+    return Score(take, lp, tau, how, str(prior.path))
+
+
+# --- writing a score ---------------------------------------------------------------------------------------------
+def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """``write(tmp)`` then rename onto ``path``: a failed write leaves nothing behind."""
+    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}{path.suffix}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_score(s: Score, path: str | Path) -> Path:
+    """``.json``: ``Score.to_dict``; ``.csv``: one row per frame (frame, take, time_s, log_prob, flagged)."""
+    path = Path(path)
+    if path.suffix.lower() not in SCORE_SUFFIXES:
+        raise ValueError(f"{path}: a score is written as {' or '.join(SCORE_SUFFIXES)}")
+    if path.suffix.lower() == ".json":
+        text = json.dumps(s.to_dict(), indent=1) + "\n"
+    else:
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(["frame", "take", "time_s", "log_prob", "flagged"])
+        flagged = s.log_prob < s.threshold
+        fps = s.take.fps
+        for name, a, b in s.take.spans():
+            for t in range(a, b):
+                w.writerow([t, name, f"{(t - a) / fps:.4f}" if np.isfinite(fps) else "", f"{s.log_prob[t]:.4f}",
+                            int(flagged[t])])
+        text = buf.getvalue()
+    _atomic_write(path, lambda p: p.write_text(text))
+    return path
+
+
+def plot_score(s: Score, path: str | Path, repaired: np.ndarray | None = None) -> Path:
+    """log p over time (seconds when the take has a frame rate), the threshold, flagged frames marked, take
+    boundaries dashed; ``repaired`` (N,): log p after ``repair``, drawn over it. Needs matplotlib
+    (``pip install 'poseprior[plot]'``)."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise ImportError("--plot needs matplotlib: pip install 'poseprior[plot]'") from None
+    path = Path(path)
+    lp = s.log_prob.astype(np.float64)
+    fps = s.take.fps
+    t = np.arange(len(lp)) / fps if np.isfinite(fps) else np.arange(len(lp), dtype=float)
+    # the y-range holds the real frames and the threshold; far-off values sit on the bottom edge as triangles
+    good = lp[lp >= s.threshold]
+    top = (good.max() if len(good) else s.threshold) + 5
+    spread = (np.percentile(good, 95) - np.percentile(good, 5)) if len(good) > 10 else 50.0
+    bottom = min(s.threshold - max(spread, 20.0), np.percentile(lp, 2))
+    fig, ax = plt.subplots(figsize=(11, 3.6))
+    ax.plot(t, np.clip(lp, bottom, None), lw=0.9, color="C0", label="log p")
+    if repaired is not None:
+        ax.plot(t, np.clip(repaired, bottom, None), lw=0.9, color="C2", label="log p after repair")
+    ax.axhline(s.threshold, color="C3", lw=1, ls="--", label=f"threshold {s.threshold:.1f}")
+    f = s.flagged
+    if len(f):
+        clipped = lp[f] < bottom
+        ax.scatter(t[f][~clipped], lp[f][~clipped], s=10, color="C3", zorder=3, label=f"flagged ({len(f)})")
+        ax.scatter(t[f][clipped], np.full(clipped.sum(), bottom), s=16, marker="v", color="C3", zorder=3)
+    for _, a, _ in s.take.spans()[1:]:
+        ax.axvline(t[a], color="0.6", lw=0.8, ls=":")
+    ax.set_ylim(bottom - 0.02 * (top - bottom), top)
+    ax.set_xlabel("time (s)" if np.isfinite(fps) else "frame")
+    ax.set_ylabel("log p" + (" (triangles: below the axis)" if (lp < bottom).any() else ""))
+    ax.set_title(f"{Path(s.take.source).name}: {len(f)} of {len(lp)} frames below the threshold")
+    ax.legend(fontsize=8, loc="lower left", ncol=4)
+    fig.tight_layout()
+    _atomic_write(path, lambda p: fig.savefig(p, dpi=110, format=path.suffix.lstrip(".") or "png"))
+    plt.close(fig)
+    return path
+
+
+# --- repair ------------------------------------------------------------------------------------------------------
+#: a joint is freed when re-optimising it alone raises log p by at least this much (nats): about the 95th
+#: percentile of single-joint gains on the unflagged frames of a real take (131_01 at 30 fps: 10.5), so a
+#: clean joint of a real pose rarely clears it
+MIN_GAIN = 10.0
+
+
+def worst_joints(prior: PosePrior, poses: np.ndarray, max_joints: int = 3, min_gain: float = MIN_GAIN,
+                 iters: int = 10) -> np.ndarray:
+    """(B, 21) bool: the joints to free in each pose of ``poses`` (B, 21, 6), chosen greedily: in each round,
+    every joint not yet chosen is re-optimised alone (ambient completion, ``iters`` L-BFGS steps, all problems of
+    the round in one batch), its gain is ``log p(after) - log p(before)``, and the joint with the largest gain is
+    chosen (and set to its re-optimised value for the next round) when that gain is >= ``min_gain`` -- the first
+    round always chooses one. At most ``max_joints`` rounds. Masked joints of the model are never chosen."""
+    if not isinstance(max_joints, (int, np.integer)) or not 1 <= max_joints <= prior.num_joints:
+        raise ValueError(f"max_joints: an integer in [1, {prior.num_joints}], got {max_joints!r}")
+    x = np.asarray(poses, np.float32).copy()
+    B, J = len(x), prior.num_joints
+    mask = np.zeros((B, J), bool)
+    open_ = np.ones(B, bool)                       # poses still choosing
+    active = np.array([n not in prior.masked_joints for n in prior.joint_names])
+    base = prior.log_prob(x)
+    for k in range(max_joints):
+        cand = np.flatnonzero(open_)
+        if not len(cand):
+            break
+        frees, owner, joint = [], [], []
+        for b in cand:
+            for j in np.flatnonzero(active & ~mask[b]):
+                f = np.zeros(J, bool)
+                f[j] = True
+                frees.append(f)
+                owner.append(b)
+                joint.append(j)
+        owner, joint = np.array(owner), np.array(joint)
+        res = complete(prior, x[owner], np.array(frees), iters=iters)
+        gain = -res.neg_log_p - base[owner]
+        for b in cand:
+            sel = np.flatnonzero(owner == b)
+            best = sel[np.argmax(gain[sel])]
+            if k and gain[best] < min_gain:
+                open_[b] = False
+                continue
+            mask[b, joint[best]] = True
+            x[b] = res.poses[best]
+            base[b] = -res.neg_log_p[best]
+    return mask
+
+
+@dataclass
+class Repair:
+    """What ``repair`` changed: ``take`` with the repaired poses, the free-joint ``mask`` (N, 21), log p before
+    and after (N,), the threshold used (NaN for ``joints=``), the number of frames solved, seconds."""
+    take: Take
+    mask: np.ndarray
+    log_prob_before: np.ndarray
+    log_prob_after: np.ndarray
+    threshold: float
+    solved: int
+    seconds: float
+
+    @property
+    def repaired(self) -> np.ndarray:
+        """Indices of the frames with at least one replaced joint."""
+        return np.flatnonzero(self.mask.any(1))
+
+
+class RunObjective:
+    """A run of consecutive frames t = 0..T-1 of one take as ONE problem for ``runtime.lbfgs.minimize``:
+
+        L = sum_t lam (-log p(x_t)) + [latent] fixed_weight sum_t sum_{j fixed} |GS(x_t,j) - v_t,j|^2
+            + smooth sum_{t=0}^{T} sum_{j free} |x_t,j - x_{t-1},j|^2,
+
+    with x_{-1} and x_T the observed frames around the run (held; absent at a take's ends). Ambient: the
+    parameters are the free joints' raw 6D (the fixed ones keep v); latent: the T latents, x_t = f(z_t). The
+    smoothness gradient is ``2 smooth (2 x_t - x_{t-1} - x_{t+1})`` on the free joints."""
+
+    def __init__(self, prior: PosePrior, space: str, observed: np.ndarray, free: np.ndarray,
+                 before: np.ndarray | None, after: np.ndarray | None, lam: float, smooth: float, fixed_weight: float):
+        self.prior, self.space, self.v, self.free = prior, space, observed.astype(np.float32), free
+        self.before, self.after = before, after
+        self.lam, self.smooth = np.float32(lam), np.float32(smooth)
+        self.anchor = Anchor(self.v, ~free, fixed_weight) if space == "latent" else None
+        self.T = len(observed)
+
+    def _smooth(self, x: np.ndarray) -> tuple[float, np.ndarray]:
+        chain = [x]
+        if self.before is not None:
+            chain.insert(0, self.before[None])
+        if self.after is not None:
+            chain.append(self.after[None])
+        c = np.concatenate(chain)
+        lead = 1 if self.before is not None else 0
+        W = _pair_weight(self.free, lead, len(c) - 1)
+        d = W * np.diff(c, axis=0)                                 # (pairs, 21, 6), zero where not smoothed
+        g = np.zeros_like(c)
+        g[1:] += d
+        g[:-1] -= d
+        return float(self.smooth * np.einsum("tjk,tjk->", d, d)), (2 * self.smooth) * g[lead:lead + self.T]
+
+    def poses(self, p: np.ndarray) -> np.ndarray:
+        """The run's raw 6D poses (T, 21, 6) at parameters ``p``."""
+        if self.space == "ambient":
+            return np.where(self.free[..., None], p.reshape(self.T, -1, 6), self.v).astype(np.float32)
+        return self.prior.latent_forward(p.reshape(self.T, -1))[0]
+
+    def _parts(self, p: np.ndarray):
+        """(x (T, 21, 6), L, dL/dx without the prior's gradient, log p (T,), the prior's d log p / d param)."""
+        if self.space == "ambient":
+            x = np.where(self.free[..., None], p.reshape(self.T, -1, 6), self.v).astype(np.float32)
+            log_p, g = self.prior.log_prob_and_grad(x)
+            extra, gx = 0.0, np.zeros_like(x)
+        else:
+            x, log_p = self.prior.latent_forward(p.reshape(self.T, -1))
+            g = None
+            a, gx = self.anchor(x, np.arange(self.T))
+            extra = float(a.sum())
+        sv, sg = self._smooth(x)
+        return x, float(-self.lam * log_p.sum()) + extra + sv, gx + sg, g
+
+    def value(self, rows, p):
+        f = np.full(len(p), np.inf, np.float32)
+        cache = [None] * len(p)
+        for i in range(len(p)):
+            if np.isfinite(p[i]).all():
+                x, L, gx, g = self._parts(p[i])
+                f[i], cache[i] = L, (gx, g)
+        return f, cache
+
+    def gradient(self, rows, p, cache, sel):
+        out = np.zeros((len(sel), p.shape[1]), np.float32)
+        for k, i in enumerate(sel):
+            gx, g = cache[i]
+            if self.space == "ambient":
+                out[k] = np.where(self.free[..., None], gx - self.lam * g, 0.0).reshape(-1)
+            else:
+                _, _, grad_log_p, vjp = self.prior.latent_vjp(p[i].reshape(self.T, -1), gx)
+                out[k] = (vjp - self.lam * grad_log_p).reshape(-1)
+        return out
+
+
+def _pair_weight(free: np.ndarray, lead: int, pairs: int) -> np.ndarray:
+    """(pairs, 21, 1): 1 where a joint is free in either frame of a consecutive pair of the chain (the frames
+    around the run count as not free)."""
+    f = np.zeros((pairs + 1, free.shape[1]), bool)
+    f[lead:lead + len(free)] = free
+    return (f[1:] | f[:-1])[..., None].astype(np.float32)
+
+
+def repair(prior: PosePrior, take: Take, joints=None, flagged: bool = False, threshold: float | None = None,
+           max_joints: int = 3, space: str = "latent", lam: float = 1.0, smooth: float = 1.0,
+           fixed_weight: float = 5000.0, iters: int = 30, run_iters: int = 200, progress: Progress | None = None
+           ) -> Repair:
+    """Fill ``joints`` (names) in every frame, or (``flagged=True``) the worst joints of the frames below
+    ``threshold`` (default: the model's tau); exactly one of the two. Completion in ``space`` (module docstring):
+    every frame on its own first (``runtime.fit.complete``, ``iters`` L-BFGS steps, the free joints starting at
+    the prior's mode f(0)), then, with ``smooth > 0``, each run of consecutive frames as one problem
+    (``RunObjective``, ``run_iters`` steps) with pair weight ``smooth * fps^2``: ``smooth`` weighs the squared
+    velocity |dx/dt|^2 of the free joints' 6D per frame (seconds^2), so one value suits every frame rate (1.0:
+    frame-to-frame steps of a repaired 120 fps run like the capture's own, 99th percentile 3.2 vs 3.6 degrees). ``lam``, ``fixed_weight``: ``runtime.fit``'s; ``progress(done,
+    total)`` counts frames (first pass, then runs)."""
+    import time
+    if (joints is None) == (not flagged):
+        raise ValueError("repair: name the joints to fill (joints=...) or repair the flagged frames (flagged=True), "
+                         "one of the two")
+    if space not in ("latent", "ambient"):
+        raise ValueError(f"space: 'latent' or 'ambient', got {space!r}")
+    smooth = float(smooth)
+    if not (np.isfinite(smooth) and smooth >= 0):
+        raise ValueError(f"smooth: must be >= 0 and finite, got {smooth!r}")
+    for name, v in (("iters", iters), ("run_iters", run_iters)):
+        if not isinstance(v, (int, np.integer)) or v < 1:
+            raise ValueError(f"{name}: an integer >= 1, got {v!r}")
+    if smooth > 0 and not np.isfinite(take.fps):
+        raise ValueError(f"{take.source}: the take has no frame rate, which the smoothness term needs "
+                         f"(its weight is per second); repair it with smooth=0 (--smooth 0)")
+    check_smpl_prior(prior)
+    t0 = time.monotonic()
+    x = take.body_6d
+    N, J = len(x), prior.num_joints
+    before = prior.log_prob(x)
+    tau = _threshold(prior, threshold)[0] if flagged or threshold is not None else float("nan")
+    mask = np.zeros((N, J), bool)
+    if joints is not None:
+        names = [joints] if isinstance(joints, str) else list(joints)
+        unknown = [n for n in names if n not in prior.joint_names]
+        if unknown or not names:
+            raise ValueError(f"joints: unknown joint names {unknown}; expected names from {prior.joint_names}")
+        dead = [n for n in names if n in prior.masked_joints]
+        if dead:
+            raise ValueError(f"joints: {dead} are masked in this model (it does not model them): nothing to fill")
+        mask[:, [prior.joint_names.index(n) for n in names]] = True
+    else:
+        bad = np.flatnonzero(before < tau)
+        if len(bad):
+            mask[bad] = worst_joints(prior, x[bad], max_joints)
+            for a, b in runs(bad, take.starts):        # one set of joints per run: the union of its frames'
+                mask[a:b + 1] = mask[a:b + 1].any(0)
+    rows = np.flatnonzero(mask.any(1))
+    total = len(rows) * (2 if smooth > 0 else 1)
+    mode = rotations.orthonormalize_6d(prior.sample(z=np.zeros((1, prior.dim), np.float32), orthonormalize=False
+                                                    ).astype(np.float64)).astype(np.float32)
+    out = np.where(mask[..., None], mode, x)        # free joints start at the prior's mode f(0)
+    z = np.zeros((N, prior.dim), np.float32)
+    block = 1024
+    for a in range(0, len(rows), block):            # 1. every frame on its own
+        r = rows[a:a + block]
+        res = complete(prior, out[r], mask[r], lam, space=space, fixed_weight=fixed_weight, iters=iters)
+        out[r] = np.where(mask[r][..., None], res.poses, out[r])
+        if space == "latent":
+            z[r] = res.params
+        if progress:
+            progress(a + len(r), total)
+    done = len(rows)
+    if smooth > 0:                                  # 2. each run as one problem, with temporal smoothness
+        ends = set(take.starts) | {N}
+        for a, b in runs(rows, take.starts):
+            f = mask[a:b + 1]
+            obj = RunObjective(prior, space, out[a:b + 1], f, None if a in ends else x[a - 1],
+                               None if b + 1 in ends else x[b + 1], lam, smooth * take.fps ** 2, fixed_weight)
+            p0 = (out[a:b + 1] if space == "ambient" else z[a:b + 1]).reshape(1, -1)
+            res = minimize(obj, p0, run_iters)
+            xr = rotations.orthonormalize_6d(obj.poses(res.p[0]).astype(np.float64)).astype(np.float32)
+            out[a:b + 1] = np.where(f[..., None], xr, x[a:b + 1])
+            done += b - a + 1
+            if progress:
+                progress(done, total)
+    after = prior.log_prob(out)
+    poses = take.poses.copy()
+    if len(rows):
+        aa = rotations.sixd_to_axis_angle(out[rows].astype(np.float64)).reshape(-1, 63)
+        poses[rows, 3:66] = np.where(np.repeat(mask[rows], 3, axis=1), aa, poses[rows, 3:66])
+    fixed = Take(take.source, poses, take.trans, take.fps, take.names, take.starts, take.subjects)
+    return Repair(fixed, mask, before, after, tau, len(rows), time.monotonic() - t0)
+
+
+def write_take(take: Take, rest_joints: np.ndarray, path: str | Path) -> Path:
+    """``take`` as an AMASS-style npz (``runtime.convert.save_amass``: one file, every take, atomically)."""
+    path = Path(path)
+    if path.suffix != ".npz":
+        raise ValueError(f"{path}: the output is an .npz file")
+    parts = [(n, s, {"poses": take.poses[a:b], "trans": take.trans[a:b], "mocap_framerate": np.float64(take.fps)})
+             for (n, a, b), s in zip(take.spans(), take.subjects or [-1] * len(take.names))]
+    return save_amass(parts, rest_joints, path)
