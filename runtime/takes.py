@@ -23,7 +23,9 @@ replaced in the take; the others keep their observed values exactly. Which joint
 * ``joints=NAMES``: those joints in every frame (an occluded limb, a broken marker set);
 * ``flagged=True``: the **worst joints** of each flagged frame (``worst_joints``): joint j's gain is how much
   log p rises when j alone is re-optimised; greedily, the joint with the largest gain is freed (and set to its
-  re-optimised value), then the next while its gain is at least ``MIN_GAIN`` nats, at most ``max_joints``.
+  re-optimised value), then the next while its gain is at least ``MIN_GAIN`` nats, at most ``max_joints``;
+  a run of consecutive flagged frames then frees the same joints in all its frames: the ``max_joints`` chosen
+  in most of them (so the filled joints move continuously through the run).
 
 The root orientation and translation are never changed. The output is an AMASS-style npz
 (``runtime.convert.save_amass``) in SMPL convention.
@@ -220,13 +222,13 @@ def plot_score(s: Score, path: str | Path, repaired: np.ndarray | None = None) -
     t = np.arange(len(lp)) / fps if np.isfinite(fps) else np.arange(len(lp), dtype=float)
     # the y-range holds the real frames and the threshold; far-off values sit on the bottom edge as triangles
     good = lp[lp >= s.threshold]
-    top = (good.max() if len(good) else s.threshold) + 5
+    top = max(good.max() if len(good) else s.threshold, -np.inf if repaired is None else float(np.max(repaired))) + 5
     spread = (np.percentile(good, 95) - np.percentile(good, 5)) if len(good) > 10 else 50.0
     bottom = min(s.threshold - max(spread, 20.0), np.percentile(lp, 2))
     fig, ax = plt.subplots(figsize=(11, 3.6))
-    ax.plot(t, np.clip(lp, bottom, None), lw=0.9, color="C0", label="log p")
     if repaired is not None:
-        ax.plot(t, np.clip(repaired, bottom, None), lw=0.9, color="C2", label="log p after repair")
+        ax.plot(t, np.clip(repaired, bottom, None), lw=2.2, color="C2", label="log p after repair")
+    ax.plot(t, np.clip(lp, bottom, None), lw=0.9, color="C0", label="log p" + (" before" if repaired is not None else ""))
     ax.axhline(s.threshold, color="C3", lw=1, ls="--", label=f"threshold {s.threshold:.1f}")
     f = s.flagged
     if len(f):
@@ -238,7 +240,8 @@ def plot_score(s: Score, path: str | Path, repaired: np.ndarray | None = None) -
     ax.set_ylim(bottom - 0.02 * (top - bottom), top)
     ax.set_xlabel("time (s)" if np.isfinite(fps) else "frame")
     ax.set_ylabel("log p" + (" (triangles: below the axis)" if (lp < bottom).any() else ""))
-    ax.set_title(f"{Path(s.take.source).name}: {len(f)} of {len(lp)} frames below the threshold")
+    fixed = "" if repaired is None else f", {int((np.abs(repaired - lp) > 1e-3).sum())} repaired"
+    ax.set_title(f"{Path(s.take.source).name}: {len(f)} of {len(lp)} frames below the threshold{fixed}")
     ax.legend(fontsize=8, loc="lower left", ncol=4)
     fig.tight_layout()
     _atomic_write(path, lambda p: fig.savefig(p, dpi=110, format=path.suffix.lstrip(".") or "png"))
@@ -442,8 +445,11 @@ def repair(prior: PosePrior, take: Take, joints=None, flagged: bool = False, thr
         bad = np.flatnonzero(before < tau)
         if len(bad):
             mask[bad] = worst_joints(prior, x[bad], max_joints)
-            for a, b in runs(bad, take.starts):        # one set of joints per run: the union of its frames'
-                mask[a:b + 1] = mask[a:b + 1].any(0)
+            for a, b in runs(bad, take.starts):        # one set of joints per run: its frames' most chosen
+                counts = mask[a:b + 1].sum(0)
+                keep = np.argsort(-counts, kind="stable")[:max_joints]
+                mask[a:b + 1] = False
+                mask[a:b + 1, keep[counts[keep] > 0]] = True
     rows = np.flatnonzero(mask.any(1))
     total = len(rows) * (2 if smooth > 0 else 1)
     mode = rotations.orthonormalize_6d(prior.sample(z=np.zeros((1, prior.dim), np.float32), orthonormalize=False
