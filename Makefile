@@ -49,9 +49,9 @@ bindings: install
 	bash bindings_tests/build.sh
 
 # BENCH_MODEL=models/NAME: bench that model directory instead of the shipped default
-bench: install
+bench: install data
 	$(PY) -m train.cli bench $(BENCH_MODEL)
-	$(PY) -m export.fitbench_rt $(or $(BENCH_MODEL),runtime/models/default) --threads 1   # runtime.fit.denoise poses/s
+	$(PY) -m export.fitbench_rt $(or $(BENCH_MODEL),runtime/models/default) --threads 1 --data $(SMPL)/cmu/test.npz   # runtime.fit.denoise poses/s
 
 # peak RSS of every graph on 200,000 inputs (fresh interpreter each, /usr/bin/time -v), chunked == one call
 bench-memory: install

@@ -3,14 +3,15 @@
 Layout of the model directory::
 
     manifest.json           format version, files + sha256, joints, conventions, dims, training record
-    weights.bin             the weights of all five graphs, each distinct tensor once
+    weights.bin             the weights of all six graphs, each distinct tensor once
     log_prob.onnx           poses (batch, 21, 6) -> log_prob (batch)
     sample.onnx             z (batch, D) -> poses (batch, 21, 6)             raw, not orthonormalised
     latent_forward.onnx     z (batch, D) -> poses (batch, 21, 6), log_prob (batch)
     log_prob_grad.onnx      poses (batch, 21, 6) -> log_prob (batch), grad (batch, 21, 6)
     latent_vjp.onnx         z (batch, D), grad_poses (batch, 21, 6) -> poses (batch, 21, 6), log_prob (batch),
                             grad_log_prob_z (batch, D), vjp_z (batch, D)
-    pt2/<graph>.pt2         torch.export programs of the five graphs
+    encode.onnx             poses (batch, 21, 6) -> z (batch, D), log_prob (batch)     the exact inverse f^-1
+    pt2/<graph>.pt2         torch.export programs of the six graphs
     torchscript/<graph>.pt  TorchScript of log_prob, sample, latent_forward
 
 The directory is built beside ``out_dir`` (``.NAME.partial-PID-*``) and renamed into place at the end, so a
@@ -36,12 +37,12 @@ from runtime.prior import FORMAT_VERSION, GRAPHS, WEIGHTS_FILE, sha256_file
 from runtime.rotations import JOINT_NAMES, NUM_JOINTS
 from train.trainer import load_checkpoint
 
-from .graphs import LatentForward, LatentVJP, LogProb, LogProbGrad, Sample
+from .graphs import Encode, LatentForward, LatentVJP, LogProb, LogProbGrad, Sample
 from .onnx_export import OPSET, set_metadata, share_weights, to_onnx
 from .torch_export import export_program, save_pt2, save_torchscript
 
 MODULES = {"log_prob": LogProb, "sample": Sample, "latent_forward": LatentForward, "log_prob_grad": LogProbGrad,
-           "latent_vjp": LatentVJP}
+           "latent_vjp": LatentVJP, "encode": Encode}
 TORCHSCRIPT = ("log_prob", "sample", "latent_forward")
 EXAMPLE_BATCH = 3   # > 1, so that torch.export does not specialise the batch size
 
@@ -64,6 +65,7 @@ GRAPH_DOCS = {
     "log_prob_grad": "log p of 6D poses and its gradient d log p / d poses",
     "latent_vjp": "poses f(z), log p(f(z)) = log N(z) - log|det df/dz|, d log p(f(z)) / dz and (df/dz)^T grad_poses "
                   "in one forward and one reverse pass",
+    "encode": "latents z = f^-1(poses) and log p(poses): the flow's exact inverse",
 }
 LATENT_SHAPED = ("z", "grad_log_prob_z", "vjp_z")
 

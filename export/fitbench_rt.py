@@ -8,7 +8,10 @@ calls included), the process's CPU seconds (on a shared, loaded machine the wall
 with ``--threads 1`` CPU seconds are the work itself), graph calls, and the mean geodesic error (deg, 21 joints)
 to the clean poses before and after. Torch is not imported here.
 
-    python -m export.fitbench_rt MODEL_DIR [MODEL_DIR ...] --data ../shared/data/cmu_pose/test.npz
+    python -m export.fitbench_rt MODEL_DIR [MODEL_DIR ...] --data build/smpl/cmu/test.npz
+
+The poses must be in the model's convention: the converted test split of ``make data`` (an AMASS-style npz,
+SMPL ``body_pose``) for an SMPL prior; a shared-format npz (``rotations``) for a model trained on one.
 """
 from __future__ import annotations
 
@@ -32,6 +35,15 @@ def noisy_poses(aa: np.ndarray, noise_deg: float, seed: int) -> tuple[np.ndarray
     return rotations.matrix_to_6d(R).astype(np.float32), rotations.matrix_to_6d(noisy).astype(np.float32)
 
 
+def body_poses(path: Path) -> np.ndarray:
+    """(N, 21, 3) axis-angle body poses of an AMASS-style npz (``poses``: SMPL joints 1..21) or a shared-format
+    one (``rotations``)."""
+    d = np.load(path)
+    if "poses" in d.files:
+        return d["poses"][:, 3:66].reshape(-1, 21, 3)
+    return d["rotations"]
+
+
 def geodesic(x: np.ndarray, clean: np.ndarray) -> float:
     return float(rotations.geodesic_deg(rotations.gram_schmidt(x.astype(np.float64)),
                                         rotations.gram_schmidt(clean.astype(np.float64))).mean())
@@ -41,7 +53,7 @@ def denoise_rows(model_dir: Path | None, data: Path, n: int = 1000, noise_deg: f
                  threads: int | None = None, settings=None) -> list[dict]:
     """One row per (space, settings): the model's ambient space, and its latent space where it has latent_vjp."""
     prior = PosePrior.load(model_dir, providers=["CPUExecutionProvider"], intra_op_num_threads=threads)
-    aa = np.load(data)["rotations"]
+    aa = body_poses(data)
     idx = np.unique(np.linspace(0, len(aa) - 1, min(n, len(aa))).round().astype(int))
     clean, noisy = noisy_poses(aa[idx], noise_deg, seed)
     sigma = math.radians(noise_deg) / math.sqrt(3.0)
@@ -82,7 +94,8 @@ def table(rows: list[dict], noise_deg: float) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("models", nargs="*", type=Path, help="model directories (default: the shipped model)")
-    ap.add_argument("--data", type=Path, default=Path("../shared/data/cmu_pose/test.npz"))
+    ap.add_argument("--data", type=Path, default=Path("build/smpl/cmu/test.npz"),
+                    help="test poses in the model's convention (default: the converted split of `make data`)")
     ap.add_argument("--n", type=int, default=1000)
     ap.add_argument("--noise", type=float, default=10.0, help="RMS rotation angle per joint, degrees")
     ap.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads (default: all cores)")

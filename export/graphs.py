@@ -1,4 +1,4 @@
-"""The five graphs a model ships, as torch modules around a trained ``PoseFlow`` (DESIGN §3, §6).
+"""The six graphs a model ships, as torch modules around a trained ``PoseFlow`` (DESIGN §3, §6).
 
 With f the flow (latent -> pose), z ~ N(0, I_D), D = 6 x (number of modelled joints):
 
@@ -11,6 +11,8 @@ With f the flow (latent -> pose), z ~ N(0, I_D), D = 6 x (number of modelled joi
 * ``LatentVJP``:     (z (B, D), grad_poses g (B, 21, 6)) -> (poses f(z), log p(f(z)), d log p(f(z)) / dz,
                      (df/dz)^T g): one forward and one reverse pass, so that the gradient of any data term in pose
                      space becomes a latent gradient.
+* ``Encode``:        poses x (B, 21, 6) -> (z = f^-1(x) (B, D), log p(x) (B,)): the density's pass, keeping the
+                     latent (the exact inverse; latent-space fits start from it).
 
 The two gradient graphs contain no autograd (exporters cannot trace it, DESIGN §6): their reverse pass is written
 out by hand over the coupling stack and reuses the forward pass's activations. For one coupling in the latent ->
@@ -288,3 +290,16 @@ class LatentVJP(nn.Module):
         for layer, tape in zip(reversed(flow.layers), reversed(tapes)):
             g = _coupling_forward_vjp(layer, tape, g, w)
         return poses, log_p, g[0] - z, g[1]
+
+
+class Encode(nn.Module):
+    """poses (B, 21, 6) -> (z = f^-1(x) (B, D), log p(x) (B,)): ``log p(x) = log N(z) + log|det dz/dx|``, one
+    pass of the couplings' inverses (the ``LogProb`` graph's, keeping z)."""
+
+    def __init__(self, flow: PoseFlow):
+        super().__init__()
+        self.flow = flow
+
+    def forward(self, poses: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        z, logdet = self.flow.inverse(poses)
+        return z, self.flow.base_log_prob(z) + logdet

@@ -274,8 +274,12 @@ def encode(prior: PosePrior, poses, iters: int = 1000, tol: float = 1e-5, scale:
     (df/dz)^T ((f(z) - x) / s^2) by ``latent_vjp``, until ``max|f(z) - x| <= tol`` per pose (float32 reaches about
     1e-6; real poses take about 80 iterations). Returns (z, max|f(z) - x| per pose): a pose far outside the data
     may not converge within ``iters``; its z is the closest found (a latent fit then starts at f(z), not x).
-    With an exact inverse graph this would be one call."""
+    Models with the ``encode`` graph (the flow's exact inverse) answer in one call instead."""
     x = _poses(poses, "poses", prior.num_joints)
+    if "encode.onnx" in prior.manifest.get("files", {}):
+        z, _ = prior.encode(x)
+        fz, _ = prior.latent_forward(z)
+        return z, np.abs(fz - x).max((1, 2))
     inv_var = 1.0 / (output_scale(prior) if scale is None else scale) ** 2
 
     class Residual:

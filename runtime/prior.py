@@ -66,6 +66,7 @@ GRAPHS = {g.name: g for g in (
     # optional: models exported before it existed load without it (only latent_vjp then raises ModelError)
     Graph("latent_vjp", ("z", "grad_poses"), ("poses", "log_prob", "grad_log_prob_z", "vjp_z"),
           row_bytes=256 * 1024, required=False),
+    Graph("encode", ("poses",), ("z", "log_prob"), row_bytes=8 * 1024, required=False),
 )}
 
 
@@ -419,6 +420,17 @@ class PosePrior:
             for o, r in zip(out, self._run(graph, s, z[s], g[s])):
                 o[s] = r
         return tuple(o[0] for o in out) if single else out
+
+    def encode(self, poses, rep: str = "6d") -> tuple[np.ndarray, np.ndarray]:
+        """(z = f^-1(poses) (B, D), log p (B,)): the latents of poses, exactly (one pass of the inverse flow;
+        ``sample(z=z, orthonormalize=False)`` gives the 6D back). A model exported without this graph raises
+        ``ModelError`` (``runtime.fit.encode`` then solves f(z) = x iteratively)."""
+        a, single = self._poses(poses, rep)
+        graph = GRAPHS["encode"]
+        z, log_p = np.empty((len(a), self.dim), np.float32), np.empty(len(a), np.float32)
+        for s in self._slices(len(a), graph, rep):
+            z[s], log_p[s] = self._run(graph, s, self._to_6d(a[s], rep))
+        return (z[0], log_p[0]) if single else (z, log_p)
 
 
 def axis_angle_vjp(aa: np.ndarray, g6: np.ndarray) -> np.ndarray:

@@ -31,8 +31,9 @@ BATCHES = (1, 7, 1000)
 # there), issue 11 saw 2.1e-4 on the CI-trained one; samples and augmented val poses: up to 9.2e-5.
 # grad: relative to max |grad| (of the batch; of each pose for real and sampled poses).
 # grad_log_prob_z, vjp_z (latent_vjp): relative to their max |.| too.
-TOLERANCE = {"log_prob": 5e-4, "poses": 1e-5, "grad": 1e-5, "grad_log_prob_z": 1e-5, "vjp_z": 1e-5}
-RELATIVE = ("grad", "grad_log_prob_z", "vjp_z")
+# z (encode): relative to max |z| as well.
+TOLERANCE = {"log_prob": 5e-4, "poses": 1e-5, "grad": 1e-5, "grad_log_prob_z": 1e-5, "vjp_z": 1e-5, "z": 1e-5}
+RELATIVE = ("grad", "grad_log_prob_z", "vjp_z", "z")
 LOG_PROB_RELATIVE = 2e-6
 TORCHSCRIPT = ("log_prob", "sample", "latent_forward")
 BUILD_PATH = re.compile(rb"/(?:work|tmp|root|home|Users)/")
@@ -76,7 +77,8 @@ def reference(flow, name: str, x: torch.Tensor, *more: torch.Tensor) -> list[np.
         return [t.numpy() for t in latent_vjp_autograd(flow, x, *more)]
     with torch.no_grad():
         out = {"log_prob": lambda: flow.log_prob(x), "sample": lambda: flow(x)[0],
-               "latent_forward": lambda: flow.latent_forward(x)}[name]()
+               "latent_forward": lambda: flow.latent_forward(x),
+               "encode": lambda: (flow.inverse(x)[0], flow.log_prob(x))}[name]()
     return [t.numpy() for t in (out if isinstance(out, tuple) else (out,))]
 
 
@@ -121,7 +123,7 @@ def test_parity_with_torch(flow, backends, val_6d, manifest, report):
                         failures.append(f"{name} batch {batch} {backend} {output}: {errors[output]:.2e}")
                 rows.append((name, batch, backend, errors))
     table = [f"{'graph':15s} {'batch':>5s}  {'backend':12s} {'log_prob':>9s} {'poses':>9s} {'grad/max':>9s} "
-             f"{'gz/max':>9s} {'vjp/max':>9s}"]
+             f"{'gz/max':>9s} {'vjp/max':>9s} {'z/max':>9s}"]
     for name, batch, backend, errors in rows:
         cells = [f"{errors[k]:9.1e}" if k in errors else f"{'-':>9s}" for k in ("log_prob", "poses", *RELATIVE)]
         table.append(f"{name:15s} {batch:5d}  {backend:12s} {' '.join(cells)}")

@@ -300,6 +300,23 @@ def test_sample_with_z_is_latent_forward(prior):
     np.testing.assert_allclose(prior.log_prob(x), log_p, rtol=1e-4, atol=1e-2)
 
 
+def test_encode_is_the_exact_inverse(prior, poses, aa):
+    """encode(x) = f^-1(x) on real poses: f(encode(x)) = x, its log p is log_prob's, and runtime.fit.encode uses
+    it (one graph call instead of an iterative solve)."""
+    from runtime import fit as rfit
+    z, log_p = prior.encode(poses)
+    assert z.shape == (len(poses), prior.dim) and z.dtype == np.float32
+    np.testing.assert_allclose(prior.sample(z=z, orthonormalize=False), poses, atol=2e-5)
+    np.testing.assert_allclose(log_p, prior.log_prob(poses), rtol=1e-5, atol=1e-3)
+    z_aa, lp_aa = prior.encode(aa, rep="axis_angle")
+    np.testing.assert_allclose(lp_aa, prior.log_prob(aa, rep="axis_angle"), rtol=1e-5, atol=1e-3)
+    z1, err = rfit.encode(prior, poses)
+    np.testing.assert_array_equal(z1, z)
+    assert err.max() < 2e-5
+    with pytest.raises(ValueError, match="joints"):
+        prior.encode(poses[:, :20])
+
+
 # --- threads -----------------------------------------------------------------------------------------------------
 def test_concurrent_calls_match_serial(prior, poses):
     rng = np.random.default_rng(0)
