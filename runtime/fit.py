@@ -41,7 +41,7 @@ import numpy as np
 from . import rotations
 from .kinematics import fk_vjp, forward_kinematics
 from .lbfgs import minimize
-from .prior import ModelError, PosePrior
+from .prior import MAX_ABS, ModelError, PosePrior
 
 SPACES = ("ambient", "latent")
 BODY = ("pelvis",) + rotations.JOINT_NAMES      # the 22 forward-kinematics joints
@@ -200,6 +200,12 @@ def _total(terms: list[DataTerm]) -> DataTerm | None:
 
 
 # --- objectives for runtime.lbfgs --------------------------------------------------------------------------------
+def feasible(p: np.ndarray) -> np.ndarray:
+    """(b,) rows the graphs accept: finite and within ``MAX_ABS``. A line-search trial outside gets f = inf, so
+    the search backtracks instead of the graph raising."""
+    return np.isfinite(p).all(1) & (np.abs(p).max(1) <= MAX_ABS)
+
+
 class _Ambient:
     """p = x (b, 21*6); value and gradient from one ``log_prob_grad`` call; fixed entries get zero gradient."""
 
@@ -220,7 +226,7 @@ class _Ambient:
     def value(self, rows, p):
         f = np.full(len(p), np.inf, np.float32)
         grad = np.zeros_like(p)
-        ok = np.isfinite(p).all(1)
+        ok = feasible(p)
         if ok.any():
             d, nlp, grad[ok] = self.parts(rows[ok], p[ok])
             f[ok] = d + self.lam * nlp
@@ -246,7 +252,7 @@ class _Latent:
     def value(self, rows, p):
         f = np.full(len(p), np.inf, np.float32)
         dg = np.zeros((len(p), self.prior.num_joints, 6), np.float32)
-        ok = np.isfinite(p).all(1)
+        ok = feasible(p)
         if ok.any():
             _, d, nlp, dg[ok] = self.parts(rows[ok], p[ok])
             f[ok] = d + self.lam * nlp
@@ -404,8 +410,9 @@ DENOISE_ITERS = {"ambient": 5, "latent": 10}
 def denoise(prior: PosePrior, observed, weight: float = 1.0, lam: float = 1.0, *, space: str = "ambient",
             init=None, sequence: bool = False, smooth: float = 0.0, **options) -> FitResult:
     """Poses near ``observed`` (B, 21, 6) and likely under the prior:
-    ``min_x weight * |x - observed|^2 - lam * log p(x)`` per pose, from ``init`` (default: observed). With noise of
-    ``sigma`` radians per rotation axis, ``weight = 1 / (2 sigma^2)`` makes lam = 1 the MAP weight. In ambient space
+    ``min_x weight * |x - observed|^2 - lam * log p(x)`` per pose, from ``init`` (default: observed). With rotation noise
+    R exp([eps]x), eps ~ N(0, sigma^2 I_3), each 6D coordinate moves with variance 2 sigma^2 / 3 (the two columns
+    of R, averaged over axes; measured 0.665 sigma^2), so ``weight = 3 / (4 sigma^2)`` makes lam = 1 the MAP weight. In ambient space
     the first L-BFGS step uses the data term's exact inverse curvature, ``h0 = 1 / (2 weight)`` (a proximal step
     ``x + lam / (2 weight) * grad log p(x)`` from the observation). ``options``: ``fit``'s L-BFGS options;
     ``iters`` defaults to ``DENOISE_ITERS`` (ambient 5, latent 10): stopping early is as accurate as running to

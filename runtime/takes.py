@@ -44,7 +44,7 @@ import numpy as np
 
 from . import rotations
 from .convert import CONVERSION_VERSION, load_rest_joints, named_takes, save_amass
-from .fit import Anchor, complete
+from .fit import Anchor, feasible, complete
 from .lbfgs import minimize
 from .prior import ModelError, PosePrior
 
@@ -373,7 +373,7 @@ class RunObjective:
         f = np.full(len(p), np.inf, np.float32)
         cache = [None] * len(p)
         for i in range(len(p)):
-            if np.isfinite(p[i]).all():
+            if feasible(p[i:i + 1])[0]:
                 x, L, gx, g = self._parts(p[i])
                 f[i], cache[i] = L, (gx, g)
         return f, cache

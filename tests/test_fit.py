@@ -401,3 +401,21 @@ def test_fitbench_runs_end_to_end(tiny_model, shared_data, baseline_runs, tmp_pa
         assert report["results"][name]["ik"]["mpjpe_mm"] < report["reference"]["ik"]["mpjpe_mm"]
     assert report["lam"]["flow_latent"]["completion"] in (10.0, 100.0)
     assert report["val_grid"]["flow_ambient"]["completion"] == {}    # ambient completion: nothing to tune
+
+
+@pytest.mark.parametrize("space", ["ambient", "latent"])
+def test_a_trial_point_beyond_the_runtime_range_is_infeasible_not_an_error(prior, val_poses, space):
+    """A line-search trial with |p| > MAX_ABS (a fit-bench completion stepped to 1e7) gets f = inf, so L-BFGS
+    backtracks; the graphs would refuse such an input with ValueError."""
+    from runtime.fit import _Ambient, _Latent
+    from runtime.prior import MAX_ABS
+    rows = np.arange(2)
+    if space == "ambient":
+        obj = _Ambient(prior, None, 1.0, np.ones((2, 21), bool), rows)
+        p = np.asarray(val_poses[:2], np.float32).reshape(2, -1).copy()
+    else:
+        obj = _Latent(prior, None, 1.0, rows)
+        p = np.zeros((2, prior.dim), np.float32)
+    p[1, 0] = 10 * MAX_ABS
+    f, _ = obj.value(rows, p)
+    assert np.isfinite(f[0]) and f[1] == np.inf
