@@ -3,7 +3,8 @@
 Math: the reverse pass of ``export.graphs`` against torch autograd (float64, every activation, with and without a
 masked joint) and against central finite differences, on real CMU test poses and on samples. Export: the ONNX
 ``latent_vjp`` run by the runtime against torch autograd (<= 1e-5 relative to max |g|) on the latents of real
-test poses (through the inverse) and on random z; bad inputs; models exported before the graph existed.
+test poses (through the inverse) and on random z; bad inputs; models exported before the graph existed; the
+onnxruntime schedule the reverse pass's speed relies on (SiLU derivatives computed in the forward pass).
 """
 import json
 import shutil
@@ -18,6 +19,7 @@ from train.data import load_npz
 from train.flow import PoseFlow
 
 RELATIVE = 1e-5   # parity bound of the exported graphs, relative to max |g|
+GRAPH_INPUTS = {"log_prob_grad": ("poses",), "latent_vjp": ("z", "grad_poses")}
 
 
 def rel_err(got, want) -> float:
@@ -175,3 +177,33 @@ def test_model_without_latent_vjp(tiny_model, tmp_path):
     (old / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ModelError, match=r"latent_vjp\.onnx: missing"):
         PosePrior.load(old)
+
+
+def executed_ops(model_file, feeds: dict, tmp_path) -> list[str]:
+    """The op types of one run of ``model_file`` in the order onnxruntime (default session options) ran them."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.enable_profiling = True
+    options.profile_file_prefix = str(tmp_path / "profile")
+    session = ort.InferenceSession(str(model_file), options, providers=["CPUExecutionProvider"])
+    session.run(None, feeds)
+    events = json.loads(open(session.end_profiling()).read())
+    return [e["args"]["op_name"] for e in events if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")]
+
+
+@pytest.mark.parametrize("graph", ["log_prob_grad", "latent_vjp"])
+def test_silu_derivative_runs_in_the_forward_pass(tiny_model, flow, tmp_path, graph):
+    """The shipped schedule that export.graphs._act_vjp relies on: onnxruntime computes each SiLU derivative
+    sig (1 + p - h) right after the activation (Sigmoid, Mul, then Sub, Add, Mul), before the reverse pass's first
+    MatMul, so that the reverse pass reads one tensor per activation. Allowed: one coupling's worth deferred (the
+    first one of latent_vjp, whose reverse pass starts first)."""
+    assert isinstance(flow.layers[0].net[1], torch.nn.SiLU)
+    feeds = {"poses": np.tile(np.array([1, 0, 0, 0, 1, 0], np.float32), (4, 21, 1)),
+             "z": np.zeros((4, flow.dim), np.float32), "grad_poses": np.ones((4, 21, 6), np.float32)}
+    ops = executed_ops(tiny_model / f"{graph}.onnx", {k: feeds[k] for k in GRAPH_INPUTS[graph]}, tmp_path)
+    forward = ops[: ops.index("MatMul")]
+    depth = len(flow.layers[0].net) // 2
+    activations = len(flow.layers) * depth
+    early = sum(forward[i: i + 5] == ["Sigmoid", "Mul", "Sub", "Add", "Mul"] for i in range(len(forward)))
+    assert forward.count("Sigmoid") == activations and early >= activations - depth, (early, activations)
