@@ -280,12 +280,27 @@ def encode(prior: PosePrior, poses, iters: int = 1000, tol: float = 1e-5, scale:
     (df/dz)^T ((f(z) - x) / s^2) by ``latent_vjp``, until ``max|f(z) - x| <= tol`` per pose (float32 reaches about
     1e-6; real poses take about 80 iterations). Returns (z, max|f(z) - x| per pose): a pose far outside the data
     may not converge within ``iters``; its z is the closest found (a latent fit then starts at f(z), not x).
-    Models with the ``encode`` graph (the flow's exact inverse) answer in one call instead."""
+    Models with the ``encode`` graph (the flow's exact inverse) answer in one call instead, except for poses so
+    far off the data (e.g. raw starts of a completion) that their exact latent leaves the runtime's range
+    (``|z| > MAX_ABS``, not finite): those get the iterative solve, which stays near z = 0."""
     x = _poses(poses, "poses", prior.num_joints)
+    far = np.ones(len(x), bool)
+    z = np.zeros((len(x), prior.dim), np.float32)
     if "encode.onnx" in prior.manifest.get("files", {}):
-        z, _ = prior.encode(x)
-        fz, _ = prior.latent_forward(z)
-        return z, np.abs(fz - x).max((1, 2))
+        try:
+            z, _ = prior.encode(x)
+            far = ~feasible(z)
+        except ValueError:           # an output not finite in float32: solve every pose iteratively
+            pass
+    if far.any():
+        z = np.where(far[:, None], 0.0, z).astype(np.float32)
+        z[far] = _solve_inverse(prior, x[far], iters, tol, scale)
+    fz, _ = prior.latent_forward(z)
+    return z, np.abs(fz - x).max((1, 2))
+
+
+def _solve_inverse(prior: PosePrior, x: np.ndarray, iters: int, tol: float, scale: np.ndarray | None) -> np.ndarray:
+    """``encode``'s iterative solve of f(z) = x (its docstring), from z = 0."""
     inv_var = 1.0 / (output_scale(prior) if scale is None else scale) ** 2
 
     class Residual:
@@ -298,9 +313,7 @@ def encode(prior: PosePrior, poses, iters: int = 1000, tol: float = 1e-5, scale:
         def gradient(self, rows, z, r, sel):
             return prior.latent_vjp(z[sel], r[sel] * inv_var)[3].astype(np.float32)
 
-    res = minimize(Residual(), np.zeros((len(x), prior.dim), np.float32), iters, gtol=0.0, h0=1.0)
-    fz, _ = prior.latent_forward(res.p)
-    return res.p, np.abs(fz - x).max((1, 2))
+    return minimize(Residual(), np.zeros((len(x), prior.dim), np.float32), iters, gtol=0.0, h0=1.0).p
 
 
 # --- fitting -----------------------------------------------------------------------------------------------------

@@ -315,6 +315,14 @@ def test_encode_is_the_exact_inverse(prior, poses, aa):
     assert err.max() < 2e-5
     with pytest.raises(ValueError, match="joints"):
         prior.encode(poses[:, :20])
+    far = poses[:3] * 50.0               # a start far off the data: its exact latent leaves the runtime's range
+    z_far, _ = prior.encode(far)
+    z2, _ = rfit.encode(prior, np.concatenate([poses[:2], far]))
+    np.testing.assert_array_equal(z2[:2], z[:2])                        # in range: the exact inverse
+    from runtime.prior import MAX_ABS
+    assert np.abs(z2).max() <= MAX_ABS and np.isfinite(z2).all()       # out of range: the iterative solve
+    if np.abs(z_far).max() > MAX_ABS:
+        assert not np.array_equal(z2[2:], z_far)
 
 
 # --- threads -----------------------------------------------------------------------------------------------------
