@@ -8,17 +8,20 @@ Scoring (``score``): frame t gets ``log p(x_t)``, its 21 body rotations under th
 a low percentile of its log p on real, unseen, varied takes, written at export by ``make plausibility
 PL_RECORD=--record``); a model without that record needs an explicit threshold.
 
-Repair (``repair``): the free joints F_t of each frame are filled by completion in latent space (default; or
-ambient) with temporal smoothness,
+Repair (``repair``): the free joints F_t of the frames to repair are filled by completion in latent space
+(default; or ambient), in two steps:
 
-    x_t = f(z_t),   z_t = argmin_z  -lam log p(f(z)) + fixed_weight sum_{j not in F_t} |GS(f(z))_j - x_obs,t,j|^2
-                                   + smooth sum_{j in F_t} |f(z)_j - m_t,j|^2,
+1. every frame on its own (``runtime.fit.complete``; the free joints start at the prior's mode f(0), latents
+   from ``runtime.fit.encode``);
+2. with ``smooth > 0``, each run of consecutive frames t = a..b as ONE problem (``RunObjective``):
 
-m_t the orthonormalised mean of the neighbouring frames' answers (t-1 and t+1 of the same take), solved by
-block-Jacobi passes: pass 0 completes every frame on its own (no smoothness, from the observed pose, latent
-``runtime.fit.encode``d); each later pass takes m_t from the previous pass and warm-starts from its latents, so
-the frames of a pass are independent problems solved as one batch (``runtime.fit.fit``). The free joints are
-replaced in the take; the others keep their observed values exactly. Which joints are free:
+       min  sum_t -lam log p(x_t) + [latent] fixed_weight sum_{j not in F_t} |GS(x_t,j) - x_obs,t,j|^2
+            + smooth fps^2 sum_{t=a}^{b+1} sum_{j in F} |x_t,j - x_{t-1},j|^2,
+
+   x_t = f(z_t) (latent) or the free joints' raw 6D (ambient), x_{a-1} and x_{b+1} the observed frames around
+   the run (held; absent at a take's ends), from step 1's answer.
+
+The free joints are replaced in the take; the others keep their observed values exactly. Which joints are free:
 
 * ``joints=NAMES``: those joints in every frame (an occluded limb, a broken marker set);
 * ``flagged=True``: the **worst joints** of each flagged frame (``worst_joints``): joint j's gain is how much
