@@ -134,10 +134,12 @@ def _names(manifest: dict, key: str, path: Path) -> list[str]:
 
 
 def present(manifest: dict, graphs: Iterable[Graph]) -> list[Graph]:
-    """The graphs a model directory has: every required one, and the optional ones whose file its manifest lists
-    (a model exported before an optional graph existed has neither its file nor its entry)."""
+    """The graphs a model directory has: every required one, and the optional ones whose file or graph entry its
+    manifest lists (a model exported before an optional graph existed has neither; one without the other is
+    refused by ``validate_manifest``)."""
     files = manifest.get("files") if isinstance(manifest.get("files"), dict) else {}
-    return [g for g in graphs if g.required or g.file in files]
+    entries = manifest.get("graphs") if isinstance(manifest.get("graphs"), dict) else {}
+    return [g for g in graphs if g.required or g.file in files or g.name in entries]
 
 
 def _skeleton(manifest: dict, path: Path) -> None:

@@ -363,7 +363,7 @@ def test_sequence_warm_start_and_smoothness(prior, shared_data):
     w = 1.0 / (2.0 * np.radians(sigma) ** 2)
     twice = np.repeat(noisy[:1], 2, axis=0)
     r = rfit.denoise(prior, twice, weight=w, iters=50, sequence=True)
-    assert r.iterations[1] <= 2 < r.iterations[0]          # frame 0 may stop by its budget: a step or two more
+    assert r.iterations[1] <= 3 < r.iterations[0], r.iterations   # a repeated frame: at most a few float32 steps more
     assert np.allclose(r.poses[1], r.poses[0], atol=1e-4)
     lat = rfit.denoise(prior, twice, weight=w, iters=50, sequence=True, space="latent")    # warm start in z
     assert lat.iterations[1] < lat.iterations[0] and lat.loss[1] <= lat.loss[0] + 1e-3   # continues, never worse
