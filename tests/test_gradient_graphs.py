@@ -159,22 +159,33 @@ def test_latent_vjp_bad_inputs(prior, z_shape, g, match):
 
 
 def test_model_without_latent_vjp(tiny_model, tmp_path):
-    """A model exported before latent_vjp (four graphs) loads and works; only latent_vjp is refused, clearly.
-    A manifest that lists the graph while the file is gone is refused at load."""
+    """A model exported before latent_vjp and encode (four graphs: neither files nor graph entries) loads and
+    works; only latent_vjp is refused, clearly, and runtime.fit.encode solves iteratively. A manifest that lists
+    the graph while the file is gone is refused at load; so is a graph entry without its file."""
     old = tmp_path / "old"
     shutil.copytree(tiny_model, old)
     (old / "latent_vjp.onnx").unlink()
+    (old / "encode.onnx").unlink()
     manifest = json.loads((old / "manifest.json").read_text())
     listed = manifest["files"].pop("latent_vjp.onnx")
+    del manifest["files"]["encode.onnx"], manifest["graphs"]["latent_vjp"], manifest["graphs"]["encode"]
     (old / "manifest.json").write_text(json.dumps(manifest))
     prior = PosePrior.load(old)
     z = np.zeros((2, prior.dim), np.float32)
     assert np.isfinite(prior.latent_forward(z)[1]).all()
     with pytest.raises(ModelError, match=r"no latent_vjp\.onnx.*re-export"):
         prior.latent_vjp(z, np.zeros((2, 21, 6), np.float32))
+    with pytest.raises(ModelError, match=r"no encode\.onnx.*re-export"):
+        prior.encode(prior.sample(2, seed=0))
 
-    manifest["files"]["latent_vjp.onnx"] = listed
-    (old / "manifest.json").write_text(json.dumps(manifest))
+    entry_only = json.loads(json.dumps(manifest))
+    entry_only["graphs"]["latent_vjp"] = json.loads((tiny_model / "manifest.json").read_text())["graphs"]["latent_vjp"]
+    (old / "manifest.json").write_text(json.dumps(entry_only))
+    with pytest.raises(ModelError, match=r"\['files'\]\['latent_vjp.onnx'\] is missing"):
+        PosePrior.load(old)
+
+    entry_only["files"]["latent_vjp.onnx"] = listed
+    (old / "manifest.json").write_text(json.dumps(entry_only))
     with pytest.raises(ModelError, match=r"latent_vjp\.onnx: missing"):
         PosePrior.load(old)
 
