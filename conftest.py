@@ -87,3 +87,10 @@ def pytest_terminal_summary(terminalreporter, config):
         terminalreporter.section(title)
         for line in lines:
             terminalreporter.write_line(line)
+
+
+@pytest.fixture(scope="module")
+def cmu(shared_data):
+    """The CMU train and val splits (shared npz format) as ``train.data.PoseSet``s."""
+    from train.data import load_npz
+    return {s: load_npz(shared_data / "cmu_pose" / f"{s}.npz") for s in ("train", "val")}

@@ -110,10 +110,7 @@ def convert(src: Path, target: str, out: Path, skeleton: Path | None, rest: Path
     from .convert import convert as convert_take, load_rest_joints
     from .formats import FormatError
 
-    if out.suffix != ".npz":
-        fail(f"--out {out}: the output is an .npz file")
-    if out.is_dir() or not out.parent.is_dir():
-        fail(f"--out {out}: {'is a directory' if out.is_dir() else f'folder {out.parent} does not exist'}")
+    _check_file_out(out, "--out", (".npz",))
     if fps is not None and not fps > 0:
         fail(f"--fps {fps}: must be a positive number")
     try:

@@ -55,6 +55,7 @@ import numpy as np
 
 from .formats import JOINT_MAPS, FormatError, Motion, detect_skeleton, forward_kinematics, frame_stride, read_motion
 from .formats.joint_maps import END, SMPL_NAMES, validate_joint_map
+from .formats.motion import atomic_write
 from .formats.npz import RATE_KEYS
 from .rotations import PARENTS, axis_angle_to_matrix, matrix_to_axis_angle
 
@@ -400,7 +401,6 @@ def save_amass(takes: list[tuple[str, int, dict]], rest_joints: np.ndarray, path
     (N, 72) float32, ``trans`` (N, 3), ``mocap_framerate``, ``sequence`` (N,) into ``sequence_names``, ``subject``
     (N,), ``rest_joints`` and ``conversion`` (``CONVERSION_VERSION``). Written atomically: a failed or
     interrupted write leaves no file behind."""
-    import os
     path = Path(path)
     if not takes:
         raise FormatError(f"{path}: nothing to write (no takes)")
@@ -417,13 +417,7 @@ def save_amass(takes: list[tuple[str, int, dict]], rest_joints: np.ndarray, path
     arrays = {"poses": poses, "trans": trans, "mocap_framerate": np.float64(rates[0]), "sequence": seq,
               "sequence_names": np.array([n for n, _, _ in takes]), "subject": subj,
               "rest_joints": np.asarray(rest_joints, np.float64), "conversion": np.array(CONVERSION_VERSION)}
-    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}.npz")
-    try:
-        _save_npz(tmp, arrays)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return atomic_write(path, lambda tmp: _save_npz(tmp, arrays))
 
 
 def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:

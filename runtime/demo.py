@@ -18,7 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from . import PosePrior, rotations
+from .formats.motion import atomic_write
 from .kinematics import forward_kinematics
+from .takes import recorded_threshold
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 DEFAULT_DATA = SHARED / "cmu_pose" / "test.npz"
@@ -81,10 +83,10 @@ def main(argv: list[str] | None = None) -> dict:
     sets["random rotations"] = prior.log_prob(uniform, rep="axis_angle")
     seconds = time.perf_counter() - t0
 
-    recorded = prior.manifest.get("plausibility", {})
-    if "tau" in recorded:
-        threshold = float(recorded["tau"])
-        how = f"the threshold in the model's manifest ({recorded.get('definition', 'tau')})"
+    recorded = recorded_threshold(prior)
+    if recorded is not None:
+        threshold, definition = recorded
+        how = f"the threshold in the model's manifest ({definition})"
     else:
         ref = sets.get("real, unseen subject", sets["samples (orthonormalised)"])
         threshold = float(np.percentile(ref, 1))
@@ -154,9 +156,7 @@ def _figure(out: Path, sets: dict, samples: np.ndarray, offsets: np.ndarray | No
         ax2.set_title("Eight samples, front view (seed 0)")
     fig.tight_layout()
     out = Path(out)
-    tmp = out.with_name(out.name + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    tmp.replace(out)
+    atomic_write(out, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
     print(f"figure: {out}")
 
 

@@ -38,7 +38,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -47,6 +46,7 @@ import numpy as np
 
 from . import rotations
 from .convert import CONVERSION_VERSION, load_rest_joints, named_takes, save_amass
+from .formats.motion import atomic_write
 from .fit import Anchor, feasible, complete
 from .lbfgs import minimize
 from .prior import ModelError, PosePrior
@@ -115,7 +115,7 @@ def recorded_threshold(prior: PosePrior) -> tuple[float, str] | None:
     rec = prior.manifest.get("plausibility") or {}
     if "tau" not in rec:
         return None
-    return float(rec["tau"]), str(rec.get("definition", "the model's recorded threshold"))
+    return float(rec["tau"]), str(rec.get("definition", "tau"))
 
 
 def _threshold(prior: PosePrior, threshold: float | None) -> tuple[float, str]:
@@ -177,16 +177,6 @@ def score(prior: PosePrior, take: Take, threshold: float | None = None, progress
 
 
 # --- writing a score ---------------------------------------------------------------------------------------------
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """``write(tmp)`` then rename onto ``path``: a failed write leaves nothing behind."""
-    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}{path.suffix}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def write_score(s: Score, path: str | Path) -> Path:
     """``.json``: ``Score.to_dict``; ``.csv``: one row per frame (frame, take, time_s, log_prob, flagged)."""
     path = Path(path)
@@ -205,7 +195,7 @@ def write_score(s: Score, path: str | Path) -> Path:
                 w.writerow([t, name, f"{(t - a) / fps:.4f}" if np.isfinite(fps) else "", f"{s.log_prob[t]:.4f}",
                             int(flagged[t])])
         text = buf.getvalue()
-    _atomic_write(path, lambda p: p.write_text(text))
+    atomic_write(path, lambda p: p.write_text(text))
     return path
 
 
@@ -247,7 +237,7 @@ def plot_score(s: Score, path: str | Path, repaired: np.ndarray | None = None) -
     ax.set_title(f"{Path(s.take.source).name}: {len(f)} of {len(lp)} frames below the threshold{fixed}")
     ax.legend(fontsize=8, loc="lower left", ncol=4)
     fig.tight_layout()
-    _atomic_write(path, lambda p: fig.savefig(p, dpi=110, format=path.suffix.lstrip(".") or "png"))
+    atomic_write(path, lambda p: fig.savefig(p, dpi=110, format=path.suffix.lstrip(".") or "png"))
     plt.close(fig)
     return path
 

@@ -11,7 +11,6 @@ import torch
 from scipy.special import logsumexp
 from scipy.stats import multivariate_normal
 
-from train.data import PoseSet, load_npz
 from train.gmm import fit_gmm, load_gmm
 from train.gmm import load_config as gmm_config
 from train.rotations import matrix_to_6d
@@ -19,25 +18,15 @@ from train.vposer import VPoser, load_vposer, train_vposer
 from train.vposer import load_config as vposer_config
 
 
-def subset(ps: PoseSet, n: int) -> PoseSet:
-    idx = np.linspace(0, len(ps) - 1, n).astype(int)
-    return PoseSet(ps.rotations[idx], ps.sequence[idx], ps.sequence_names, ps.subject[idx], ps.offsets, ps.files)
-
-
 def metrics(run):
     return [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
-
-
-@pytest.fixture(scope="module")
-def cmu(shared_data):
-    return {s: load_npz(shared_data / "cmu_pose" / f"{s}.npz") for s in ("train", "val")}
 
 
 # --- VPoser ------------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def vposer_run(cmu, tmp_path_factory):
     out = tmp_path_factory.mktemp("vposer") / "run"
-    summary = train_vposer(vposer_config("tiny"), subset(cmu["train"], 4096), cmu["val"], out, progress=False)
+    summary = train_vposer(vposer_config("tiny"), cmu["train"].evenly_spaced(4096), cmu["val"], out, progress=False)
     return out, summary
 
 
@@ -78,7 +67,7 @@ def test_vposer_decodes_rotations_and_samples(vposer_run, cmu):
 def test_vposer_resume_continues_exactly(cmu, tmp_path):
     cfg = vposer_config("tiny")
     cfg.epochs, cfg.patience = 4, 100
-    tr, va = subset(cmu["train"], 1024), subset(cmu["val"], 256)
+    tr, va = cmu["train"].evenly_spaced(1024), cmu["val"].evenly_spaced(256)
     train_vposer(cfg, tr, va, tmp_path / "full", progress=False)
     train_vposer(cfg, tr, va, tmp_path / "cut", max_steps=8, progress=False)   # 4 steps per epoch: stop after 2
     assert len(metrics(tmp_path / "cut")) == 2
@@ -101,7 +90,7 @@ def gmm_run(cmu, tmp_path_factory):
     out = tmp_path_factory.mktemp("gmm") / "run"
     cfg = gmm_config("paper")
     cfg.max_iter = 30
-    train = subset(cmu["train"], 4000)
+    train = cmu["train"].evenly_spaced(4000)
     summary = fit_gmm(cfg, train, cmu["val"], out, progress=False)
     return out, summary, train
 

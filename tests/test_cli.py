@@ -24,7 +24,7 @@ from runtime.cli import main as poseprior
 from train.cli import main as torch_commands
 from train.config import ACTIVATIONS, load_config
 from train.coupling import ACTIVATIONS as COUPLING_ACTIVATIONS
-from train.data import PoseSet, load_npz
+from train.data import PoseSet
 from train.rotations import JOINT_NAMES
 from train.trainer import check_no_constant_joints, train
 
@@ -43,22 +43,12 @@ def refused(result, *needles: str) -> str:
     return err
 
 
-def subset(ps: PoseSet, n: int) -> PoseSet:
-    idx = np.linspace(0, len(ps) - 1, n).astype(int)
-    return PoseSet(ps.rotations[idx], ps.sequence[idx], ps.sequence_names, ps.subject[idx], ps.offsets, ps.files)
-
-
-@pytest.fixture(scope="module")
-def cmu(shared_data):
-    return {s: load_npz(shared_data / "cmu_pose" / f"{s}.npz") for s in ("train", "val")}
-
-
 @pytest.fixture(scope="module")
 def small_data(cmu, tmp_path_factory) -> Path:
     """A data folder of real CMU poses, small enough for runs of a few seconds (in a temporary folder)."""
     folder = tmp_path_factory.mktemp("small_data")
     for split, n in (("train", 2048), ("val", 256)):
-        s = subset(cmu[split], n)
+        s = cmu[split].evenly_spaced(n)
         np.savez(folder / f"{split}.npz", rotations=s.rotations, sequence=s.sequence, subject=s.subject)
     return folder
 
@@ -139,7 +129,7 @@ def test_train_refuses_a_bad_config_file(small_data, tmp_path, content, needles)
 def test_train_refuses_a_string_subject_array_naming_the_file(cmu, tmp_path):
     data = tmp_path / "data"
     data.mkdir()
-    s = subset(cmu["train"], 64)
+    s = cmu["train"].evenly_spaced(64)
     for split in ("train", "val"):
         np.savez(data / f"{split}.npz", rotations=s.rotations, subject=np.array(["s08"] * 64))
     refused(run_cli("train", "--data", data, "--out", tmp_path / "run", "--config", "tiny"),
@@ -217,7 +207,7 @@ def test_a_run_killed_before_its_first_checkpoint_resumes(cmu, tmp_path):
     again from the start, to the same run as an uninterrupted one; a fresh start there is refused."""
     cfg = load_config("tiny")
     cfg.epochs, cfg.patience, cfg.max_val = 2, 100, 256
-    tr, va = subset(cmu["train"], 1024), subset(cmu["val"], 256)
+    tr, va = cmu["train"].evenly_spaced(1024), cmu["val"].evenly_spaced(256)
     train(cfg, tr, va, tmp_path / "full", progress=False)
     cut = tmp_path / "cut"
     cut.mkdir()
@@ -245,7 +235,7 @@ def test_a_kill_between_the_checkpoint_and_the_metrics_loses_no_epoch(cmu, tmp_p
     """last.pt of epoch 2 written, its metrics line not (simulated): the line comes back from last.pt."""
     cfg = load_config("tiny")
     cfg.epochs, cfg.patience, cfg.max_val = 3, 100, 256
-    tr, va = subset(cmu["train"], 1024), subset(cmu["val"], 256)
+    tr, va = cmu["train"].evenly_spaced(1024), cmu["val"].evenly_spaced(256)
     train(cfg, tr, va, tmp_path / "full", progress=False)
     train(cfg, tr, va, tmp_path / "cut", max_steps=8, progress=False)      # 2 epochs of 4 steps
     lines = (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()

@@ -10,19 +10,8 @@ import pytest
 import torch
 
 from train.config import load_config
-from train.data import PoseSet, load_npz
 from train.rotations import axis_angle_to_6d
 from train.trainer import load_checkpoint, train
-
-
-def subset(ps: PoseSet, n: int) -> PoseSet:
-    idx = np.linspace(0, len(ps) - 1, n).astype(int)
-    return PoseSet(ps.rotations[idx], ps.sequence[idx], ps.sequence_names, ps.subject[idx], ps.offsets, ps.files)
-
-
-@pytest.fixture(scope="module")
-def cmu(shared_data):
-    return {s: load_npz(shared_data / "cmu_pose" / f"{s}.npz") for s in ("train", "val")}
 
 
 def metrics(run):
@@ -59,7 +48,7 @@ def test_tiny_training_improves_validation_log_p(cmu, tmp_path):
 
 def test_same_seed_same_first_epoch(cmu, tmp_path):
     cfg = load_config("tiny")
-    tr, va = subset(cmu["train"], 3000), cmu["val"]
+    tr, va = cmu["train"].evenly_spaced(3000), cmu["val"]
     a = train(cfg, tr, va, tmp_path / "a", max_steps=6, progress=False)
     b = train(cfg, tr, va, tmp_path / "b", max_steps=6, progress=False)
     assert metrics(tmp_path / "a")[0]["train_log_p"] == metrics(tmp_path / "b")[0]["train_log_p"]
@@ -72,7 +61,7 @@ def test_same_seed_same_first_epoch(cmu, tmp_path):
 def test_resume_continues_without_losing_an_epoch(cmu, tmp_path):
     cfg = load_config("tiny")
     cfg.epochs, cfg.patience = 4, 100
-    tr, va = subset(cmu["train"], 2048), cmu["val"]
+    tr, va = cmu["train"].evenly_spaced(2048), cmu["val"]
     train(cfg, tr, va, tmp_path / "full", progress=False)
     # stop after 2 epochs (8 steps each), then resume to the end
     train(cfg, tr, va, tmp_path / "cut", max_steps=16, progress=False)
@@ -94,7 +83,7 @@ def test_without_early_stopping_every_epoch_runs_and_the_last_is_kept(cmu, tmp_p
     """early_stopping=False (a fixed epoch budget, a sweep lever): patience is ignored, best.pt is the last epoch."""
     cfg = load_config("tiny")
     cfg.epochs, cfg.patience, cfg.early_stopping = 3, 1, False
-    summary = train(cfg, subset(cmu["train"], 1024), cmu["val"], tmp_path / "run", progress=False)
+    summary = train(cfg, cmu["train"].evenly_spaced(1024), cmu["val"], tmp_path / "run", progress=False)
     assert summary["stop_reason"] == "epochs" and summary["epochs"] == summary["best_epoch"] == 3
     assert summary["best_val_log_p"] == metrics(tmp_path / "run")[-1]["val_log_p"]
     best, last = (torch.load(tmp_path / "run" / f, weights_only=True)["model"] for f in ("best.pt", "last.pt"))
@@ -105,7 +94,7 @@ def test_runs_from_before_a_config_key_existed_resume(cmu, tmp_path):
     """A run whose config.json and last.pt predate a key (here early_stopping) resumes with the key's default."""
     cfg = load_config("tiny")
     cfg.epochs, cfg.patience = 2, 100
-    tr, va = subset(cmu["train"], 1024), cmu["val"]
+    tr, va = cmu["train"].evenly_spaced(1024), cmu["val"]
     train(cfg, tr, va, tmp_path / "run", max_steps=4, progress=False)
     ckpt = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
     del ckpt["config"]["early_stopping"]

@@ -58,6 +58,12 @@ class PoseSet:
         return torch.cat([axis_angle_to_6d(c.double()).float() for c in aa.split(32768)]) if len(aa) else \
             torch.empty(0, NUM_JOINTS, 6)
 
+    def evenly_spaced(self, n: int) -> "PoseSet":
+        """``n`` poses at indices ``linspace(0, N - 1, n)`` (rounded down), with their sequences and subjects."""
+        idx = np.linspace(0, len(self) - 1, n).astype(int)
+        return PoseSet(self.rotations[idx], self.sequence[idx], self.sequence_names, self.subject[idx],
+                       self.offsets, self.files, self.skeleton)
+
     def mirrored(self) -> "PoseSet":
         """The left-right mirror image of every pose (``runtime.rotations.mirror_axis_angle``)."""
         return PoseSet(mirror_axis_angle(self.rotations), self.sequence, self.sequence_names, self.subject,

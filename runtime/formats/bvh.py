@@ -24,14 +24,12 @@ in depth-first order (the same order when ``m`` came from a BVH file; tested).
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from .joint_maps import UNITS_M, skeleton_of
-from .motion import FormatError, Motion, euler_matrix, matrix_to_euler, read_lines
+from .motion import FormatError, Motion, atomic_write, euler_matrix, matrix_to_euler, read_lines
 
 #: metres per unit tried for a skeleton that ``skeleton_of`` does not know: m, cm, mm, inch, cgspeed (1/0.45 inch)
 CANDIDATE_UNITS_M = {"m": 1.0, "cm": 0.01, "mm": 0.001, "inch": 0.0254, "cgspeed": 0.0254 / 0.45}
@@ -276,12 +274,5 @@ def write_bvh(m: Motion, path: str | Path, unit_m: float | None = None, axes: st
     values = np.concatenate([m.trans[:, None] / unit_m, angles], axis=1).reshape(len(m), -1)
     lines += ["MOTION", f"Frames: {len(m)}", f"Frame Time: {1.0 / m.fps:.15g}"]
     lines += [" ".join(f"{v:.9f}" for v in row) for row in values]
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write("\n".join(lines) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    text = "\n".join(lines) + "\n"
+    return atomic_write(path, lambda tmp: tmp.write_text(text))

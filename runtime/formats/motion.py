@@ -21,8 +21,10 @@ rotations applied intrinsically (about the moving axes) in the listed order -- s
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -94,6 +96,19 @@ def frame_stride(source_fps: float | None, fps: float | None, source: str) -> in
     if not (np.isfinite(source_fps) and source_fps > 0):
         raise FormatError(f"{source}: source frame rate {source_fps} is not a positive number")
     return max(1, round(source_fps / fps))
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
+    """``write(tmp)`` to a hidden file beside ``path``, then rename it onto ``path``: a failed or interrupted write
+    leaves nothing behind (the one way every writer of the runtime writes a file)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}{path.suffix}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
 
 
 def read_lines(path, kind: str) -> list[str]:
