@@ -250,12 +250,16 @@ class _Latent:
         return x, d, -log_p, dg
 
     def value(self, rows, p):
+        """A trial whose pose-space data gradient leaves the range ``latent_vjp`` accepts (a data term through
+        Gram-Schmidt at a nearly degenerate f(z)) is infeasible too: f = inf, so the line search backtracks."""
         f = np.full(len(p), np.inf, np.float32)
         dg = np.zeros((len(p), self.prior.num_joints, 6), np.float32)
         ok = feasible(p)
         if ok.any():
-            _, d, nlp, dg[ok] = self.parts(rows[ok], p[ok])
-            f[ok] = d + self.lam * nlp
+            _, d, nlp, g = self.parts(rows[ok], p[ok])
+            good = feasible(g.reshape(len(g), -1)) & np.isfinite(d)
+            ok[ok] = good
+            dg[ok], f[ok] = g[good], (d + self.lam * nlp)[good]
         return f, dg
 
     def gradient(self, rows, p, cache, sel):

@@ -13,8 +13,9 @@ so a problem that has converged costs nothing more while the others go on. Per i
   VALUE is computed during the search (``Objective.value``); the gradient is computed once, at the accepted point
   (``Objective.gradient``, which may reuse what ``value`` cached, e.g. the ambient graph's gradient);
 * stopping, per problem: ``|g|_inf <= gtol``; or a relative decrease ``f_old - f_new <= ftol * max(1, |f_new|)``;
-  or a failed search from a fresh start (no decrease representable in float32). A failed search from an L-BFGS
-  direction resets that problem's history instead.
+  or a failed search from a fresh start (no decrease representable in float32); or an infeasible start
+  (f(p0) = inf: nothing to search from). A failed search from an L-BFGS direction resets that problem's history
+  instead.
 
 Everything runs in the dtype of ``p0`` (float32 for the exported graphs: no casts on the hot path).
 """
@@ -64,7 +65,7 @@ def minimize(obj: Objective, p0: np.ndarray, iters: int, history: int = 10, h0: 
     g = obj.gradient(rows, p, cache, np.arange(B)).astype(dt, copy=False)
     f = f.astype(dt, copy=False)
     calls += 2
-    done |= np.abs(g).max(1) <= gtol
+    done |= (np.abs(g).max(1) <= gtol) | ~np.isfinite(f)      # f = inf: an infeasible start, nothing to search from
     for _ in range(iters):
         act = np.flatnonzero(~done)
         if len(act) == 0:

@@ -419,3 +419,23 @@ def test_a_trial_point_beyond_the_runtime_range_is_infeasible_not_an_error(prior
     p[1, 0] = 10 * MAX_ABS
     f, _ = obj.value(rows, p)
     assert np.isfinite(f[0]) and f[1] == np.inf
+
+
+def test_a_latent_trial_whose_data_gradient_leaves_the_range_is_infeasible(prior, val_poses):
+    """A data term through Gram-Schmidt at a nearly degenerate f(z) can have a pose-space gradient beyond MAX_ABS
+    (latent completion of real validation poses, 3 iterations: 1.5e6); ``latent_vjp`` would refuse it, so the trial
+    is infeasible (f = inf) and the fit goes on instead of raising."""
+    from runtime.fit import _Latent
+    from runtime.prior import MAX_ABS
+    rows = np.arange(3)
+
+    def steep(x, rows):          # finite value, gradient 10 * MAX_ABS on row 1 only
+        g = np.zeros_like(x)
+        g[rows == 1] = 10 * MAX_ABS
+        return np.ones(len(x), np.float32), g
+    obj = _Latent(prior, steep, 1.0, rows)
+    f, dg = obj.value(rows, np.zeros((3, prior.dim), np.float32))
+    assert np.isfinite(f[[0, 2]]).all() and f[1] == np.inf
+    obj.gradient(rows, np.zeros((3, prior.dim), np.float32), dg, np.array([0, 2]))   # the graph accepts the rest
+    r = rfit.fit(prior, val_poses[:3], steep, space="latent", iters=5)                # a whole fit does not raise
+    assert np.isfinite(r.loss[[0, 2]]).all()
