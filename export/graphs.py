@@ -163,12 +163,12 @@ def _scale_shift(layer: AffineCoupling, a: torch.Tensor
 
 def _coupling_forward(layer: AffineCoupling, a: torch.Tensor, b: torch.Tensor
                       ) -> tuple[torch.Tensor, torch.Tensor, tuple]:
-    """latent side -> pose side: (y_b, sum s, tape); y_a = a."""
+    """latent side -> pose side: (y_b, th, tape); y_a = a, s = c th (the caller sums every layer's th at once)."""
     th, ds, t, saved = _scale_shift(layer, a)
     s = th * layer.scale_clamp
     e = torch.exp(s)
     be = b * e
-    return be + t, s.sum(1), (saved, ds, e, be)
+    return be + t, th, (saved, ds, e, be)
 
 
 def _coupling_forward_vjp(layer: AffineCoupling, tape: tuple, ga: torch.Tensor, gyb: torch.Tensor,
@@ -182,12 +182,12 @@ def _coupling_forward_vjp(layer: AffineCoupling, tape: tuple, ga: torch.Tensor, 
 
 def _coupling_inverse(layer: AffineCoupling, a: torch.Tensor, yb: torch.Tensor
                       ) -> tuple[torch.Tensor, torch.Tensor, tuple]:
-    """pose side -> latent side: (b, -sum s, tape); log|det dx/dy| = -sum s."""
+    """pose side -> latent side: (b, th, tape); log|det dx/dy| = -sum s = -c sum th (summed by the caller)."""
     th, ds, t, saved = _scale_shift(layer, a)
     neg_s = th * -layer.scale_clamp
     e_inv = torch.exp(neg_s)
     b = (yb - t) * e_inv
-    return b, neg_s.sum(1), (saved, ds, e_inv, b)
+    return b, th, (saved, ds, e_inv, b)
 
 
 def _coupling_inverse_vjp(layer: AffineCoupling, tape: tuple, ga: torch.Tensor, gb: torch.Tensor
@@ -201,6 +201,15 @@ def _coupling_inverse_vjp(layer: AffineCoupling, tape: tuple, ga: torch.Tensor, 
     gyb = gb * e_inv
     q_r = (gb * b + 1.0) * ds
     return ga - _mlp_vjp(layer.net, saved, torch.cat([q_r, gyb], dim=-1)), gyb
+
+
+def _sum_s(layers: list[AffineCoupling], ths: list[torch.Tensor]) -> torch.Tensor:
+    """sum_k sum_i s_k,i (B,) from each layer's th_k (B, D/2) (``ths[k]`` of ``layers[k]``), s_k = c_k th_k: one
+    Concat and one ReduceSum in the graph rather than a ReduceSum and an Add per layer."""
+    c = {layer.scale_clamp for layer in layers}
+    if len(c) == 1:
+        return torch.cat(ths, dim=1).sum(1) * c.pop()
+    return torch.cat([th * layer.scale_clamp for th, layer in zip(ths, layers)], dim=1).sum(1)
 
 
 def _vec_to_poses_vjp(flow: PoseFlow, g_vec: torch.Tensor) -> torch.Tensor:
@@ -262,16 +271,15 @@ class LogProbGrad(nn.Module):
         inv_scale = torch.exp(-flow.log_scale)
         v = (flow._to_vec(poses) - flow.shift) * inv_scale
         lo, hi = v[:, :half], v[:, half:]
-        sum_neg_s = torch.zeros_like(v[:, 0])
-        tapes = []
+        ths, tapes = [], []
         for layer in reversed(flow.layers):
             a, yb = _get(layer, lo, hi)
-            b, neg_s, tape = _coupling_inverse(layer, a, yb)
+            b, th, tape = _coupling_inverse(layer, a, yb)
             lo, hi = _put(layer, a, b)
-            sum_neg_s = sum_neg_s + neg_s
+            ths.append(th)
             tapes.append(tape)
         z = torch.cat([lo, hi], dim=1)
-        log_p = flow.base_log_prob(z) + sum_neg_s - flow.log_scale.sum()
+        log_p = flow.base_log_prob(z) - _sum_s(list(reversed(flow.layers)), ths) - flow.log_scale.sum()
         g_lo, g_hi = -lo, -hi
         for layer, tape in zip(flow.layers, reversed(tapes)):
             ga, gb = _get(layer, g_lo, g_hi)
@@ -296,17 +304,16 @@ class LatentVJP(nn.Module):
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         flow, half = self.flow, self.flow.dim // 2
         lo, hi = z[:, :half], z[:, half:]
-        sum_s = torch.zeros_like(z[:, 0])
-        tapes = []
+        ths, tapes = [], []
         for layer in flow.layers:
             a, b = _get(layer, lo, hi)
-            yb, ss, tape = _coupling_forward(layer, a, b)
+            yb, th, tape = _coupling_forward(layer, a, b)
             lo, hi = _put(layer, a, yb)
-            sum_s = sum_s + ss
+            ths.append(th)
             tapes.append(tape)
         scale = torch.exp(flow.log_scale)
         poses = flow._from_vec(torch.cat([lo, hi], dim=1) * scale + flow.shift)
-        log_p = flow.base_log_prob(z) - sum_s - flow.log_scale.sum()
+        log_p = flow.base_log_prob(z) - _sum_s(list(flow.layers), ths) - flow.log_scale.sum()
 
         g_u = flow._to_vec(grad_poses) * scale                       # masked joints: no path to z
         g = torch.stack([torch.zeros_like(g_u), g_u])                 # (2, B, D)
