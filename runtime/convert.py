@@ -28,9 +28,15 @@ joint; ``to_smpl`` (``CONVERSION_VERSION``) matches *segments* instead, in five 
    ``R_y(psi) x`` in SMPL's thigh frame, as real SMPL fits do). Then half of the ankle's axial twist (the foot's
    turn about the shank, ``phi``) moves to the knee (``KNEE_TWIST_SHARE``): SMPL fits carry tibial rotation in
    the knee, which a hinge knee cannot. ``G'_knee <- G'_knee R_shank(share * phi)``.
-4. **Segment directions.** For the limbs, feet and collars, with ``u_k`` SMPL's rest direction of segment
+4. **Segment directions.** For the limbs and feet, with ``u_k`` SMPL's rest direction of segment
    k -> child and ``d_k`` the source's (``p_child - p_k``), ``G^smpl_k = swing(G'_k u_k -> d_k) G'_k``: the
-   source's direction exactly, its twist about the segment kept. SMPL's vertebrae and neck joint are not where a
+   source's direction exactly, its twist about the segment kept. The collars (``REST_RELATIVE``) are not matched
+   by direction: they keep the canonical source's rotation, i.e. their turn away from the source's zero pose. A
+   rig's collar bone is a modelling choice, not anatomy: SMPL's rises 18 degrees from the collar joint to the
+   shoulder, the cgspeed 3dsMax rig's 25, CMU's ASF clavicle 16, and the Daz rig's falls 12. Matching the
+   absolute direction (``smpl-segments-1``) copied that geometry into every frame: the Daz takes' collars came out
+   a constant 35 degrees from every other skeleton's (their BVH collars never move), and completing their arms
+   with the prior did worse than the mean pose. SMPL's vertebrae and neck joint are not where a
    mocap spine's are (spine2 -> spine3 leans 25 degrees forward at rest, neck -> head 38 degrees), so the trunk and
    neck are matched as chains: the local rotations of spine1..3 and neck stay the canonical source's, then one
    swing at spine1 (about its centre) puts spine3 on the ray pelvis -> source spine3, and one at the neck puts the
@@ -59,7 +65,7 @@ from .formats.motion import atomic_write
 from .formats.npz import RATE_KEYS
 from .rotations import PARENTS, axis_angle_to_matrix, matrix_to_axis_angle
 
-CONVERSION_VERSION = "smpl-segments-1"
+CONVERSION_VERSION = "smpl-segments-2"
 KNEE_TWIST_SHARE = 0.5
 ELBOW_TWIST_SHARE = 0.5
 IDX = {n: i for i, n in enumerate(SMPL_NAMES)}
@@ -75,6 +81,8 @@ LIMBS = {"left_hip": "left_knee", "right_hip": "right_knee", "left_knee": "left_
          "left_ankle": "left_foot", "right_ankle": "right_foot", "left_collar": "left_shoulder",
          "right_collar": "right_shoulder", "left_shoulder": "left_elbow", "right_shoulder": "right_elbow",
          "left_elbow": "left_wrist", "right_elbow": "right_wrist"}
+#: segments of LIMBS not matched by direction in step 4: they keep the canonical source's rotation (module docstring)
+REST_RELATIVE = ("left_collar", "right_collar")
 #: hinge joint -> (its flexion axis in SMPL's canonical T-pose frame, the joints below it that move with its twist)
 HINGES = {"left_knee": (_X, ("left_hip", "left_knee", "left_ankle", "left_foot")),
           "right_knee": (_X, ("right_hip", "right_knee", "right_ankle", "right_foot")),
@@ -277,9 +285,9 @@ def smpl_globals(p: np.ndarray, Gc: np.ndarray, rest_joints: np.ndarray, has: np
             r_wrist = np.swapaxes(ref[:, elbow], -1, -2) @ ref[:, wrist]
             ref[:, elbow] = ref[:, elbow] @ about(arm, ELBOW_TWIST_SHARE * twist_angle(r_wrist, arm))
     out = ref.copy()
-    for name, child in LIMBS.items():                          # step 4a: limbs, feet, collars
+    for name, child in LIMBS.items():                          # step 4a: limbs and feet
         k, c = IDX[name], IDX[child]
-        if not (has[k] and has[c]):
+        if name in REST_RELATIVE or not (has[k] and has[c]):
             continue
         d = p[:, c] - p[:, k]
         ok = np.linalg.norm(d, axis=-1) > 1e-6

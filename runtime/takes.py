@@ -25,8 +25,9 @@ The free joints are replaced in the take; the others keep their observed values 
 
 * ``joints=NAMES``: those joints in every frame (an occluded limb, a broken marker set);
 * ``flagged=True``: the **worst joints** of each flagged frame (``worst_joints``): joint j's gain is how much
-  log p rises when j alone is re-optimised; greedily, the joint with the largest gain is freed (and set to its
-  re-optimised value), then the next while its gain is at least ``MIN_GAIN`` nats, at most ``max_joints``;
+  log p rises when j alone is re-optimised, less the smoothness term's rise against the unflagged frames next to
+  it; greedily, the joint with the largest gain is freed (and set to its re-optimised value), then the next while
+  its gain is at least ``MIN_GAIN`` nats, at most ``max_joints``;
   a run of consecutive flagged frames then frees the same joints in all its frames: the ``max_joints`` chosen
   in most of them (so the filled joints move continuously through the run).
 
@@ -249,21 +250,41 @@ def plot_score(s: Score, path: str | Path, repaired: np.ndarray | None = None) -
 MIN_GAIN = 10.0
 
 
+def prior_mode(prior: PosePrior) -> np.ndarray:
+    """The pose at the latent origin, f(0) (1, 21, 6), Gram-Schmidt orthonormalised: where free joints start."""
+    x = prior.sample(z=np.zeros((1, prior.dim), np.float32), orthonormalize=False).astype(np.float64)
+    return rotations.orthonormalize_6d(x).astype(np.float32)
+
+
 def worst_joints(prior: PosePrior, poses: np.ndarray, max_joints: int = 3, min_gain: float = MIN_GAIN,
-                 iters: int = 10) -> np.ndarray:
-    """(B, 21) bool: the joints to free in each pose of ``poses`` (B, 21, 6), chosen greedily: in each round,
-    every joint not yet chosen is re-optimised alone (ambient completion, ``iters`` L-BFGS steps, all problems of
-    the round in one batch), its gain is ``log p(after) - log p(before)``, and the joint with the largest gain is
-    chosen (and set to its re-optimised value for the next round) when that gain is >= ``min_gain`` -- the first
-    round always chooses one. At most ``max_joints`` rounds. Masked joints of the model are never chosen."""
+                 iters: int = 10, context: np.ndarray | None = None, weight: float = 0.0) -> np.ndarray:
+    """(B, 21) bool: the joints to free in each pose of ``poses`` (B, 21, 6), chosen greedily by the score
+
+        S(x) = log p(x) - weight * sum_k |x - c_k|^2      (c_k: the pose's ``context`` frames, (B, K, 21, 6),
+                                                           NaN where a pose has fewer; none: S = log p)
+
+    In each round every joint not yet chosen is re-optimised alone (ambient completion from the prior's mode f(0),
+    as ``repair`` starts its free joints; ``iters`` L-BFGS steps, all problems of the round in one batch), its
+    gain is ``S(after) - S(before)``, and the joint with the largest gain is chosen (and set to its re-optimised
+    value for the next round) when that gain is >= ``min_gain`` -- the first round always chooses one. At most
+    ``max_joints`` rounds; masked joints of the model are never chosen. ``repair`` passes the observed, unflagged
+    frames before and after a flagged one as its context, with its smoothness weight: by log p alone a joint next
+    to the broken one can look as guilty (the neck bent to undo a broken head), but only the broken joint moves
+    back towards the frames around it."""
     if not isinstance(max_joints, (int, np.integer)) or not 1 <= max_joints <= prior.num_joints:
         raise ValueError(f"max_joints: an integer in [1, {prior.num_joints}], got {max_joints!r}")
     x = np.asarray(poses, np.float32).copy()
     B, J = len(x), prior.num_joints
+    ctx = np.full((B, 0, J, 6), np.nan, np.float32) if context is None else np.asarray(context, np.float32)
+
+    def score(p, rows, log_p):
+        d = (p[:, None] - ctx[rows]) ** 2
+        return log_p - weight * np.where(np.isnan(d), 0.0, d).sum((1, 2, 3))
     mask = np.zeros((B, J), bool)
     open_ = np.ones(B, bool)                       # poses still choosing
     active = np.array([n not in prior.masked_joints for n in prior.joint_names])
-    base = prior.log_prob(x)
+    base = score(x, np.arange(B), prior.log_prob(x))
+    mode = prior_mode(prior)
     for k in range(max_joints):
         cand = np.flatnonzero(open_)
         if not len(cand):
@@ -276,9 +297,10 @@ def worst_joints(prior: PosePrior, poses: np.ndarray, max_joints: int = 3, min_g
                 frees.append(f)
                 owner.append(b)
                 joint.append(j)
-        owner, joint = np.array(owner), np.array(joint)
-        res = complete(prior, x[owner], np.array(frees), iters=iters)
-        gain = -res.neg_log_p - base[owner]
+        owner, joint, frees = np.array(owner), np.array(joint), np.array(frees)
+        res = complete(prior, np.where(frees[..., None], mode, x[owner]), frees, iters=iters)
+        after = score(res.poses, owner, -res.neg_log_p)
+        gain = after - base[owner]
         for b in cand:
             sel = np.flatnonzero(owner == b)
             best = sel[np.argmax(gain[sel])]
@@ -287,7 +309,7 @@ def worst_joints(prior: PosePrior, poses: np.ndarray, max_joints: int = 3, min_g
                 continue
             mask[b, joint[best]] = True
             x[b] = res.poses[best]
-            base[b] = -res.neg_log_p[best]
+            base[b] = after[best]
     return mask
 
 
@@ -437,7 +459,15 @@ def repair(prior: PosePrior, take: Take, joints=None, flagged: bool = False, thr
     else:
         bad = np.flatnonzero(before < tau)
         if len(bad):
-            mask[bad] = worst_joints(prior, x[bad], max_joints)
+            ctx = np.full((len(bad), 2, J, 6), np.nan, np.float32)   # the observed, unflagged frames around
+            ok = np.zeros(N, bool)
+            ok[np.setdiff1d(np.arange(N), bad)] = True
+            for i, t in enumerate(bad):
+                for k, u in enumerate((t - 1, t + 1)):
+                    if 0 <= u < N and ok[u] and max(t, u) not in take.starts:
+                        ctx[i, k] = x[u]
+            weight = smooth * take.fps ** 2 if smooth > 0 else 0.0
+            mask[bad] = worst_joints(prior, x[bad], max_joints, context=ctx, weight=weight)
             for a, b in runs(bad, take.starts):        # one set of joints per run: its frames' most chosen
                 counts = mask[a:b + 1].sum(0)
                 keep = np.argsort(-counts, kind="stable")[:max_joints]
@@ -445,9 +475,7 @@ def repair(prior: PosePrior, take: Take, joints=None, flagged: bool = False, thr
                 mask[a:b + 1, keep[counts[keep] > 0]] = True
     rows = np.flatnonzero(mask.any(1))
     total = len(rows) * (2 if smooth > 0 else 1)
-    mode = rotations.orthonormalize_6d(prior.sample(z=np.zeros((1, prior.dim), np.float32), orthonormalize=False
-                                                    ).astype(np.float64)).astype(np.float32)
-    out = np.where(mask[..., None], mode, x)        # free joints start at the prior's mode f(0)
+    out = np.where(mask[..., None], prior_mode(prior), x)        # free joints start at the prior's mode f(0)
     z = np.zeros((N, prior.dim), np.float32)
     block = 1024
     for a in range(0, len(rows), block):            # 1. every frame on its own

@@ -97,6 +97,25 @@ def test_invariant_to_the_source_arm_twist(shared_data, rest):
     assert rotations.geodesic_deg(Ra, Rb).max() < 0.5
 
 
+def test_collars_do_not_copy_the_rig_collar_bone(shared_data, rest):
+    """The collar bone's rest direction is the rig's choice (step 4): tilting the Daz rig's shoulder offsets by 30
+    degrees up or down (same length) must leave the converted collars as they are, and the Daz takes' static
+    collars must land where the training skeleton's collars are (smpl-segments-1 put them 35 degrees away)."""
+    m = read_motion(shared_data / "cmu_extra" / "bvh_daz_style" / "11_01.bvh").subsample(4)
+    off = m.offsets.copy()
+    for name, sign in (("lShldr", 1.0), ("rShldr", -1.0)):
+        off[m.index(name)] = about(np.array([0.0, 0.0, 1.0]), sign * np.radians(30.0)) @ off[m.index(name)]
+    a, b = to_smpl(m, rest)["poses"], to_smpl(replace(m, offsets=off), rest)["poses"]
+    Ra = rotations.axis_angle_to_matrix(a[:, 3:66].reshape(-1, 21, 3))
+    Rb = rotations.axis_angle_to_matrix(b[:, 3:66].reshape(-1, 21, 3))
+    collars = [rotations.JOINT_NAMES.index(n) for n in ("left_collar", "right_collar")]
+    assert rotations.geodesic_deg(Ra[:, collars], Rb[:, collars]).max() < 1e-3
+    train = to_smpl(read_shared_npz(shared_data / "cmu_pose" / "train.npz")[0], rest)["poses"]
+    Rt = rotations.axis_angle_to_matrix(train[:, 3:66].reshape(-1, 21, 3))[:, collars]
+    gap = rotations.geodesic_deg(np.broadcast_to(Ra[1, collars], Rt.shape), Rt)      # frame 0 is synthetic
+    assert np.median(gap) < 15.0, np.median(gap)
+
+
 def test_amass_passes_through(shared_data, rest, tmp_path):
     src = shared_data / "smpl_reference" / "amass_dev_sample.npz"
     if not src.is_file():
