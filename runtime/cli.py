@@ -9,6 +9,7 @@ command says in one line what to install, exit code 2.
 from __future__ import annotations
 
 import sys
+import warnings
 from pathlib import Path
 
 import click
@@ -180,7 +181,11 @@ def _load_take(src: Path, model: Path | None, skeleton: Path | None, fps: float 
     if fps is not None and not fps > 0:
         fail(f"--fps {fps}: must be a positive number")
     prior = PosePrior.load(model)
-    check_smpl_prior(prior)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        check_smpl_prior(prior)
+    for w in caught:
+        click.echo(f"note: {w.message}", err=True)
     rest = load_rest_joints(prior.path)
     return prior, read_take(src, rest, skeleton, fps), rest
 

@@ -39,6 +39,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -91,11 +92,19 @@ def runs(frames: np.ndarray, starts: list[int]) -> list[tuple[int, int]]:
 
 
 def check_smpl_prior(prior: PosePrior) -> None:
-    """The take tools score SMPL ``body_pose``: refuse a model trained in another convention."""
-    name = (prior.manifest.get("skeleton") or {}).get("name")
+    """The take tools score SMPL ``body_pose``: refuse a model trained in another convention, and warn
+    (``UserWarning``) when its training data came from another version of the conversion than the one that will
+    convert the take (``runtime.convert.CONVERSION_VERSION``): its scores are then of slightly different poses."""
+    skeleton = prior.manifest.get("skeleton") or {}
+    name = skeleton.get("name")
     if name != "smpl":
         raise ModelError(f"{prior.path}: the model's skeleton is {name!r}, not 'smpl': takes are converted to SMPL "
                          f"body_pose, so they need an SMPL prior (such as the shipped default)")
+    trained = skeleton.get("conversion")
+    if trained and trained != CONVERSION_VERSION:
+        warnings.warn(f"{prior.path}: the model was trained on takes converted by {trained}; this runtime converts "
+                      f"with {CONVERSION_VERSION} (runtime/convert.py), so its scores are of slightly different "
+                      f"poses than it learned from", UserWarning, stacklevel=2)
 
 
 def read_take(src: str | Path, rest_joints: np.ndarray | None = None, skeleton_file: str | Path | None = None,

@@ -60,6 +60,10 @@ def test_figures_follow_their_definitions(result, sets, shared_data):
     if (shared_data / "smpl_reference" / "amass_dev_sample.npz").is_file():
         assert set(result["nn_deg"]) == set(prior.joint_names)
         assert all(0.0 <= d < 60.0 for d in result["nn_deg"].values())
+    if "best_threshold" in result:
+        b = result["best_threshold"]
+        assert 0.0 <= b["real_above_5pct_glitch_threshold"] <= 1.0
+        assert 0.0 <= b["glitched_above_90pct_real_threshold"] <= 1.0
     md = P.markdown(result)
     assert f"tau = 1st percentile of log p on the converted BVH takes = {result['tau']:.1f}" in md
     assert f"{chosen['chosen']} L-BFGS iterations" in md
@@ -73,3 +77,11 @@ def test_record_threshold_keeps_the_model_loadable(result, sets, tmp_path):
     assert rec["tau"] == round(result["tau"], 4) and rec["percentile"] == 1 and len(rec["data_sha256"]) == 64
     assert PosePrior.load(model).manifest["plausibility"] == rec
     assert not [p for p in model.iterdir() if "partial" in p.name]
+
+
+def test_best_threshold_is_the_trade_off_of_any_threshold():
+    real = np.arange(100.0)                                      # 10th percentile 9.9
+    glitched = np.arange(100.0) - 50.0                           # 95th percentile 44.05
+    b = P.best_threshold(real, glitched)
+    assert b["real_above_5pct_glitch_threshold"] == pytest.approx(0.55)      # 45..99 of real above 44.05
+    assert b["glitched_above_90pct_real_threshold"] == pytest.approx(0.40)   # glitched 10..49 above 9.9

@@ -98,6 +98,15 @@ def completion(prior: PosePrior, aa: np.ndarray, mean: np.ndarray, iters: int = 
             "gain": float(1 - err_prior / err_mean)}
 
 
+def best_threshold(real: np.ndarray, glitched: np.ndarray) -> dict[str, float]:
+    """What ANY threshold could do with this model, whatever tau is: the share of ``real`` log p above the
+    threshold that lets 5 % of ``glitched`` through (its 95th percentile), and the share of ``glitched`` above the
+    one that keeps 90 % of ``real`` (its 10th percentile). Issue 10 asks for >= 90 % and <= 5 % at once."""
+    t_glitch, t_real = np.percentile(glitched, 95), np.percentile(real, 10)
+    return {"real_above_5pct_glitch_threshold": float((real > t_glitch).mean()),
+            "glitched_above_90pct_real_threshold": float((glitched > t_real).mean())}
+
+
 def near_data_penalty(prior: PosePrior, aa: np.ndarray, degrees: float = 2.0, seed: int = 0) -> float:
     xi = np.radians(degrees) * np.random.default_rng(seed).standard_normal(aa.shape)
     moved = rotations.axis_angle_to_matrix(aa) @ rotations.axis_angle_to_matrix(xi)
@@ -131,6 +140,10 @@ def evaluate(model: str | Path, data: Path, dev: Path | None, n_complete: int = 
             out["glitched"][f"{src}: {gname}"] = {"n": len(lp), "median": float(np.median(lp)),
                                                  "above_tau": float((lp > tau).mean()),
                                                  "auc": auc(real[src], lp)}
+            if src == "validation (08 + ASF/AMC)" and gname == "3 joints off by 60 deg":
+                glitched_val = lp
+    if "real SMPL (AMASS sample)" in real:
+        out["best_threshold"] = best_threshold(real["real SMPL (AMASS sample)"], glitched_val)
     out["near_data_penalty_2deg"] = near_data_penalty(prior, val)
     mean = chordal_mean(train)
 
@@ -175,6 +188,12 @@ def markdown(r: dict) -> str:
     lines += ["", "| glitched poses | n | median log p | above tau | ROC AUC real vs glitched |", "|---|---|---|---|---|"]
     lines += [f"| {k} | {v['n']} | {v['median']:.3g} | {v['above_tau']:.1%} | {v['auc']:.3f} |"
               for k, v in r["glitched"].items()]
+    if "best_threshold" in r:
+        b = r["best_threshold"]
+        lines += ["", "Any threshold, real SMPL frames vs validation poses with 3 joints off by 60 deg: where 5 % of "
+                  f"the glitches pass, {b['real_above_5pct_glitch_threshold']:.1%} of the real SMPL frames do; where "
+                  f"90 % of the real SMPL frames pass, {b['glitched_above_90pct_real_threshold']:.1%} of the "
+                  "glitches do."]
     lines += ["", f"2-degree near-data penalty (median over validation poses): {r['near_data_penalty_2deg']:.1f} nats",
               "", f"left-arm completion, latent space, {r['completion_iters']['chosen']} L-BFGS iterations (chosen on "
               "validation: gain " + ", ".join(f"{v['gain']:.1%} at {k}" for k, v in
