@@ -468,12 +468,12 @@ def repair(prior: PosePrior, take: Take, joints=None, flagged: bool = False, thr
     else:
         bad = np.flatnonzero(before < tau)
         if len(bad):
-            ctx = np.full((len(bad), 2, J, 6), np.nan, np.float32)   # the observed, unflagged frames around
-            ok = np.zeros(N, bool)
-            ok[np.setdiff1d(np.arange(N), bad)] = True
+            ctx = np.full((len(bad), 2, J, 6), np.nan, np.float32)   # the observed, unflagged frames around,
+            unflagged = np.ones(N, bool)                             # within the same take
+            unflagged[bad] = False
             for i, t in enumerate(bad):
                 for k, u in enumerate((t - 1, t + 1)):
-                    if 0 <= u < N and ok[u] and max(t, u) not in take.starts:
+                    if 0 <= u < N and unflagged[u] and max(t, u) not in take.starts:
                         ctx[i, k] = x[u]
             weight = smooth * take.fps ** 2 if smooth > 0 else 0.0
             mask[bad] = worst_joints(prior, x[bad], max_joints, context=ctx, weight=weight)
