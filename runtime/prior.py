@@ -202,6 +202,14 @@ class PosePrior:
         self.num_joints = int(manifest["num_joints"])
         self.dim = int(manifest["dim"])
         self.masked_joints = tuple(manifest["masked_joints"])
+        skeleton = manifest.get("skeleton") or {}
+        #: the convention the model was trained in ("smpl": smplx body_pose) and the version of
+        #: ``runtime.convert`` that made its training data; None for a model whose manifest does not say
+        self.skeleton: str | None = skeleton.get("name")
+        self.conversion: str | None = skeleton.get("conversion")
+        #: the plausibility threshold recorded at export (``make plausibility PL_RECORD=--record``), or None
+        tau = (manifest.get("plausibility") or {}).get("tau")
+        self.threshold: float | None = None if tau is None else float(tau)
         self.max_chunk_bytes = _check_chunk_bytes(max_chunk_bytes)
         self.providers = sessions["log_prob"].get_providers()
         self._sessions = sessions
@@ -239,8 +247,8 @@ class PosePrior:
         return cls(model_dir, manifest, sessions, max_chunk_bytes)
 
     def __repr__(self) -> str:
-        return f"PosePrior({str(self.path)!r}, dim={self.dim}, masked_joints={list(self.masked_joints)}, " \
-               f"providers={self.providers})"
+        return f"PosePrior({str(self.path)!r}, dim={self.dim}, skeleton={self.skeleton!r}, " \
+               f"conversion={self.conversion!r}, masked_joints={list(self.masked_joints)}, providers={self.providers})"
 
     # --- checks and conversions of the inputs --------------------------------------------------------------------
     def _poses(self, poses, rep: str) -> tuple[np.ndarray, bool]:

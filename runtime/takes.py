@@ -95,12 +95,10 @@ def check_smpl_prior(prior: PosePrior) -> None:
     """The take tools score SMPL ``body_pose``: refuse a model trained in another convention, and warn
     (``UserWarning``) when its training data came from another version of the conversion than the one that will
     convert the take (``runtime.convert.CONVERSION_VERSION``): its scores are then of slightly different poses."""
-    skeleton = prior.manifest.get("skeleton") or {}
-    name = skeleton.get("name")
-    if name != "smpl":
-        raise ModelError(f"{prior.path}: the model's skeleton is {name!r}, not 'smpl': takes are converted to SMPL "
-                         f"body_pose, so they need an SMPL prior (such as the shipped default)")
-    trained = skeleton.get("conversion")
+    if prior.skeleton != "smpl":
+        raise ModelError(f"{prior.path}: the model's skeleton is {prior.skeleton!r}, not 'smpl': takes are converted "
+                         f"to SMPL body_pose, so they need an SMPL prior (such as the shipped default)")
+    trained = prior.conversion
     if trained and trained != CONVERSION_VERSION:
         warnings.warn(f"{prior.path}: the model was trained on takes converted by {trained}; this runtime converts "
                       f"with {CONVERSION_VERSION} (runtime/convert.py), so its scores are of slightly different "

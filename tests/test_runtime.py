@@ -88,6 +88,10 @@ def test_shipped_default_model(aa):
     # converted to SMPL), in SMPL's convention
     assert sorted(training["data_sha256"]) == ["cmu/train.npz", "cmu/val.npz"]
     assert prior.manifest["skeleton"]["name"] == "smpl" and len(prior.manifest["skeleton"]["rest_joints"]) == 22
+    from runtime.convert import CONVERSION_VERSION     # it reports its convention, the conversion and its tau
+    assert (prior.skeleton, prior.conversion) == ("smpl", CONVERSION_VERSION)
+    assert prior.threshold == prior.manifest["plausibility"]["tau"]
+    assert "skeleton='smpl'" in repr(prior) and CONVERSION_VERSION in repr(prior)
     assert (training["config"]["num_layers"], training["config"]["hidden"], training["config"]["depth"]) == (12, 256, 4)
     on_disk = {p.name for p in prior.path.iterdir()}
     required = {g.file for g in GRAPHS.values() if g.required} | {WEIGHTS_FILE, "manifest.json"}
