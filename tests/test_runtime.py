@@ -159,6 +159,14 @@ def test_session_options(prior, tiny_model, poses):
                             allow_spinning=False)
     assert single.providers == ["CPUExecutionProvider"]
     np.testing.assert_allclose(single.log_prob(poses), prior.log_prob(poses), atol=1e-4)
+    # the graphs a latent fit calls in turn stop spinning after a run; the others keep their threads warm
+    from runtime.prior import ALTERNATING
+    for name, sess in prior._sessions.items():
+        stop = sess.get_session_options().get_session_config_entry("session.force_spinning_stop") \
+            if name in ALTERNATING else None
+        assert (stop == "1") == (name in ALTERNATING), name
+    cfg = single._sessions["latent_forward"].get_session_options()
+    assert cfg.get_session_config_entry("session.intra_op.allow_spinning") == "0"
 
 
 # --- inputs ------------------------------------------------------------------------------------------------------
