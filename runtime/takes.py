@@ -120,10 +120,9 @@ def read_take(src: str | Path, rest_joints: np.ndarray | None = None, skeleton_f
 
 def recorded_threshold(prior: PosePrior) -> tuple[float, str] | None:
     """(tau, its definition) from the model's manifest ``plausibility`` record, None when it has none."""
-    rec = prior.manifest.get("plausibility") or {}
-    if "tau" not in rec:
+    if prior.threshold is None:
         return None
-    return float(rec["tau"]), str(rec.get("definition", "tau"))
+    return prior.threshold, str(prior.manifest["plausibility"].get("definition", "tau"))
 
 
 def _threshold(prior: PosePrior, threshold: float | None) -> tuple[float, str]:
