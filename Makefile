@@ -125,3 +125,13 @@ SWEEP ?=
 .PHONY: sweep
 sweep: install
 	$(PY) -m train.cli sweep --data $(DATA) $(foreach s,$(SWEEP),--only $(s))
+
+# take-QA benchmark (runtime/qabench.py): leave-one-subject-out calibration on the held-out takes (cmu_extra, cmu_pose
+# test + val), injected glitches, recall / clean rate / repair / speed. QA_MODELS="DIR1 DIR2": candidate models
+QA_MODELS ?= runtime/models/default
+QA_OUT    ?= reports/qa
+QA_ARGS   ?= --copies 4 --repair-takes 11 --repair-frames 600
+.PHONY: qa-bench
+qa-bench: install
+	OMP_NUM_THREADS=1 $(PY) -m runtime.qabench --shared $(SHARED) --model "$(QA_MODELS)" --out $(QA_OUT) \
+		--figure docs/qa_bench.png $(QA_ARGS)
