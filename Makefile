@@ -125,3 +125,7 @@ SWEEP ?=
 .PHONY: sweep
 sweep: install
 	$(PY) -m train.cli sweep --data $(DATA) $(foreach s,$(SWEEP),--only $(s))
+
+# two tiny trainings on one --out, 20 times with random start offsets: exactly one runs, the directory is consistent
+concurrency-check: install
+	$(PY) tests/concurrent_runs.py --data $(DATA) --repeats 20

@@ -112,6 +112,7 @@ def convert(src: Path, target: str, out: Path, skeleton: Path | None, rest: Path
     from .formats import FormatError
 
     _check_file_out(out, "--out", (".npz",))
+    _check_not_input(src, out)
     if fps is not None and not fps > 0:
         fail(f"--fps {fps}: must be a positive number")
     try:
@@ -141,6 +142,17 @@ def _check_file_out(path: Path | None, option: str, suffixes: tuple[str, ...]) -
         fail(f"{option} {path}: must end in {' or '.join(suffixes)}")
     if path.is_dir() or not path.parent.is_dir():
         fail(f"{option} {path}: {'is a directory' if path.is_dir() else f'folder {path.parent} does not exist'}")
+
+
+def _check_not_input(src: Path, out: Path, option: str = "--out") -> None:
+    """Refuse writing the output onto the input: the same path, or the same file through a link (exit 2)."""
+    import os
+    try:
+        same = os.path.abspath(src) == os.path.abspath(out) or (out.exists() and os.path.samefile(src, out))
+    except OSError:
+        same = False
+    if same:
+        fail(f"{option} {out}: is the input file {src}; it would be overwritten: write to another file")
 
 
 def _check_plot(path: Path | None) -> None:
@@ -273,6 +285,7 @@ def repair(take: Path, out: Path, joints: str | None, flagged: bool, threshold: 
     if threshold is not None and not flagged:
         fail("--threshold: only with --flagged")
     _check_file_out(out, "--out", (".npz",))
+    _check_not_input(take, out)
     _check_plot(plot)
     names = None if joints is None else [n.strip() for n in joints.split(",") if n.strip()]
     bar = _Progress(f"repairing ({space})")

@@ -375,8 +375,8 @@ def convert_file(src: str | Path, rest_joints: np.ndarray, skeleton_file: str | 
             rate = a.get("mocap_framerate")
             stride = frame_stride(rate, fps, str(path))
             trans = a.get("trans", np.zeros((len(a["poses"]), 3)))   # no trans: the root stays at the origin
-            return [{"poses": a["poses"][::stride], "trans": trans[::stride],
-                     "mocap_framerate": np.float64(np.nan if rate is None else rate / stride)}]
+            return [_storable({"poses": a["poses"][::stride], "trans": trans[::stride],
+                               "mocap_framerate": np.float64(np.nan if rate is None else rate / stride)}, str(path))]
     from dataclasses import replace
 
     from .formats import SYNTHETIC_FRAME0
@@ -386,8 +386,24 @@ def convert_file(src: str | Path, rest_joints: np.ndarray, skeleton_file: str | 
     for mm in motions:
         if detect_skeleton(mm) in SYNTHETIC_FRAME0 and len(mm) > 1:   # the converter's T-pose, not a capture
             mm = replace(mm, rotations=mm.rotations[1:], trans=mm.trans[1:])
-        out.append(to_smpl(mm.subsample(fps), rest_joints))
+        try:
+            out.append(_storable(to_smpl(mm.subsample(fps), rest_joints), mm.source))
+        except FormatError as e:     # every message names the file
+            raise e if str(e).startswith(mm.source) else FormatError(f"{mm.source}: {e}") from None
     return out
+
+
+def _storable(take: dict, source: str) -> dict:
+    """``take`` if its poses and trans are finite in float32 (as ``save_amass`` writes them), else a FormatError
+    naming ``source`` and the first bad frame: nothing non-finite is ever written."""
+    for key in ("poses", "trans"):
+        a = np.asarray(take[key], np.float64)
+        bad = ~(np.abs(a) <= np.finfo(np.float32).max).all(axis=1)
+        if bad.any():
+            f = int(np.argmax(bad))
+            raise FormatError(f"{source}: frame {f}: the converted {key} are not finite in float32 ({int(bad.sum())} "
+                              f"frames): the source holds out-of-range values")
+    return take
 
 
 def named_takes(src: str | Path, rest_joints: np.ndarray, skeleton_file: str | Path | None = None,

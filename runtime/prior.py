@@ -40,7 +40,7 @@ import onnxruntime as ort
 
 from . import rotations
 from .manifest import (FORMAT_VERSION, WEIGHTS_FILE, Graph, ModelError, check_graph, present,  # noqa: F401
-                       read_manifest, sha256_file, verify_files)
+                       read_manifest, read_verified, sha256_file, verify_files)
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "models" / "default"
 REPS = ("6d", "matrix", "axis_angle")
@@ -249,13 +249,17 @@ class PosePrior:
             raise ModelError(f"{model_dir}: no model directory here{hint}")
         manifest = read_manifest(model_dir, GRAPHS.values())
         graphs = present(manifest, GRAPHS.values())
-        verify_files(model_dir, manifest, [g.file for g in graphs] + [WEIGHTS_FILE])
+        # the bytes checked are the bytes run: each file is read once, hashed, and handed to onnxruntime from memory
+        # (the graphs' external data "weights.bin" included), so a file replaced meanwhile cannot slip in
+        blobs = read_verified(model_dir, manifest, [g.file for g in graphs] + [WEIGHTS_FILE])
+        weights = np.frombuffer(blobs[WEIGHTS_FILE], np.uint8)
         providers = default_providers() if providers is None else list(providers)
         sessions = {}
         for g in graphs:
             options = session_options(intra_op_num_threads, allow_spinning, stop_spinning=g.name in ALTERNATING)
+            options.add_external_initializers_from_files_in_memory([WEIGHTS_FILE], [weights], [len(weights)])
             try:
-                sessions[g.name] = ort.InferenceSession(str(model_dir / g.file), options, providers=providers)
+                sessions[g.name] = ort.InferenceSession(blobs[g.file], options, providers=providers)
             except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
                 raise ModelError(f"{model_dir / g.file}: onnxruntime cannot load it ({e})") from None
             check_graph(model_dir / g.file, sessions[g.name], g, manifest)

@@ -15,6 +15,7 @@ from pathlib import Path
 import click
 
 from runtime.cli import check_out, fail as _fail
+from runtime.locking import OutputLocked, hold
 
 
 @click.group()
@@ -40,6 +41,14 @@ def _overridden(cfg, overrides: tuple[str, ...], epochs: int | None):
     if epochs is not None:
         cfg = dataclasses.replace(cfg, epochs=epochs)
     return cfg
+
+
+def _hold(out: Path, command: str) -> None:
+    """Take ``out``'s lock for this process's life (``runtime.locking.hold``); exit 2 when another process holds it."""
+    try:
+        hold(out, command)
+    except OutputLocked as e:
+        _fail(str(e))
 
 
 def _leftovers(out: Path) -> list[Path]:
@@ -83,6 +92,8 @@ def train(data_dir, out, model, config_spec, epochs, max_steps, max_minutes, res
     if max_minutes is not None and not max_minutes > 0:
         _fail(f"--max-minutes {max_minutes}: must be > 0")
     check_out(out)
+    if nproc is None and distributed.is_main():   # one run per --out, for the run's whole life (rank 0 writes it)
+        _hold(out, "train")
     try:
         if resume:
             if not (out / "config.json").is_file():
@@ -171,6 +182,7 @@ def export_command(run_dir, out, which, onnx_only):
     from export import export_model
 
     check_out(out)
+    _hold(out, "export")
     try:
         manifest = export_model(run_dir, out, which, torch_artifacts=not onnx_only)
     except (OSError, ValueError) as e:

@@ -33,6 +33,8 @@ from .motion import FormatError, Motion, atomic_write, euler_matrix, matrix_to_e
 
 #: metres per unit tried for a skeleton that ``skeleton_of`` does not know: m, cm, mm, inch, cgspeed (1/0.45 inch)
 CANDIDATE_UNITS_M = {"m": 1.0, "cm": 0.01, "mm": 0.001, "inch": 0.0254, "cgspeed": 0.0254 / 0.45}
+#: largest |channel value| of a frame (degrees, or file units for positions): beyond it a value is corrupt
+MAX_CHANNEL = 1e7
 #: adult zero-pose heights (m) accepted when guessing the unit
 HEIGHT_RANGE_M = (1.0, 2.3)
 
@@ -162,6 +164,11 @@ def _parse_motion(lines: list[str], start: int, n_chan: int, src: str) -> tuple[
             raise FormatError(f"{src}: line {line}: frame {f} holds a non-numeric value") from None
         if not np.isfinite(motion[f]).all():
             raise FormatError(f"{src}: line {line}: frame {f} holds NaN or inf")
+    big = (np.abs(motion) > MAX_CHANNEL).any(axis=1)
+    if big.any():
+        f = int(np.argmax(big))
+        raise FormatError(f"{src}: line {data[f][0]}: frame {f} holds {motion[f][np.argmax(np.abs(motion[f]))]:.4g}, "
+                          f"beyond the +-{MAX_CHANNEL:g} (degrees or file units) a channel may hold: a corrupt value")
     return motion, frame_time, [line for line, _ in data]
 
 

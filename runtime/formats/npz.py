@@ -51,13 +51,30 @@ def read_npz(path: str | Path) -> dict[str, np.ndarray]:
                           f"({type(e).__name__}: {e})") from None
 
 
-def _finite_frames(a: np.ndarray, what: str, src: str) -> np.ndarray:
+#: largest |value| accepted in a pose file: rotation vectors (radians) and root translations (metres); beyond them
+#: a value is not a pose (and 1e39 is not even a float32)
+MAX_ANGLE_RAD = 1e3
+MAX_TRANS_M = 1e5
+
+
+def _finite_frames(a: np.ndarray, what: str, src: str, bound: float | None = None, unit: str = "") -> np.ndarray:
+    """``a`` as float64, every frame finite and (``bound``) within ``|value| <= bound``; FormatError naming the
+    file, the first bad frame and the value."""
     if not np.issubdtype(a.dtype, np.floating) and not np.issubdtype(a.dtype, np.integer):
         raise FormatError(f"{src}: {what} has dtype {a.dtype}, expected numbers")
-    a = a.astype(np.float64)
-    bad = ~np.isfinite(a.reshape(len(a), -1)).all(axis=1)
+    with np.errstate(over="ignore", invalid="ignore"):
+        a = a.astype(np.float64)
+    flat = a.reshape(len(a), -1)
+    bad = ~np.isfinite(flat).all(axis=1)
     if bad.any():
         raise FormatError(f"{src}: frame {int(np.argmax(bad))}: {what} holds NaN or inf ({int(bad.sum())} frames)")
+    if bound is not None:
+        big = (np.abs(flat) > bound).any(axis=1)
+        if big.any():
+            f = int(np.argmax(big))
+            v = flat[f][np.argmax(np.abs(flat[f]))]
+            raise FormatError(f"{src}: frame {f}: {what} holds {v:.4g}, beyond the +-{bound:g}{unit} a pose file may "
+                              f"hold ({int(big.sum())} frames): a corrupt value")
     return a
 
 
@@ -90,7 +107,8 @@ def read_shared_npz(path: str | Path) -> list[Motion]:
     for k, shape in (("root_orient", (n, 3)), ("trans", (n, 3))):
         if d[k].shape != shape:
             raise FormatError(f"{src}: {k} has shape {d[k].shape}, expected {shape}")
-    rot, root, trans = (_finite_frames(d[k], k, src) for k in ("rotations", "root_orient", "trans"))
+    rot, root, trans = (_finite_frames(d[k], k, src, *b) for k, b in (
+        ("rotations", (MAX_ANGLE_RAD, " rad")), ("root_orient", (MAX_ANGLE_RAD, " rad")), ("trans", (MAX_TRANS_M, " m"))))
     if "parents" in d and tuple(d["parents"].tolist()) != PARENTS:
         raise FormatError(f"{src}: parents {d['parents'].tolist()} are not SMPL's {list(PARENTS)}")
     seq = d["sequence"].astype(np.int64) if "sequence" in d else np.zeros(n, np.int64)
@@ -130,14 +148,14 @@ def read_amass(path: str | Path) -> dict:
     if poses.ndim != 2 or poses.shape[1] not in POSE_WIDTHS or len(poses) == 0:
         raise FormatError(f"{src}: 'poses' has shape {poses.shape}, expected (T > 0, W) with W in "
                           + ", ".join(f"{w} ({m})" for w, m in POSE_WIDTHS.items()))
-    poses = _finite_frames(poses, "poses", src)
+    poses = _finite_frames(poses, "poses", src, MAX_ANGLE_RAD, " rad")
     if poses.shape[1] != 72:
         poses = np.concatenate([poses[:, :66], np.zeros((len(poses), 6))], axis=1)
     out: dict = {"poses": poses}
     if "trans" in d:
         if d["trans"].shape != (len(poses), 3):
             raise FormatError(f"{src}: 'trans' has shape {d['trans'].shape}, expected ({len(poses)}, 3)")
-        out["trans"] = _finite_frames(d["trans"], "trans", src)
+        out["trans"] = _finite_frames(d["trans"], "trans", src, MAX_TRANS_M, " m")
     rate = _rate(d, RATE_KEYS, src)
     if rate is not None:
         out["mocap_framerate"] = rate
