@@ -62,7 +62,7 @@ import numpy as np
 from .formats import JOINT_MAPS, FormatError, Motion, detect_skeleton, forward_kinematics, frame_stride, read_motion
 from .formats.joint_maps import END, SMPL_NAMES, validate_joint_map
 from .formats.motion import atomic_write
-from .formats.npz import RATE_KEYS
+from .formats.npz import RATE_KEYS, read_npz
 from .rotations import PARENTS, axis_angle_to_matrix, matrix_to_axis_angle
 
 CONVERSION_VERSION = "smpl-segments-2"
@@ -143,10 +143,13 @@ def load_rest_joints(source: str | Path | None = None) -> np.ndarray:
     from .prior import DEFAULT_MODEL_DIR
     path = Path(DEFAULT_MODEL_DIR if source is None else source)
     if path.suffix == ".npz":
-        with np.load(path, allow_pickle=False) as z:
-            if "rest_joints" not in z:
-                raise FormatError(f"{path}: no 'rest_joints' array")
+        z = read_npz(path)                       # FormatError naming the file for anything that is not an npz
+        if "rest_joints" not in z:
+            raise FormatError(f"{path}: no 'rest_joints' array")
+        try:
             rest = np.asarray(z["rest_joints"], float)
+        except (TypeError, ValueError):
+            raise FormatError(f"{path}: rest_joints has dtype {z['rest_joints'].dtype}, expected numbers") from None
     else:
         try:
             skel = json.loads((path / "manifest.json").read_text())["skeleton"]
@@ -154,9 +157,28 @@ def load_rest_joints(source: str | Path | None = None) -> np.ndarray:
         except (OSError, KeyError, TypeError, ValueError) as e:
             raise FormatError(f"{path}: no SMPL skeleton recorded in manifest.json ({e}); pass rest_joints "
                               f"explicitly (an .npz with 'rest_joints')") from None
+    return check_rest_joints(rest, str(path))
+
+
+#: shortest bone (m) of a rest skeleton: SMPL's shortest is about 5 cm (measured on the shipped model's); a bone
+#: shorter than this has no direction, and every segment matched to it converts wrong without a word
+MIN_BONE_M = 0.005
+
+
+def check_rest_joints(rest, source: str) -> np.ndarray:
+    """``rest`` (22+, 3) as float64 (22, 3), finite, every bone (joint k minus its parent, k = 1..21) at least
+    ``MIN_BONE_M`` long; else a FormatError naming ``source`` and the bone."""
+    rest = np.asarray(rest, float)
     if rest.ndim != 2 or rest.shape[0] < 22 or rest.shape[1] != 3 or not np.isfinite(rest).all():
-        raise FormatError(f"{path}: rest_joints must be finite (22+, 3), got {rest.shape}")
-    return rest[:22]
+        raise FormatError(f"{source}: rest_joints must be finite (22+, 3), got {rest.shape}")
+    rest = rest[:22]
+    length = np.linalg.norm(rest[1:] - rest[_PAR[1:]], axis=1)
+    short = np.flatnonzero(length < MIN_BONE_M)
+    if len(short):
+        k = int(short[0]) + 1
+        raise FormatError(f"{source}: rest_joints: the bone {SMPL_NAMES[PARENTS[k]]} -> {SMPL_NAMES[k]} is "
+                          f"{length[k - 1]:.3g} m long ({len(short)} bones under {MIN_BONE_M} m): not a skeleton")
+    return rest
 
 
 def _source_globals(m: Motion, joint_map: dict[str, str], orient: dict[str, str] | None = None
@@ -461,7 +483,7 @@ def convert(src: str | Path, out: str | Path, rest_joints: np.ndarray | None = N
     AMASS-style file (``save_amass``). ``rest_joints`` default: the skeleton recorded in the shipped model's
     manifest. Returns a summary (takes, frames, fps, the source skeleton)."""
     src = Path(src)
-    rest = load_rest_joints() if rest_joints is None else np.asarray(rest_joints, float)
+    rest = load_rest_joints() if rest_joints is None else check_rest_joints(rest_joints, "rest_joints")
     takes = named_takes(src, rest, skeleton_file, fps)
     save_amass(takes, rest, out)
     return {"source": str(src), "out": str(out), "takes": len(takes), "frames": int(sum(len(t["poses"]) for *_, t in takes)),

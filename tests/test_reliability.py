@@ -245,3 +245,137 @@ def test_case06_load_runs_the_bytes_it_checked(tmp_path):
         replacer.wait()
     print(f"case 6: {ok} loads ran the checked weights, {refused} refused, 0 wrong")
     assert ok > 0 and refused > 0
+
+
+# ---- 7-12: one line instead of a traceback -----------------------------------------------------------------------
+def deep_bvh(path: Path, n: int = 1000) -> Path:
+    """A BVH of ``n`` joints, each the child of the one before (1.7 units tall)."""
+    lines = ["HIERARCHY", "ROOT j0", "{", "OFFSET 0 0 0",
+             "CHANNELS 6 Xposition Yposition Zposition Zrotation Xrotation Yrotation"]
+    for i in range(1, n):
+        lines += [f"JOINT j{i}", "{", f"OFFSET 0 {1.7 / n} 0", "CHANNELS 3 Zrotation Xrotation Yrotation"]
+    lines += ["End Site", "{", "OFFSET 0 0.001 0", "}"] + ["}"] * n
+    lines += ["MOTION", "Frames: 2", "Frame Time: 0.0333333"] + [" ".join(["0"] * (3 + 3 * n))] * 2
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def small_shared(shared_data: Path, path: Path, **changes) -> Path:
+    """The first 60 frames of CMU's shared-format test split (one sequence), with ``changes`` applied."""
+    with np.load(shared_data / "cmu_pose" / "test.npz") as d:
+        a = {k: d[k] for k in d.files}
+    for k in ("rotations", "root_orient", "trans", "frame_index", "sequence", "subject"):
+        a[k] = a[k][:60]
+    a.update(changes)
+    np.savez(path, **a)
+    return path
+
+
+def test_case07_deeply_nested_bvh_reads_and_refuses_in_one_line(shared_data, tmp_path):
+    """Reproducer: a BVH with 1,000 nested joints gave ``RecursionError`` in convert / score / train. Now the
+    HIERARCHY is parsed with a stack: the file reads (1,000 joints, round trip through ``write_bvh``), and the
+    commands refuse the unknown skeleton in one line."""
+    src = deep_bvh(tmp_path / "deep.bvh")
+    m = read_bvh(src)
+    assert len(m.names) == 1000 and m.parents[999] == 998
+    from runtime.formats import write_bvh
+    back = read_bvh(write_bvh(m, tmp_path / "back.bvh", unit_m=1.0), unit_m=1.0)
+    assert back.names == m.names
+    one_line_error(poseprior("convert", src, "--out", tmp_path / "o.npz"), src)
+    one_line_error(poseprior("score", src), src)
+    for split in ("train", "val"):
+        (tmp_path / "data" / split).mkdir(parents=True)
+        shutil.copy(src, tmp_path / "data" / split / "deep.bvh")
+    one_line_error(poseprior("train", "--data", tmp_path / "data", "--out", tmp_path / "run", "--config", "tiny"),
+                   "deep.bvh")
+    assert not (tmp_path / "run").exists()
+
+
+def npy_member(header_shape, payload: bytes, descr: str = "<f8") -> bytes:
+    import io
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": descr, "fortran_order": False, "shape": header_shape})
+    return buf.getvalue() + payload
+
+
+def test_case08_npy_header_larger_than_the_file_is_refused(tmp_path):
+    """Reproducer: a 1 KB npz whose .npy header claims (10^12, 72) raised ``_ArrayMemoryError`` ("524 TiB").
+    Now the header's shape is checked against the member's size before anything is allocated."""
+    import zipfile
+    src = tmp_path / "huge.npz"
+    with zipfile.ZipFile(src, "w") as z:
+        z.writestr("poses.npy", npy_member((10 ** 12, 72), b"\0" * 800))
+        z.writestr("mocap_framerate.npy", npy_member((), np.float64(120).tobytes()))
+    assert src.stat().st_size < 2048
+    for cmd in (("score", src), ("convert", src, "--out", tmp_path / "o.npz")):
+        r = poseprior(*cmd)
+        one_line_error(r, src, "poses.npy", "claims shape (1000000000000, 72)")
+        assert "MemoryError" not in r.stderr
+
+
+def test_case09_malformed_members_are_refused_in_one_line(shared_data, tmp_path):
+    """Reproducer: an npz member ``poses.npy`` that is not .npy, or a shared npz with 0-d ``parents`` or 0-d
+    ``sequence_names``, raised AttributeError / TypeError (also through ``demo --data``). Now: one line naming
+    the file and the member."""
+    import zipfile
+    junk = tmp_path / "junk.npz"
+    with zipfile.ZipFile(junk, "w") as z:
+        z.writestr("poses.npy", b"this is not a numpy array at all, just text" * 4)
+    one_line_error(poseprior("score", junk), junk, "poses.npy", "not a .npy array")
+    for key, value in (("parents", np.array(3)), ("sequence_names", np.array("seq"))):
+        src = small_shared(shared_data, tmp_path / f"zero_d_{key}.npz", **{key: value})
+        one_line_error(poseprior("convert", src, "--out", tmp_path / "o.npz"), src, key, "1-d")
+        one_line_error(poseprior("demo", "--data", src, "--out", tmp_path / "demo.png"), src, key)
+
+
+def test_case10_rest_file_that_is_not_a_zip(shared_data, tmp_path):
+    """Reproducer: ``convert --rest FILE`` with a FILE that starts like a zip but is not one raised
+    ``zipfile.BadZipFile``. Now one line naming the file."""
+    rest = tmp_path / "rest.npz"
+    rest.write_bytes(b"PK\x03\x04" + b"\x00" * 200)
+    src = shared_data / "cmu_extra" / "bvh_3dsmax" / "131_01.bvh"
+    one_line_error(poseprior("convert", src, "--rest", rest, "--out", tmp_path / "o.npz"), rest, "not a valid")
+
+
+def test_case11_absurd_frame_rates_are_refused_when_reading(shared_data, tmp_path):
+    """Reproducer: BVH ``Frame Time: 1e-300`` then ``repair`` raised ``OverflowError`` at ``fps ** 2``; a rate
+    of 1e20 skipped smoothing silently. Now ``read_bvh`` (and every reader: ``Motion``, npz rates) refuses a rate
+    outside ``FPS_RANGE``, and the commands say so in one line."""
+    src = shared_data / "cmu_extra" / "bvh_3dsmax" / "131_01.bvh"
+    lines = src.read_text().splitlines()
+    k = next(i for i, ln in enumerate(lines) if ln.startswith("Frame Time"))
+    for ft in ("1e-300", "1e-20"):
+        bad = with_line(src, tmp_path / f"ft{ft}.bvh", k, f"Frame Time: {ft}")
+        with pytest.raises(FormatError, match="Frame Time .* frame rate of"):
+            read_bvh(bad)
+        one_line_error(poseprior("repair", bad, "--flagged", "--out", tmp_path / "o.npz"), bad, "Frame Time")
+    a = dict(np.load(shared_data / "smpl_reference" / "amass_dev_sample.npz"))
+    a["mocap_framerate"] = np.float64(1e20)
+    np.savez(tmp_path / "rate.npz", **a)
+    one_line_error(poseprior("score", tmp_path / "rate.npz"), "rate.npz", "mocap_framerate")
+
+
+def test_case12_errors_name_the_file(shared_data, tmp_path):
+    """Reproducers: a Daz BVH with all-zero offsets ("the zero pose's hips coincide..." without the file); a
+    shared npz with a string ``subject`` ("invalid literal for int()"); an AMASS value of 1e300 given to
+    ``score`` ("poses contain NaN or inf", misleading, with about 9 warning lines); training on an AMASS file with
+    one value of 1e39 ("training diverged: loss nan at step 0"). Now each is one line naming the file."""
+    daz = shared_data / "cmu_extra" / "bvh_daz_style" / "11_01.bvh"
+    text = "\n".join("OFFSET 0 0 0" if ln.strip().startswith("OFFSET") else ln
+                     for ln in daz.read_text().splitlines())
+    (tmp_path / "zero.bvh").write_text(text + "\n")
+    one_line_error(poseprior("convert", tmp_path / "zero.bvh", "--out", tmp_path / "o.npz"), "zero.bvh")
+    src = small_shared(shared_data, tmp_path / "strsubj.npz", subject=np.full(60, "abc"))
+    one_line_error(poseprior("convert", src, "--out", tmp_path / "o.npz"), src, "subject")
+    a = dict(np.load(shared_data / "smpl_reference" / "amass_dev_sample.npz"))
+    a["poses"] = a["poses"].copy()
+    a["poses"][11, 20] = 1e300
+    np.savez(tmp_path / "far.npz", **a)
+    one_line_error(poseprior("score", tmp_path / "far.npz"), "far.npz", "frame 11", "1e+300")
+    a["poses"][11, 20] = 1e39
+    for split in ("train", "val"):
+        (tmp_path / "data" / split).mkdir(parents=True)
+    np.savez(tmp_path / "data" / "train" / "bad.npz", **a)
+    shutil.copy(shared_data / "smpl_reference" / "amass_dev_sample.npz", tmp_path / "data" / "val" / "good.npz")
+    one_line_error(poseprior("train", "--data", tmp_path / "data", "--out", tmp_path / "run", "--config", "tiny"),
+                   "bad.npz", "frame 11")

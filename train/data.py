@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from runtime.formats import FormatError
-from runtime.formats.npz import npz_keys, read_npz as _read_npz
+from runtime.formats.npz import MAX_ANGLE_RAD, npz_keys, read_npz as _read_npz
 from runtime.prior import sha256_file  # noqa: F401  (re-exported for the loaders)
 from runtime.rotations import mirror_axis_angle
 
@@ -95,6 +95,10 @@ def check_rotations(rot: np.ndarray, source: str) -> np.ndarray:
     bad = ~np.isfinite(rot).all(axis=(1, 2))
     if bad.any():
         raise DataError(f"{source}: {int(bad.sum())} poses contain NaN or inf (first at index {int(np.argmax(bad))})")
+    big = (np.abs(rot) > MAX_ANGLE_RAD).any(axis=(1, 2))
+    if big.any():
+        raise DataError(f"{source}: {int(big.sum())} poses hold rotation vectors beyond +-{MAX_ANGLE_RAD:g} rad "
+                        f"(first at index {int(np.argmax(big))}): a corrupt value")
     return rot.astype(np.float32, copy=False)
 
 

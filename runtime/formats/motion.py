@@ -43,6 +43,21 @@ _AXES = {"x": 0, "y": 1, "z": 2}
 #: conversion would overflow float32)
 MAX_TRANS_M = 1e5
 MAX_OFFSET_M = 100.0
+#: frame rates (Hz) a take may have: beyond them a rate is corrupt (a BVH ``Frame Time: 1e-300`` is 1e300 fps,
+#: whose square overflows the smoothing weight ``fps^2``)
+FPS_RANGE = (0.1, 10_000.0)
+
+
+def check_fps(fps: float, src: str, what: str = "frame rate") -> float:
+    """``fps`` as a float if it is a number within ``FPS_RANGE``, else a FormatError naming ``src``."""
+    try:
+        fps = float(fps)
+    except (TypeError, ValueError):
+        raise FormatError(f"{src}: {what} {fps!r} is not a number") from None
+    if not (np.isfinite(fps) and FPS_RANGE[0] <= fps <= FPS_RANGE[1]):
+        raise FormatError(f"{src}: {what} {fps:g} Hz is outside {FPS_RANGE[0]:g}-{FPS_RANGE[1]:g} Hz: a corrupt "
+                          f"value")
+    return fps
 #: largest ``runtime.rotations.rotation_error`` a ``Motion`` rotation may have (float32 sources reach ~1e-7)
 ROTATION_TOL = 1e-5
 
@@ -220,8 +235,7 @@ class Motion:
             f, j = np.unravel_index(int(np.argmax(err > ROTATION_TOL)), err.shape)
             raise FormatError(f"{src}: frame {f}: rotation of joint {self.names[j]} is not a rotation matrix "
                               f"(|R^T R - I| or det < 0: {err[f, j]:.2g})")
-        if not (np.isfinite(self.fps) and self.fps > 0):
-            raise FormatError(f"{src}: frame rate {self.fps} must be a positive number")
+        check_fps(self.fps, src)
         if self.up not in ("x", "y", "z"):
             raise FormatError(f"{src}: up axis {self.up!r} must be 'x', 'y' or 'z'")
         sites = {str(k): np.asarray(v, dtype=np.float64) for k, v in self.end_sites.items()}
