@@ -1,8 +1,8 @@
-"""Export a trained pose prior: five ONNX graphs sharing one weights file, a manifest, and torch-native copies
+"""Export a trained pose prior: six ONNX graphs sharing one weights file, a manifest, and torch-native copies
 (``.pt2``, TorchScript). Needs torch; the runtime that loads the result (``runtime``) does not.
 
     from export import export_model
-    export_model("runs/paper-cmu", "models/paper-cmu")      # or: poseprior export runs/paper-cmu --out models/paper-cmu
+    export_model("runs/smpl", "models/smpl")      # or: poseprior export runs/smpl --out models/smpl
 
 Without torch ``import export`` raises ImportError saying what to install.
 """

@@ -25,7 +25,6 @@ TORCH_COMMANDS = {
     "export": "Export a trained flow: ONNX graphs + shared weights + manifest (and .pt2, TorchScript).",
     "evaluate": "Evaluate an exported flow and the baselines: KS, FID, APD, NN distance, figures.",
     "fit-bench": "Downstream fitting benchmark: part completion, sparse-effector IK, denoising.",
-    "sweep": "Ablations + hyper-parameter sweep judged on validation.",
     "bench": "Median latency of every graph: onnxruntime vs torch eager.",
 }
 

@@ -1,6 +1,6 @@
 """``PosePrior``: the exported pose prior run with onnxruntime and numpy only (no torch).
 
-A model directory (written by ``poseprior export``) holds four ONNX graphs sharing one weights file, plus
+A model directory (``poseprior export``) holds six ONNX graphs (the five below and ``encode``: poses -> z, log_prob)
 ``manifest.json`` (sha256 of every file, joint names, conventions, dimensions, training record):
 
 =================== ============================ =====================================================

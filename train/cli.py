@@ -201,37 +201,6 @@ def bench_command(model_dir, reps, threads, out):
         _fail(str(e))
 
 
-@main.command("sweep")
-@click.option("--data", "data_dir", type=click.Path(path_type=Path), default=Path("../shared/data/cmu_pose"),
-              show_default=True, help="Data folder with train.npz, val.npz (test.npz is not read).")
-@click.option("--only", multiple=True, help="Settings to run (default: all, in order); see train/sweep.py.")
-@click.option("--n", type=int, default=3000, show_default=True, help="Samples per setting for the validation KS.")
-@click.option("--max-minutes", type=float, default=30.0, show_default=True, help="Time cap per training run.")
-def sweep_command(data_dir, only, n, max_minutes):
-    """Ablations + hyper-parameter sweep judged on validation: runs/sweep-*, reports/sweep/report.md."""
-    from .sweep import SETTINGS, sweep
-
-    from .data import DataError
-
-    unknown = set(only) - set(SETTINGS)
-    if unknown:
-        _fail(f"--only: unknown sweep settings {sorted(unknown)}; known: {', '.join(SETTINGS)}")
-    if n < 2:
-        _fail(f"--n {n}: must be at least 2")
-    if not max_minutes > 0:
-        _fail(f"--max-minutes {max_minutes}: must be > 0")
-    for name in ("train.npz", "val.npz"):
-        if not (data_dir / name).is_file():
-            _fail(f"--data {data_dir}: no {name} (the sweep reads train.npz and val.npz)")
-    for folder in ("runs", "models", "reports/sweep"):
-        check_out(Path(folder), "output folder")
-    try:
-        sweep(data_dir, list(only) or list(SETTINGS), n=n, max_minutes=max_minutes)
-    except (DataError, OSError, ValueError, FloatingPointError) as e:
-        _fail(str(e))
-    click.echo(Path("reports/sweep/report.md").read_text())
-
-
 @main.command("evaluate")
 @click.argument("model_dir", type=click.Path(path_type=Path))
 @click.option("--data", required=True, type=click.Path(path_type=Path),
@@ -280,8 +249,8 @@ def evaluate_command(model_dir, data, out, n, train_path, baselines, seed, ablat
               help="Validation split for tuning the prior weights (default: val.npz beside --data).")
 @click.option("--train", "train_path", type=click.Path(path_type=Path), default=None,
               help="Train split, for the mean pose that starts completion and IK (default: train.npz beside --data).")
-@click.option("--vposer", type=click.Path(path_type=Path), default=Path("runs/vposer-cmu"), show_default=True)
-@click.option("--gmm", type=click.Path(path_type=Path), default=Path("runs/gmm-cmu"), show_default=True)
+@click.option("--vposer", type=click.Path(path_type=Path), default=Path("runs/smpl-vposer"), show_default=True)
+@click.option("--gmm", type=click.Path(path_type=Path), default=Path("runs/smpl-gmm"), show_default=True)
 @click.option("--hypotheses", type=int, default=10, show_default=True, help="Completion starts per pose.")
 @click.option("--threads", type=int, default=1, show_default=True,
               help="torch threads (1: on a shared CPU a bigger pool spins and runs many times slower).")

@@ -341,8 +341,8 @@ def load_priors(model_dir: Path, vposer_path: Path, gmm_path: Path, check_poses:
 
 # --- the benchmark -----------------------------------------------------------------------------------------------
 def run(model_dir: Path, test_path: Path, out: Path, cfg: BenchConfig, val_path: Path | None = None,
-        train_path: Path | None = None, vposer_path: Path = Path("runs/vposer-cmu"),
-        gmm_path: Path = Path("runs/gmm-cmu"), threads: int = 1, log=print) -> dict:
+        train_path: Path | None = None, vposer_path: Path = Path("runs/smpl-vposer"),
+        gmm_path: Path = Path("runs/smpl-gmm"), threads: int = 1, log=print) -> dict:
     threads_before = torch.get_num_threads()
     torch.set_num_threads(threads)   # one thread per process: a shared CPU makes torch's pool spin badly
     try:
