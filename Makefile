@@ -18,7 +18,7 @@ MINUTES ?= 60
 # MANIFEST.json with the sha256 of every source and output (never committed; about 2 min on 2 cores)
 data: $(SMPL)/MANIFEST.json
 $(SMPL)/MANIFEST.json: | install
-	$(PY) -m train.smpl_data --shared $(SHARED) --out $(SMPL)
+	$(PY) -m runtime.tools.smpl_data --shared $(SHARED) --out $(SMPL)
 
 install: $(STAMP)
 $(STAMP): pyproject.toml
@@ -46,7 +46,7 @@ default-model: install
 	$(PY) -m train.cli export $(RUN) --out runtime/models/default --onnx-only
 
 demo: install
-	$(PY) -m runtime.demo --out demo.png
+	$(PY) -m runtime.demo --out demo.png --data $(SHARED)cmu_pose/test.npz --smpl $(SHARED)smpl_reference/amass_dev_sample.npz
 
 bindings: install
 	bash bindings_tests/build.sh
@@ -54,11 +54,11 @@ bindings: install
 # BENCH_MODEL=models/NAME: bench that model directory instead of the shipped default
 bench: install data
 	$(PY) -m train.cli bench $(BENCH_MODEL)
-	$(PY) -m export.fitbench_rt $(or $(BENCH_MODEL),runtime/models/default) --threads 1 --data $(SMPL)/cmu/test.npz   # runtime.fit.denoise poses/s
+	$(PY) -m runtime.tools.fitbench_rt $(or $(BENCH_MODEL),runtime/models/default) --threads 1 --data $(SMPL)/cmu/test.npz   # runtime.fit.denoise poses/s
 
 # peak RSS of every graph on 200,000 inputs (fresh interpreter each, /usr/bin/time -v), chunked == one call
 bench-memory: install
-	$(PY) -m runtime.membench
+	$(PY) -m runtime.tools.membench
 
 # training throughput (poses/s) of 1 process and of torchrun with 1 and 2 processes (train/trainbench.py)
 train-bench: install $(if $(filter $(SMPL)/%,$(DATA)),data,)
@@ -98,13 +98,14 @@ runs/%/best.pt: | install
 	cp build/retrain/$*/best.pt $@
 
 # is it an SMPL prior? real SMPL frames vs glitched copies, unseen takes, left-arm completion, NN distances
-# (train/evaluation/plausibility.py); PL_RECORD=--record stores the threshold tau in the model's manifest
+# (runtime/tools/plausibility.py); PL_RECORD=--record stores the threshold tau in the model's manifest
 PL_MODEL ?= runtime/models/default
 PL_OUT   ?= reports/smpl
 PL_RECORD ?=
 .PHONY: plausibility noncommercial
 plausibility: install data
-	$(PY) -m train.evaluation.plausibility $(PL_MODEL) --data $(SMPL)/cmu --out $(PL_OUT) $(PL_RECORD)
+	$(PY) -m runtime.tools.plausibility $(PL_MODEL) --data $(SMPL)/cmu --dev $(SHARED)smpl_reference/amass_dev_sample.npz \
+		--out $(PL_OUT) $(PL_RECORD)
 
 # the NON-COMMERCIAL model (CC BY-NC 4.0: Bandai Namco data): CMU + Bandai in SMPL convention, the default's recipe
 # with Bandai's constant virtual spine2 masked; not shipped. Evaluated beside the default in reports/smpl-cmu-bandai

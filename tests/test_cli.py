@@ -17,11 +17,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 
+from export.cli import main as torch_commands
 from runtime.cli import TORCH_COMMANDS
 from runtime.cli import main as poseprior
-from train.cli import main as torch_commands
 from train.config import ACTIVATIONS, load_config
 from train.coupling import ACTIVATIONS as COUPLING_ACTIVATIONS
 from train.data import PoseSet
@@ -29,7 +29,7 @@ from train.rotations import JOINT_NAMES
 from train.trainer import check_no_constant_joints, train
 
 
-def run_cli(*args) -> "click.testing.Result":
+def run_cli(*args) -> Result:
     return CliRunner().invoke(poseprior, [str(a) for a in args])
 
 

@@ -16,7 +16,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -78,7 +77,7 @@ def child(model: str | None, case: str, n: int, check: int, out: str) -> None:
 def measure(model: str | None, case: str, n: int, check: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "out.npz")
-        cmd = ["/usr/bin/time", "-v", sys.executable, "-m", "runtime.membench", "--child", case, "--n", str(n),
+        cmd = ["/usr/bin/time", "-v", sys.executable, "-m", "runtime.tools.membench", "--child", case, "--n", str(n),
                "--check", str(check), "--out", out] + (["--model", model] if model else [])
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:

@@ -8,7 +8,7 @@ calls included), the process's CPU seconds (on a shared, loaded machine the wall
 with ``--threads 1`` CPU seconds are the work itself), graph calls, and the mean geodesic error (deg, 21 joints)
 to the clean poses before and after. Torch is not imported here.
 
-    python -m export.fitbench_rt MODEL_DIR [MODEL_DIR ...] --data build/smpl/cmu/test.npz
+    python -m runtime.tools.fitbench_rt MODEL_DIR [MODEL_DIR ...] --data build/smpl/cmu/test.npz
 
 The poses must be in the model's convention: the converted test split of ``make data`` (an AMASS-style npz,
 SMPL ``body_pose``) for an SMPL prior; a shared-format npz (``rotations``) for a model trained on one.

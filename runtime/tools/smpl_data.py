@@ -27,8 +27,6 @@ import os
 import shutil
 from pathlib import Path
 
-import numpy as np
-
 from runtime.convert import CONVERSION_VERSION, load_rest_joints, named_takes, save_amass
 from runtime.prior import sha256_file
 
@@ -78,7 +76,7 @@ def build(shared: Path, out: Path, skeleton: Path | None = None, bandai: bool = 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--shared", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
+    ap.add_argument("--shared", type=Path, default=Path("../shared/data"))
     ap.add_argument("--out", type=Path, default=Path("build/smpl"))
     ap.add_argument("--no-bandai", action="store_true", help="skip the non-commercial Bandai set")
     a = ap.parse_args()

@@ -1,4 +1,4 @@
-"""Is it an SMPL prior? Real SMPL poses vs glitched ones, unseen motions, completion: ``poseprior plausibility``.
+"""Is it an SMPL prior? Real SMPL poses vs glitched ones, unseen motions, completion: ``make plausibility``.
 
 With the files of ``make data`` (``build/smpl``) and a model directory, all through the torch-free runtime:
 
@@ -6,10 +6,10 @@ With the files of ``make data`` (``build/smpl``) and a model directory, all thro
   varied, never used for choosing);
 * real poses: the share above ``tau`` of the real SMPL frames (``../shared/data/smpl_reference``, when present), of
   the converted ``cmu_pose`` test subject and of the converted validation set;
-* glitched copies of the validation poses (what settings are chosen on), the real SMPL frames and the test subject (``runtime.demo.corrupt``: 3 joints off by 60
+* glitched copies of the validation poses (what settings are chosen on), the real SMPL frames and the test subject (``runtime.glitch.corrupt``: 3 joints off by 60
   degrees about random axes; both knees bent 80 degrees backwards; uniformly random rotations): their share above
   ``tau`` (should be <= 5 %) and the ROC AUC of log p, real vs glitched;
-* the 2-degree near-data penalty on the validation poses (``train.sweep.near_data_penalty``'s definition);
+* the 2-degree near-data penalty on the validation poses (``near_data_penalty``);
 * left-arm completion (collar, shoulder, elbow, wrist) with ``runtime.fit.complete`` (latent space, from the mean
   arm) against filling the arm with the training mean pose (the chordal mean of each joint's rotations), mean
   geodesic error of the 4 joints, per source file of the BVH takes and the test subject, with the iteration
@@ -20,13 +20,17 @@ With the files of ``make data`` (``build/smpl``) and a model directory, all thro
 """
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
 import numpy as np
 
 from runtime import PosePrior, rotations
-from runtime.demo import corrupt
+from runtime import fit as rfit
+from runtime.formats.motion import atomic_write
+from runtime.glitch import corrupt, knees_backwards, random_rotations
+from runtime.prior import sha256_file
 
 ARM = ("left_collar", "left_shoulder", "left_elbow", "left_wrist")
 #: L-BFGS iteration budgets of the left-arm completion; the one with the best gain on validation is reported
@@ -44,9 +48,14 @@ def body(path: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
 
 def auc(pos: np.ndarray, neg: np.ndarray) -> float:
     """ROC AUC = P(log p of a real pose > log p of a glitched one), ties counted half (Mann-Whitney U / n m)."""
-    from scipy.stats import rankdata
-    r = rankdata(np.concatenate([pos, neg]))
+    r = ranks(np.concatenate([pos, neg]))
     return float((r[:len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
+
+
+def ranks(x: np.ndarray) -> np.ndarray:
+    """1-based ranks of ``x``, ties given their mean rank (``scipy.stats.rankdata``'s "average")."""
+    _, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
+    return (np.cumsum(counts) - (counts - 1) / 2)[inverse]
 
 
 def chordal_mean(aa: np.ndarray) -> np.ndarray:
@@ -61,22 +70,19 @@ def chordal_mean(aa: np.ndarray) -> np.ndarray:
 def nn_table(query: np.ndarray, ref: np.ndarray, stride: int = 1) -> dict[str, float]:
     """Per joint, median over ``query`` poses of the geodesic distance (degrees) to the nearest ``ref`` rotation of
     that joint: ``2 acos max |q . q_ref|`` on unit quaternions."""
-    from scipy.spatial.transform import Rotation
     out = {}
     for j, name in enumerate(rotations.JOINT_NAMES):
-        q = Rotation.from_rotvec(query[:, j]).as_quat()
-        r = Rotation.from_rotvec(ref[::stride, j]).as_quat()
+        q = rotations.matrix_to_quaternion(rotations.axis_angle_to_matrix(query[:, j]))
+        r = rotations.matrix_to_quaternion(rotations.axis_angle_to_matrix(ref[::stride, j]))
         best = np.concatenate([np.abs(q[i:i + 256] @ r.T).max(axis=1) for i in range(0, len(q), 256)])
         out[name] = float(np.median(np.degrees(2 * np.arccos(np.clip(best, 0.0, 1.0)))))
     return out
 
 
 def glitches(aa: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    knees = aa.copy()
-    for j in (rotations.JOINT_NAMES.index("left_knee"), rotations.JOINT_NAMES.index("right_knee")):
-        knees[:, j] = [-1.4, 0.0, 0.0]
-    uniform = rotations.matrix_to_axis_angle(rotations.axis_angle_to_matrix(rng.normal(size=aa.shape) * 2.0))
-    return {"3 joints off by 60 deg": corrupt(aa, rng, 3, 60), "knees bent 80 deg backwards": knees,
+    """The three glitched copies of ``aa`` (``runtime.glitch``), drawn from ``rng`` in this order."""
+    uniform = random_rotations(aa.shape, rng)
+    return {"3 joints off by 60 deg": corrupt(aa, rng, 3, 60), "knees bent 80 deg backwards": knees_backwards(aa),
             "random rotations": uniform}
 
 
@@ -84,7 +90,6 @@ def completion(prior: PosePrior, aa: np.ndarray, mean: np.ndarray, iters: int = 
                ) -> dict[str, float]:
     """Mean geodesic error (degrees) of the left arm's 4 joints: completed by the prior (``runtime.fit.complete``
     from the mean arm, in ``space``) vs the mean pose."""
-    from runtime import fit as rfit
     idx = [rotations.JOINT_NAMES.index(n) for n in ARM]
     R = rotations.axis_angle_to_matrix(aa)
     start = R.copy()
@@ -108,6 +113,8 @@ def best_threshold(real: np.ndarray, glitched: np.ndarray) -> dict[str, float]:
 
 
 def near_data_penalty(prior: PosePrior, aa: np.ndarray, degrees: float = 2.0, seed: int = 0) -> float:
+    """Median over poses of log p(pose) - log p(pose'), pose' = every joint R_j exp([xi_j]x), xi_j ~
+    N(0, (degrees in rad)^2 I_3) (numpy default_rng(seed)): a prior usable near the data keeps it moderate."""
     xi = np.radians(degrees) * np.random.default_rng(seed).standard_normal(aa.shape)
     moved = rotations.axis_angle_to_matrix(aa) @ rotations.axis_angle_to_matrix(xi)
     return float(np.median(prior.log_prob(aa, rep="axis_angle") - prior.log_prob(moved, rep="matrix")))
@@ -167,18 +174,13 @@ def evaluate(model: str | Path, data: Path, dev: Path | None, n_complete: int = 
 def record_threshold(model_dir: Path, tau: float, data: Path) -> None:
     """Store ``tau`` in the model's manifest (atomically; the manifest lists the other files' sha256, and is not
     itself hashed): ``{"tau", "percentile": 1, "definition", "data_sha256"}``."""
-    import os
-
-    from runtime.prior import sha256_file
     path = model_dir / "manifest.json"
     manifest = json.loads(path.read_text())
     manifest["plausibility"] = {"tau": round(tau, 4), "percentile": 1,
                                 "definition": "1st percentile of log p on unseen, varied CMU takes (cmu_extra BVH: "
                                               "subjects 11, 14, 131, converted to SMPL)",
                                 "data_sha256": sha256_file(data)}
-    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(manifest, indent=2) + "\n"))
 
 
 def markdown(r: dict) -> str:
@@ -208,12 +210,11 @@ def markdown(r: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    import argparse
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("model")
     ap.add_argument("--data", type=Path, default=Path("build/smpl/cmu"))
-    ap.add_argument("--dev", type=Path,
-                    default=Path(__file__).resolve().parents[3] / "shared/data/smpl_reference/amass_dev_sample.npz")
+    ap.add_argument("--dev", type=Path, default=Path("../shared/data/smpl_reference/amass_dev_sample.npz"),
+                    help="real SMPL frames (AMASS sample); their rows are skipped when the file is absent")
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--n-complete", type=int, default=200)
     ap.add_argument("--record", action="store_true",
