@@ -1,9 +1,10 @@
 """``poseprior``: the command line. Torch-free: the plain install (``pip install .``) runs it.
 
 The group holds the torch-free commands directly (``demo``, ``convert``, ``score``, ``repair``; add one with ``@main.command()`` here). The
-commands that need torch (``train``, ``export``, ``evaluate``, ...) live in ``train/cli.py`` and are listed in
+commands that need torch (``train``, ``export``, ``evaluate``, ...) live in ``train/cli.py`` and ``export/cli.py``
+(gathered in ``export.cli.main``) and are listed in
 ``TORCH_COMMANDS`` with their one-line help: ``poseprior --help`` shows them without importing torch, and
-``train.cli`` is imported only when one of them is invoked. Without the training extra that import fails and the
+``export.cli`` is imported only when one of them is invoked. Without the training extra that import fails and the
 command says in one line what to install, exit code 2.
 """
 from __future__ import annotations
@@ -14,18 +15,14 @@ from pathlib import Path
 
 import click
 
-#: what the torch commands need; ``import train`` / ``import export`` without it raise ImportError with this hint
-TRAIN_EXTRA_HINT = "needs the training extra (torch): pip install 'poseprior[train]'"
-#: the distributions of the training extra (an ImportError naming one of them means: the extra is missing)
-TRAIN_EXTRA_MODULES = ("torch", "scipy", "tqdm", "onnx", "onnxscript", "matplotlib")
+from .extras import TRAIN_EXTRA_HINT, TRAIN_EXTRA_MODULES  # noqa: F401  (re-exported: tests, train, export)
 
-#: commands of ``train.cli.main``, name -> one-line help (tests/test_cli.py checks it against train.cli)
+#: commands of ``export.cli.main``, name -> one-line help (tests/test_cli.py checks it against export.cli)
 TORCH_COMMANDS = {
     "train": "Train the RealNVP pose prior (or, with --model, a baseline).",
     "export": "Export a trained flow: ONNX graphs + shared weights + manifest (and .pt2, TorchScript).",
     "evaluate": "Evaluate an exported flow and the baselines: KS, FID, APD, NN distance, figures.",
     "fit-bench": "Downstream fitting benchmark: part completion, sparse-effector IK, denoising.",
-    "sweep": "Ablations + hyper-parameter sweep judged on validation.",
     "bench": "Median latency of every graph: onnxruntime vs torch eager.",
 }
 
@@ -45,6 +42,17 @@ def check_out(path: Path, option: str = "--out") -> None:
             return
 
 
+def hold_out(out: Path, command: str) -> None:
+    """Take ``out``'s lock for this process's life (``runtime.locking.hold``); exit 2 when another process holds
+    it, so two runs never write one output."""
+    from .locking import OutputLocked, hold
+
+    try:
+        hold(out, command)
+    except OutputLocked as e:
+        fail(str(e))
+
+
 def missing_train_extra(e: ImportError) -> bool:
     """Whether ``e`` is the training extra being absent (not a bug inside the package)."""
     name = (getattr(e, "name", None) or "").split(".")[0]
@@ -52,7 +60,7 @@ def missing_train_extra(e: ImportError) -> bool:
 
 
 class PosePriorGroup(click.Group):
-    """A click group whose torch commands are imported from ``train.cli`` only when invoked."""
+    """A click group whose torch commands are imported from ``export.cli`` only when invoked."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted({*super().list_commands(ctx), *TORCH_COMMANDS})
@@ -61,7 +69,7 @@ class PosePriorGroup(click.Group):
         if name not in TORCH_COMMANDS:
             return super().get_command(ctx, name)
         try:
-            from train.cli import main as torch_commands
+            from export.cli import main as torch_commands   # the one upward edge (.importlinter)
         except ImportError as e:
             if not missing_train_extra(e):
                 raise

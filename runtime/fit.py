@@ -434,7 +434,7 @@ def denoise(prior: PosePrior, observed, weight: float = 1.0, lam: float = 1.0, *
     ``x + lam / (2 weight) * grad log p(x)`` from the observation). ``options``: ``fit``'s L-BFGS options;
     ``iters`` defaults to ``DENOISE_ITERS`` (ambient 5, latent 10): stopping early is nearly as accurate as running
     to convergence and costs a fraction (measured at 10 deg RMS noise, lam = 1, on 1,000 converted test poses,
-    ``export.fitbench_rt``; shipped default: ambient 9.21 -> 7.89 deg after 5 iterations, 7.75 after 30 (= converged);
+    ``runtime.tools.fitbench_rt``; shipped default: ambient 9.21 -> 7.89 deg after 5 iterations, 7.75 after 30 (= converged);
     latent 7.85 after 10)."""
     obs = _poses(observed, "observed", prior.num_joints)
     weight = _number(weight, "weight", positive=True)

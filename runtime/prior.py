@@ -1,7 +1,7 @@
 """``PosePrior``: the exported pose prior run with onnxruntime and numpy only (no torch).
 
-A model directory (written by ``poseprior export``) holds four ONNX graphs sharing one weights file, plus
-``manifest.json`` (sha256 of every file, joint names, conventions, dimensions, training record):
+A model directory (``poseprior export``) holds six ONNX graphs sharing one weights file (the five below, and
+``encode``: poses -> z, log_prob), plus ``manifest.json`` (sha256 of every file, joint names, conventions, dimensions, training record):
 
 =================== ============================ =====================================================
 graph               inputs                       outputs

@@ -1,12 +1,12 @@
 """Fitting with the prior: torch API (train/fit.py), torch-free runtime (runtime/fit.py), benchmark plumbing."""
 import numpy as np
-
 import pytest
 import torch
 
 from runtime import PosePrior, rotations
 from runtime import fit as rfit
-from runtime.rotations import JOINT_NAMES as JOINTS, geodesic_deg
+from runtime.rotations import JOINT_NAMES as JOINTS
+from runtime.rotations import geodesic_deg
 from train import fit as F
 from train.data import load_npz
 from train.rotations import axis_angle_to_matrix, gram_schmidt, matrix_to_6d, matrix_to_axis_angle

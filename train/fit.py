@@ -64,8 +64,14 @@ from dataclasses import dataclass
 import torch
 
 from .kinematics import forward_kinematics
-from .rotations import NUM_JOINTS, axis_angle_to_matrix, gram_schmidt, matrix_to_6d, orthonormalize_6d, \
-    sixd_to_axis_angle
+from .rotations import (
+    NUM_JOINTS,
+    axis_angle_to_matrix,
+    gram_schmidt,
+    matrix_to_6d,
+    orthonormalize_6d,
+    sixd_to_axis_angle,
+)
 
 
 def rotmats(x: torch.Tensor) -> torch.Tensor:

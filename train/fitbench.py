@@ -38,7 +38,7 @@ import torch
 from runtime.rotations import JOINT_NAMES, PARENTS, geodesic_deg
 
 from . import fit as F
-from .data import load_split as load_npz   # shared npz or a converted (make data) split
+from .data import load_split as load_npz  # shared npz or a converted (make data) split
 from .kinematics import forward_kinematics
 from .rotations import gram_schmidt, matrix_to_6d
 
@@ -303,11 +303,11 @@ def load_priors(model_dir: Path, vposer_path: Path, gmm_path: Path, check_poses:
     """The prior adapters (all of ``ROWS``, or the names in ``only``; the runtime latent row only for models with
     latent_vjp); the flow is the model's (.pt2, else its training checkpoint under runs/), checked against the
     model's ONNX log_prob on ``check_poses``. VPoser and the GMM are loaded only when asked for."""
-    from export.bench import torch_flow
     from runtime import PosePrior
     from runtime import fit as rfit
 
     from .gmm import load_gmm
+    from .loading import torch_flow
     from .vposer import load_vposer
 
     onnx_prior = PosePrior.load(model_dir, intra_op_num_threads=1, allow_spinning=False)
@@ -341,8 +341,8 @@ def load_priors(model_dir: Path, vposer_path: Path, gmm_path: Path, check_poses:
 
 # --- the benchmark -----------------------------------------------------------------------------------------------
 def run(model_dir: Path, test_path: Path, out: Path, cfg: BenchConfig, val_path: Path | None = None,
-        train_path: Path | None = None, vposer_path: Path = Path("runs/vposer-cmu"),
-        gmm_path: Path = Path("runs/gmm-cmu"), threads: int = 1, log=print) -> dict:
+        train_path: Path | None = None, vposer_path: Path = Path("runs/smpl-vposer"),
+        gmm_path: Path = Path("runs/smpl-gmm"), threads: int = 1, log=print) -> dict:
     threads_before = torch.get_num_threads()
     torch.set_num_threads(threads)   # one thread per process: a shared CPU makes torch's pool spin badly
     try:
