@@ -121,6 +121,7 @@ def convert(src: Path, target: str, out: Path, skeleton: Path | None, rest: Path
 
     _check_file_out(out, "--out", (".npz",))
     _check_not_input(src, out)
+    _check_skeleton(src, skeleton)
     if fps is not None and not fps > 0:
         fail(f"--fps {fps}: must be a positive number")
     try:
@@ -163,6 +164,16 @@ def _check_not_input(src: Path, out: Path, option: str = "--out") -> None:
         fail(f"{option} {out}: is the input file {src}; it would be overwritten: write to another file")
 
 
+def _check_skeleton(src: Path, skeleton: Path | None) -> None:
+    """``--skeleton`` belongs to an .amc take and must exist (exit 2 otherwise: it is never ignored)."""
+    if skeleton is None:
+        return
+    if src.suffix.lower() != ".amc":
+        fail(f"--skeleton {skeleton}: only an .amc take reads a separate skeleton (.asf); {src} is not an .amc file")
+    if not skeleton.is_file():
+        fail(f"--skeleton {skeleton}: file not found")
+
+
 def _check_plot(path: Path | None) -> None:
     _check_file_out(path, "--plot", (".png", ".pdf", ".svg"))
     if path is not None:
@@ -200,6 +211,7 @@ def _load_take(src: Path, model: Path | None, skeleton: Path | None, fps: float 
 
     if fps is not None and not fps > 0:
         fail(f"--fps {fps}: must be a positive number")
+    _check_skeleton(src, skeleton)
     prior = PosePrior.load(model)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -319,6 +319,24 @@ def _world_alignment(p0: np.ndarray, up: str) -> np.ndarray:
     return np.stack([x, upv, np.cross(x, upv)])   # rows: the source's left, up and forward axes
 
 
+def check_handedness(p0: np.ndarray, up: str, source: str) -> None:
+    """Refuse a mirrored (left-handed) rig: with ``W`` (``_world_alignment``: the left hip at +X, up +Y, so the
+    character faces +Z), the zero pose's toes (ankle -> foot) point forward, +Z, on every real skeleton (the unit
+    direction's Z is 0.94-0.99 on all of ../shared/data); a rig whose X axis was flipped keeps its joint names, so
+    its "left" leg lies on the character's right and both feet point backwards (Z < -0.5): FormatError."""
+    W = _world_alignment(p0, up)
+    fwd = []
+    for side in ("left", "right"):
+        t = (p0[IDX[f"{side}_foot"]] - p0[IDX[f"{side}_ankle"]]) @ W.T
+        if np.linalg.norm(t) < 1e-3:
+            return                       # no feet to tell by
+        fwd.append(t[2] / np.linalg.norm(t))
+    if max(fwd) < -0.5:
+        raise FormatError(f"{source}: the rig is mirrored (left-handed): its left joints lie on the character's "
+                          f"right (both feet point backwards once the left hip is at +X); flip its X axis back "
+                          f"(offsets, X positions, Y and Z rotations) before converting")
+
+
 def _canonical(p: np.ndarray, G: np.ndarray, has: np.ndarray, p0: np.ndarray, up: str, source: str
                ) -> tuple[np.ndarray, np.ndarray]:
     """Step 2: positions and orientations in the canonical T-pose convention."""
@@ -450,6 +468,7 @@ def to_smpl(m: Motion, rest_joints: np.ndarray, joint_map: dict[str, str] | None
         skeleton = detect_skeleton(m)
         joint_map, orient = JOINT_MAPS[skeleton], HAND.get(skeleton)
     p, G, has, p0 = _source_globals(m, joint_map, orient)
+    check_handedness(p0, m.up, m.source)
     p, Gc = _canonical(p, G, has, p0, m.up, m.source)
     Gs = smpl_globals(p, Gc, rest_joints, has)
     local = np.swapaxes(Gs[:, _PAR[1:]], -1, -2) @ Gs[:, 1:]

@@ -379,3 +379,169 @@ def test_case12_errors_name_the_file(shared_data, tmp_path):
     shutil.copy(shared_data / "smpl_reference" / "amass_dev_sample.npz", tmp_path / "data" / "val" / "good.npz")
     one_line_error(poseprior("train", "--data", tmp_path / "data", "--out", tmp_path / "run", "--config", "tiny"),
                    "bad.npz", "frame 11")
+
+
+# ---- 13-17: nothing wrong without a word -------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def prior():
+    return PosePrior.load(DEFAULT_MODEL_DIR, intra_op_num_threads=1)
+
+
+def test_case13_fits_bound_their_weights_and_never_converge_to_inf(prior):
+    """Reproducer: ``fit.denoise(P, x, weight=1e39)``, ``lam=1e39``, ``smooth=1e39``, ``fixed_weight=1e39``,
+    ``ik(sigma=1e-25)``, targets of 1e30, offsets of 1e20 overflowed float32: loss NaN/inf with ``converged=True``
+    and the poses unchanged. Now each is refused (``MAX_WEIGHT``, ``MAX_POSITION_M``, ``MAX_OFFSET_M``), and a fit
+    whose loss is not finite never reports ``converged``."""
+    from runtime import fit
+    from runtime.convert import load_rest_joints
+    x = prior.sample(4, seed=1)
+    rest = load_rest_joints()
+    offsets = rest - rest[np.maximum(np.array(fit.rotations.PARENTS), 0)]
+    offsets[0] = 0
+    calls = {
+        "weight": lambda: fit.denoise(prior, x, weight=1e39),
+        "lam": lambda: fit.denoise(prior, x, lam=1e39),
+        "smooth": lambda: fit.denoise(prior, x, sequence=True, smooth=1e39),
+        "fixed_weight": lambda: fit.complete(prior, x, ["head"], space="latent", fixed_weight=1e39),
+        "sigma": lambda: fit.ik(prior, np.zeros((4, 1, 3)), ["head"], offsets, sigma=1e-25),
+        "targets": lambda: fit.ik(prior, np.full((4, 1, 3), 1e30), ["head"], offsets),
+        "offsets": lambda: fit.ik(prior, np.zeros((4, 1, 3)), ["head"], offsets * 1e20),
+    }
+    for name, call in calls.items():
+        with pytest.raises(ValueError, match=name):
+            call()
+    ok = fit.denoise(prior, x, weight=1e8, iters=2)            # the bound itself is accepted, and finite
+    assert np.isfinite(ok.loss).all()
+
+    def infinite(p, rows):
+        return np.full(len(rows), np.inf, np.float32), np.zeros_like(p)
+    r = fit.fit(prior, x, infinite, iters=3)
+    assert not np.isfinite(r.loss).any() and not r.converged.any()
+
+
+def test_case14_absurd_thread_counts_are_refused(prior):
+    """Reproducer: ``PosePrior.load(intra_op_num_threads=1000)`` on 2 cores had not loaded after 120 s, and 100000
+    reached 4.7 GB RSS. Now more than ``THREADS_PER_CORE_MAX`` per usable core is refused at once, with a message."""
+    from runtime.prior import THREADS_PER_CORE_MAX, usable_cores
+    for n in (1000, 100000, THREADS_PER_CORE_MAX * usable_cores() + 1):
+        t0 = time.monotonic()
+        with pytest.raises(ValueError, match="usable cores"):
+            PosePrior.load(intra_op_num_threads=n)
+        assert time.monotonic() - t0 < 5
+    for n in (-1, 2.5, True):
+        with pytest.raises(ValueError, match="intra_op_num_threads"):
+            PosePrior.load(intra_op_num_threads=n)
+    assert PosePrior.load(intra_op_num_threads=usable_cores()).log_prob(prior.sample(2, seed=0)).shape == (2,)
+
+
+def test_case15_degenerate_rest_skeleton_is_refused(shared_data, tmp_path):
+    """Reproducer: ``convert --rest R.npz`` with 22 joints at one point was accepted and the conversion differed
+    by up to 0.52 rad without a word. Now rest skeletons with a bone under ``MIN_BONE_M`` are refused."""
+    from runtime.convert import MIN_BONE_M, check_rest_joints, load_rest_joints
+    np.savez(tmp_path / "point.npz", rest_joints=np.zeros((22, 3)))
+    src = shared_data / "cmu_extra" / "bvh_3dsmax" / "131_01.bvh"
+    one_line_error(poseprior("convert", src, "--rest", tmp_path / "point.npz", "--out", tmp_path / "o.npz"),
+                   "point.npz", "bone")
+    rest = load_rest_joints()
+    rest[18] = rest[16] + MIN_BONE_M / 2                         # left elbow onto the left shoulder
+    with pytest.raises(FormatError, match="left_shoulder -> left_elbow"):
+        check_rest_joints(rest, "given")
+    assert not (tmp_path / "o.npz").exists()
+
+
+def test_case16_amc_radians_header_is_honoured(shared_data, tmp_path):
+    """Reproducer: an AMC with ``:RADIANS`` was read as degrees (output byte-identical to ``:DEGREES``). Now the
+    header is honoured: the take in radians reads as the same motion as in degrees, and the degree values under a
+    ``:RADIANS`` header read differently."""
+    from runtime.formats import read_amc
+    d = shared_data / "cmu_extra" / "asf_amc"
+    lines = (d / "35_01.amc").read_text().splitlines()
+    out = []
+    for ln in lines:
+        tok = ln.split()
+        if ln.strip().upper() == ":DEGREES":
+            out.append(":RADIANS")
+        elif len(tok) > 1 and not tok[0].startswith(("#", ":")):
+            vals = [float(v) for v in tok[1:]]
+            start = 3 if tok[0] == "root" else 0                 # root: TX TY TZ, then rotations
+            vals = vals[:start] + [float(np.radians(v)) for v in vals[start:]]
+            out.append(" ".join([tok[0]] + [repr(v) for v in vals]))
+        else:
+            out.append(ln)
+    (tmp_path / "rad.amc").write_text("\n".join(out) + "\n")
+    (tmp_path / "deg_as_rad.amc").write_text("\n".join(":RADIANS" if ln.strip() == ":DEGREES" else ln
+                                                        for ln in lines) + "\n")
+    deg = read_amc(d / "35_01.amc", d / "35.asf")
+    rad = read_amc(tmp_path / "rad.amc", d / "35.asf")
+    wrong = read_amc(tmp_path / "deg_as_rad.amc", d / "35.asf")
+    np.testing.assert_allclose(rad.rotations, deg.rotations, atol=1e-9)
+    assert np.abs(wrong.rotations - deg.rotations).max() > 0.5
+
+
+def mirrored_bvh(src: Path, dst: Path) -> Path:
+    """``src`` reflected through the YZ plane (X -> -X): offsets' X and Xposition negated, Y and Z rotations
+    negated (``S R_y(a) S = R_y(-a)`` for ``S = diag(-1, 1, 1)``); the joint names are kept."""
+    lines = src.read_text().splitlines()
+    start = bvh_motion_start(lines)
+    chans = [c for ln in lines[:start] if ln.strip().startswith("CHANNELS") for c in ln.split()[2:]]
+    flip = np.array([-1.0 if c in ("Xposition", "Yrotation", "Zrotation") else 1.0 for c in chans])
+    out = []
+    for ln in lines[:start]:
+        tok = ln.split()
+        if tok[:1] == ["OFFSET"]:
+            ln = f"OFFSET {-float(tok[1])!r} {tok[2]} {tok[3]}"
+        out.append(ln)
+    for ln in lines[start:]:
+        out.append(" ".join(f"{v:.6f}" for v in np.array(ln.split(), float) * flip))
+    dst.write_text("\n".join(out) + "\n")
+    return dst
+
+
+def test_case17_smaller_silent_ones(shared_data, tmp_path, prior):
+    """Reproducers: ``--skeleton`` was ignored for a BVH, even a missing file; ``fit.ik(joints="head")`` iterated
+    over the characters; a data folder with both ``train.npz`` and ``train/`` used one silently; float16 input
+    printed "overflow encountered in cast"; ``rotations.matrix_to_axis_angle`` gave 0 for a reflection; a mirrored
+    (X-flipped) BVH rig converted without a word and scored about -118. Now each is refused or works."""
+    import warnings
+    from runtime import fit, rotations
+    bvh = shared_data / "cmu_extra" / "bvh_3dsmax" / "131_01.bvh"
+    asf = shared_data / "cmu_extra" / "asf_amc" / "35.asf"
+    one_line_error(poseprior("convert", bvh, "--skeleton", tmp_path / "none.asf", "--out", tmp_path / "o.npz"),
+                   "--skeleton", "not an .amc")
+    one_line_error(poseprior("score", bvh, "--skeleton", asf), "--skeleton", "not an .amc")
+    one_line_error(poseprior("convert", shared_data / "cmu_extra" / "asf_amc" / "35_01.amc", "--skeleton",
+                             tmp_path / "none.asf", "--out", tmp_path / "o.npz"), "none.asf", "not found")
+    # one joint name alone
+    from runtime.convert import load_rest_joints
+    rest = load_rest_joints()
+    off = rest - rest[np.maximum(np.array(rotations.PARENTS), 0)]
+    off[0] = 0
+    t = np.array([[[0.0, 0.6, 0.05]]])
+    a, b = fit.ik(prior, t, "head", off, iters=3), fit.ik(prior, t, ["head"], off, iters=3)
+    np.testing.assert_array_equal(a.poses, b.poses)
+    x = prior.sample(2, seed=3)
+    c, d = fit.complete(prior, x, "left_elbow", iters=3), fit.complete(prior, x, ["left_elbow"], iters=3)
+    np.testing.assert_array_equal(c.poses, d.poses)
+    # a data folder with both forms of a split
+    data = tmp_path / "data"
+    (data / "train").mkdir(parents=True)
+    shutil.copy(shared_data / "cmu_pose" / "val.npz", data / "train.npz")
+    shutil.copy(shared_data / "cmu_pose" / "val.npz", data / "val.npz")
+    shutil.copy(shared_data / "smpl_reference" / "amass_dev_sample.npz", data / "train" / "a.npz")
+    one_line_error(poseprior("train", "--data", data, "--out", tmp_path / "run", "--config", "tiny"),
+                   "both train.npz and a folder train/")
+    # float16 input: no warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        lp16 = prior.log_prob(x.astype(np.float16))
+        fit.denoise(prior, x.astype(np.float16), iters=1)
+    assert np.isfinite(lp16).all()
+    # reflections and non-rotations have no rotation vector
+    for M in (np.diag([-1.0, 1.0, 1.0]), 2 * np.eye(3), np.zeros((3, 3))):
+        with pytest.raises(ValueError, match="not a rotation"):
+            rotations.matrix_to_axis_angle(np.stack([np.eye(3), M]))
+    # a mirrored rig
+    m = mirrored_bvh(bvh, tmp_path / "mirrored.bvh")
+    assert np.allclose(read_bvh(m).rest_positions()[:, 0], -read_bvh(bvh).rest_positions()[:, 0])
+    one_line_error(poseprior("convert", m, "--out", tmp_path / "o.npz"), "mirrored.bvh", "mirrored")
+    one_line_error(poseprior("score", m), "mirrored.bvh", "mirrored")

@@ -169,9 +169,12 @@ def find_split(data_dir: str | Path, split: str) -> Path:
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise DataError(f"{data_dir}: data directory not found")
-    for cand in (data_dir / f"{split}.npz", data_dir / split):
-        if cand.exists():
-            return cand
+    found = [c for c in (data_dir / f"{split}.npz", data_dir / split) if c.exists()]
+    if len(found) == 2:
+        raise DataError(f"{data_dir}: holds both {split}.npz and a folder {split}/: which is the '{split}' split? "
+                        f"Move one of them away")
+    if found:
+        return found[0]
     raise DataError(f"{data_dir}: no '{split}' split (expected {split}.npz or a folder {split}/)")
 
 
