@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from runtime.formats.joint_maps import SMPL_NAMES
 from runtime.rotations import JOINT_NAMES, PARENTS, geodesic_deg
 
 from . import fit as F
@@ -42,7 +43,7 @@ from .data import load_split as load_npz  # shared npz or a converted (make data
 from .kinematics import forward_kinematics
 from .rotations import gram_schmidt, matrix_to_6d
 
-BODY = ("pelvis",) + JOINT_NAMES       # the 22 FK joints
+BODY = SMPL_NAMES                      # the 22 FK joints
 MASKS = {
     "left_leg": ("left_hip", "left_knee", "left_ankle", "left_foot"),
     "right_leg": ("right_hip", "right_knee", "right_ankle", "right_foot"),
@@ -72,7 +73,6 @@ class BenchConfig:
     init_sigma_deg: float = 20.0          # spread of the completion starts around the mean pose
     noise_deg: tuple = (10.0, 20.0)       # denoising noise levels
     effector_sigma_m: float = 0.01        # IK observation noise (and its data-term sigma)
-    optimizer: str = "batched-lbfgs"      # one L-BFGS per pose, vectorised (train.fit.batched_lbfgs)
     iters: dict = field(default_factory=lambda: {"completion": 20, "ik": 30, "denoise": 30})
     chunk: int = 2500                     # poses per batched call (memory only: poses never interact)
     lam_grid: tuple = (0.03, 0.1, 0.3, 1.0, 3.0)            # IK and denoising (calibrated data terms: MAP at 1)
@@ -154,8 +154,8 @@ class Tasks:
         c = self.cfg
         if isinstance(prior, RuntimePrior):
             return prior.fit(init, data, lam, fixed, c.fixed_weight, c.iters[task])
-        return F.fit(prior, init, data, lam, fixed=fixed, fixed_weight=c.fixed_weight, optimizer=c.optimizer,
-                     iters=c.iters[task], chunk=c.chunk)
+        return F.fit(prior, init, data, lam, fixed=fixed, fixed_weight=c.fixed_weight, iters=c.iters[task],
+                     chunk=c.chunk)
 
     def completion(self, prior, lam: float, mask_name: str, hypotheses: int):
         """(metrics, fitted poses (H, N, 21, 6))."""
@@ -457,7 +457,7 @@ def report_md(report: dict, table: str) -> str:
         f"Model: `{report['model_dir']}`; flow weights: {report['flow']}.",
         f"Test: `{report['test']}` ({report['n_test']} poses, evenly spaced); lam tuned on `{report['val']}` "
         f"({report['n_val']} poses), grid {cfg['lam_grid']} (latent completion: {cfg['lam_grid_completion']}). "
-        f"Optimiser {cfg['optimizer']}, iterations {cfg['iters']}, chunks of {cfg['chunk']} poses; "
+        f"Optimiser: one L-BFGS per pose (runtime.lbfgs, both sides), iterations {cfg['iters']}, chunks of {cfg['chunk']} poses; "
         f"{cfg['hypotheses']} completion starts (mean pose + N(0, {cfg['init_sigma_deg']}°) per masked joint). "
         f"Total {report['seconds']:.0f} s on {report['threads']} thread(s).", "",
         "Lower is better everywhere. See `train/fitbench.py` for the exact objectives.", "",

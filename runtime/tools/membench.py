@@ -19,8 +19,8 @@ import time
 
 import numpy as np
 
-from . import rotations
-from .prior import DEFAULT_MAX_CHUNK_BYTES, PosePrior
+from runtime import rotations
+from runtime.prior import DEFAULT_MAX_CHUNK_BYTES, PosePrior
 
 CASES = {   # name -> (method, rep)
     "log_prob": ("log_prob", "6d"),
