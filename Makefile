@@ -125,3 +125,13 @@ fit-bench: install data runs/smpl-vposer/best.pt runs/smpl-gmm/best.pt $(FIT_RUN
 # two tiny trainings on one --out, 20 times with random start offsets: exactly one runs, the directory is consistent
 concurrency-check: install data
 	$(PY) tests/concurrent_runs.py --data $(DATA) --repeats 20
+
+# take-QA benchmark (runtime/qabench.py): leave-one-subject-out calibration on the held-out takes (cmu_extra, cmu_pose
+# test + val), injected glitches, recall / clean rate / repair / speed. QA_MODELS="DIR1 DIR2": candidate models
+QA_MODELS ?= runtime/models/default
+QA_OUT    ?= reports/qa
+QA_ARGS   ?= --copies 4 --repair-takes 11 --repair-frames 600
+.PHONY: qa-bench
+qa-bench: install
+	OMP_NUM_THREADS=1 $(PY) -m runtime.qabench --shared $(SHARED) --model "$(QA_MODELS)" --out $(QA_OUT) \
+		--figure docs/qa_bench.png $(QA_ARGS)

@@ -189,7 +189,8 @@ def _flags(method: str, cal: dict, S: np.ndarray, lp: np.ndarray) -> tuple[np.nd
 
 
 def _take(t: HeldTake, R: np.ndarray) -> Take:
-    return Take(t.name, to_poses(t.poses, R), t.trans, t.fps, [t.name], [0], [-1])
+    n = len(R)
+    return Take(t.name, to_poses(t.poses[:n], R), t.trans[:n], t.fps, [t.name], [0], [-1])
 
 
 def run(models: list[str | None], shared: Path, fps: float | None, rate: float, copies: int, seed: int,
@@ -290,7 +291,8 @@ def run(models: list[str | None], shared: Path, fps: float | None, rate: float, 
 
 def _repair_eval(prior, takes, glitched, cals, n_takes, max_frames, progress) -> dict:
     """Worst-joint error (degrees vs the clean take) on the glitched frames, before and after repair with the
-    detector's spans, on the first copy of up to ``n_takes`` takes (spread over the subjects), each cut to
+    detector's spans (``runtime.takes.repair`` as ``poseprior repair --flagged`` runs it on a calibrated model:
+    ambient space, its default smoothing), on the first copy of up to ``n_takes`` takes (spread over the subjects), each cut to
     ``max_frames`` frames; repair frames/s on one thread."""
     by_subject: dict[str, list] = {}
     for g in glitched:
@@ -309,7 +311,7 @@ def _repair_eval(prior, takes, glitched, cals, n_takes, max_frames, progress) ->
         tk = _take(t, G[:n])
         det = detect(G[:n], cal["detector"], [0], lp[:n], cal["tau"])
         s0 = time.perf_counter()
-        r = repair_take(prior, tk, flagged=True, threshold=cal["tau"], detection=det)
+        r = repair_take(prior, tk, flagged=True, threshold=cal["tau"], detection=det, space="ambient")
         seconds += time.perf_counter() - s0
         frames += n
         solved += r.solved
@@ -334,9 +336,77 @@ def _repair_eval(prior, takes, glitched, cals, n_takes, max_frames, progress) ->
     return out
 
 
+BARS = {"clean": 0.02, "offset 30-45": 0.75, "offset 45-60": 0.90, "offset 60-90": 0.90, "flip": 0.90, "swap": 0.90,
+        "repair": 0.60, "score_fps": 5000, "repair_fps": 200}
+
+
+def markdown(results: dict) -> str:
+    """The report: per model, clean frames flagged and recall per kind for the three methods, repair, speed."""
+    out = ["# Take-QA benchmark (`make qa-bench`)", "",
+           "Protocol: `runtime/qabench.py` docstring. Recall = fraction of glitched frames (inside an injected "
+           f"segment, some joint >= {MIN_CHANGE:g} deg off the clean take) that are flagged; clean = fraction of the "
+           f"held-out subject's clean frames flagged (frames within {EXCLUDE} frames of a > 60 deg source jump left "
+           "out). Leave one subject out: calibrated on the other subjects' clean takes.", ""]
+    for model, r in results.items():
+        out += [f"## {model}", "",
+                f"{r['takes']} takes, {r['frames']} frames at {r['fps']:.0f} fps, {len(r['subjects'])} subjects "
+                f"({', '.join(r['subjects'])}); {r['copies']} glitched copies per take, seed {r['seed']}; target false "
+                f"flag rate {r['false_flag_rate']:g}; {r['clean_frames_left_out']} clean frames left out near source jumps.",
+                "", "| | " + " | ".join(METHODS) + " | bar |", "|---" * (len(METHODS) + 2) + "|",
+                "| clean frames flagged | " + " | ".join(f"{r['clean_flagged'][m]:.2%}" for m in METHODS)
+                + f" | <= {BARS['clean']:.0%} |",
+                "| unglitched frames of glitched copies flagged | "
+                + " | ".join(f"{r['unglitched_flagged_in_glitched_copies'][m]:.2%}" for m in METHODS) + " | |"]
+        for b in r["recall"]["detector"]:
+            bar = f">= {BARS[b]:.0%}" if b in BARS else "(own kind)"
+            out.append(f"| recall: {b} ({r['counts'][b]['frames']} frames) | "
+                       + " | ".join(f"{r['recall'][m][b]:.1%}" for m in METHODS) + f" | {bar} |")
+        out += ["", "| kind | segments found (any frame flagged) | flagged frames whose suspects hold the most-changed joint |",
+                "|---|---|---|"]
+        out += [f"| {b} | {r['segment_recall']['detector'][b]:.1%} | {r['joint_hit'][b]:.1%} |" for b in r["joint_hit"]]
+        out += ["", f"Scoring (log p + detector, one thread, converted arrays): {r['score_frames_per_s']:,.0f} frames/s "
+                f"(bar >= {BARS['score_fps']:,}).", ""]
+        if "repair" in r:
+            p = r["repair"]
+            out += [f"Repair (`--flagged`, the detector's spans, ambient space, smoothing on) of {p['takes']} glitched takes "
+                    f"({p['frames']} frames, {p['solved']} repaired): median worst-joint error on {p['glitched_frames']} "
+                    f"glitched frames {p['median_before']:.1f} -> {p['median_after']:.1f} deg "
+                    f"(**{p['reduction']:.0%} less**, bar >= {BARS['repair']:.0%}); {p['frames_per_s']:,.0f} take frames/s "
+                    f"({p['solved_frames_per_s']:,.0f} repaired frames/s), one thread (bar >= {BARS['repair_fps']}).", "",
+                    "| kind | median worst-joint error before | after |", "|---|---|---|"]
+            out += [f"| {k} | {v['before']:.1f} | {v['after']:.1f} |" for k, v in p["per_kind"].items()]
+            out.append("")
+    return "\n".join(out) + "\n"
+
+
+def figure(results: dict, path: Path) -> None:
+    """Recall per kind (bars) of the three methods, with the clean rate in the legend, for the first model."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    r = next(iter(results.values()))
+    kinds = list(r["recall"]["detector"])
+    fig, ax = plt.subplots(figsize=(10, 3.4))
+    w = 0.27
+    for i, m in enumerate(METHODS):
+        ax.bar(np.arange(len(kinds)) + (i - 1) * w, [r["recall"][m][k] for k in kinds], w,
+               label=f"{m} (clean flagged {r['clean_flagged'][m]:.1%})")
+    ax.set_xticks(range(len(kinds)), kinds, fontsize=8)
+    ax.set_ylabel("recall (glitched frames flagged)")
+    ax.set_ylim(0, 1.05)
+    ax.axhline(0.9, color="0.5", lw=0.8, ls=":")
+    ax.legend(fontsize=8, loc="lower left")
+    ax.set_title(f"take QA, leave one subject out, calibrated at {r['false_flag_rate']:.0%} ({r['frames']} frames, "
+                 f"{len(r['subjects'])} held-out subjects, {r['fps']:.0f} fps)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m runtime.qabench", description=__doc__.split("\n")[0])
-    ap.add_argument("--model", action="append", default=None, help="model directory (repeat for candidates)")
+    ap.add_argument("--model", action="append", default=None,
+                    help="model directory (repeat, or separate with spaces, for candidates; default: the shipped one)")
     ap.add_argument("--shared", type=Path, default=Path(__file__).resolve().parents[1].parent / "shared" / "data")
     ap.add_argument("--fps", type=float, default=30.0)
     ap.add_argument("--false-flag-rate", type=float, default=0.01)
@@ -344,10 +414,27 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--repair-takes", type=int, default=0)
     ap.add_argument("--repair-frames", type=int, default=600)
-    ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--out", type=Path, default=None, help="report folder: qa-bench.md, qa-bench.json")
+    ap.add_argument("--figure", type=Path, default=None, help="recall figure (.png) of the first model")
     a = ap.parse_args(argv)
-    run(a.model or [None], a.shared, a.fps or None, a.false_flag_rate, a.copies, a.seed, a.repair_takes,
-        a.repair_frames)
+    models = [m for arg in (a.model or []) for m in arg.split()] or [None]
+    t0 = time.monotonic()
+    results = run(models, a.shared, a.fps or None, a.false_flag_rate, a.copies, a.seed, a.repair_takes,
+                  a.repair_frames)
+    print(f"\nrecall at {a.false_flag_rate:.0%} clean flagged (calibrated, leave one subject out), {time.monotonic() - t0:.0f} s:")
+    for model, r in results.items():
+        rec = r["recall"]["detector"]
+        print(f"{model}: clean {r['clean_flagged']['detector']:.2%}; "
+              + ", ".join(f"{k} {v:.1%}" for k, v in rec.items())
+              + (f"; repair -{r['repair']['reduction']:.0%}" if "repair" in r else ""))
+    if a.out is not None:
+        a.out.mkdir(parents=True, exist_ok=True)
+        (a.out / "qa-bench.json").write_text(json.dumps(results, indent=1) + "\n")
+        (a.out / "qa-bench.md").write_text(markdown(results))
+        print(f"wrote {a.out}/qa-bench.md, qa-bench.json")
+    if a.figure is not None:
+        figure(results, a.figure)
+        print(f"wrote {a.figure}")
     return 0
 
 

@@ -465,6 +465,41 @@ class RunObjective:
         return out
 
 
+def _bridge(x: np.ndarray, a: int, b: int, joints: list[int], starts: list[int]) -> np.ndarray:
+    """(b - a, len(joints), 6): joints ``joints`` of frames a..b-1 on the geodesic from frame a-1 to frame b,
+    ``R_{a-1} exp(s log(R_{a-1}^T R_b))``, s = (t - a + 1) / (b - a + 1); where a span touches a take's end
+    (``starts``), the one neighbour held."""
+    n = len(x)
+    ends = set(starts) | {n}
+    lo = None if a in ends or a == 0 else x[a - 1, joints]
+    hi = None if b in ends or b >= n else x[b, joints]
+    if lo is None and hi is None:
+        return x[a:b, joints]
+    if lo is None or hi is None:
+        return np.broadcast_to((hi if lo is None else lo), (b - a, len(joints), 6)).astype(np.float32)
+    R0 = rotations.sixd_to_matrix(lo.astype(np.float64))
+    w = rotations.matrix_to_axis_angle(np.swapaxes(R0, -1, -2) @ rotations.sixd_to_matrix(hi.astype(np.float64)))
+    s = (np.arange(1, b - a + 1) / (b - a + 1))[:, None, None]
+    return rotations.matrix_to_6d(R0 @ rotations.axis_angle_to_matrix(w * s)).astype(np.float32)
+
+
+#: ambient repair stacks independent runs (each with its held neighbour frames) into problems of about this many
+#: frames: one graph call per L-BFGS step for all of them (a call costs about the same for 1 or 200 frames)
+STACK_FRAMES = 256
+
+
+def _stacks(run_list: list[tuple[int, int]], frames: int) -> list[list[tuple[int, int]]]:
+    """Consecutive runs grouped so that each group holds at most ``frames`` frames (a longer run alone)."""
+    groups, size = [], frames
+    for a, b in run_list:
+        if size + b - a + 3 > frames:
+            groups.append([])
+            size = 0
+        groups[-1].append((a, b))
+        size += b - a + 3
+    return groups
+
+
 def _pair_weight(free: np.ndarray, lead: int, pairs: int) -> np.ndarray:
     """(pairs, 21, 1): 1 where a joint is free in either frame of a consecutive pair of the chain (the frames
     around the run count as not free)."""
@@ -506,6 +541,7 @@ def repair(prior: PosePrior, take: Take, joints=None, flagged: bool = False, thr
                          f"(its weight is per second); repair it with smooth=0 (--smooth 0)")
     check_smpl_prior(prior)
     t0 = time.monotonic()
+    det = None
     x = take.body_6d
     N, J = len(x), prior.num_joints
     before = prior.log_prob(x)
@@ -546,12 +582,18 @@ def repair(prior: PosePrior, take: Take, joints=None, flagged: bool = False, thr
                 mask[a:b + 1] = False
                 mask[a:b + 1, keep[counts[keep] > 0]] = True
     rows = np.flatnonzero(mask.any(1))
-    total = len(rows) * (2 if smooth > 0 else 1)
+    total = len(rows) * 2 if smooth > 0 else len(rows)
     out = np.where(mask[..., None], prior_mode(prior), x)        # free joints start at the prior's mode f(0)
+    bridged = np.zeros(N, bool)                     # detector spans: start on the bridge between their neighbours
+    for a, b, js in (det.spans if flagged and det is not None else []):
+        if js:
+            out[a:b, js] = _bridge(x, a, b, js, take.starts)
+            bridged[a:b] = True
     z = np.zeros((N, prior.dim), np.float32)
     block = 1024
-    for a in range(0, len(rows), block):            # 1. every frame on its own
-        r = rows[a:a + block]
+    first = rows[~bridged[rows]] if space == "ambient" and smooth > 0 else rows
+    for a in range(0, len(first), block):           # 1. every frame on its own
+        r = first[a:a + block]
         res = complete(prior, out[r], mask[r], lam, space=space, fixed_weight=fixed_weight, iters=iters)
         out[r] = np.where(mask[r][..., None], res.poses, out[r])
         if space == "latent":
@@ -561,17 +603,37 @@ def repair(prior: PosePrior, take: Take, joints=None, flagged: bool = False, thr
     done = len(rows)
     if smooth > 0:                                  # 2. each run as one problem, with temporal smoothness
         ends = set(take.starts) | {N}
-        for a, b in runs(rows, take.starts):
-            f = mask[a:b + 1]
-            obj = RunObjective(prior, space, out[a:b + 1], f, None if a in ends else x[a - 1],
-                               None if b + 1 in ends else x[b + 1], lam, smooth * take.fps ** 2, fixed_weight)
-            p0 = (out[a:b + 1] if space == "ambient" else z[a:b + 1]).reshape(1, -1)
-            res = minimize(obj, p0, run_iters)
-            xr = rotations.orthonormalize_6d(obj.poses(res.p[0]).astype(np.float64)).astype(np.float32)
-            out[a:b + 1] = np.where(f[..., None], xr, x[a:b + 1])
-            done += b - a + 1
-            if progress:
-                progress(done, total)
+        all_runs = runs(rows, take.starts)
+        if space == "ambient":                      # independent runs stacked into one problem (same objective)
+            for group in _stacks(all_runs, STACK_FRAMES):
+                parts, obs, free, size = [], [], [], 0
+                for a, b in group:                  # [the frame before,] the run[, the frame after]
+                    lead, trail = a not in ends, b + 1 not in ends
+                    parts.append((a, b, size + lead))
+                    obs += ([x[a - 1:a]] if lead else []) + [out[a:b + 1]] + ([x[b + 1:b + 2]] if trail else [])
+                    free += ([np.zeros((1, J), bool)] if lead else []) + [mask[a:b + 1]] + \
+                            ([np.zeros((1, J), bool)] if trail else [])
+                    size += lead + (b - a + 1) + trail
+                v, f = np.concatenate(obs), np.concatenate(free)
+                obj = RunObjective(prior, space, v, f, None, None, lam, smooth * take.fps ** 2, fixed_weight)
+                res = minimize(obj, v.reshape(1, -1), run_iters)
+                xr = rotations.orthonormalize_6d(obj.poses(res.p[0]).astype(np.float64)).astype(np.float32)
+                for a, b, at in parts:
+                    out[a:b + 1] = np.where(mask[a:b + 1, :, None], xr[at:at + b - a + 1], x[a:b + 1])
+                    done += b - a + 1
+                if progress:
+                    progress(done, total)
+        else:
+            for a, b in all_runs:
+                f = mask[a:b + 1]
+                obj = RunObjective(prior, space, out[a:b + 1], f, None if a in ends else x[a - 1],
+                                   None if b + 1 in ends else x[b + 1], lam, smooth * take.fps ** 2, fixed_weight)
+                res = minimize(obj, z[a:b + 1].reshape(1, -1), run_iters)
+                xr = rotations.orthonormalize_6d(obj.poses(res.p[0]).astype(np.float64)).astype(np.float32)
+                out[a:b + 1] = np.where(f[..., None], xr, x[a:b + 1])
+                done += b - a + 1
+                if progress:
+                    progress(done, total)
     after = prior.log_prob(out)
     poses = take.poses.copy()
     if len(rows):
