@@ -27,6 +27,10 @@ TORCH_COMMANDS = {
 }
 
 
+MAP_HELP = ("Joint map {SMPL joint: source joint} as JSON (runtime.formats.joint_maps), for a rig "
+            "poseprior does not know.")
+
+
 def fail(msg: str) -> None:
     """A user error: one line on stderr, exit code 2 (every command's way to refuse its input)."""
     click.echo(f"error: {msg}", err=True)
@@ -114,10 +118,13 @@ def demo(args: tuple[str, ...]) -> None:
 @click.option("--rest", type=click.Path(path_type=Path), default=None,
               help="SMPL rest joints: a model directory or an .npz with rest_joints (default: the shipped model's).")
 @click.option("--fps", type=float, default=None, help="Subsample to about this frame rate.")
-def convert(src: Path, target: str, out: Path, skeleton: Path | None, rest: Path | None, fps: float | None) -> None:
+@click.option("--map", "map_file", type=click.Path(path_type=Path), default=None, help=MAP_HELP)
+def convert(src: Path, target: str, out: Path, skeleton: Path | None, rest: Path | None, fps: float | None,
+            map_file: Path | None) -> None:
     """Convert a take (BVH, ASF/AMC, shared npz, AMASS) to SMPL body_pose: an AMASS-style npz."""
     from .convert import convert as convert_take, load_rest_joints
     from .formats import FormatError
+    from .formats.joint_maps import load_joint_map
 
     _check_file_out(out, "--out", (".npz",))
     _check_not_input(src, out)
@@ -125,7 +132,8 @@ def convert(src: Path, target: str, out: Path, skeleton: Path | None, rest: Path
     if fps is not None and not fps > 0:
         fail(f"--fps {fps}: must be a positive number")
     try:
-        summary = convert_take(src, out, load_rest_joints(rest), skeleton, fps)
+        joint_map = None if map_file is None else load_joint_map(map_file)
+        summary = convert_take(src, out, load_rest_joints(rest), skeleton, fps, joint_map)
     except (FormatError, ValueError, OSError) as e:
         fail(str(e))
     click.echo(f"{summary['source']}: {summary['takes']} take(s), {summary['frames']} frames at "
@@ -134,7 +142,8 @@ def convert(src: Path, target: str, out: Path, skeleton: Path | None, rest: Path
 
 # --- take tools: score and repair (runtime.takes) ---------------------------------------------------------------
 def _take_options(f):
-    """The options every take command shares: the model, the .asf of an .amc take, subsampling."""
+    """The options every take command shares: the model, the .asf of an .amc take, subsampling, a joint map."""
+    f = click.option("--map", "map_file", type=click.Path(path_type=Path), default=None, help=MAP_HELP)(f)
     f = click.option("--fps", type=float, default=None, help="Subsample the take to about this frame rate.")(f)
     f = click.option("--skeleton", type=click.Path(path_type=Path), default=None,
                      help="The .asf of an .amc take (default: found beside it).")(f)
@@ -203,9 +212,11 @@ class _Progress:
             self.bar.__exit__(None, None, None)
 
 
-def _load_take(src: Path, model: Path | None, skeleton: Path | None, fps: float | None):
-    """(prior, take, rest joints): the model, and ``src`` converted on its skeleton."""
+def _load_take(src: Path, model: Path | None, skeleton: Path | None, fps: float | None, map_file: Path | None = None):
+    """(prior, take, rest joints): the model, and ``src`` converted on its skeleton (with the joint map of
+    ``map_file`` when given)."""
     from .convert import load_rest_joints
+    from .formats.joint_maps import load_joint_map
     from .prior import PosePrior
     from .takes import check_smpl_prior, read_take
 
@@ -219,7 +230,8 @@ def _load_take(src: Path, model: Path | None, skeleton: Path | None, fps: float 
     for w in caught:
         click.echo(f"note: {w.message}", err=True)
     rest = load_rest_joints(prior.path)
-    return prior, read_take(src, rest, skeleton, fps), rest
+    joint_map = None if map_file is None else load_joint_map(map_file)
+    return prior, read_take(src, rest, skeleton, fps, joint_map), rest
 
 
 def _spans_text(spans: list[tuple[int, int]], limit: int = 12) -> str:
@@ -238,7 +250,7 @@ def _spans_text(spans: list[tuple[int, int]], limit: int = 12) -> str:
 @click.option("--progress", is_flag=True, help="Show a progress bar (default: only for takes over 20,000 frames).")
 @_take_options
 def score(take: Path, out: Path | None, plot: Path | None, threshold: float | None, progress: bool,
-          model: Path | None, skeleton: Path | None, fps: float | None) -> None:
+          model: Path | None, skeleton: Path | None, fps: float | None, map_file: Path | None) -> None:
     """Score every frame of a take (BVH, ASF/AMC, AMASS or shared npz) and flag the implausible ones."""
     import numpy as np
 
@@ -250,7 +262,7 @@ def score(take: Path, out: Path | None, plot: Path | None, threshold: float | No
     _check_plot(plot)
     bar = _Progress("scoring", min_total=0 if progress else 20_000)   # about 10k frames/s: a bar for long takes
     try:
-        prior, tk, _ = _load_take(take, model, skeleton, fps)
+        prior, tk, _ = _load_take(take, model, skeleton, fps, map_file)
         s = takes.score(prior, tk, threshold, progress=bar)
         bar.close()
         for note in s.notes:
@@ -313,7 +325,7 @@ def score(take: Path, out: Path | None, plot: Path | None, threshold: float | No
 @_take_options
 def repair(take: Path, out: Path, joints: str | None, flagged: bool, threshold: float | None, max_joints: int,
            space: str, smooth: float, iters: int, plot: Path | None, model: Path | None,
-           skeleton: Path | None, fps: float | None) -> None:
+           skeleton: Path | None, fps: float | None, map_file: Path | None) -> None:
     """Repair a take: fill named joints, or the worst joints of implausible frames, with the prior."""
     import numpy as np
 
@@ -330,7 +342,7 @@ def repair(take: Path, out: Path, joints: str | None, flagged: bool, threshold: 
     _check_plot(plot)
     names = None if joints is None else [n.strip() for n in joints.split(",") if n.strip()]
     try:
-        prior, tk, rest = _load_take(take, model, skeleton, fps)
+        prior, tk, rest = _load_take(take, model, skeleton, fps, map_file)
     except (FormatError, ModelError, ValueError, OSError, ImportError) as e:
         fail(str(e))
     if space == "auto":

@@ -498,12 +498,13 @@ def smpl_positions(poses: np.ndarray, rest_joints: np.ndarray) -> np.ndarray:
 
 
 def convert_file(src: str | Path, rest_joints: np.ndarray, skeleton_file: str | Path | None = None,
-                 fps: float | None = None) -> list[dict[str, np.ndarray]]:
+                 fps: float | None = None, joint_map: dict[str, str] | None = None) -> list[dict[str, np.ndarray]]:
     """Every take in ``src`` (BVH, AMC, shared npz: one per sequence) converted by ``to_smpl``, subsampled to
     ``fps`` first; frame 0 of the cgspeed MotionBuilder and Daz BVH files (their converter's T-pose,
     ``runtime.formats.SYNTHETIC_FRAME0``) is dropped. AMASS files are SMPL already and are read as they are
     (``runtime.formats.read_amass``; without ``trans`` the root stays at the origin; without a frame rate
-    ``mocap_framerate`` is NaN: it can be scored, not written by ``save_amass``)."""
+    ``mocap_framerate`` is NaN: it can be scored, not written by ``save_amass``). ``joint_map``: the source rig's
+    ``{SMPL joint: source joint}`` (``runtime.formats.load_joint_map``) instead of the built-in skeleton detected."""
     from .formats import read_amass
     from .formats.npz import npz_keys
     path = Path(src)
@@ -522,10 +523,10 @@ def convert_file(src: str | Path, rest_joints: np.ndarray, skeleton_file: str | 
     motions = motions if isinstance(motions, list) else [motions]
     out = []
     for mm in motions:
-        if detect_skeleton(mm) in SYNTHETIC_FRAME0 and len(mm) > 1:   # the converter's T-pose, not a capture
+        if joint_map is None and detect_skeleton(mm) in SYNTHETIC_FRAME0 and len(mm) > 1:   # the converter's T-pose
             mm = replace(mm, rotations=mm.rotations[1:], trans=mm.trans[1:])
         try:
-            out.append(_storable(to_smpl(mm.subsample(fps), rest_joints), mm.source))
+            out.append(_storable(to_smpl(mm.subsample(fps), rest_joints, joint_map), mm.source))
         except FormatError as e:     # every message names the file
             raise e if str(e).startswith(mm.source) else FormatError(f"{mm.source}: {e}") from None
     return out
@@ -545,11 +546,11 @@ def _storable(take: dict, source: str) -> dict:
 
 
 def named_takes(src: str | Path, rest_joints: np.ndarray, skeleton_file: str | Path | None = None,
-                fps: float | None = None) -> list[tuple[str, int, dict]]:
+                fps: float | None = None, joint_map: dict[str, str] | None = None) -> list[tuple[str, int, dict]]:
     """``convert_file`` with a (sequence name, subject) for every take: the file's own (shared npz), else the file
     name and the number it starts with (CMU's ``SS_TT`` naming), else -1."""
     src = Path(src)
-    converted = convert_file(src, rest_joints, skeleton_file, fps)
+    converted = convert_file(src, rest_joints, skeleton_file, fps, joint_map)
     out = []
     for i, t in enumerate(converted):
         name = str(t.get("sequence", src.stem if len(converted) == 1 else f"{src.stem}_{i}"))
@@ -594,13 +595,14 @@ def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
 
 
 def convert(src: str | Path, out: str | Path, rest_joints: np.ndarray | None = None,
-            skeleton_file: str | Path | None = None, fps: float | None = None) -> dict:
+            skeleton_file: str | Path | None = None, fps: float | None = None,
+            joint_map: dict[str, str] | None = None) -> dict:
     """``poseprior convert SRC --to smpl --out OUT.npz``: every take of ``src`` (``convert_file``) as one
     AMASS-style file (``save_amass``). ``rest_joints`` default: the skeleton recorded in the shipped model's
     manifest. Returns a summary (takes, frames, fps, the source skeleton)."""
     src = Path(src)
     rest = load_rest_joints() if rest_joints is None else check_rest_joints(rest_joints, "rest_joints")
-    takes = named_takes(src, rest, skeleton_file, fps)
+    takes = named_takes(src, rest, skeleton_file, fps, joint_map)
     save_amass(takes, rest, out)
     return {"source": str(src), "out": str(out), "takes": len(takes), "frames": int(sum(len(t["poses"]) for *_, t in takes)),
             "fps": float(takes[0][2]["mocap_framerate"]), "conversion": CONVERSION_VERSION}
