@@ -1,9 +1,10 @@
 """``poseprior``: the command line. Torch-free: the plain install (``pip install .``) runs it.
 
 The group holds the torch-free commands directly (``demo``, ``convert``, ``score``, ``repair``; add one with ``@main.command()`` here). The
-commands that need torch (``train``, ``export``, ``evaluate``, ...) live in ``train/cli.py`` and are listed in
+commands that need torch (``train``, ``export``, ``evaluate``, ...) live in ``train/cli.py`` and ``export/cli.py``
+(gathered in ``export.cli.main``) and are listed in
 ``TORCH_COMMANDS`` with their one-line help: ``poseprior --help`` shows them without importing torch, and
-``train.cli`` is imported only when one of them is invoked. Without the training extra that import fails and the
+``export.cli`` is imported only when one of them is invoked. Without the training extra that import fails and the
 command says in one line what to install, exit code 2.
 """
 from __future__ import annotations
@@ -14,20 +15,20 @@ from pathlib import Path
 
 import click
 
-#: what the torch commands need; ``import train`` / ``import export`` without it raise ImportError with this hint
-TRAIN_EXTRA_HINT = "needs the training extra (torch): pip install 'poseprior[train]'"
-#: the distributions of the training extra (an ImportError naming one of them means: the extra is missing)
-TRAIN_EXTRA_MODULES = ("torch", "scipy", "tqdm", "onnx", "onnxscript", "matplotlib")
+from .extras import TRAIN_EXTRA_HINT, TRAIN_EXTRA_MODULES  # noqa: F401  (re-exported: tests, train, export)
 
-#: commands of ``train.cli.main``, name -> one-line help (tests/test_cli.py checks it against train.cli)
+#: commands of ``export.cli.main``, name -> one-line help (tests/test_cli.py checks it against export.cli)
 TORCH_COMMANDS = {
     "train": "Train the RealNVP pose prior (or, with --model, a baseline).",
     "export": "Export a trained flow: ONNX graphs + shared weights + manifest (and .pt2, TorchScript).",
     "evaluate": "Evaluate an exported flow and the baselines: KS, FID, APD, NN distance, figures.",
     "fit-bench": "Downstream fitting benchmark: part completion, sparse-effector IK, denoising.",
-    "sweep": "Ablations + hyper-parameter sweep judged on validation.",
     "bench": "Median latency of every graph: onnxruntime vs torch eager.",
 }
+
+
+MAP_HELP = ("Joint map {SMPL joint: source joint} as JSON (runtime.formats.joint_maps), for a rig "
+            "poseprior does not know.")
 
 
 def fail(msg: str) -> None:
@@ -45,6 +46,17 @@ def check_out(path: Path, option: str = "--out") -> None:
             return
 
 
+def hold_out(out: Path, command: str) -> None:
+    """Take ``out``'s lock for this process's life (``runtime.locking.hold``); exit 2 when another process holds
+    it, so two runs never write one output."""
+    from .locking import OutputLocked, hold
+
+    try:
+        hold(out, command)
+    except OutputLocked as e:
+        fail(str(e))
+
+
 def missing_train_extra(e: ImportError) -> bool:
     """Whether ``e`` is the training extra being absent (not a bug inside the package)."""
     name = (getattr(e, "name", None) or "").split(".")[0]
@@ -52,7 +64,7 @@ def missing_train_extra(e: ImportError) -> bool:
 
 
 class PosePriorGroup(click.Group):
-    """A click group whose torch commands are imported from ``train.cli`` only when invoked."""
+    """A click group whose torch commands are imported from ``export.cli`` only when invoked."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted({*super().list_commands(ctx), *TORCH_COMMANDS})
@@ -61,7 +73,7 @@ class PosePriorGroup(click.Group):
         if name not in TORCH_COMMANDS:
             return super().get_command(ctx, name)
         try:
-            from train.cli import main as torch_commands
+            from export.cli import main as torch_commands   # the one upward edge (.importlinter)
         except ImportError as e:
             if not missing_train_extra(e):
                 raise
@@ -106,16 +118,22 @@ def demo(args: tuple[str, ...]) -> None:
 @click.option("--rest", type=click.Path(path_type=Path), default=None,
               help="SMPL rest joints: a model directory or an .npz with rest_joints (default: the shipped model's).")
 @click.option("--fps", type=float, default=None, help="Subsample to about this frame rate.")
-def convert(src: Path, target: str, out: Path, skeleton: Path | None, rest: Path | None, fps: float | None) -> None:
+@click.option("--map", "map_file", type=click.Path(path_type=Path), default=None, help=MAP_HELP)
+def convert(src: Path, target: str, out: Path, skeleton: Path | None, rest: Path | None, fps: float | None,
+            map_file: Path | None) -> None:
     """Convert a take (BVH, ASF/AMC, shared npz, AMASS) to SMPL body_pose: an AMASS-style npz."""
     from .convert import convert as convert_take, load_rest_joints
     from .formats import FormatError
+    from .formats.joint_maps import load_joint_map
 
     _check_file_out(out, "--out", (".npz",))
+    _check_not_input(src, out)
+    _check_skeleton(src, skeleton)
     if fps is not None and not fps > 0:
         fail(f"--fps {fps}: must be a positive number")
     try:
-        summary = convert_take(src, out, load_rest_joints(rest), skeleton, fps)
+        joint_map = None if map_file is None else load_joint_map(map_file)
+        summary = convert_take(src, out, load_rest_joints(rest), skeleton, fps, joint_map)
     except (FormatError, ValueError, OSError) as e:
         fail(str(e))
     click.echo(f"{summary['source']}: {summary['takes']} take(s), {summary['frames']} frames at "
@@ -124,7 +142,8 @@ def convert(src: Path, target: str, out: Path, skeleton: Path | None, rest: Path
 
 # --- take tools: score and repair (runtime.takes) ---------------------------------------------------------------
 def _take_options(f):
-    """The options every take command shares: the model, the .asf of an .amc take, subsampling."""
+    """The options every take command shares: the model, the .asf of an .amc take, subsampling, a joint map."""
+    f = click.option("--map", "map_file", type=click.Path(path_type=Path), default=None, help=MAP_HELP)(f)
     f = click.option("--fps", type=float, default=None, help="Subsample the take to about this frame rate.")(f)
     f = click.option("--skeleton", type=click.Path(path_type=Path), default=None,
                      help="The .asf of an .amc take (default: found beside it).")(f)
@@ -141,6 +160,27 @@ def _check_file_out(path: Path | None, option: str, suffixes: tuple[str, ...]) -
         fail(f"{option} {path}: must end in {' or '.join(suffixes)}")
     if path.is_dir() or not path.parent.is_dir():
         fail(f"{option} {path}: {'is a directory' if path.is_dir() else f'folder {path.parent} does not exist'}")
+
+
+def _check_not_input(src: Path, out: Path, option: str = "--out") -> None:
+    """Refuse writing the output onto the input: the same path, or the same file through a link (exit 2)."""
+    import os
+    try:
+        same = os.path.abspath(src) == os.path.abspath(out) or (out.exists() and os.path.samefile(src, out))
+    except OSError:
+        same = False
+    if same:
+        fail(f"{option} {out}: is the input file {src}; it would be overwritten: write to another file")
+
+
+def _check_skeleton(src: Path, skeleton: Path | None) -> None:
+    """``--skeleton`` belongs to an .amc take and must exist (exit 2 otherwise: it is never ignored)."""
+    if skeleton is None:
+        return
+    if src.suffix.lower() != ".amc":
+        fail(f"--skeleton {skeleton}: only an .amc take reads a separate skeleton (.asf); {src} is not an .amc file")
+    if not skeleton.is_file():
+        fail(f"--skeleton {skeleton}: file not found")
 
 
 def _check_plot(path: Path | None) -> None:
@@ -172,14 +212,17 @@ class _Progress:
             self.bar.__exit__(None, None, None)
 
 
-def _load_take(src: Path, model: Path | None, skeleton: Path | None, fps: float | None):
-    """(prior, take, rest joints): the model, and ``src`` converted on its skeleton."""
+def _load_take(src: Path, model: Path | None, skeleton: Path | None, fps: float | None, map_file: Path | None = None):
+    """(prior, take, rest joints): the model, and ``src`` converted on its skeleton (with the joint map of
+    ``map_file`` when given)."""
     from .convert import load_rest_joints
+    from .formats.joint_maps import load_joint_map
     from .prior import PosePrior
     from .takes import check_smpl_prior, read_take
 
     if fps is not None and not fps > 0:
         fail(f"--fps {fps}: must be a positive number")
+    _check_skeleton(src, skeleton)
     prior = PosePrior.load(model)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -187,7 +230,8 @@ def _load_take(src: Path, model: Path | None, skeleton: Path | None, fps: float 
     for w in caught:
         click.echo(f"note: {w.message}", err=True)
     rest = load_rest_joints(prior.path)
-    return prior, read_take(src, rest, skeleton, fps), rest
+    joint_map = None if map_file is None else load_joint_map(map_file)
+    return prior, read_take(src, rest, skeleton, fps, joint_map), rest
 
 
 def _spans_text(spans: list[tuple[int, int]], limit: int = 12) -> str:
@@ -206,7 +250,7 @@ def _spans_text(spans: list[tuple[int, int]], limit: int = 12) -> str:
 @click.option("--progress", is_flag=True, help="Show a progress bar (default: only for takes over 20,000 frames).")
 @_take_options
 def score(take: Path, out: Path | None, plot: Path | None, threshold: float | None, progress: bool,
-          model: Path | None, skeleton: Path | None, fps: float | None) -> None:
+          model: Path | None, skeleton: Path | None, fps: float | None, map_file: Path | None) -> None:
     """Score every frame of a take (BVH, ASF/AMC, AMASS or shared npz) and flag the implausible ones."""
     import numpy as np
 
@@ -218,7 +262,7 @@ def score(take: Path, out: Path | None, plot: Path | None, threshold: float | No
     _check_plot(plot)
     bar = _Progress("scoring", min_total=0 if progress else 20_000)   # about 10k frames/s: a bar for long takes
     try:
-        prior, tk, _ = _load_take(take, model, skeleton, fps)
+        prior, tk, _ = _load_take(take, model, skeleton, fps, map_file)
         s = takes.score(prior, tk, threshold, progress=bar)
         bar.close()
         for note in s.notes:
@@ -281,7 +325,7 @@ def score(take: Path, out: Path | None, plot: Path | None, threshold: float | No
 @_take_options
 def repair(take: Path, out: Path, joints: str | None, flagged: bool, threshold: float | None, max_joints: int,
            space: str, smooth: float, iters: int, plot: Path | None, model: Path | None,
-           skeleton: Path | None, fps: float | None) -> None:
+           skeleton: Path | None, fps: float | None, map_file: Path | None) -> None:
     """Repair a take: fill named joints, or the worst joints of implausible frames, with the prior."""
     import numpy as np
 
@@ -294,10 +338,11 @@ def repair(take: Path, out: Path, joints: str | None, flagged: bool, threshold: 
     if threshold is not None and not flagged:
         fail("--threshold: only with --flagged")
     _check_file_out(out, "--out", (".npz",))
+    _check_not_input(take, out)
     _check_plot(plot)
     names = None if joints is None else [n.strip() for n in joints.split(",") if n.strip()]
     try:
-        prior, tk, rest = _load_take(take, model, skeleton, fps)
+        prior, tk, rest = _load_take(take, model, skeleton, fps, map_file)
     except (FormatError, ModelError, ValueError, OSError, ImportError) as e:
         fail(str(e))
     if space == "auto":

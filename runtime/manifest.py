@@ -283,17 +283,31 @@ def validate_manifest(manifest: Any, path: Path, graphs: Iterable[Graph]) -> Non
 
 def verify_files(model_dir: Path, manifest: dict, names: list[str]) -> None:
     """Check each named file against the sha256 the manifest records for it."""
+    read_verified(model_dir, manifest, names)
+
+
+def read_verified(model_dir: Path, manifest: dict, names: list[str]) -> dict[str, bytes]:
+    """The bytes of each named file, read once, checked against the sha256 the manifest records for it: a caller
+    that uses these bytes (not the file again) uses exactly what was checked, even if the file is replaced
+    meanwhile."""
     files = manifest["files"]
+    out = {}
     for name in names:
         path = model_dir / name
         if name not in files:
             raise ModelError(f"{model_dir / 'manifest.json'}: field ['files'] lists no {name}")
         if not path.is_file():
             raise ModelError(f"{path}: missing (the manifest lists it)")
-        digest = sha256_file(path)
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            raise ModelError(f"{path}: cannot be read ({e.strerror or e})") from None
+        digest = hashlib.sha256(data).hexdigest()
         if digest != files[name]["sha256"]:
             raise ModelError(f"{path}: sha256 {digest[:16]}... differs from the manifest's {files[name]['sha256'][:16]}..."
                              f" (the file was modified, or belongs to another model)")
+        out[name] = data
+    return out
 
 
 # --- one graph against the manifest ------------------------------------------------------------------------------

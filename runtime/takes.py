@@ -112,11 +112,12 @@ def check_smpl_prior(prior: PosePrior) -> None:
 
 
 def read_take(src: str | Path, rest_joints: np.ndarray | None = None, skeleton_file: str | Path | None = None,
-              fps: float | None = None) -> Take:
+              fps: float | None = None, joint_map: dict[str, str] | None = None) -> Take:
     """Read and convert every take of ``src`` to SMPL (``runtime.convert.named_takes``; ``rest_joints`` default:
-    the shipped model's skeleton)."""
+    the shipped model's skeleton; ``joint_map``: the rig's {SMPL joint: source joint}, default the built-in
+    skeleton detected)."""
     rest = load_rest_joints() if rest_joints is None else np.asarray(rest_joints, float)
-    takes = named_takes(src, rest, skeleton_file, fps)
+    takes = named_takes(src, rest, skeleton_file, fps, joint_map)
     rates = [float(t["mocap_framerate"]) for _, _, t in takes]
     starts = list(np.cumsum([0] + [len(t["poses"]) for _, _, t in takes[:-1]]).astype(int))
     return Take(str(src), np.concatenate([t["poses"] for _, _, t in takes]).astype(np.float64),
