@@ -72,7 +72,7 @@ def test_score_command_writes_json_csv_and_plot(prior, daz_take, tmp_path):
     assert r.returncode == 0, r.stderr
     d = json.loads((tmp_path / "s.json").read_text())
     assert len(d["log_prob"]) == d["frames"] == 597 and d["threshold"] == prior.manifest["plausibility"]["tau"]
-    assert d["flagged"] == [t for t, v in enumerate(d["log_prob"]) if v < d["threshold"]]
+    assert d["flagged"] == [d["source_frame"][t] for t, v in enumerate(d["log_prob"]) if v < d["threshold"]]
     assert (tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"
     assert f"{len(d['flagged'])} frames flagged" in r.stdout
     r = cli("score", daz_take, "--out", tmp_path / "s.csv", "--threshold", "0", cwd=tmp_path)
