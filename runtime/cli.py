@@ -57,6 +57,21 @@ def hold_out(out: Path, command: str) -> None:
         fail(str(e))
 
 
+def check_not_source(out: Path, sources, option: str = "--out") -> None:
+    """Refuse an output that is one of the input files (the same path, or the same file through a link): writing
+    it would destroy what the user gave (exit 2, naming ``option``)."""
+    import os
+    for src in sources:
+        same = out.resolve() == Path(src).resolve()
+        if not same and out.exists() and Path(src).exists():
+            try:
+                same = os.path.samefile(out, src)
+            except OSError:
+                pass
+        if same:
+            fail(f"{option} {out}: it is the input {src}; write the output to another file")
+
+
 def missing_train_extra(e: ImportError) -> bool:
     """Whether ``e`` is the training extra being absent (not a bug inside the package)."""
     name = (getattr(e, "name", None) or "").split(".")[0]
@@ -127,7 +142,7 @@ def convert(src: Path, target: str, out: Path, skeleton: Path | None, rest: Path
     from .formats.joint_maps import load_joint_map
 
     _check_file_out(out, "--out", (".npz",))
-    _check_not_input(src, out)
+    check_not_source(out, [src])
     _check_skeleton(src, skeleton)
     if fps is not None and not fps > 0:
         fail(f"--fps {fps}: must be a positive number")
@@ -160,17 +175,6 @@ def _check_file_out(path: Path | None, option: str, suffixes: tuple[str, ...]) -
         fail(f"{option} {path}: must end in {' or '.join(suffixes)}")
     if path.is_dir() or not path.parent.is_dir():
         fail(f"{option} {path}: {'is a directory' if path.is_dir() else f'folder {path.parent} does not exist'}")
-
-
-def _check_not_input(src: Path, out: Path, option: str = "--out") -> None:
-    """Refuse writing the output onto the input: the same path, or the same file through a link (exit 2)."""
-    import os
-    try:
-        same = os.path.abspath(src) == os.path.abspath(out) or (out.exists() and os.path.samefile(src, out))
-    except OSError:
-        same = False
-    if same:
-        fail(f"{option} {out}: is the input file {src}; it would be overwritten: write to another file")
 
 
 def _check_skeleton(src: Path, skeleton: Path | None) -> None:
@@ -212,26 +216,78 @@ class _Progress:
             self.bar.__exit__(None, None, None)
 
 
-def _load_take(src: Path, model: Path | None, skeleton: Path | None, fps: float | None, map_file: Path | None = None):
-    """(prior, take, rest joints): the model, and ``src`` converted on its skeleton (with the joint map of
-    ``map_file`` when given)."""
+def _load_prior(model: Path | None, fps: float | None, map_file: Path | None = None):
+    """(prior, rest joints, joint map): the model (its conversion-version note on stderr), the skeleton takes
+    convert to, and the source rig's joint map of ``map_file`` (None: the built-in skeletons)."""
     from .convert import load_rest_joints
     from .formats.joint_maps import load_joint_map
     from .prior import PosePrior
-    from .takes import check_smpl_prior, read_take
+    from .takes import check_smpl_prior
 
     if fps is not None and not fps > 0:
         fail(f"--fps {fps}: must be a positive number")
-    _check_skeleton(src, skeleton)
     prior = PosePrior.load(model)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         check_smpl_prior(prior)
     for w in caught:
         click.echo(f"note: {w.message}", err=True)
-    rest = load_rest_joints(prior.path)
-    joint_map = None if map_file is None else load_joint_map(map_file)
+    warnings.filterwarnings("ignore", message=".*trained on takes converted by")   # said once, as a note
+    return prior, load_rest_joints(prior.path), None if map_file is None else load_joint_map(map_file)
+
+
+def _load_take(src: Path, model: Path | None, skeleton: Path | None, fps: float | None, map_file: Path | None = None):
+    """(prior, take, rest joints): the model, and ``src`` converted on its skeleton (with the joint map of
+    ``map_file`` when given)."""
+    from .takes import read_take
+
+    _check_skeleton(src, skeleton)
+    prior, rest, joint_map = _load_prior(model, fps, map_file)
     return prior, read_take(src, rest, skeleton, fps, joint_map), rest
+
+
+#: what a folder given to ``score`` / ``repair`` contributes: its take files, recursively
+TAKE_SUFFIXES = (".bvh", ".amc", ".npz")
+
+
+def _take_files(paths: tuple[Path, ...]) -> list[Path]:
+    """The take files of ``paths``: files as given, folders as their ``TAKE_SUFFIXES`` files (recursively, sorted)."""
+    files = []
+    for p in paths:
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*") if f.suffix.lower() in TAKE_SUFFIXES and f.is_file())
+            if not found:
+                fail(f"{p}: a folder with no takes ({', '.join(TAKE_SUFFIXES)} files)")
+            files += found
+        else:
+            files.append(p)
+    return files
+
+
+def _per_file(files: list[Path], out: Path | None, suffix: str, option: str) -> list[Path] | None:
+    """With ``out`` an existing directory: one output per take file, ``out/<stem><suffix>`` (refused when two
+    inputs share a stem); else None."""
+    if out is None or not out.is_dir():
+        return None
+    paths = [out / f"{f.stem}{suffix}" for f in files]
+    seen: dict[Path, Path] = {}
+    for f, o in zip(files, paths):
+        if o in seen:
+            fail(f"{option} {out}: {seen[o]} and {f} would both write {o.name}; give them separately")
+        seen[o] = f
+        check_not_source(o, files, option)
+    return paths
+
+
+def _plot(s, path: Path, repaired=None) -> None:
+    """The score's figure: the detector's timeline (``runtime.qaplot``) when it ran, else log p over time."""
+    from . import takes
+
+    if s.detection is not None:
+        from .qaplot import plot_timeline
+        plot_timeline(s, path, repaired=repaired)
+    else:
+        takes.plot_score(s, path, repaired=repaired)
 
 
 def _spans_text(spans: list[tuple[int, int]], limit: int = 12) -> str:
@@ -239,73 +295,105 @@ def _spans_text(spans: list[tuple[int, int]], limit: int = 12) -> str:
     return text + (f", ... ({len(spans)} runs)" if len(spans) > limit else "")
 
 
+def _dropped_text(take) -> str | None:
+    notes = [f"{n}: {d}" if len(take.names) > 1 else d for n, d in zip(take.names, take.dropped) if d]
+    return (f"note: {take.source}: left out {'; '.join(notes)}; frame numbers are the source file's"
+            if notes else None)
+
+
 @main.command()
-@click.argument("take", type=click.Path(path_type=Path))
+@click.argument("take", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--out", type=click.Path(path_type=Path), default=None,
-              help="Write the per-frame scores: .json (log_prob, threshold, flagged, ...) or .csv (a row per frame).")
+              help="Write the per-frame scores: .json (log_prob, threshold, flagged, ...) or .csv (a row per frame); "
+                   "an existing folder: one .json per take file.")
 @click.option("--plot", type=click.Path(path_type=Path), default=None,
-              help="Plot log p over time with the flagged frames marked (.png/.pdf/.svg; needs matplotlib).")
+              help="Plot log p over time with the flagged frames marked (.png/.pdf/.svg; needs matplotlib); an "
+                   "existing folder: one .png per take file.")
 @click.option("--threshold", type=float, default=None,
               help="Flag frames with log p below this (default: the model's recorded tau).")
 @click.option("--progress", is_flag=True, help="Show a progress bar (default: only for takes over 20,000 frames).")
 @_take_options
-def score(take: Path, out: Path | None, plot: Path | None, threshold: float | None, progress: bool,
+def score(take: tuple[Path, ...], out: Path | None, plot: Path | None, threshold: float | None, progress: bool,
           model: Path | None, skeleton: Path | None, fps: float | None, map_file: Path | None) -> None:
-    """Score every frame of a take (BVH, ASF/AMC, AMASS or shared npz) and flag the implausible ones."""
+    """Score every frame of takes (BVH, ASF/AMC, AMASS or shared npz files, or folders of them) and flag the
+    implausible ones. Frames are numbered as in the source file."""
     import numpy as np
 
     from .formats import FormatError
     from .prior import ModelError
     from . import takes
 
-    _check_file_out(out, "--out", takes.SCORE_SUFFIXES)
-    _check_plot(plot)
-    bar = _Progress("scoring", min_total=0 if progress else 20_000)   # about 10k frames/s: a bar for long takes
+    files = _take_files(take)
+    for f in files:
+        _check_skeleton(f, skeleton)
+    outs, plots = _per_file(files, out, ".json", "--out"), _per_file(files, plot, ".png", "--plot")
+    if outs is None:
+        _check_file_out(out, "--out", takes.SCORE_SUFFIXES)
+    if plots is None:
+        if plot is not None and len(files) > 1:
+            fail(f"--plot {plot}: with several take files, give an existing folder (one plot per file)")
+        _check_plot(plot)
+    elif plot is not None:
+        _check_plot(plots[0])
+    scores = []
     try:
-        prior, tk, _ = _load_take(take, model, skeleton, fps, map_file)
-        s = takes.score(prior, tk, threshold, progress=bar)
-        bar.close()
+        prior, rest, joint_map = _load_prior(model, fps, map_file)
+        for f in files:
+            bar = _Progress(f"scoring {f.name}", min_total=0 if progress else 20_000)   # about 10k frames/s
+            try:
+                scores.append(takes.score(prior, takes.read_take(f, rest, skeleton, fps, joint_map), threshold,
+                                          progress=bar))
+            finally:
+                bar.close()
+        if outs is not None:
+            for s, o in zip(scores, outs):
+                takes.write_score(s, o)
+        elif out is not None:
+            takes.write_scores(scores, out)
+        for s, o in zip(scores, plots or [plot] * len(scores)):
+            if o is not None:
+                _plot(s, o)
+    except (FormatError, ModelError, ValueError, OSError, ImportError) as e:
+        fail(str(e))
+    for f, s in zip(files, scores):
+        tk = s.take
+        n, flagged = len(s.log_prob), s.flagged
+        rate = f"{tk.fps:.1f} fps" if tk.fps == tk.fps else "no frame rate"
+        worst = int(s.log_prob.argmin())
         for note in s.notes:
             click.echo(f"note: {note}", err=True)
-        if out is not None:
-            takes.write_score(s, out)
-        if plot is not None:
-            if s.detection is not None:
-                from .qaplot import plot_timeline
-                plot_timeline(s, plot)
-            else:
-                takes.plot_score(s, plot)
-    except (FormatError, ModelError, ValueError, OSError, ImportError) as e:
-        bar.close()
-        fail(str(e))
-    n, f = len(s.log_prob), s.flagged
-    rate = f"{tk.fps:.1f} fps" if tk.fps == tk.fps else "no frame rate"
-    worst = int(s.log_prob.argmin())
-    click.echo(f"{take}: {n} frames ({len(tk.names)} take{'s' if len(tk.names) > 1 else ''}, {rate}); log p median "
-               f"{float(np.median(s.log_prob)):.1f}, lowest {float(s.log_prob[worst]):.4g} at frame {worst}")
-    if s.detection is None:
-        click.echo(f"threshold {s.threshold:.4g} ({s.threshold_source}): {len(f)} frames flagged ({len(f) / n:.1%})"
-                   + (f": {_spans_text(s.flagged_spans())}" if len(f) else ""))
-        if "detector" not in prior.manifest:
-            click.echo("note: per-frame log p only; `poseprior calibrate` on your own clean takes adds the motion-aware "
-                       "detector (spans and suspect joints)", err=True)
-    else:
-        spans = s.detection.spans
-        click.echo(f"detector (motion + log p < {s.threshold:.4g}): {len(f)} frames flagged ({len(f) / n:.1%}) in "
-                   f"{len(spans)} spans" + (":" if spans else ""))
-        for a, b, js in spans[:12]:
-            click.echo(f"  {a}-{b - 1}: {', '.join(prior.joint_names[j] for j in js) or '(log p only)'}")
-        if len(spans) > 12:
-            click.echo(f"  ... ({len(spans) - 12} more spans: --out writes them all)")
-    for path in (out, plot):
+        note = _dropped_text(tk)
+        if note:
+            click.echo(note)
+        click.echo(f"{f}: {n} frames ({len(tk.names)} take{'s' if len(tk.names) > 1 else ''}, {rate}); log p median "
+                   f"{float(np.median(s.log_prob)):.1f}, lowest {float(s.log_prob[worst]):.4g} at frame "
+                   f"{int(tk.frames[worst])}")
+        if s.detection is None:
+            spans = [(int(tk.frames[a]), int(tk.frames[b])) for a, b in s.flagged_spans()]
+            click.echo(f"threshold {s.threshold:.4g} ({s.threshold_source}): {len(flagged)} frames flagged "
+                       f"({len(flagged) / n:.1%})" + (f": {_spans_text(spans)}" if len(flagged) else ""))
+            if "detector" not in prior.manifest:
+                click.echo("note: per-frame log p only; `poseprior calibrate` on your own clean takes adds the "
+                           "motion-aware detector (spans and suspect joints)", err=True)
+        else:
+            spans = s.detection.spans
+            click.echo(f"detector (motion + log p < {s.threshold:.4g}): {len(flagged)} frames flagged "
+                       f"({len(flagged) / n:.1%}) in {len(spans)} spans" + (":" if spans else ""))
+            for a, b, js in spans[:12]:
+                click.echo(f"  {int(tk.frames[a])}-{int(tk.frames[b - 1])}: "
+                           f"{', '.join(prior.joint_names[j] for j in js) or '(log p only)'}")
+            if len(spans) > 12:
+                click.echo(f"  ... ({len(spans) - 12} more spans: --out writes them all)")
+    for path in (outs or [out]) + (plots or [plot]):
         if path is not None:
             click.echo(f"wrote {path}")
 
 
 @main.command()
-@click.argument("take", type=click.Path(path_type=Path))
+@click.argument("take", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--out", required=True, type=click.Path(path_type=Path),
-              help="The repaired take: an AMASS-style .npz (SMPL body_pose).")
+              help="The repaired take: an .npz (an AMASS/SMPL-H/SMPL-X input keeps all its arrays; other sources: "
+                   "AMASS-style SMPL body_pose); an existing folder: one .npz per take file.")
 @click.option("--joints", default=None, help="Fill these joints (comma-separated SMPL names) in every frame.")
 @click.option("--flagged", is_flag=True, help="Fill the worst joints of the frames below the threshold.")
 @click.option("--threshold", type=float, default=None,
@@ -321,15 +409,18 @@ def score(take: Path, out: Path | None, plot: Path | None, threshold: float | No
 @click.option("--iters", type=click.IntRange(min=1), default=200, show_default=True,
               help="L-BFGS iterations of each run of frames (the smoothing solve).")
 @click.option("--plot", type=click.Path(path_type=Path), default=None,
-              help="Plot log p over time before and after the repair (.png/.pdf/.svg; needs matplotlib).")
+              help="Plot log p over time before and after the repair (.png/.pdf/.svg; needs matplotlib); an "
+                   "existing folder: one .png per take file.")
 @_take_options
-def repair(take: Path, out: Path, joints: str | None, flagged: bool, threshold: float | None, max_joints: int,
-           space: str, smooth: float, iters: int, plot: Path | None, model: Path | None,
+def repair(take: tuple[Path, ...], out: Path, joints: str | None, flagged: bool, threshold: float | None,
+           max_joints: int, space: str, smooth: float, iters: int, plot: Path | None, model: Path | None,
            skeleton: Path | None, fps: float | None, map_file: Path | None) -> None:
-    """Repair a take: fill named joints, or the worst joints of implausible frames, with the prior."""
+    """Repair takes (files or folders): fill named joints, or the worst joints of implausible frames, with the
+    prior. An AMASS/SMPL-H/SMPL-X npz is written back whole: only the repaired body joints change."""
     import numpy as np
 
     from .formats import FormatError
+    from .lossless import is_amass, write_repaired
     from .prior import ModelError
     from . import takes
 
@@ -337,46 +428,76 @@ def repair(take: Path, out: Path, joints: str | None, flagged: bool, threshold: 
         fail("repair: give --joints NAMES or --flagged (one of the two)")
     if threshold is not None and not flagged:
         fail("--threshold: only with --flagged")
-    _check_file_out(out, "--out", (".npz",))
-    _check_not_input(take, out)
-    _check_plot(plot)
+    files = _take_files(take)
+    for f in files:
+        _check_skeleton(f, skeleton)
+    outs, plots = _per_file(files, out, ".npz", "--out"), _per_file(files, plot, ".png", "--plot")
+    if outs is None:
+        if len(files) > 1:
+            fail(f"--out {out}: with several take files, give an existing folder (one .npz per file)")
+        _check_file_out(out, "--out", (".npz",))
+        check_not_source(out, files)
+        outs = [out]
+    if plots is None:
+        if plot is not None and len(files) > 1:
+            fail(f"--plot {plot}: with several take files, give an existing folder (one plot per file)")
+        _check_plot(plot)
+        plots = [plot]
+    elif plot is not None:
+        _check_plot(plots[0])
     names = None if joints is None else [n.strip() for n in joints.split(",") if n.strip()]
+    done = []
     try:
-        prior, tk, rest = _load_take(take, model, skeleton, fps, map_file)
-    except (FormatError, ModelError, ValueError, OSError, ImportError) as e:
-        fail(str(e))
-    if space == "auto":
-        space = "ambient" if flagged and "detector" in prior.manifest else "latent"
-    bar = _Progress(f"repairing ({space})")
-    try:
-        r = takes.repair(prior, tk, joints=names, flagged=flagged, threshold=threshold, max_joints=max_joints,
-                         space=space, smooth=smooth, run_iters=iters, progress=bar)
-        bar.close()
-        takes.write_take(r.take, rest, out)
-        if plot is not None:
-            s = takes.Score(tk, r.log_prob_before, r.threshold if flagged else float("nan"),
-                            "", str(prior.path), r.detection)
-            if r.detection is not None:
-                from .qaplot import plot_timeline
-                plot_timeline(s, plot, repaired=r.log_prob_after)
+        amass = [is_amass(f) for f in files]
+        if fps is not None and any(amass):
+            fail(f"--fps: {files[amass.index(True)]} is an AMASS npz, repaired at its own frame rate so that the "
+                 f"output keeps every frame")
+        prior, rest, joint_map = _load_prior(model, fps, map_file)
+        if space == "auto":
+            space = "ambient" if flagged and "detector" in prior.manifest else "latent"
+        for f in files:
+            tk = takes.read_take(f, rest, skeleton, fps, joint_map)
+            bar = _Progress(f"repairing {f.name} ({space})")
+            try:
+                done.append(takes.repair(prior, tk, joints=names, flagged=flagged, threshold=threshold,
+                                         max_joints=max_joints, space=space, smooth=smooth, run_iters=iters,
+                                         progress=bar))
+            finally:
+                bar.close()
+        for f, r, o, p, whole in zip(files, done, outs, plots, amass):
+            if whole:
+                rows = r.repaired
+                write_repaired(f, r.take.frames[rows], r.take.poses[rows, 3:66], o)
             else:
-                takes.plot_score(s, plot, repaired=r.log_prob_after)
+                takes.write_take(r.take, rest, o)
+            if p is not None:
+                s = takes.Score(r.take, r.log_prob_before, r.threshold if flagged else float("nan"), "",
+                                str(prior.path), r.detection)
+                _plot(s, p, repaired=r.log_prob_after)
     except (FormatError, ModelError, ValueError, OSError, ImportError) as e:
-        bar.close()
         fail(str(e))
-    fixed = r.repaired
-    counts = dict(zip(*np.unique(np.array(prior.joint_names)[np.nonzero(r.mask)[1]], return_counts=True)))
-    joints_text = ", ".join(f"{k} {v}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1])) or "none"
-    head = (f"{len(r.detection.spans)} spans flagged by the detector" if r.detection is not None else
-            f"{len(fixed)} of {len(tk.poses)} frames below {r.threshold:.4g}" if flagged else
-            f"{', '.join(names)} in all {len(tk.poses)} frames")
-    click.echo(f"{take}: {head}; repaired {len(fixed)} frames in {space} space, {r.seconds:.1f} s "
-               f"(joints freed: {joints_text})")
-    if len(fixed):
-        b, a = r.log_prob_before[fixed], r.log_prob_after[fixed]
-        still = f"; still below the threshold: {int((a < r.threshold).sum())}" if flagged else ""
-        click.echo(f"log p of the repaired frames: median {float(np.median(b)):.1f} -> {float(np.median(a)):.1f}{still}")
-    click.echo(f"wrote {out} (AMASS-style, SMPL body_pose)" + (f" and {plot}" if plot else ""))
+    for f, r, o, p, whole in zip(files, done, outs, plots, amass):
+        tk, fixed = r.take, r.repaired
+        counts = dict(zip(*np.unique(np.array(prior.joint_names)[np.nonzero(r.mask)[1]], return_counts=True)))
+        joints_text = ", ".join(f"{k} {v}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1])) or "none"
+        head = (f"{len(r.detection.spans)} spans flagged by the detector" if r.detection is not None else
+                f"{len(fixed)} of {len(tk.poses)} frames below {r.threshold:.4g}" if flagged else
+                f"{', '.join(names)} in all {len(tk.poses)} frames")
+        note = _dropped_text(tk)
+        if note:
+            click.echo(note)
+        click.echo(f"{f}: {head}; repaired {len(fixed)} frames in {space} space, {r.seconds:.1f} s "
+                   f"(joints freed: {joints_text})")
+        if len(fixed):
+            b, a = r.log_prob_before[fixed], r.log_prob_after[fixed]
+            still = f"; still below the threshold: {int((a < r.threshold).sum())}" if flagged else ""
+            spans = [(int(tk.frames[x]), int(tk.frames[y])) for x, y in takes.runs(fixed, tk.starts)]
+            click.echo(f"repaired frames: {_spans_text(spans)}")
+            click.echo(f"log p of the repaired frames: median {float(np.median(b)):.1f} -> {float(np.median(a)):.1f}"
+                       f"{still}")
+        kind = ("every array of the input, only the repaired body joints changed" if whole else
+                "AMASS-style, SMPL body_pose, source_frame: the source's frame numbers")
+        click.echo(f"wrote {o} ({kind})" + (f" and {p}" if p else ""))
 
 
 @main.command()

@@ -501,34 +501,41 @@ def convert_file(src: str | Path, rest_joints: np.ndarray, skeleton_file: str | 
                  fps: float | None = None, joint_map: dict[str, str] | None = None) -> list[dict[str, np.ndarray]]:
     """Every take in ``src`` (BVH, AMC, shared npz: one per sequence) converted by ``to_smpl``, subsampled to
     ``fps`` first; frame 0 of the cgspeed MotionBuilder and Daz BVH files (their converter's T-pose,
-    ``runtime.formats.SYNTHETIC_FRAME0``) is dropped. AMASS files are SMPL already and are read as they are
-    (``runtime.formats.read_amass``; without ``trans`` the root stays at the origin; without a frame rate
-    ``mocap_framerate`` is NaN: it can be scored, not written by ``save_amass``). ``joint_map``: the source rig's
-    ``{SMPL joint: source joint}`` (``runtime.formats.load_joint_map``) instead of the built-in skeleton detected."""
-    from .formats import read_amass
+    ``runtime.formats.SYNTHETIC_FRAME0``) is dropped. AMASS files are SMPL already and are read as they are, one
+    take per ``sequence`` when they have one (``runtime.source_frames.amass_takes``; without ``trans`` the root
+    stays at the origin; without a frame rate ``mocap_framerate`` is NaN: it can be scored, not written by
+    ``save_amass``). Every take also has ``source_frames`` (T,), the source's number of each frame
+    (``runtime.source_frames``), and ``dropped``, what was left out ("" when nothing). ``joint_map``: the source
+    rig's ``{SMPL joint: source joint}`` (``runtime.formats.load_joint_map``) instead of the built-in skeleton
+    detected."""
     from .formats.npz import npz_keys
+    from .source_frames import amass_takes, take_rows
     path = Path(src)
     if path.suffix.lower() == ".npz" and path.is_file():
         if "poses" in npz_keys(path):
-            a = read_amass(path)
-            rate = a.get("mocap_framerate")
-            stride = frame_stride(rate, fps, str(path))
-            trans = a.get("trans", np.zeros((len(a["poses"]), 3)))   # no trans: the root stays at the origin
-            return [_storable({"poses": a["poses"][::stride], "trans": trans[::stride],
-                               "mocap_framerate": np.float64(np.nan if rate is None else rate / stride)}, str(path))]
+            return [_storable(t, str(path)) for t in amass_takes(path, fps)]
     from dataclasses import replace
 
     from .formats import SYNTHETIC_FRAME0
     motions = read_motion(path, skeleton_file)
+    rows = [r for *_, r in take_rows(read_npz(path), sum(map(len, motions)), str(path))] \
+        if isinstance(motions, list) else [np.arange(len(motions))]
     motions = motions if isinstance(motions, list) else [motions]
     out = []
-    for mm in motions:
-        if joint_map is None and detect_skeleton(mm) in SYNTHETIC_FRAME0 and len(mm) > 1:   # the converter's T-pose
+    for mm, frames in zip(motions, rows):
+        dropped = ""
+        skeleton = detect_skeleton(mm)
+        if joint_map is None and skeleton in SYNTHETIC_FRAME0 and len(mm) > 1:   # the converter's T-pose
             mm = replace(mm, rotations=mm.rotations[1:], trans=mm.trans[1:])
+            dropped = f"frame {int(frames[0])} (the {skeleton} converter's T-pose, not capture)"
+            frames = frames[1:]
+        stride = frame_stride(mm.fps, fps, mm.source)
         try:
-            out.append(_storable(to_smpl(mm.subsample(fps), rest_joints, joint_map), mm.source))
+            t = _storable(to_smpl(mm.subsample(fps), rest_joints, joint_map), mm.source)
         except FormatError as e:     # every message names the file
             raise e if str(e).startswith(mm.source) else FormatError(f"{mm.source}: {e}") from None
+        t["source_frames"], t["dropped"] = np.asarray(frames[::stride], np.int64), dropped
+        out.append(t)
     return out
 
 
@@ -559,11 +566,12 @@ def named_takes(src: str | Path, rest_joints: np.ndarray, skeleton_file: str | P
     return out
 
 
-def save_amass(takes: list[tuple[str, int, dict]], rest_joints: np.ndarray, path: str | Path) -> Path:
+def save_amass(takes: list[tuple[str, int, dict]], rest_joints: np.ndarray, path: str | Path,
+               extra: dict[str, np.ndarray] | None = None) -> Path:
     """Write converted takes ``(sequence name, subject, to_smpl output)`` as one AMASS-style npz: ``poses``
     (N, 72) float32, ``trans`` (N, 3), ``mocap_framerate``, ``sequence`` (N,) into ``sequence_names``, ``subject``
-    (N,), ``rest_joints`` and ``conversion`` (``CONVERSION_VERSION``). Written atomically: a failed or
-    interrupted write leaves no file behind."""
+    (N,), ``rest_joints`` and ``conversion`` (``CONVERSION_VERSION``), then the arrays of ``extra``. Written
+    atomically: a failed or interrupted write leaves no file behind."""
     path = Path(path)
     if not takes:
         raise FormatError(f"{path}: nothing to write (no takes)")
@@ -580,6 +588,7 @@ def save_amass(takes: list[tuple[str, int, dict]], rest_joints: np.ndarray, path
     arrays = {"poses": poses, "trans": trans, "mocap_framerate": np.float64(rates[0]), "sequence": seq,
               "sequence_names": np.array([n for n, _, _ in takes]), "subject": subj,
               "rest_joints": np.asarray(rest_joints, np.float64), "conversion": np.array(CONVERSION_VERSION)}
+    arrays.update(extra or {})
     return atomic_write(path, lambda tmp: _save_npz(tmp, arrays))
 
 

@@ -67,7 +67,9 @@ SCORE_SUFFIXES = (".json", ".csv")
 @dataclass
 class Take:
     """Converted takes of one file, as one timeline: ``poses`` (N, 72) SMPL axis-angle (root first), ``trans``
-    (N, 3), ``fps`` (NaN when the source has none), ``names`` and ``starts`` (the first frame of each take)."""
+    (N, 3), ``fps`` (NaN when the source has none), ``names`` and ``starts`` (the first frame of each take);
+    ``frames`` (N,): the source's own number of each frame (``runtime.source_frames``; default 0..N-1) and
+    ``dropped``: what conversion left out of the source, one note per take ("" when nothing)."""
     source: str
     poses: np.ndarray
     trans: np.ndarray
@@ -75,6 +77,12 @@ class Take:
     names: list[str]
     starts: list[int]
     subjects: list[int] = field(default_factory=list)
+    frames: np.ndarray | None = None
+    dropped: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.frames is None:
+            self.frames = np.arange(len(self.poses))
 
     @property
     def body_6d(self) -> np.ndarray:
@@ -122,7 +130,8 @@ def read_take(src: str | Path, rest_joints: np.ndarray | None = None, skeleton_f
     starts = list(np.cumsum([0] + [len(t["poses"]) for _, _, t in takes[:-1]]).astype(int))
     return Take(str(src), np.concatenate([t["poses"] for _, _, t in takes]).astype(np.float64),
                 np.concatenate([t["trans"] for _, _, t in takes]).astype(np.float64), rates[0],
-                [n for n, _, _ in takes], [int(s) for s in starts], [s for _, s, _ in takes])
+                [n for n, _, _ in takes], [int(s) for s in starts], [s for _, s, _ in takes],
+                np.concatenate([t["source_frames"] for _, _, t in takes]), [t["dropped"] for _, _, t in takes])
 
 
 def recorded_threshold(prior: PosePrior) -> tuple[float, str] | None:
@@ -170,22 +179,30 @@ class Score:
         return runs(self.flagged, self.take.starts)
 
     def to_dict(self) -> dict:
-        """The JSON record: ``log_prob`` (one per frame), ``threshold``, ``flagged`` (frame indices), and context;
-        with the detector also ``score`` (one per frame), ``suspect_joints`` (one list per flagged frame, in the
-        order of ``flagged``) and ``spans`` ([{start, end (exclusive), joints}]) (docs/takes.md)."""
+        """The JSON record: ``log_prob`` (one per frame), ``threshold``, ``flagged`` (the flagged frames' numbers in
+        the source file, ``source_frame``), ``flagged_spans`` ([first, last] source frames of each run),
+        ``source_frame`` (each frame's number in the source), ``dropped`` (source frames conversion left out, one
+        note per take), and context; with the detector also ``score`` (one per frame), ``suspect_joints`` (one list
+        per flagged frame, in the order of ``flagged``) and ``spans`` ([{start, end (exclusive), joints}], source
+        frame numbers) (docs/takes.md). ``takes[].start`` indexes the converted timeline (``log_prob``)."""
         t = self.take
+        fr = np.asarray(t.frames)
         out = {"source": t.source, "model": self.model, "conversion": CONVERSION_VERSION, "frames": len(self.log_prob),
                "fps": t.fps if np.isfinite(t.fps) else None,
-               "takes": [{"name": n, "start": a, "frames": b - a} for n, a, b in t.spans()],
+               "takes": [{"name": n, "start": a, "frames": b - a, "first_source_frame": int(fr[a])}
+                         for n, a, b in t.spans()],
+               "dropped": [d for d in t.dropped if d],
                "threshold": self.threshold, "threshold_source": self.threshold_source,
-               "flagged": self.flagged.tolist(), "flagged_fraction": float(len(self.flagged) / len(self.log_prob)),
-               "flagged_spans": [list(s) for s in self.flagged_spans()],
+               "flagged": fr[self.flagged].tolist(), "flagged_fraction": float(len(self.flagged) / len(self.log_prob)),
+               "flagged_spans": [[int(fr[a]), int(fr[b])] for a, b in self.flagged_spans()],
+               "source_frame": fr.tolist(),
                "log_prob": [round(float(v), 4) for v in self.log_prob]}
         if self.detection is not None:
             d, names = self.detection, np.array(rotations.JOINT_NAMES)
             out.update({"detector": "motion + prior (runtime.detect), calibrated: the model's manifest 'detector'",
                         "suspect_joints": [names[d.suspects[f]].tolist() for f in self.flagged],
-                        "spans": [{"start": a, "end": b, "joints": names[js].tolist()} for a, b, js in d.spans],
+                        "spans": [{"start": int(fr[a]), "end": int(fr[b - 1]) + 1, "joints": names[js].tolist()}
+                                  for a, b, js in d.spans],
                         "score": [round(float(v), 4) for v in d.score]})
         return out
 
@@ -234,27 +251,38 @@ def score(prior: PosePrior, take: Take, threshold: float | None = None, progress
 
 # --- writing a score ---------------------------------------------------------------------------------------------
 def write_score(s: Score, path: str | Path) -> Path:
-    """``.json``: ``Score.to_dict``; ``.csv``: one row per frame (frame, take, time_s, log_prob, flagged, and with
-    the detector score, suspect_joints: names joined by ';')."""
+    """``.json``: ``Score.to_dict``; ``.csv``: one row per frame (frame: its number in the source, take, time_s,
+    log_prob, flagged, and with the detector score, suspect_joints: names joined by ';')."""
+    return write_scores([s], path)
+
+
+def write_scores(scores: list[Score], path: str | Path) -> Path:
+    """Scores of one or several take files in one file. One: ``write_score``'s format. Several: ``.json``
+    ``{"files": [Score.to_dict, ...]}``; ``.csv`` the rows of all, the take column ``<file>:<take name>``."""
     path = Path(path)
     if path.suffix.lower() not in SCORE_SUFFIXES:
         raise ValueError(f"{path}: a score is written as {' or '.join(SCORE_SUFFIXES)}")
     if path.suffix.lower() == ".json":
-        text = json.dumps(s.to_dict(), indent=1) + "\n"
+        record = scores[0].to_dict() if len(scores) == 1 else {"files": [s.to_dict() for s in scores]}
+        text = json.dumps(record, indent=1) + "\n"
     else:
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
-        d = s.detection
-        w.writerow(["frame", "take", "time_s", "log_prob", "flagged"] + ([] if d is None else ["score", "suspect_joints"]))
-        flagged = np.zeros(len(s.log_prob), bool)
-        flagged[s.flagged] = True
-        fps = s.take.fps
+        detector = any(s.detection is not None for s in scores)
+        w.writerow(["frame", "take", "time_s", "log_prob", "flagged"] + (["score", "suspect_joints"] if detector else []))
         names = np.array(rotations.JOINT_NAMES)
-        for name, a, b in s.take.spans():
-            for t in range(a, b):
-                w.writerow([t, name, f"{(t - a) / fps:.4f}" if np.isfinite(fps) else "", f"{s.log_prob[t]:.4f}",
-                            int(flagged[t])] + ([] if d is None else
-                                                [f"{d.score[t]:.4f}", ";".join(names[d.suspects[t]])]))
+        for s in scores:
+            d = s.detection
+            flagged = np.zeros(len(s.log_prob), bool)
+            flagged[s.flagged] = True
+            fps = s.take.fps
+            for name, a, b in s.take.spans():
+                label = name if len(scores) == 1 else f"{s.take.source}:{name}"
+                for t in range(a, b):
+                    extra = [] if not detector else (["", ""] if d is None else
+                                                     [f"{d.score[t]:.4f}", ";".join(names[d.suspects[t]])])
+                    w.writerow([int(s.take.frames[t]), label, f"{(t - a) / fps:.4f}" if np.isfinite(fps) else "",
+                                f"{s.log_prob[t]:.4f}", int(flagged[t])] + extra)
         text = buf.getvalue()
     atomic_write(path, lambda p: p.write_text(text))
     return path
@@ -640,16 +668,21 @@ def repair(prior: PosePrior, take: Take, joints=None, flagged: bool = False, thr
     if len(rows):
         aa = rotations.sixd_to_axis_angle(out[rows].astype(np.float64)).reshape(-1, 63)
         poses[rows, 3:66] = np.where(np.repeat(mask[rows], 3, axis=1), aa, poses[rows, 3:66])
-    fixed = Take(take.source, poses, take.trans, take.fps, take.names, take.starts, take.subjects)
+    fixed = Take(take.source, poses, take.trans, take.fps, take.names, take.starts, take.subjects, take.frames,
+                 take.dropped)
     return Repair(fixed, mask, before, after, tau, len(rows), time.monotonic() - t0,
                   det if flagged else None)
 
 
 def write_take(take: Take, rest_joints: np.ndarray, path: str | Path) -> Path:
-    """``take`` as an AMASS-style npz (``runtime.convert.save_amass``: one file, every take, atomically)."""
+    """``take`` as an AMASS-style npz (``runtime.convert.save_amass``: one file, every take, atomically), with
+    ``source_frame`` (N,), each frame's number in the source, and ``dropped`` (one note per take, "" when
+    nothing was left out)."""
     path = Path(path)
     if path.suffix != ".npz":
         raise ValueError(f"{path}: the output is an .npz file")
     parts = [(n, s, {"poses": take.poses[a:b], "trans": take.trans[a:b], "mocap_framerate": np.float64(take.fps)})
              for (n, a, b), s in zip(take.spans(), take.subjects or [-1] * len(take.names))]
-    return save_amass(parts, rest_joints, path)
+    dropped = take.dropped or [""] * len(take.names)
+    return save_amass(parts, rest_joints, path, {"source_frame": np.asarray(take.frames, np.int64),
+                                                 "dropped": np.array(dropped)})
