@@ -44,11 +44,13 @@ def _overridden(cfg, overrides: tuple[str, ...], epochs: int | None):
 
 
 def _hold(out: Path, command: str) -> None:
-    """Take ``out``'s lock for this process's life (``runtime.locking.hold``); exit 2 when another process holds it."""
+    """Take ``out``'s lock until the command ends (``runtime.locking.hold``; released when its click context
+    closes, or at the latest when the process exits); exit 2 when another process holds it."""
     try:
-        hold(out, command)
+        lock = hold(out, command)
     except OutputLocked as e:
         _fail(str(e))
+    click.get_current_context().call_on_close(lock.release)
 
 
 def _leftovers(out: Path) -> list[Path]:
