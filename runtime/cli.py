@@ -47,14 +47,16 @@ def check_out(path: Path, option: str = "--out") -> None:
 
 
 def hold_out(out: Path, command: str) -> None:
-    """Take ``out``'s lock for this process's life (``runtime.locking.hold``); exit 2 when another process holds
-    it, so two runs never write one output."""
+    """Take ``out``'s lock until the command ends (``runtime.locking.hold``; released when its click context
+    closes, or at the latest when the process exits); exit 2 when another process holds it, so two runs never
+    write one output."""
     from .locking import OutputLocked, hold
 
     try:
-        hold(out, command)
+        lock = hold(out, command)
     except OutputLocked as e:
         fail(str(e))
+    click.get_current_context().call_on_close(lock.release)
 
 
 def check_not_source(out: Path, sources, option: str = "--out") -> None:

@@ -62,6 +62,8 @@ from .prior import ModelError, PosePrior
 #: what ``progress`` callbacks receive: (frames done, frames in all)
 Progress = Callable[[int, int], None]
 SCORE_SUFFIXES = (".json", ".csv")
+#: frames converted to 6D at a time (``Take.body_6d``)
+BODY_6D_FRAMES = 16384
 
 
 @dataclass
@@ -86,8 +88,13 @@ class Take:
 
     @property
     def body_6d(self) -> np.ndarray:
-        """(N, 21, 6): the 21 body joints (SMPL joints 1..21) as 6D rotations."""
-        return rotations.axis_angle_to_6d(self.poses[:, 3:66].reshape(-1, 21, 3)).astype(np.float32)
+        """(N, 21, 6): the 21 body joints (SMPL joints 1..21) as 6D rotations (float32; converted in blocks of
+        ``BODY_6D_FRAMES`` frames, so the float64 temporaries do not grow with the take)."""
+        out = np.empty((len(self.poses), 21, 6), np.float32)
+        for a in range(0, len(self.poses), BODY_6D_FRAMES):
+            out[a:a + BODY_6D_FRAMES] = rotations.axis_angle_to_6d(
+                self.poses[a:a + BODY_6D_FRAMES, 3:66].reshape(-1, 21, 3))
+        return out
 
     def spans(self) -> list[tuple[str, int, int]]:
         """(name, first frame, end frame) of each take."""
@@ -128,8 +135,8 @@ def read_take(src: str | Path, rest_joints: np.ndarray | None = None, skeleton_f
     takes = named_takes(src, rest, skeleton_file, fps, joint_map)
     rates = [float(t["mocap_framerate"]) for _, _, t in takes]
     starts = list(np.cumsum([0] + [len(t["poses"]) for _, _, t in takes[:-1]]).astype(int))
-    return Take(str(src), np.concatenate([t["poses"] for _, _, t in takes]).astype(np.float64),
-                np.concatenate([t["trans"] for _, _, t in takes]).astype(np.float64), rates[0],
+    return Take(str(src), np.concatenate([t["poses"] for _, _, t in takes]).astype(np.float64, copy=False),
+                np.concatenate([t["trans"] for _, _, t in takes]).astype(np.float64, copy=False), rates[0],
                 [n for n, _, _ in takes], [int(s) for s in starts], [s for _, s, _ in takes],
                 np.concatenate([t["source_frames"] for _, _, t in takes]), [t["dropped"] for _, _, t in takes])
 
@@ -336,6 +343,9 @@ def plot_score(s: Score, path: str | Path, repaired: np.ndarray | None = None) -
 #: percentile of single-joint gains on the unflagged frames of a real take (131_01 at 30 fps: 10.5), so a
 #: clean joint of a real pose rarely clears it
 MIN_GAIN = 10.0
+#: poses whose worst joints are chosen at once (``worst_joints``): each round re-optimises every joint of each pose
+#: in one batch (21 problems a pose, with L-BFGS histories), so a larger batch only costs memory
+WORST_JOINTS_POSES = 128
 
 
 def prior_mode(prior: PosePrior) -> np.ndarray:
@@ -361,6 +371,11 @@ def worst_joints(prior: PosePrior, poses: np.ndarray, max_joints: int = 3, min_g
     back towards the frames around it."""
     if not isinstance(max_joints, (int, np.integer)) or not 1 <= max_joints <= prior.num_joints:
         raise ValueError(f"max_joints: an integer in [1, {prior.num_joints}], got {max_joints!r}")
+    if len(poses) > WORST_JOINTS_POSES:      # the poses are independent: in blocks, memory does not grow with B
+        c = WORST_JOINTS_POSES
+        return np.concatenate([worst_joints(prior, poses[a:a + c], max_joints, min_gain, iters,
+                                            None if context is None else context[a:a + c], weight)
+                               for a in range(0, len(poses), c)])
     x = np.asarray(poses, np.float32).copy()
     B, J = len(x), prior.num_joints
     ctx = np.full((B, 0, J, 6), np.nan, np.float32) if context is None else np.asarray(context, np.float32)

@@ -545,3 +545,29 @@ def test_case17_smaller_silent_ones(shared_data, tmp_path, prior):
     assert np.allclose(read_bvh(m).rest_positions()[:, 0], -read_bvh(bvh).rest_positions()[:, 0])
     one_line_error(poseprior("convert", m, "--out", tmp_path / "o.npz"), "mirrored.bvh", "mirrored")
     one_line_error(poseprior("score", m), "mirrored.bvh", "mirrored")
+
+
+# ---- 18: memory --------------------------------------------------------------------------------------------------
+def test_case18_chunked_paths_equal_one_piece(shared_data, prior, monkeypatch):
+    """Reproducer: ``repair --flagged`` peaked at 0.67 / 1.41 / 3.4 GB with 300 / 1,200 / 4,000 flagged frames
+    (``takes.worst_joints`` in one batch); ``score`` on a 400k-frame AMASS file at 3.0 GB (the 6D conversion in one
+    piece); a BVH read at about 16x the file's size. Now all three run in blocks (``WORST_JOINTS_POSES``,
+    ``BODY_6D_FRAMES``, ``bvh.BLOCK_FRAMES`` / ``motion.CHECK_FRAMES``); the peaks measured after the fix are in
+    the report (``/usr/bin/time -v``). Here: the blocked results equal the one-piece ones exactly."""
+    from runtime import rotations, takes
+    from runtime.formats import bvh, motion
+    src = shared_data / "cmu_extra" / "bvh_3dsmax" / "131_01.bvh"
+    whole = read_bvh(src)
+    monkeypatch.setattr(bvh, "BLOCK_FRAMES", 7)
+    monkeypatch.setattr(motion, "CHECK_FRAMES", 5)
+    blocked = read_bvh(src)
+    np.testing.assert_array_equal(blocked.rotations, whole.rotations)
+    np.testing.assert_array_equal(blocked.trans, whole.trans)
+    tk = takes.read_take(src)
+    one = rotations.axis_angle_to_6d(tk.poses[:, 3:66].reshape(-1, 21, 3)).astype(np.float32)
+    monkeypatch.setattr(takes, "BODY_6D_FRAMES", 13)
+    np.testing.assert_array_equal(tk.body_6d, one)
+    x = one[100:105]
+    full = takes.worst_joints(prior, x, 2)
+    monkeypatch.setattr(takes, "WORST_JOINTS_POSES", 2)
+    np.testing.assert_array_equal(takes.worst_joints(prior, x, 2), full)

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from .joint_maps import UNITS_M, skeleton_of
-from .motion import FormatError, Motion, atomic_write, check_fps, euler_matrix, matrix_to_euler, read_lines
+from .motion import FormatError, Motion, atomic_write, check_fps, euler_matrix, matrix_to_euler
 
 #: metres per unit tried for a skeleton that ``skeleton_of`` does not know: m, cm, mm, inch, cgspeed (1/0.45 inch)
 CANDIDATE_UNITS_M = {"m": 1.0, "cm": 0.01, "mm": 0.001, "inch": 0.0254, "cgspeed": 0.0254 / 0.45}
@@ -138,15 +138,35 @@ def _parse_hierarchy(tok: _Tokens) -> _Hierarchy:
     return h
 
 
-def _parse_motion(lines: list[str], start: int, n_chan: int, src: str) -> tuple[np.ndarray, float, list[int]]:
-    """(F, C) channel values, frame time (s) and the file line of every frame."""
-    rows = [(i + 1, line.split()) for i, line in enumerate(lines[start + 1:], start + 1) if line.strip()]
+class _Frames:
+    """The MOTION section read line by line from the open file, ``BLOCK_FRAMES`` frames at a time: only one block
+    of channel values exists at once, so reading takes the ``Motion``'s own arrays and little more."""
+
+    def __init__(self, f, line_no: int, src: str):
+        self.f, self.line_no, self.src = f, line_no, src
+
+    def lines(self):
+        """(line number, text) of every non-empty line left."""
+        for line in self.f:
+            self.line_no += 1
+            if line.strip():
+                yield self.line_no, line
+
+
+def _motion_header(frames: _Frames, start: int, n_chan: int, size: int) -> tuple[int, float, int]:
+    """(frames declared, frame time (s), the header's last line) from 'Frames: <n>' and 'Frame Time: <s>'."""
+    src = frames.src
+    rows = []
+    for line_no, line in frames.lines():
+        rows.append((line_no, line.split()))
+        if len(rows) == 2:
+            break
     if len(rows) < 2 or rows[0][1][:1] != ["Frames:"] or rows[1][1][:2] != ["Frame", "Time:"]:
         raise FormatError(f"{src}: line {start + 2}: MOTION must start with 'Frames: <n>' and "
                           f"'Frame Time: <seconds>'")
     try:
-        (_, (_, frames)), (_, (_, _, frame_time)) = rows[:2]
-        n_frames, frame_time = int(frames), float(frame_time)
+        (_, (_, n)), (_, (_, _, ft)) = rows[:2]
+        n_frames, frame_time = int(n), float(ft)
     except ValueError:
         raise FormatError(f"{src}: line {rows[0][0]}-{rows[1][0]}: bad 'Frames:' / 'Frame Time:' "
                           f"({' '.join(rows[0][1])!r}, {' '.join(rows[1][1])!r})") from None
@@ -157,27 +177,11 @@ def _parse_motion(lines: list[str], start: int, n_chan: int, src: str) -> tuple[
         check_fps(1.0 / frame_time, src, f"line {rows[1][0]}: Frame Time {frame_time:g} s gives a frame rate of")
     except (OverflowError, ZeroDivisionError):
         raise FormatError(f"{src}: line {rows[1][0]}: Frame Time {frame_time:g} s is not a usable frame time") from None
-    data = rows[2:]
-    if len(data) != n_frames:
-        where = data[-1][0] if data else rows[1][0]
-        raise FormatError(f"{src}: line {where}: MOTION declares {n_frames} frames but holds {len(data)} "
-                          f"lines of numbers")
-    motion = np.empty((n_frames, n_chan))
-    for f, (line, values) in enumerate(data):
-        if len(values) != n_chan:
-            raise FormatError(f"{src}: line {line}: frame {f} has {len(values)} values, expected {n_chan} channels")
-        try:
-            motion[f] = [float(v) for v in values]
-        except ValueError:
-            raise FormatError(f"{src}: line {line}: frame {f} holds a non-numeric value") from None
-        if not np.isfinite(motion[f]).all():
-            raise FormatError(f"{src}: line {line}: frame {f} holds NaN or inf")
-    big = (np.abs(motion) > MAX_CHANNEL).any(axis=1)
-    if big.any():
-        f = int(np.argmax(big))
-        raise FormatError(f"{src}: line {data[f][0]}: frame {f} holds {motion[f][np.argmax(np.abs(motion[f]))]:.4g}, "
-                          f"beyond the +-{MAX_CHANNEL:g} (degrees or file units) a channel may hold: a corrupt value")
-    return motion, frame_time, [line for line, _ in data]
+    most = size // max(2, 2 * n_chan) + 1          # a frame line holds n_chan values: at least 2 n_chan bytes
+    if n_frames > most:
+        raise FormatError(f"{src}: line {rows[0][0]}: MOTION declares {n_frames} frames, more than the file's "
+                          f"{size} bytes can hold ({n_chan} channels a frame)")
+    return n_frames, frame_time, rows[1][0]
 
 
 def _zero_pose_height(h: _Hierarchy) -> float:
@@ -206,44 +210,119 @@ def _unit(h: _Hierarchy, unit_m: float | None, src: str) -> float:
     return next(iter(fits.values()))
 
 
+#: frames parsed at a time by ``read_bvh`` (the channel values of one block are its only temporary)
+BLOCK_FRAMES = 1024
+
+
 def read_bvh(path: str | Path, unit_m: float | None = None) -> Motion:
     """A BVH file as a ``Motion`` in metres (units as in the module docstring); problems raise ``FormatError``
-    naming the file and the line."""
+    naming the file and the line. The MOTION section is read ``BLOCK_FRAMES`` lines at a time into the
+    ``Motion``'s arrays, so memory does not grow with the file beyond them."""
     path = Path(path)
     src = str(path)
-    lines = read_lines(path, "BVH")
-    start = next((i for i, line in enumerate(lines) if line.split()[:1] == ["MOTION"]), None)
-    h = _parse_hierarchy(_Tokens(lines[:start], src))        # a file cut in its HIERARCHY fails here
-    if start is None:
-        raise FormatError(f"{src}: line {len(lines)}: no MOTION section after the HIERARCHY")
+    try:
+        size = path.stat().st_size
+        with open(path, encoding="utf-8-sig") as f:
+            return _read_bvh(f, path, size, unit_m)
+    except (OSError, UnicodeDecodeError) as e:
+        raise FormatError(f"{path}: cannot read BVH file ({type(e).__name__}: {e})") from None
+
+
+def _read_bvh(f, path: Path, size: int, unit_m: float | None) -> Motion:
+    src = str(path)
+    head = []
+    for line in f:
+        if line.split()[:1] == ["MOTION"]:
+            break
+        head.append(line)
+    else:
+        _parse_hierarchy(_Tokens(head, src))                    # a file cut in its HIERARCHY fails here
+        raise FormatError(f"{src}: line {len(head)}: no MOTION section after the HIERARCHY")
+    h = _parse_hierarchy(_Tokens(head, src))
+    start = len(head)                                            # the MOTION line's index
     n_chan = sum(len(c) for c in h.channels)
-    motion, frame_time, frame_lines = _parse_motion(lines, start, n_chan, src)
+    frames = _Frames(f, start + 1, src)
+    T, frame_time, last = _motion_header(frames, start, n_chan, size)
     unit = _unit(h, unit_m, src)
 
-    T, J = len(motion), len(h.names)
+    J = len(h.names)
     rotations = np.empty((T, J, 3, 3))
     offsets = np.array(h.offsets, dtype=np.float64)
     trans = np.broadcast_to(offsets[0], (T, 3)).copy()
     offsets[0] = 0.0
-    col = 0
+    joints, col = [], 0                    # per joint: (rotation columns, their axes, position channels)
     for j, chans in enumerate(h.channels):
         rot = [(c[0].lower(), col + i) for i, c in enumerate(chans) if c[1:].lower() == "rotation"]
         pos = [("xyz".index(c[0].lower()), col + i, c) for i, c in enumerate(chans) if c[1:].lower() == "position"]
-        rotations[:, j] = euler_matrix(np.radians(motion[:, [c for _, c in rot]]), "".join(a for a, _ in rot))
-        for axis, c, name in pos:
-            v = motion[:, c]
-            if j == 0:
-                trans[:, axis] += v
-                continue
-            tol = 1e-9 * max(1.0, float(np.abs(v).max()))
-            if np.ptp(v) > tol:
-                f = int(np.argmax(np.abs(v - v[0]) > tol))
-                raise FormatError(f"{src}: line {frame_lines[f]}: frame {f}: joint {h.names[j]} translates ({name} "
-                                  f"changes); only the root may move, bones have constant offsets")
-            offsets[j, axis] += v[0]
+        joints.append(([c for _, c in rot], "".join(a for a, _ in rot), pos))
         col += len(chans)
+    first: dict[int, float] = {}           # non-root position channel -> its value in frame 0
+    block = np.empty((min(BLOCK_FRAMES, T), n_chan))
+    block_lines: list[int] = []
+    done = 0
+
+    def flush() -> None:
+        nonlocal done
+        n = len(block_lines)
+        v = block[:n]
+        finite = np.isfinite(v).all(axis=1)
+        if not finite.all():
+            k = int(np.argmin(finite))
+            raise FormatError(f"{src}: line {block_lines[k]}: frame {done + k} holds NaN or inf")
+        big = (np.abs(v) > MAX_CHANNEL).any(axis=1)
+        if big.any():
+            k = int(np.argmax(big))
+            raise FormatError(f"{src}: line {block_lines[k]}: frame {done + k} holds "
+                              f"{v[k][np.argmax(np.abs(v[k]))]:.4g}, beyond the +-{MAX_CHANNEL:g} (degrees or file "
+                              f"units) a channel may hold: a corrupt value")
+        rows = slice(done, done + n)
+        for j, (rcols, axes, pos) in enumerate(joints):
+            rotations[rows, j] = euler_matrix(np.radians(v[:, rcols]), axes)
+            for axis, c, name in pos:
+                if j == 0:
+                    trans[rows, axis] += v[:, c]
+                    continue
+                v0 = first.setdefault(c, float(v[0, c]))
+                tol = 1e-9 * max(1.0, abs(v0), float(np.abs(v[:, c]).max()))
+                moved = np.abs(v[:, c] - v0) > tol
+                if moved.any():
+                    k = int(np.argmax(moved))
+                    raise FormatError(f"{src}: line {block_lines[k]}: frame {done + k}: joint {h.names[j]} "
+                                      f"translates ({name} changes); only the root may move, bones have constant "
+                                      f"offsets")
+        done += n
+        block_lines.clear()
+
+    seen = 0
+    for line_no, line in frames.lines():
+        if seen == T:                       # more lines than declared: count them for the message
+            extra = 1 + sum(1 for _ in frames.lines())
+            raise FormatError(f"{src}: line {frames.line_no}: MOTION declares {T} frames but holds {T + extra} "
+                              f"lines of numbers")
+        values = line.split()
+        if len(values) != n_chan:
+            raise FormatError(f"{src}: line {line_no}: frame {seen} has {len(values)} values, expected {n_chan} "
+                              f"channels")
+        try:
+            block[len(block_lines)] = values
+        except ValueError:
+            raise FormatError(f"{src}: line {line_no}: frame {seen} holds a non-numeric value") from None
+        block_lines.append(line_no)
+        seen += 1
+        last = line_no
+        if len(block_lines) == len(block):
+            flush()
+    if block_lines:
+        flush()
+    if seen != T:
+        raise FormatError(f"{src}: line {last}: MOTION declares {T} frames but holds {seen} lines of numbers")
+    for j, (_, _, pos) in enumerate(joints):
+        for axis, c, _ in pos:
+            if j:
+                offsets[j, axis] += first[c]
     sites = {k: np.array(v) * unit for k, v in h.end_sites.items()}
-    return Motion(tuple(h.names), np.array(h.parents), offsets * unit, rotations, trans * unit, 1.0 / frame_time,
+    trans *= unit
+    return Motion(tuple(h.names), np.array(h.parents), offsets * unit, rotations, trans, 1.0 / frame_time,
                   src, up="y", sequence=path.stem, end_sites=sites)
 
 

@@ -178,9 +178,16 @@ def read_lines(path, kind: str) -> list[str]:
         raise FormatError(f"{path}: cannot read {kind} file ({type(e).__name__}: {e})") from None
 
 
+#: frames checked at a time by ``Motion`` (the checks' temporaries stay a few MB whatever the take's length)
+CHECK_FRAMES = 1024
+
+
 def _first_bad_frame(a: np.ndarray) -> int | None:
-    bad = ~np.isfinite(a.reshape(len(a), -1)).all(axis=1)
-    return int(np.argmax(bad)) if bad.any() else None
+    for s in range(0, len(a), CHECK_FRAMES):
+        bad = ~np.isfinite(a[s:s + CHECK_FRAMES].reshape(len(a[s:s + CHECK_FRAMES]), -1)).all(axis=1)
+        if bad.any():
+            return s + int(np.argmax(bad))
+    return None
 
 
 @dataclass(frozen=True, eq=False)
@@ -230,11 +237,12 @@ class Motion:
             j = int(np.argmax(long))
             raise FormatError(f"{src}: bone offset of joint {self.names[j]} is {offsets[j].tolist()} m, beyond "
                               f"+-{MAX_OFFSET_M:g} m: a corrupt value (or a wrong unit)")
-        err = rotation_error(rotations)                                            # (T, J)
-        if (err > ROTATION_TOL).any():
-            f, j = np.unravel_index(int(np.argmax(err > ROTATION_TOL)), err.shape)
-            raise FormatError(f"{src}: frame {f}: rotation of joint {self.names[j]} is not a rotation matrix "
-                              f"(|R^T R - I| or det < 0: {err[f, j]:.2g})")
+        for s in range(0, T, CHECK_FRAMES):
+            err = rotation_error(rotations[s:s + CHECK_FRAMES])                    # (frames, J)
+            if (err > ROTATION_TOL).any():
+                f, j = np.unravel_index(int(np.argmax(err > ROTATION_TOL)), err.shape)
+                raise FormatError(f"{src}: frame {s + f}: rotation of joint {self.names[j]} is not a rotation "
+                                  f"matrix (|R^T R - I| or det < 0: {err[f, j]:.2g})")
         check_fps(self.fps, src)
         if self.up not in ("x", "y", "z"):
             raise FormatError(f"{src}: up axis {self.up!r} must be 'x', 'y' or 'z'")

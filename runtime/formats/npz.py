@@ -93,18 +93,23 @@ def _finite_frames(a: np.ndarray, what: str, src: str, bound: float | None = Non
     if not np.issubdtype(a.dtype, np.floating) and not np.issubdtype(a.dtype, np.integer):
         raise FormatError(f"{src}: {what} has dtype {a.dtype}, expected numbers")
     with np.errstate(over="ignore", invalid="ignore"):
-        a = a.astype(np.float64)
+        a = a.astype(np.float64, copy=False)
     flat = a.reshape(len(a), -1)
-    bad = ~np.isfinite(flat).all(axis=1)
-    if bad.any():
-        raise FormatError(f"{src}: frame {int(np.argmax(bad))}: {what} holds NaN or inf ({int(bad.sum())} frames)")
-    if bound is not None:
-        big = (np.abs(flat) > bound).any(axis=1)
-        if big.any():
-            f = int(np.argmax(big))
-            v = flat[f][np.argmax(np.abs(flat[f]))]
-            raise FormatError(f"{src}: frame {f}: {what} holds {v:.4g}, beyond the +-{bound:g}{unit} a pose file may "
-                              f"hold ({int(big.sum())} frames): a corrupt value")
+    rows = max(1, (1 << 20) // max(1, flat.shape[1]))         # checked in blocks: small temporaries
+    for s in range(0, len(flat), rows):
+        block = flat[s:s + rows]
+        bad = ~np.isfinite(block).all(axis=1)
+        if bad.any():
+            n = int((~np.isfinite(flat).all(axis=1)).sum())
+            raise FormatError(f"{src}: frame {s + int(np.argmax(bad))}: {what} holds NaN or inf ({n} frames)")
+        if bound is not None:
+            big = (np.abs(block) > bound).any(axis=1)
+            if big.any():
+                f = int(np.argmax(big))
+                v = block[f][np.argmax(np.abs(block[f]))]
+                n = int((np.abs(flat) > bound).any(axis=1).sum())
+                raise FormatError(f"{src}: frame {s + f}: {what} holds {v:.4g}, beyond the +-{bound:g}{unit} a pose "
+                                  f"file may hold ({n} frames): a corrupt value")
     return a
 
 
@@ -195,7 +200,8 @@ def read_amass(path: str | Path) -> dict:
                           + ", ".join(f"{w} ({m})" for w, m in POSE_WIDTHS.items()))
     poses = _finite_frames(poses, "poses", src, MAX_ANGLE_RAD, " rad")
     if poses.shape[1] != 72:
-        poses = np.concatenate([poses[:, :66], np.zeros((len(poses), 6))], axis=1)
+        wide, poses = poses, np.zeros((len(poses), 72))
+        poses[:, :66] = wide[:, :66]
     out: dict = {"poses": poses}
     if "trans" in d:
         if d["trans"].shape != (len(poses), 3):
