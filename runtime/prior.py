@@ -1,7 +1,7 @@
 """``PosePrior``: the exported pose prior run with onnxruntime and numpy only (no torch).
 
-A model directory (written by ``poseprior export``) holds four ONNX graphs sharing one weights file, plus
-``manifest.json`` (sha256 of every file, joint names, conventions, dimensions, training record):
+A model directory (``poseprior export``) holds six ONNX graphs sharing one weights file (the five below, and
+``encode``: poses -> z, log_prob), plus ``manifest.json`` (sha256 of every file, joint names, conventions, dimensions, training record):
 
 =================== ============================ =====================================================
 graph               inputs                       outputs
@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import ctypes
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Iterator
@@ -44,7 +45,7 @@ import onnxruntime as ort
 
 from . import rotations
 from .manifest import (FORMAT_VERSION, WEIGHTS_FILE, Graph, ModelError, check_graph, present,  # noqa: F401
-                       read_manifest, sha256_file, verify_files)
+                       read_manifest, read_verified, sha256_file, verify_files)
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "models" / "default"
 REPS = ("6d", "matrix", "axis_angle", "6d_rows")
@@ -143,7 +144,7 @@ def check_values(a, what: str) -> np.ndarray:
         if not finite.all():
             first = _index(int(np.argmin(finite)), block.shape, start)
             raise ValueError(f"{what} contain NaN or inf (first at index {first})")
-        big = np.abs(block) > MAX_ABS
+        big = np.abs(block) > np.float64(MAX_ABS)      # float64: MAX_ABS overflows a float16 (a warning)
         if big.any():
             k = int(np.argmax(big))
             raise ValueError(f"{what}: |value| {float(block.flat[k]):.7g} at index {_index(k, block.shape, start)} "
@@ -193,6 +194,33 @@ def check_sample_args(n, seed, temperature) -> tuple[int, float]:
     return int(n), t
 
 
+#: ``intra_op_num_threads`` may be at most this many times the cores this process may run on: onnxruntime starts
+#: every thread of every session's pool at load (1000 threads on 2 cores had not loaded after 120 s)
+THREADS_PER_CORE_MAX = 4
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the system says, else ``os.cpu_count()``)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def check_threads(intra_op_num_threads) -> int | None:
+    """None, or an int in [0, ``THREADS_PER_CORE_MAX`` x ``usable_cores()``] (0: onnxruntime's default)."""
+    if intra_op_num_threads is None:
+        return None
+    n = intra_op_num_threads
+    if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)) or n < 0:
+        raise ValueError(f"intra_op_num_threads must be None or an int >= 0, got {n!r}"[:200])
+    most = THREADS_PER_CORE_MAX * usable_cores()
+    if n > most:
+        raise ValueError(f"intra_op_num_threads={n}: this machine has {usable_cores()} usable cores; more than "
+                         f"{most} threads per graph only slow it down (and each session starts them all at load)")
+    return int(n)
+
+
 def _check_chunk_bytes(max_chunk_bytes) -> int:
     if isinstance(max_chunk_bytes, (bool, np.bool_)) or not isinstance(max_chunk_bytes, (int, np.integer)) \
             or max_chunk_bytes < 1:
@@ -240,12 +268,14 @@ class PosePrior:
         """Open a model directory (default: the model inside the package), checking every file it uses.
 
         ``providers``: onnxruntime execution providers; None = CUDA where it works, else CPU.
-        ``intra_op_num_threads``: threads per graph run (None: onnxruntime's default, one per core).
+        ``intra_op_num_threads``: threads per graph run (None: onnxruntime's default, one per core); at most
+        ``THREADS_PER_CORE_MAX`` per usable core (``ValueError`` beyond).
         ``allow_spinning``: whether idle worker threads spin; turn it off when torch or another thread pool
         shares the process (they slow each other down).
         ``max_chunk_bytes``: working memory of one graph run (default 256 MiB); larger batches run in chunks.
         """
         max_chunk_bytes = _check_chunk_bytes(max_chunk_bytes)
+        intra_op_num_threads = check_threads(intra_op_num_threads)
         model_dir = DEFAULT_MODEL_DIR if path is None else Path(path)
         if not model_dir.is_dir():
             hint = " (the package ships without a default model: pass path=, or export one with `poseprior " \
@@ -253,13 +283,17 @@ class PosePrior:
             raise ModelError(f"{model_dir}: no model directory here{hint}")
         manifest = read_manifest(model_dir, GRAPHS.values())
         graphs = present(manifest, GRAPHS.values())
-        verify_files(model_dir, manifest, [g.file for g in graphs] + [WEIGHTS_FILE])
+        # the bytes checked are the bytes run: each file is read once, hashed, and handed to onnxruntime from memory
+        # (the graphs' external data "weights.bin" included), so a file replaced meanwhile cannot slip in
+        blobs = read_verified(model_dir, manifest, [g.file for g in graphs] + [WEIGHTS_FILE])
+        weights = np.frombuffer(blobs[WEIGHTS_FILE], np.uint8)
         providers = default_providers() if providers is None else list(providers)
         sessions = {}
         for g in graphs:
             options = session_options(intra_op_num_threads, allow_spinning, stop_spinning=g.name in ALTERNATING)
+            options.add_external_initializers_from_files_in_memory([WEIGHTS_FILE], [weights], [len(weights)])
             try:
-                sessions[g.name] = ort.InferenceSession(str(model_dir / g.file), options, providers=providers)
+                sessions[g.name] = ort.InferenceSession(blobs[g.file], options, providers=providers)
             except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
                 raise ModelError(f"{model_dir / g.file}: onnxruntime cannot load it ({e})") from None
             check_graph(model_dir / g.file, sessions[g.name], g, manifest)

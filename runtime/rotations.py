@@ -75,8 +75,27 @@ def matrix_to_quaternion(R: np.ndarray) -> np.ndarray:
     return np.where(q[..., :1] < 0, -q, q)
 
 
+#: largest ``rotation_error`` (|R^T R - I|, a reflection counts >= 1) that ``matrix_to_axis_angle`` accepts
+AXIS_ANGLE_TOL = 1e-3
+
+
 def matrix_to_axis_angle(R: np.ndarray) -> np.ndarray:
-    """Rotation vector ``w = angle * axis`` with angle in [0, pi], via the quaternion."""
+    """Rotation vector ``w = angle * axis`` with angle in [0, pi], via the quaternion. Matrices that are not
+    rotations (a reflection, det < 0, or ``|R^T R - I| > AXIS_ANGLE_TOL``) have no rotation vector: ``ValueError``
+    naming the first (checked in blocks, so the check's temporaries stay small)."""
+    R = np.asarray(R)
+    flat = R.reshape(-1, 3, 3) if R.ndim >= 2 and R.shape[-2:] == (3, 3) else None
+    if flat is None:
+        raise ValueError(f"matrix_to_axis_angle: expected (..., 3, 3) matrices, got shape {R.shape}")
+    for a in range(0, len(flat), 1 << 16):
+        err = rotation_error(flat[a:a + (1 << 16)])
+        bad = err > AXIS_ANGLE_TOL
+        if bad.any():
+            k = int(np.argmax(bad))
+            idx = tuple(int(i) for i in np.unravel_index(a + k, R.shape[:-2]))
+            what = "a reflection (det < 0)" if np.linalg.det(flat[a + k]) < 0 else f"|R^T R - I| = {err[k]:.3g}"
+            raise ValueError(f"matrix_to_axis_angle: the matrix at {idx} is not a rotation ({what}): it has no "
+                             f"rotation vector")
     q = matrix_to_quaternion(R)
     v = q[..., 1:]
     s = np.linalg.norm(v, axis=-1, keepdims=True)

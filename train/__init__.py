@@ -5,7 +5,7 @@ Needs the training extra; without torch ``import train`` raises ImportError sayi
 try:
     import torch  # noqa: F401
 except ImportError:
-    from runtime.cli import TRAIN_EXTRA_HINT
+    from runtime.extras import TRAIN_EXTRA_HINT
     raise ImportError(f"poseprior's train package {TRAIN_EXTRA_HINT}", name="torch") from None
 
 

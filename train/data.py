@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from runtime.formats import FormatError
-from runtime.formats.npz import npz_keys, read_npz as _read_npz
+from runtime.formats.npz import MAX_ANGLE_RAD, npz_keys, read_npz as _read_npz
 from runtime.prior import sha256_file  # noqa: F401  (re-exported for the loaders)
 from runtime.rotations import mirror_axis_angle
 
@@ -103,6 +103,10 @@ def check_rotations(rot: np.ndarray, source: str) -> np.ndarray:
     bad = ~np.isfinite(rot).all(axis=(1, 2))
     if bad.any():
         raise DataError(f"{source}: {int(bad.sum())} poses contain NaN or inf (first at index {int(np.argmax(bad))})")
+    big = (np.abs(rot) > MAX_ANGLE_RAD).any(axis=(1, 2))
+    if big.any():
+        raise DataError(f"{source}: {int(big.sum())} poses hold rotation vectors beyond +-{MAX_ANGLE_RAD:g} rad "
+                        f"(first at index {int(np.argmax(big))}): a corrupt value")
     return rot.astype(np.float32, copy=False)
 
 
@@ -183,9 +187,12 @@ def find_split(data_dir: str | Path, split: str) -> Path:
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise DataError(f"{data_dir}: data directory not found")
-    for cand in (data_dir / f"{split}.npz", data_dir / split):
-        if cand.exists():
-            return cand
+    found = [c for c in (data_dir / f"{split}.npz", data_dir / split) if c.exists()]
+    if len(found) == 2:
+        raise DataError(f"{data_dir}: holds both {split}.npz and a folder {split}/: which is the '{split}' split? "
+                        f"Move one of them away")
+    if found:
+        return found[0]
     raise DataError(f"{data_dir}: no '{split}' split (expected {split}.npz or a folder {split}/)")
 
 
