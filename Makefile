@@ -64,6 +64,12 @@ bench-memory: install
 train-bench: install $(if $(filter $(SMPL)/%,$(DATA)),data,)
 	$(PY) -m train.trainbench --data $(DATA) --preset $(PRESET)
 
+# training at scale on CMU + Bandai (~380k poses, memory-mapped through the ingest cache): poses/s, epoch time,
+# peak RSS, 1 process vs --nproc 2, with the load average of each run (train/scalebench.py)
+.PHONY: train-scale
+train-scale: install data
+	$(PY) -m train.scalebench --data $(SMPL)/cmu_bandai --cache build/cache
+
 clean:
 	rm -rf .venv build *.egg-info .pytest_cache bindings_tests/build
 
