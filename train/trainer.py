@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from runtime.formats.motion import atomic_write
+
 from . import distributed
 from .augment import Augmentation, degenerate_joints
 from .config import Config
@@ -102,15 +104,9 @@ def atomic_save(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def atomic_write(text: str, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def write_metrics(out: Path, rows: list[dict]) -> None:
     """``metrics.jsonl``: one JSON line per epoch, written atomically (never a partial line)."""
-    atomic_write("".join(json.dumps(r) + "\n" for r in rows), out / "metrics.jsonl")
+    atomic_write(out / "metrics.jsonl", lambda p: p.write_text("".join(json.dumps(r) + "\n" for r in rows)))
 
 
 def metrics_before(out: Path, epoch: int) -> list[dict]:
@@ -204,7 +200,7 @@ def run_epochs(out: Path, cfg, model: torch.nn.Module, opt: torch.optim.Optimize
             write_metrics(out, history)
     elif distributed.is_main():
         out.mkdir(parents=True, exist_ok=True)
-        atomic_write(cfg.to_json() + "\n", out / "config.json")
+        atomic_write(out / "config.json", lambda p: p.write_text(cfg.to_json() + "\n"))
         write_metrics(out, history)
 
     deadline = None if max_minutes is None else t_start + 60.0 * max_minutes
@@ -321,5 +317,5 @@ def train(cfg: Config, train_set: PoseSet, val_set: PoseSet, out: str | Path, *,
                "config_sha256": cfg.sha256(), "data_sha256": data_sha, "noisy_joints": noisy,
                "skeleton": train_set.skeleton}
     if distributed.is_main():
-        atomic_write(json.dumps(summary, indent=2) + "\n", out / "summary.json")
+        atomic_write(out / "summary.json", lambda p: p.write_text(json.dumps(summary, indent=2) + "\n"))
     return summary
