@@ -122,3 +122,16 @@ FIT_RUN   ?= runs/smpl-mix#  the default model's training run (fit-bench's torch
 fit-bench: install data runs/smpl-vposer/best.pt runs/smpl-gmm/best.pt $(FIT_RUN)/best.pt
 	$(PY) -m train.cli fit-bench $(FIT_MODEL) --data $(SMPL)/cmu/test.npz --val $(SMPL)/cmu/val.npz \
 		--train $(SMPL)/cmu/train.npz --vposer runs/smpl-vposer --gmm runs/smpl-gmm --out $(FIT_OUT) --n $(FIT_N)
+# two tiny trainings on one --out, 20 times with random start offsets: exactly one runs, the directory is consistent
+concurrency-check: install data
+	$(PY) tests/concurrent_runs.py --data $(DATA) --repeats 20
+
+# take-QA benchmark (runtime/qabench.py): leave-one-subject-out calibration on the held-out takes (cmu_extra, cmu_pose
+# test + val), injected glitches, recall / clean rate / repair / speed. QA_MODELS="DIR1 DIR2": candidate models
+QA_MODELS ?= runtime/models/default
+QA_OUT    ?= reports/qa
+QA_ARGS   ?= --copies 4 --repair-takes 11 --repair-frames 600
+.PHONY: qa-bench
+qa-bench: install
+	OMP_NUM_THREADS=1 $(PY) -m runtime.qabench --shared $(SHARED) --model "$(QA_MODELS)" --out $(QA_OUT) \
+		--figure docs/qa_bench.png $(QA_ARGS)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from runtime.cli import check_out
+from runtime.cli import check_out, hold_out
 from runtime.cli import fail as _fail
 from train.cli import main as train_commands
 
@@ -31,6 +31,7 @@ main = click.Group(commands=dict(train_commands.commands), help=train_commands.h
 def export_command(run_dir, out, which, onnx_only):
     """Export a trained flow: ONNX graphs + shared weights + manifest (and .pt2, TorchScript) for the runtime."""
     check_out(out)
+    hold_out(out, "export")
     try:
         manifest = export_model(run_dir, out, which, torch_artifacts=not onnx_only)
     except (OSError, ValueError) as e:

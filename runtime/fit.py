@@ -42,6 +42,13 @@ from .prior import MAX_ABS, ModelError, PosePrior
 
 SPACES = ("ambient", "latent")
 BODY = SMPL_NAMES      # the 22 forward-kinematics joints
+#: Largest weight (``weight``, ``lam``, ``fixed_weight``, and ``1 / sigma^2``) a fit accepts: the terms
+#: are summed in float32, whose range (3.4e38) a weight of 1e39 leaves at once; 1e8 keeps a loss of a few hundred
+#: squared units (6D residuals are at most 2 per coordinate) far inside it, as ``MAX_ABS`` does for the poses.
+MAX_WEIGHT = 1e8
+#: Largest |target| / |trans| (m) and |offset| (m) of an IK problem (FK sums 22 offsets in float32)
+MAX_POSITION_M = 1e4
+MAX_OFFSET_M = 100.0
 DataTerm = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
@@ -69,17 +76,31 @@ def _poses(a, what: str, num_joints: int) -> np.ndarray:
         raise ValueError(f"{what}: shape {a.shape}, expected (B, {num_joints}, 6) with B >= 1")
     if not np.isfinite(a).all():
         raise ValueError(f"{what}: contains NaN or inf")
+    if np.abs(a).max() > np.float64(MAX_ABS):
+        raise ValueError(f"{what}: |value| {float(np.abs(a).max()):.4g} exceeds {MAX_ABS:g}, the largest the runtime "
+                         f"accepts")
     return a.astype(np.float32)
 
 
-def _number(v, what: str, positive: bool = False) -> float:
+def _number(v, what: str, positive: bool = False, most: float | None = MAX_WEIGHT) -> float:
+    """``v`` as a float: finite, >= 0 (> 0 when ``positive``) and at most ``most``; else a ValueError naming it."""
     try:
         v = float(v)
     except (TypeError, ValueError):
         raise ValueError(f"{what}: expected a number, got {v!r}") from None
     if not np.isfinite(v) or v < 0 or (positive and v == 0):
         raise ValueError(f"{what}: must be {'> 0' if positive else '>= 0'} and finite, got {v!r}")
+    if most is not None and v > most:
+        raise ValueError(f"{what}: {v:g} exceeds {most:g}, the largest the fit accepts (its float32 loss would "
+                         f"overflow)")
     return v
+
+
+def _bounded(a: np.ndarray, what: str, most: float) -> np.ndarray:
+    if a.size and np.abs(a).max() > most:
+        raise ValueError(f"{what}: |value| {float(np.abs(a).max()):.4g} exceeds {most:g} m, the largest the fit "
+                         f"accepts (float32 forward kinematics)")
+    return a
 
 
 def free_mask(free, batch: int, joint_names=rotations.JOINT_NAMES) -> np.ndarray:
@@ -134,22 +155,32 @@ class Effectors:
     def __init__(self, targets: np.ndarray, joints, offsets: np.ndarray, sigma: float = 0.01,
                  trans: np.ndarray | None = None):
         self.joints = _body_indices(joints)
-        self.targets = np.asarray(targets, np.float32)
+        self.targets = _bounded(np.asarray(targets, np.float64), "targets", MAX_POSITION_M).astype(np.float32)
         if self.targets.ndim != 3 or self.targets.shape[1:] != (len(self.joints), 3):
             raise ValueError(f"targets: shape {self.targets.shape}, expected (B, {len(self.joints)}, 3) "
                              f"(one position per joint in joints)")
         if not np.isfinite(self.targets).all():
             raise ValueError("targets: contains NaN or inf")
         B = len(self.targets)
-        off = np.asarray(offsets, np.float32)
+        off = np.asarray(offsets, np.float64)
+        if np.isfinite(off).all():
+            _bounded(off, "offsets", MAX_OFFSET_M)
+        off = off.astype(np.float32)
         if off.shape not in ((len(BODY), 3), (B, len(BODY), 3)) or not np.isfinite(off).all():
             raise ValueError(f"offsets: shape {off.shape}, expected finite ({len(BODY)}, 3) or ({B}, {len(BODY)}, 3) "
                              f"rest offsets (child relative to parent, metres)")
         self.offsets = np.broadcast_to(off, (B, len(BODY), 3))
-        self.trans = None if trans is None else np.asarray(trans, np.float32)
+        self.trans = None if trans is None else np.asarray(trans, np.float64)
+        if self.trans is not None and np.isfinite(self.trans).all():
+            _bounded(self.trans, "trans", MAX_POSITION_M)
+        self.trans = None if self.trans is None else self.trans.astype(np.float32)
         if self.trans is not None and (self.trans.shape != (B, 3) or not np.isfinite(self.trans).all()):
             raise ValueError(f"trans: shape {self.trans.shape}, expected finite ({B}, 3)")
-        self.inv_var = np.float32(1.0 / _number(sigma, "sigma", positive=True) ** 2)
+        sigma = _number(sigma, "sigma", positive=True, most=None)
+        if sigma < MAX_WEIGHT ** -0.5:
+            raise ValueError(f"sigma: {sigma:g} is below {MAX_WEIGHT ** -0.5:g} m: 1 / sigma^2 would exceed "
+                             f"{MAX_WEIGHT:g}, the largest weight the fit accepts (its float32 loss would overflow)")
+        self.inv_var = np.float32(1.0 / sigma ** 2)
 
     def __call__(self, x, rows):
         R = rotations.gram_schmidt(x)
@@ -163,6 +194,9 @@ class Effectors:
 
 
 def _body_indices(joints) -> list[int]:
+    """Joint names or indices into ``BODY``; one name or index alone is one joint (not its characters)."""
+    if isinstance(joints, (str, int, np.integer)):
+        joints = [joints]
     out = []
     for j in joints:
         if isinstance(j, str):
@@ -200,7 +234,7 @@ def _total(terms: list[DataTerm]) -> DataTerm | None:
 def feasible(p: np.ndarray) -> np.ndarray:
     """(b,) rows the graphs accept: finite and within ``MAX_ABS``. A line-search trial outside gets f = inf, so
     the search backtracks instead of the graph raising."""
-    return np.isfinite(p).all(1) & (np.abs(p).max(1) <= MAX_ABS)
+    return np.isfinite(p).all(1) & (np.abs(p).max(1) <= np.float64(MAX_ABS))
 
 
 class _Ambient:
@@ -369,6 +403,7 @@ def fit(prior: PosePrior, init, data: DataTerm | None = None, lam: float = 1.0, 
 
     out = _solve(prior, space, x0, z0, np.arange(B), _total(terms), lam, mask, opts)
     raw, params, loss, d, nlp, its, conv, calls = out
+    conv = conv & np.isfinite(loss)          # never "converged" to a non-finite loss
     poses = np.where(mask[..., None], rotations.orthonormalize_6d(raw), x0).astype(np.float32)
     return FitResult(poses, raw, params, loss, d, nlp, its, conv, int(calls), space, time.monotonic() - t0)
 
@@ -382,7 +417,8 @@ def _solve(prior, space, x0, z0, rows, data, lam, mask, opts):
         x = res.p.reshape(x0.shape)
         params = x
         d = np.zeros(len(x), np.float32) if data is None else data(x, rows)[0]
-        nlp = (res.f - d) / np.float32(lam) if lam else -prior.log_prob(x)   # res.f = d + lam * (-log p)
+        with np.errstate(invalid="ignore"):   # a non-finite loss stays NaN here (and is not "converged")
+            nlp = (res.f - d) / np.float32(lam) if lam else -prior.log_prob(x)   # res.f = d + lam * (-log p)
     else:
         obj = _Latent(prior, data, lam, rows)
         res = minimize(obj, z0, **opts)

@@ -18,6 +18,7 @@ import click
 
 from runtime.cli import check_out
 from runtime.cli import fail as _fail
+from runtime.cli import hold_out as _hold
 
 
 @click.group()
@@ -51,8 +52,19 @@ def _leftovers(out: Path) -> list[Path]:
 
 
 @main.command()
-@click.option("--data", "data_dir", required=True, type=click.Path(path_type=Path),
-              help="Folder with train and val splits (train.npz/val.npz, or train/ and val/ folders of AMASS npz or BVH).")
+@click.option("--data", "data_dir", required=True, multiple=True, type=click.Path(path_type=Path),
+              help="Takes to train on (repeatable): folders (searched recursively) and files of any format "
+                   "poseprior convert reads (BVH, ASF/AMC, AMASS/SMPL-H/SMPL-X npz, shared npz), mixed; or one "
+                   "folder with train and val splits (train.npz/val.npz or train/, val/ of npz files), used as split.")
+@click.option("--val", "val_dir", multiple=True, type=click.Path(path_type=Path),
+              help="Validation takes (repeatable; folders or files): no split of --data then.")
+@click.option("--map", "map_file", type=click.Path(path_type=Path), default=None,
+              help="Joint map {SMPL joint: source joint} (JSON) for takes of a rig poseprior does not know.")
+@click.option("--cache", "cache", type=click.Path(path_type=Path), default=None,
+              help="Cache folder of converted takes (default $POSEPRIOR_CACHE or ~/.cache/poseprior).")
+@click.option("--skip-bad", is_flag=True, help="Leave out takes that cannot be read (each named in one line).")
+@click.option("--jobs", type=click.IntRange(min=1), default=None,
+              help="Processes converting takes (default: one per core).")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Run directory to create (or resume).")
 @click.option("--model", type=click.Choice(["flow", "vposer", "gmm"]), default=None,
               help="flow (default): the RealNVP prior; vposer, gmm: the baselines of DESIGN §5 (with --resume: "
@@ -69,10 +81,14 @@ def _leftovers(out: Path) -> list[Path]:
 @click.option("--nproc", type=click.IntRange(min=1), default=None,
               help="Data-parallel processes on this machine: runs torchrun --standalone --nproc-per-node N "
                    "-m train.cli train (the other options); see README, 'Training on several GPUs / machines'.")
-def train(data_dir, out, model, config_spec, epochs, max_steps, max_minutes, resume, overrides, fps, quiet, nproc):
+def train(data_dir, val_dir, map_file, cache, skip_bad, jobs, out, model, config_spec, epochs, max_steps, max_minutes,
+          resume, overrides, fps, quiet, nproc):
     """Train the RealNVP pose prior (or, with --model, a baseline)."""
-    from . import config, distributed, gmm, trainer, vposer
-    from .data import DataError, load_dataset
+    from runtime.formats import FormatError
+    from runtime.formats.joint_maps import load_joint_map
+
+    from . import config, distributed, gmm, ingest, trainer, vposer
+    from .data import DataError, is_split_layout, load_dataset
 
     distributed.init()   # under torchrun: join the process group (a no-op otherwise)
 
@@ -86,6 +102,8 @@ def train(data_dir, out, model, config_spec, epochs, max_steps, max_minutes, res
     if max_minutes is not None and not max_minutes > 0:
         _fail(f"--max-minutes {max_minutes}: must be > 0")
     check_out(out)
+    if nproc is None and distributed.is_main():   # one run per --out, for the run's whole life (rank 0 writes it)
+        _hold(out, "train")
     try:
         if resume:
             if not (out / "config.json").is_file():
@@ -119,12 +137,30 @@ def train(data_dir, out, model, config_spec, epochs, max_steps, max_minutes, res
             _fail("--nproc starts torchrun itself; under torchrun, give torchrun --nproc-per-node instead")
         if nproc is not None:   # the arguments are checked: start the workers, which run this command again
             sys.exit(distributed.launch(nproc, _without_nproc(sys.argv)))
+        if fps is not None and not fps > 0:
+            _fail(f"--fps {fps}: must be a positive number")
+        joint_map = load_joint_map(map_file) if map_file is not None else None
         distributed.barrier()   # every rank has checked --out before rank 0 creates it
-        data = distributed.shared_dataset(lambda: load_dataset(data_dir, fps=fps))   # once per machine
-    except (DataError, ValueError) as e:
+        record: dict = {}
+        if len(data_dir) == 1 and not val_dir and joint_map is None and is_split_layout(data_dir[0]):
+            how = f"{data_dir[0]}: its train and val splits, as given"
+            data = distributed.shared_dataset(lambda: load_dataset(data_dir[0], fps=fps))   # once per machine
+        else:
+            def load():
+                sets, rec = ingest.load_takes(list(data_dir), list(val_dir) or None, cache, fps, joint_map, jobs,
+                                              skip_bad, progress=not quiet, log=lambda m: click.echo(m, err=True))
+                record.update(rec)
+                return sets
+            data = distributed.shared_dataset(load)   # converted once per machine
+            how = f"{len(record.get('sources', []))} take files, split {record.get('split')}"
+    except (DataError, FormatError, ValueError) as e:
         _fail(str(e))
     if distributed.is_main():
-        click.echo(f"train {len(data['train'])} poses, val {len(data['val'])} poses; config sha256 {cfg.sha256()[:12]}")
+        click.echo(f"train {len(data['train'])} poses, val {len(data['val'])} poses ({how}); "
+                   f"config sha256 {cfg.sha256()[:12]}")
+        if record:
+            click.echo(f"validation: {', '.join(record['units']['val'][:8])}"
+                       f"{' ...' if len(record['units']['val']) > 8 else ''}")
     fresh = not resume
     try:
         limits = {} if model == "gmm" else {"resume": resume, "max_steps": max_steps, "max_minutes": max_minutes}
@@ -145,7 +181,12 @@ def train(data_dir, out, model, config_spec, epochs, max_steps, max_minutes, res
     main_rank = distributed.is_main()
     distributed.teardown()
     if main_rank:
-        click.echo(json.dumps(summary, indent=2))
+        if record:   # the ingest: every source with its sha256, skeleton, conversion version, and the split
+            (out / "data.json").write_text(json.dumps(record, indent=1) + "\n")
+        best = summary.get("best_val_log_p", summary.get("best_val"))
+        click.echo(f"done ({summary.get('stop_reason', 'fitted')}): {summary.get('epochs', '-')} epochs, best epoch "
+                   f"{summary.get('best_epoch', '-')}" + (f", val {best:.4g}" if isinstance(best, (int, float)) else "")
+                   + f"; {out / 'summary.json'}")
 
 
 def _without_nproc(argv: list[str]) -> list[str]:

@@ -34,12 +34,10 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from runtime.formats.motion import atomic_write
-
 from .config import ConfigBase, load_preset
 from .data import PoseSet
 from .rotations import NUM_JOINTS
-from .trainer import CHECKPOINT_FORMAT, atomic_save, data_checksums, read_checkpoint
+from .trainer import CHECKPOINT_FORMAT, atomic_save, atomic_write, data_checksums, read_checkpoint
 
 DIM = 3 * NUM_JOINTS
 
@@ -158,7 +156,7 @@ def fit_gmm(cfg: GMMConfig, train_set: PoseSet, val_set: PoseSet, out: str | Pat
     x = torch.from_numpy(train_set.rotations).double().reshape(len(train_set), DIM)
     x_val = torch.from_numpy(val_set.rotations).double().reshape(len(val_set), DIM)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write(out / "config.json", lambda p: p.write_text(cfg.to_json() + "\n"))
+    atomic_write(cfg.to_json() + "\n", out / "config.json")
     (out / "metrics.jsonl").write_text("")
     t0 = time.monotonic()
     labels = kmeans_pp(x, cfg.n_components, cfg.kmeans_iter, torch.Generator().manual_seed(cfg.seed))
@@ -187,5 +185,5 @@ def fit_gmm(cfg: GMMConfig, train_set: PoseSet, val_set: PoseSet, out: str | Pat
                "train_log_p": train_ll, "val_log_p": val_ll, "weights": [round(float(w), 4) for w in gmm.weights],
                "train_seconds": round(time.monotonic() - t0, 1), "n_train": len(train_set), "n_val": len(val_set),
                "config_sha256": cfg.sha256(), "data_sha256": data_sha}
-    atomic_write(out / "summary.json", lambda p: p.write_text(json.dumps(summary, indent=2) + "\n"))
+    atomic_write(json.dumps(summary, indent=2) + "\n", out / "summary.json")
     return summary

@@ -20,8 +20,6 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from runtime.formats.motion import atomic_write
-
 from . import distributed
 from .augment import Augmentation, degenerate_joints
 from .config import Config
@@ -98,15 +96,35 @@ def load_checkpoint(path: str | Path) -> tuple[PoseFlow, dict]:
     return flow.eval(), ckpt
 
 
-def atomic_save(obj, path: Path) -> None:
+def _replace_via_tmp(path: Path, write: Callable[[Path], None]) -> None:
+    """``write(path.tmp)`` then rename it onto ``path``. A failed write (a full disk, a file size limit) removes the
+    temporary file, leaves ``path`` as it was (so the run stays resumable from its previous checkpoint) and raises
+    one ``OSError`` naming ``path`` (torch reports a failed write as a ``RuntimeError``)."""
     tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:
+        tmp.unlink(missing_ok=True)
+        why = " ".join(str(e).split())[:200]
+        raise OSError(f"{path}: cannot write it ({type(e).__name__}: {why}; a full disk?); nothing was half-written: "
+                      f"the checkpoints already there are intact (a run with one continues with --resume)") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_save(obj, path: Path) -> None:
+    _replace_via_tmp(path, lambda tmp: torch.save(obj, tmp))
+
+
+def atomic_write(text: str, path: Path) -> None:
+    _replace_via_tmp(path, lambda tmp: tmp.write_text(text))
 
 
 def write_metrics(out: Path, rows: list[dict]) -> None:
     """``metrics.jsonl``: one JSON line per epoch, written atomically (never a partial line)."""
-    atomic_write(out / "metrics.jsonl", lambda p: p.write_text("".join(json.dumps(r) + "\n" for r in rows)))
+    atomic_write("".join(json.dumps(r) + "\n" for r in rows), out / "metrics.jsonl")
 
 
 def metrics_before(out: Path, epoch: int) -> list[dict]:
@@ -200,7 +218,7 @@ def run_epochs(out: Path, cfg, model: torch.nn.Module, opt: torch.optim.Optimize
             write_metrics(out, history)
     elif distributed.is_main():
         out.mkdir(parents=True, exist_ok=True)
-        atomic_write(out / "config.json", lambda p: p.write_text(cfg.to_json() + "\n"))
+        atomic_write(cfg.to_json() + "\n", out / "config.json")
         write_metrics(out, history)
 
     deadline = None if max_minutes is None else t_start + 60.0 * max_minutes
@@ -317,5 +335,5 @@ def train(cfg: Config, train_set: PoseSet, val_set: PoseSet, out: str | Path, *,
                "config_sha256": cfg.sha256(), "data_sha256": data_sha, "noisy_joints": noisy,
                "skeleton": train_set.skeleton}
     if distributed.is_main():
-        atomic_write(out / "summary.json", lambda p: p.write_text(json.dumps(summary, indent=2) + "\n"))
+        atomic_write(json.dumps(summary, indent=2) + "\n", out / "summary.json")
     return summary

@@ -39,13 +39,11 @@ from torch import nn
 from torch.distributions import Normal
 from torch.nn.functional import softplus
 
-from runtime.formats.motion import atomic_write
-
 from . import distributed
 from .config import ConfigBase, load_preset
 from .data import PoseSet
 from .rotations import NUM_JOINTS, axis_angle_to_matrix, gram_schmidt, matrix_to_6d
-from .trainer import data_checksums, read_checkpoint, run_epochs
+from .trainer import atomic_write, data_checksums, read_checkpoint, run_epochs
 
 
 @dataclass
@@ -205,5 +203,5 @@ def train_vposer(cfg: VPoserConfig, train_set: PoseSet, val_set: PoseSet, out: s
                "train_seconds": round(state["seconds"], 1), "n_train": len(train_set), "n_val": len(val_set),
                "config_sha256": cfg.sha256(), "data_sha256": data_sha}
     if distributed.is_main():
-        atomic_write(out / "summary.json", lambda p: p.write_text(json.dumps(summary, indent=2) + "\n"))
+        atomic_write(json.dumps(summary, indent=2) + "\n", out / "summary.json")
     return summary
