@@ -269,7 +269,7 @@ class LogProbGrad(nn.Module):
     def forward(self, poses: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         flow, half = self.flow, self.flow.dim // 2
         inv_scale = torch.exp(-flow.log_scale)
-        v = (flow._to_vec(poses) - flow.shift) * inv_scale
+        v = (flow.to_vec(poses) - flow.shift) * inv_scale
         lo, hi = v[:, :half], v[:, half:]
         ths, tapes = [], []
         for layer in reversed(flow.layers):
@@ -312,10 +312,10 @@ class LatentVJP(nn.Module):
             ths.append(th)
             tapes.append(tape)
         scale = torch.exp(flow.log_scale)
-        poses = flow._from_vec(torch.cat([lo, hi], dim=1) * scale + flow.shift)
+        poses = flow.from_vec(torch.cat([lo, hi], dim=1) * scale + flow.shift)
         log_p = flow.base_log_prob(z) - _sum_s(list(flow.layers), ths) - flow.log_scale.sum()
 
-        g_u = flow._to_vec(grad_poses) * scale                       # masked joints: no path to z
+        g_u = flow.to_vec(grad_poses) * scale                       # masked joints: no path to z
         g = torch.stack([torch.zeros_like(g_u), g_u])                 # (2, B, D)
         g_lo, g_hi = g[..., :half], g[..., half:]
         w = torch.tensor([-1.0, 0.0], dtype=z.dtype, device=z.device).reshape(2, 1, 1)

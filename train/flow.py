@@ -48,10 +48,13 @@ class PoseFlow(nn.Module):
         self.log_scale.copy_(v.std(0).clamp_min(1e-3).log())
 
     # --- layouts -------------------------------------------------------------------------------------------
-    def _to_vec(self, x: torch.Tensor) -> torch.Tensor:
+    def to_vec(self, x: torch.Tensor) -> torch.Tensor:
+        """Poses (B, 21, 6) -> the flow's vector (B, D): the modelled joints in the coupling layout
+        (``to_flow_layout``), before normalisation."""
         return to_flow_layout(x.index_select(1, self.active))
 
-    def _from_vec(self, v: torch.Tensor) -> torch.Tensor:
+    def from_vec(self, v: torch.Tensor) -> torch.Tensor:
+        """The inverse of ``to_vec``: (B, D) -> poses (B, 21, 6), masked joints at the identity rotation."""
         if self.dim == 6 * NUM_JOINTS:
             return from_flow_layout(v)
         x = torch.tensor(IDENTITY_6D, dtype=v.dtype, device=v.device).repeat(v.shape[0], NUM_JOINTS, 1)
@@ -60,7 +63,7 @@ class PoseFlow(nn.Module):
     # --- the two directions --------------------------------------------------------------------------------
     def inverse(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Pose (B, 21, 6) -> (z (B, D), log|det dz/dx|)."""
-        v = (self._to_vec(x) - self.shift) * torch.exp(-self.log_scale)
+        v = (self.to_vec(x) - self.shift) * torch.exp(-self.log_scale)
         logdet = (-self.log_scale.sum()).expand(v.shape[0])
         for layer in reversed(self.layers):
             v, ld = layer.inverse(v)
@@ -75,7 +78,7 @@ class PoseFlow(nn.Module):
             v, ld = layer(v)
             logdet = logdet + ld
         v = v * torch.exp(self.log_scale) + self.shift
-        return self._from_vec(v), logdet + self.log_scale.sum()
+        return self.from_vec(v), logdet + self.log_scale.sum()
 
     # --- densities -----------------------------------------------------------------------------------------
     def base_log_prob(self, z: torch.Tensor) -> torch.Tensor:
