@@ -125,3 +125,25 @@ SWEEP ?=
 .PHONY: sweep
 sweep: install
 	$(PY) -m train.cli sweep --data $(DATA) $(foreach s,$(SWEEP),--only $(s))
+
+# the Blender add-on (runtime/blender) tested in real Blender: bpy 4.5 as a Python module in its own venv (no torch),
+# the package installed editable; pip's downloads (bpy is ~370 MB) are cached under build/pip-cache between runs
+BPY      := .venv-blender/bin/python
+BSTAMP   := .venv-blender/.installed
+.PHONY: test-blender blender-bench blender-addon
+$(BSTAMP): pyproject.toml
+	python3 -m venv .venv-blender
+	PIP_CACHE_DIR=$(CURDIR)/build/pip-cache $(BPY) -m pip install --quiet "bpy==4.5.*" pytest
+	PIP_CACHE_DIR=$(CURDIR)/build/pip-cache $(BPY) -m pip install --quiet -e .
+	touch $(BSTAMP)
+
+test-blender: $(BSTAMP)
+	PIP_CACHE_DIR=$(CURDIR)/build/pip-cache $(BPY) -m pytest -q -p no:cacheprovider tests_blender
+
+# poseprior.score in Blender vs `poseprior score` on the same 5,000-frame take (a table, not a test)
+blender-bench: $(BSTAMP)
+	$(BPY) -m tests_blender.bench
+
+# the installable extension zip (bundles the package and the platform's onnxruntime wheel)
+blender-addon: $(BSTAMP)
+	PIP_CACHE_DIR=$(CURDIR)/build/pip-cache $(BPY) -m runtime.cli blender-addon --out build/poseprior_blender.zip
