@@ -1,7 +1,7 @@
 """``PosePrior``: the exported pose prior run with onnxruntime and numpy only (no torch).
 
-A model directory (written by ``poseprior export``) holds four ONNX graphs sharing one weights file, plus
-``manifest.json`` (sha256 of every file, joint names, conventions, dimensions, training record):
+A model directory (``poseprior export``) holds six ONNX graphs sharing one weights file (the five below, and
+``encode``: poses -> z, log_prob), plus ``manifest.json`` (sha256 of every file, joint names, conventions, dimensions, training record):
 
 =================== ============================ =====================================================
 graph               inputs                       outputs
@@ -22,7 +22,11 @@ representation; it is never guessed from the shape:
 
 * ``"6d"`` (default): (B, 21, 6), the first two columns of each rotation matrix ``[R00 R10 R20 R01 R11 R21]``;
 * ``"matrix"``: (B, 21, 3, 3) rotation matrices (checked: ``max|R^T R - I| <= 1e-3`` and det > 0);
-* ``"axis_angle"``: (B, 21, 3) or (B, 63) rotation vectors (smplx ``body_pose``).
+* ``"axis_angle"``: (B, 21, 3) or (B, 63) rotation vectors (smplx ``body_pose``);
+* ``"6d_rows"``: (B, 21, 6), PyTorch3D's ``matrix_to_rotation_6d``: the first two ROWS ``[R00 R01 R02 R10 R11 R12]``,
+  made a rotation by PyTorch3D's ``rotation_6d_to_matrix`` (Gram-Schmidt on the rows), then scored as its columns.
+  Rows are orthonormal too: passed as ``rep="6d"`` they are read as the inverse rotations (nothing can detect it;
+  real poses then score far below their true log p).
 
 A single pose (no batch axis) gives unbatched outputs. Everything here is read-only after ``load``, so one
 ``PosePrior`` may be used from several threads at once (``InferenceSession.run`` is thread-safe).
@@ -31,6 +35,7 @@ from __future__ import annotations
 
 import ctypes
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Iterator
@@ -40,10 +45,10 @@ import onnxruntime as ort
 
 from . import rotations
 from .manifest import (FORMAT_VERSION, WEIGHTS_FILE, Graph, ModelError, check_graph, present,  # noqa: F401
-                       read_manifest, sha256_file, verify_files)
+                       read_manifest, read_verified, sha256_file, verify_files)
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "models" / "default"
-REPS = ("6d", "matrix", "axis_angle")
+REPS = ("6d", "matrix", "axis_angle", "6d_rows")
 ROTATION_TOLERANCE = 1e-3   # max |R^T R - I| accepted for rep="matrix"
 #: Largest |entry| of any numeric input (poses in every rep, z). Measured: the shipped model's graphs stay finite
 #: in float32 up to |x| = 1e8 (poses) and 1e18 (z), the tiny test model's up to 1e13; 1e6 leaves a margin of 100.
@@ -56,7 +61,7 @@ DEFAULT_MAX_CHUNK_BYTES = 256 * 2 ** 20
 #: of a chunked call are bit-identical to one call on the whole batch.
 CHUNK_ALIGN = 64
 #: Working memory per row of the numpy conversions of each ``rep`` (float64 temporaries), on top of the graph's.
-REP_ROW_BYTES = {"6d": 1024, "matrix": 8 * 1024, "axis_angle": 24 * 1024}
+REP_ROW_BYTES = {"6d": 1024, "matrix": 8 * 1024, "axis_angle": 24 * 1024, "6d_rows": 16 * 1024}
 
 GRAPHS = {g.name: g for g in (
     Graph("log_prob", ("poses",), ("log_prob",), row_bytes=8 * 1024),
@@ -139,7 +144,7 @@ def check_values(a, what: str) -> np.ndarray:
         if not finite.all():
             first = _index(int(np.argmin(finite)), block.shape, start)
             raise ValueError(f"{what} contain NaN or inf (first at index {first})")
-        big = np.abs(block) > MAX_ABS
+        big = np.abs(block) > np.float64(MAX_ABS)      # float64: MAX_ABS overflows a float16 (a warning)
         if big.any():
             k = int(np.argmax(big))
             raise ValueError(f"{what}: |value| {float(block.flat[k]):.7g} at index {_index(k, block.shape, start)} "
@@ -189,6 +194,33 @@ def check_sample_args(n, seed, temperature) -> tuple[int, float]:
     return int(n), t
 
 
+#: ``intra_op_num_threads`` may be at most this many times the cores this process may run on: onnxruntime starts
+#: every thread of every session's pool at load (1000 threads on 2 cores had not loaded after 120 s)
+THREADS_PER_CORE_MAX = 4
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the system says, else ``os.cpu_count()``)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def check_threads(intra_op_num_threads) -> int | None:
+    """None, or an int in [0, ``THREADS_PER_CORE_MAX`` x ``usable_cores()``] (0: onnxruntime's default)."""
+    if intra_op_num_threads is None:
+        return None
+    n = intra_op_num_threads
+    if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)) or n < 0:
+        raise ValueError(f"intra_op_num_threads must be None or an int >= 0, got {n!r}"[:200])
+    most = THREADS_PER_CORE_MAX * usable_cores()
+    if n > most:
+        raise ValueError(f"intra_op_num_threads={n}: this machine has {usable_cores()} usable cores; more than "
+                         f"{most} threads per graph only slow it down (and each session starts them all at load)")
+    return int(n)
+
+
 def _check_chunk_bytes(max_chunk_bytes) -> int:
     if isinstance(max_chunk_bytes, (bool, np.bool_)) or not isinstance(max_chunk_bytes, (int, np.integer)) \
             or max_chunk_bytes < 1:
@@ -236,12 +268,14 @@ class PosePrior:
         """Open a model directory (default: the model inside the package), checking every file it uses.
 
         ``providers``: onnxruntime execution providers; None = CUDA where it works, else CPU.
-        ``intra_op_num_threads``: threads per graph run (None: onnxruntime's default, one per core).
+        ``intra_op_num_threads``: threads per graph run (None: onnxruntime's default, one per core); at most
+        ``THREADS_PER_CORE_MAX`` per usable core (``ValueError`` beyond).
         ``allow_spinning``: whether idle worker threads spin; turn it off when torch or another thread pool
         shares the process (they slow each other down).
         ``max_chunk_bytes``: working memory of one graph run (default 256 MiB); larger batches run in chunks.
         """
         max_chunk_bytes = _check_chunk_bytes(max_chunk_bytes)
+        intra_op_num_threads = check_threads(intra_op_num_threads)
         model_dir = DEFAULT_MODEL_DIR if path is None else Path(path)
         if not model_dir.is_dir():
             hint = " (the package ships without a default model: pass path=, or export one with `poseprior " \
@@ -249,13 +283,17 @@ class PosePrior:
             raise ModelError(f"{model_dir}: no model directory here{hint}")
         manifest = read_manifest(model_dir, GRAPHS.values())
         graphs = present(manifest, GRAPHS.values())
-        verify_files(model_dir, manifest, [g.file for g in graphs] + [WEIGHTS_FILE])
+        # the bytes checked are the bytes run: each file is read once, hashed, and handed to onnxruntime from memory
+        # (the graphs' external data "weights.bin" included), so a file replaced meanwhile cannot slip in
+        blobs = read_verified(model_dir, manifest, [g.file for g in graphs] + [WEIGHTS_FILE])
+        weights = np.frombuffer(blobs[WEIGHTS_FILE], np.uint8)
         providers = default_providers() if providers is None else list(providers)
         sessions = {}
         for g in graphs:
             options = session_options(intra_op_num_threads, allow_spinning, stop_spinning=g.name in ALTERNATING)
+            options.add_external_initializers_from_files_in_memory([WEIGHTS_FILE], [weights], [len(weights)])
             try:
-                sessions[g.name] = ort.InferenceSession(str(model_dir / g.file), options, providers=providers)
+                sessions[g.name] = ort.InferenceSession(blobs[g.file], options, providers=providers)
             except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
                 raise ModelError(f"{model_dir / g.file}: onnxruntime cannot load it ({e})") from None
             check_graph(model_dir / g.file, sessions[g.name], g, manifest)
@@ -272,7 +310,7 @@ class PosePrior:
             raise ValueError(f"rep must be one of {REPS}, got {rep!r}"[:200])
         J = self.num_joints
         a = np.asarray(poses)
-        per_joint = {"6d": (6,), "matrix": (3, 3), "axis_angle": (3,)}[rep]
+        per_joint = {"6d": (6,), "6d_rows": (6,), "matrix": (3, 3), "axis_angle": (3,)}[rep]
         k = len(per_joint) + 1
         if a.ndim in (k, k + 1) and a.shape[-len(per_joint):] == per_joint and a.shape[-k] != J:
             raise ValueError(f"poses (rep={rep!r}): {a.shape[-k]} joints (shape {a.shape}), the model has {J}: "
@@ -306,6 +344,8 @@ class PosePrior:
             return a.astype(np.float32, copy=False)
         if rep == "matrix":
             return rotations.matrix_to_6d(a).astype(np.float32, copy=False)
+        if rep == "6d_rows":
+            return rotations.rows_6d_to_6d(a.astype(np.float64)).astype(np.float32)
         return rotations.axis_angle_to_6d(a.astype(np.float64)).astype(np.float32)
 
     def _latent(self, z) -> tuple[np.ndarray, bool]:
@@ -360,7 +400,8 @@ class PosePrior:
 
         ``rep="6d"``: the graph's gradient. ``rep="matrix"``: log p reads the first two columns of R, so the
         gradient is the 6D one in those columns and 0 in the third. ``rep="axis_angle"``: the chain rule through
-        Rodrigues' formula (``axis_angle_vjp``), computed in float64.
+        Rodrigues' formula (``axis_angle_vjp``), computed in float64. ``rep="6d_rows"``: the chain rule through
+        the rows' Gram-Schmidt (``rotations.rows_6d_vjp``), in float64.
         """
         a, single = self._poses(poses, rep)
         graph = GRAPHS["log_prob_grad"]
@@ -372,6 +413,8 @@ class PosePrior:
                 grad[s] = g
             elif rep == "matrix":
                 grad[s, ..., 0], grad[s, ..., 1] = g[..., :3], g[..., 3:]
+            elif rep == "6d_rows":
+                grad[s] = rotations.rows_6d_vjp(a[s].astype(np.float64), g)
             else:
                 grad[s] = axis_angle_vjp(a[s], g)
         grad = grad.reshape(((1,) if single else ()) + np.shape(poses))

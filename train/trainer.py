@@ -96,16 +96,30 @@ def load_checkpoint(path: str | Path) -> tuple[PoseFlow, dict]:
     return flow.eval(), ckpt
 
 
-def atomic_save(obj, path: Path) -> None:
+def _replace_via_tmp(path: Path, write: Callable[[Path], None]) -> None:
+    """``write(path.tmp)`` then rename it onto ``path``. A failed write (a full disk, a file size limit) removes the
+    temporary file, leaves ``path`` as it was (so the run stays resumable from its previous checkpoint) and raises
+    one ``OSError`` naming ``path`` (torch reports a failed write as a ``RuntimeError``)."""
     tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:
+        tmp.unlink(missing_ok=True)
+        why = " ".join(str(e).split())[:200]
+        raise OSError(f"{path}: cannot write it ({type(e).__name__}: {why}; a full disk?); nothing was half-written: "
+                      f"the checkpoints already there are intact (a run with one continues with --resume)") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_save(obj, path: Path) -> None:
+    _replace_via_tmp(path, lambda tmp: torch.save(obj, tmp))
 
 
 def atomic_write(text: str, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    _replace_via_tmp(path, lambda tmp: tmp.write_text(text))
 
 
 def write_metrics(out: Path, rows: list[dict]) -> None:

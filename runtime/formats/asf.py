@@ -20,7 +20,8 @@ ACCLAIMdef.html). As a ``Motion`` (``read_amc``) every bone is a joint placed at
     R_0 = O M_root (O from ``orientation``),   trans = position + (TX, TY, TZ),   end_sites[leaf] = length direction.
 
 The zero pose (all AMC values 0) has ``G = I`` and every bone along its ASF ``direction`` (tested). World up is
-+Y. AMC files hold no frame rate: ``read_amc(..., fps=120)`` is CMU's capture rate.
++Y. AMC files hold no frame rate: ``read_amc(..., fps=120)`` is CMU's capture rate. An AMC's angles are in the
+unit of its header (``:DEGREES`` or ``:RADIANS``), else the ASF's ``angle``.
 """
 from __future__ import annotations
 
@@ -34,6 +35,8 @@ from .motion import FormatError, Motion, euler_matrix, read_lines
 INCH_M = 0.0254
 #: AMC frame rate assumed when the caller gives none (CMU captures at 120 Hz)
 CMU_FPS = 120.0
+#: largest |value| of an AMC channel (degrees / radians, or file length units): beyond it a value is corrupt
+MAX_VALUE = 1e7
 _ROT = ("rx", "ry", "rz")
 _TRANS = ("tx", "ty", "tz")
 
@@ -234,8 +237,12 @@ def read_amc(path: str | Path, asf: AsfSkeleton | str | Path, fps: float = CMU_F
                 raise FormatError(f"{src}: line {line}: frame {len(frames)} (from line {frame_line[-1]}) lacks "
                                   f"{', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}")
 
+    angle_rad = asf.angle_rad               # the AMC's own :DEGREES / :RADIANS header wins over the ASF's unit
     for i, raw in enumerate(lines, 1):
         tok = raw.split("#", 1)[0].split()
+        if tok and tok[0].upper() in (":DEGREES", ":RADIANS") and not frames:
+            angle_rad = 1.0 if tok[0].upper() == ":RADIANS" else np.pi / 180.0
+            continue
         if not tok or tok[0].startswith(":"):
             continue
         where = f"{src}: line {i}"
@@ -266,6 +273,9 @@ def read_amc(path: str | Path, asf: AsfSkeleton | str | Path, fps: float = CMU_F
                               f"line declares {len(dof)} ({' '.join(dof) or 'none'})")
         if not np.isfinite(values).all():
             raise FormatError(f"{where}: frame {len(frames)}: bone {name!r} holds NaN or inf")
+        if any(abs(v) > MAX_VALUE for v in values):
+            raise FormatError(f"{where}: frame {len(frames)}: bone {name!r} holds a value beyond +-{MAX_VALUE:g}: "
+                              f"a corrupt value")
         frames[-1][name] = values
     close(len(lines))
     if not frames:
@@ -278,7 +288,7 @@ def read_amc(path: str | Path, asf: AsfSkeleton | str | Path, fps: float = CMU_F
     for j, (name, dof) in enumerate(zip(asf.names, asf.dofs)):
         values = np.array([f.get(name, [0.0] * len(dof)) for f in frames]).reshape(T, len(dof))
         rot = [k for k, d in enumerate(dof) if d in _ROT]
-        M = _fixed_axes(values[:, rot] * asf.angle_rad, "".join(dof[k][1] for k in rot))
+        M = _fixed_axes(values[:, rot] * angle_rad, "".join(dof[k][1] for k in rot))
         if j == 0:
             for k, d in enumerate(dof):
                 if d in _TRANS:

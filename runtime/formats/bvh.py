@@ -29,10 +29,12 @@ from pathlib import Path
 import numpy as np
 
 from .joint_maps import UNITS_M, skeleton_of
-from .motion import FormatError, Motion, atomic_write, euler_matrix, matrix_to_euler, read_lines
+from .motion import FormatError, Motion, atomic_write, check_fps, euler_matrix, matrix_to_euler, read_lines
 
 #: metres per unit tried for a skeleton that ``skeleton_of`` does not know: m, cm, mm, inch, cgspeed (1/0.45 inch)
 CANDIDATE_UNITS_M = {"m": 1.0, "cm": 0.01, "mm": 0.001, "inch": 0.0254, "cgspeed": 0.0254 / 0.45}
+#: largest |channel value| of a frame (degrees, or file units for positions): beyond it a value is corrupt
+MAX_CHANNEL = 1e7
 #: adult zero-pose heights (m) accepted when guessing the unit
 HEIGHT_RANGE_M = (1.0, 2.3)
 
@@ -84,9 +86,10 @@ class _Hierarchy:
 
 
 def _parse_hierarchy(tok: _Tokens) -> _Hierarchy:
+    """The joints in file order, parsed with an explicit stack (no recursion: any nesting depth reads)."""
     h = _Hierarchy()
 
-    def joint(parent: int) -> None:
+    def header(parent: int) -> int:       # NAME { OFFSET x y z CHANNELS n ...
         name = tok.next("a joint name")
         if name in h.names:
             raise tok.error(f"joint name {name!r} used twice")
@@ -107,26 +110,29 @@ def _parse_hierarchy(tok: _Tokens) -> _Hierarchy:
         if len({c.lower() for c in chans}) != len(chans):
             raise tok.error(f"repeated channel in {name}: {' '.join(chans)}")
         h.channels.append(chans)
-        while True:
-            word = tok.next(f"JOINT, End Site or '}}' in {name}")
-            if word == "}":
-                return
-            if word == "JOINT":
-                joint(index)
-            elif word == "End":
-                tok.expect("Site")
-                tok.expect("{")
-                tok.expect("OFFSET")
-                site = [tok.number(f"End Site OFFSET in {name}") for _ in range(3)]
-                h.end_sites.setdefault(name, site)
-                tok.expect("}")
-            else:
-                tok.pos -= 1
-                raise tok.error(f"expected JOINT, End Site or '}}' in {name}, found {word!r}")
+        return index
 
     tok.expect("HIERARCHY")
     tok.expect("ROOT")
-    joint(-1)
+    open_joints = [header(-1)]            # the joints whose '}' is still to come
+    while open_joints:
+        index = open_joints[-1]
+        name = h.names[index]
+        word = tok.next(f"JOINT, End Site or '}}' in {name}")
+        if word == "}":
+            open_joints.pop()
+        elif word == "JOINT":
+            open_joints.append(header(index))
+        elif word == "End":
+            tok.expect("Site")
+            tok.expect("{")
+            tok.expect("OFFSET")
+            site = [tok.number(f"End Site OFFSET in {name}") for _ in range(3)]
+            h.end_sites.setdefault(name, site)
+            tok.expect("}")
+        else:
+            tok.pos -= 1
+            raise tok.error(f"expected JOINT, End Site or '}}' in {name}, found {word!r}")
     if tok.pos < len(tok.items):
         raise tok.error(f"unexpected {tok.items[tok.pos][0]!r} after the ROOT joint (one ROOT supported)")
     return h
@@ -147,6 +153,10 @@ def _parse_motion(lines: list[str], start: int, n_chan: int, src: str) -> tuple[
     if n_frames <= 0 or not (np.isfinite(frame_time) and frame_time > 0):
         raise FormatError(f"{src}: line {rows[0][0]}-{rows[1][0]}: Frames {n_frames} and Frame Time {frame_time} "
                           f"must be > 0")
+    try:
+        check_fps(1.0 / frame_time, src, f"line {rows[1][0]}: Frame Time {frame_time:g} s gives a frame rate of")
+    except (OverflowError, ZeroDivisionError):
+        raise FormatError(f"{src}: line {rows[1][0]}: Frame Time {frame_time:g} s is not a usable frame time") from None
     data = rows[2:]
     if len(data) != n_frames:
         where = data[-1][0] if data else rows[1][0]
@@ -162,6 +172,11 @@ def _parse_motion(lines: list[str], start: int, n_chan: int, src: str) -> tuple[
             raise FormatError(f"{src}: line {line}: frame {f} holds a non-numeric value") from None
         if not np.isfinite(motion[f]).all():
             raise FormatError(f"{src}: line {line}: frame {f} holds NaN or inf")
+    big = (np.abs(motion) > MAX_CHANNEL).any(axis=1)
+    if big.any():
+        f = int(np.argmax(big))
+        raise FormatError(f"{src}: line {data[f][0]}: frame {f} holds {motion[f][np.argmax(np.abs(motion[f]))]:.4g}, "
+                          f"beyond the +-{MAX_CHANNEL:g} (degrees or file units) a channel may hold: a corrupt value")
     return motion, frame_time, [line for line, _ in data]
 
 
@@ -253,9 +268,14 @@ def write_bvh(m: Motion, path: str | Path, unit_m: float | None = None, axes: st
     lines = ["HIERARCHY"]
     order: list[int] = []                                   # joints in file (depth-first) order
 
-    def block(j: int, depth: int) -> None:
-        order.append(j)
+    stack = [(0, 0, False)]                                 # (joint, depth, its closing brace), no recursion
+    while stack:
+        j, depth, closing = stack.pop()
         pad = "  " * depth
+        if closing:
+            lines.append(pad + "}")
+            continue
+        order.append(j)
         off = m.offsets[j] / unit_m
         lines.append(f"{pad}{'ROOT' if j == 0 else 'JOINT'} {m.names[j]}")
         lines.append(pad + "{")
@@ -265,11 +285,9 @@ def write_bvh(m: Motion, path: str | Path, unit_m: float | None = None, axes: st
             e = m.end_sites[m.names[j]] / unit_m
             lines.extend([f"{pad}  End Site", pad + "  {", f"{pad}    OFFSET {e[0]:.9f} {e[1]:.9f} {e[2]:.9f}",
                           pad + "  }"])
-        for c in children[j]:
-            block(c, depth + 1)
-        lines.append(pad + "}")
+        stack.append((j, depth, True))
+        stack.extend((c, depth + 1, False) for c in reversed(children[j]))
 
-    block(0, 0)
     angles = np.degrees(matrix_to_euler(m.rotations[:, order], axes))              # (T, J, 3), file order
     values = np.concatenate([m.trans[:, None] / unit_m, angles], axis=1).reshape(len(m), -1)
     lines += ["MOTION", f"Frames: {len(m)}", f"Frame Time: {1.0 / m.fps:.15g}"]

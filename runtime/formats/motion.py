@@ -21,7 +21,10 @@ rotations applied intrinsically (about the moving axes) in the listed order -- s
 """
 from __future__ import annotations
 
+import glob
 import os
+import signal
+import threading
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
@@ -36,6 +39,25 @@ class FormatError(ValueError):
 
 
 _AXES = {"x": 0, "y": 1, "z": 2}
+#: largest |root position| (m) and |bone offset| (m) of a ``Motion``: beyond them a value is corrupt (and its
+#: conversion would overflow float32)
+MAX_TRANS_M = 1e5
+MAX_OFFSET_M = 100.0
+#: frame rates (Hz) a take may have: beyond them a rate is corrupt (a BVH ``Frame Time: 1e-300`` is 1e300 fps,
+#: whose square overflows the smoothing weight ``fps^2``)
+FPS_RANGE = (0.1, 10_000.0)
+
+
+def check_fps(fps: float, src: str, what: str = "frame rate") -> float:
+    """``fps`` as a float if it is a number within ``FPS_RANGE``, else a FormatError naming ``src``."""
+    try:
+        fps = float(fps)
+    except (TypeError, ValueError):
+        raise FormatError(f"{src}: {what} {fps!r} is not a number") from None
+    if not (np.isfinite(fps) and FPS_RANGE[0] <= fps <= FPS_RANGE[1]):
+        raise FormatError(f"{src}: {what} {fps:g} Hz is outside {FPS_RANGE[0]:g}-{FPS_RANGE[1]:g} Hz: a corrupt "
+                          f"value")
+    return fps
 #: largest ``runtime.rotations.rotation_error`` a ``Motion`` rotation may have (float32 sources reach ~1e-7)
 ROTATION_TOL = 1e-5
 
@@ -98,16 +120,53 @@ def frame_stride(source_fps: float | None, fps: float | None, source: str) -> in
     return max(1, round(source_fps / fps))
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
+
+
+def remove_stale_partials(path: str | Path) -> list[Path]:
+    """Remove the ``.NAME.partial-PID.SUFFIX`` files that ``atomic_write``s of ``path`` killed outright
+    (SIGKILL, a power cut) left beside it: those whose PID no longer runs. Returns what was removed."""
+    path = Path(path)
+    removed = []
+    prefix = f".{path.name}.partial-"
+    for p in path.parent.glob(f"{glob.escape(prefix)}*{glob.escape(path.suffix)}"):
+        pid = p.name[len(prefix):len(p.name) - len(path.suffix)]
+        if pid.isdigit() and p.is_file() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
+
+
+def _terminate(signum, frame):
+    raise SystemExit(128 + signum)
+
+
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     """``write(tmp)`` to a hidden file beside ``path``, then rename it onto ``path``: a failed or interrupted write
-    leaves nothing behind (the one way every writer of the runtime writes a file)."""
+    leaves nothing behind (the one way every writer of the runtime writes a file). Interrupted means an exception,
+    Ctrl-C (SIGINT) or SIGTERM: while it writes, in the main thread, a SIGTERM that would kill the process outright
+    raises ``SystemExit(143)`` instead, so the partial file is removed. What a SIGKILL leaves is removed by the next
+    write of the same ``path`` (``remove_stale_partials``)."""
     path = Path(path)
+    remove_stale_partials(path)
     tmp = path.with_name(f".{path.name}.partial-{os.getpid()}{path.suffix}")
+    previous = None
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         write(tmp)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return path
 
 
@@ -161,13 +220,22 @@ class Motion:
             f = _first_bad_frame(a)
             if f is not None:
                 raise FormatError(f"{src}: frame {f}: {what} hold NaN or inf")
+        far = np.abs(trans).max(axis=1) > MAX_TRANS_M
+        if far.any():
+            f = int(np.argmax(far))
+            raise FormatError(f"{src}: frame {f}: root position {trans[f].tolist()} m is beyond +-{MAX_TRANS_M:g} m "
+                              f"({int(far.sum())} frames): a corrupt value (or a wrong unit)")
+        long = np.abs(offsets).max(axis=1) > MAX_OFFSET_M
+        if long.any():
+            j = int(np.argmax(long))
+            raise FormatError(f"{src}: bone offset of joint {self.names[j]} is {offsets[j].tolist()} m, beyond "
+                              f"+-{MAX_OFFSET_M:g} m: a corrupt value (or a wrong unit)")
         err = rotation_error(rotations)                                            # (T, J)
         if (err > ROTATION_TOL).any():
             f, j = np.unravel_index(int(np.argmax(err > ROTATION_TOL)), err.shape)
             raise FormatError(f"{src}: frame {f}: rotation of joint {self.names[j]} is not a rotation matrix "
                               f"(|R^T R - I| or det < 0: {err[f, j]:.2g})")
-        if not (np.isfinite(self.fps) and self.fps > 0):
-            raise FormatError(f"{src}: frame rate {self.fps} must be a positive number")
+        check_fps(self.fps, src)
         if self.up not in ("x", "y", "z"):
             raise FormatError(f"{src}: up axis {self.up!r} must be 'x', 'y' or 'z'")
         sites = {str(k): np.asarray(v, dtype=np.float64) for k, v in self.end_sites.items()}

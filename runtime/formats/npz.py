@@ -21,7 +21,7 @@ import numpy as np
 
 from ..rotations import NUM_JOINTS, PARENTS, axis_angle_to_matrix
 from .joint_maps import SMPL_NAMES
-from .motion import FormatError, Motion
+from .motion import FormatError, Motion, check_fps
 
 #: widths of AMASS ``poses`` that hold the SMPL body joints at columns 3..65
 POSE_WIDTHS = {72: "SMPL", 156: "SMPL-H", 165: "SMPL-X"}
@@ -37,11 +37,41 @@ def npz_keys(path: str | Path) -> set[str]:
         raise FormatError(f"{path}: cannot read npz file, not a valid numpy .npz archive ({e})") from None
 
 
+def check_members(path: str | Path) -> None:
+    """Every ``.npy`` member of the npz ``path`` must be a .npy array whose header's shape and dtype fit in the
+    bytes the member holds (``prod(shape) * itemsize <= member size - header size``), checked from the headers
+    alone, before anything is allocated: a 1 KB file whose header claims (10^12, 72) is refused, not allocated.
+    FormatError naming the file and the member."""
+    fmt = np.lib.format
+    try:
+        with zipfile.ZipFile(path) as z:
+            for info in z.infolist():
+                if not info.filename.endswith(".npy"):
+                    continue
+                with z.open(info) as f:
+                    try:
+                        version = fmt.read_magic(f)
+                        shape, _, dtype = (fmt.read_array_header_1_0(f) if version == (1, 0)
+                                           else fmt.read_array_header_2_0(f))
+                    except (ValueError, SyntaxError, TypeError, EOFError) as e:
+                        raise FormatError(f"{path}: member {info.filename} is not a .npy array ({e})"[:300]) from None
+                    held = info.file_size - f.tell()
+                need = int(np.prod([int(n) for n in shape], dtype=object) if shape else 1) * dtype.itemsize
+                if need > held:
+                    raise FormatError(f"{path}: member {info.filename}: its header claims shape {tuple(shape)} of "
+                                      f"{dtype} ({need:,} bytes) but the member holds {held:,} bytes: a corrupt file")
+    except (OSError, zipfile.BadZipFile, zlib.error, EOFError) as e:
+        raise FormatError(f"{path}: cannot read npz file, not a valid numpy .npz archive "
+                          f"({type(e).__name__}: {e})") from None
+
+
 def read_npz(path: str | Path) -> dict[str, np.ndarray]:
-    """All arrays of an ``.npz`` file (no pickles), or a FormatError naming the file; the file is always closed."""
+    """All arrays of an ``.npz`` file (no pickles), or a FormatError naming the file; the file is always closed.
+    The members' headers are checked against their sizes first (``check_members``)."""
     path = Path(path)
     if not path.is_file():
         raise FormatError(f"{path}: file not found")
+    check_members(path)
     try:
         with open(path, "rb") as f, np.load(f, allow_pickle=False) as d:
             return {k: d[k] for k in d.files}
@@ -51,14 +81,38 @@ def read_npz(path: str | Path) -> dict[str, np.ndarray]:
                           f"({type(e).__name__}: {e})") from None
 
 
-def _finite_frames(a: np.ndarray, what: str, src: str) -> np.ndarray:
+#: largest |value| accepted in a pose file: rotation vectors (radians) and root translations (metres); beyond them
+#: a value is not a pose (and 1e39 is not even a float32)
+MAX_ANGLE_RAD = 1e3
+MAX_TRANS_M = 1e5
+
+
+def _finite_frames(a: np.ndarray, what: str, src: str, bound: float | None = None, unit: str = "") -> np.ndarray:
+    """``a`` as float64, every frame finite and (``bound``) within ``|value| <= bound``; FormatError naming the
+    file, the first bad frame and the value."""
     if not np.issubdtype(a.dtype, np.floating) and not np.issubdtype(a.dtype, np.integer):
         raise FormatError(f"{src}: {what} has dtype {a.dtype}, expected numbers")
-    a = a.astype(np.float64)
-    bad = ~np.isfinite(a.reshape(len(a), -1)).all(axis=1)
+    with np.errstate(over="ignore", invalid="ignore"):
+        a = a.astype(np.float64)
+    flat = a.reshape(len(a), -1)
+    bad = ~np.isfinite(flat).all(axis=1)
     if bad.any():
         raise FormatError(f"{src}: frame {int(np.argmax(bad))}: {what} holds NaN or inf ({int(bad.sum())} frames)")
+    if bound is not None:
+        big = (np.abs(flat) > bound).any(axis=1)
+        if big.any():
+            f = int(np.argmax(big))
+            v = flat[f][np.argmax(np.abs(flat[f]))]
+            raise FormatError(f"{src}: frame {f}: {what} holds {v:.4g}, beyond the +-{bound:g}{unit} a pose file may "
+                              f"hold ({int(big.sum())} frames): a corrupt value")
     return a
+
+
+def _integral(a: np.ndarray) -> bool:
+    """Integers, or floats of integral value."""
+    if np.issubdtype(a.dtype, np.integer):
+        return True
+    return bool(np.issubdtype(a.dtype, np.floating) and np.isfinite(a).all() and (a == np.round(a)).all())
 
 
 def _rate(d: dict[str, np.ndarray], keys: tuple[str, ...], src: str) -> float | None:
@@ -72,7 +126,7 @@ def _rate(d: dict[str, np.ndarray], keys: tuple[str, ...], src: str) -> float | 
         rate = None
     if rate is None or not (np.isfinite(rate) and rate > 0):
         raise FormatError(f"{src}: {key} = {d[key]!r} is not a positive number")
-    return rate
+    return check_fps(rate, src, key)
 
 
 def read_shared_npz(path: str | Path) -> list[Motion]:
@@ -90,7 +144,16 @@ def read_shared_npz(path: str | Path) -> list[Motion]:
     for k, shape in (("root_orient", (n, 3)), ("trans", (n, 3))):
         if d[k].shape != shape:
             raise FormatError(f"{src}: {k} has shape {d[k].shape}, expected {shape}")
-    rot, root, trans = (_finite_frames(d[k], k, src) for k in ("rotations", "root_orient", "trans"))
+    for k in ("parents", "sequence_names", "sequence", "subject"):
+        if k in d and d[k].ndim != 1:
+            raise FormatError(f"{src}: '{k}' has shape {d[k].shape}, expected a 1-d array")
+    for k in ("sequence", "subject"):
+        if k in d and not _integral(d[k]):
+            raise FormatError(f"{src}: '{k}' has dtype {d[k].dtype}, expected integers")
+    if "parents" in d and not _integral(d["parents"]):
+        raise FormatError(f"{src}: 'parents' has dtype {d['parents'].dtype}, expected integers")
+    rot, root, trans = (_finite_frames(d[k], k, src, *b) for k, b in (
+        ("rotations", (MAX_ANGLE_RAD, " rad")), ("root_orient", (MAX_ANGLE_RAD, " rad")), ("trans", (MAX_TRANS_M, " m"))))
     if "parents" in d and tuple(d["parents"].tolist()) != PARENTS:
         raise FormatError(f"{src}: parents {d['parents'].tolist()} are not SMPL's {list(PARENTS)}")
     seq = d["sequence"].astype(np.int64) if "sequence" in d else np.zeros(n, np.int64)
@@ -130,14 +193,14 @@ def read_amass(path: str | Path) -> dict:
     if poses.ndim != 2 or poses.shape[1] not in POSE_WIDTHS or len(poses) == 0:
         raise FormatError(f"{src}: 'poses' has shape {poses.shape}, expected (T > 0, W) with W in "
                           + ", ".join(f"{w} ({m})" for w, m in POSE_WIDTHS.items()))
-    poses = _finite_frames(poses, "poses", src)
+    poses = _finite_frames(poses, "poses", src, MAX_ANGLE_RAD, " rad")
     if poses.shape[1] != 72:
         poses = np.concatenate([poses[:, :66], np.zeros((len(poses), 6))], axis=1)
     out: dict = {"poses": poses}
     if "trans" in d:
         if d["trans"].shape != (len(poses), 3):
             raise FormatError(f"{src}: 'trans' has shape {d['trans'].shape}, expected ({len(poses)}, 3)")
-        out["trans"] = _finite_frames(d["trans"], "trans", src)
+        out["trans"] = _finite_frames(d["trans"], "trans", src, MAX_TRANS_M, " m")
     rate = _rate(d, RATE_KEYS, src)
     if rate is not None:
         out["mocap_framerate"] = rate
