@@ -141,3 +141,17 @@ QA_ARGS   ?= --copies 4 --repair-takes 11 --repair-frames 600
 qa-bench: install
 	OMP_NUM_THREADS=1 $(PY) -m runtime.qabench --shared $(SHARED) --model "$(QA_MODELS)" --out $(QA_OUT) \
 		--figure docs/qa_bench.png $(QA_ARGS)
+
+# the Blender add-on (runtime/blender) tested in real Blender: bpy 4.5 as a Python module in its own venv (no torch),
+# the package installed editable; pip's downloads (bpy is ~370 MB) are cached under build/pip-cache between runs
+BPY      := .venv-blender/bin/python
+BSTAMP   := .venv-blender/.installed
+.PHONY: test-blender
+$(BSTAMP): pyproject.toml
+	python3 -m venv .venv-blender
+	PIP_CACHE_DIR=$(CURDIR)/build/pip-cache $(BPY) -m pip install --quiet "bpy==4.5.*" pytest
+	PIP_CACHE_DIR=$(CURDIR)/build/pip-cache $(BPY) -m pip install --quiet -e .
+	touch $(BSTAMP)
+
+test-blender: $(BSTAMP)
+	PIP_CACHE_DIR=$(CURDIR)/build/pip-cache $(BPY) -m pytest -q -p no:cacheprovider tests_blender
