@@ -1,21 +1,24 @@
 # The README's two commands: `make demo` (main job) and `make test`. Both set up .venv themselves.
 PY      := .venv/bin/python
 STAMP   := .venv/.installed
-DATA    ?= ../shared/data/cmu_pose
-RUN     ?= runs/paper-cmu
+SHARED  ?= ../shared/data/
+SMPL    ?= build/smpl
+# `make train`: the shipped default's recipe (preset smpl = runs/smpl-mix/config.json) on the SMPL conversion
+DATA    ?= $(SMPL)/cmu
+RUN     ?= runs/smpl
 MODEL   ?= models/$(notdir $(RUN))
-PRESET  ?= paper
+PRESET  ?= smpl
+# the tiny model of CI and the tests: the tiny preset on the shared CMU splits (tests compare it with that data)
+TINY_DATA ?= $(SHARED)cmu_pose
 MINUTES ?= 60
 
 .PHONY: install test train train-tiny train-bench export default-model demo bench bench-memory bindings clean data
 
 # every source in ../shared/data converted to SMPL body_pose (runtime.convert): build/smpl/{cmu,cmu_bandai}/*.npz and
 # MANIFEST.json with the sha256 of every source and output (never committed; about 2 min on 2 cores)
-SHARED  ?= $(dir $(abspath $(DATA)))
-SMPL    ?= build/smpl
 data: $(SMPL)/MANIFEST.json
 $(SMPL)/MANIFEST.json: | install
-	$(PY) -m train.smpl_data --shared $(SHARED) --out $(SMPL)
+	$(PY) -m runtime.tools.smpl_data --shared $(SHARED) --out $(SMPL)
 
 install: $(STAMP)
 $(STAMP): pyproject.toml
@@ -28,12 +31,12 @@ $(STAMP): pyproject.toml
 test: install
 	$(PY) -m pytest -q
 
-train: install
+train: install $(if $(filter $(SMPL)/%,$(DATA)),data,)
 	$(PY) -m train.cli train --data $(DATA) --out $(RUN) --config $(PRESET) --max-minutes $(MINUTES) \
 		$(if $(wildcard $(RUN)/last.pt),--resume,)
 
 train-tiny: install
-	$(PY) -m train.cli train --data $(DATA) --out runs/tiny --config tiny --quiet $(if $(wildcard runs/tiny/last.pt),--resume,)
+	$(PY) -m train.cli train --data $(TINY_DATA) --out runs/tiny --config tiny --quiet $(if $(wildcard runs/tiny/last.pt),--resume,)
 
 export: install
 	$(PY) -m train.cli export $(RUN) --out $(MODEL)
@@ -43,7 +46,7 @@ default-model: install
 	$(PY) -m train.cli export $(RUN) --out runtime/models/default --onnx-only
 
 demo: install
-	$(PY) -m runtime.demo --out demo.png
+	$(PY) -m runtime.demo --out demo.png --data $(SHARED)cmu_pose/test.npz --smpl $(SHARED)smpl_reference/amass_dev_sample.npz
 
 bindings: install
 	bash bindings_tests/build.sh
@@ -51,21 +54,21 @@ bindings: install
 # BENCH_MODEL=models/NAME: bench that model directory instead of the shipped default
 bench: install data
 	$(PY) -m train.cli bench $(BENCH_MODEL)
-	$(PY) -m export.fitbench_rt $(or $(BENCH_MODEL),runtime/models/default) --threads 1 --data $(SMPL)/cmu/test.npz   # runtime.fit.denoise poses/s
+	$(PY) -m runtime.tools.fitbench_rt $(or $(BENCH_MODEL),runtime/models/default) --threads 1 --data $(SMPL)/cmu/test.npz   # runtime.fit.denoise poses/s
 
 # peak RSS of every graph on 200,000 inputs (fresh interpreter each, /usr/bin/time -v), chunked == one call
 bench-memory: install
-	$(PY) -m runtime.membench
+	$(PY) -m runtime.tools.membench
 
 # training throughput (poses/s) of 1 process and of torchrun with 1 and 2 processes (train/trainbench.py)
-train-bench: install
+train-bench: install $(if $(filter $(SMPL)/%,$(DATA)),data,)
 	$(PY) -m train.trainbench --data $(DATA) --preset $(PRESET)
 
 clean:
 	rm -rf .venv build *.egg-info .pytest_cache bindings_tests/build
 
-# evaluation report (KS, FID, APD, NN distance, figures) of the shipped default model vs the baselines; the
-# ablation panel is the sweep's no-augmentation run (its weights are committed; exported here on first use)
+# evaluation report (KS, FID, APD, NN distance, figures) of the shipped default model vs the baselines;
+# ABLATION=models/NAME adds an ablation panel (that model vs the default)
 EVAL_MODEL ?= runtime/models/default
 EVAL_OUT   ?= reports/default
 EVAL_N     ?= 10000
@@ -84,8 +87,8 @@ models/%/manifest.json: runs/%/best.pt
 
 # checkpoints are not committed: a committed run (config.json, summary.json, metrics.jsonl) is retrained from its
 # own config when its best.pt is missing; training is seeded, so the weights (and the reports) come out the same.
-# First use: the default flow and the no-augmentation run ~3 min each, GMM ~1 min, VPoser ~10 min on 2 cores.
-# The data set is the one the run's summary.json names (cmu_pose, bandai_pose), beside $(DATA).
+# First use: the default flow ~3 min, GMM ~1 min, VPoser ~10 min on 2 cores.
+# The data set is the one the run's summary.json names: cmu, cmu_bandai (make data), else a folder of $(SHARED).
 runs/%/best.pt: | install
 	rm -rf build/retrain/$*
 	d=$$($(PY) -c "import json; print(next(iter(json.load(open('runs/$*/summary.json'))['data_sha256'])).split('/')[0])"); \
@@ -95,13 +98,14 @@ runs/%/best.pt: | install
 	cp build/retrain/$*/best.pt $@
 
 # is it an SMPL prior? real SMPL frames vs glitched copies, unseen takes, left-arm completion, NN distances
-# (train/evaluation/plausibility.py); PL_RECORD=--record stores the threshold tau in the model's manifest
+# (runtime/tools/plausibility.py); PL_RECORD=--record stores the threshold tau in the model's manifest
 PL_MODEL ?= runtime/models/default
 PL_OUT   ?= reports/smpl
 PL_RECORD ?=
 .PHONY: plausibility noncommercial
 plausibility: install data
-	$(PY) -m train.evaluation.plausibility $(PL_MODEL) --data $(SMPL)/cmu --out $(PL_OUT) $(PL_RECORD)
+	$(PY) -m runtime.tools.plausibility $(PL_MODEL) --data $(SMPL)/cmu --dev $(SHARED)smpl_reference/amass_dev_sample.npz \
+		--out $(PL_OUT) $(PL_RECORD)
 
 # the NON-COMMERCIAL model (CC BY-NC 4.0: Bandai Namco data): CMU + Bandai in SMPL convention, the default's recipe
 # with Bandai's constant virtual spine2 masked; not shipped. Evaluated beside the default in reports/smpl-cmu-bandai
@@ -118,14 +122,16 @@ FIT_RUN   ?= runs/smpl-mix#  the default model's training run (fit-bench's torch
 fit-bench: install data runs/smpl-vposer/best.pt runs/smpl-gmm/best.pt $(FIT_RUN)/best.pt
 	$(PY) -m train.cli fit-bench $(FIT_MODEL) --data $(SMPL)/cmu/test.npz --val $(SMPL)/cmu/val.npz \
 		--train $(SMPL)/cmu/train.npz --vposer runs/smpl-vposer --gmm runs/smpl-gmm --out $(FIT_OUT) --n $(FIT_N)
-
-# ablations and the hyper-parameter sweep of issue 4, judged on the validation split (resumable: run it again to
-# continue); SWEEP=name1 name2 … runs a subset (train/sweep.py lists them)
-SWEEP ?=
-.PHONY: sweep
-sweep: install
-	$(PY) -m train.cli sweep --data $(DATA) $(foreach s,$(SWEEP),--only $(s))
-
 # two tiny trainings on one --out, 20 times with random start offsets: exactly one runs, the directory is consistent
-concurrency-check: install
+concurrency-check: install data
 	$(PY) tests/concurrent_runs.py --data $(DATA) --repeats 20
+
+# take-QA benchmark (runtime/qabench.py): leave-one-subject-out calibration on the held-out takes (cmu_extra, cmu_pose
+# test + val), injected glitches, recall / clean rate / repair / speed. QA_MODELS="DIR1 DIR2": candidate models
+QA_MODELS ?= runtime/models/default
+QA_OUT    ?= reports/qa
+QA_ARGS   ?= --copies 4 --repair-takes 11 --repair-frames 600
+.PHONY: qa-bench
+qa-bench: install
+	OMP_NUM_THREADS=1 $(PY) -m runtime.qabench --shared $(SHARED) --model "$(QA_MODELS)" --out $(QA_OUT) \
+		--figure docs/qa_bench.png $(QA_ARGS)

@@ -21,26 +21,12 @@ import numpy as np
 import torch
 
 from runtime import PosePrior
-from train.config import Config
-from train.trainer import build_flow, load_checkpoint
+from train.loading import torch_flow
 
 from .graphs import latent_vjp_autograd, log_prob_and_grad
 
 BATCHES = (1, 64, 4096)
 GRADIENT_GRAPHS = ("log_prob_grad", "latent_vjp")
-
-
-def torch_flow(prior: PosePrior, runs_dir: Path = Path("runs")) -> tuple[torch.nn.Module, str]:
-    """The model's torch flow: from its .pt2, else its training checkpoint, else the same architecture with
-    fresh weights (timing is the same; say so)."""
-    if (prior.path / "pt2" / "log_prob.pt2").is_file():
-        from .torch_export import load_flow
-        return load_flow(prior.path), "weights from the model's .pt2"
-    training = prior.manifest["training"]
-    ckpt = runs_dir / training["run"] / training["checkpoint"]
-    if ckpt.is_file():
-        return load_checkpoint(ckpt)[0], f"weights from {ckpt}"
-    return build_flow(Config.from_dict(training["config"])).eval(), "same architecture, untrained weights"
 
 
 def gemm_chain(flow: torch.nn.Module) -> bytes:

@@ -1,4 +1,5 @@
-"""Torch-native artifacts of the graphs (for torch and libtorch users), and the way back to a ``PoseFlow``.
+"""Torch-native artifacts of the graphs (for torch and libtorch users); the way back to a ``PoseFlow`` is
+``train.loading.load_flow``.
 
 * ``.pt2`` (``torch.export``; load with ``torch.export.load(path).module()``): the successor format; the
   ExportedProgram is the same one the ONNX graph was converted from.
@@ -10,7 +11,6 @@ Both formats record source file paths of the build machine (stack traces in ``.p
 """
 from __future__ import annotations
 
-import json
 import warnings
 import zipfile
 from pathlib import Path
@@ -50,17 +50,3 @@ def save_torchscript(module: nn.Module, example: torch.Tensor, path: Path) -> No
             if not info.filename.endswith(".debug_pkl"):
                 dst.writestr(info, src.read(info.filename))
     tmp.unlink()
-
-
-def load_flow(model_dir: str | Path):
-    """Rebuild the torch ``PoseFlow`` (eval mode) of an exported model: its config from ``manifest.json``, its
-    weights from ``pt2/log_prob.pt2``. For fine-tuning or for checking the other artifacts against torch."""
-    from train.config import Config
-    from train.trainer import build_flow
-
-    model_dir = Path(model_dir)
-    manifest = json.loads((model_dir / "manifest.json").read_text())
-    flow = build_flow(Config.from_dict(manifest["training"]["config"]))
-    state = torch.export.load(model_dir / "pt2" / "log_prob.pt2").state_dict
-    flow.load_state_dict({name.removeprefix("flow."): t for name, t in state.items()})
-    return flow.eval()

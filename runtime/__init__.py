@@ -1,7 +1,7 @@
 """Pose-prior runtime: numpy + onnxruntime, no torch.
 
     from runtime import PosePrior
-    prior = PosePrior.load("models/paper-cmu")          # or PosePrior.load() for the model inside the package
+    prior = PosePrior.load("models/smpl")               # or PosePrior.load() for the model inside the package
     log_p = prior.log_prob(body_pose, rep="axis_angle")   # (B, 63) smplx body_pose -> (B,)
     poses = prior.sample(16, seed=0)                      # (16, 21, 6) orthonormal 6D
 

@@ -1,9 +1,10 @@
 """``poseprior``: the command line. Torch-free: the plain install (``pip install .``) runs it.
 
 The group holds the torch-free commands directly (``demo``, ``convert``, ``score``, ``repair``; add one with ``@main.command()`` here). The
-commands that need torch (``train``, ``export``, ``evaluate``, ...) live in ``train/cli.py`` and are listed in
+commands that need torch (``train``, ``export``, ``evaluate``, ...) live in ``train/cli.py`` and ``export/cli.py``
+(gathered in ``export.cli.main``) and are listed in
 ``TORCH_COMMANDS`` with their one-line help: ``poseprior --help`` shows them without importing torch, and
-``train.cli`` is imported only when one of them is invoked. Without the training extra that import fails and the
+``export.cli`` is imported only when one of them is invoked. Without the training extra that import fails and the
 command says in one line what to install, exit code 2.
 """
 from __future__ import annotations
@@ -14,20 +15,20 @@ from pathlib import Path
 
 import click
 
-#: what the torch commands need; ``import train`` / ``import export`` without it raise ImportError with this hint
-TRAIN_EXTRA_HINT = "needs the training extra (torch): pip install 'poseprior[train]'"
-#: the distributions of the training extra (an ImportError naming one of them means: the extra is missing)
-TRAIN_EXTRA_MODULES = ("torch", "scipy", "tqdm", "onnx", "onnxscript", "matplotlib")
+from .extras import TRAIN_EXTRA_HINT, TRAIN_EXTRA_MODULES  # noqa: F401  (re-exported: tests, train, export)
 
-#: commands of ``train.cli.main``, name -> one-line help (tests/test_cli.py checks it against train.cli)
+#: commands of ``export.cli.main``, name -> one-line help (tests/test_cli.py checks it against export.cli)
 TORCH_COMMANDS = {
     "train": "Train the RealNVP pose prior (or, with --model, a baseline).",
     "export": "Export a trained flow: ONNX graphs + shared weights + manifest (and .pt2, TorchScript).",
     "evaluate": "Evaluate an exported flow and the baselines: KS, FID, APD, NN distance, figures.",
     "fit-bench": "Downstream fitting benchmark: part completion, sparse-effector IK, denoising.",
-    "sweep": "Ablations + hyper-parameter sweep judged on validation.",
     "bench": "Median latency of every graph: onnxruntime vs torch eager.",
 }
+
+
+MAP_HELP = ("Joint map {SMPL joint: source joint} as JSON (runtime.formats.joint_maps), for a rig "
+            "poseprior does not know.")
 
 
 def fail(msg: str) -> None:
@@ -45,6 +46,21 @@ def check_out(path: Path, option: str = "--out") -> None:
             return
 
 
+def hold_out(out: Path, command: str) -> None:
+    """Take ``out``'s lock until the command ends (``runtime.locking.hold``; released when the click context
+    closes, at the latest when the process exits); exit 2 when another process holds it, so two runs never write
+    one output."""
+    from .locking import OutputLocked, hold
+
+    try:
+        lock = hold(out, command)
+    except OutputLocked as e:
+        fail(str(e))
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None:
+        ctx.call_on_close(lock.release)
+
+
 def missing_train_extra(e: ImportError) -> bool:
     """Whether ``e`` is the training extra being absent (not a bug inside the package)."""
     name = (getattr(e, "name", None) or "").split(".")[0]
@@ -52,7 +68,7 @@ def missing_train_extra(e: ImportError) -> bool:
 
 
 class PosePriorGroup(click.Group):
-    """A click group whose torch commands are imported from ``train.cli`` only when invoked."""
+    """A click group whose torch commands are imported from ``export.cli`` only when invoked."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted({*super().list_commands(ctx), *TORCH_COMMANDS})
@@ -61,7 +77,7 @@ class PosePriorGroup(click.Group):
         if name not in TORCH_COMMANDS:
             return super().get_command(ctx, name)
         try:
-            from train.cli import main as torch_commands
+            from export.cli import main as torch_commands   # the one upward edge (.importlinter)
         except ImportError as e:
             if not missing_train_extra(e):
                 raise
@@ -106,10 +122,13 @@ def demo(args: tuple[str, ...]) -> None:
 @click.option("--rest", type=click.Path(path_type=Path), default=None,
               help="SMPL rest joints: a model directory or an .npz with rest_joints (default: the shipped model's).")
 @click.option("--fps", type=float, default=None, help="Subsample to about this frame rate.")
-def convert(src: Path, target: str, out: Path, skeleton: Path | None, rest: Path | None, fps: float | None) -> None:
+@click.option("--map", "map_file", type=click.Path(path_type=Path), default=None, help=MAP_HELP)
+def convert(src: Path, target: str, out: Path, skeleton: Path | None, rest: Path | None, fps: float | None,
+            map_file: Path | None) -> None:
     """Convert a take (BVH, ASF/AMC, shared npz, AMASS) to SMPL body_pose: an AMASS-style npz."""
     from .convert import convert as convert_take, load_rest_joints
     from .formats import FormatError
+    from .formats.joint_maps import load_joint_map
 
     _check_file_out(out, "--out", (".npz",))
     _check_not_input(src, out)
@@ -117,7 +136,8 @@ def convert(src: Path, target: str, out: Path, skeleton: Path | None, rest: Path
     if fps is not None and not fps > 0:
         fail(f"--fps {fps}: must be a positive number")
     try:
-        summary = convert_take(src, out, load_rest_joints(rest), skeleton, fps)
+        joint_map = None if map_file is None else load_joint_map(map_file)
+        summary = convert_take(src, out, load_rest_joints(rest), skeleton, fps, joint_map)
     except (FormatError, ValueError, OSError) as e:
         fail(str(e))
     click.echo(f"{summary['source']}: {summary['takes']} take(s), {summary['frames']} frames at "
@@ -126,7 +146,8 @@ def convert(src: Path, target: str, out: Path, skeleton: Path | None, rest: Path
 
 # --- take tools: score and repair (runtime.takes) ---------------------------------------------------------------
 def _take_options(f):
-    """The options every take command shares: the model, the .asf of an .amc take, subsampling."""
+    """The options every take command shares: the model, the .asf of an .amc take, subsampling, a joint map."""
+    f = click.option("--map", "map_file", type=click.Path(path_type=Path), default=None, help=MAP_HELP)(f)
     f = click.option("--fps", type=float, default=None, help="Subsample the take to about this frame rate.")(f)
     f = click.option("--skeleton", type=click.Path(path_type=Path), default=None,
                      help="The .asf of an .amc take (default: found beside it).")(f)
@@ -195,9 +216,11 @@ class _Progress:
             self.bar.__exit__(None, None, None)
 
 
-def _load_take(src: Path, model: Path | None, skeleton: Path | None, fps: float | None):
-    """(prior, take, rest joints): the model, and ``src`` converted on its skeleton."""
+def _load_take(src: Path, model: Path | None, skeleton: Path | None, fps: float | None, map_file: Path | None = None):
+    """(prior, take, rest joints): the model, and ``src`` converted on its skeleton (with the joint map of
+    ``map_file`` when given)."""
     from .convert import load_rest_joints
+    from .formats.joint_maps import load_joint_map
     from .prior import PosePrior
     from .takes import check_smpl_prior, read_take
 
@@ -211,7 +234,8 @@ def _load_take(src: Path, model: Path | None, skeleton: Path | None, fps: float 
     for w in caught:
         click.echo(f"note: {w.message}", err=True)
     rest = load_rest_joints(prior.path)
-    return prior, read_take(src, rest, skeleton, fps), rest
+    joint_map = None if map_file is None else load_joint_map(map_file)
+    return prior, read_take(src, rest, skeleton, fps, joint_map), rest
 
 
 def _spans_text(spans: list[tuple[int, int]], limit: int = 12) -> str:
@@ -227,9 +251,10 @@ def _spans_text(spans: list[tuple[int, int]], limit: int = 12) -> str:
               help="Plot log p over time with the flagged frames marked (.png/.pdf/.svg; needs matplotlib).")
 @click.option("--threshold", type=float, default=None,
               help="Flag frames with log p below this (default: the model's recorded tau).")
+@click.option("--progress", is_flag=True, help="Show a progress bar (default: only for takes over 20,000 frames).")
 @_take_options
-def score(take: Path, out: Path | None, plot: Path | None, threshold: float | None, model: Path | None,
-          skeleton: Path | None, fps: float | None) -> None:
+def score(take: Path, out: Path | None, plot: Path | None, threshold: float | None, progress: bool,
+          model: Path | None, skeleton: Path | None, fps: float | None, map_file: Path | None) -> None:
     """Score every frame of a take (BVH, ASF/AMC, AMASS or shared npz) and flag the implausible ones."""
     import numpy as np
 
@@ -239,15 +264,21 @@ def score(take: Path, out: Path | None, plot: Path | None, threshold: float | No
 
     _check_file_out(out, "--out", takes.SCORE_SUFFIXES)
     _check_plot(plot)
-    bar = _Progress("scoring", min_total=20_000)   # scoring runs at about 10k frames/s: a bar only for long takes
+    bar = _Progress("scoring", min_total=0 if progress else 20_000)   # about 10k frames/s: a bar for long takes
     try:
-        prior, tk, _ = _load_take(take, model, skeleton, fps)
+        prior, tk, _ = _load_take(take, model, skeleton, fps, map_file)
         s = takes.score(prior, tk, threshold, progress=bar)
         bar.close()
+        for note in s.notes:
+            click.echo(f"note: {note}", err=True)
         if out is not None:
             takes.write_score(s, out)
         if plot is not None:
-            takes.plot_score(s, plot)
+            if s.detection is not None:
+                from .qaplot import plot_timeline
+                plot_timeline(s, plot)
+            else:
+                takes.plot_score(s, plot)
     except (FormatError, ModelError, ValueError, OSError, ImportError) as e:
         bar.close()
         fail(str(e))
@@ -256,8 +287,20 @@ def score(take: Path, out: Path | None, plot: Path | None, threshold: float | No
     worst = int(s.log_prob.argmin())
     click.echo(f"{take}: {n} frames ({len(tk.names)} take{'s' if len(tk.names) > 1 else ''}, {rate}); log p median "
                f"{float(np.median(s.log_prob)):.1f}, lowest {float(s.log_prob[worst]):.4g} at frame {worst}")
-    click.echo(f"threshold {s.threshold:.4g} ({s.threshold_source}): {len(f)} frames flagged ({len(f) / n:.1%})"
-               + (f": {_spans_text(s.flagged_spans())}" if len(f) else ""))
+    if s.detection is None:
+        click.echo(f"threshold {s.threshold:.4g} ({s.threshold_source}): {len(f)} frames flagged ({len(f) / n:.1%})"
+                   + (f": {_spans_text(s.flagged_spans())}" if len(f) else ""))
+        if "detector" not in prior.manifest:
+            click.echo("note: per-frame log p only; `poseprior calibrate` on your own clean takes adds the motion-aware "
+                       "detector (spans and suspect joints)", err=True)
+    else:
+        spans = s.detection.spans
+        click.echo(f"detector (motion + log p < {s.threshold:.4g}): {len(f)} frames flagged ({len(f) / n:.1%}) in "
+                   f"{len(spans)} spans" + (":" if spans else ""))
+        for a, b, js in spans[:12]:
+            click.echo(f"  {a}-{b - 1}: {', '.join(prior.joint_names[j] for j in js) or '(log p only)'}")
+        if len(spans) > 12:
+            click.echo(f"  ... ({len(spans) - 12} more spans: --out writes them all)")
     for path in (out, plot):
         if path is not None:
             click.echo(f"wrote {path}")
@@ -273,8 +316,10 @@ def score(take: Path, out: Path | None, plot: Path | None, threshold: float | No
               help="With --flagged: the log p below which frames are repaired (default: the model's tau).")
 @click.option("--max-joints", type=click.IntRange(1, 21), default=3, show_default=True,
               help="With --flagged: at most this many joints per frame.")
-@click.option("--space", type=click.Choice(["latent", "ambient"]), default="latent", show_default=True,
-              help="Completion in the flow's latent space (with the Jacobian term) or on the 6D poses (faster).")
+@click.option("--space", type=click.Choice(["auto", "latent", "ambient"]), default="auto", show_default=True,
+              help="Completion in the flow's latent space (with the Jacobian term) or on the 6D poses (faster); "
+                   "auto: ambient for --flagged with a calibrated detector (spans held by their neighbours), "
+                   "else latent.")
 @click.option("--smooth", type=click.FloatRange(min=0), default=1.0, show_default=True,
               help="Weight of the squared joint velocity (s^2) in the temporal smoothness term; 0: frame by frame.")
 @click.option("--iters", type=click.IntRange(min=1), default=200, show_default=True,
@@ -284,7 +329,7 @@ def score(take: Path, out: Path | None, plot: Path | None, threshold: float | No
 @_take_options
 def repair(take: Path, out: Path, joints: str | None, flagged: bool, threshold: float | None, max_joints: int,
            space: str, smooth: float, iters: int, plot: Path | None, model: Path | None,
-           skeleton: Path | None, fps: float | None) -> None:
+           skeleton: Path | None, fps: float | None, map_file: Path | None) -> None:
     """Repair a take: fill named joints, or the worst joints of implausible frames, with the prior."""
     import numpy as np
 
@@ -300,24 +345,34 @@ def repair(take: Path, out: Path, joints: str | None, flagged: bool, threshold: 
     _check_not_input(take, out)
     _check_plot(plot)
     names = None if joints is None else [n.strip() for n in joints.split(",") if n.strip()]
+    try:
+        prior, tk, rest = _load_take(take, model, skeleton, fps, map_file)
+    except (FormatError, ModelError, ValueError, OSError, ImportError) as e:
+        fail(str(e))
+    if space == "auto":
+        space = "ambient" if flagged and "detector" in prior.manifest else "latent"
     bar = _Progress(f"repairing ({space})")
     try:
-        prior, tk, rest = _load_take(take, model, skeleton, fps)
         r = takes.repair(prior, tk, joints=names, flagged=flagged, threshold=threshold, max_joints=max_joints,
                          space=space, smooth=smooth, run_iters=iters, progress=bar)
         bar.close()
         takes.write_take(r.take, rest, out)
         if plot is not None:
             s = takes.Score(tk, r.log_prob_before, r.threshold if flagged else float("nan"),
-                            "", str(prior.path))
-            takes.plot_score(s, plot, repaired=r.log_prob_after)
+                            "", str(prior.path), r.detection)
+            if r.detection is not None:
+                from .qaplot import plot_timeline
+                plot_timeline(s, plot, repaired=r.log_prob_after)
+            else:
+                takes.plot_score(s, plot, repaired=r.log_prob_after)
     except (FormatError, ModelError, ValueError, OSError, ImportError) as e:
         bar.close()
         fail(str(e))
     fixed = r.repaired
     counts = dict(zip(*np.unique(np.array(prior.joint_names)[np.nonzero(r.mask)[1]], return_counts=True)))
     joints_text = ", ".join(f"{k} {v}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1])) or "none"
-    head = (f"{len(fixed)} of {len(tk.poses)} frames below {r.threshold:.4g}" if flagged else
+    head = (f"{len(r.detection.spans)} spans flagged by the detector" if r.detection is not None else
+            f"{len(fixed)} of {len(tk.poses)} frames below {r.threshold:.4g}" if flagged else
             f"{', '.join(names)} in all {len(tk.poses)} frames")
     click.echo(f"{take}: {head}; repaired {len(fixed)} frames in {space} space, {r.seconds:.1f} s "
                f"(joints freed: {joints_text})")
@@ -326,6 +381,45 @@ def repair(take: Path, out: Path, joints: str | None, flagged: bool, threshold: 
         still = f"; still below the threshold: {int((a < r.threshold).sum())}" if flagged else ""
         click.echo(f"log p of the repaired frames: median {float(np.median(b)):.1f} -> {float(np.median(a)):.1f}{still}")
     click.echo(f"wrote {out} (AMASS-style, SMPL body_pose)" + (f" and {plot}" if plot else ""))
+
+
+@main.command()
+@click.argument("takes", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(path_type=Path),
+              help="The calibrated model directory to write (must not exist).")
+@click.option("--model", type=click.Path(path_type=Path), default=None,
+              help="Model directory to calibrate (default: the one shipped in the package).")
+@click.option("--false-flag-rate", type=float, default=0.01, show_default=True,
+              help="The fraction of these clean takes' frames to flag.")
+@click.option("--skeleton", type=click.Path(path_type=Path), default=None,
+              help="The .asf of .amc takes (default: found beside each).")
+@click.option("--fps", type=float, default=None, help="Subsample the takes to about this frame rate.")
+def calibrate(takes: tuple[Path, ...], out: Path, model: Path | None, false_flag_rate: float,
+              skeleton: Path | None, fps: float | None) -> None:
+    """Calibrate a model's take-QA detector and tau on your own clean takes (files or folders): a new model dir."""
+    from .calibrate import calibrate as run_calibration
+    from .formats import FormatError
+    from .prior import ModelError
+
+    if not 0 < false_flag_rate < 0.5:
+        fail(f"--false-flag-rate {false_flag_rate}: must be in (0, 0.5)")
+    if fps is not None and not fps > 0:
+        fail(f"--fps {fps}: must be a positive number")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            r = run_calibration(list(takes), out, model, false_flag_rate, fps, skeleton)
+    except (FormatError, ModelError, ValueError, OSError) as e:
+        fail(str(e))
+    for w in caught:
+        click.echo(f"note: {w.message}", err=True)
+    for w in r["warnings"]:
+        click.echo(f"warning: {w}", err=True)
+    click.echo(f"note: {r['checked']}", err=True)
+    click.echo(f"calibrated on {r['files']} file(s), {r['frames']} frames"
+               + (f" at {r['fps']:.4g} fps" if r["fps"] else "")
+               + f": tau {r['tau']:.4g}, detector threshold {r['threshold']:.4g} (false flag rate {r['rate']:g})")
+    click.echo(f"wrote {out}")
 
 
 if __name__ == "__main__":

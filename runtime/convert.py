@@ -27,7 +27,10 @@ joint; ``to_smpl`` (``CONVERSION_VERSION``) matches *segments* instead, in five 
    the constant ``L = R_y(-+psi)``: ``G'_j <- G'_j L`` for hip, knee, ankle, foot (the knee then flexes about
    ``R_y(psi) x`` in SMPL's thigh frame, as real SMPL fits do). Then half of the ankle's axial twist (the foot's
    turn about the shank, ``phi``) moves to the knee (``KNEE_TWIST_SHARE``): SMPL fits carry tibial rotation in
-   the knee, which a hinge knee cannot. ``G'_knee <- G'_knee R_shank(share * phi)``.
+   the knee, which a hinge knee cannot. ``G'_knee <- G'_knee R_shank(f)``, ``f = shared_twist(r_ankle, shank,
+   share)`` (``share * phi`` where |phi| <= 90 and the ankle's swing <= 90 degrees, tapered to 0 at phi = +-180
+   and at a half-turn swing; ``smpl-segments-2`` used ``share * phi`` itself, which jumps by 180 degrees where phi
+   wraps). The same for the elbow: ``ELBOW_TWIST_SHARE`` of the wrist's turn about the forearm.
 4. **Segment directions.** For the limbs and feet, with ``u_k`` SMPL's rest direction of segment
    k -> child and ``d_k`` the source's (``p_child - p_k``), ``G^smpl_k = swing(G'_k u_k -> d_k) G'_k``: the
    source's direction exactly, its twist about the segment kept. The collars (``REST_RELATIVE``) are not matched
@@ -40,10 +43,41 @@ joint; ``to_smpl`` (``CONVERSION_VERSION``) matches *segments* instead, in five 
    mocap spine's are (spine2 -> spine3 leans 25 degrees forward at rest, neck -> head 38 degrees), so the trunk and
    neck are matched as chains: the local rotations of spine1..3 and neck stay the canonical source's, then one
    swing at spine1 (about its centre) puts spine3 on the ray pelvis -> source spine3, and one at the neck puts the
-   head on the ray spine3 -> source head (what the neck cannot reach, the head bent more than about 22 degrees
-   from the chest's neck axis, is turned at spine3); the head's global orientation stays the source's.
+   head on (near, where the ray grazes SMPL's neck sphere: ``_chain_swing``'s ``CHAIN_SOFT``) the ray spine3 ->
+   source head, and what the neck does not reach is turned at spine3, so spine3 -> head is the source's direction;
+   the head's global orientation stays the source's.
 5. **Locals.** ``r_k = G_parent^T G_k``; the root orientation is the source pelvis's canonical orientation,
    ``trans`` the source pelvis position (metres, Y up).
+
+**Where each joint's twist comes from** (its turn about its own segment; SMPL joint k's global ``Gs_k``, local
+``r_k = Gs_parent^T Gs_k``; ``o_k`` = the source joint that orients k, ``source_joints``):
+
+* hips, shoulders, ankles: the source's ``o_k`` (step 4a's swing only changes the segment's direction);
+* knees: ``o_knee`` (the source's shin) turned by ``shared_twist`` of the ankle's turn about the shank; the ankle
+  keeps the rest (step 3); elbows: ``o_elbow`` (the forearm) turned by ``shared_twist`` of the wrist's turn about
+  the forearm, the wrist keeps the rest. The twist of a knee or elbow therefore depends on its child segment only
+  through ``shared_twist``, which is continuous and Lipschitz (``twist_lipschitz``);
+* wrists: the source's hand (``HAND``: the joint after the wrist where the wrist joint only twists the forearm);
+  feet, head: their source joint; collars: the canonical source's (``REST_RELATIVE``);
+* spine1..3, neck: the canonical source's locals, turned by the chain swings of step 4b (a swing adds no twist
+  about the swung segment: it is the minimal rotation).
+
+**Continuity** (``runtime.continuity``; ``tests/test_continuity.py`` on every take of ``../shared/data``). For two
+consecutive frames, with ``dL_x`` the geodesic angle between the source joint x's local rotations and ``dr_k``
+that of SMPL joint k's converted local rotation:
+
+    dr_k <= K * sum_{x in S(k)} dL_x + EPS,     K = 2.5, EPS = 0.01 degrees,
+
+``S(k)`` (``runtime.continuity.support``) the source joints whose rotations can change r_k at all (those between
+the source joints the conversion of k and its parent reads; a turn of a joint above all of them moves them
+rigidly, and the conversion is equivariant under that). Why it holds: where a segment's source direction is
+rigid with its orientation joint (every built-in map), step 4a's swing is the constant ``swing(u_k, v_k)`` in the
+segment's frame, so ``Gs_k = G'_k C_k``, and the change of a product of rotations is at most the sum of the
+changes of its factors (geodesic distance is bi-invariant): ``dr_k <= sum dL`` exactly (K = 1). The knee and
+elbow add ``shared_twist``'s change, at most ``twist_lipschitz(0.5) = 1.26`` times the child's (the child's source
+joints are in S(k)). The chain swings of step 4b are continuous (``CHAIN_SOFT``), but their factor depends on the
+skeleton's geometry: it is checked on every shared file, not proven; K = 2.5 covers both. (An axis-angle vector
+flips sign at 180 degrees; the bound is about the rotations, not their axis-angle numbers.)
 
 Checked (``tests/test_convert.py``): FK of the result on ``rest_joints`` reproduces the source's thigh, shank,
 foot, upper-arm and forearm directions exactly and the trunk (pelvis -> spine3) and neck (spine3 -> head) chains
@@ -63,9 +97,9 @@ from .formats import JOINT_MAPS, FormatError, Motion, detect_skeleton, forward_k
 from .formats.joint_maps import END, SMPL_NAMES, validate_joint_map
 from .formats.motion import atomic_write
 from .formats.npz import RATE_KEYS, read_npz
-from .rotations import PARENTS, axis_angle_to_matrix, matrix_to_axis_angle
+from .rotations import PARENTS, axis_angle_to_matrix, matrix_to_axis_angle, matrix_to_quaternion
 
-CONVERSION_VERSION = "smpl-segments-2"
+CONVERSION_VERSION = "smpl-segments-3"
 KNEE_TWIST_SHARE = 0.5
 ELBOW_TWIST_SHARE = 0.5
 IDX = {n: i for i, n in enumerate(SMPL_NAMES)}
@@ -128,6 +162,48 @@ def twist_angle(R: np.ndarray, axis: np.ndarray) -> np.ndarray:
     return (phi + np.pi) % (2 * np.pi) - np.pi
 
 
+#: ``shared_twist``'s taper: the share is exact for child twists up to ``TWIST_FULL`` and swings up to ``SWING_FULL``
+TWIST_FULL = np.pi / 2
+SWING_FULL = np.pi / 2
+
+
+def shared_twist(R: np.ndarray, axis: np.ndarray, share: float) -> np.ndarray:
+    """The part of a child rotation's twist that ``smpl_globals`` moves to its parent (the knee's share of the ankle's
+    turn about the shank, the elbow's of the wrist's about the forearm), radians (...,):
+
+        f(R) = share * w(sigma) * tent(phi),
+        tent(phi) = phi                                           for |phi| <= TWIST_FULL,
+                    sign(phi) TWIST_FULL (pi - |phi|) / (pi - TWIST_FULL)   beyond,
+        w(sigma)  = min(1, cos(sigma / 2) / cos(SWING_FULL / 2)),
+
+    with ``R = swing(sigma) . twist(axis, phi)`` (``twist_angle``; ``cos(sigma/2) = sqrt(q_w^2 + (q_v . axis)^2)``
+    for R's unit quaternion q). ``share * phi`` itself is not a function on rotations that can be continuous: phi
+    wraps from +pi to -pi (half of it then jumps by pi: the 180-degree elbow and knee flips of
+    ``smpl-segments-2``), and near sigma = pi it is undefined (|d phi| <= d theta / cos(sigma / 2)). ``f`` is the
+    same as ``share * phi`` wherever |phi| <= TWIST_FULL and sigma <= SWING_FULL, equal at phi = +-pi (both 0), 0
+    at sigma = pi, and Lipschitz: for any two rotations at geodesic angle ``theta``,
+
+        |f(R1) - f(R2)| <= K_TWIST theta,   K_TWIST = share (1 + TWIST_FULL / 2) / cos(SWING_FULL / 2)
+
+    (along the geodesic, |d tent| <= max(1, TWIST_FULL / (pi - TWIST_FULL)) |d phi| = |d phi|, w |d phi| <=
+    d theta / cos(SWING_FULL / 2), |tent| <= TWIST_FULL and |d w| <= d theta / (2 cos(SWING_FULL / 2)), because the
+    unit quaternion moves by at most d theta / 2); 1.26 for share 0.5."""
+    q = matrix_to_quaternion(np.asarray(R, float))          # (w, x, y, z), Shepperd's: accurate at half turns
+    w, s = q[..., 0], q[..., 1:] @ _unit(np.asarray(axis, float))
+    c = np.sqrt(w * w + s * s)                               # cos(sigma / 2)
+    phi = (2.0 * np.arctan2(s, w) + np.pi) % (2 * np.pi) - np.pi
+    full = np.cos(SWING_FULL / 2)
+    tent = np.where(np.abs(phi) <= TWIST_FULL, phi,
+                    np.sign(phi) * TWIST_FULL * (np.pi - np.abs(phi)) / (np.pi - TWIST_FULL))
+    return share * np.minimum(1.0, c / full) * tent
+
+
+def twist_lipschitz(share: float) -> float:
+    """``K_TWIST`` of ``shared_twist`` (its docstring): the most its output (radians) changes per radian of change
+    of the child rotation."""
+    return share * (1.0 + TWIST_FULL / 2) / np.cos(SWING_FULL / 2)
+
+
 def about(axis: np.ndarray, angle) -> np.ndarray:
     """Rotation(s) by ``angle`` (radians, any shape) about the unit ``axis``."""
     return axis_angle_to_matrix(np.asarray(angle, float)[..., None] * _unit(np.asarray(axis, float)))
@@ -181,11 +257,34 @@ def check_rest_joints(rest, source: str) -> np.ndarray:
     return rest
 
 
+def source_joints(m: Motion, joint_map: dict[str, str], orient: dict[str, str] | None = None
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Which source joint step 1 reads for each SMPL joint k (22,) each: its position's joint (-1 where the source
+    lacks k), whether that position is the joint's End Site (bool), and its orientation's joint ``o_k`` (the parent,
+    in the source hierarchy, of the source joint of the child that ends segment k; the joint itself for leaves;
+    ``orient`` overrides, ``HAND``)."""
+    validate_joint_map(m, joint_map)
+    pos, end, ori = np.full(22, -1), np.zeros(22, bool), np.full(22, -1)
+    for k, name in enumerate(SMPL_NAMES):
+        if name not in joint_map:
+            continue
+        value = joint_map[name]
+        end[k] = value.endswith(END)
+        pos[k] = ori[k] = m.index(value[:-len(END)] if end[k] else value)
+        child = LIMBS.get(name) or (T_POSE[name][0] if name in T_POSE else None)
+        if child and child in joint_map and not joint_map[child].endswith(END):
+            c = m.index(joint_map[child])
+            ori[k] = m.parents[c] if m.parents[c] >= 0 else ori[k]
+        if orient and name in orient and orient[name] in m.names:
+            ori[k] = m.index(orient[name])
+    return pos, end, ori
+
+
 def _source_globals(m: Motion, joint_map: dict[str, str], orient: dict[str, str] | None = None
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Positions p (T, 22, 3), orientations G (T, 22, 3, 3) of the mapped joints (step 1), which SMPL joints the
-    source has (22,) bool, and the zero pose's positions (22, 3)."""
-    validate_joint_map(m, joint_map)
+    """Positions p (T, 22, 3), orientations G (T, 22, 3, 3) of the mapped joints (step 1, ``source_joints``), which
+    SMPL joints the source has (22,) bool, and the zero pose's positions (22, 3)."""
+    pos, end, ori = source_joints(m, joint_map, orient)
     G_all, P_all = forward_kinematics(m)
     zero = Motion(m.names, m.parents, m.offsets, np.broadcast_to(np.eye(3), (1,) + m.rotations.shape[1:]),
                   np.zeros((1, 3)), m.fps, m.source, m.up, end_sites=m.end_sites)
@@ -193,30 +292,15 @@ def _source_globals(m: Motion, joint_map: dict[str, str], orient: dict[str, str]
     T = len(m)
     p, p0 = np.zeros((T, 22, 3)), np.zeros((22, 3))
     G = np.broadcast_to(np.eye(3), (T, 22, 3, 3)).copy()
-    has = np.zeros(22, bool)
-    for k, name in enumerate(SMPL_NAMES):
-        if name not in joint_map:
-            continue
-        has[k] = True
-        value = joint_map[name]
-        j = m.index(value[:-len(END)] if value.endswith(END) else value)
-        if value.endswith(END):
+    has = pos >= 0
+    for k in np.flatnonzero(has):
+        j = pos[k]
+        if end[k]:
             tip = m.end_sites[m.names[j]]
             p[:, k], p0[k] = P_all[:, j] + G_all[:, j] @ tip, P0_all[0, j] + G0_all[0, j] @ tip
         else:
             p[:, k], p0[k] = P_all[:, j], P0_all[0, j]
-    for k, name in enumerate(SMPL_NAMES):     # orientation: the source joint that moves segment k -> child
-        if not has[k]:
-            continue
-        value = joint_map[name]
-        j = m.index(value[:-len(END)] if value.endswith(END) else value)
-        child = LIMBS.get(name) or (T_POSE[name][0] if name in T_POSE else None)
-        if child and child in joint_map and not joint_map[child].endswith(END):
-            c = m.index(joint_map[child])
-            j = m.parents[c] if m.parents[c] >= 0 else j
-        if orient and name in orient and orient[name] in m.names:
-            j = m.index(orient[name])
-        G[:, k] = G_all[:, j]
+        G[:, k] = G_all[:, ori[k]]             # orientation: the source joint that moves segment k -> child
     for k in range(1, 22):                    # joints the source lacks: follow their parent (identity local)
         if not has[k]:
             G[:, k] = G[:, PARENTS[k]]
@@ -289,15 +373,29 @@ def _canonical(p: np.ndarray, G: np.ndarray, has: np.ndarray, p0: np.ndarray, up
     return p, Gc
 
 
+#: ``_chain_swing``'s softening of the ray-sphere intersection, as a fraction of the squared radius (``delta^2 / r^2``)
+CHAIN_SOFT = 0.2
+
+
 def _chain_swing(G_pivot: np.ndarray, pivot: np.ndarray, end: np.ndarray, origin: np.ndarray, d: np.ndarray
                  ) -> np.ndarray:
-    """The swing about ``pivot`` that puts the point ``end`` on the ray ``origin + s d`` (s > 0), keeping
-    ``|end - pivot|``: the ray meets that sphere at ``s = -b + sqrt(b^2 - c)``, ``b = d.(origin - pivot)``,
-    ``c = |origin - pivot|^2 - r^2``; where it misses, the ray's closest point is used."""
+    """The swing about ``pivot`` that puts the point ``end`` on (or, where the ray only grazes or misses the sphere,
+    near) the ray ``origin + s d`` (s > 0), keeping ``|end - pivot| = r``: the target is ``origin + s d`` with
+
+        s = -b + sqrt(soft(b^2 - c)),   b = d.(origin - pivot),   c = |origin - pivot|^2 - r^2,
+        soft(x) = (x + sqrt(x^2 + delta^4)) / 2,   delta^2 = CHAIN_SOFT r^2.
+
+    With ``soft(x) = max(x, 0)`` (``smpl-segments-2``) the target is the ray's far intersection with the sphere, its
+    closest point where it misses; but ``d s / d x`` is infinite where the ray grazes the sphere, and SMPL's neck
+    sits where real heads graze it: the neck turned up to 7 times as far between frames as the source's joints.
+    ``soft`` is smooth, ``soft(x) >= max(x, 0)``, ``soft(x) - max(x, 0) <= delta^2 / 2``, and ``d sqrt(soft) / d x
+    <= 1 / (sqrt(2) delta)``. ``smpl_globals`` corrects what this leaves off the ray by a swing of the next joint up,
+    so the chain's end direction is the source's either way."""
     r2 = np.sum((end - pivot) ** 2, -1)
     o = origin - pivot
     b, c = np.sum(d * o, -1), np.sum(o * o, -1) - r2
-    s = -b + np.sqrt(np.maximum(b * b - c, 0.0))
+    x, delta2 = b * b - c, CHAIN_SOFT * r2
+    s = -b + np.sqrt(0.5 * (x + np.sqrt(x * x + delta2 * delta2)))
     target = origin + s[..., None] * d
     return swing(end - pivot, target - pivot)
 
@@ -317,13 +415,12 @@ def smpl_globals(p: np.ndarray, Gc: np.ndarray, rest_joints: np.ndarray, has: np
             ref[:, IDX[f"{side}_{j}"]] = ref[:, IDX[f"{side}_{j}"]] @ L
         if has[knee] and has[ankle]:
             r_ankle = np.swapaxes(ref[:, knee], -1, -2) @ ref[:, ankle]
-            phi = twist_angle(r_ankle, _DOWN)
-            ref[:, knee] = ref[:, knee] @ about(_DOWN, KNEE_TWIST_SHARE * phi)
+            ref[:, knee] = ref[:, knee] @ about(_DOWN, shared_twist(r_ankle, _DOWN, KNEE_TWIST_SHARE))
         elbow, wrist = IDX[f"{side}_elbow"], IDX[f"{side}_wrist"]
         if has[elbow] and has[wrist]:
             arm = sign * _X
             r_wrist = np.swapaxes(ref[:, elbow], -1, -2) @ ref[:, wrist]
-            ref[:, elbow] = ref[:, elbow] @ about(arm, ELBOW_TWIST_SHARE * twist_angle(r_wrist, arm))
+            ref[:, elbow] = ref[:, elbow] @ about(arm, shared_twist(r_wrist, arm, ELBOW_TWIST_SHARE))
     out = ref.copy()
     for name, child in LIMBS.items():                          # step 4a: limbs and feet
         k, c = IDX[name], IDX[child]
@@ -401,12 +498,13 @@ def smpl_positions(poses: np.ndarray, rest_joints: np.ndarray) -> np.ndarray:
 
 
 def convert_file(src: str | Path, rest_joints: np.ndarray, skeleton_file: str | Path | None = None,
-                 fps: float | None = None) -> list[dict[str, np.ndarray]]:
+                 fps: float | None = None, joint_map: dict[str, str] | None = None) -> list[dict[str, np.ndarray]]:
     """Every take in ``src`` (BVH, AMC, shared npz: one per sequence) converted by ``to_smpl``, subsampled to
     ``fps`` first; frame 0 of the cgspeed MotionBuilder and Daz BVH files (their converter's T-pose,
     ``runtime.formats.SYNTHETIC_FRAME0``) is dropped. AMASS files are SMPL already and are read as they are
     (``runtime.formats.read_amass``; without ``trans`` the root stays at the origin; without a frame rate
-    ``mocap_framerate`` is NaN: it can be scored, not written by ``save_amass``)."""
+    ``mocap_framerate`` is NaN: it can be scored, not written by ``save_amass``). ``joint_map``: the source rig's
+    ``{SMPL joint: source joint}`` (``runtime.formats.load_joint_map``) instead of the built-in skeleton detected."""
     from .formats import read_amass
     from .formats.npz import npz_keys
     path = Path(src)
@@ -425,10 +523,10 @@ def convert_file(src: str | Path, rest_joints: np.ndarray, skeleton_file: str | 
     motions = motions if isinstance(motions, list) else [motions]
     out = []
     for mm in motions:
-        if detect_skeleton(mm) in SYNTHETIC_FRAME0 and len(mm) > 1:   # the converter's T-pose, not a capture
+        if joint_map is None and detect_skeleton(mm) in SYNTHETIC_FRAME0 and len(mm) > 1:   # the converter's T-pose
             mm = replace(mm, rotations=mm.rotations[1:], trans=mm.trans[1:])
         try:
-            out.append(_storable(to_smpl(mm.subsample(fps), rest_joints), mm.source))
+            out.append(_storable(to_smpl(mm.subsample(fps), rest_joints, joint_map), mm.source))
         except FormatError as e:     # every message names the file
             raise e if str(e).startswith(mm.source) else FormatError(f"{mm.source}: {e}") from None
     return out
@@ -448,11 +546,11 @@ def _storable(take: dict, source: str) -> dict:
 
 
 def named_takes(src: str | Path, rest_joints: np.ndarray, skeleton_file: str | Path | None = None,
-                fps: float | None = None) -> list[tuple[str, int, dict]]:
+                fps: float | None = None, joint_map: dict[str, str] | None = None) -> list[tuple[str, int, dict]]:
     """``convert_file`` with a (sequence name, subject) for every take: the file's own (shared npz), else the file
     name and the number it starts with (CMU's ``SS_TT`` naming), else -1."""
     src = Path(src)
-    converted = convert_file(src, rest_joints, skeleton_file, fps)
+    converted = convert_file(src, rest_joints, skeleton_file, fps, joint_map)
     out = []
     for i, t in enumerate(converted):
         name = str(t.get("sequence", src.stem if len(converted) == 1 else f"{src.stem}_{i}"))
@@ -497,13 +595,14 @@ def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
 
 
 def convert(src: str | Path, out: str | Path, rest_joints: np.ndarray | None = None,
-            skeleton_file: str | Path | None = None, fps: float | None = None) -> dict:
+            skeleton_file: str | Path | None = None, fps: float | None = None,
+            joint_map: dict[str, str] | None = None) -> dict:
     """``poseprior convert SRC --to smpl --out OUT.npz``: every take of ``src`` (``convert_file``) as one
     AMASS-style file (``save_amass``). ``rest_joints`` default: the skeleton recorded in the shipped model's
     manifest. Returns a summary (takes, frames, fps, the source skeleton)."""
     src = Path(src)
     rest = load_rest_joints() if rest_joints is None else check_rest_joints(rest_joints, "rest_joints")
-    takes = named_takes(src, rest, skeleton_file, fps)
+    takes = named_takes(src, rest, skeleton_file, fps, joint_map)
     save_amass(takes, rest, out)
     return {"source": str(src), "out": str(out), "takes": len(takes), "frames": int(sum(len(t["poses"]) for *_, t in takes)),
             "fps": float(takes[0][2]["mocap_framerate"]), "conversion": CONVERSION_VERSION}

@@ -1,8 +1,8 @@
 """``make demo``: the shipped default prior at work, with numpy + onnxruntime only.
 
-It samples poses, scores real poses of a subject the model never saw (CMU subject 03, when ``../shared/data`` is
-beside the checkout, converted to SMPL ``body_pose`` by ``runtime.convert`` when the model is an SMPL prior), real
-SMPL poses (the AMASS sample in ``../shared/data/smpl_reference``, when present) and corrupted copies of them,
+It samples poses, scores real poses of a subject the model never saw (``--data``: ``make demo`` passes CMU subject
+03 from ``../shared/data``, converted to SMPL ``body_pose`` by ``runtime.convert`` when the model is an SMPL prior), real
+SMPL poses (``--smpl``: ``make demo`` passes the AMASS sample of ``../shared/data/smpl_reference``) and corrupted copies of them,
 prints a table and writes a figure (matplotlib, if installed). "Plausible" means above the threshold recorded in
 the model's manifest (``plausibility.tau``: the 1st percentile of log p on unseen, varied CMU takes), or, for a
 model without one, the 1st percentile of the real unseen subject.
@@ -19,30 +19,16 @@ import numpy as np
 
 from . import PosePrior, rotations
 from .formats.motion import atomic_write
+from .glitch import corrupt, knees_backwards, random_rotations
 from .kinematics import forward_kinematics
 from .takes import recorded_threshold
-
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-DEFAULT_DATA = SHARED / "cmu_pose" / "test.npz"
-DEFAULT_SMPL = SHARED / "smpl_reference" / "amass_dev_sample.npz"
-
-
-def corrupt(aa: np.ndarray, rng: np.random.Generator, joints: int, degrees: float) -> np.ndarray:
-    """Rotate ``joints`` random joints of every pose by ``degrees`` about random axes (a plausible capture glitch)."""
-    out = aa.copy()
-    for i in range(len(aa)):
-        for j in rng.choice(aa.shape[1], joints, replace=False):
-            axis = rng.normal(size=3)
-            glitch = rotations.axis_angle_to_matrix(axis / np.linalg.norm(axis) * np.radians(degrees))
-            out[i, j] = rotations.matrix_to_axis_angle(glitch @ rotations.axis_angle_to_matrix(aa[i, j]))
-    return out
 
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=None, help="model directory (default: the one inside the package)")
-    ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="real poses (shared npz format)")
-    ap.add_argument("--smpl", type=Path, default=DEFAULT_SMPL, help="real SMPL poses (an AMASS npz)")
+    ap.add_argument("--data", type=Path, default=None, help="real poses (shared npz format; default: none)")
+    ap.add_argument("--smpl", type=Path, default=None, help="real SMPL poses (an AMASS npz; default: none)")
     ap.add_argument("--n", type=int, default=1000)
     ap.add_argument("--out", type=Path, default=Path("demo.png"))
     args = ap.parse_args(argv)
@@ -59,28 +45,25 @@ def main(argv: list[str] | None = None) -> dict:
     sets["samples (raw)"] = prior.log_prob(prior.sample(args.n, seed=0, orthonormalize=False))
     real = None
     smpl_prior = prior.manifest.get("skeleton", {}).get("name") == "smpl"
-    if args.data.is_file():
+    if args.data is not None and args.data.is_file():
         aa, offsets = _real_poses(args.data, prior if smpl_prior else None)
         real = aa[np.sort(rng.choice(len(aa), min(args.n, len(aa)), replace=False))]
         sets["real, unseen subject"] = prior.log_prob(real, rep="axis_angle")
         sets["real + 1 joint off by 30 deg"] = prior.log_prob(corrupt(real, rng, 1, 30), rep="axis_angle")
         sets["real + 3 joints off by 60 deg"] = prior.log_prob(corrupt(real, rng, 3, 60), rep="axis_angle")
-        knees = real.copy()
-        for j in (rotations.JOINT_NAMES.index("left_knee"), rotations.JOINT_NAMES.index("right_knee")):
-            knees[:, j] = [-1.4, 0.0, 0.0]   # knees bent 80 deg the wrong way
-        sets["real, knees bent backwards"] = prior.log_prob(knees, rep="axis_angle")
+        sets["real, knees bent backwards"] = prior.log_prob(knees_backwards(real), rep="axis_angle")
     else:
         offsets = None
-        print(f"(no real poses at {args.data}: scoring samples and random rotations only)")
-    if args.smpl.is_file():
+        print(f"(no real poses {'given (--data)' if args.data is None else f'at {args.data}'}: scoring samples and "
+              f"random rotations only)")
+    if args.smpl is not None and args.smpl.is_file():
         from .formats import read_amass
         body = read_amass(args.smpl)["poses"][:, 3:66].reshape(-1, 21, 3)
         sets["real SMPL poses (AMASS sample)"] = prior.log_prob(body, rep="axis_angle")
     else:
-        print(f"(no real SMPL poses at {args.smpl}: the AMASS sample is evaluation data, not on every machine; "
-              f"its row is skipped)")
-    uniform = rotations.matrix_to_axis_angle(rotations.axis_angle_to_matrix(rng.normal(size=(args.n, 21, 3)) * 2.0))
-    sets["random rotations"] = prior.log_prob(uniform, rep="axis_angle")
+        print(f"(no real SMPL poses {'given (--smpl)' if args.smpl is None else f'at {args.smpl}'}: the AMASS sample "
+              f"is evaluation data, not on every machine; its row is skipped)")
+    sets["random rotations"] = prior.log_prob(random_rotations((args.n, 21, 3), rng), rep="axis_angle")
     seconds = time.perf_counter() - t0
 
     recorded = recorded_threshold(prior)

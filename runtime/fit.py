@@ -22,11 +22,7 @@ Data terms are callables ``data(x, rows) -> (values (b,), d values / d x (b, 21,
 problems ``rows`` (indices into the batch). Ready-made: ``Denoise``, ``Effectors`` (joint positions through numpy
 forward kinematics), ``Anchor``. Tasks: ``denoise``, ``complete``, ``ik``.
 
-Sequences (``sequence=True``): the batch is the consecutive frames of one take, solved frame by frame; frame t
-starts from frame t-1's answer (its raw 6D in ambient space, its latent in latent space; frame 0 from ``init``)
-and, with ``smooth > 0``, adds ``smooth * sum_j |x_t,j - 6D(GS(x^_{t-1},j))|^2`` (the orthonormalised previous
-answer, a quadratic in the raw 6D like the denoising term; ``1 / (2 s^2)`` for a frame-to-frame change of about s
-per 6D coordinate).
+Poses are independent problems; a take's frames with a temporal term are ``runtime.takes`` (``repair``).
 
 Returned poses are orthonormalised (Gram-Schmidt) with fixed joints exactly as given; the raw optimum is ``raw``.
 """
@@ -39,13 +35,14 @@ from typing import Callable
 import numpy as np
 
 from . import rotations
+from .formats.joint_maps import SMPL_NAMES
 from .kinematics import fk_vjp, forward_kinematics
 from .lbfgs import minimize
 from .prior import MAX_ABS, ModelError, PosePrior
 
 SPACES = ("ambient", "latent")
-BODY = ("pelvis",) + rotations.JOINT_NAMES      # the 22 forward-kinematics joints
-#: Largest weight (``weight``, ``lam``, ``smooth``, ``fixed_weight``, and ``1 / sigma^2``) a fit accepts: the terms
+BODY = SMPL_NAMES      # the 22 forward-kinematics joints
+#: Largest weight (``weight``, ``lam``, ``fixed_weight``, and ``1 / sigma^2``) a fit accepts: the terms
 #: are summed in float32, whose range (3.4e38) a weight of 1e39 leaves at once; 1e8 keeps a loss of a few hundred
 #: squared units (6D residuals are at most 2 per coordinate) far inside it, as ``MAX_ABS`` does for the poses.
 MAX_WEIGHT = 1e8
@@ -60,7 +57,7 @@ class FitResult:
     poses: np.ndarray        # (B, 21, 6) orthonormal 6D; fixed joints exactly as given
     raw: np.ndarray          # (B, 21, 6) the optimised raw 6D (ambient: the parameters; latent: f(z))
     params: np.ndarray       # ambient: x (B, 21, 6); latent: z (B, D)
-    loss: np.ndarray         # (B,) data + lam * (-log p) per pose (data includes the latent anchor, smoothness)
+    loss: np.ndarray         # (B,) data + lam * (-log p) per pose (data includes the latent anchor)
     data: np.ndarray         # (B,)
     neg_log_p: np.ndarray    # (B,)
     iterations: np.ndarray   # (B,) L-BFGS iterations per pose
@@ -361,15 +358,13 @@ def has_latent_space(prior: PosePrior) -> bool:
 
 
 def fit(prior: PosePrior, init, data: DataTerm | None = None, lam: float = 1.0, free=None, *,
-        space: str = "ambient", init_z=None, fixed_weight: float = 5000.0, sequence: bool = False,
-        smooth: float = 0.0, iters: int = 100, history: int = 10, h0: float | None = None, gtol: float = 1e-5,
+        space: str = "ambient", init_z=None, fixed_weight: float = 5000.0, iters: int = 100, history: int = 10, h0: float | None = None, gtol: float = 1e-5,
         ftol: float = 0.0) -> FitResult:
     """Minimise ``data_b(x_b) + lam * (-log p(x_b))`` per pose from ``init`` (B, 21, 6) (see the module docstring).
 
     ``free``: joints optimised (None = all; names or a (21,)/(B, 21) boolean mask); the others keep their
     ``init`` values (ambient) or are anchored to them with ``fixed_weight`` (latent). ``init_z`` (B, D): the
-    latent start (default ``encode(prior, init)``). ``sequence``/``smooth``: the batch as one take (module
-    docstring). L-BFGS options (``runtime.lbfgs.minimize``): ``iters`` per pose, ``history`` pairs, ``h0`` the
+    latent start (default ``encode(prior, init)``). L-BFGS options (``runtime.lbfgs.minimize``): ``iters`` per pose, ``history`` pairs, ``h0`` the
     first step's inverse curvature (e.g. ``1 / (2 w)`` for a data term ``w |x - y|^2``), ``gtol``, ``ftol``.
     """
     t0 = time.monotonic()
@@ -377,7 +372,7 @@ def fit(prior: PosePrior, init, data: DataTerm | None = None, lam: float = 1.0, 
         raise ValueError(f"space: must be one of {SPACES}, got {space!r}")
     x0 = _poses(init, "init", prior.num_joints)
     B = len(x0)
-    lam, smooth = _number(lam, "lam"), _number(smooth, "smooth")
+    lam = _number(lam, "lam")
     fixed_weight = _number(fixed_weight, "fixed_weight")
     if not isinstance(iters, (int, np.integer)) or iters < 0:
         raise ValueError(f"iters: must be an integer >= 0, got {iters!r}")
@@ -396,8 +391,8 @@ def fit(prior: PosePrior, init, data: DataTerm | None = None, lam: float = 1.0, 
         terms.append(Anchor(x0, ~mask, fixed_weight))
     z0 = None
     if space == "latent":
-        if init_z is None:   # a sequence starts from frame 0 only (later frames from the previous answer)
-            z0 = encode(prior, x0[:1] if sequence else x0)[0]
+        if init_z is None:
+            z0 = encode(prior, x0)[0]
         else:
             z0 = np.asarray(init_z)
             if z0.dtype.kind != "f" or z0.shape != (B, prior.dim) or not np.isfinite(z0).all():
@@ -406,34 +401,11 @@ def fit(prior: PosePrior, init, data: DataTerm | None = None, lam: float = 1.0, 
             z0 = z0.astype(np.float32)
     opts = dict(iters=int(iters), history=int(history), h0=h0, gtol=gtol, ftol=ftol)
 
-    if not sequence:
-        out = _solve(prior, space, x0, z0, np.arange(B), _total(terms), lam, mask, opts)
-    else:
-        parts, prev = [], None
-        for t in range(B):
-            rows = np.array([t])
-            frame_terms = list(terms)
-            if smooth and prev is not None:
-                frame_terms.append(_Previous(prev, smooth))
-            start_x = x0[rows] if prev is None or space == "latent" else np.where(mask[rows][..., None], prev[0], x0[rows])
-            start_z = None if z0 is None else (z0[rows] if prev is None else prev[1])
-            parts.append(_solve(prior, space, start_x, start_z, rows, _total(frame_terms), lam, mask, opts))
-            prev = (parts[-1][0], parts[-1][1])
-        out = tuple(np.concatenate([p[i] for p in parts]) for i in range(7)) + (sum(p[7] for p in parts),)
+    out = _solve(prior, space, x0, z0, np.arange(B), _total(terms), lam, mask, opts)
     raw, params, loss, d, nlp, its, conv, calls = out
     conv = conv & np.isfinite(loss)          # never "converged" to a non-finite loss
     poses = np.where(mask[..., None], rotations.orthonormalize_6d(raw), x0).astype(np.float32)
     return FitResult(poses, raw, params, loss, d, nlp, its, conv, int(calls), space, time.monotonic() - t0)
-
-
-class _Previous:
-    """Smoothness to the previous frame's answer: ``smooth * |x - 6D(GS(x_prev))|^2`` (module docstring)."""
-
-    def __init__(self, prev, weight):
-        self.term = Denoise(rotations.orthonormalize_6d(prev[0]).astype(np.float32), weight)
-
-    def __call__(self, x, rows):
-        return self.term(x, np.zeros(len(rows), np.int64))
 
 
 def _solve(prior, space, x0, z0, rows, data, lam, mask, opts):
@@ -461,7 +433,7 @@ DENOISE_ITERS = {"ambient": 5, "latent": 10}
 
 
 def denoise(prior: PosePrior, observed, weight: float = 1.0, lam: float = 1.0, *, space: str = "ambient",
-            init=None, sequence: bool = False, smooth: float = 0.0, **options) -> FitResult:
+            init=None, **options) -> FitResult:
     """Poses near ``observed`` (B, 21, 6) and likely under the prior:
     ``min_x weight * |x - observed|^2 - lam * log p(x)`` per pose, from ``init`` (default: observed). With rotation noise
     R exp([eps]x), eps ~ N(0, sigma^2 I_3), each 6D coordinate moves with variance 2 sigma^2 / 3 (the two columns
@@ -469,28 +441,24 @@ def denoise(prior: PosePrior, observed, weight: float = 1.0, lam: float = 1.0, *
     the first L-BFGS step uses the data term's exact inverse curvature, ``h0 = 1 / (2 weight)`` (a proximal step
     ``x + lam / (2 weight) * grad log p(x)`` from the observation). ``options``: ``fit``'s L-BFGS options;
     ``iters`` defaults to ``DENOISE_ITERS`` (ambient 5, latent 10): stopping early is nearly as accurate as running
-    to convergence and costs a fraction (measured at 10 deg RMS noise, lam = 1, on 1,000 converted test poses,
-    ``export.fitbench_rt``; shipped default: ambient 9.21 -> 7.89 deg after 5 iterations, 7.75 after 30 (= converged);
-    latent 7.85 after 10)."""
+    to convergence and costs a fraction (README, "Fitting": ``runtime.tools.fitbench_rt`` measures it)."""
     obs = _poses(observed, "observed", prior.num_joints)
     weight = _number(weight, "weight", positive=True)
     options = {"h0": 1.0 / (2.0 * weight) if space == "ambient" else None, "iters": DENOISE_ITERS.get(space, 0), **options}
-    return fit(prior, obs if init is None else init, Denoise(obs, weight), lam, None, space=space,
-               sequence=sequence, smooth=smooth, **options)
+    return fit(prior, obs if init is None else init, Denoise(obs, weight), lam, None, space=space, **options)
 
 
 def complete(prior: PosePrior, poses, free, lam: float = 1.0, *, space: str = "ambient",
-             fixed_weight: float = 5000.0, sequence: bool = False, smooth: float = 0.0, **options) -> FitResult:
+             fixed_weight: float = 5000.0, **options) -> FitResult:
     """Most likely completion: the ``free`` joints (names or boolean mask) of ``poses`` (B, 21, 6) are optimised
     for ``-lam * log p`` from their given values, the other joints stay as given (ambient: not free; latent: held
-    by the anchor ``fixed_weight * |6D(GS(x_j)) - v_j|^2``, traded against ``lam``). In ambient space without a
-    sequence term ``lam`` only scales the objective."""
-    return fit(prior, poses, None, lam, free, space=space, fixed_weight=fixed_weight, sequence=sequence,
-               smooth=smooth, **options)
+    by the anchor ``fixed_weight * |6D(GS(x_j)) - v_j|^2``, traded against ``lam``). In ambient space ``lam`` only
+    scales the objective."""
+    return fit(prior, poses, None, lam, free, space=space, fixed_weight=fixed_weight, **options)
 
 
 def ik(prior: PosePrior, targets, joints, offsets, sigma: float = 0.01, lam: float = 1.0, *, trans=None,
-       init=None, space: str = "ambient", sequence: bool = False, smooth: float = 0.0, **options) -> FitResult:
+       init=None, space: str = "ambient", **options) -> FitResult:
     """Inverse kinematics: all 21 rotations from joint positions ``targets`` (B, E, 3) (metres) of the FK joints
     ``joints`` (E names from ``BODY`` or indices), ``min_x sum_e |FK(GS(x))_e - target_e|^2 / (2 sigma^2) -
     lam * log p(x)``; FK on the skeleton's rest ``offsets`` (22, 3) or (B, 22, 3), identity root orientation, the
@@ -498,4 +466,4 @@ def ik(prior: PosePrior, targets, joints, offsets, sigma: float = 0.01, lam: flo
     term = Effectors(targets, joints, offsets, sigma, trans)
     if init is None:
         init = np.broadcast_to(rotations.IDENTITY_6D.astype(np.float32), (len(term.targets), prior.num_joints, 6))
-    return fit(prior, init, term, lam, None, space=space, sequence=sequence, smooth=smooth, **options)
+    return fit(prior, init, term, lam, None, space=space, **options)

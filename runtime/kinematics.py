@@ -15,16 +15,32 @@ import numpy as np
 from .rotations import PARENTS
 
 
-def _chain(rotmats: np.ndarray, offsets: np.ndarray, root_orient: np.ndarray | None, trans: np.ndarray | None):
+def chain(rotmats: np.ndarray, offsets: np.ndarray, parents, trans: np.ndarray | None = None
+          ) -> tuple[np.ndarray, np.ndarray]:
+    """Global rotations G (B, J, 3, 3) and positions P (B, J, 3) of any tree (``parents[j] < j``, ``parents[0]``
+    unused) from local rotations (B, J, 3, 3) INCLUDING the root's, offsets (J, 3) or (B, J, 3) and the root
+    position ``trans`` (B, 3) (default origin): ``G_0 = R_0``, ``P_0 = trans``, ``G_j = G_parent R_j``,
+    ``P_j = P_parent + G_parent o_j``. The one numpy forward kinematics (``runtime.formats.forward_kinematics`` of
+    a ``Motion`` and the SMPL ``forward_kinematics`` below are this with their arguments)."""
+    B, J = rotmats.shape[:2]
+    offsets = np.broadcast_to(offsets, (B, J, 3))
+    G = np.empty((B, J, 3, 3), rotmats.dtype)
+    P = np.empty((B, J, 3), rotmats.dtype)
+    G[:, 0] = rotmats[:, 0]
+    P[:, 0] = 0.0 if trans is None else trans
+    for j in range(1, J):
+        p = parents[j]
+        G[:, j] = G[:, p] @ rotmats[:, j]
+        P[:, j] = P[:, p] + np.einsum("bij,bj->bi", G[:, p], offsets[:, j])
+    return G, P
+
+
+def _smpl_chain(rotmats: np.ndarray, offsets: np.ndarray, root_orient: np.ndarray | None, trans: np.ndarray | None):
+    """``chain`` on the SMPL tree: body rotations (B, 21, 3, 3) behind ``root_orient`` (identity by default)."""
     b = rotmats.shape[0]
-    offsets = np.broadcast_to(offsets, (b, len(PARENTS), 3))
-    G = [np.broadcast_to(np.eye(3, dtype=rotmats.dtype), (b, 3, 3)) if root_orient is None else root_orient]
-    p = [np.zeros((b, 3), rotmats.dtype) if trans is None else trans]
-    for k in range(1, len(PARENTS)):
-        parent = PARENTS[k]
-        p.append(p[parent] + np.einsum("bij,bj->bi", G[parent], offsets[:, k]))
-        G.append(G[parent] @ rotmats[:, k - 1])
-    return G, p, offsets
+    root = np.broadcast_to(np.eye(3, dtype=rotmats.dtype), (b, 3, 3)) if root_orient is None else root_orient
+    G, P = chain(np.concatenate([root[:, None].astype(rotmats.dtype), rotmats], axis=1), offsets, PARENTS, trans)
+    return G, P, np.broadcast_to(offsets, (b, len(PARENTS), 3))
 
 
 def forward_kinematics(rotmats: np.ndarray, offsets: np.ndarray, root_orient: np.ndarray | None = None,
@@ -33,7 +49,7 @@ def forward_kinematics(rotmats: np.ndarray, offsets: np.ndarray, root_orient: np
 
     ``root_orient`` (B, 3, 3) defaults to the identity and ``trans`` (B, 3) to the origin.
     """
-    return np.stack(_chain(rotmats, offsets, root_orient, trans)[1], axis=1)
+    return _smpl_chain(rotmats, offsets, root_orient, trans)[1]
 
 
 def fk_vjp(rotmats: np.ndarray, offsets: np.ndarray, grad_positions: np.ndarray,
@@ -41,14 +57,14 @@ def fk_vjp(rotmats: np.ndarray, offsets: np.ndarray, grad_positions: np.ndarray,
     """(joint positions (B, 22, 3), dL/d rotmats (B, 21, 3, 3)) for a loss L whose gradient w.r.t. the positions
     is ``grad_positions`` (B, 22, 3). Reverse pass over the chain, children before parents:
     ``gG_par += gp_k o_k^T``, ``gp_par += gp_k``, ``gR_k = G_par^T gG_k``, ``gG_par += gG_k R_k^T``."""
-    G, p, offsets = _chain(rotmats, offsets, root_orient, trans)
+    G, p, offsets = _smpl_chain(rotmats, offsets, root_orient, trans)
     gp = [grad_positions[:, k].copy() for k in range(len(PARENTS))]
-    gG = [np.zeros_like(G[0]) for _ in PARENTS]
+    gG = [np.zeros_like(G[:, 0]) for _ in PARENTS]
     gR = np.zeros_like(rotmats)
     for k in range(len(PARENTS) - 1, 0, -1):
         parent = PARENTS[k]
-        gR[:, k - 1] = np.swapaxes(G[parent], 1, 2) @ gG[k]
+        gR[:, k - 1] = np.swapaxes(G[:, parent], 1, 2) @ gG[k]
         gG[parent] = gG[parent] + gG[k] @ np.swapaxes(rotmats[:, k - 1], 1, 2) \
             + gp[k][:, :, None] * offsets[:, k][:, None, :]
         gp[parent] = gp[parent] + gp[k]
-    return np.stack(p, axis=1), gR
+    return p, gR

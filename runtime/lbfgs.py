@@ -1,4 +1,5 @@
-"""Independent L-BFGS problems solved as one batch, in numpy (the torch twin is ``train.fit.batched_lbfgs``).
+"""Independent L-BFGS problems solved as one batch, in numpy (``train.fit.batched_lbfgs`` runs this same function on
+torch objectives).
 
 B problems ``min_p f_b(p_b)``, p_b in R^n, that do not interact are minimised together: every problem keeps its
 own curvature history, step size and stopping, and each objective call receives only the rows still searching,

@@ -13,6 +13,9 @@ Required fields (anything else, e.g. ``conventions``, ``training``, ``exporter``
                     for every graph the runtime runs, with the tensor names of its role and the shapes of
                     ``tensor_shape`` (``"batch"`` for the dynamic axis)
 
+Optional, checked when present: ``skeleton``/``plausibility`` (``_skeleton``) and ``detector`` (``_detector``: the
+take-QA calibration written by ``poseprior calibrate``).
+
 Every problem raises ``ModelError`` naming the file and the field. Each ONNX graph is then checked against the
 manifest (``check_graph``): its metadata (format version, role, dim, num_joints, joint_names, masked_joints,
 weights sha256), its input/output names, and their shapes (static dims 21, 6, D; dynamic batch).
@@ -163,6 +166,62 @@ def _skeleton(manifest: dict, path: Path) -> None:
             raise ModelError(f"{path}: field ['plausibility'] must hold a finite tau and a sha256 of its data")
 
 
+def _detector(manifest: dict, path: Path) -> None:
+    """``detector`` (optional, written by ``poseprior calibrate``; ``runtime.detect``)::
+
+        version          str, the statistic's version (runtime.detect.DETECTOR_VERSION)
+        params           {"max_span": int >= 1, "window": int >= 1, "floor": number > 0}
+        false_flag_rate  number in (0, 1): the fraction of the calibration takes' frames flagged
+        threshold        number > 0: c, the take threshold in units of the joint scales
+        joint_scale      21 numbers > 0: q_j, each joint's clean scale
+        fps              number > 0 or null: the calibration takes' frame rate (the statistic is per frame)
+        takes            [{"file": str, "sha256": 64 hex digits, "frames": int >= 1}, ...] (at least one)
+        data_sha256      sha256 of the takes' sha256s joined by newlines, in order
+    """
+    if "detector" not in manifest:
+        return
+
+    def num(keys, what, ok):
+        v = _get(manifest, ("detector",) + keys, (int, float), path, what)
+        if not (math.isfinite(v) and ok(v)):
+            raise ModelError(f"{path}: field {_where(('detector',) + keys)} must be {what}, got {_short(v)}")
+        return v
+    _get(manifest, ("detector", "version"), str, path, "a detector version")
+    for k in ("max_span", "window"):
+        if _get(manifest, ("detector", "params", k), int, path, "an int >= 1") < 1:
+            raise ModelError(f"{path}: field ['detector']['params'][{k!r}] must be an int >= 1")
+    num(("params", "floor"), "a number > 0", lambda v: v > 0)
+    num(("false_flag_rate",), "a number in (0, 1)", lambda v: 0 < v < 1)
+    num(("threshold",), "a number > 0", lambda v: v > 0)
+    scale = _get(manifest, ("detector", "joint_scale"), list, path, f"{len(JOINT_NAMES)} numbers > 0")
+    if len(scale) != len(JOINT_NAMES):
+        raise ModelError(f"{path}: field ['detector']['joint_scale'] must hold {len(JOINT_NAMES)} numbers, "
+                         f"got {len(scale)}")
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0 for v in scale):
+        raise ModelError(f"{path}: field ['detector']['joint_scale'] must hold finite numbers > 0")
+    fps = _get(manifest, ("detector", "fps"), (int, float, type(None)), path, "a frame rate or null")
+    if fps is not None:
+        num(("fps",), "a frame rate > 0", lambda v: v > 0)
+    takes = _get(manifest, ("detector", "takes"), list, path, "a list of {file, sha256, frames}")
+    if not takes:
+        raise ModelError(f"{path}: field ['detector']['takes'] is empty")
+    for i, t in enumerate(takes):
+        where = f"{path}: field ['detector']['takes'][{i}]"
+        if not isinstance(t, dict):
+            raise ModelError(f"{where} must be an object {{file, sha256, frames}}, got {_short(t)}")
+        if not isinstance(t.get("file"), str):
+            raise ModelError(f"{where}['file'] must be a file name")
+        if not isinstance(t.get("sha256"), str) or not _SHA256.fullmatch(t["sha256"]):
+            raise ModelError(f"{where}['sha256'] must be 64 lowercase hex digits")
+        if type(t.get("frames")) is not int or t["frames"] < 1:
+            raise ModelError(f"{where}['frames'] must be an int >= 1")
+    digest = _get(manifest, ("detector", "data_sha256"), str, path, "a sha256 (64 hex digits)")
+    expected = hashlib.sha256("\n".join(t["sha256"] for t in takes).encode()).hexdigest()
+    if digest != expected:
+        raise ModelError(f"{path}: field ['detector']['data_sha256'] is not the sha256 of its takes' checksums "
+                         f"(the record was edited)")
+
+
 def validate_manifest(manifest: Any, path: Path, graphs: Iterable[Graph]) -> None:
     """The schema of this module's docstring; ``ModelError`` names ``path`` and the first wrong field."""
     if not isinstance(manifest, dict):
@@ -172,6 +231,7 @@ def validate_manifest(manifest: Any, path: Path, graphs: Iterable[Graph]) -> Non
         raise ModelError(f"{path}: model format version {repr(version)[:40]}, this runtime reads version "
                          f"{FORMAT_VERSION}")
     _skeleton(manifest, path)
+    _detector(manifest, path)
     joint_names = _names(manifest, "joint_names", path)
     if tuple(joint_names) != JOINT_NAMES:
         diff = next((i for i, (a, b) in enumerate(zip(joint_names, JOINT_NAMES)) if a != b), None)

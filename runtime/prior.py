@@ -1,7 +1,7 @@
 """``PosePrior``: the exported pose prior run with onnxruntime and numpy only (no torch).
 
-A model directory (written by ``poseprior export``) holds four ONNX graphs sharing one weights file, plus
-``manifest.json`` (sha256 of every file, joint names, conventions, dimensions, training record):
+A model directory (``poseprior export``) holds six ONNX graphs sharing one weights file (the five below, and
+``encode``: poses -> z, log_prob), plus ``manifest.json`` (sha256 of every file, joint names, conventions, dimensions, training record):
 
 =================== ============================ =====================================================
 graph               inputs                       outputs
@@ -22,7 +22,11 @@ representation; it is never guessed from the shape:
 
 * ``"6d"`` (default): (B, 21, 6), the first two columns of each rotation matrix ``[R00 R10 R20 R01 R11 R21]``;
 * ``"matrix"``: (B, 21, 3, 3) rotation matrices (checked: ``max|R^T R - I| <= 1e-3`` and det > 0);
-* ``"axis_angle"``: (B, 21, 3) or (B, 63) rotation vectors (smplx ``body_pose``).
+* ``"axis_angle"``: (B, 21, 3) or (B, 63) rotation vectors (smplx ``body_pose``);
+* ``"6d_rows"``: (B, 21, 6), PyTorch3D's ``matrix_to_rotation_6d``: the first two ROWS ``[R00 R01 R02 R10 R11 R12]``,
+  made a rotation by PyTorch3D's ``rotation_6d_to_matrix`` (Gram-Schmidt on the rows), then scored as its columns.
+  Rows are orthonormal too: passed as ``rep="6d"`` they are read as the inverse rotations (nothing can detect it;
+  real poses then score far below their true log p).
 
 A single pose (no batch axis) gives unbatched outputs. Everything here is read-only after ``load``, so one
 ``PosePrior`` may be used from several threads at once (``InferenceSession.run`` is thread-safe).
@@ -44,7 +48,7 @@ from .manifest import (FORMAT_VERSION, WEIGHTS_FILE, Graph, ModelError, check_gr
                        read_manifest, read_verified, sha256_file, verify_files)
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "models" / "default"
-REPS = ("6d", "matrix", "axis_angle")
+REPS = ("6d", "matrix", "axis_angle", "6d_rows")
 ROTATION_TOLERANCE = 1e-3   # max |R^T R - I| accepted for rep="matrix"
 #: Largest |entry| of any numeric input (poses in every rep, z). Measured: the shipped model's graphs stay finite
 #: in float32 up to |x| = 1e8 (poses) and 1e18 (z), the tiny test model's up to 1e13; 1e6 leaves a margin of 100.
@@ -57,7 +61,7 @@ DEFAULT_MAX_CHUNK_BYTES = 256 * 2 ** 20
 #: of a chunked call are bit-identical to one call on the whole batch.
 CHUNK_ALIGN = 64
 #: Working memory per row of the numpy conversions of each ``rep`` (float64 temporaries), on top of the graph's.
-REP_ROW_BYTES = {"6d": 1024, "matrix": 8 * 1024, "axis_angle": 24 * 1024}
+REP_ROW_BYTES = {"6d": 1024, "matrix": 8 * 1024, "axis_angle": 24 * 1024, "6d_rows": 16 * 1024}
 
 GRAPHS = {g.name: g for g in (
     Graph("log_prob", ("poses",), ("log_prob",), row_bytes=8 * 1024),
@@ -306,7 +310,7 @@ class PosePrior:
             raise ValueError(f"rep must be one of {REPS}, got {rep!r}"[:200])
         J = self.num_joints
         a = np.asarray(poses)
-        per_joint = {"6d": (6,), "matrix": (3, 3), "axis_angle": (3,)}[rep]
+        per_joint = {"6d": (6,), "6d_rows": (6,), "matrix": (3, 3), "axis_angle": (3,)}[rep]
         k = len(per_joint) + 1
         if a.ndim in (k, k + 1) and a.shape[-len(per_joint):] == per_joint and a.shape[-k] != J:
             raise ValueError(f"poses (rep={rep!r}): {a.shape[-k]} joints (shape {a.shape}), the model has {J}: "
@@ -340,6 +344,8 @@ class PosePrior:
             return a.astype(np.float32, copy=False)
         if rep == "matrix":
             return rotations.matrix_to_6d(a).astype(np.float32, copy=False)
+        if rep == "6d_rows":
+            return rotations.rows_6d_to_6d(a.astype(np.float64)).astype(np.float32)
         return rotations.axis_angle_to_6d(a.astype(np.float64)).astype(np.float32)
 
     def _latent(self, z) -> tuple[np.ndarray, bool]:
@@ -394,7 +400,8 @@ class PosePrior:
 
         ``rep="6d"``: the graph's gradient. ``rep="matrix"``: log p reads the first two columns of R, so the
         gradient is the 6D one in those columns and 0 in the third. ``rep="axis_angle"``: the chain rule through
-        Rodrigues' formula (``axis_angle_vjp``), computed in float64.
+        Rodrigues' formula (``axis_angle_vjp``), computed in float64. ``rep="6d_rows"``: the chain rule through
+        the rows' Gram-Schmidt (``rotations.rows_6d_vjp``), in float64.
         """
         a, single = self._poses(poses, rep)
         graph = GRAPHS["log_prob_grad"]
@@ -406,6 +413,8 @@ class PosePrior:
                 grad[s] = g
             elif rep == "matrix":
                 grad[s, ..., 0], grad[s, ..., 1] = g[..., :3], g[..., 3:]
+            elif rep == "6d_rows":
+                grad[s] = rotations.rows_6d_vjp(a[s].astype(np.float64), g)
             else:
                 grad[s] = axis_angle_vjp(a[s], g)
         grad = grad.reshape(((1,) if single else ()) + np.shape(poses))

@@ -4,7 +4,11 @@ Conventions (DESIGN §1):
 
 * A pose is 21 non-root joints in SMPL body order (``JOINT_NAMES``), each a local rotation.
 * 6D of a rotation matrix R is its first two **columns**, contiguous: ``[R00 R10 R20 R01 R11 R21]``,
-  so a batch of poses in 6D has shape ``(B, 21, 6)``.
+  so a batch of poses in 6D has shape ``(B, 21, 6)`` (``rep="6d"``).
+* "6D rows" is PyTorch3D's ``matrix_to_rotation_6d``: the first two **rows**, ``[R00 R01 R02 R10 R11 R12]``
+  (``rep="6d_rows"``; ``rows_6d_to_matrix`` is PyTorch3D's ``rotation_6d_to_matrix``: Gram-Schmidt on the rows).
+  Rows are orthonormal too, so no check can tell them from columns: rows passed as ``rep="6d"`` are read as the
+  transposed (inverse) rotations, and real poses then score far lower (the classic mistake).
 * Gram-Schmidt maps any 6D pair (b1, b2) with b1, b2 independent to a rotation:
   ``e1 = b1/|b1|``, ``e2 = normalize(b2 - (e1.b2) e1)``, ``e3 = e1 x e2``, ``R = [e1 e2 e3]``.
 * The flow's internal "half-split" layout views a pose as (21, 2, 3), transposes to (2, 21, 3) and flattens
@@ -104,6 +108,34 @@ def matrix_to_6d(R: np.ndarray) -> np.ndarray:
     """First two columns, contiguous: (..., 3, 3) -> (..., 6) = ``[R00 R10 R20 R01 R11 R21]``."""
     R = np.asarray(R)
     return np.concatenate([R[..., :, 0], R[..., :, 1]], axis=-1)
+
+
+def matrix_to_6d_rows(R: np.ndarray) -> np.ndarray:
+    """PyTorch3D's ``matrix_to_rotation_6d``: the first two rows, flattened: (..., 3, 3) -> (..., 6) =
+    ``[R00 R01 R02 R10 R11 R12]``."""
+    R = np.asarray(R)
+    return np.concatenate([R[..., 0, :], R[..., 1, :]], axis=-1)
+
+
+def rows_6d_to_matrix(d6: np.ndarray) -> np.ndarray:
+    """PyTorch3D's ``rotation_6d_to_matrix``: Gram-Schmidt of the pair (a1, a2) = (d6[:3], d6[3:]) gives the
+    ROWS ``b1 = a1/|a1|``, ``b2 = normalize(a2 - (b1.a2) b1)``, ``b3 = b1 x b2`` of R, i.e.
+    ``R = gram_schmidt(d6)^T`` (same checks and errors as ``gram_schmidt``)."""
+    return np.swapaxes(gram_schmidt(d6), -1, -2)
+
+
+def rows_6d_to_6d(d6: np.ndarray) -> np.ndarray:
+    """6D rows (PyTorch3D) -> the model's 6D columns: ``matrix_to_6d(rows_6d_to_matrix(d6))``."""
+    return matrix_to_6d(rows_6d_to_matrix(d6))
+
+
+def rows_6d_vjp(d6: np.ndarray, g6: np.ndarray) -> np.ndarray:
+    """Gradient w.r.t. 6D rows d6 (..., 6) of a function whose gradient w.r.t. the 6D columns of
+    ``R = rows_6d_to_matrix(d6)`` is g6 (..., 6): with G = dL/dR = [g6[:3], g6[3:], 0] (columns) and
+    R = gram_schmidt(d6)^T, the gradient is ``gram_schmidt_vjp(d6, G^T)``."""
+    g6 = np.asarray(g6)
+    G = np.stack([g6[..., :3], g6[..., 3:], np.zeros_like(g6[..., :3])], axis=-1)
+    return gram_schmidt_vjp(d6, np.swapaxes(G, -1, -2))
 
 
 def gram_schmidt(d6: np.ndarray) -> np.ndarray:

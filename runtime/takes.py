@@ -6,7 +6,10 @@ takes): it is converted to SMPL ``body_pose`` first, so the frames are scored in
 Scoring (``score``): frame t gets ``log p(x_t)``, its 21 body rotations under the prior; it is **flagged** when
 ``log p(x_t) < tau``. The default ``tau`` is the one the model records in its manifest (``plausibility.tau``:
 a low percentile of its log p on real, unseen, varied takes, written at export by ``make plausibility
-PL_RECORD=--record``); a model without that record needs an explicit threshold.
+PL_RECORD=--record``, or by ``poseprior calibrate``); a model without that record needs an explicit threshold.
+A model calibrated by ``poseprior calibrate`` (manifest ``detector``) is scored by the motion-aware detector
+(``runtime.detect``) instead: frame t is flagged when its motion score is >= 1 (a joint jumps away and comes back)
+or ``log p(x_t) < tau``, with the suspect joints of every flagged frame and the spans they form.
 
 Repair (``repair``): the free joints F_t of the frames to repair are filled by completion in latent space
 (default; or ambient), in two steps:
@@ -24,7 +27,9 @@ Repair (``repair``): the free joints F_t of the frames to repair are filled by c
 The free joints are replaced in the take; the others keep their observed values exactly. Which joints are free:
 
 * ``joints=NAMES``: those joints in every frame (an occluded limb, a broken marker set);
-* ``flagged=True``: the **worst joints** of each flagged frame (``worst_joints``): joint j's gain is how much
+* ``flagged=True`` with the detector: each span's suspect joints over the whole span (frames flagged by log p
+  alone: their worst joints, as below);
+* ``flagged=True`` without it: the **worst joints** of each flagged frame (``worst_joints``): joint j's gain is how much
   log p rises when j alone is re-optimised, less the smoothness term's rise against the unflagged frames next to
   it; greedily, the joint with the largest gain is freed (and set to its re-optimised value), then the next while
   its gain is at least ``MIN_GAIN`` nats, at most ``max_joints``;
@@ -48,6 +53,7 @@ import numpy as np
 
 from . import rotations
 from .convert import CONVERSION_VERSION, load_rest_joints, named_takes, save_amass
+from .detect import Calibration, Detection, body_matrices, detect
 from .formats.motion import atomic_write
 from .fit import Anchor, feasible, complete
 from .lbfgs import minimize
@@ -113,11 +119,12 @@ def check_smpl_prior(prior: PosePrior) -> None:
 
 
 def read_take(src: str | Path, rest_joints: np.ndarray | None = None, skeleton_file: str | Path | None = None,
-              fps: float | None = None) -> Take:
+              fps: float | None = None, joint_map: dict[str, str] | None = None) -> Take:
     """Read and convert every take of ``src`` to SMPL (``runtime.convert.named_takes``; ``rest_joints`` default:
-    the shipped model's skeleton)."""
+    the shipped model's skeleton; ``joint_map``: the rig's {SMPL joint: source joint}, default the built-in
+    skeleton detected)."""
     rest = load_rest_joints() if rest_joints is None else np.asarray(rest_joints, float)
-    takes = named_takes(src, rest, skeleton_file, fps)
+    takes = named_takes(src, rest, skeleton_file, fps, joint_map)
     rates = [float(t["mocap_framerate"]) for _, _, t in takes]
     starts = list(np.cumsum([0] + [len(t["poses"]) for _, _, t in takes[:-1]]).astype(int))
     return Take(str(src), np.concatenate([t["poses"] for _, _, t in takes]).astype(np.float64, copy=False),
@@ -153,10 +160,16 @@ class Score:
     threshold: float
     threshold_source: str
     model: str
+    #: the motion-aware detector's result (``runtime.detect``), when the model records a calibration
+    detection: Detection | None = None
+    notes: list[str] = field(default_factory=list)
 
     @property
     def flagged(self) -> np.ndarray:
-        """Indices of the frames with log p < threshold."""
+        """Indices of the flagged frames: the detector's (motion score >= 1 or log p < threshold) when it ran,
+        else the frames with log p < threshold."""
+        if self.detection is not None:
+            return np.flatnonzero(self.detection.flags)
         return np.flatnonzero(self.log_prob < self.threshold)
 
     def flagged_spans(self) -> list[tuple[int, int]]:
@@ -164,21 +177,55 @@ class Score:
         return runs(self.flagged, self.take.starts)
 
     def to_dict(self) -> dict:
-        """The JSON record: ``log_prob`` (one per frame), ``threshold``, ``flagged`` (frame indices), and context."""
+        """The JSON record: ``log_prob`` (one per frame), ``threshold``, ``flagged`` (frame indices), and context;
+        with the detector also ``score`` (one per frame), ``suspect_joints`` (one list per flagged frame, in the
+        order of ``flagged``) and ``spans`` ([{start, end (exclusive), joints}]) (docs/takes.md)."""
         t = self.take
-        return {"source": t.source, "model": self.model, "conversion": CONVERSION_VERSION, "frames": len(self.log_prob),
-                "fps": t.fps if np.isfinite(t.fps) else None,
-                "takes": [{"name": n, "start": a, "frames": b - a} for n, a, b in t.spans()],
-                "threshold": self.threshold, "threshold_source": self.threshold_source,
-                "flagged": self.flagged.tolist(), "flagged_fraction": float(len(self.flagged) / len(self.log_prob)),
-                "flagged_spans": [list(s) for s in self.flagged_spans()],
-                "log_prob": [round(float(v), 4) for v in self.log_prob]}
+        out = {"source": t.source, "model": self.model, "conversion": CONVERSION_VERSION, "frames": len(self.log_prob),
+               "fps": t.fps if np.isfinite(t.fps) else None,
+               "takes": [{"name": n, "start": a, "frames": b - a} for n, a, b in t.spans()],
+               "threshold": self.threshold, "threshold_source": self.threshold_source,
+               "flagged": self.flagged.tolist(), "flagged_fraction": float(len(self.flagged) / len(self.log_prob)),
+               "flagged_spans": [list(s) for s in self.flagged_spans()],
+               "log_prob": [round(float(v), 4) for v in self.log_prob]}
+        if self.detection is not None:
+            d, names = self.detection, np.array(rotations.JOINT_NAMES)
+            out.update({"detector": "motion + prior (runtime.detect), calibrated: the model's manifest 'detector'",
+                        "suspect_joints": [names[d.suspects[f]].tolist() for f in self.flagged],
+                        "spans": [{"start": a, "end": b, "joints": names[js].tolist()} for a, b, js in d.spans],
+                        "score": [round(float(v), 4) for v in d.score]})
+        return out
+
+
+def calibration(prior: PosePrior) -> Calibration | None:
+    """The detector calibration the model's manifest records (``detector``, by ``poseprior calibrate``), or None."""
+    rec = prior.manifest.get("detector")
+    if rec is None:
+        return None
+    try:
+        return Calibration.from_dict(rec)
+    except ValueError as e:
+        raise ModelError(f"{prior.path}: {e}") from None
+
+
+def _detection(prior: PosePrior, take: Take, log_prob: np.ndarray, tau: float, notes: list[str]
+               ) -> Detection | None:
+    cal = calibration(prior)
+    if cal is None:
+        return None
+    fps = prior.manifest["detector"].get("fps")
+    if fps and np.isfinite(take.fps) and abs(take.fps / fps - 1) > 0.25:
+        notes.append(f"the detector was calibrated on takes at {fps:.4g} fps and this take is at {take.fps:.4g} fps: "
+                     f"its motion statistic is per frame, so pass --fps {fps:.4g} (or calibrate at this rate)")
+    return detect(body_matrices(take.poses), cal, take.starts, log_prob, tau)
 
 
 def score(prior: PosePrior, take: Take, threshold: float | None = None, progress: Progress | None = None,
-          chunk: int = 2048) -> Score:
+          chunk: int = 2048, motion: bool = True) -> Score:
     """log p of every frame of ``take`` (``chunk`` frames per call, ``progress(done, total)`` after each) and the
-    frames below ``threshold`` (default: the model's recorded tau)."""
+    flagged frames: with ``motion`` and a model that records a detector calibration (``poseprior calibrate``),
+    the motion-aware detector's (``runtime.detect``: a motion score >= 1, or log p < ``threshold``); otherwise the
+    frames with log p < ``threshold``. ``threshold`` default: the model's recorded tau."""
     check_smpl_prior(prior)
     tau, how = _threshold(prior, threshold)
     x = take.body_6d
@@ -187,12 +234,15 @@ def score(prior: PosePrior, take: Take, threshold: float | None = None, progress
         lp[a:a + chunk] = prior.log_prob(x[a:a + chunk])
         if progress:
             progress(min(a + chunk, len(x)), len(x))
-    return Score(take, lp, tau, how, str(prior.path))
+    notes: list[str] = []
+    det = _detection(prior, take, lp, tau, notes) if motion else None
+    return Score(take, lp, tau, how, str(prior.path), det, notes)
 
 
 # --- writing a score ---------------------------------------------------------------------------------------------
 def write_score(s: Score, path: str | Path) -> Path:
-    """``.json``: ``Score.to_dict``; ``.csv``: one row per frame (frame, take, time_s, log_prob, flagged)."""
+    """``.json``: ``Score.to_dict``; ``.csv``: one row per frame (frame, take, time_s, log_prob, flagged, and with
+    the detector score, suspect_joints: names joined by ';')."""
     path = Path(path)
     if path.suffix.lower() not in SCORE_SUFFIXES:
         raise ValueError(f"{path}: a score is written as {' or '.join(SCORE_SUFFIXES)}")
@@ -201,13 +251,17 @@ def write_score(s: Score, path: str | Path) -> Path:
     else:
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
-        w.writerow(["frame", "take", "time_s", "log_prob", "flagged"])
-        flagged = s.log_prob < s.threshold
+        d = s.detection
+        w.writerow(["frame", "take", "time_s", "log_prob", "flagged"] + ([] if d is None else ["score", "suspect_joints"]))
+        flagged = np.zeros(len(s.log_prob), bool)
+        flagged[s.flagged] = True
         fps = s.take.fps
+        names = np.array(rotations.JOINT_NAMES)
         for name, a, b in s.take.spans():
             for t in range(a, b):
                 w.writerow([t, name, f"{(t - a) / fps:.4f}" if np.isfinite(fps) else "", f"{s.log_prob[t]:.4f}",
-                            int(flagged[t])])
+                            int(flagged[t])] + ([] if d is None else
+                                                [f"{d.score[t]:.4f}", ";".join(names[d.suspects[t]])]))
         text = buf.getvalue()
     atomic_write(path, lambda p: p.write_text(text))
     return path
@@ -345,6 +399,7 @@ class Repair:
     threshold: float
     solved: int
     seconds: float
+    detection: Detection | None = None
 
     @property
     def repaired(self) -> np.ndarray:
@@ -426,6 +481,41 @@ class RunObjective:
         return out
 
 
+def _bridge(x: np.ndarray, a: int, b: int, joints: list[int], starts: list[int]) -> np.ndarray:
+    """(b - a, len(joints), 6): joints ``joints`` of frames a..b-1 on the geodesic from frame a-1 to frame b,
+    ``R_{a-1} exp(s log(R_{a-1}^T R_b))``, s = (t - a + 1) / (b - a + 1); where a span touches a take's end
+    (``starts``), the one neighbour held."""
+    n = len(x)
+    ends = set(starts) | {n}
+    lo = None if a in ends or a == 0 else x[a - 1, joints]
+    hi = None if b in ends or b >= n else x[b, joints]
+    if lo is None and hi is None:
+        return x[a:b, joints]
+    if lo is None or hi is None:
+        return np.broadcast_to((hi if lo is None else lo), (b - a, len(joints), 6)).astype(np.float32)
+    R0 = rotations.sixd_to_matrix(lo.astype(np.float64))
+    w = rotations.matrix_to_axis_angle(np.swapaxes(R0, -1, -2) @ rotations.sixd_to_matrix(hi.astype(np.float64)))
+    s = (np.arange(1, b - a + 1) / (b - a + 1))[:, None, None]
+    return rotations.matrix_to_6d(R0 @ rotations.axis_angle_to_matrix(w * s)).astype(np.float32)
+
+
+#: ambient repair stacks independent runs (each with its held neighbour frames) into problems of about this many
+#: frames: one graph call per L-BFGS step for all of them (a call costs about the same for 1 or 200 frames)
+STACK_FRAMES = 256
+
+
+def _stacks(run_list: list[tuple[int, int]], frames: int) -> list[list[tuple[int, int]]]:
+    """Consecutive runs grouped so that each group holds at most ``frames`` frames (a longer run alone)."""
+    groups, size = [], frames
+    for a, b in run_list:
+        if size + b - a + 3 > frames:
+            groups.append([])
+            size = 0
+        groups[-1].append((a, b))
+        size += b - a + 3
+    return groups
+
+
 def _pair_weight(free: np.ndarray, lead: int, pairs: int) -> np.ndarray:
     """(pairs, 21, 1): 1 where a joint is free in either frame of a consecutive pair of the chain (the frames
     around the run count as not free)."""
@@ -436,8 +526,8 @@ def _pair_weight(free: np.ndarray, lead: int, pairs: int) -> np.ndarray:
 
 def repair(prior: PosePrior, take: Take, joints=None, flagged: bool = False, threshold: float | None = None,
            max_joints: int = 3, space: str = "latent", lam: float = 1.0, smooth: float = 1.0,
-           fixed_weight: float = 5000.0, iters: int = 30, run_iters: int = 200, progress: Progress | None = None
-           ) -> Repair:
+           fixed_weight: float = 5000.0, iters: int = 30, run_iters: int = 200, progress: Progress | None = None,
+           detection: Detection | None = None, motion: bool = True) -> Repair:
     """Fill ``joints`` (names) in every frame, or (``flagged=True``) the worst joints of the frames below
     ``threshold`` (default: the model's tau); exactly one of the two. Completion in ``space`` (module docstring):
     every frame on its own first (``runtime.fit.complete``, ``iters`` L-BFGS steps, the free joints starting at
@@ -445,7 +535,11 @@ def repair(prior: PosePrior, take: Take, joints=None, flagged: bool = False, thr
     (``RunObjective``, ``run_iters`` steps) with pair weight ``smooth * fps^2``: ``smooth`` weighs the squared
     velocity |dx/dt|^2 of the free joints' 6D per frame (seconds^2), so one value suits every frame rate (1.0:
     frame-to-frame steps of a repaired 120 fps run like the capture's own, 99th percentile 3.2 vs 3.6 degrees). ``lam``, ``fixed_weight``: ``runtime.fit``'s; ``progress(done,
-    total)`` counts frames (first pass, then runs)."""
+    total)`` counts frames (first pass, then runs).
+
+    With ``flagged=True`` and a detector (``detection``, or, with ``motion``, the one the model's calibration
+    gives, as ``score`` runs it), the flagged frames are the detector's and each span frees its suspect joints
+    over the whole span; frames the prior alone flagged (no suspect joints) free their ``worst_joints``."""
     import time
     if (joints is None) == (not flagged):
         raise ValueError("repair: name the joints to fill (joints=...) or repair the flagged frames (flagged=True), "
@@ -463,6 +557,7 @@ def repair(prior: PosePrior, take: Take, joints=None, flagged: bool = False, thr
                          f"(its weight is per second); repair it with smooth=0 (--smooth 0)")
     check_smpl_prior(prior)
     t0 = time.monotonic()
+    det = None
     x = take.body_6d
     N, J = len(x), prior.num_joints
     before = prior.log_prob(x)
@@ -478,11 +573,19 @@ def repair(prior: PosePrior, take: Take, joints=None, flagged: bool = False, thr
             raise ValueError(f"joints: {dead} are masked in this model (it does not model them): nothing to fill")
         mask[:, [prior.joint_names.index(n) for n in names]] = True
     else:
-        bad = np.flatnonzero(before < tau)
+        det = detection
+        if det is None and motion:
+            det = _detection(prior, take, before, tau, [])
+        if det is not None:
+            flagged_all = np.flatnonzero(det.flags)
+            mask = det.mask()
+            bad = flagged_all[~mask[flagged_all].any(1)]     # flagged by the prior alone: its worst joints
+        else:
+            bad = flagged_all = np.flatnonzero(before < tau)
         if len(bad):
             ctx = np.full((len(bad), 2, J, 6), np.nan, np.float32)   # the observed, unflagged frames around,
             unflagged = np.ones(N, bool)                             # within the same take
-            unflagged[bad] = False
+            unflagged[flagged_all] = False
             for i, t in enumerate(bad):
                 for k, u in enumerate((t - 1, t + 1)):
                     if 0 <= u < N and unflagged[u] and max(t, u) not in take.starts:
@@ -495,12 +598,18 @@ def repair(prior: PosePrior, take: Take, joints=None, flagged: bool = False, thr
                 mask[a:b + 1] = False
                 mask[a:b + 1, keep[counts[keep] > 0]] = True
     rows = np.flatnonzero(mask.any(1))
-    total = len(rows) * (2 if smooth > 0 else 1)
+    total = len(rows) * 2 if smooth > 0 else len(rows)
     out = np.where(mask[..., None], prior_mode(prior), x)        # free joints start at the prior's mode f(0)
+    bridged = np.zeros(N, bool)                     # detector spans: start on the bridge between their neighbours
+    for a, b, js in (det.spans if flagged and det is not None else []):
+        if js:
+            out[a:b, js] = _bridge(x, a, b, js, take.starts)
+            bridged[a:b] = True
     z = np.zeros((N, prior.dim), np.float32)
     block = 1024
-    for a in range(0, len(rows), block):            # 1. every frame on its own
-        r = rows[a:a + block]
+    first = rows[~bridged[rows]] if space == "ambient" and smooth > 0 else rows
+    for a in range(0, len(first), block):           # 1. every frame on its own
+        r = first[a:a + block]
         res = complete(prior, out[r], mask[r], lam, space=space, fixed_weight=fixed_weight, iters=iters)
         out[r] = np.where(mask[r][..., None], res.poses, out[r])
         if space == "latent":
@@ -510,24 +619,45 @@ def repair(prior: PosePrior, take: Take, joints=None, flagged: bool = False, thr
     done = len(rows)
     if smooth > 0:                                  # 2. each run as one problem, with temporal smoothness
         ends = set(take.starts) | {N}
-        for a, b in runs(rows, take.starts):
-            f = mask[a:b + 1]
-            obj = RunObjective(prior, space, out[a:b + 1], f, None if a in ends else x[a - 1],
-                               None if b + 1 in ends else x[b + 1], lam, smooth * take.fps ** 2, fixed_weight)
-            p0 = (out[a:b + 1] if space == "ambient" else z[a:b + 1]).reshape(1, -1)
-            res = minimize(obj, p0, run_iters)
-            xr = rotations.orthonormalize_6d(obj.poses(res.p[0]).astype(np.float64)).astype(np.float32)
-            out[a:b + 1] = np.where(f[..., None], xr, x[a:b + 1])
-            done += b - a + 1
-            if progress:
-                progress(done, total)
+        all_runs = runs(rows, take.starts)
+        if space == "ambient":                      # independent runs stacked into one problem (same objective)
+            for group in _stacks(all_runs, STACK_FRAMES):
+                parts, obs, free, size = [], [], [], 0
+                for a, b in group:                  # [the frame before,] the run[, the frame after]
+                    lead, trail = a not in ends, b + 1 not in ends
+                    parts.append((a, b, size + lead))
+                    obs += ([x[a - 1:a]] if lead else []) + [out[a:b + 1]] + ([x[b + 1:b + 2]] if trail else [])
+                    free += ([np.zeros((1, J), bool)] if lead else []) + [mask[a:b + 1]] + \
+                            ([np.zeros((1, J), bool)] if trail else [])
+                    size += lead + (b - a + 1) + trail
+                v, f = np.concatenate(obs), np.concatenate(free)
+                obj = RunObjective(prior, space, v, f, None, None, lam, smooth * take.fps ** 2, fixed_weight)
+                res = minimize(obj, v.reshape(1, -1), run_iters)
+                xr = rotations.orthonormalize_6d(obj.poses(res.p[0]).astype(np.float64)).astype(np.float32)
+                for a, b, at in parts:
+                    out[a:b + 1] = np.where(mask[a:b + 1, :, None], xr[at:at + b - a + 1], x[a:b + 1])
+                    done += b - a + 1
+                if progress:
+                    progress(done, total)
+        else:
+            for a, b in all_runs:
+                f = mask[a:b + 1]
+                obj = RunObjective(prior, space, out[a:b + 1], f, None if a in ends else x[a - 1],
+                                   None if b + 1 in ends else x[b + 1], lam, smooth * take.fps ** 2, fixed_weight)
+                res = minimize(obj, z[a:b + 1].reshape(1, -1), run_iters)
+                xr = rotations.orthonormalize_6d(obj.poses(res.p[0]).astype(np.float64)).astype(np.float32)
+                out[a:b + 1] = np.where(f[..., None], xr, x[a:b + 1])
+                done += b - a + 1
+                if progress:
+                    progress(done, total)
     after = prior.log_prob(out)
     poses = take.poses.copy()
     if len(rows):
         aa = rotations.sixd_to_axis_angle(out[rows].astype(np.float64)).reshape(-1, 63)
         poses[rows, 3:66] = np.where(np.repeat(mask[rows], 3, axis=1), aa, poses[rows, 3:66])
     fixed = Take(take.source, poses, take.trans, take.fps, take.names, take.starts, take.subjects)
-    return Repair(fixed, mask, before, after, tau, len(rows), time.monotonic() - t0)
+    return Repair(fixed, mask, before, after, tau, len(rows), time.monotonic() - t0,
+                  det if flagged else None)
 
 
 def write_take(take: Take, rest_joints: np.ndarray, path: str | Path) -> Path:

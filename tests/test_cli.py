@@ -17,11 +17,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 
+from export.cli import main as torch_commands
 from runtime.cli import TORCH_COMMANDS
 from runtime.cli import main as poseprior
-from train.cli import main as torch_commands
 from train.config import ACTIVATIONS, load_config
 from train.coupling import ACTIVATIONS as COUPLING_ACTIVATIONS
 from train.data import PoseSet
@@ -29,7 +29,7 @@ from train.rotations import JOINT_NAMES
 from train.trainer import check_no_constant_joints, train
 
 
-def run_cli(*args) -> "click.testing.Result":
+def run_cli(*args) -> Result:
     return CliRunner().invoke(poseprior, [str(a) for a in args])
 
 
@@ -369,7 +369,7 @@ def test_a_killed_export_leaves_no_partials_for_good(tiny_run, tmp_path):
     assert sorted(q.name for q in tmp_path.iterdir()) == sorted(["model", alive.name])
 
 
-# --- evaluate, fit-bench, sweep -----------------------------------------------------------------------------------
+# --- evaluate, fit-bench -----------------------------------------------------------------------------------------
 def test_a_failed_evaluate_leaves_no_out_directory(shared_data, tmp_path):
     out = tmp_path / "report"
     refused(run_cli("evaluate", tmp_path / "no_model", "--data", shared_data / "cmu_pose" / "test.npz",
@@ -380,12 +380,9 @@ def test_a_failed_evaluate_leaves_no_out_directory(shared_data, tmp_path):
                     "--out", tmp_path / "f"), "--out", "is a file")
 
 
-def test_fit_bench_and_sweep_refuse_bad_arguments(shared_data, tmp_path):
+def test_fit_bench_refuses_bad_arguments(shared_data, tmp_path):
     test = shared_data / "cmu_pose" / "test.npz"
     (tmp_path / "f").write_text("")
     refused(run_cli("fit-bench", tmp_path / "no_model", "--data", test, "--out", tmp_path / "f"), "--out", "is a file")
     refused(run_cli("fit-bench", tmp_path / "no_model", "--data", test, "--out", tmp_path / "o", "--n", "0"), "--n")
-    refused(run_cli("sweep", "--data", tmp_path / "nodata"), "--data", "train.npz")
-    refused(run_cli("sweep", "--data", shared_data / "cmu_pose", "--only", "nosuch"), "--only", "nosuch")
-    refused(run_cli("sweep", "--data", shared_data / "cmu_pose", "--n", "1"), "--n 1")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f"]

@@ -14,11 +14,11 @@ from click.testing import CliRunner
 
 import export.exporter as exporter
 from export import export_model, latent_vjp_autograd, load_flow, log_prob_and_grad
+from export.cli import main as cli
 from export.onnx_export import INLINE_LIMIT, OPSET
 from runtime import rotations
 from runtime.prior import GRAPHS, WEIGHTS_FILE, sha256_file
 from train.augment import augment
-from train.cli import main as cli
 from train.config import load_config
 from train.data import load_npz
 from train.trainer import load_checkpoint, train

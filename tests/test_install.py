@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 import venv
 from pathlib import Path
@@ -58,7 +57,7 @@ def test_plain_install_runs_the_torch_free_commands(plain_install, tmp_path, sha
     r = run(plain_install, "poseprior", "repair", take, "--flagged", "--space", "ambient", "--out",
             tmp_path / "r.npz", cwd=tmp_path)
     assert r.returncode == 0 and (tmp_path / "r.npz").is_file(), r.stderr
-    for command in ("train", "export", "evaluate", "fit-bench", "sweep", "bench"):
+    for command in ("train", "export", "evaluate", "fit-bench", "bench"):
         r = run(plain_install, "poseprior", command, "--help", cwd=tmp_path)
         assert r.returncode == 2, (command, r.returncode, r.stderr)
         assert r.stderr.strip() == f"error: poseprior {command} {TRAIN_EXTRA_HINT}", r.stderr

@@ -1,4 +1,4 @@
-"""``make plausibility`` (train.evaluation.plausibility): its figures follow their definitions, on small real sets.
+"""``make plausibility`` (runtime.tools.plausibility): its figures follow their definitions, on small real sets.
 
 The sets are converted here from ../shared (a few takes each, the layout of ``make data``), the model is the shipped
 default; the real SMPL frames are ../shared/data/smpl_reference when present.
@@ -11,7 +11,7 @@ import pytest
 
 from runtime import PosePrior
 from runtime.convert import load_rest_joints, named_takes, save_amass
-from train.evaluation import plausibility as P
+from runtime.tools import plausibility as P
 
 
 @pytest.fixture(scope="module")

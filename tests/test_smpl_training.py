@@ -63,3 +63,15 @@ def test_convert_command(shared_data, tmp_path):
         r = run(*args, "--rest", rest)
         assert r.returncode == 2 and msg in r.stderr and "Traceback" not in r.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["o.npz"]
+
+
+@pytest.mark.parametrize("preset, run", [("smpl", "smpl-mix"), ("smpl-bandai", "smpl-cmu-bandai")])
+def test_smpl_presets_are_the_committed_runs_configs(preset, run):
+    """`make train` (PRESET=smpl) retrains the shipped default's recipe, and smpl-bandai the non-commercial one's."""
+    import json
+    from pathlib import Path
+
+    from train.config import PRESETS, Config
+
+    committed = Path(__file__).resolve().parents[1] / "runs" / run / "config.json"
+    assert PRESETS[preset] == Config.from_dict(json.loads(committed.read_text()))

@@ -12,8 +12,8 @@ import pytest
 
 from runtime import PosePrior, rotations, takes
 from runtime.convert import load_rest_joints
-from runtime.demo import corrupt
 from runtime.formats import read_amass
+from runtime.glitch import corrupt
 
 ARM = ["left_collar", "left_shoulder", "left_elbow", "left_wrist"]
 

@@ -27,7 +27,7 @@ def frame_stride(source_fps: float | None, fps: float | None, source: str) -> in
 
 def load_amass(path: str | Path, fps: float | None = None) -> PoseSet:
     """One AMASS file as a single sequence named after the file stem (subject -1, no offsets), or, for the
-    converted split files of ``make data`` (``train.smpl_data``), its own ``sequence`` / ``sequence_names`` /
+    converted split files of ``make data`` (``runtime.tools.smpl_data``), its own ``sequence`` / ``sequence_names`` /
     ``subject`` arrays and the SMPL skeleton it was converted to (``rest_joints`` -> FK offsets).
 
     ``rotations = poses[::stride, 3:66].reshape(-1, 21, 3)`` with ``stride = frame_stride(src, fps)``;

@@ -1,8 +1,10 @@
-"""The torch commands of ``poseprior`` (click). Each subcommand is a thin shell over a module.
+"""The training-side torch commands of ``poseprior`` (click): ``train``, ``evaluate``, ``fit-bench``. Each
+subcommand is a thin shell over a module.
 
-The ``poseprior`` command is ``runtime.cli.main`` (torch-free), which loads these commands from ``main`` here
-only when one is invoked; a new command here must also be listed in ``runtime.cli.TORCH_COMMANDS``. Every user
-error exits with code 2 and one line naming the argument or file (``runtime.cli.fail``).
+The ``poseprior`` command is ``runtime.cli.main`` (torch-free), which loads the torch commands from
+``export.cli.main`` (these plus ``export`` and ``bench``) only when one is invoked; a new command here must also be
+listed in ``runtime.cli.TORCH_COMMANDS``. Every user error exits with code 2 and one line naming the argument or file
+(``runtime.cli.fail``).
 """
 from __future__ import annotations
 
@@ -14,8 +16,9 @@ from pathlib import Path
 
 import click
 
-from runtime.cli import check_out, fail as _fail
-from runtime.locking import OutputLocked, hold
+from runtime.cli import check_out
+from runtime.cli import fail as _fail
+from runtime.cli import hold_out as _hold
 
 
 @click.group()
@@ -43,24 +46,25 @@ def _overridden(cfg, overrides: tuple[str, ...], epochs: int | None):
     return cfg
 
 
-def _hold(out: Path, command: str) -> None:
-    """Take ``out``'s lock until the command ends (``runtime.locking.hold``; released when its click context
-    closes, or at the latest when the process exits); exit 2 when another process holds it."""
-    try:
-        lock = hold(out, command)
-    except OutputLocked as e:
-        _fail(str(e))
-    click.get_current_context().call_on_close(lock.release)
-
-
 def _leftovers(out: Path) -> list[Path]:
     """What ``out`` holds besides the ``*.tmp`` files of an atomic write a kill interrupted."""
     return [p for p in out.iterdir() if not (p.suffix == ".tmp" and p.is_file())] if out.is_dir() else []
 
 
 @main.command()
-@click.option("--data", "data_dir", required=True, type=click.Path(path_type=Path),
-              help="Folder with train and val splits (train.npz/val.npz, or train/ and val/ folders of AMASS npz or BVH).")
+@click.option("--data", "data_dir", required=True, multiple=True, type=click.Path(path_type=Path),
+              help="Takes to train on (repeatable): folders (searched recursively) and files of any format "
+                   "poseprior convert reads (BVH, ASF/AMC, AMASS/SMPL-H/SMPL-X npz, shared npz), mixed; or one "
+                   "folder with train and val splits (train.npz/val.npz or train/, val/ of npz files), used as split.")
+@click.option("--val", "val_dir", multiple=True, type=click.Path(path_type=Path),
+              help="Validation takes (repeatable; folders or files): no split of --data then.")
+@click.option("--map", "map_file", type=click.Path(path_type=Path), default=None,
+              help="Joint map {SMPL joint: source joint} (JSON) for takes of a rig poseprior does not know.")
+@click.option("--cache", "cache", type=click.Path(path_type=Path), default=None,
+              help="Cache folder of converted takes (default $POSEPRIOR_CACHE or ~/.cache/poseprior).")
+@click.option("--skip-bad", is_flag=True, help="Leave out takes that cannot be read (each named in one line).")
+@click.option("--jobs", type=click.IntRange(min=1), default=None,
+              help="Processes converting takes (default: one per core).")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Run directory to create (or resume).")
 @click.option("--model", type=click.Choice(["flow", "vposer", "gmm"]), default=None,
               help="flow (default): the RealNVP prior; vposer, gmm: the baselines of DESIGN §5 (with --resume: "
@@ -77,10 +81,14 @@ def _leftovers(out: Path) -> list[Path]:
 @click.option("--nproc", type=click.IntRange(min=1), default=None,
               help="Data-parallel processes on this machine: runs torchrun --standalone --nproc-per-node N "
                    "-m train.cli train (the other options); see README, 'Training on several GPUs / machines'.")
-def train(data_dir, out, model, config_spec, epochs, max_steps, max_minutes, resume, overrides, fps, quiet, nproc):
+def train(data_dir, val_dir, map_file, cache, skip_bad, jobs, out, model, config_spec, epochs, max_steps, max_minutes,
+          resume, overrides, fps, quiet, nproc):
     """Train the RealNVP pose prior (or, with --model, a baseline)."""
-    from . import config, distributed, gmm, trainer, vposer
-    from .data import DataError, load_dataset
+    from runtime.formats import FormatError
+    from runtime.formats.joint_maps import load_joint_map
+
+    from . import config, distributed, gmm, ingest, trainer, vposer
+    from .data import DataError, is_split_layout, load_dataset
 
     distributed.init()   # under torchrun: join the process group (a no-op otherwise)
 
@@ -129,12 +137,30 @@ def train(data_dir, out, model, config_spec, epochs, max_steps, max_minutes, res
             _fail("--nproc starts torchrun itself; under torchrun, give torchrun --nproc-per-node instead")
         if nproc is not None:   # the arguments are checked: start the workers, which run this command again
             sys.exit(distributed.launch(nproc, _without_nproc(sys.argv)))
+        if fps is not None and not fps > 0:
+            _fail(f"--fps {fps}: must be a positive number")
+        joint_map = load_joint_map(map_file) if map_file is not None else None
         distributed.barrier()   # every rank has checked --out before rank 0 creates it
-        data = distributed.shared_dataset(lambda: load_dataset(data_dir, fps=fps))   # once per machine
-    except (DataError, ValueError) as e:
+        record: dict = {}
+        if len(data_dir) == 1 and not val_dir and joint_map is None and is_split_layout(data_dir[0]):
+            how = f"{data_dir[0]}: its train and val splits, as given"
+            data = distributed.shared_dataset(lambda: load_dataset(data_dir[0], fps=fps))   # once per machine
+        else:
+            def load():
+                sets, rec = ingest.load_takes(list(data_dir), list(val_dir) or None, cache, fps, joint_map, jobs,
+                                              skip_bad, progress=not quiet, log=lambda m: click.echo(m, err=True))
+                record.update(rec)
+                return sets
+            data = distributed.shared_dataset(load)   # converted once per machine
+            how = f"{len(record.get('sources', []))} take files, split {record.get('split')}"
+    except (DataError, FormatError, ValueError) as e:
         _fail(str(e))
     if distributed.is_main():
-        click.echo(f"train {len(data['train'])} poses, val {len(data['val'])} poses; config sha256 {cfg.sha256()[:12]}")
+        click.echo(f"train {len(data['train'])} poses, val {len(data['val'])} poses ({how}); "
+                   f"config sha256 {cfg.sha256()[:12]}")
+        if record:
+            click.echo(f"validation: {', '.join(record['units']['val'][:8])}"
+                       f"{' ...' if len(record['units']['val']) > 8 else ''}")
     fresh = not resume
     try:
         limits = {} if model == "gmm" else {"resume": resume, "max_steps": max_steps, "max_minutes": max_minutes}
@@ -155,7 +181,12 @@ def train(data_dir, out, model, config_spec, epochs, max_steps, max_minutes, res
     main_rank = distributed.is_main()
     distributed.teardown()
     if main_rank:
-        click.echo(json.dumps(summary, indent=2))
+        if record:   # the ingest: every source with its sha256, skeleton, conversion version, and the split
+            (out / "data.json").write_text(json.dumps(record, indent=1) + "\n")
+        best = summary.get("best_val_log_p", summary.get("best_val"))
+        click.echo(f"done ({summary.get('stop_reason', 'fitted')}): {summary.get('epochs', '-')} epochs, best epoch "
+                   f"{summary.get('best_epoch', '-')}" + (f", val {best:.4g}" if isinstance(best, (int, float)) else "")
+                   + f"; {out / 'summary.json'}")
 
 
 def _without_nproc(argv: list[str]) -> list[str]:
@@ -170,80 +201,6 @@ def _without_nproc(argv: list[str]) -> list[str]:
         elif not a.startswith("--nproc="):
             out.append(a)
     return out
-
-
-@main.command("export")
-@click.argument("run_dir", type=click.Path(path_type=Path))
-@click.option("--out", required=True, type=click.Path(path_type=Path),
-              help="Model directory to write (an existing model directory there is replaced).")
-@click.option("--which", type=click.Choice(["best", "last"]), default="best", show_default=True,
-              help="Checkpoint of the run to export.")
-@click.option("--onnx-only", is_flag=True, help="Only what the runtime reads (no .pt2 / TorchScript): for shipping.")
-def export_command(run_dir, out, which, onnx_only):
-    """Export a trained flow: ONNX graphs + shared weights + manifest (and .pt2, TorchScript) for the runtime."""
-    from export import export_model
-
-    check_out(out)
-    _hold(out, "export")
-    try:
-        manifest = export_model(run_dir, out, which, torch_artifacts=not onnx_only)
-    except (OSError, ValueError) as e:
-        _fail(str(e))
-    for name, f in manifest["files"].items():
-        click.echo(f"{f['bytes'] / 1e6:9.3f} MB  {name}")
-    t = manifest["training"]
-    click.echo(f"exported {run_dir}/{which}.pt (epoch {t['epoch']}, val log p {t['val_log_p']}) to {out} "
-               f"in {manifest['export_seconds']} s")
-
-
-@main.command("bench")
-@click.argument("model_dir", required=False, type=click.Path(path_type=Path))
-@click.option("--reps", type=int, default=20, show_default=True, help="Timed calls per cell (after warm-up).")
-@click.option("--threads", type=int, default=None, help="Threads for onnxruntime and torch (default: all cores).")
-@click.option("--out", type=click.Path(path_type=Path), default=None, help="Also write the results as JSON.")
-def bench_command(model_dir, reps, threads, out):
-    """Median latency of every graph at batch 1, 64, 4096: onnxruntime vs torch eager (default model if none)."""
-    from export.bench import main as bench
-
-    if reps < 1 or (threads is not None and threads < 1):
-        _fail("--reps and --threads must be at least 1")
-    if out is not None:
-        check_out(out.parent, "--out")
-    try:
-        bench(model_dir, out=out, reps=reps, threads=threads)
-    except (OSError, ValueError) as e:
-        _fail(str(e))
-
-
-@main.command("sweep")
-@click.option("--data", "data_dir", type=click.Path(path_type=Path), default=Path("../shared/data/cmu_pose"),
-              show_default=True, help="Data folder with train.npz, val.npz (test.npz is not read).")
-@click.option("--only", multiple=True, help="Settings to run (default: all, in order); see train/sweep.py.")
-@click.option("--n", type=int, default=3000, show_default=True, help="Samples per setting for the validation KS.")
-@click.option("--max-minutes", type=float, default=30.0, show_default=True, help="Time cap per training run.")
-def sweep_command(data_dir, only, n, max_minutes):
-    """Ablations + hyper-parameter sweep judged on validation: runs/sweep-*, reports/sweep/report.md."""
-    from .sweep import SETTINGS, sweep
-
-    from .data import DataError
-
-    unknown = set(only) - set(SETTINGS)
-    if unknown:
-        _fail(f"--only: unknown sweep settings {sorted(unknown)}; known: {', '.join(SETTINGS)}")
-    if n < 2:
-        _fail(f"--n {n}: must be at least 2")
-    if not max_minutes > 0:
-        _fail(f"--max-minutes {max_minutes}: must be > 0")
-    for name in ("train.npz", "val.npz"):
-        if not (data_dir / name).is_file():
-            _fail(f"--data {data_dir}: no {name} (the sweep reads train.npz and val.npz)")
-    for folder in ("runs", "models", "reports/sweep"):
-        check_out(Path(folder), "output folder")
-    try:
-        sweep(data_dir, list(only) or list(SETTINGS), n=n, max_minutes=max_minutes)
-    except (DataError, OSError, ValueError, FloatingPointError) as e:
-        _fail(str(e))
-    click.echo(Path("reports/sweep/report.md").read_text())
 
 
 @main.command("evaluate")
@@ -294,8 +251,8 @@ def evaluate_command(model_dir, data, out, n, train_path, baselines, seed, ablat
               help="Validation split for tuning the prior weights (default: val.npz beside --data).")
 @click.option("--train", "train_path", type=click.Path(path_type=Path), default=None,
               help="Train split, for the mean pose that starts completion and IK (default: train.npz beside --data).")
-@click.option("--vposer", type=click.Path(path_type=Path), default=Path("runs/vposer-cmu"), show_default=True)
-@click.option("--gmm", type=click.Path(path_type=Path), default=Path("runs/gmm-cmu"), show_default=True)
+@click.option("--vposer", type=click.Path(path_type=Path), default=Path("runs/smpl-vposer"), show_default=True)
+@click.option("--gmm", type=click.Path(path_type=Path), default=Path("runs/smpl-gmm"), show_default=True)
 @click.option("--hypotheses", type=int, default=10, show_default=True, help="Completion starts per pose.")
 @click.option("--threads", type=int, default=1, show_default=True,
               help="torch threads (1: on a shared CPU a bigger pool spins and runs many times slower).")

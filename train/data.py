@@ -4,10 +4,14 @@ Sources:
 * the shared npz format of ``../shared/data/{cmu_pose,bandai_pose}`` (``rotations`` (N, 21, 3) axis-angle in SMPL
   body order, ``sequence``, ``subject``, ``offsets``, ...) -- ``load_npz``;
 * AMASS ``.npz`` files (``poses`` (T, 72 | 156 | 165), body joints 1..21 = ``poses[:, 3:66]``) -- ``train.amass``;
-* BVH files with a joint map -- ``train.bvh``.
+* takes of any format (BVH of any skeleton, ASF/AMC, AMASS, shared npz), converted to SMPL by ``runtime.convert``,
+  cached and memory-mapped -- ``train.ingest`` (what ``poseprior train --data`` uses for anything but the split
+  layout below).
 
-A data directory for training holds a ``train`` and a ``val`` split, each either ``<split>.npz`` (shared format)
-or a folder ``<split>/`` of AMASS ``.npz`` / ``.bvh`` files. Splits stay as given (by subject or sequence).
+A split-layout data directory holds a ``train`` and a ``val`` split, each either ``<split>.npz`` (shared format or
+a converted AMASS-style file) or a folder ``<split>/`` of AMASS ``.npz`` files; its poses are used as they are.
+Splits stay as given (by subject or sequence). BVH and ASF/AMC takes are never read here: they go through
+``train.ingest`` (``runtime.convert``).
 """
 from __future__ import annotations
 
@@ -48,12 +52,16 @@ class PoseSet:
     offsets: np.ndarray | None = None         # (22, 3) mean rest skeleton (m), for forward kinematics
     files: dict[str, str] = field(default_factory=dict)  # path -> sha256 of every file read
     skeleton: dict | None = None              # the skeleton converted to (make data): name, conversion, rest_joints
+    six_d: np.ndarray | None = None           # (N, 21, 6) float32 = to_6d(), precomputed (train.ingest: memory-mapped)
 
     def __len__(self) -> int:
         return len(self.rotations)
 
     def to_6d(self) -> torch.Tensor:
-        """(N, 21, 6) float32 tensor of orthonormal 6D rotations (converted in float64, in chunks)."""
+        """(N, 21, 6) float32 tensor of orthonormal 6D rotations (converted in float64, in chunks; ``six_d`` when
+        it is given, without a copy)."""
+        if self.six_d is not None:
+            return torch.from_numpy(self.six_d)
         aa = torch.from_numpy(self.rotations)
         return torch.cat([axis_angle_to_6d(c.double()).float() for c in aa.split(32768)]) if len(aa) else \
             torch.empty(0, NUM_JOINTS, 6)
@@ -144,15 +152,15 @@ def load_split(path: str | Path, fps: float | None = None) -> PoseSet:
     path = Path(path)
     if path.is_dir():
         # AMASS folders also hold shape.npz (body shape only): not poses
-        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in (".npz", ".bvh") and p.name != "shape.npz")
+        files = sorted(p for p in path.rglob("*") if p.suffix.lower() == ".npz" and p.name != "shape.npz")
         if not files:
-            raise DataError(f"{path}: folder holds no .npz or .bvh files")
+            raise DataError(f"{path}: folder holds no .npz files")
         return PoseSet.concat([load_split(f, fps) for f in files])
     if not path.exists():
         raise DataError(f"{path}: data file not found")
-    if path.suffix.lower() == ".bvh":
-        from .bvh import load_bvh
-        return load_bvh(path, fps=fps)
+    if path.suffix.lower() in (".bvh", ".amc"):
+        raise DataError(f"{path}: a motion take: read it through train.ingest (runtime.convert), e.g. "
+                        f"`poseprior train --data {path.parent}`")
     if path.suffix.lower() == ".npz":
         with as_data_error():   # the archive's member names are the array names: no need to read them twice
             keys = npz_keys(path)
@@ -162,7 +170,17 @@ def load_split(path: str | Path, fps: float | None = None) -> PoseSet:
             from .amass import load_amass
             return load_amass(path, fps=fps)
         raise DataError(f"{path}: npz has neither 'rotations' (shared format) nor 'poses' (AMASS); keys: {sorted(keys)}")
-    raise DataError(f"{path}: unknown data file type (expected .npz or .bvh)")
+    raise DataError(f"{path}: unknown data file type (expected .npz)")
+
+
+def is_split_layout(data_dir: str | Path) -> bool:
+    """Whether ``data_dir`` is a split-layout folder (``train.npz`` or ``train/``, and ``val.npz`` or ``val/``)
+    whose splits hold ``.npz`` files only (no BVH / ASF/AMC takes: those go through ``train.ingest``)."""
+    d = Path(data_dir)
+    splits = [next((c for c in (d / f"{s}.npz", d / s) if c.exists()), None) for s in ("train", "val")]
+    if not d.is_dir() or None in splits:
+        return False
+    return not any(f.suffix.lower() in (".bvh", ".amc") for s in splits if s.is_dir() for f in s.rglob("*"))
 
 
 def find_split(data_dir: str | Path, split: str) -> Path:

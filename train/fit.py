@@ -1,4 +1,4 @@
-"""Fitting poses with a pose prior, in torch (DESIGN §4; the torch-free twin is ``runtime/fit.py``).
+"""Fitting poses with a pose prior, in torch (docs/design.md, "Fitting"; the torch-free twin is ``runtime/fit.py``).
 
 A batch of B independent poses is fitted by minimising the SUM over the batch
 
@@ -26,7 +26,7 @@ Latent adapters encode an initial pose by the exact inverse (flow: ``z = f^-1(x0
 encoder's mean (VPoser: ``z = mu(x0)``), so every prior starts from the same pose.
 
 Fixed joints (``fixed = (mask, values)``): in ambient space they are not free, ``x = where(mask, values, params)``
-(zero gradient, so neither optimiser moves them). A latent code cannot pin coordinates, so there the fixed joints
+(zero gradient, so the optimiser does not move them). A latent code cannot pin coordinates, so there the fixed joints
 add ``fixed_weight * sum_{fixed j} |6D(GS(x_j)) - values_j|^2`` to the data term; the returned ``poses`` take the
 fixed joints from ``values`` in both spaces.
 
@@ -36,23 +36,15 @@ terms, no prior or the GMM) is flat in 3 directions per joint, and L-BFGS's curv
 ``gauge_weight * |x - 6D(GS(x))|^2``: zero on orthonormal 6D, so it changes no minimiser's rotations, only the
 conditioning. The flow's density is not GS-invariant (it models the lift) and gets no gauge term.
 
-Optimisers (``OPTIMIZERS``), all deterministic (the only randomness is in the starts: ``perturb`` with a seed):
-
-* ``"batched-lbfgs"`` (default): one L-BFGS per pose, vectorised over the batch (``batched_lbfgs``: own history,
-  step size and stopping per pose; Armijo backtracking that re-evaluates only the poses still searching). Poses
-  converge as if fitted alone, at batched throughput.
-* ``"lbfgs"``: ``torch.optim.LBFGS`` (strong-Wolfe line search, ``iters`` iterations, at most 1.25 iters
-  evaluations) on the SUM over chunks of ``chunk`` poses. Same minimisers, but one line search and one curvature
-  history are shared by unrelated poses, so per-pose progress degrades with the chunk size. Measured (500 test
-  poses, denoising 20 deg, flow latent, 60 iterations): geodesic error 31.0 deg with chunks of 500 (no progress:
-  one start with |z| ~ 2e4, -log p ~ 3e8 dictates the line search), 18.1 with chunks of 100, 15.2 with 25, against
-  14.7 for ``batched-lbfgs`` in 30 iterations. ``balance`` (default) minimises ``sum_b c_b L_b`` with
-  ``c_b = 1 / max(1, |grad L_b(start)|)`` fixed at the start: same minimisers, a fairer shared line search.
-* ``"adam"``: Adam with a fixed ``lr`` for ``iters`` steps; elementwise, so batching is exactly per-pose.
+Optimiser: one L-BFGS per pose, vectorised over the batch, with its own history, step size and stopping per
+pose (Armijo backtracking that re-evaluates only the poses still searching), so poses converge as if fitted alone,
+at batched throughput. It is ``runtime.lbfgs.minimize``, the one implementation the torch-free runtime uses too:
+``batched_lbfgs`` puts the torch objective behind its ``Objective`` interface (the value in torch, the gradient by
+autograd at the accepted point), so fit-bench's torch and runtime rows differ in the prior's implementation only.
+Deterministic: the only randomness is in the starts (``perturb`` with a seed).
 
 Robustness: CMU's exact hinge joints make the flow's density very peaked (|d log p / dx| ~ 1e3-1e4 for a pose
-10-20 degrees off the data); L-BFGS's line searches scale their steps to that, Adam's fixed lr does not care
-about the gradient's size, and the data terms are written as Gaussian negative log-likelihoods (``1/(2 sigma^2)``
+10-20 degrees off the data); L-BFGS's line searches scale their steps to that, and the data terms are written as Gaussian negative log-likelihoods (``1/(2 sigma^2)``
 weights) so that ``lam = 1`` is the Bayesian MAP weight and a grid around it is meaningful.
 """
 from __future__ import annotations
@@ -61,11 +53,20 @@ import math
 import time
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
+from runtime.lbfgs import minimize
+
 from .kinematics import forward_kinematics
-from .rotations import NUM_JOINTS, axis_angle_to_matrix, gram_schmidt, matrix_to_6d, orthonormalize_6d, \
-    sixd_to_axis_angle
+from .rotations import (
+    NUM_JOINTS,
+    axis_angle_to_matrix,
+    gram_schmidt,
+    matrix_to_6d,
+    orthonormalize_6d,
+    sixd_to_axis_angle,
+)
 
 
 def rotmats(x: torch.Tensor) -> torch.Tensor:
@@ -194,9 +195,6 @@ class Effectors:
         return ((p - self.targets[idx]) ** 2).sum((1, 2)) / (2.0 * self.sigma ** 2)
 
 
-OPTIMIZERS = ("lbfgs", "batched-lbfgs", "adam")
-
-
 # --- fitting -----------------------------------------------------------------------------------------------------
 @dataclass
 class FitResult:
@@ -215,17 +213,14 @@ def _as_mask(mask, b: int, device) -> torch.Tensor:
 
 
 def fit(prior: Prior, init: torch.Tensor, data=None, lam: float = 1.0, *, fixed=None, fixed_weight: float = 5000.0,
-        gauge_weight: float = 10.0, optimizer: str = "batched-lbfgs", iters: int = 100, lr: float = 0.01,
-        chunk: int | None = None, history: int = 10, balance: bool = True) -> FitResult:
-    """Minimise ``sum_b data_b + lam * penalty_b + anchor_b`` from ``init`` (B, 21, 6) (see the module docstring).
+        gauge_weight: float = 10.0, iters: int = 100, chunk: int | None = None, history: int = 10) -> FitResult:
+    """Minimise ``sum_b data_b + lam * penalty_b + anchor_b`` from ``init`` (B, 21, 6) (see the module docstring),
+    at most ``iters`` L-BFGS iterations per pose, ``chunk`` poses per batched call (memory only).
 
     ``data(x, idx) -> (b,)`` or None; ``fixed = (mask (21,) or (B, 21) bool, values (B, 21, 6))`` or None;
     ``anchor`` is the latent-space stand-in for fixed joints (``fixed_weight``, module docstring); the gauge
-    term (``gauge_weight``) applies to GS-invariant ambient priors only; ``balance``: L-BFGS minimises
-    ``sum_b c_b L_b`` (module docstring).
+    term (``gauge_weight``) applies to GS-invariant ambient priors only.
     """
-    if optimizer not in OPTIMIZERS:
-        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
     t0 = time.monotonic()
     B = init.shape[0]
     mask = values = None
@@ -238,8 +233,7 @@ def fit(prior: Prior, init: torch.Tensor, data=None, lam: float = 1.0, *, fixed=
         m = None if mask is None else mask[idx]
         v = None if values is None else values[idx]
         x0 = init[idx] if m is None else torch.where(m[..., None], v, init[idx])
-        outs.append(_fit_chunk(prior, x0, data, lam, idx, m, v, (fixed_weight, gauge_weight), optimizer, iters, lr,
-                               history, balance))
+        outs.append(_fit_chunk(prior, x0, data, lam, idx, m, v, (fixed_weight, gauge_weight), iters, history))
     res = [torch.cat(t) for t in zip(*outs)]
     poses = orthonormalize_6d(res[0])
     if mask is not None:
@@ -262,128 +256,55 @@ def _objective(prior, p, data, lam, idx, mask, values, weights):
     return x, d, pen
 
 
-def _fit_chunk(prior, x0, data, lam, idx, mask, values, weights, optimizer, iters, lr, history, balance):
-    p = prior.encode(x0).detach().clone().requires_grad_(True)
-    scale = torch.ones(len(p), dtype=p.dtype)
+def _fit_chunk(prior, x0, data, lam, idx, mask, values, weights, iters, history):
+    p = prior.encode(x0).detach().clone()
 
-    def total():
-        _, d, pen = _objective(prior, p, data, lam, idx, mask, values, weights)
-        return (scale * (d + lam * pen)).sum()
+    def per_pose(rows, q):
+        _, d, pen = _objective(prior, q, data, lam, idx[rows], None if mask is None else mask[rows],
+                               None if values is None else values[rows], weights)
+        return d + lam * pen
 
-    def grad(loss):   # d loss / d p; zero where the loss does not depend on p (no prior and no data term)
-        return torch.autograd.grad(loss, p)[0] if loss.requires_grad else torch.zeros_like(p)
-
-    if balance and optimizer == "lbfgs":   # c_b = 1 / max(1, |grad_b L_b(start)|): same minimisers, fair line search
-        scale = 1.0 / grad(total()).flatten(1).norm(dim=1).clamp_min(1.0)
-
-    if optimizer == "batched-lbfgs":
-        def per_pose(rows, q):
-            _, d, pen = _objective(prior, q, data, lam, idx[rows], None if mask is None else mask[rows],
-                                   None if values is None else values[rows], weights)
-            return d + lam * pen
-        with torch.no_grad():
-            p.copy_(batched_lbfgs(per_pose, p.detach(), iters, history))
-    elif optimizer == "lbfgs":
-        opt = torch.optim.LBFGS([p], lr=1.0, max_iter=iters, history_size=history, tolerance_grad=1e-9,
-                                tolerance_change=1e-12, line_search_fn="strong_wolfe")
-
-        def closure():
-            loss = total()
-            p.grad = grad(loss)
-            return loss.detach()
-        opt.step(closure)
-    else:
-        opt = torch.optim.Adam([p], lr=lr)
-        for _ in range(iters):
-            loss = total()
-            p.grad = grad(loss)
-            opt.step()
+    p = batched_lbfgs(per_pose, p, iters, history)
     with torch.no_grad():
         q = p if not (prior.space == "ambient" and mask is not None) else torch.where(mask[..., None], values, p)
         x, d, pen = _objective(prior, p, data, lam, idx, mask, values, weights)
         return x.detach(), q.detach(), (d + lam * pen).detach(), d.detach(), pen.detach()
 
 
+class TorchObjective:
+    """``runtime.lbfgs.Objective`` over a torch loss ``fn(rows, p_rows) -> (len(rows),)`` of parameters shaped
+    ``shape[1:]`` per row: ``value`` evaluates it in torch (keeping the graph), ``gradient`` differentiates the
+    selected rows by autograd (zero where the loss does not depend on p). numpy in and out, in p's dtype."""
+
+    def __init__(self, fn, shape: tuple[int, ...], device: torch.device):
+        self.fn, self.shape, self.device = fn, tuple(shape[1:]), device
+
+    def value(self, rows: np.ndarray, p: np.ndarray):
+        with torch.enable_grad():
+            xr = torch.from_numpy(np.ascontiguousarray(p)).to(self.device).requires_grad_(True)
+            f = self.fn(torch.from_numpy(rows).to(self.device), xr.view(len(rows), *self.shape))
+        return f.detach().cpu().numpy(), (xr, f)
+
+    def gradient(self, rows: np.ndarray, p: np.ndarray, cache, sel: np.ndarray) -> np.ndarray:
+        xr, f = cache
+        if not f.requires_grad:
+            return np.zeros((len(sel), xr.shape[1]), p.dtype)
+        sel_t = torch.from_numpy(sel).to(self.device)
+        g = torch.autograd.grad(f[sel_t].sum(), xr)[0]     # rows do not interact: row i's gradient is f_i's
+        return g[sel_t].cpu().numpy()
+
+
 def batched_lbfgs(fn, p0: torch.Tensor, iters: int, history: int = 10, c1: float = 1e-4,
                   max_backtracks: int = 10, grad_tol: float = 1e-5) -> torch.Tensor:
-    """B independent L-BFGS runs, vectorised: per-pose history (``history`` pairs), step size and stopping.
-
-    ``fn(rows, p_rows) -> (len(rows),)`` per-pose losses, differentiable in p_rows (rows: LongTensor into the batch;
-    losses of different poses must not interact). Each iteration: direction ``d = -H g`` by the two-loop recursion
-    (H0 = gamma I, gamma = s.y / y.y of the last pair; steepest descent with step min(1, 1/|g|_1) at the start or
-    after a reset), then Armijo backtracking ``f(x + t d) <= f(x) + c1 t g.d`` from t = 1 (each retry at the minimiser
-    of the interpolating quadratic, kept within [0.1 t, 0.5 t]; at most ``max_backtracks``), evaluating only the
-    poses still searching. A pose whose search fails has its history reset; failing again from steepest descent
-    (no decrease representable in float32) or reaching |g|_inf <= ``grad_tol`` (1e-5; float32 rounding noise of the
-    gauge term alone is ~1e-6), it is done and not evaluated again.
-    """
-    B, shape = p0.shape[0], p0.shape
-    x = p0.reshape(B, -1).clone()
-    S, Y = x.new_zeros(B, history, x.shape[1]), x.new_zeros(B, history, x.shape[1])
-    rho, gamma = x.new_zeros(B, history), x.new_ones(B)
-    fresh = torch.ones(B, dtype=torch.bool)          # next step is steepest descent
-    done = torch.zeros(B, dtype=torch.bool)
-
-    def evaluate(rows, xr):
-        with torch.enable_grad():
-            xr = xr.detach().requires_grad_(True)
-            f = fn(rows, xr.view(len(rows), *shape[1:]))
-            g = torch.autograd.grad(f.sum(), xr)[0] if f.requires_grad else torch.zeros_like(xr)
-        return f.detach(), g.detach()
-
-    f, g = evaluate(torch.arange(B), x)
-    done |= g.abs().amax(1) <= grad_tol
-    k = 0
-    for _ in range(iters):
-        act = (~done).nonzero().flatten()
-        if len(act) == 0:
-            break
-        ga = g[act]
-        q, alphas = -ga, []
-        slots = [(k - 1 - i) % history for i in range(history)]          # newest first
-        for j in slots:
-            a = rho[act, j] * (S[act, j] * q).sum(1)
-            q = q - a[:, None] * Y[act, j]
-            alphas.append(a)
-        r = gamma[act, None] * q
-        for j, a in zip(reversed(slots), reversed(alphas)):
-            r = r + S[act, j] * (a - rho[act, j] * (Y[act, j] * r).sum(1))[:, None]
-        sd = fresh[act] | ((ga * r).sum(1) >= 0)                           # steepest descent instead
-        d = torch.where(sd[:, None], -ga, r)
-        gd = (ga * d).sum(1)
-        t = torch.where(sd, (1.0 / ga.abs().sum(1)).clamp(max=1.0), torch.ones_like(gd))
-        x_new, f_new, g_new = x[act].clone(), f[act].clone(), ga.clone()
-        ok_all = torch.zeros(len(act), dtype=torch.bool)
-        pend = torch.arange(len(act))
-        for _ in range(max_backtracks):
-            if len(pend) == 0:
-                break
-            xr = x[act[pend]] + t[pend, None] * d[pend]
-            fr, gr = evaluate(act[pend], xr)
-            tp, f0, gdp = t[pend], f[act[pend]], gd[pend]
-            ok = torch.isfinite(fr) & (fr <= f0 + c1 * tp * gdp)
-            acc = pend[ok]
-            x_new[acc], f_new[acc], g_new[acc], ok_all[acc] = xr[ok], fr[ok], gr[ok], True
-            # next trial: minimiser of the quadratic through f(0), f'(0) = g.d and f(t), kept in [0.1 t, 0.5 t]
-            quad = -gdp * tp * tp / (2.0 * (fr - f0 - gdp * tp))
-            quad = torch.where(torch.isfinite(quad), quad, 0.1 * tp)
-            t[pend] = torch.minimum(torch.maximum(quad, 0.1 * tp), 0.5 * tp)
-            pend = pend[~ok]
-        s_, y_ = x_new - x[act], g_new - ga
-        sy = (s_ * y_).sum(1)
-        upd = ok_all & (sy > 1e-10)
-        S[act, k] = torch.where(upd[:, None], s_, 0.0)
-        Y[act, k] = torch.where(upd[:, None], y_, 0.0)
-        rho[act, k] = torch.where(upd, 1.0 / sy.clamp_min(1e-10), 0.0)
-        gamma[act] = torch.where(upd, sy / (y_ * y_).sum(1).clamp_min(1e-20), gamma[act])
-        failed = ~ok_all
-        rho[act[failed]] = 0.0                                              # reset the history of failed poses
-        done[act[failed & sd]] = True
-        fresh[act] = failed
-        x[act], f[act], g[act] = x_new, f_new, g_new
-        done[act] |= g_new.abs().amax(1) <= grad_tol
-        k = (k + 1) % history
-    return x.view(shape)
+    """B independent L-BFGS runs, vectorised: ``runtime.lbfgs.minimize`` (its docstring states the algorithm:
+    per-pose history, Armijo backtracking, stopping at ``|g|_inf <= grad_tol``) on the torch loss ``fn(rows,
+    p_rows) -> (len(rows),)`` (rows: LongTensor into the batch; losses of different poses must not interact),
+    through ``TorchObjective``. Returns the final parameters, shaped and typed as ``p0``."""
+    shape = p0.shape
+    p = p0.detach().reshape(shape[0], -1).cpu().numpy().copy()
+    res = minimize(TorchObjective(fn, shape, p0.device), p, iters, history=history, gtol=grad_tol, c1=c1,
+                   max_backtracks=max_backtracks)
+    return torch.from_numpy(res.p).to(p0.device).view(shape)
 
 
 # --- initial poses and noise -------------------------------------------------------------------------------------

@@ -35,14 +35,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from runtime.formats.joint_maps import SMPL_NAMES
 from runtime.rotations import JOINT_NAMES, PARENTS, geodesic_deg
 
 from . import fit as F
-from .data import load_split as load_npz   # shared npz or a converted (make data) split
+from .data import load_split as load_npz  # shared npz or a converted (make data) split
 from .kinematics import forward_kinematics
 from .rotations import gram_schmidt, matrix_to_6d
 
-BODY = ("pelvis",) + JOINT_NAMES       # the 22 FK joints
+BODY = SMPL_NAMES                      # the 22 FK joints
 MASKS = {
     "left_leg": ("left_hip", "left_knee", "left_ankle", "left_foot"),
     "right_leg": ("right_hip", "right_knee", "right_ankle", "right_foot"),
@@ -72,7 +73,6 @@ class BenchConfig:
     init_sigma_deg: float = 20.0          # spread of the completion starts around the mean pose
     noise_deg: tuple = (10.0, 20.0)       # denoising noise levels
     effector_sigma_m: float = 0.01        # IK observation noise (and its data-term sigma)
-    optimizer: str = "batched-lbfgs"      # one L-BFGS per pose, vectorised (train.fit.batched_lbfgs)
     iters: dict = field(default_factory=lambda: {"completion": 20, "ik": 30, "denoise": 30})
     chunk: int = 2500                     # poses per batched call (memory only: poses never interact)
     lam_grid: tuple = (0.03, 0.1, 0.3, 1.0, 3.0)            # IK and denoising (calibrated data terms: MAP at 1)
@@ -154,8 +154,8 @@ class Tasks:
         c = self.cfg
         if isinstance(prior, RuntimePrior):
             return prior.fit(init, data, lam, fixed, c.fixed_weight, c.iters[task])
-        return F.fit(prior, init, data, lam, fixed=fixed, fixed_weight=c.fixed_weight, optimizer=c.optimizer,
-                     iters=c.iters[task], chunk=c.chunk)
+        return F.fit(prior, init, data, lam, fixed=fixed, fixed_weight=c.fixed_weight, iters=c.iters[task],
+                     chunk=c.chunk)
 
     def completion(self, prior, lam: float, mask_name: str, hypotheses: int):
         """(metrics, fitted poses (H, N, 21, 6))."""
@@ -303,11 +303,11 @@ def load_priors(model_dir: Path, vposer_path: Path, gmm_path: Path, check_poses:
     """The prior adapters (all of ``ROWS``, or the names in ``only``; the runtime latent row only for models with
     latent_vjp); the flow is the model's (.pt2, else its training checkpoint under runs/), checked against the
     model's ONNX log_prob on ``check_poses``. VPoser and the GMM are loaded only when asked for."""
-    from export.bench import torch_flow
     from runtime import PosePrior
     from runtime import fit as rfit
 
     from .gmm import load_gmm
+    from .loading import torch_flow
     from .vposer import load_vposer
 
     onnx_prior = PosePrior.load(model_dir, intra_op_num_threads=1, allow_spinning=False)
@@ -341,8 +341,8 @@ def load_priors(model_dir: Path, vposer_path: Path, gmm_path: Path, check_poses:
 
 # --- the benchmark -----------------------------------------------------------------------------------------------
 def run(model_dir: Path, test_path: Path, out: Path, cfg: BenchConfig, val_path: Path | None = None,
-        train_path: Path | None = None, vposer_path: Path = Path("runs/vposer-cmu"),
-        gmm_path: Path = Path("runs/gmm-cmu"), threads: int = 1, log=print) -> dict:
+        train_path: Path | None = None, vposer_path: Path = Path("runs/smpl-vposer"),
+        gmm_path: Path = Path("runs/smpl-gmm"), threads: int = 1, log=print) -> dict:
     threads_before = torch.get_num_threads()
     torch.set_num_threads(threads)   # one thread per process: a shared CPU makes torch's pool spin badly
     try:
@@ -457,7 +457,7 @@ def report_md(report: dict, table: str) -> str:
         f"Model: `{report['model_dir']}`; flow weights: {report['flow']}.",
         f"Test: `{report['test']}` ({report['n_test']} poses, evenly spaced); lam tuned on `{report['val']}` "
         f"({report['n_val']} poses), grid {cfg['lam_grid']} (latent completion: {cfg['lam_grid_completion']}). "
-        f"Optimiser {cfg['optimizer']}, iterations {cfg['iters']}, chunks of {cfg['chunk']} poses; "
+        f"Optimiser: one L-BFGS per pose (runtime.lbfgs, both sides), iterations {cfg['iters']}, chunks of {cfg['chunk']} poses; "
         f"{cfg['hypotheses']} completion starts (mean pose + N(0, {cfg['init_sigma_deg']}°) per masked joint). "
         f"Total {report['seconds']:.0f} s on {report['threads']} thread(s).", "",
         "Lower is better everywhere. See `train/fitbench.py` for the exact objectives.", "",

@@ -161,7 +161,7 @@ def fit_gmm(cfg: GMMConfig, train_set: PoseSet, val_set: PoseSet, out: str | Pat
     t0 = time.monotonic()
     labels = kmeans_pp(x, cfg.n_components, cfg.kmeans_iter, torch.Generator().manual_seed(cfg.seed))
     gmm = m_step(x, torch.nn.functional.one_hot(labels, cfg.n_components).double(), cfg.reg_covar)
-    prev, converged = -math.inf, False
+    prev, converged, resp = -math.inf, False, None   # resp: the E-step's responsibilities, from iteration 1 on
     bar = tqdm(range(cfg.max_iter + 1), desc="EM", disable=not progress, leave=False)
     for it in bar:
         if it:

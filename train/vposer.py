@@ -39,10 +39,10 @@ from torch import nn
 from torch.distributions import Normal
 from torch.nn.functional import softplus
 
+from . import distributed
 from .config import ConfigBase, load_preset
 from .data import PoseSet
 from .rotations import NUM_JOINTS, axis_angle_to_matrix, gram_schmidt, matrix_to_6d
-from . import distributed
 from .trainer import atomic_write, data_checksums, read_checkpoint, run_epochs
 
 

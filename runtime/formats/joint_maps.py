@@ -196,3 +196,21 @@ def joint_positions(m: Motion, joint_map: dict[str, str]) -> dict[str, np.ndarra
 
 
 
+
+
+def load_joint_map(path) -> dict[str, str]:
+    """A joint map from a JSON file ``{SMPL joint: source joint}`` (the ``--map FILE.json`` of the CLI), checked by
+    ``validate_keys``; FormatError naming the file otherwise. Whether its joints exist is checked per take
+    (``validate_joint_map``)."""
+    import json
+    from pathlib import Path
+
+    path = Path(path)
+    try:
+        joint_map = json.loads(path.read_text())
+    except OSError as e:
+        raise FormatError(f"{path}: joint map cannot be read ({e.strerror or e})") from None
+    except (ValueError, RecursionError) as e:
+        raise FormatError(f"{path}: joint map is not valid JSON ({e})") from None
+    validate_keys(joint_map, str(path))
+    return joint_map

@@ -19,8 +19,18 @@ from runtime.rotations import JOINT_NAMES
 
 from . import figures as _figures
 from . import metrics, report
-from .sources import (PoseSource, augmented, constrained, data_source, find_baselines, flow_samples, gmm_samples,
-                      joint_positions, load_prior, vposer_samples)
+from .sources import (
+    PoseSource,
+    augmented,
+    constrained,
+    data_source,
+    find_baselines,
+    flow_samples,
+    gmm_samples,
+    joint_positions,
+    load_prior,
+    vposer_samples,
+)
 
 SCATTER_JOINTS = ("left_hip", "right_collar", "right_wrist")
 #: the data subsets, each drawn by numpy.random.default_rng([seed + 3, k]) with its own k

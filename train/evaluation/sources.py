@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from runtime import PosePrior, rotations
-from runtime.rotations import JOINT_NAMES
 from runtime.kinematics import forward_kinematics
+from runtime.rotations import JOINT_NAMES
 
 BATCH = 4096   # poses per onnxruntime call
 

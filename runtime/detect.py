@@ -1,0 +1,191 @@
+"""Motion-aware glitch detection in a take: which frames, which joints, which spans. Numpy only.
+
+A mocap glitch (a swapped marker, a flipped limb, a joint that jumps for a few frames) makes a joint **jump away
+and come back**: the pose after the glitch continues the pose before it. Real motion, however fast, does not:
+a joint that moves far between two frames either keeps moving or stays where it went. The detector scores every
+candidate span ``[a, b)`` of one take (``1 <= b - a <= max_span`` frames) for every joint ``j``, on the local
+rotations ``R_t`` (3x3) of the 21 body joints, with ``d(A, B)`` the geodesic angle of ``A^T B`` (degrees):
+
+    v_t      = d(R_{t-1}, R_t)                           (the joint's step into frame t)
+    m_t      = median of v over frames t - window .. t + window     (the take's own local motion level)
+    J        = min(v_a, v_b)                             (the jump away at a, and the return at b)
+    bridge   = d(R_{a-1}, R_b) / (b - a + 1)             (the mean step from the frame before to the frame after)
+    s(a, b)  = (J - max(bridge, m)) / (floor + m)        (m: the larger of m_{a-1}, m_b)
+
+A glitch of angle theta gives J ~ theta while the bridge and m stay at the motion's own speed; smooth motion, at any
+speed, gives J ~ bridge ~ m and s ~ 0; a real single fast move (no return) has a small v at one end.
+
+Per joint and frame, ``S_tj`` is the largest ``s`` of the spans holding frame t. Calibration (``runtime.calibrate``)
+divides it by the joint's own clean scale ``q_j`` (a high quantile of ``S_tj`` on clean takes), so every joint is
+judged in units of its own clean behaviour, and sets one threshold ``c`` for the take:
+
+    score_t  = max_j S_tj / (q_j c)          flagged:  score_t >= 1
+    suspect joints of frame t: the j with S_tj / (q_j c) >= 1
+
+The prior joins in: a frame is also flagged when its log p is below ``tau``. Calibration gives the prior a share
+of the false-flag budget: ``tau`` is the ``PRIOR_SHARE * rate`` quantile of log p on the clean frames, and ``c``
+is the quantile of ``max_j S_tj / q_j`` that brings the flagged clean frames (either way) to ``rate``. Spans are the runs of flagged frames (never across a take's start), each with the union of its
+frames' suspect joints. Frames 0 and N-1 of a take cannot be the middle of a jump-and-return and are scored 0.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import rotations
+
+#: version of the statistic above; a calibration records it, and a detector refuses another version's
+DETECTOR_VERSION = "jump-return-1"
+#: the share of the false-flag budget given to the prior's log p threshold (the rest goes to motion)
+PRIOR_SHARE = 0.1
+
+
+@dataclass(frozen=True)
+class Params:
+    """The statistic's settings: ``max_span`` (longest glitch paired, frames), ``window`` (half-width of the local
+    motion median, frames), ``floor`` (degrees added to the local level in the denominator)."""
+    max_span: int = 16
+    window: int = 8
+    floor: float = 2.0
+
+    def to_dict(self) -> dict:
+        return {"max_span": self.max_span, "window": self.window, "floor": self.floor}
+
+
+@dataclass
+class Calibration:
+    """What ``runtime.calibrate`` records: per-joint clean scales ``q`` (21,), the take threshold ``c``, the
+    target rate, the statistic's ``params`` and version."""
+    q: np.ndarray
+    c: float
+    rate: float
+    params: Params = field(default_factory=Params)
+    version: str = DETECTOR_VERSION
+
+    def to_dict(self) -> dict:
+        return {"version": self.version, "params": self.params.to_dict(), "false_flag_rate": self.rate,
+                "threshold": round(float(self.c), 6), "joint_scale": [round(float(v), 6) for v in self.q]}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Calibration":
+        if d.get("version") != DETECTOR_VERSION:
+            raise ValueError(f"detector calibration of version {d.get('version')!r}; this runtime's detector is "
+                             f"{DETECTOR_VERSION!r}: calibrate the model again (poseprior calibrate)")
+        return cls(np.asarray(d["joint_scale"], float), float(d["threshold"]), float(d["false_flag_rate"]),
+                   Params(**d["params"]))
+
+
+@dataclass
+class Detection:
+    """Per frame ``score`` (N,) (the motion score; flagged: >= 1), per joint ``joint_score`` (N, 21) (suspect:
+    >= 1), the spans (runs of flagged frames within a take) as (first, end, joint indices), end exclusive, and
+    ``by_prior`` (N,) bool: the frames the prior flags (log p < tau), when it took part."""
+    score: np.ndarray
+    joint_score: np.ndarray
+    spans: list[tuple[int, int, list[int]]]
+    by_prior: np.ndarray | None = None
+
+    @property
+    def flags(self) -> np.ndarray:
+        """(N,) bool: score >= 1, or log p < tau (``by_prior``)."""
+        f = self.score >= 1.0
+        return f if self.by_prior is None else f | self.by_prior
+
+    @property
+    def suspects(self) -> np.ndarray:
+        """(N, 21) bool: the suspect joints of every frame (none on unflagged frames)."""
+        return self.joint_score >= 1.0
+
+    def mask(self) -> np.ndarray:
+        """(N, 21) bool: each span's joints over the whole span (what ``repair`` frees)."""
+        m = np.zeros(self.joint_score.shape, bool)
+        for a, b, js in self.spans:
+            m[a:b, js] = True
+        return m
+
+
+def body_matrices(poses: np.ndarray) -> np.ndarray:
+    """(N, 21, 3, 3) local rotations of the 21 body joints of SMPL axis-angle ``poses`` (N, 72)."""
+    return rotations.axis_angle_to_matrix(np.asarray(poses, np.float64)[:, 3:66].reshape(-1, 21, 3))
+
+
+def _angle(A: np.ndarray, B: np.ndarray) -> np.ndarray:
+    tr = np.einsum("...ij,...ij->...", A, B)
+    return np.degrees(np.arccos(np.clip((tr - 1.0) * 0.5, -1.0, 1.0)))
+
+
+def _segments(n: int, starts) -> list[tuple[int, int]]:
+    s = sorted({0, *[int(x) for x in starts if 0 <= int(x) < n]})
+    return list(zip(s, s[1:] + [n]))
+
+
+def joint_statistic(R: np.ndarray, starts=(0,), params: Params = Params()) -> np.ndarray:
+    """(N, 21) ``S_tj`` of the module docstring for rotations ``R`` (N, 21, 3, 3), each take (``starts``) on
+    its own."""
+    N, J = R.shape[:2]
+    S = np.zeros((N, J))
+    L, W = params.max_span, params.window
+    for lo, hi in _segments(N, starts):
+        n = hi - lo
+        if n < 3:
+            continue
+        r = R[lo:hi]
+        v = np.zeros((n, J))
+        v[1:] = _angle(r[:-1], r[1:])
+        pad = np.pad(v[1:], ((W, W), (0, 0)), mode="edge")
+        m = np.empty((n, J))
+        m[1:] = np.median(np.lib.stride_tricks.sliding_window_view(pad, 2 * W + 1, axis=0), axis=-1)
+        m[0] = m[1]
+        out = np.zeros((n, J))
+        for k in range(1, min(L, n - 2) + 1):          # span [a, a + k), a = 1 .. n - 1 - k
+            a = np.arange(1, n - k)
+            b = a + k
+            jump = np.minimum(v[a], v[b])
+            bridge = _angle(r[a - 1], r[b]) / (k + 1)
+            level = np.maximum(m[a - 1], m[b])
+            s = (jump - np.maximum(bridge, level)) / (params.floor + level)
+            for i in range(k):
+                out[a + i] = np.maximum(out[a + i], s)
+        S[lo:hi] = out
+    return S
+
+
+def detect(R: np.ndarray, cal: Calibration, starts=(0,), log_prob: np.ndarray | None = None,
+           tau: float | None = None) -> Detection:
+    """Score every frame and joint of ``R`` (N, 21, 3, 3) under ``cal`` (module docstring). With ``log_prob``
+    (N,) and ``tau``, the prior joins in: a frame is also flagged when ``log_prob < tau`` (it then has no suspect
+    joints from motion; ``repair`` chooses them by the prior)."""
+    S = joint_statistic(R, starts, cal.params)
+    js = S / (cal.q * cal.c)
+    score = js.max(1)
+    by_prior = np.zeros(len(R), bool) if log_prob is None or tau is None else np.asarray(log_prob) < tau
+    flagged = np.flatnonzero((score >= 1.0) | by_prior)
+    spans = []
+    if len(flagged):
+        cuts = np.flatnonzero((np.diff(flagged) > 1) | np.isin(flagged[1:], list(starts)))
+        for i, j in zip(np.r_[0, cuts + 1], np.r_[cuts, len(flagged) - 1]):
+            a, b = int(flagged[i]), int(flagged[j]) + 1
+            spans.append((a, b, [int(x) for x in np.flatnonzero((js[a:b] >= 1.0).any(0))]))
+    return Detection(score, js, spans, by_prior)
+
+
+def fit_calibration(S_clean: np.ndarray, rate: float, params: Params = Params(), joint_quantile: float = 0.99,
+                    already: np.ndarray | None = None) -> Calibration:
+    """Calibration from ``S_tj`` (N, 21) of clean frames: ``q_j`` = the ``joint_quantile`` of joint j's
+    statistic (floored at 0.05 so a joint that never moves does not divide by ~0), ``c`` such that ``rate`` of
+    the frames are flagged: the ``1 - rate`` quantile of ``max_j S_tj / q_j``, or, with ``already`` (N,) bool
+    (frames the prior flags), the quantile that flags ``rate`` of the frames in all, those included."""
+    if not 0 < rate < 1:
+        raise ValueError(f"false flag rate: must be in (0, 1), got {rate!r}")
+    if len(S_clean) < 100:
+        raise ValueError(f"calibration needs at least 100 clean frames, got {len(S_clean)}")
+    q = np.maximum(np.quantile(S_clean, joint_quantile, axis=0), 0.05)
+    score = (S_clean / q).max(1)
+    if already is not None and already.any():
+        pre = float(already.mean())
+        left = max(rate - pre, 0.0) / (1 - pre)
+        c = float(np.quantile(score[~already], 1 - left)) if left > 0 else float(score.max()) * 1.01
+    else:
+        c = float(np.quantile(score, 1 - rate))
+    return Calibration(q, max(c, 1e-6), float(rate), params)

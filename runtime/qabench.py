@@ -1,0 +1,442 @@
+"""Take-QA benchmark (``make qa-bench``): inject glitches into held-out takes, detect them, repair them. Torch-free.
+
+Protocol (DESIGN §5, issue 18):
+
+* Takes: every file of ``cmu_extra`` (ASF/AMC, Daz-style BVH, 3dsMax-style BVH) and the ``cmu_pose`` test and val
+  splits, converted to SMPL at ``--fps`` (default 30). A *subject* is a CMU subject number; the renamed ASF/AMC
+  files without one (backflip, charleston, lambada, zombie) are one subject each (each has its own skeleton).
+* Leave one subject out: the detector is calibrated (``runtime.calibrate.calibrate_arrays``, target
+  ``--false-flag-rate``) on the clean takes of every other subject and tested on this subject's takes.
+* Clean rate: the fraction of the held-out subject's clean frames that are flagged, leaving out frames within
+  ``EXCLUDE`` frames of a source jump (a joint turning > 60 degrees between two frames: real capture glitches).
+* Glitches: ``--copies`` seeded copies of every held-out take, each with a glitch segment every ``SPACING`` frames
+  on average (kinds drawn uniformly; ``inject``):
+
+  - ``offset``: 1-3 joints each rotated by a fixed random-axis rotation of 30-90 degrees for 1-15 frames;
+  - ``flip``: one limb joint (hip, knee, shoulder, elbow) turned 180 degrees about its bone for 1-10 frames;
+  - ``swap``: the left and right arm chains (collar, shoulder, elbow, wrist) exchanged and mirrored, 3-15 frames;
+  - ``spike`` (own): one frame, every joint rotated by a random rotation of 10-25 degrees;
+  - ``dropout`` (own): 1-3 joints reset to the rest pose (identity) for 2-10 frames (a lost marker cluster);
+  - ``frozen`` (own): one limb joint held at its last value for 5-15 frames, then released.
+
+* **Recall** of a kind (and size bucket): the fraction of its glitched frames (frames inside an injected
+  segment whose glitch moves some joint by >= ``MIN_CHANGE`` degrees from the clean take) that are flagged.
+  Frames of a segment whose injected change is smaller are not glitched (a swap of two nearly mirror-symmetric
+  arms changes nothing) and are counted apart. **Joint hit rate**: of the flagged glitched frames, the fraction
+  whose suspect joints include the injected joint that changed most.
+* Repair error: on glitched frames of ``--repair-takes`` glitched copies, the largest angle (degrees) over the
+  21 joints between the frame and the clean take, before and after ``runtime.takes.repair`` with the detector's
+  spans; median.
+* Speed: frames/s of scoring (log p + detector) and of repair, one thread, on converted arrays (no file reading).
+* Baselines: log p alone (tau = the rate quantile of the calibration subjects' log p) and the detector.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import rotations
+from .calibrate import calibrate_arrays, clean_exclusion
+from .convert import load_rest_joints
+from .detect import Calibration, body_matrices, detect, fit_calibration, joint_statistic
+from .prior import PosePrior
+from .takes import Take, read_take, repair as repair_take
+
+KINDS = ("offset", "flip", "swap", "spike", "dropout", "frozen")
+SPACING = 45
+MIN_CHANGE = 10.0
+EXCLUDE = 5
+LIMBS = ("left_hip", "right_hip", "left_knee", "right_knee", "left_shoulder", "right_shoulder", "left_elbow",
+         "right_elbow")
+ARM = ("collar", "shoulder", "elbow", "wrist")
+J = rotations.JOINT_NAMES
+CHILD = {"left_hip": "left_knee", "right_hip": "right_knee", "left_knee": "left_ankle", "right_knee": "right_ankle",
+         "left_shoulder": "left_elbow", "right_shoulder": "right_elbow", "left_elbow": "left_wrist",
+         "right_elbow": "right_wrist"}
+MIRROR = np.diag([-1.0, 1.0, 1.0])
+
+
+@dataclass
+class HeldTake:
+    name: str
+    subject: str
+    poses: np.ndarray     # (n, 72)
+    trans: np.ndarray
+    fps: float
+    R: np.ndarray         # (n, 21, 3, 3)
+    log_p: np.ndarray | None = None
+
+
+def subject_of(name: str, number: int | None) -> str:
+    if number is not None and number >= 0:
+        return f"{number:02d}"
+    m = re.match(r"(\d+)_", name)
+    return m.group(1) if m else re.sub(r"\d+$", "", name)
+
+
+def held_out_files(shared: Path) -> list[Path]:
+    extra = shared / "cmu_extra"
+    files = sorted(extra.glob("asf_amc/*.amc")) + sorted(extra.glob("bvh_*/*.bvh"))
+    return files + [shared / "cmu_pose" / "test.npz", shared / "cmu_pose" / "val.npz"]
+
+
+def load_takes(files: list[Path], rest: np.ndarray, fps: float | None) -> list[HeldTake]:
+    out = []
+    for f in files:
+        t = read_take(f, rest, None, fps)
+        for (name, a, b), s in zip(t.spans(), t.subjects or [None] * len(t.names)):
+            out.append(HeldTake(name, subject_of(name, s), t.poses[a:b], t.trans[a:b], t.fps,
+                                body_matrices(t.poses[a:b])))
+    return out
+
+
+def _about(axis: np.ndarray, deg: float) -> np.ndarray:
+    axis = axis / np.linalg.norm(axis)
+    return rotations.axis_angle_to_matrix(axis * np.radians(deg))
+
+
+def inject(R: np.ndarray, rng: np.random.Generator, rest: np.ndarray, spacing: int = SPACING, margin: int = 20):
+    """A glitched copy of ``R`` (n, 21, 3, 3) and its segments [(kind, a, b, size, joints)], b exclusive."""
+    n = len(R)
+    G = R.copy()
+    segs = []
+    t = margin + int(rng.integers(0, spacing))
+    while True:
+        kind = KINDS[int(rng.integers(len(KINDS)))]
+        size = float("nan")
+        if kind == "offset":
+            L = int(rng.integers(1, 16))
+            js = list(rng.choice(21, int(rng.integers(1, 4)), replace=False))
+            size = float(rng.uniform(30, 90))
+        elif kind == "flip":
+            L = int(rng.integers(1, 11))
+            js = [J.index(LIMBS[int(rng.integers(len(LIMBS)))])]
+            size = 180.0
+        elif kind == "swap":
+            L = int(rng.integers(3, 16))
+            js = [J.index(f"{s}_{p}") for p in ARM for s in ("left", "right")]
+        elif kind == "spike":
+            L = 1
+            js = list(range(21))
+        elif kind == "dropout":
+            L = int(rng.integers(2, 11))
+            js = list(rng.choice(21, int(rng.integers(1, 4)), replace=False))
+        else:
+            L = int(rng.integers(5, 16))
+            js = [J.index(LIMBS[int(rng.integers(len(LIMBS)))])]
+        a, b = t, t + L
+        if b + margin > n:
+            break
+        if kind == "offset":
+            for j in js:
+                G[a:b, j] = G[a:b, j] @ _about(rng.normal(size=3), size)
+        elif kind == "flip":
+            j = js[0]
+            bone = rest[1 + J.index(CHILD[J[j]])] - rest[1 + j]
+            G[a:b, j] = G[a:b, j] @ _about(bone, 180.0)
+        elif kind == "swap":
+            for p in ARM:
+                l, r = J.index(f"left_{p}"), J.index(f"right_{p}")
+                G[a:b, l], G[a:b, r] = MIRROR @ R[a:b, r] @ MIRROR, MIRROR @ R[a:b, l] @ MIRROR
+        elif kind == "spike":
+            for j in js:
+                G[a, j] = G[a, j] @ _about(rng.normal(size=3), float(rng.uniform(10, 25)))
+        elif kind == "dropout":
+            G[a:b, js] = np.eye(3)
+        else:
+            G[a:b, js[0]] = R[a - 1, js[0]]
+        segs.append((kind, a, b, size, [int(j) for j in js]))
+        t = b + int(rng.integers(spacing // 2, 3 * spacing // 2))
+    return G, segs
+
+
+def _angle(A, B):
+    return rotations.geodesic_deg(A, B)
+
+
+def to_poses(poses: np.ndarray, R: np.ndarray) -> np.ndarray:
+    out = poses.copy()
+    out[:, 3:66] = rotations.matrix_to_axis_angle(R).reshape(len(R), 63)
+    return out
+
+
+def bucket(kind: str, size: float) -> str:
+    if kind != "offset":
+        return kind
+    lo = 30 if size < 45 else 45 if size < 60 else 60
+    return f"offset {lo}-{ {30: 45, 45: 60, 60: 90}[lo]}"
+
+
+METHODS = ("detector", "motion alone", "log p alone")
+
+
+def _flags(method: str, cal: dict, S: np.ndarray, lp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(flags (n,), joint scores (n, 21)) of one method under one subject's calibrations."""
+    if method == "log p alone":
+        return lp < cal["tau_alone"], np.zeros_like(S)
+    d: Calibration = cal["detector"] if method == "detector" else cal["motion"]
+    js = S / (d.q * d.c)
+    f = js.max(1) >= 1
+    return (f | (lp < cal["tau"])) if method == "detector" else f, js
+
+
+def _take(t: HeldTake, R: np.ndarray) -> Take:
+    n = len(R)
+    return Take(t.name, to_poses(t.poses[:n], R), t.trans[:n], t.fps, [t.name], [0], [-1])
+
+
+def run(models: list[str | None], shared: Path, fps: float | None, rate: float, copies: int, seed: int,
+        repair_takes: int, repair_frames: int, progress=print) -> dict:
+    """The benchmark of the module docstring for each model directory (None: the shipped one)."""
+    results = {}
+    for model in models:
+        prior = PosePrior.load(model, intra_op_num_threads=1)
+        rest = load_rest_joints(prior.path)
+        takes = load_takes(held_out_files(shared), rest, fps)
+        progress(f"{prior.path}: {len(takes)} takes, {sum(len(t.R) for t in takes)} frames at {takes[0].fps:.0f} fps")
+        rng = np.random.default_rng(seed)
+        clean_S, clean_ok, glitched = [], [], []
+        score_frames, score_s = 0, 0.0
+        for t in takes:
+            s0 = time.perf_counter()                       # scoring = rotations -> log p + statistic
+            R = body_matrices(t.poses)
+            t.log_p = prior.log_prob(rotations.matrix_to_6d(R).astype(np.float32)).astype(np.float64)
+            S = joint_statistic(R)
+            score_s += time.perf_counter() - s0
+            score_frames += len(R)
+            clean_S.append(S)
+            clean_ok.append(~clean_exclusion(t.R, EXCLUDE))
+            for c in range(copies):
+                G, segs = inject(t.R, rng, rest)
+                lp = prior.log_prob(rotations.matrix_to_6d(G).astype(np.float32)).astype(np.float64)
+                glitched.append((t, c, G, segs, joint_statistic(G), lp))
+        subjects = sorted({t.subject for t in takes})
+        rows = {m: {} for m in METHODS}
+        clean = {m: [0, 0] for m in METHODS}
+        near = {m: [0, 0] for m in METHODS}                # unglitched frames of the glitched copies
+        per_subject, cals = {}, {}
+        for subj in subjects:
+            idx = [i for i, t in enumerate(takes) if t.subject != subj]
+            base = calibrate_arrays([clean_S[i] for i in idx], [takes[i].log_p for i in idx], rate)
+            lp_all = np.concatenate([takes[i].log_p for i in idx])
+            cal = {"tau": base["tau"], "detector": base["detector"],
+                   "motion": fit_calibration(np.concatenate([clean_S[i] for i in idx]), rate),
+                   "tau_alone": float(np.quantile(lp_all, rate))}
+            cals[subj] = cal
+            nf = {m: [0, 0] for m in METHODS}
+            for i, t in enumerate(takes):
+                if t.subject != subj:
+                    continue
+                for m in METHODS:
+                    f, _ = _flags(m, cal, clean_S[i], t.log_p)
+                    nf[m][0] += int(f[clean_ok[i]].sum())
+                    nf[m][1] += int(clean_ok[i].sum())
+            for t, c, G, segs, S, lp in glitched:
+                if t.subject != subj:
+                    continue
+                change = _angle(G, t.R)                  # (n, 21) degrees from the clean take
+                inside = np.zeros(len(G), bool)
+                for _, a, b, _, _ in segs:
+                    inside[max(0, a - 2):b + 2] = True
+                for m in METHODS:
+                    f, js = _flags(m, cal, S, lp)
+                    ok = ~inside & clean_ok[takes.index(t)]
+                    near[m][0] += int(f[ok].sum())
+                    near[m][1] += int(ok.sum())
+                    for kind, a, b, size, joints in segs:
+                        r = rows[m].setdefault(bucket(kind, size), {"frames": 0, "flagged": 0, "small": 0,
+                                                                     "joint_hit": 0, "segments": 0, "found": 0})
+                        real = change[a:b].max(1) >= MIN_CHANGE
+                        worst = change[a:b].argmax(1)
+                        hit = f[a:b] & real
+                        r["frames"] += int(real.sum())
+                        r["small"] += int((~real).sum())
+                        r["flagged"] += int(hit.sum())
+                        r["segments"] += int(real.any())
+                        r["found"] += int(hit.any())
+                        r["joint_hit"] += int((hit & (js[a:b][np.arange(b - a), worst] >= 1)).sum())
+            for m in METHODS:
+                clean[m][0] += nf[m][0]
+                clean[m][1] += nf[m][1]
+            per_subject[subj] = {m: nf[m][0] / max(nf[m][1], 1) for m in METHODS}
+        summary = {
+            "model": str(prior.path), "fps": float(takes[0].fps), "false_flag_rate": rate, "copies": copies,
+            "seed": seed, "takes": len(takes), "frames": int(sum(len(t.R) for t in takes)), "subjects": subjects,
+            "clean_frames_used": clean["detector"][1],
+            "clean_frames_left_out": int(sum((~ok).sum() for ok in clean_ok)),
+            "clean_flagged": {m: v[0] / max(v[1], 1) for m, v in clean.items()},
+            "unglitched_flagged_in_glitched_copies": {m: v[0] / max(v[1], 1) for m, v in near.items()},
+            "clean_flagged_per_subject": per_subject,
+            "recall": {m: {b: r["flagged"] / max(r["frames"], 1) for b, r in sorted(v.items())} for m, v in rows.items()},
+            "segment_recall": {m: {b: r["found"] / max(r["segments"], 1) for b, r in sorted(v.items())}
+                               for m, v in rows.items()},
+            "joint_hit": {b: r["joint_hit"] / max(r["flagged"], 1) for b, r in sorted(rows["detector"].items())},
+            "counts": {b: {k: r[k] for k in ("frames", "small", "segments")} for b, r in sorted(rows["detector"].items())},
+            "score_frames_per_s": score_frames / score_s,
+        }
+        if repair_takes:
+            summary["repair"] = _repair_eval(prior, takes, glitched, cals, repair_takes, repair_frames, progress)
+        progress(json.dumps({k: summary[k] for k in ("clean_flagged", "recall")}, indent=1))
+        results[str(prior.path)] = summary
+    return results
+
+
+def _repair_eval(prior, takes, glitched, cals, n_takes, max_frames, progress) -> dict:
+    """Worst-joint error (degrees vs the clean take) on the glitched frames, before and after repair with the
+    detector's spans (``runtime.takes.repair`` as ``poseprior repair --flagged`` runs it on a calibrated model:
+    ambient space, its default smoothing), on the first copy of up to ``n_takes`` takes (spread over the subjects), each cut to
+    ``max_frames`` frames; repair frames/s on one thread."""
+    by_subject: dict[str, list] = {}
+    for g in glitched:
+        if g[1] == 0 and len(g[0].R) >= 60:
+            by_subject.setdefault(g[0].subject, []).append(g)
+    chosen, k = [], 0
+    while len(chosen) < n_takes and any(by_subject.values()):
+        for subj in sorted(by_subject):
+            if by_subject[subj] and len(chosen) < n_takes:
+                chosen.append(by_subject[subj].pop(0))
+    before, after, kinds, frames, seconds, solved = [], [], [], 0, 0.0, 0
+    for t, _, G, segs, S, lp in chosen:
+        n = min(len(G), max_frames)
+        cal = cals[t.subject]
+        seg = [s for s in segs if s[2] <= n - 1]
+        tk = _take(t, G[:n])
+        det = detect(G[:n], cal["detector"], [0], lp[:n], cal["tau"])
+        s0 = time.perf_counter()
+        r = repair_take(prior, tk, flagged=True, threshold=cal["tau"], detection=det, space="ambient")
+        seconds += time.perf_counter() - s0
+        frames += n
+        solved += r.solved
+        Rr = body_matrices(r.take.poses)
+        e0, e1 = _angle(G[:n], t.R[:n]).max(1), _angle(Rr, t.R[:n]).max(1)
+        for kind, a, b, size, joints in seg:
+            real = e0[a:b] >= MIN_CHANGE
+            before += e0[a:b][real].tolist()
+            after += e1[a:b][real].tolist()
+            kinds += [bucket(kind, size)] * int(real.sum())
+        untouched = ~r.mask.any(1)
+        assert np.array_equal(r.take.poses[untouched], tk.poses[untouched])
+    before, after, kinds = np.array(before), np.array(after), np.array(kinds)
+    out = {"takes": len(chosen), "frames": frames, "glitched_frames": int(len(before)),
+           "median_before": float(np.median(before)), "median_after": float(np.median(after)),
+           "reduction": float(1 - np.median(after) / np.median(before)),
+           "per_kind": {k: {"before": float(np.median(before[kinds == k])), "after": float(np.median(after[kinds == k]))}
+                        for k in sorted(set(kinds))},
+           "frames_per_s": frames / seconds, "solved_frames_per_s": solved / seconds, "solved": solved}
+    progress(f"repair: {out['glitched_frames']} glitched frames, median worst-joint error {out['median_before']:.1f} "
+             f"-> {out['median_after']:.1f} deg ({out['reduction']:.0%} less), {out['frames_per_s']:.0f} frames/s")
+    return out
+
+
+BARS = {"clean": 0.02, "offset 30-45": 0.75, "offset 45-60": 0.90, "offset 60-90": 0.90, "flip": 0.90, "swap": 0.90,
+        "repair": 0.60, "score_fps": 5000, "repair_fps": 200}
+
+
+def markdown(results: dict) -> str:
+    """The report: per model, clean frames flagged and recall per kind for the three methods, repair, speed."""
+    out = ["# Take-QA benchmark (`make qa-bench`)", "",
+           "Protocol: `runtime/qabench.py` docstring. Recall = fraction of glitched frames (inside an injected "
+           f"segment, some joint >= {MIN_CHANGE:g} deg off the clean take) that are flagged; clean = fraction of the "
+           f"held-out subject's clean frames flagged (frames within {EXCLUDE} frames of a > 60 deg source jump left "
+           "out). Leave one subject out: calibrated on the other subjects' clean takes.", ""]
+    for model, r in results.items():
+        out += [f"## {model}", "",
+                f"{r['takes']} takes, {r['frames']} frames at {r['fps']:.0f} fps, {len(r['subjects'])} subjects "
+                f"({', '.join(r['subjects'])}); {r['copies']} glitched copies per take, seed {r['seed']}; target false "
+                f"flag rate {r['false_flag_rate']:g}; {r['clean_frames_left_out']} clean frames left out near source jumps.",
+                "", "| | " + " | ".join(METHODS) + " | bar |", "|---" * (len(METHODS) + 2) + "|",
+                "| clean frames flagged | " + " | ".join(f"{r['clean_flagged'][m]:.2%}" for m in METHODS)
+                + f" | <= {BARS['clean']:.0%} |",
+                "| unglitched frames of glitched copies flagged | "
+                + " | ".join(f"{r['unglitched_flagged_in_glitched_copies'][m]:.2%}" for m in METHODS) + " | |"]
+        for b in r["recall"]["detector"]:
+            bar = f">= {BARS[b]:.0%}" if b in BARS else "(own kind)"
+            out.append(f"| recall: {b} ({r['counts'][b]['frames']} frames) | "
+                       + " | ".join(f"{r['recall'][m][b]:.1%}" for m in METHODS) + f" | {bar} |")
+        out += ["", "| kind | segments found (any frame flagged) | flagged frames whose suspects hold the most-changed joint |",
+                "|---|---|---|"]
+        out += [f"| {b} | {r['segment_recall']['detector'][b]:.1%} | {r['joint_hit'][b]:.1%} |" for b in r["joint_hit"]]
+        out += ["", f"Scoring (log p + detector, one thread, converted arrays): {r['score_frames_per_s']:,.0f} frames/s "
+                f"(bar >= {BARS['score_fps']:,}).", ""]
+        if "repair" in r:
+            p = r["repair"]
+            out += [f"Repair (`--flagged`, the detector's spans, ambient space, smoothing on) of {p['takes']} glitched takes "
+                    f"({p['frames']} frames, {p['solved']} repaired): median worst-joint error on {p['glitched_frames']} "
+                    f"glitched frames {p['median_before']:.1f} -> {p['median_after']:.1f} deg "
+                    f"(**{p['reduction']:.0%} less**, bar >= {BARS['repair']:.0%}); {p['frames_per_s']:,.0f} take frames/s "
+                    f"({p['solved_frames_per_s']:,.0f} repaired frames/s), one thread (bar >= {BARS['repair_fps']}).", "",
+                    "| kind | median worst-joint error before | after |", "|---|---|---|"]
+            out += [f"| {k} | {v['before']:.1f} | {v['after']:.1f} |" for k, v in p["per_kind"].items()]
+            out.append("")
+    return "\n".join(out) + "\n"
+
+
+def figure(results: dict, path: Path) -> None:
+    """Recall per kind (bars) of the three methods, with the clean rate in the legend, for the first model."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    r = next(iter(results.values()))
+    kinds = list(r["recall"]["detector"])
+    fig, ax = plt.subplots(figsize=(10, 3.4))
+    w = 0.27
+    for i, m in enumerate(METHODS):
+        ax.bar(np.arange(len(kinds)) + (i - 1) * w, [r["recall"][m][k] for k in kinds], w,
+               label=f"{m} (clean flagged {r['clean_flagged'][m]:.1%})")
+    ax.set_xticks(range(len(kinds)), kinds, fontsize=8)
+    ax.set_ylabel("recall (glitched frames flagged)")
+    ax.set_ylim(0, 1.05)
+    ax.axhline(0.9, color="0.5", lw=0.8, ls=":")
+    ax.legend(fontsize=8, loc="lower left")
+    ax.set_title(f"take QA, leave one subject out, calibrated at {r['false_flag_rate']:.0%} ({r['frames']} frames, "
+                 f"{len(r['subjects'])} held-out subjects, {r['fps']:.0f} fps)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m runtime.qabench", description=__doc__.split("\n")[0])
+    ap.add_argument("--model", action="append", default=None,
+                    help="model directory (repeat, or separate with spaces, for candidates; default: the shipped one)")
+    ap.add_argument("--shared", type=Path, default=Path(__file__).resolve().parents[1].parent / "shared" / "data")
+    ap.add_argument("--fps", type=float, default=30.0)
+    ap.add_argument("--false-flag-rate", type=float, default=0.01)
+    ap.add_argument("--copies", type=int, default=4)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--repair-takes", type=int, default=0)
+    ap.add_argument("--repair-frames", type=int, default=600)
+    ap.add_argument("--out", type=Path, default=None, help="report folder: qa-bench.md, qa-bench.json")
+    ap.add_argument("--figure", type=Path, default=None, help="recall figure (.png) of the first model")
+    a = ap.parse_args(argv)
+    models = [m for arg in (a.model or []) for m in arg.split()] or [None]
+    t0 = time.monotonic()
+    results = run(models, a.shared, a.fps or None, a.false_flag_rate, a.copies, a.seed, a.repair_takes,
+                  a.repair_frames)
+    print(f"\nrecall at {a.false_flag_rate:.0%} clean flagged (calibrated, leave one subject out), {time.monotonic() - t0:.0f} s:")
+    for model, r in results.items():
+        rec = r["recall"]["detector"]
+        print(f"{model}: clean {r['clean_flagged']['detector']:.2%}; "
+              + ", ".join(f"{k} {v:.1%}" for k, v in rec.items())
+              + (f"; repair -{r['repair']['reduction']:.0%}" if "repair" in r else ""))
+    if a.out is not None:
+        a.out.mkdir(parents=True, exist_ok=True)
+        (a.out / "qa-bench.json").write_text(json.dumps(results, indent=1) + "\n")
+        (a.out / "qa-bench.md").write_text(markdown(results))
+        print(f"wrote {a.out}/qa-bench.md, qa-bench.json")
+    if a.figure is not None:
+        figure(results, a.figure)
+        print(f"wrote {a.figure}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
