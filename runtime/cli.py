@@ -71,7 +71,7 @@ def check_not_source(out: Path, sources, option: str = "--out") -> None:
             except OSError:
                 pass
         if same:
-            fail(f"{option} {out}: it is the input {src}; write the output to another file")
+            fail(f"{option} {out}: it is the input file {src}; write the output to another file")
 
 
 def missing_train_extra(e: ImportError) -> bool:
