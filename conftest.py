@@ -2,6 +2,7 @@
 
 Real data is read from ../shared/data beside the checkout; it is never copied here.
 """
+
 import os
 from pathlib import Path
 
@@ -76,8 +77,10 @@ REPORTS = pytest.StashKey[list]()
 @pytest.fixture
 def report(request):
     """``report(title, lines)``: show a table in the session's terminal summary."""
+
     def add(title: str, lines: list[str]) -> None:
         request.config.stash.setdefault(REPORTS, []).append((title, lines))
+
     return add
 
 
@@ -92,4 +95,5 @@ def pytest_terminal_summary(terminalreporter, config):
 def cmu(shared_data):
     """The CMU train and val splits (shared npz format) as ``train.data.PoseSet``s."""
     from train.data import load_npz
+
     return {s: load_npz(shared_data / "cmu_pose" / f"{s}.npz") for s in ("train", "val")}

@@ -2,6 +2,7 @@
 
 The model fixtures (`shared_data`, `tiny_run`, `tiny_model`) live in the repository-level conftest.py.
 """
+
 import sys
 from pathlib import Path
 
@@ -33,8 +34,11 @@ def pytest_terminal_summary(terminalreporter, config):
         table.setdefault((program, ref, name), {})[batch] = (err, bound)
     tr = terminalreporter
     tr.section("C/C++ consumers vs Python: max |error| (gradient: relative to max|g|)")
-    tr.write_line(f"{'program':16s} {'reference':19s} {'output':28s}" + "".join(f"{f'B={b}':>10s}" for b in batches)
-                  + f"{'bound':>8s}")
+    tr.write_line(
+        f"{'program':16s} {'reference':19s} {'output':28s}"
+        + "".join(f"{f'B={b}':>10s}" for b in batches)
+        + f"{'bound':>8s}"
+    )
     for (program, ref, name), cells in table.items():
         bound = max(bound for _, bound in cells.values())
         errs = "".join(f"{cells[b][0]:10.1e}" if b in cells else f"{'-':>10s}" for b in batches)

@@ -6,6 +6,7 @@ By hand::
     bindings_tests/build/ort_c MODEL_DIR in.bin out.bin
     python bindings_tests/ppbin.py read out.bin                   # names, shapes, first values
 """
+
 from __future__ import annotations
 
 import struct
@@ -39,7 +40,7 @@ def read_output(path: Path) -> dict[str, np.ndarray]:
     arrays, at = {}, 12
     for _ in range(count):
         (name_len,) = struct.unpack_from("<I", buf, at)
-        name = buf[at + 4:at + 4 + name_len].decode()
+        name = buf[at + 4 : at + 4 + name_len].decode()
         at += 4 + name_len
         (ndim,) = struct.unpack_from("<I", buf, at)
         dims = struct.unpack_from(f"<{ndim}q", buf, at + 4)

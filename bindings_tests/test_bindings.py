@@ -6,6 +6,7 @@ onnxruntime headers, is unreachable, except under CI=1, where that fails). The m
 the tiny model that conftest.py trains and exports. Inputs: real CMU poses in 6D and seeded latents, batches
 1, 7 and 1000.
 """
+
 from __future__ import annotations
 
 import os
@@ -14,9 +15,8 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import pytest
-
 import ppbin
+import pytest
 
 HERE = Path(__file__).resolve().parent
 BUILD = HERE / "build"
@@ -24,8 +24,13 @@ ONNX_PROGRAMS = ("ort_c", "ort_cpp")
 PROGRAMS = ONNX_PROGRAMS + ("torchscript_cpp",)
 BATCHES = (1, 7, 1000)
 # graph -> which arrays of the input file it takes, in the graph's input order
-GRAPHS = {"log_prob": ("poses",), "sample": ("z",), "latent_forward": ("z",), "log_prob_grad": ("poses",),
-          "latent_vjp": ("z", "poses")}
+GRAPHS = {
+    "log_prob": ("poses",),
+    "sample": ("z",),
+    "latent_forward": ("z",),
+    "log_prob_grad": ("poses",),
+    "latent_vjp": ("z", "poses"),
+}
 TORCHSCRIPT = {"log_prob": ("log_prob",), "sample": ("poses",), "latent_forward": ("poses", "log_prob")}
 # bounds on max |C - Python|: absolute for log p and poses, relative to max|g| for the gradient
 BOUNDS = {"log_prob": 1e-4, "poses": 1e-5, "grad": 1e-5, "grad_log_prob_z": 1e-5, "vjp_z": 1e-5}
@@ -63,8 +68,9 @@ def cases(model_dir, shared_data, tmp_path_factory) -> dict[int, dict]:
 
     from export import latent_vjp_autograd, load_flow
 
-    sessions = {g: ort.InferenceSession(str(model_dir / f"{g}.onnx"), providers=["CPUExecutionProvider"])
-                for g in GRAPHS}
+    sessions = {
+        g: ort.InferenceSession(str(model_dir / f"{g}.onnx"), providers=["CPUExecutionProvider"]) for g in GRAPHS
+    }
     with warnings.catch_warnings():  # torch.jit is deprecated in torch 2.13; the files are what C++ users load
         warnings.simplefilter("ignore", DeprecationWarning)
         modules = {g: torch.jit.load(str(model_dir / "torchscript" / f"{g}.pt")) for g in TORCHSCRIPT}
@@ -86,8 +92,9 @@ def cases(model_dir, shared_data, tmp_path_factory) -> dict[int, dict]:
             values = sess.run(None, {i.name: arrays[w] for i, w in zip(sess.get_inputs(), which)})
             onnx_ref.update({f"{graph}/{o.name}": v for o, v in zip(sess.get_outputs(), values)})
         autograd = latent_vjp_autograd(flow, torch.from_numpy(z), torch.from_numpy(poses))
-        autograd_ref = {f"latent_vjp/{n}": t.numpy() for n, t in
-                        zip(("poses", "log_prob", "grad_log_prob_z", "vjp_z"), autograd)}
+        autograd_ref = {
+            f"latent_vjp/{n}": t.numpy() for n, t in zip(("poses", "log_prob", "grad_log_prob_z", "vjp_z"), autograd)
+        }
         with torch.inference_mode():
             for graph, names in TORCHSCRIPT.items():
                 result = modules[graph](torch.from_numpy(arrays[GRAPHS[graph][0]]))
@@ -119,11 +126,13 @@ def test_matches_python(program, batch, programs, model_dir, cases, tmp_path, pa
     assert proc.returncode == 0, f"{program} failed:\n{proc.stderr}"
     got = ppbin.read_output(out_path)
 
-    if program in ONNX_PROGRAMS:   # latent_vjp also against torch autograd (kernels differ: the cross bounds)
+    if program in ONNX_PROGRAMS:  # latent_vjp also against torch autograd (kernels differ: the cross bounds)
         refs = [("python onnxruntime", case["onnx"], BOUNDS), ("torch autograd", case["autograd"], CROSS_BOUNDS)]
     else:  # the same files under torch, and the same graphs under onnxruntime
-        refs = [("python torchscript", case["torchscript"], BOUNDS),
-                ("python onnxruntime", {k: case["onnx"][k] for k in case["torchscript"]}, CROSS_BOUNDS)]
+        refs = [
+            ("python torchscript", case["torchscript"], BOUNDS),
+            ("python onnxruntime", {k: case["onnx"][k] for k in case["torchscript"]}, CROSS_BOUNDS),
+        ]
     assert set(got) == set(refs[0][1]), f"{program} wrote {sorted(got)}, expected {sorted(refs[0][1])}"
 
     failures = []

@@ -6,10 +6,12 @@
 
 Without torch ``import export`` raises ImportError saying what to install.
 """
+
 try:
     import torch  # noqa: F401
 except ImportError:
     from runtime.extras import TRAIN_EXTRA_HINT
+
     raise ImportError(f"poseprior's export package {TRAIN_EXTRA_HINT}", name="torch") from None
 
 from train.loading import load_flow  # re-exported: the way back from an exported model to its torch flow
@@ -17,5 +19,14 @@ from train.loading import load_flow  # re-exported: the way back from an exporte
 from .exporter import export_model
 from .graphs import LatentForward, LatentVJP, LogProb, LogProbGrad, Sample, latent_vjp_autograd, log_prob_and_grad
 
-__all__ = ["export_model", "load_flow", "LogProb", "Sample", "LatentForward", "LogProbGrad", "LatentVJP",
-           "log_prob_and_grad", "latent_vjp_autograd"]
+__all__ = [
+    "export_model",
+    "load_flow",
+    "LogProb",
+    "Sample",
+    "LatentForward",
+    "LogProbGrad",
+    "LatentVJP",
+    "log_prob_and_grad",
+    "latent_vjp_autograd",
+]

@@ -8,6 +8,7 @@ table gives what a gradient costs: each gradient graph's time over ``log_prob``'
 alternately in one run: ``cost_ratios``).
 A model exported before ``latent_vjp`` existed gets no ``latent_vjp`` rows (said under the table).
 """
+
 from __future__ import annotations
 
 import json
@@ -41,16 +42,22 @@ def gemm_chain(flow: torch.nn.Module) -> bytes:
     inits = [numpy_helper.from_array(np.array(v, np.int64), k) for k, v in const.items()]
     nodes, cur, width = [], "x", linears[0].in_features
     for i, lin in enumerate(linears):
-        inits += [numpy_helper.from_array(lin.weight.detach().float().numpy(), f"w{i}"),
-                  numpy_helper.from_array(lin.bias.detach().float().numpy(), f"b{i}")]
-        if width != lin.in_features:      # a coupling's output (2 halves) -> the next hypernet's input (1 half)
+        inits += [
+            numpy_helper.from_array(lin.weight.detach().float().numpy(), f"w{i}"),
+            numpy_helper.from_array(lin.bias.detach().float().numpy(), f"b{i}"),
+        ]
+        if width != lin.in_features:  # a coupling's output (2 halves) -> the next hypernet's input (1 half)
             nodes.append(helper.make_node("Slice", [cur, "zero", "width", "axis"], [f"s{i}"]))
             cur = f"s{i}"
         nodes.append(helper.make_node("Gemm", [cur, f"w{i}", f"b{i}"], [f"h{i}"], transB=1))
         cur, width = f"h{i}", lin.out_features
     graph = helper.make_graph(
-        nodes, "gemm_chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", linears[0].in_features])],
-        [helper.make_tensor_value_info(cur, TensorProto.FLOAT, ["batch", width])], inits)
+        nodes,
+        "gemm_chain",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", linears[0].in_features])],
+        [helper.make_tensor_value_info(cur, TensorProto.FLOAT, ["batch", width])],
+        inits,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=10)
     onnx.checker.check_model(model)
     return model.SerializeToString()
@@ -83,8 +90,9 @@ def cost_ratios(fns: dict[str, Callable[[], object]], rounds: int, block: int, w
     return {k: statistics.median(v) for k, v in per_round.items() if k != "log_prob"}
 
 
-def run_bench(model: str | Path | None = None, reps: int = 20, warmup: int = 5, threads: int | None = None,
-              batches=BATCHES) -> dict:
+def run_bench(
+    model: str | Path | None = None, reps: int = 20, warmup: int = 5, threads: int | None = None, batches=BATCHES
+) -> dict:
     threads = threads or os.cpu_count()
     torch.set_num_threads(threads)
     prior = PosePrior.load(model, intra_op_num_threads=threads)
@@ -111,54 +119,85 @@ def run_bench(model: str | Path | None = None, reps: int = 20, warmup: int = 5, 
             with torch.no_grad():
                 t_ort = statistics.median(time_calls(ort_fn, n, warmup))
                 t_torch = statistics.median(time_calls(torch_fn, n, warmup))
-            rows.append({"graph": graph, "batch": batch, "ort_ms": 1e3 * t_ort, "torch_ms": 1e3 * t_torch,
-                         "ort_poses_per_s": batch / t_ort, "torch_poses_per_s": batch / t_torch,
-                         "speedup": t_torch / t_ort})
+            rows.append(
+                {
+                    "graph": graph,
+                    "batch": batch,
+                    "ort_ms": 1e3 * t_ort,
+                    "torch_ms": 1e3 * t_torch,
+                    "ort_poses_per_s": batch / t_ort,
+                    "torch_poses_per_s": batch / t_torch,
+                    "speedup": t_torch / t_ort,
+                }
+            )
         block, warm = (20, warmup) if batch < 4096 else (3, 1)
-        ratios = cost_ratios({g: cases[g][0] for g in ("log_prob", *GRADIENT_GRAPHS) if g in cases},
-                             rounds=max(reps, 5) // 2, block=block, warmup=warm)
+        ratios = cost_ratios(
+            {g: cases[g][0] for g in ("log_prob", *GRADIENT_GRAPHS) if g in cases},
+            rounds=max(reps, 5) // 2,
+            block=block,
+            warmup=warm,
+        )
         for r in rows:
             if r["batch"] == batch and r["graph"] in ratios:
                 r["over_log_prob"] = ratios[r["graph"]]
     # the floor at batch 1: the same matrix products with nothing else, in onnxruntime with the same settings
     import onnxruntime as ort
+
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     chain = ort.InferenceSession(gemm_chain(flow), so, providers=["CPUExecutionProvider"])
     x1 = rng.standard_normal((1, flow.layers[0].net[0].in_features)).astype(np.float32)
     floor_ms = 1e3 * statistics.median(time_calls(lambda: chain.run(None, {"x": x1}), max(reps, 5) * 10, warmup))
     n_gemm = sum(isinstance(m, torch.nn.Linear) for layer in flow.layers for m in layer.net)
-    return {"model": str(prior.path), "providers": prior.providers, "torch": origin, "threads": threads,
-            "latent_vjp": has_vjp,
-            "reps": reps, "warmup": warmup, "torch_version": torch.__version__, "rows": rows,
-            "gemm_floor": {"gemms": n_gemm, "batch": 1, "ort_ms": floor_ms, "reps": max(reps, 5) * 10}}
+    return {
+        "model": str(prior.path),
+        "providers": prior.providers,
+        "torch": origin,
+        "threads": threads,
+        "latent_vjp": has_vjp,
+        "reps": reps,
+        "warmup": warmup,
+        "torch_version": torch.__version__,
+        "rows": rows,
+        "gemm_floor": {"gemms": n_gemm, "batch": 1, "ort_ms": floor_ms, "reps": max(reps, 5) * 10},
+    }
 
 
 def format_table(result: dict) -> str:
-    lines = [f"model {result['model']}  (torch eager: {result['torch']})",
-             f"onnxruntime {result['providers'][0]} intra_op_num_threads={result['threads']}; torch "
-             f"{result['torch_version']} set_num_threads({result['threads']}); median of {result['reps']} calls "
-             f"after {result['warmup']} warm-up calls",
-             "",
-             f"{'graph':15s} {'batch':>5s} {'ORT ms':>9s} {'torch ms':>9s} {'ORT poses/s':>12s} "
-             f"{'torch poses/s':>14s} {'torch/ORT':>9s}"]
+    lines = [
+        f"model {result['model']}  (torch eager: {result['torch']})",
+        f"onnxruntime {result['providers'][0]} intra_op_num_threads={result['threads']}; torch "
+        f"{result['torch_version']} set_num_threads({result['threads']}); median of {result['reps']} calls "
+        f"after {result['warmup']} warm-up calls",
+        "",
+        f"{'graph':15s} {'batch':>5s} {'ORT ms':>9s} {'torch ms':>9s} {'ORT poses/s':>12s} "
+        f"{'torch poses/s':>14s} {'torch/ORT':>9s}",
+    ]
     for r in result["rows"]:
-        lines.append(f"{r['graph']:15s} {r['batch']:5d} {r['ort_ms']:9.3f} {r['torch_ms']:9.3f} "
-                     f"{r['ort_poses_per_s']:12,.0f} {r['torch_poses_per_s']:14,.0f} {r['speedup']:8.2f}x")
+        lines.append(
+            f"{r['graph']:15s} {r['batch']:5d} {r['ort_ms']:9.3f} {r['torch_ms']:9.3f} "
+            f"{r['ort_poses_per_s']:12,.0f} {r['torch_poses_per_s']:14,.0f} {r['speedup']:8.2f}x"
+        )
     if not result.get("latent_vjp", True):
         lines.append("(no latent_vjp rows: this model was exported before the latent_vjp graph existed)")
-    lines += ["", "gradient cost: each gradient graph's onnxruntime time over log_prob's (timed alternately, "
-              f"{max(result['reps'], 5) // 2} rounds: cost_ratios), and torch autograd's time over onnxruntime's",
-              f"{'graph':15s} {'batch':>5s} {'/ log_prob':>11s} {'torch/ORT':>10s}"]
+    lines += [
+        "",
+        "gradient cost: each gradient graph's onnxruntime time over log_prob's (timed alternately, "
+        f"{max(result['reps'], 5) // 2} rounds: cost_ratios), and torch autograd's time over onnxruntime's",
+        f"{'graph':15s} {'batch':>5s} {'/ log_prob':>11s} {'torch/ORT':>10s}",
+    ]
     for r in result["rows"]:
         if r["graph"] in GRADIENT_GRAPHS:
             lines.append(f"{r['graph']:15s} {r['batch']:5d} {r['over_log_prob']:10.2f}x {r['speedup']:9.2f}x")
     f = result.get("gemm_floor")
     if f:
         t1 = next(r["torch_ms"] for r in result["rows"] if r["graph"] == "log_prob" and r["batch"] == 1)
-        lines += ["", f"floor: the flow's {f['gemms']} Gemm nodes alone (same weights, nothing else) in onnxruntime "
-                  f"at batch 1: {f['ort_ms']:.3f} ms (median of {f['reps']}), so no onnxruntime graph of this "
-                  f"architecture can beat torch eager's log_prob by more than {t1 / f['ort_ms']:.1f}x here"]
+        lines += [
+            "",
+            f"floor: the flow's {f['gemms']} Gemm nodes alone (same weights, nothing else) in onnxruntime "
+            f"at batch 1: {f['ort_ms']:.3f} ms (median of {f['reps']}), so no onnxruntime graph of this "
+            f"architecture can beat torch eager's log_prob by more than {t1 / f['ort_ms']:.1f}x here",
+        ]
     return "\n".join(lines)
 
 

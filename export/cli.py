@@ -5,6 +5,7 @@ plus ``export`` and ``bench``, which need this package.
 a new command must also be listed in ``runtime.cli.TORCH_COMMANDS``. Every user error exits with code 2 and one
 line naming the argument or file (``runtime.cli.fail``).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -23,10 +24,19 @@ main = click.Group(commands=dict(train_commands.commands), help=train_commands.h
 
 @main.command("export")
 @click.argument("run_dir", type=click.Path(path_type=Path))
-@click.option("--out", required=True, type=click.Path(path_type=Path),
-              help="Model directory to write (an existing model directory there is replaced).")
-@click.option("--which", type=click.Choice(["best", "last"]), default="best", show_default=True,
-              help="Checkpoint of the run to export.")
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Model directory to write (an existing model directory there is replaced).",
+)
+@click.option(
+    "--which",
+    type=click.Choice(["best", "last"]),
+    default="best",
+    show_default=True,
+    help="Checkpoint of the run to export.",
+)
 @click.option("--onnx-only", is_flag=True, help="Only what the runtime reads (no .pt2 / TorchScript): for shipping.")
 def export_command(run_dir, out, which, onnx_only):
     """Export a trained flow: ONNX graphs + shared weights + manifest (and .pt2, TorchScript) for the runtime."""
@@ -39,8 +49,10 @@ def export_command(run_dir, out, which, onnx_only):
     for name, f in manifest["files"].items():
         click.echo(f"{f['bytes'] / 1e6:9.3f} MB  {name}")
     t = manifest["training"]
-    click.echo(f"exported {run_dir}/{which}.pt (epoch {t['epoch']}, val log p {t['val_log_p']}) to {out} "
-               f"in {manifest['export_seconds']} s")
+    click.echo(
+        f"exported {run_dir}/{which}.pt (epoch {t['epoch']}, val log p {t['val_log_p']}) to {out} "
+        f"in {manifest['export_seconds']} s"
+    )
 
 
 @main.command("bench")

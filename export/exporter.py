@@ -20,6 +20,7 @@ failed export leaves nothing; an existing model directory at ``out_dir`` is repl
 leave those hidden directories behind: every export first removes the ones of ``out_dir`` whose process (PID in
 the name) is no longer running.
 """
+
 from __future__ import annotations
 
 import json
@@ -41,21 +42,27 @@ from .graphs import Encode, LatentForward, LatentVJP, LogProb, LogProbGrad, Samp
 from .onnx_export import OPSET, set_metadata, share_weights, to_onnx
 from .torch_export import export_program, save_pt2, save_torchscript
 
-MODULES = {"log_prob": LogProb, "sample": Sample, "latent_forward": LatentForward, "log_prob_grad": LogProbGrad,
-           "latent_vjp": LatentVJP, "encode": Encode}
+MODULES = {
+    "log_prob": LogProb,
+    "sample": Sample,
+    "latent_forward": LatentForward,
+    "log_prob_grad": LogProbGrad,
+    "latent_vjp": LatentVJP,
+    "encode": Encode,
+}
 TORCHSCRIPT = ("log_prob", "sample", "latent_forward")
-EXAMPLE_BATCH = 3   # > 1, so that torch.export does not specialise the batch size
+EXAMPLE_BATCH = 3  # > 1, so that torch.export does not specialise the batch size
 
 CONVENTIONS = {
     "rotation_6d": "first two columns of the rotation matrix R, contiguous: [R00 R10 R20 R01 R11 R21] "
-                   "(not VPoser's interleaved [R00 R01 R10 R11 R20 R21], not PyTorch3D's rows)",
+    "(not VPoser's interleaved [R00 R01 R10 R11 R20 R21], not PyTorch3D's rows)",
     "poses": "(batch, 21, 6) float32: local rotations of the 21 non-root SMPL body joints in joint_names order, "
-             "each in 6D",
+    "each in 6D",
     "latent": "z (batch, dim) float32, base distribution N(0, I_dim); dim = 6 x (21 - len(masked_joints))",
     "log_prob": "natural log density of the 6D pose in R^dim: log p(x) = log N(f^-1(x); 0, I) + "
-                "log|det d f^-1/dx|, with f the flow latent -> pose",
+    "log|det d f^-1/dx|, with f the flow latent -> pose",
     "gram_schmidt": "e1 = b1/|b1|, e2 = normalize(b2 - (e1.b2) e1), e3 = e1 x e2, R = [e1 e2 e3]; samples are "
-                    "raw flow outputs: orthonormalise them before use as rotations",
+    "raw flow outputs: orthonormalise them before use as rotations",
     "masked_joints": "not modelled: ignored by log_prob (zero gradient), sampled as the identity",
 }
 GRAPH_DOCS = {
@@ -64,7 +71,7 @@ GRAPH_DOCS = {
     "latent_forward": "poses f(z) and log p(f(z)) = log N(z) - log|det df/dz| in one pass",
     "log_prob_grad": "log p of 6D poses and its gradient d log p / d poses",
     "latent_vjp": "poses f(z), log p(f(z)) = log N(z) - log|det df/dz|, d log p(f(z)) / dz and (df/dz)^T grad_poses "
-                  "in one forward and one reverse pass",
+    "in one forward and one reverse pass",
     "encode": "latents z = f^-1(poses) and log p(poses): the flow's exact inverse",
 }
 LATENT_SHAPED = ("z", "grad_log_prob_z", "vjp_z")
@@ -86,18 +93,25 @@ def _read_json(path: Path, lines: bool = False):
 def _training_record(run_dir: Path, ckpt: dict, which: str) -> dict:
     """What the model was trained on and how well: config, data checksums, the checkpoint's epoch and metrics."""
     state = ckpt["state"]
-    if isinstance(ckpt.get("metrics"), list):   # the checkpoint's own history (runs since issue 11)
+    if isinstance(ckpt.get("metrics"), list):  # the checkpoint's own history (runs since issue 11)
         rows = ckpt["metrics"]
     else:
         rows = _read_json(run_dir / "metrics.jsonl", lines=True) if (run_dir / "metrics.jsonl").is_file() else []
     row = next((r for r in rows if isinstance(r, dict) and r.get("epoch") == state["epoch"]), None)
     summary = _read_json(run_dir / "summary.json") if (run_dir / "summary.json").is_file() else None
     return {
-        "run": run_dir.resolve().name, "checkpoint": f"{which}.pt", "epoch": state["epoch"], "step": state["step"],
+        "run": run_dir.resolve().name,
+        "checkpoint": f"{which}.pt",
+        "epoch": state["epoch"],
+        "step": state["step"],
         "val_log_p": None if row is None else row.get("val_log_p"),
-        "best_epoch": state["best_epoch"], "best_val_log_p": state["best_val"],
-        "config": ckpt["config"], "config_sha256": ckpt["config_sha256"], "data_sha256": ckpt["data_sha256"],
-        "noisy_joints": ckpt.get("noisy_joints", []), "summary": summary,
+        "best_epoch": state["best_epoch"],
+        "best_val_log_p": state["best_val"],
+        "config": ckpt["config"],
+        "config_sha256": ckpt["config_sha256"],
+        "data_sha256": ckpt["data_sha256"],
+        "noisy_joints": ckpt.get("noisy_joints", []),
+        "summary": summary,
     }
 
 
@@ -107,8 +121,11 @@ def _build(flow, out: Path, record: dict, torch_artifacts: bool = True) -> dict:
     ``torch_artifacts=False`` writes only what the runtime reads (the ONNX graphs, weights, manifest): the form
     shipped inside the runtime package.
     """
-    examples = {"poses": torch.zeros(EXAMPLE_BATCH, NUM_JOINTS, 6), "z": torch.zeros(EXAMPLE_BATCH, flow.dim),
-                "grad_poses": torch.zeros(EXAMPLE_BATCH, NUM_JOINTS, 6)}
+    examples = {
+        "poses": torch.zeros(EXAMPLE_BATCH, NUM_JOINTS, 6),
+        "z": torch.zeros(EXAMPLE_BATCH, flow.dim),
+        "grad_poses": torch.zeros(EXAMPLE_BATCH, NUM_JOINTS, 6),
+    }
     if torch_artifacts:
         (out / "pt2").mkdir()
         (out / "torchscript").mkdir()
@@ -127,13 +144,25 @@ def _build(flow, out: Path, record: dict, torch_artifacts: bool = True) -> dict:
     # the convention of the training data: "smpl" (converted by make data; with SMPL's rest joints, which
     # runtime.convert reads back) or the source's own rotations (older runs on ../shared/data/cmu_pose directly)
     skeleton = (record.get("summary") or {}).get("skeleton") or {"name": "source", "conversion": None}
-    versions = {"torch": torch.__version__, "onnx": onnx.__version__, "onnxscript": version("onnxscript"),
-                "opset": OPSET}
-    common = {"format_version": str(FORMAT_VERSION), "joint_names": json.dumps(list(JOINT_NAMES)),
-              "rotation_6d": CONVENTIONS["rotation_6d"], "layout": CONVENTIONS["poses"],
-              "num_joints": str(NUM_JOINTS), "dim": str(flow.dim), "masked_joints": json.dumps(masked),
-              "weights_sha256": sha256_file(out / WEIGHTS_FILE), "config_sha256": record["config_sha256"],
-              "exporter": json.dumps(versions), "skeleton": skeleton["name"]}
+    versions = {
+        "torch": torch.__version__,
+        "onnx": onnx.__version__,
+        "onnxscript": version("onnxscript"),
+        "opset": OPSET,
+    }
+    common = {
+        "format_version": str(FORMAT_VERSION),
+        "joint_names": json.dumps(list(JOINT_NAMES)),
+        "rotation_6d": CONVENTIONS["rotation_6d"],
+        "layout": CONVENTIONS["poses"],
+        "num_joints": str(NUM_JOINTS),
+        "dim": str(flow.dim),
+        "masked_joints": json.dumps(masked),
+        "weights_sha256": sha256_file(out / WEIGHTS_FILE),
+        "config_sha256": record["config_sha256"],
+        "exporter": json.dumps(versions),
+        "skeleton": skeleton["name"],
+    }
     for name, model in models.items():
         set_metadata(model, {"graph": name, **common}, f"poseprior {name}: {GRAPH_DOCS[name]}")
         onnx.save(model, out / GRAPHS[name].file)
@@ -141,18 +170,34 @@ def _build(flow, out: Path, record: dict, torch_artifacts: bool = True) -> dict:
 
     manifest = {
         "format_version": FORMAT_VERSION,
-        "joint_names": list(JOINT_NAMES), "num_joints": NUM_JOINTS, "dim": flow.dim, "masked_joints": masked,
+        "joint_names": list(JOINT_NAMES),
+        "num_joints": NUM_JOINTS,
+        "dim": flow.dim,
+        "masked_joints": masked,
         "conventions": CONVENTIONS,
         "skeleton": skeleton,
-        "graphs": {name: {"file": g.file, "doc": GRAPH_DOCS[name],
-                          "inputs": {i: _shape(i, flow.dim) for i in g.inputs},
-                          "outputs": {o: _shape(o, flow.dim) for o in g.outputs}} for name, g in GRAPHS.items()},
-        "torch": {"pt2": {name: f"pt2/{name}.pt2" for name in GRAPHS},
-                  "torchscript": {name: f"torchscript/{name}.pt" for name in TORCHSCRIPT}} if torch_artifacts else {},
+        "graphs": {
+            name: {
+                "file": g.file,
+                "doc": GRAPH_DOCS[name],
+                "inputs": {i: _shape(i, flow.dim) for i in g.inputs},
+                "outputs": {o: _shape(o, flow.dim) for o in g.outputs},
+            }
+            for name, g in GRAPHS.items()
+        },
+        "torch": {
+            "pt2": {name: f"pt2/{name}.pt2" for name in GRAPHS},
+            "torchscript": {name: f"torchscript/{name}.pt" for name in TORCHSCRIPT},
+        }
+        if torch_artifacts
+        else {},
         "training": record,
         "exporter": versions,
-        "files": {p.relative_to(out).as_posix(): {"sha256": sha256_file(p), "bytes": p.stat().st_size}
-                  for p in sorted(out.rglob("*")) if p.is_file()},
+        "files": {
+            p.relative_to(out).as_posix(): {"sha256": sha256_file(p), "bytes": p.stat().st_size}
+            for p in sorted(out.rglob("*"))
+            if p.is_file()
+        },
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
@@ -163,7 +208,7 @@ def _pid_alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:   # someone else's process
+    except PermissionError:  # someone else's process
         return True
     return True
 
@@ -173,7 +218,7 @@ def remove_stale_partials(out_dir: Path) -> list[Path]:
     outright left beside it (their PID no longer runs); returns what was removed."""
     removed = []
     for p in out_dir.parent.glob(f".{out_dir.name}.*-*-*"):
-        kind, _, rest = p.name[len(out_dir.name) + 2:].partition("-")
+        kind, _, rest = p.name[len(out_dir.name) + 2 :].partition("-")
         pid = rest.split("-", 1)[0]
         if kind in ("partial", "old") and pid.isdigit() and p.is_dir() and not _pid_alive(int(pid)):
             shutil.rmtree(p, ignore_errors=True)
@@ -205,7 +250,7 @@ def export_model(run_dir: str | Path, out_dir: str | Path, which: str = "best", 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_partials(out_dir)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-{os.getpid()}-", dir=out_dir.parent))
-    tmp.chmod(0o755)   # mkdtemp makes it private; a model directory is meant to be shipped
+    tmp.chmod(0o755)  # mkdtemp makes it private; a model directory is meant to be shipped
     try:
         manifest = _build(flow, tmp, record, torch_artifacts)
         if out_dir.exists():

@@ -39,6 +39,7 @@ two Neg nodes per layer; SiLU's derivative is ``sig (1 + p - h)`` and runs in th
 Poses are in the user layout (B, 21, 6): per joint the first two columns of R, ``[R00 R10 R20 R01 R11 R21]``.
 Masked joints are ignored by the density (zero gradient) and come out of the sampler as the identity.
 """
+
 from __future__ import annotations
 
 import math
@@ -52,8 +53,9 @@ from train.flow import PoseFlow
 from train.rotations import NUM_JOINTS, from_flow_layout
 
 
-def log_prob_and_grad(log_prob: Callable[[torch.Tensor], torch.Tensor], poses: torch.Tensor
-                      ) -> tuple[torch.Tensor, torch.Tensor]:
+def log_prob_and_grad(
+    log_prob: Callable[[torch.Tensor], torch.Tensor], poses: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(log p(x), d log p(x)/dx) by autograd; rows are independent, so the gradient of sum(log p) is per pose."""
     with torch.enable_grad():
         x = poses.detach().requires_grad_(True)
@@ -62,8 +64,9 @@ def log_prob_and_grad(log_prob: Callable[[torch.Tensor], torch.Tensor], poses: t
     return log_p.detach(), grad
 
 
-def latent_vjp_autograd(flow: PoseFlow, z: torch.Tensor, grad_poses: torch.Tensor
-                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def latent_vjp_autograd(
+    flow: PoseFlow, z: torch.Tensor, grad_poses: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """The reference of ``LatentVJP`` by torch autograd: (f(z), log p(f(z)), d log p(f(z))/dz, (df/dz)^T g)."""
     with torch.enable_grad():
         zz = z.detach().requires_grad_(True)
@@ -116,7 +119,7 @@ def _act_vjp(activation: nn.Module, saved: tuple[torch.Tensor, ...], g: torch.Te
 
 def _linears(net: nn.Sequential) -> tuple[list[nn.Linear], list[nn.Module]]:
     mods = list(net)
-    return mods[0::2], mods[1::2]   # Linear, act, Linear, act, ..., Linear
+    return mods[0::2], mods[1::2]  # Linear, act, Linear, act, ..., Linear
 
 
 def _mlp_forward(net: nn.Sequential, a: torch.Tensor) -> tuple[torch.Tensor, list]:
@@ -152,17 +155,19 @@ def _put(layer: AffineCoupling, a: torch.Tensor, b: torch.Tensor) -> tuple[torch
     return (a, b) if layer.parity == 0 else (b, a)
 
 
-def _scale_shift(layer: AffineCoupling, a: torch.Tensor
-                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+def _scale_shift(
+    layer: AffineCoupling, a: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[torch.Tensor]]:
     """(th, ds, t, saved): s = c th with th = tanh(r / c), ds/dr = 1 - th^2, and what the MLP's reverse pass needs."""
     out, saved = _mlp_forward(layer.net, a)
-    r, t = out[:, : layer.half], out[:, layer.half:]
+    r, t = out[:, : layer.half], out[:, layer.half :]
     th = torch.tanh(r * (1.0 / layer.scale_clamp))
     return th, 1.0 - th * th, t, saved
 
 
-def _coupling_forward(layer: AffineCoupling, a: torch.Tensor, b: torch.Tensor
-                      ) -> tuple[torch.Tensor, torch.Tensor, tuple]:
+def _coupling_forward(
+    layer: AffineCoupling, a: torch.Tensor, b: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, tuple]:
     """latent side -> pose side: (y_b, th, tape); y_a = a, s = c th (the caller sums every layer's th at once)."""
     th, ds, t, saved = _scale_shift(layer, a)
     s = th * layer.scale_clamp
@@ -171,8 +176,9 @@ def _coupling_forward(layer: AffineCoupling, a: torch.Tensor, b: torch.Tensor
     return be + t, th, (saved, ds, e, be)
 
 
-def _coupling_forward_vjp(layer: AffineCoupling, tape: tuple, ga: torch.Tensor, gyb: torch.Tensor,
-                          w: torch.Tensor | float) -> tuple[torch.Tensor, torch.Tensor]:
+def _coupling_forward_vjp(
+    layer: AffineCoupling, tape: tuple, ga: torch.Tensor, gyb: torch.Tensor, w: torch.Tensor | float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(g_a, g_b) of the layer's input from (g_ya, g_yb) (..., B, D/2) of its output and weight w on sum(s)."""
     saved, ds, e, be = tape
     gr = (gyb * be + w) * ds
@@ -180,8 +186,9 @@ def _coupling_forward_vjp(layer: AffineCoupling, tape: tuple, ga: torch.Tensor, 
     return ga, gyb * e
 
 
-def _coupling_inverse(layer: AffineCoupling, a: torch.Tensor, yb: torch.Tensor
-                      ) -> tuple[torch.Tensor, torch.Tensor, tuple]:
+def _coupling_inverse(
+    layer: AffineCoupling, a: torch.Tensor, yb: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, tuple]:
     """pose side -> latent side: (b, th, tape); log|det dx/dy| = -sum s = -c sum th (summed by the caller)."""
     th, ds, t, saved = _scale_shift(layer, a)
     neg_s = th * -layer.scale_clamp
@@ -190,8 +197,9 @@ def _coupling_inverse(layer: AffineCoupling, a: torch.Tensor, yb: torch.Tensor
     return b, th, (saved, ds, e_inv, b)
 
 
-def _coupling_inverse_vjp(layer: AffineCoupling, tape: tuple, ga: torch.Tensor, gb: torch.Tensor
-                          ) -> tuple[torch.Tensor, torch.Tensor]:
+def _coupling_inverse_vjp(
+    layer: AffineCoupling, tape: tuple, ga: torch.Tensor, gb: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(g_a, g_yb) of the inverse's input from (g_a, g_b) of its output, for L = <g_x, x> - sum(s).
 
     The MLP's cotangent [g_r, g_t] = -[q_r, q_t] with q_r = (g_b b + 1) ds/dr, q_t = g_yb; its pullback is
@@ -300,8 +308,9 @@ class LatentVJP(nn.Module):
         super().__init__()
         self.flow = flow
 
-    def forward(self, z: torch.Tensor, grad_poses: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(
+        self, z: torch.Tensor, grad_poses: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         flow, half = self.flow, self.flow.dim // 2
         lo, hi = z[:, :half], z[:, half:]
         ths, tapes = [], []
@@ -315,8 +324,8 @@ class LatentVJP(nn.Module):
         poses = flow.from_vec(torch.cat([lo, hi], dim=1) * scale + flow.shift)
         log_p = flow.base_log_prob(z) - _sum_s(list(flow.layers), ths) - flow.log_scale.sum()
 
-        g_u = flow.to_vec(grad_poses) * scale                       # masked joints: no path to z
-        g = torch.stack([torch.zeros_like(g_u), g_u])                 # (2, B, D)
+        g_u = flow.to_vec(grad_poses) * scale  # masked joints: no path to z
+        g = torch.stack([torch.zeros_like(g_u), g_u])  # (2, B, D)
         g_lo, g_hi = g[..., :half], g[..., half:]
         w = torch.tensor([-1.0, 0.0], dtype=z.dtype, device=z.device).reshape(2, 1, 1)
         for layer, tape in zip(reversed(flow.layers), reversed(tapes)):

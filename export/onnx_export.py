@@ -10,6 +10,7 @@
   smaller tensors stay inline (shape inference reads them). The offsets are written by hand:
   ``onnx.save(save_as_external_data=True)`` appends to an existing file and dedups by name, not content.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -27,22 +28,29 @@ from onnxscript.optimizer import optimize_ir
 
 from runtime.prior import Graph
 
-OPSET = 18           # 17 gave an invalid model without an error (DESIGN §6)
+OPSET = 18  # 17 gave an invalid model without an error (DESIGN §6)
 INLINE_LIMIT = 1024  # bytes: smaller tensors stay inside the .onnx file
-ALIGN = 64           # byte alignment of each tensor in the weights file
+ALIGN = 64  # byte alignment of each tensor in the weights file
 BATCH = "batch"
 
 
 def to_onnx(program: torch.export.ExportedProgram, graph: Graph) -> onnx.ModelProto:
     """Convert one exported graph (dynamic batch on axis 0 of its input) to an optimised, stripped ModelProto."""
     with _quiet_exporter():
-        onnx_program = torch.onnx.export(program, input_names=list(graph.inputs), output_names=list(graph.outputs),
-                                         opset_version=OPSET, optimize=False, verbose=False)
+        onnx_program = torch.onnx.export(
+            program,
+            input_names=list(graph.inputs),
+            output_names=list(graph.outputs),
+            opset_version=OPSET,
+            optimize=False,
+            verbose=False,
+        )
     model = onnx_program.model
 
     def keep_weights(node: ir.Node) -> bool | None:
-        reads_weight = any(v is not None and v.const_value is not None and v.const_value.nbytes >= INLINE_LIMIT
-                           for v in node.inputs)
+        reads_weight = any(
+            v is not None and v.const_value is not None and v.const_value.nbytes >= INLINE_LIMIT for v in node.inputs
+        )
         return False if reads_weight else None
 
     optimize_ir(model, should_fold=keep_weights)
@@ -71,7 +79,7 @@ def _subgraphs(graph: onnx.GraphProto):
     yield graph
     for node in graph.node:
         for attr in node.attribute:
-            for g in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)):
+            for g in [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs):
                 yield from _subgraphs(g)
 
 
@@ -110,13 +118,13 @@ def share_weights(models: dict[str, onnx.ModelProto], path: Path) -> None:
 
     The .onnx files must be saved into ``path``'s folder: locations are relative (``path.name``).
     """
-    stored: dict[tuple, tuple[int, int]] = {}   # (dtype, dims, sha256) -> (offset, length)
+    stored: dict[tuple, tuple[int, int]] = {}  # (dtype, dims, sha256) -> (offset, length)
     with open(path, "wb") as f:
         for model in models.values():
             for tensor in model.graph.initializer:
                 if tensor.data_location == onnx.TensorProto.EXTERNAL:
                     raise ValueError(f"initializer {tensor.name}: already external")
-                if not tensor.HasField("raw_data"):   # typed fields (float_data, ...) -> raw bytes
+                if not tensor.HasField("raw_data"):  # typed fields (float_data, ...) -> raw bytes
                     tensor.CopyFrom(onnx.numpy_helper.from_array(onnx.numpy_helper.to_array(tensor), tensor.name))
                 data = tensor.raw_data
                 if len(data) < INLINE_LIMIT:

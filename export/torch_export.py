@@ -9,6 +9,7 @@
 Both formats record source file paths of the build machine (stack traces in ``.pt2`` node metadata,
 ``*.debug_pkl`` entries in TorchScript archives); they are removed: the debug entries are optional.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -30,7 +31,7 @@ def export_program(module: nn.Module, *examples: torch.Tensor) -> torch.export.E
 
 
 def save_pt2(program: torch.export.ExportedProgram, path: Path) -> None:
-    with warnings.catch_warnings():   # torch-internal pytree deprecation noise
+    with warnings.catch_warnings():  # torch-internal pytree deprecation noise
         warnings.filterwarnings("ignore", message=r".*LeafSpec", category=FutureWarning)
         torch.export.save(program, path)
 
@@ -41,8 +42,9 @@ def save_torchscript(module: nn.Module, example: torch.Tensor, path: Path) -> No
         # "torch.jit.trace/save is deprecated": known, and this artifact is wanted. The identity rotation of
         # masked joints is a constant, as the TracerWarning about torch.tensor assumes.
         warnings.filterwarnings("ignore", message=r".*torch\.jit\.\w+` is deprecated", category=DeprecationWarning)
-        warnings.filterwarnings("ignore", message=r"torch\.tensor results are registered as constants",
-                                category=torch.jit.TracerWarning)
+        warnings.filterwarnings(
+            "ignore", message=r"torch\.tensor results are registered as constants", category=torch.jit.TracerWarning
+        )
         traced = torch.jit.trace(module.eval(), (example,))
         torch.jit.save(traced, str(tmp))
     with zipfile.ZipFile(tmp) as src, zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as dst:

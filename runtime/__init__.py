@@ -7,9 +7,18 @@
 
 ``rotations`` holds the numpy conversions (axis-angle, matrices, 6D, Gram-Schmidt) and ``JOINT_NAMES``.
 """
+
 from . import rotations
 from .prior import DEFAULT_MODEL_DIR, FORMAT_VERSION, GRAPHS, REPS, ModelError, PosePrior
 from .rotations import JOINT_NAMES
 
-__all__ = ["PosePrior", "ModelError", "rotations", "JOINT_NAMES", "REPS", "GRAPHS", "FORMAT_VERSION",
-           "DEFAULT_MODEL_DIR"]
+__all__ = [
+    "PosePrior",
+    "ModelError",
+    "rotations",
+    "JOINT_NAMES",
+    "REPS",
+    "GRAPHS",
+    "FORMAT_VERSION",
+    "DEFAULT_MODEL_DIR",
+]

@@ -12,6 +12,7 @@ see ``runtime.manifest``), with the takes used and their sha256, and warns when 
 model's training data checksums. It builds the new directory next to ``out`` and renames it into place, so a failure
 leaves nothing behind.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -43,12 +44,13 @@ def clean_exclusion(R: np.ndarray, radius: int, jump_deg: float = JUMP_DEG) -> n
     tr = np.einsum("tjab,tjab->tj", R[:-1], R[1:])
     step = np.degrees(np.arccos(np.clip((tr - 1) / 2, -1, 1))).max(1)
     for t in np.flatnonzero(step > jump_deg) + 1:
-        out[max(0, t - radius):t + radius] = True
+        out[max(0, t - radius) : t + radius] = True
     return out
 
 
-def calibrate_arrays(statistics: list[np.ndarray], log_probs: list[np.ndarray], rate: float,
-                     params: Params = Params()) -> dict:
+def calibrate_arrays(
+    statistics: list[np.ndarray], log_probs: list[np.ndarray], rate: float, params: Params = Params()
+) -> dict:
     """``{"tau": float, "detector": runtime.detect.Calibration}`` from per-take detector statistics (each
     (n, 21), ``runtime.detect.joint_statistic``) and log p (each (n,)) of clean takes."""
     S = np.concatenate(statistics)
@@ -94,12 +96,19 @@ def training_checksums(manifest: dict) -> set[str]:
                 walk(x)
         elif isinstance(v, str) and len(v) == 64 and all(c in "0123456789abcdef" for c in v):
             found.add(v)
+
     walk(manifest.get("training", {}))
     return found
 
 
-def calibrate(takes, out: str | Path, model: str | Path | None = None, rate: float = 0.01,
-              fps: float | None = None, skeleton_file: str | Path | None = None) -> dict:
+def calibrate(
+    takes,
+    out: str | Path,
+    model: str | Path | None = None,
+    rate: float = 0.01,
+    fps: float | None = None,
+    skeleton_file: str | Path | None = None,
+) -> dict:
     """Copy the model directory ``model`` (default: the shipped one) to ``out`` with ``plausibility`` (tau) and
     ``detector`` calibrated on the clean ``takes`` (files or folders) at ``rate``. Returns a summary (``frames``,
     ``tau``, ``threshold``, ``warnings``: the training-data overlaps found, and what they were checked against).
@@ -134,30 +143,50 @@ def calibrate(takes, out: str | Path, model: str | Path | None = None, rate: flo
     overlap = [r["file"] for r in records if r["sha256"] in known]
     notes = []
     if overlap:
-        notes.append(f"{', '.join(overlap)}: the model was trained on {'this file' if len(overlap) == 1 else 'these files'}"
-                     f" (its sha256 is among the manifest's training checksums): a calibration on training data "
-                     f"flags too little on new takes")
-    notes_checked = (f"overlap with the training data checked against the {len(known)} checksum(s) the manifest "
-                     f"records under 'training' (a take converted before training has another checksum and is "
-                     f"not recognised)")
+        notes.append(
+            f"{', '.join(overlap)}: the model was trained on {'this file' if len(overlap) == 1 else 'these files'}"
+            f" (its sha256 is among the manifest's training checksums): a calibration on training data "
+            f"flags too little on new takes"
+        )
+    notes_checked = (
+        f"overlap with the training data checked against the {len(known)} checksum(s) the manifest "
+        f"records under 'training' (a take converted before training has another checksum and is "
+        f"not recognised)"
+    )
     finite = [r for r in rates if np.isfinite(r)]
     shas = [r["sha256"] for r in records]
     data_sha = hashlib.sha256("\n".join(shas).encode()).hexdigest()
     manifest = json.loads((prior.path / "manifest.json").read_text())
-    manifest["plausibility"] = {"tau": round(cal["tau"], 4), "percentile": round(100 * PRIOR_SHARE * float(rate), 4),
-                                "definition": f"{100 * PRIOR_SHARE * float(rate):g}th percentile of log p on the clean takes "
-                                              f"given to poseprior calibrate ({len(records)} file(s), {frames} frames)",
-                                "data_sha256": data_sha}
-    manifest["detector"] = {**det.to_dict(), "fps": float(np.median(finite)) if finite else None,
-                            "takes": records, "data_sha256": data_sha}
+    manifest["plausibility"] = {
+        "tau": round(cal["tau"], 4),
+        "percentile": round(100 * PRIOR_SHARE * float(rate), 4),
+        "definition": f"{100 * PRIOR_SHARE * float(rate):g}th percentile of log p on the clean takes "
+        f"given to poseprior calibrate ({len(records)} file(s), {frames} frames)",
+        "data_sha256": data_sha,
+    }
+    manifest["detector"] = {
+        **det.to_dict(),
+        "fps": float(np.median(finite)) if finite else None,
+        "takes": records,
+        "data_sha256": data_sha,
+    }
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         shutil.copytree(prior.path, tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
-        PosePrior.load(tmp)                           # the new directory must load (schema, checksums)
+        PosePrior.load(tmp)  # the new directory must load (schema, checksums)
         tmp.rename(out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return {"files": len(records), "frames": frames, "tau": cal["tau"], "threshold": det.c, "rate": float(rate),
-            "fps": manifest["detector"]["fps"], "warnings": notes, "checked": notes_checked, "out": str(out)}
+    return {
+        "files": len(records),
+        "frames": frames,
+        "tau": cal["tau"],
+        "threshold": det.c,
+        "rate": float(rate),
+        "fps": manifest["detector"]["fps"],
+        "warnings": notes,
+        "checked": notes_checked,
+        "out": str(out),
+    }

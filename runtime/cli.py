@@ -7,6 +7,7 @@ commands that need torch (``train``, ``export``, ``evaluate``, ...) live in ``tr
 ``export.cli`` is imported only when one of them is invoked. Without the training extra that import fails and the
 command says in one line what to install, exit code 2.
 """
+
 from __future__ import annotations
 
 import sys
@@ -27,8 +28,9 @@ TORCH_COMMANDS = {
 }
 
 
-MAP_HELP = ("Joint map {SMPL joint: source joint} as JSON (runtime.formats.joint_maps), for a rig "
-            "poseprior does not know.")
+MAP_HELP = (
+    "Joint map {SMPL joint: source joint} as JSON (runtime.formats.joint_maps), for a rig poseprior does not know."
+)
 
 
 def fail(msg: str) -> None:
@@ -63,6 +65,7 @@ def check_not_source(out: Path, sources, option: str = "--out") -> None:
     """Refuse an output that is one of the input files (the same path, or the same file through a link): writing
     it would destroy what the user gave (exit 2, naming ``option``)."""
     import os
+
     for src in sources:
         same = out.resolve() == Path(src).resolve()
         if not same and out.exists() and Path(src).exists():
@@ -90,7 +93,7 @@ class PosePriorGroup(click.Group):
         if name not in TORCH_COMMANDS:
             return super().get_command(ctx, name)
         try:
-            from export.cli import main as torch_commands   # the one upward edge (.importlinter)
+            from export.cli import main as torch_commands  # the one upward edge (.importlinter)
         except ImportError as e:
             if not missing_train_extra(e):
                 raise
@@ -98,9 +101,15 @@ class PosePriorGroup(click.Group):
         return torch_commands.get_command(ctx, name)
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        rows = [(name, TORCH_COMMANDS[name] if name in TORCH_COMMANDS else
-                 super(PosePriorGroup, self).get_command(ctx, name).get_short_help_str(80))
-                for name in self.list_commands(ctx)]
+        rows = [
+            (
+                name,
+                TORCH_COMMANDS[name]
+                if name in TORCH_COMMANDS
+                else super(PosePriorGroup, self).get_command(ctx, name).get_short_help_str(80),
+            )
+            for name in self.list_commands(ctx)
+        ]
         with formatter.section("Commands"):
             formatter.write_dl(rows)
 
@@ -111,8 +120,7 @@ def main() -> None:
     poseprior[train])."""
 
 
-@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
-                                "help_option_names": []})
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []})
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def demo(args: tuple[str, ...]) -> None:
     """Run the shipped default model: sample, score real and corrupted poses, write demo.png (--help: options)."""
@@ -127,19 +135,41 @@ def demo(args: tuple[str, ...]) -> None:
 
 @main.command()
 @click.argument("src", type=click.Path(path_type=Path))
-@click.option("--to", "target", type=click.Choice(["smpl"]), default="smpl", show_default=True,
-              help="Target convention: SMPL body_pose (runtime.convert).")
+@click.option(
+    "--to",
+    "target",
+    type=click.Choice(["smpl"]),
+    default="smpl",
+    show_default=True,
+    help="Target convention: SMPL body_pose (runtime.convert).",
+)
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="AMASS-style .npz to write.")
-@click.option("--skeleton", type=click.Path(path_type=Path), default=None,
-              help="The .asf of an .amc take (default: found beside it).")
-@click.option("--rest", type=click.Path(path_type=Path), default=None,
-              help="SMPL rest joints: a model directory or an .npz with rest_joints (default: the shipped model's).")
+@click.option(
+    "--skeleton",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="The .asf of an .amc take (default: found beside it).",
+)
+@click.option(
+    "--rest",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="SMPL rest joints: a model directory or an .npz with rest_joints (default: the shipped model's).",
+)
 @click.option("--fps", type=float, default=None, help="Subsample to about this frame rate.")
 @click.option("--map", "map_file", type=click.Path(path_type=Path), default=None, help=MAP_HELP)
-def convert(src: Path, target: str, out: Path, skeleton: Path | None, rest: Path | None, fps: float | None,
-            map_file: Path | None) -> None:
+def convert(
+    src: Path,
+    target: str,
+    out: Path,
+    skeleton: Path | None,
+    rest: Path | None,
+    fps: float | None,
+    map_file: Path | None,
+) -> None:
     """Convert a take (BVH, ASF/AMC, shared npz, AMASS) to SMPL body_pose: an AMASS-style npz."""
-    from .convert import convert as convert_take, load_rest_joints
+    from .convert import convert as convert_take
+    from .convert import load_rest_joints
     from .formats import FormatError
     from .formats.joint_maps import load_joint_map
 
@@ -153,8 +183,10 @@ def convert(src: Path, target: str, out: Path, skeleton: Path | None, rest: Path
         summary = convert_take(src, out, load_rest_joints(rest), skeleton, fps, joint_map)
     except (FormatError, ValueError, OSError) as e:
         fail(str(e))
-    click.echo(f"{summary['source']}: {summary['takes']} take(s), {summary['frames']} frames at "
-               f"{summary['fps']:.1f} fps -> {out} (SMPL body_pose, conversion {summary['conversion']})")
+    click.echo(
+        f"{summary['source']}: {summary['takes']} take(s), {summary['frames']} frames at "
+        f"{summary['fps']:.1f} fps -> {out} (SMPL body_pose, conversion {summary['conversion']})"
+    )
 
 
 # --- take tools: score and repair (runtime.takes) ---------------------------------------------------------------
@@ -162,10 +194,18 @@ def _take_options(f):
     """The options every take command shares: the model, the .asf of an .amc take, subsampling, a joint map."""
     f = click.option("--map", "map_file", type=click.Path(path_type=Path), default=None, help=MAP_HELP)(f)
     f = click.option("--fps", type=float, default=None, help="Subsample the take to about this frame rate.")(f)
-    f = click.option("--skeleton", type=click.Path(path_type=Path), default=None,
-                     help="The .asf of an .amc take (default: found beside it).")(f)
-    f = click.option("--model", type=click.Path(path_type=Path), default=None,
-                     help="Model directory (default: the one shipped in the package).")(f)
+    f = click.option(
+        "--skeleton",
+        type=click.Path(path_type=Path),
+        default=None,
+        help="The .asf of an .amc take (default: found beside it).",
+    )(f)
+    f = click.option(
+        "--model",
+        type=click.Path(path_type=Path),
+        default=None,
+        help="Model directory (default: the one shipped in the package).",
+    )(f)
     return f
 
 
@@ -193,6 +233,7 @@ def _check_plot(path: Path | None) -> None:
     _check_file_out(path, "--plot", (".png", ".pdf", ".svg"))
     if path is not None:
         import importlib.util
+
         if importlib.util.find_spec("matplotlib") is None:
             fail("--plot needs matplotlib: pip install 'poseprior[plot]'")
 
@@ -234,7 +275,7 @@ def _load_prior(model: Path | None, fps: float | None, map_file: Path | None = N
         check_smpl_prior(prior)
     for w in caught:
         click.echo(f"note: {w.message}", err=True)
-    warnings.filterwarnings("ignore", message=".*trained on takes converted by")   # said once, as a note
+    warnings.filterwarnings("ignore", message=".*trained on takes converted by")  # said once, as a note
     return prior, load_rest_joints(prior.path), None if map_file is None else load_joint_map(map_file)
 
 
@@ -287,6 +328,7 @@ def _plot(s, path: Path, repaired=None) -> None:
 
     if s.detection is not None:
         from .qaplot import plot_timeline
+
         plot_timeline(s, path, repaired=repaired)
     else:
         takes.plot_score(s, path, repaired=repaired)
@@ -299,31 +341,51 @@ def _spans_text(spans: list[tuple[int, int]], limit: int = 12) -> str:
 
 def _dropped_text(take) -> str | None:
     notes = [f"{n}: {d}" if len(take.names) > 1 else d for n, d in zip(take.names, take.dropped) if d]
-    return (f"note: {take.source}: left out {'; '.join(notes)}; frame numbers are the source file's"
-            if notes else None)
+    return f"note: {take.source}: left out {'; '.join(notes)}; frame numbers are the source file's" if notes else None
 
 
 @main.command()
 @click.argument("take", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--out", type=click.Path(path_type=Path), default=None,
-              help="Write the per-frame scores: .json (log_prob, threshold, flagged, ...) or .csv (a row per frame); "
-                   "an existing folder: one .json per take file.")
-@click.option("--plot", type=click.Path(path_type=Path), default=None,
-              help="Plot log p over time with the flagged frames marked (.png/.pdf/.svg; needs matplotlib); an "
-                   "existing folder: one .png per take file.")
-@click.option("--threshold", type=float, default=None,
-              help="Flag frames with log p below this (default: the model's recorded tau).")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Write the per-frame scores: .json (log_prob, threshold, flagged, ...) or .csv (a row per frame); "
+    "an existing folder: one .json per take file.",
+)
+@click.option(
+    "--plot",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Plot log p over time with the flagged frames marked (.png/.pdf/.svg; needs matplotlib); an "
+    "existing folder: one .png per take file.",
+)
+@click.option(
+    "--threshold",
+    type=float,
+    default=None,
+    help="Flag frames with log p below this (default: the model's recorded tau).",
+)
 @click.option("--progress", is_flag=True, help="Show a progress bar (default: only for takes over 20,000 frames).")
 @_take_options
-def score(take: tuple[Path, ...], out: Path | None, plot: Path | None, threshold: float | None, progress: bool,
-          model: Path | None, skeleton: Path | None, fps: float | None, map_file: Path | None) -> None:
+def score(
+    take: tuple[Path, ...],
+    out: Path | None,
+    plot: Path | None,
+    threshold: float | None,
+    progress: bool,
+    model: Path | None,
+    skeleton: Path | None,
+    fps: float | None,
+    map_file: Path | None,
+) -> None:
     """Score every frame of takes (BVH, ASF/AMC, AMASS or shared npz files, or folders of them) and flag the
     implausible ones. Frames are numbered as in the source file."""
     import numpy as np
 
+    from . import takes
     from .formats import FormatError
     from .prior import ModelError
-    from . import takes
 
     files = _take_files(take)
     for f in files:
@@ -341,10 +403,11 @@ def score(take: tuple[Path, ...], out: Path | None, plot: Path | None, threshold
     try:
         prior, rest, joint_map = _load_prior(model, fps, map_file)
         for f in files:
-            bar = _Progress(f"scoring {f.name}", min_total=0 if progress else 20_000)   # about 10k frames/s
+            bar = _Progress(f"scoring {f.name}", min_total=0 if progress else 20_000)  # about 10k frames/s
             try:
-                scores.append(takes.score(prior, takes.read_take(f, rest, skeleton, fps, joint_map), threshold,
-                                          progress=bar))
+                scores.append(
+                    takes.score(prior, takes.read_take(f, rest, skeleton, fps, joint_map), threshold, progress=bar)
+                )
             finally:
                 bar.close()
         if outs is not None:
@@ -367,23 +430,34 @@ def score(take: tuple[Path, ...], out: Path | None, plot: Path | None, threshold
         note = _dropped_text(tk)
         if note:
             click.echo(note)
-        click.echo(f"{f}: {n} frames ({len(tk.names)} take{'s' if len(tk.names) > 1 else ''}, {rate}); log p median "
-                   f"{float(np.median(s.log_prob)):.1f}, lowest {float(s.log_prob[worst]):.4g} at frame "
-                   f"{int(tk.frames[worst])}")
+        click.echo(
+            f"{f}: {n} frames ({len(tk.names)} take{'s' if len(tk.names) > 1 else ''}, {rate}); log p median "
+            f"{float(np.median(s.log_prob)):.1f}, lowest {float(s.log_prob[worst]):.4g} at frame "
+            f"{int(tk.frames[worst])}"
+        )
         if s.detection is None:
             spans = [(int(tk.frames[a]), int(tk.frames[b])) for a, b in s.flagged_spans()]
-            click.echo(f"threshold {s.threshold:.4g} ({s.threshold_source}): {len(flagged)} frames flagged "
-                       f"({len(flagged) / n:.1%})" + (f": {_spans_text(spans)}" if len(flagged) else ""))
+            click.echo(
+                f"threshold {s.threshold:.4g} ({s.threshold_source}): {len(flagged)} frames flagged "
+                f"({len(flagged) / n:.1%})" + (f": {_spans_text(spans)}" if len(flagged) else "")
+            )
             if "detector" not in prior.manifest:
-                click.echo("note: per-frame log p only; `poseprior calibrate` on your own clean takes adds the "
-                           "motion-aware detector (spans and suspect joints)", err=True)
+                click.echo(
+                    "note: per-frame log p only; `poseprior calibrate` on your own clean takes adds the "
+                    "motion-aware detector (spans and suspect joints)",
+                    err=True,
+                )
         else:
             spans = s.detection.spans
-            click.echo(f"detector (motion + log p < {s.threshold:.4g}): {len(flagged)} frames flagged "
-                       f"({len(flagged) / n:.1%}) in {len(spans)} spans" + (":" if spans else ""))
+            click.echo(
+                f"detector (motion + log p < {s.threshold:.4g}): {len(flagged)} frames flagged "
+                f"({len(flagged) / n:.1%}) in {len(spans)} spans" + (":" if spans else "")
+            )
             for a, b, js in spans[:12]:
-                click.echo(f"  {int(tk.frames[a])}-{int(tk.frames[b - 1])}: "
-                           f"{', '.join(prior.joint_names[j] for j in js) or '(log p only)'}")
+                click.echo(
+                    f"  {int(tk.frames[a])}-{int(tk.frames[b - 1])}: "
+                    f"{', '.join(prior.joint_names[j] for j in js) or '(log p only)'}"
+                )
             if len(spans) > 12:
                 click.echo(f"  ... ({len(spans) - 12} more spans: --out writes them all)")
     for path in (outs or [out]) + (plots or [plot]):
@@ -393,38 +467,83 @@ def score(take: tuple[Path, ...], out: Path | None, plot: Path | None, threshold
 
 @main.command()
 @click.argument("take", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--out", required=True, type=click.Path(path_type=Path),
-              help="The repaired take: an .npz (an AMASS/SMPL-H/SMPL-X input keeps all its arrays; other sources: "
-                   "AMASS-style SMPL body_pose); an existing folder: one .npz per take file.")
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="The repaired take: an .npz (an AMASS/SMPL-H/SMPL-X input keeps all its arrays; other sources: "
+    "AMASS-style SMPL body_pose); an existing folder: one .npz per take file.",
+)
 @click.option("--joints", default=None, help="Fill these joints (comma-separated SMPL names) in every frame.")
 @click.option("--flagged", is_flag=True, help="Fill the worst joints of the frames below the threshold.")
-@click.option("--threshold", type=float, default=None,
-              help="With --flagged: the log p below which frames are repaired (default: the model's tau).")
-@click.option("--max-joints", type=click.IntRange(1, 21), default=3, show_default=True,
-              help="With --flagged: at most this many joints per frame.")
-@click.option("--space", type=click.Choice(["auto", "latent", "ambient"]), default="auto", show_default=True,
-              help="Completion in the flow's latent space (with the Jacobian term) or on the 6D poses (faster); "
-                   "auto: ambient for --flagged with a calibrated detector (spans held by their neighbours), "
-                   "else latent.")
-@click.option("--smooth", type=click.FloatRange(min=0), default=1.0, show_default=True,
-              help="Weight of the squared joint velocity (s^2) in the temporal smoothness term; 0: frame by frame.")
-@click.option("--iters", type=click.IntRange(min=1), default=200, show_default=True,
-              help="L-BFGS iterations of each run of frames (the smoothing solve).")
-@click.option("--plot", type=click.Path(path_type=Path), default=None,
-              help="Plot log p over time before and after the repair (.png/.pdf/.svg; needs matplotlib); an "
-                   "existing folder: one .png per take file.")
+@click.option(
+    "--threshold",
+    type=float,
+    default=None,
+    help="With --flagged: the log p below which frames are repaired (default: the model's tau).",
+)
+@click.option(
+    "--max-joints",
+    type=click.IntRange(1, 21),
+    default=3,
+    show_default=True,
+    help="With --flagged: at most this many joints per frame.",
+)
+@click.option(
+    "--space",
+    type=click.Choice(["auto", "latent", "ambient"]),
+    default="auto",
+    show_default=True,
+    help="Completion in the flow's latent space (with the Jacobian term) or on the 6D poses (faster); "
+    "auto: ambient for --flagged with a calibrated detector (spans held by their neighbours), "
+    "else latent.",
+)
+@click.option(
+    "--smooth",
+    type=click.FloatRange(min=0),
+    default=1.0,
+    show_default=True,
+    help="Weight of the squared joint velocity (s^2) in the temporal smoothness term; 0: frame by frame.",
+)
+@click.option(
+    "--iters",
+    type=click.IntRange(min=1),
+    default=200,
+    show_default=True,
+    help="L-BFGS iterations of each run of frames (the smoothing solve).",
+)
+@click.option(
+    "--plot",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Plot log p over time before and after the repair (.png/.pdf/.svg; needs matplotlib); an "
+    "existing folder: one .png per take file.",
+)
 @_take_options
-def repair(take: tuple[Path, ...], out: Path, joints: str | None, flagged: bool, threshold: float | None,
-           max_joints: int, space: str, smooth: float, iters: int, plot: Path | None, model: Path | None,
-           skeleton: Path | None, fps: float | None, map_file: Path | None) -> None:
+def repair(
+    take: tuple[Path, ...],
+    out: Path,
+    joints: str | None,
+    flagged: bool,
+    threshold: float | None,
+    max_joints: int,
+    space: str,
+    smooth: float,
+    iters: int,
+    plot: Path | None,
+    model: Path | None,
+    skeleton: Path | None,
+    fps: float | None,
+    map_file: Path | None,
+) -> None:
     """Repair takes (files or folders): fill named joints, or the worst joints of implausible frames, with the
     prior. An AMASS/SMPL-H/SMPL-X npz is written back whole: only the repaired body joints change."""
     import numpy as np
 
+    from . import takes
     from .formats import FormatError
     from .lossless import is_amass, write_repaired
     from .prior import ModelError
-    from . import takes
 
     if (joints is None) == (not flagged):
         fail("repair: give --joints NAMES or --flagged (one of the two)")
@@ -452,8 +571,10 @@ def repair(take: tuple[Path, ...], out: Path, joints: str | None, flagged: bool,
     try:
         amass = [is_amass(f) for f in files]
         if fps is not None and any(amass):
-            fail(f"--fps: {files[amass.index(True)]} is an AMASS npz, repaired at its own frame rate so that the "
-                 f"output keeps every frame")
+            fail(
+                f"--fps: {files[amass.index(True)]} is an AMASS npz, repaired at its own frame rate so that the "
+                f"output keeps every frame"
+            )
         prior, rest, joint_map = _load_prior(model, fps, map_file)
         if space == "auto":
             space = "ambient" if flagged and "detector" in prior.manifest else "latent"
@@ -461,9 +582,20 @@ def repair(take: tuple[Path, ...], out: Path, joints: str | None, flagged: bool,
             tk = takes.read_take(f, rest, skeleton, fps, joint_map)
             bar = _Progress(f"repairing {f.name} ({space})")
             try:
-                done.append(takes.repair(prior, tk, joints=names, flagged=flagged, threshold=threshold,
-                                         max_joints=max_joints, space=space, smooth=smooth, run_iters=iters,
-                                         progress=bar))
+                done.append(
+                    takes.repair(
+                        prior,
+                        tk,
+                        joints=names,
+                        flagged=flagged,
+                        threshold=threshold,
+                        max_joints=max_joints,
+                        space=space,
+                        smooth=smooth,
+                        run_iters=iters,
+                        progress=bar,
+                    )
+                )
             finally:
                 bar.close()
         for f, r, o, p, whole in zip(files, done, outs, plots, amass):
@@ -473,8 +605,14 @@ def repair(take: tuple[Path, ...], out: Path, joints: str | None, flagged: bool,
             else:
                 takes.write_take(r.take, rest, o)
             if p is not None:
-                s = takes.Score(r.take, r.log_prob_before, r.threshold if flagged else float("nan"), "",
-                                str(prior.path), r.detection)
+                s = takes.Score(
+                    r.take,
+                    r.log_prob_before,
+                    r.threshold if flagged else float("nan"),
+                    "",
+                    str(prior.path),
+                    r.detection,
+                )
                 _plot(s, p, repaired=r.log_prob_after)
     except (FormatError, ModelError, ValueError, OSError, ImportError) as e:
         fail(str(e))
@@ -482,39 +620,72 @@ def repair(take: tuple[Path, ...], out: Path, joints: str | None, flagged: bool,
         tk, fixed = r.take, r.repaired
         counts = dict(zip(*np.unique(np.array(prior.joint_names)[np.nonzero(r.mask)[1]], return_counts=True)))
         joints_text = ", ".join(f"{k} {v}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1])) or "none"
-        head = (f"{len(r.detection.spans)} spans flagged by the detector" if r.detection is not None else
-                f"{len(fixed)} of {len(tk.poses)} frames below {r.threshold:.4g}" if flagged else
-                f"{', '.join(names)} in all {len(tk.poses)} frames")
+        head = (
+            f"{len(r.detection.spans)} spans flagged by the detector"
+            if r.detection is not None
+            else f"{len(fixed)} of {len(tk.poses)} frames below {r.threshold:.4g}"
+            if flagged
+            else f"{', '.join(names)} in all {len(tk.poses)} frames"
+        )
         note = _dropped_text(tk)
         if note:
             click.echo(note)
-        click.echo(f"{f}: {head}; repaired {len(fixed)} frames in {space} space, {r.seconds:.1f} s "
-                   f"(joints freed: {joints_text})")
+        click.echo(
+            f"{f}: {head}; repaired {len(fixed)} frames in {space} space, {r.seconds:.1f} s "
+            f"(joints freed: {joints_text})"
+        )
         if len(fixed):
             b, a = r.log_prob_before[fixed], r.log_prob_after[fixed]
             still = f"; still below the threshold: {int((a < r.threshold).sum())}" if flagged else ""
             spans = [(int(tk.frames[x]), int(tk.frames[y])) for x, y in takes.runs(fixed, tk.starts)]
             click.echo(f"repaired frames: {_spans_text(spans)}")
-            click.echo(f"log p of the repaired frames: median {float(np.median(b)):.1f} -> {float(np.median(a)):.1f}"
-                       f"{still}")
-        kind = ("every array of the input, only the repaired body joints changed" if whole else
-                "AMASS-style, SMPL body_pose, source_frame: the source's frame numbers")
+            click.echo(
+                f"log p of the repaired frames: median {float(np.median(b)):.1f} -> {float(np.median(a)):.1f}{still}"
+            )
+        kind = (
+            "every array of the input, only the repaired body joints changed"
+            if whole
+            else "AMASS-style, SMPL body_pose, source_frame: the source's frame numbers"
+        )
         click.echo(f"wrote {o} ({kind})" + (f" and {p}" if p else ""))
 
 
 @main.command()
 @click.argument("takes", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--out", required=True, type=click.Path(path_type=Path),
-              help="The calibrated model directory to write (must not exist).")
-@click.option("--model", type=click.Path(path_type=Path), default=None,
-              help="Model directory to calibrate (default: the one shipped in the package).")
-@click.option("--false-flag-rate", type=float, default=0.01, show_default=True,
-              help="The fraction of these clean takes' frames to flag.")
-@click.option("--skeleton", type=click.Path(path_type=Path), default=None,
-              help="The .asf of .amc takes (default: found beside each).")
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="The calibrated model directory to write (must not exist).",
+)
+@click.option(
+    "--model",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Model directory to calibrate (default: the one shipped in the package).",
+)
+@click.option(
+    "--false-flag-rate",
+    type=float,
+    default=0.01,
+    show_default=True,
+    help="The fraction of these clean takes' frames to flag.",
+)
+@click.option(
+    "--skeleton",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="The .asf of .amc takes (default: found beside each).",
+)
 @click.option("--fps", type=float, default=None, help="Subsample the takes to about this frame rate.")
-def calibrate(takes: tuple[Path, ...], out: Path, model: Path | None, false_flag_rate: float,
-              skeleton: Path | None, fps: float | None) -> None:
+def calibrate(
+    takes: tuple[Path, ...],
+    out: Path,
+    model: Path | None,
+    false_flag_rate: float,
+    skeleton: Path | None,
+    fps: float | None,
+) -> None:
     """Calibrate a model's take-QA detector and tau on your own clean takes (files or folders): a new model dir."""
     from .calibrate import calibrate as run_calibration
     from .formats import FormatError
@@ -535,9 +706,11 @@ def calibrate(takes: tuple[Path, ...], out: Path, model: Path | None, false_flag
     for w in r["warnings"]:
         click.echo(f"warning: {w}", err=True)
     click.echo(f"note: {r['checked']}", err=True)
-    click.echo(f"calibrated on {r['files']} file(s), {r['frames']} frames"
-               + (f" at {r['fps']:.4g} fps" if r["fps"] else "")
-               + f": tau {r['tau']:.4g}, detector threshold {r['threshold']:.4g} (false flag rate {r['rate']:g})")
+    click.echo(
+        f"calibrated on {r['files']} file(s), {r['frames']} frames"
+        + (f" at {r['fps']:.4g} fps" if r["fps"] else "")
+        + f": tau {r['tau']:.4g}, detector threshold {r['threshold']:.4g} (false flag rate {r['rate']:g})"
+    )
     click.echo(f"wrote {out}")
 
 

@@ -20,6 +20,7 @@ differences and is equivariant under that, so r_k does not change; hence
 ``check`` measures both sides on a take; ``jumps`` counts frame pairs with a large joint jump (the measure of
 issue 18: converted vs source frames with a joint turning more than 90 degrees between frames).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -43,17 +44,17 @@ def reads(name: str) -> tuple[tuple[str, str], ...]:
     """What ``to_smpl`` reads of the source to orient SMPL joint ``name`` (its global ``Gs``): ``("o", j)`` the
     orientation of SMPL joint j's orientation joint, ``("p", j)`` the position of its position joint."""
     if name in ("spine1", "spine2"):
-        return _TRUNK1                      # step 4b: one swing at spine1 puts spine3 on the source's ray
+        return _TRUNK1  # step 4b: one swing at spine1 puts spine3 on the source's ray
     if name in ("spine3", "neck"):
-        return _TRUNK2                      # ... then one at the neck (and the rest at spine3) for the head
+        return _TRUNK2  # ... then one at the neck (and the rest at spine3) for the head
     out = [("o", name)]
     if name in LIMBS and name not in REST_RELATIVE:
-        out += [("p", name), ("p", LIMBS[name])]           # step 4a: the segment's direction
+        out += [("p", name), ("p", LIMBS[name])]  # step 4a: the segment's direction
     side = name.split("_")[0]
     if name.endswith("_knee"):
-        out.append(("o", f"{side}_ankle"))                 # step 3: the knee's share of the ankle's twist
+        out.append(("o", f"{side}_ankle"))  # step 3: the knee's share of the ankle's twist
     if name.endswith("_elbow"):
-        out.append(("o", f"{side}_wrist"))                 # ... and the elbow's of the wrist's
+        out.append(("o", f"{side}_wrist"))  # ... and the elbow's of the wrist's
     return tuple(out)
 
 
@@ -64,7 +65,7 @@ def support(m: Motion, joint_map: dict[str, str] | None = None) -> list[np.ndarr
         skeleton = detect_skeleton(m)
         joint_map, orient = JOINT_MAPS[skeleton], HAND.get(skeleton)
     pos, end, ori = source_joints(m, joint_map, orient)
-    for k in range(1, 22):                  # joints the source lacks read their parent's (identity local)
+    for k in range(1, 22):  # joints the source lacks read their parent's (identity local)
         if pos[k] < 0:
             pos[k], end[k], ori[k] = pos[PARENTS[k]], end[PARENTS[k]], ori[PARENTS[k]]
 
@@ -80,7 +81,8 @@ def support(m: Motion, joint_map: dict[str, str] | None = None) -> list[np.ndarr
         k = IDX[name]
         if kind == "o" or end[k]:
             return chain(ori[k] if kind == "o" else pos[k]), chain(ori[k] if kind == "o" else pos[k])
-        return chain(pos[k]) - {int(pos[k])}, chain(pos[k])      # a joint's own turn leaves its centre in place
+        return chain(pos[k]) - {int(pos[k])}, chain(pos[k])  # a joint's own turn leaves its centre in place
+
     out = []
     for k in range(1, 22):
         sets = [influence(*r) for r in reads(SMPL_NAMES[PARENTS[k]]) + reads(SMPL_NAMES[k])]

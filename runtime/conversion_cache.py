@@ -7,6 +7,7 @@ take file converted by ``runtime.convert`` and stored under a key of everything 
 ``named_takes`` (the numbers ``poseprior convert`` writes); ``<key>.json``: the source, conversion version,
 skeleton detected and the takes (name, subject, frames). Both written atomically.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -42,8 +43,11 @@ def source_key(path: Path, rest: np.ndarray, fps: float | None, joint_map: dict 
             raise FormatError(str(e)) from None
         record.update(asf=str(asf), asf_sha256=sha256_file(asf))
         h.update(record["asf_sha256"].encode())
-    h.update(json.dumps([CONVERSION_VERSION, np.asarray(rest, np.float64).round(9).tolist(), fps, joint_map],
-                        sort_keys=True).encode())
+    h.update(
+        json.dumps(
+            [CONVERSION_VERSION, np.asarray(rest, np.float64).round(9).tolist(), fps, joint_map], sort_keys=True
+        ).encode()
+    )
     return h.hexdigest(), record
 
 
@@ -56,8 +60,9 @@ def _skeleton_of(path: Path, joint_map: dict | None) -> str:
     return detect_skeleton(m[0] if isinstance(m, list) else m)
 
 
-def convert_one(path: str, key: str, folder: str, rest: np.ndarray, fps: float | None, joint_map: dict | None
-                ) -> str | None:
+def convert_one(
+    path: str, key: str, folder: str, rest: np.ndarray, fps: float | None, joint_map: dict | None
+) -> str | None:
     """Convert one source into ``folder/<key>.npy`` + ``.json`` (atomically); None, or the one-line error."""
     path_, out = Path(path), Path(folder)
     try:
@@ -67,8 +72,13 @@ def convert_one(path: str, key: str, folder: str, rest: np.ndarray, fps: float |
         msg = str(e)
         return msg if msg.startswith(str(path_)) else f"{path_}: {msg}"
     poses = np.concatenate([t["poses"][:, 3:66] for *_, t in takes]).astype(np.float32).reshape(-1, 21, 3)
-    meta = {"source": path, "conversion": CONVERSION_VERSION, "skeleton": skeleton, "fps": fps,
-            "takes": [{"name": n, "subject": s, "frames": len(t["poses"])} for n, s, t in takes]}
+    meta = {
+        "source": path,
+        "conversion": CONVERSION_VERSION,
+        "skeleton": skeleton,
+        "fps": fps,
+        "takes": [{"name": n, "subject": s, "frames": len(t["poses"])} for n, s, t in takes],
+    }
     tmp = out / f"{key}.{os.getpid()}.tmp"
     with open(tmp, "wb") as f:
         np.save(f, poses)

@@ -87,6 +87,7 @@ brought real SMPL frames closer: step 4's literal swing for the trunk and neck m
 chains); ``L`` took the knees from 17 to 13 degrees; the twist share from 13 to 7-10 (all of it: ankles 26 degrees
 worse; none: knees 13).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -105,29 +106,52 @@ ELBOW_TWIST_SHARE = 0.5
 IDX = {n: i for i, n in enumerate(SMPL_NAMES)}
 _UP, _DOWN, _X = np.array([0.0, 1.0, 0.0]), np.array([0.0, -1.0, 0.0]), np.array([1.0, 0.0, 0.0])
 #: SMPL joint -> (the child that ends its segment, the segment's direction in the T-pose)
-T_POSE = {"spine1": ("spine2", _UP), "spine2": ("spine3", _UP), "spine3": ("neck", _UP), "neck": ("head", _UP),
-          "left_hip": ("left_knee", _DOWN), "right_hip": ("right_knee", _DOWN),
-          "left_knee": ("left_ankle", _DOWN), "right_knee": ("right_ankle", _DOWN),
-          "left_shoulder": ("left_elbow", _X), "right_shoulder": ("right_elbow", -_X),
-          "left_elbow": ("left_wrist", _X), "right_elbow": ("right_wrist", -_X)}
+T_POSE = {
+    "spine1": ("spine2", _UP),
+    "spine2": ("spine3", _UP),
+    "spine3": ("neck", _UP),
+    "neck": ("head", _UP),
+    "left_hip": ("left_knee", _DOWN),
+    "right_hip": ("right_knee", _DOWN),
+    "left_knee": ("left_ankle", _DOWN),
+    "right_knee": ("right_ankle", _DOWN),
+    "left_shoulder": ("left_elbow", _X),
+    "right_shoulder": ("right_elbow", -_X),
+    "left_elbow": ("left_wrist", _X),
+    "right_elbow": ("right_wrist", -_X),
+}
 #: segments matched by direction in step 4 (joint -> child)
-LIMBS = {"left_hip": "left_knee", "right_hip": "right_knee", "left_knee": "left_ankle", "right_knee": "right_ankle",
-         "left_ankle": "left_foot", "right_ankle": "right_foot", "left_collar": "left_shoulder",
-         "right_collar": "right_shoulder", "left_shoulder": "left_elbow", "right_shoulder": "right_elbow",
-         "left_elbow": "left_wrist", "right_elbow": "right_wrist"}
+LIMBS = {
+    "left_hip": "left_knee",
+    "right_hip": "right_knee",
+    "left_knee": "left_ankle",
+    "right_knee": "right_ankle",
+    "left_ankle": "left_foot",
+    "right_ankle": "right_foot",
+    "left_collar": "left_shoulder",
+    "right_collar": "right_shoulder",
+    "left_shoulder": "left_elbow",
+    "right_shoulder": "right_elbow",
+    "left_elbow": "left_wrist",
+    "right_elbow": "right_wrist",
+}
 #: segments of LIMBS not matched by direction in step 4: they keep the canonical source's rotation (module docstring)
 REST_RELATIVE = ("left_collar", "right_collar")
 #: hinge joint -> (its flexion axis in SMPL's canonical T-pose frame, the joints below it that move with its twist)
-HINGES = {"left_knee": (_X, ("left_hip", "left_knee", "left_ankle", "left_foot")),
-          "right_knee": (_X, ("right_hip", "right_knee", "right_ankle", "right_foot")),
-          "left_elbow": (-_UP, ("left_shoulder", "left_elbow", "left_wrist")),
-          "right_elbow": (_UP, ("right_shoulder", "right_elbow", "right_wrist"))}
+HINGES = {
+    "left_knee": (_X, ("left_hip", "left_knee", "left_ankle", "left_foot")),
+    "right_knee": (_X, ("right_hip", "right_knee", "right_ankle", "right_foot")),
+    "left_elbow": (-_UP, ("left_shoulder", "left_elbow", "left_wrist")),
+    "right_elbow": (_UP, ("right_shoulder", "right_elbow", "right_wrist")),
+}
 _PAR = np.array(PARENTS)
 #: source joint whose rotation orients SMPL's wrist (the hand segment), where it is not the wrist joint itself:
 #: the joint after the wrist that carries the hand's flexion (CMU ASF's lwrist carries only the forearm's twist)
-HAND = {"cgspeed_motionbuilder": {"left_wrist": "LeftFingerBase", "right_wrist": "RightFingerBase"},
-        "cgspeed_3dsmax": {"left_wrist": "lhand", "right_wrist": "rhand"},
-        "cmu_asf": {"left_wrist": "lhand", "right_wrist": "rhand"}}
+HAND = {
+    "cgspeed_motionbuilder": {"left_wrist": "LeftFingerBase", "right_wrist": "RightFingerBase"},
+    "cgspeed_3dsmax": {"left_wrist": "lhand", "right_wrist": "rhand"},
+    "cmu_asf": {"left_wrist": "lhand", "right_wrist": "rhand"},
+}
 
 
 def _unit(v: np.ndarray) -> np.ndarray:
@@ -158,7 +182,7 @@ def twist_angle(R: np.ndarray, axis: np.ndarray) -> np.ndarray:
     tr = np.trace(R, axis1=-2, axis2=-1)
     w = 0.5 * np.sqrt(np.maximum(1.0 + tr, 0.0))
     v = 0.5 * np.stack([R[..., 2, 1] - R[..., 1, 2], R[..., 0, 2] - R[..., 2, 0], R[..., 1, 0] - R[..., 0, 1]], -1)
-    phi = 2.0 * np.arctan2(v @ axis, 2.0 * w * w)   # v = sin(theta/2) n * 2w, so atan2(v.a, 2w^2) = atan2(sin.a, cos)
+    phi = 2.0 * np.arctan2(v @ axis, 2.0 * w * w)  # v = sin(theta/2) n * 2w, so atan2(v.a, 2w^2) = atan2(sin.a, cos)
     return (phi + np.pi) % (2 * np.pi) - np.pi
 
 
@@ -188,13 +212,14 @@ def shared_twist(R: np.ndarray, axis: np.ndarray, share: float) -> np.ndarray:
     (along the geodesic, |d tent| <= max(1, TWIST_FULL / (pi - TWIST_FULL)) |d phi| = |d phi|, w |d phi| <=
     d theta / cos(SWING_FULL / 2), |tent| <= TWIST_FULL and |d w| <= d theta / (2 cos(SWING_FULL / 2)), because the
     unit quaternion moves by at most d theta / 2); 1.26 for share 0.5."""
-    q = matrix_to_quaternion(np.asarray(R, float))          # (w, x, y, z), Shepperd's: accurate at half turns
+    q = matrix_to_quaternion(np.asarray(R, float))  # (w, x, y, z), Shepperd's: accurate at half turns
     w, s = q[..., 0], q[..., 1:] @ _unit(np.asarray(axis, float))
-    c = np.sqrt(w * w + s * s)                               # cos(sigma / 2)
+    c = np.sqrt(w * w + s * s)  # cos(sigma / 2)
     phi = (2.0 * np.arctan2(s, w) + np.pi) % (2 * np.pi) - np.pi
     full = np.cos(SWING_FULL / 2)
-    tent = np.where(np.abs(phi) <= TWIST_FULL, phi,
-                    np.sign(phi) * TWIST_FULL * (np.pi - np.abs(phi)) / (np.pi - TWIST_FULL))
+    tent = np.where(
+        np.abs(phi) <= TWIST_FULL, phi, np.sign(phi) * TWIST_FULL * (np.pi - np.abs(phi)) / (np.pi - TWIST_FULL)
+    )
     return share * np.minimum(1.0, c / full) * tent
 
 
@@ -217,9 +242,10 @@ def load_rest_joints(source: str | Path | None = None) -> np.ndarray:
     import json
 
     from .prior import DEFAULT_MODEL_DIR
+
     path = Path(DEFAULT_MODEL_DIR if source is None else source)
     if path.suffix == ".npz":
-        z = read_npz(path)                       # FormatError naming the file for anything that is not an npz
+        z = read_npz(path)  # FormatError naming the file for anything that is not an npz
         if "rest_joints" not in z:
             raise FormatError(f"{path}: no 'rest_joints' array")
         try:
@@ -231,8 +257,10 @@ def load_rest_joints(source: str | Path | None = None) -> np.ndarray:
             skel = json.loads((path / "manifest.json").read_text())["skeleton"]
             rest = np.asarray(skel["rest_joints"], float)
         except (OSError, KeyError, TypeError, ValueError) as e:
-            raise FormatError(f"{path}: no SMPL skeleton recorded in manifest.json ({e}); pass rest_joints "
-                              f"explicitly (an .npz with 'rest_joints')") from None
+            raise FormatError(
+                f"{path}: no SMPL skeleton recorded in manifest.json ({e}); pass rest_joints "
+                f"explicitly (an .npz with 'rest_joints')"
+            ) from None
     return check_rest_joints(rest, str(path))
 
 
@@ -252,13 +280,16 @@ def check_rest_joints(rest, source: str) -> np.ndarray:
     short = np.flatnonzero(length < MIN_BONE_M)
     if len(short):
         k = int(short[0]) + 1
-        raise FormatError(f"{source}: rest_joints: the bone {SMPL_NAMES[PARENTS[k]]} -> {SMPL_NAMES[k]} is "
-                          f"{length[k - 1]:.3g} m long ({len(short)} bones under {MIN_BONE_M} m): not a skeleton")
+        raise FormatError(
+            f"{source}: rest_joints: the bone {SMPL_NAMES[PARENTS[k]]} -> {SMPL_NAMES[k]} is "
+            f"{length[k - 1]:.3g} m long ({len(short)} bones under {MIN_BONE_M} m): not a skeleton"
+        )
     return rest
 
 
-def source_joints(m: Motion, joint_map: dict[str, str], orient: dict[str, str] | None = None
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def source_joints(
+    m: Motion, joint_map: dict[str, str], orient: dict[str, str] | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Which source joint step 1 reads for each SMPL joint k (22,) each: its position's joint (-1 where the source
     lacks k), whether that position is the joint's End Site (bool), and its orientation's joint ``o_k`` (the parent,
     in the source hierarchy, of the source joint of the child that ends segment k; the joint itself for leaves;
@@ -270,7 +301,7 @@ def source_joints(m: Motion, joint_map: dict[str, str], orient: dict[str, str] |
             continue
         value = joint_map[name]
         end[k] = value.endswith(END)
-        pos[k] = ori[k] = m.index(value[:-len(END)] if end[k] else value)
+        pos[k] = ori[k] = m.index(value[: -len(END)] if end[k] else value)
         child = LIMBS.get(name) or (T_POSE[name][0] if name in T_POSE else None)
         if child and child in joint_map and not joint_map[child].endswith(END):
             c = m.index(joint_map[child])
@@ -280,14 +311,24 @@ def source_joints(m: Motion, joint_map: dict[str, str], orient: dict[str, str] |
     return pos, end, ori
 
 
-def _source_globals(m: Motion, joint_map: dict[str, str], orient: dict[str, str] | None = None
-                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _source_globals(
+    m: Motion, joint_map: dict[str, str], orient: dict[str, str] | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Positions p (T, 22, 3), orientations G (T, 22, 3, 3) of the mapped joints (step 1, ``source_joints``), which
     SMPL joints the source has (22,) bool, and the zero pose's positions (22, 3)."""
     pos, end, ori = source_joints(m, joint_map, orient)
     G_all, P_all = forward_kinematics(m)
-    zero = Motion(m.names, m.parents, m.offsets, np.broadcast_to(np.eye(3), (1,) + m.rotations.shape[1:]),
-                  np.zeros((1, 3)), m.fps, m.source, m.up, end_sites=m.end_sites)
+    zero = Motion(
+        m.names,
+        m.parents,
+        m.offsets,
+        np.broadcast_to(np.eye(3), (1,) + m.rotations.shape[1:]),
+        np.zeros((1, 3)),
+        m.fps,
+        m.source,
+        m.up,
+        end_sites=m.end_sites,
+    )
     G0_all, P0_all = forward_kinematics(zero)
     T = len(m)
     p, p0 = np.zeros((T, 22, 3)), np.zeros((22, 3))
@@ -300,8 +341,8 @@ def _source_globals(m: Motion, joint_map: dict[str, str], orient: dict[str, str]
             p[:, k], p0[k] = P_all[:, j] + G_all[:, j] @ tip, P0_all[0, j] + G0_all[0, j] @ tip
         else:
             p[:, k], p0[k] = P_all[:, j], P0_all[0, j]
-        G[:, k] = G_all[:, ori[k]]             # orientation: the source joint that moves segment k -> child
-    for k in range(1, 22):                    # joints the source lacks: follow their parent (identity local)
+        G[:, k] = G_all[:, ori[k]]  # orientation: the source joint that moves segment k -> child
+    for k in range(1, 22):  # joints the source lacks: follow their parent (identity local)
         if not has[k]:
             G[:, k] = G[:, PARENTS[k]]
             p[:, k], p0[k] = p[:, PARENTS[k]], p0[PARENTS[k]]
@@ -316,7 +357,7 @@ def _world_alignment(p0: np.ndarray, up: str) -> np.ndarray:
     if np.linalg.norm(left) < 1e-9:
         raise FormatError("the zero pose's hips coincide: cannot tell left from right")
     x = _unit(left)
-    return np.stack([x, upv, np.cross(x, upv)])   # rows: the source's left, up and forward axes
+    return np.stack([x, upv, np.cross(x, upv)])  # rows: the source's left, up and forward axes
 
 
 def check_handedness(p0: np.ndarray, up: str, source: str) -> None:
@@ -329,23 +370,26 @@ def check_handedness(p0: np.ndarray, up: str, source: str) -> None:
     for side in ("left", "right"):
         t = (p0[IDX[f"{side}_foot"]] - p0[IDX[f"{side}_ankle"]]) @ W.T
         if np.linalg.norm(t) < 1e-3:
-            return                       # no feet to tell by
+            return  # no feet to tell by
         fwd.append(t[2] / np.linalg.norm(t))
     if max(fwd) < -0.5:
-        raise FormatError(f"{source}: the rig is mirrored (left-handed): its left joints lie on the character's "
-                          f"right (both feet point backwards once the left hip is at +X); flip its X axis back "
-                          f"(offsets, X positions, Y and Z rotations) before converting")
+        raise FormatError(
+            f"{source}: the rig is mirrored (left-handed): its left joints lie on the character's "
+            f"right (both feet point backwards once the left hip is at +X); flip its X axis back "
+            f"(offsets, X positions, Y and Z rotations) before converting"
+        )
 
 
-def _canonical(p: np.ndarray, G: np.ndarray, has: np.ndarray, p0: np.ndarray, up: str, source: str
-               ) -> tuple[np.ndarray, np.ndarray]:
+def _canonical(
+    p: np.ndarray, G: np.ndarray, has: np.ndarray, p0: np.ndarray, up: str, source: str
+) -> tuple[np.ndarray, np.ndarray]:
     """Step 2: positions and orientations in the canonical T-pose convention."""
     W = _world_alignment(p0, up)
     p, p0 = p @ W.T, p0 @ W.T
     Gc = W @ G @ W.T
     S = np.broadcast_to(np.eye(3), (22, 3, 3)).copy()
     for k, name in enumerate(SMPL_NAMES):
-        S[k] = S[PARENTS[k]] if k else np.eye(3)   # no T-pose direction: keep the zero-pose frame relative to the parent
+        S[k] = S[PARENTS[k]] if k else np.eye(3)  # no T-pose direction: keep the zero-pose frame relative to the parent
         if name in T_POSE:
             child, c = T_POSE[name]
             d = p0[IDX[child]] - p0[k]
@@ -359,15 +403,15 @@ def _canonical(p: np.ndarray, G: np.ndarray, has: np.ndarray, p0: np.ndarray, up
         parent = PARENTS[k]
         local = np.swapaxes(Gc[:, parent], -1, -2) @ Gc[:, k]
         aa = matrix_to_axis_angle(local)
-        if np.median(np.linalg.norm(aa, axis=-1)) < np.radians(5):   # too little flexion to find the axis
+        if np.median(np.linalg.norm(aa, axis=-1)) < np.radians(5):  # too little flexion to find the axis
             continue
         w, V = np.linalg.eigh(aa.T @ aa)
-        h = V[:, -1] * np.sign(np.sum(aa @ V[:, -1]) or 1.0)         # the flexion axis, pointing along +angle
-        bone = T_POSE[SMPL_NAMES[parent]][1]                        # the parent segment's T-pose direction
+        h = V[:, -1] * np.sign(np.sum(aa @ V[:, -1]) or 1.0)  # the flexion axis, pointing along +angle
+        bone = T_POSE[SMPL_NAMES[parent]][1]  # the parent segment's T-pose direction
         h_p, t_p = h - (h @ bone) * bone, target - (target @ bone) * bone
-        if np.linalg.norm(h_p) < 0.3:                                 # flexion about the bone itself: leave it
+        if np.linalg.norm(h_p) < 0.3:  # flexion about the bone itself: leave it
             continue
-        D = swing(t_p, h_p)              # a turn about the bone; local' = D^T r D then flexes about D^T h = target
+        D = swing(t_p, h_p)  # a turn about the bone; local' = D^T r D then flexes about D^T h = target
         for j in chain:
             Gc[:, IDX[j]] = Gc[:, IDX[j]] @ D
     return p, Gc
@@ -377,8 +421,9 @@ def _canonical(p: np.ndarray, G: np.ndarray, has: np.ndarray, p0: np.ndarray, up
 CHAIN_SOFT = 0.2
 
 
-def _chain_swing(G_pivot: np.ndarray, pivot: np.ndarray, end: np.ndarray, origin: np.ndarray, d: np.ndarray
-                 ) -> np.ndarray:
+def _chain_swing(
+    G_pivot: np.ndarray, pivot: np.ndarray, end: np.ndarray, origin: np.ndarray, d: np.ndarray
+) -> np.ndarray:
     """The swing about ``pivot`` that puts the point ``end`` on (or, where the ray only grazes or misses the sphere,
     near) the ray ``origin + s d`` (s > 0), keeping ``|end - pivot| = r``: the target is ``origin + s d`` with
 
@@ -400,8 +445,7 @@ def _chain_swing(G_pivot: np.ndarray, pivot: np.ndarray, end: np.ndarray, origin
     return swing(end - pivot, target - pivot)
 
 
-def smpl_globals(p: np.ndarray, Gc: np.ndarray, rest_joints: np.ndarray, has: np.ndarray | None = None
-                 ) -> np.ndarray:
+def smpl_globals(p: np.ndarray, Gc: np.ndarray, rest_joints: np.ndarray, has: np.ndarray | None = None) -> np.ndarray:
     """Steps 3-4: SMPL global orientations (T, 22, 3, 3) from canonical source positions and orientations."""
     T = len(p)
     has = np.ones(22, bool) if has is None else has
@@ -410,7 +454,7 @@ def smpl_globals(p: np.ndarray, Gc: np.ndarray, rest_joints: np.ndarray, has: np
     for side, sign in (("left", 1.0), ("right", -1.0)):
         ankle, foot, knee = IDX[f"{side}_ankle"], IDX[f"{side}_foot"], IDX[f"{side}_knee"]
         toe = rest[foot] - rest[ankle]
-        L = about(_UP, -np.arctan2(toe[0], toe[2]))          # step 3: SMPL's outward-turned leg frames
+        L = about(_UP, -np.arctan2(toe[0], toe[2]))  # step 3: SMPL's outward-turned leg frames
         for j in ("hip", "knee", "ankle", "foot"):
             ref[:, IDX[f"{side}_{j}"]] = ref[:, IDX[f"{side}_{j}"]] @ L
         if has[knee] and has[ankle]:
@@ -422,7 +466,7 @@ def smpl_globals(p: np.ndarray, Gc: np.ndarray, rest_joints: np.ndarray, has: np
             r_wrist = np.swapaxes(ref[:, elbow], -1, -2) @ ref[:, wrist]
             ref[:, elbow] = ref[:, elbow] @ about(arm, shared_twist(r_wrist, arm, ELBOW_TWIST_SHARE))
     out = ref.copy()
-    for name, child in LIMBS.items():                          # step 4a: limbs and feet
+    for name, child in LIMBS.items():  # step 4a: limbs and feet
         k, c = IDX[name], IDX[child]
         if name in REST_RELATIVE or not (has[k] and has[c]):
             continue
@@ -435,7 +479,7 @@ def smpl_globals(p: np.ndarray, Gc: np.ndarray, rest_joints: np.ndarray, has: np
     off = rest - rest[_PAR.clip(0)]
     pelvis, s1, s2, s3, neck, head = (IDX[n] for n in ("pelvis", "spine1", "spine2", "spine3", "neck", "head"))
 
-    def pos(G, k):   # SMPL position of joint k (pelvis at the origin) under globals G
+    def pos(G, k):  # SMPL position of joint k (pelvis at the origin) under globals G
         x = np.zeros((T, 3))
         chain = []
         while k > 0:
@@ -444,6 +488,7 @@ def smpl_globals(p: np.ndarray, Gc: np.ndarray, rest_joints: np.ndarray, has: np
         for j in reversed(chain):
             x = x + np.einsum("tij,j->ti", G[:, PARENTS[j]], off[j])
         return x
+
     R = _chain_swing(out[:, s1], pos(out, s1), pos(out, s3), 0.0 * p[:, 0], _unit(p[:, s3] - p[:, pelvis]))
     out[:, s1], out[:, s2] = R @ out[:, s1], R @ out[:, s2]
     d_neck = _unit(p[:, head] - p[:, s3])
@@ -497,8 +542,13 @@ def smpl_positions(poses: np.ndarray, rest_joints: np.ndarray) -> np.ndarray:
     return np.stack(P, 1)
 
 
-def convert_file(src: str | Path, rest_joints: np.ndarray, skeleton_file: str | Path | None = None,
-                 fps: float | None = None, joint_map: dict[str, str] | None = None) -> list[dict[str, np.ndarray]]:
+def convert_file(
+    src: str | Path,
+    rest_joints: np.ndarray,
+    skeleton_file: str | Path | None = None,
+    fps: float | None = None,
+    joint_map: dict[str, str] | None = None,
+) -> list[dict[str, np.ndarray]]:
     """Every take in ``src`` (BVH, AMC, shared npz: one per sequence) converted by ``to_smpl``, subsampled to
     ``fps`` first; frame 0 of the cgspeed MotionBuilder and Daz BVH files (their converter's T-pose,
     ``runtime.formats.SYNTHETIC_FRAME0``) is dropped. AMASS files are SMPL already and are read as they are, one
@@ -510,6 +560,7 @@ def convert_file(src: str | Path, rest_joints: np.ndarray, skeleton_file: str | 
     detected."""
     from .formats.npz import npz_keys
     from .source_frames import amass_takes, take_rows
+
     path = Path(src)
     if path.suffix.lower() == ".npz" and path.is_file():
         if "poses" in npz_keys(path):
@@ -517,22 +568,26 @@ def convert_file(src: str | Path, rest_joints: np.ndarray, skeleton_file: str | 
     from dataclasses import replace
 
     from .formats import SYNTHETIC_FRAME0
+
     motions = read_motion(path, skeleton_file)
-    rows = [r for *_, r in take_rows(read_npz(path), sum(map(len, motions)), str(path))] \
-        if isinstance(motions, list) else [np.arange(len(motions))]
+    rows = (
+        [r for *_, r in take_rows(read_npz(path), sum(map(len, motions)), str(path))]
+        if isinstance(motions, list)
+        else [np.arange(len(motions))]
+    )
     motions = motions if isinstance(motions, list) else [motions]
     out = []
     for mm, frames in zip(motions, rows):
         dropped = ""
         skeleton = detect_skeleton(mm)
-        if joint_map is None and skeleton in SYNTHETIC_FRAME0 and len(mm) > 1:   # the converter's T-pose
+        if joint_map is None and skeleton in SYNTHETIC_FRAME0 and len(mm) > 1:  # the converter's T-pose
             mm = replace(mm, rotations=mm.rotations[1:], trans=mm.trans[1:])
             dropped = f"frame {int(frames[0])} (the {skeleton} converter's T-pose, not capture)"
             frames = frames[1:]
         stride = frame_stride(mm.fps, fps, mm.source)
         try:
             t = _storable(to_smpl(mm.subsample(fps), rest_joints, joint_map), mm.source)
-        except FormatError as e:     # every message names the file
+        except FormatError as e:  # every message names the file
             raise e if str(e).startswith(mm.source) else FormatError(f"{mm.source}: {e}") from None
         t["source_frames"], t["dropped"] = np.asarray(frames[::stride], np.int64), dropped
         out.append(t)
@@ -547,13 +602,20 @@ def _storable(take: dict, source: str) -> dict:
         bad = ~(np.abs(a) <= np.finfo(np.float32).max).all(axis=1)
         if bad.any():
             f = int(np.argmax(bad))
-            raise FormatError(f"{source}: frame {f}: the converted {key} are not finite in float32 ({int(bad.sum())} "
-                              f"frames): the source holds out-of-range values")
+            raise FormatError(
+                f"{source}: frame {f}: the converted {key} are not finite in float32 ({int(bad.sum())} "
+                f"frames): the source holds out-of-range values"
+            )
     return take
 
 
-def named_takes(src: str | Path, rest_joints: np.ndarray, skeleton_file: str | Path | None = None,
-                fps: float | None = None, joint_map: dict[str, str] | None = None) -> list[tuple[str, int, dict]]:
+def named_takes(
+    src: str | Path,
+    rest_joints: np.ndarray,
+    skeleton_file: str | Path | None = None,
+    fps: float | None = None,
+    joint_map: dict[str, str] | None = None,
+) -> list[tuple[str, int, dict]]:
     """``convert_file`` with a (sequence name, subject) for every take: the file's own (shared npz), else the file
     name and the number it starts with (CMU's ``SS_TT`` naming), else -1."""
     src = Path(src)
@@ -566,8 +628,12 @@ def named_takes(src: str | Path, rest_joints: np.ndarray, skeleton_file: str | P
     return out
 
 
-def save_amass(takes: list[tuple[str, int, dict]], rest_joints: np.ndarray, path: str | Path,
-               extra: dict[str, np.ndarray] | None = None) -> Path:
+def save_amass(
+    takes: list[tuple[str, int, dict]],
+    rest_joints: np.ndarray,
+    path: str | Path,
+    extra: dict[str, np.ndarray] | None = None,
+) -> Path:
     """Write converted takes ``(sequence name, subject, to_smpl output)`` as one AMASS-style npz: ``poses``
     (N, 72) float32, ``trans`` (N, 3), ``mocap_framerate``, ``sequence`` (N,) into ``sequence_names``, ``subject``
     (N,), ``rest_joints`` and ``conversion`` (``CONVERSION_VERSION``), then the arrays of ``extra``. Written
@@ -577,17 +643,25 @@ def save_amass(takes: list[tuple[str, int, dict]], rest_joints: np.ndarray, path
         raise FormatError(f"{path}: nothing to write (no takes)")
     rates = np.array([float(t["mocap_framerate"]) for _, _, t in takes])
     if not np.isfinite(rates).all():
-        raise FormatError(f"{path}: the source has no frame rate ({' / '.join(RATE_KEYS)}): an AMASS-style file "
-                          f"needs mocap_framerate")
-    if rates.max() > rates.min() * (1 + 1e-3):   # BVH rates are 1 / Frame Time, rounded in the file
+        raise FormatError(
+            f"{path}: the source has no frame rate ({' / '.join(RATE_KEYS)}): an AMASS-style file needs mocap_framerate"
+        )
+    if rates.max() > rates.min() * (1 + 1e-3):  # BVH rates are 1 / Frame Time, rounded in the file
         raise FormatError(f"{path}: takes at different frame rates {sorted(set(rates.round(3)))}: convert with one fps")
     poses = np.concatenate([t["poses"] for _, _, t in takes]).astype(np.float32)
     trans = np.concatenate([t["trans"] for _, _, t in takes]).astype(np.float32)
     seq = np.concatenate([np.full(len(t["poses"]), i, np.int32) for i, (_, _, t) in enumerate(takes)])
     subj = np.concatenate([np.full(len(t["poses"]), s, np.int32) for _, s, t in takes])
-    arrays = {"poses": poses, "trans": trans, "mocap_framerate": np.float64(rates[0]), "sequence": seq,
-              "sequence_names": np.array([n for n, _, _ in takes]), "subject": subj,
-              "rest_joints": np.asarray(rest_joints, np.float64), "conversion": np.array(CONVERSION_VERSION)}
+    arrays = {
+        "poses": poses,
+        "trans": trans,
+        "mocap_framerate": np.float64(rates[0]),
+        "sequence": seq,
+        "sequence_names": np.array([n for n, _, _ in takes]),
+        "subject": subj,
+        "rest_joints": np.asarray(rest_joints, np.float64),
+        "conversion": np.array(CONVERSION_VERSION),
+    }
     arrays.update(extra or {})
     return atomic_write(path, lambda tmp: _save_npz(tmp, arrays))
 
@@ -596,6 +670,7 @@ def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     """``np.savez`` with fixed member timestamps, so the same arrays always give the same bytes (and sha256)."""
     import io
     import zipfile
+
     with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as z:
         for name, a in arrays.items():
             buf = io.BytesIO()
@@ -603,9 +678,14 @@ def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
             z.writestr(zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0)), buf.getvalue())
 
 
-def convert(src: str | Path, out: str | Path, rest_joints: np.ndarray | None = None,
-            skeleton_file: str | Path | None = None, fps: float | None = None,
-            joint_map: dict[str, str] | None = None) -> dict:
+def convert(
+    src: str | Path,
+    out: str | Path,
+    rest_joints: np.ndarray | None = None,
+    skeleton_file: str | Path | None = None,
+    fps: float | None = None,
+    joint_map: dict[str, str] | None = None,
+) -> dict:
     """``poseprior convert SRC --to smpl --out OUT.npz``: every take of ``src`` (``convert_file``) as one
     AMASS-style file (``save_amass``). ``rest_joints`` default: the skeleton recorded in the shipped model's
     manifest. Returns a summary (takes, frames, fps, the source skeleton)."""
@@ -613,5 +693,11 @@ def convert(src: str | Path, out: str | Path, rest_joints: np.ndarray | None = N
     rest = load_rest_joints() if rest_joints is None else check_rest_joints(rest_joints, "rest_joints")
     takes = named_takes(src, rest, skeleton_file, fps, joint_map)
     save_amass(takes, rest, out)
-    return {"source": str(src), "out": str(out), "takes": len(takes), "frames": int(sum(len(t["poses"]) for *_, t in takes)),
-            "fps": float(takes[0][2]["mocap_framerate"]), "conversion": CONVERSION_VERSION}
+    return {
+        "source": str(src),
+        "out": str(out),
+        "takes": len(takes),
+        "frames": int(sum(len(t["poses"]) for *_, t in takes)),
+        "fps": float(takes[0][2]["mocap_framerate"]),
+        "conversion": CONVERSION_VERSION,
+    }

@@ -9,6 +9,7 @@ model without one, the 1st percentile of the real unseen subject.
 
     python -m runtime.demo [--model DIR] [--data TEST.npz] [--smpl AMASS.npz] [--out demo.png]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,15 +55,20 @@ def main(argv: list[str] | None = None) -> dict:
         sets["real, knees bent backwards"] = prior.log_prob(knees_backwards(real), rep="axis_angle")
     else:
         offsets = None
-        print(f"(no real poses {'given (--data)' if args.data is None else f'at {args.data}'}: scoring samples and "
-              f"random rotations only)")
+        print(
+            f"(no real poses {'given (--data)' if args.data is None else f'at {args.data}'}: scoring samples and "
+            f"random rotations only)"
+        )
     if args.smpl is not None and args.smpl.is_file():
         from .formats import read_amass
+
         body = read_amass(args.smpl)["poses"][:, 3:66].reshape(-1, 21, 3)
         sets["real SMPL poses (AMASS sample)"] = prior.log_prob(body, rep="axis_angle")
     else:
-        print(f"(no real SMPL poses {'given (--smpl)' if args.smpl is None else f'at {args.smpl}'}: the AMASS sample "
-              f"is evaluation data, not on every machine; its row is skipped)")
+        print(
+            f"(no real SMPL poses {'given (--smpl)' if args.smpl is None else f'at {args.smpl}'}: the AMASS sample "
+            f"is evaluation data, not on every machine; its row is skipped)"
+        )
     sets["random rotations"] = prior.log_prob(random_rotations((args.n, 21, 3), rng), rep="axis_angle")
     seconds = time.perf_counter() - t0
 
@@ -74,14 +80,21 @@ def main(argv: list[str] | None = None) -> dict:
         ref = sets.get("real, unseen subject", sets["samples (orthonormalised)"])
         threshold = float(np.percentile(ref, 1))
         how = f"the 1st percentile of the {'real' if real is not None else 'sampled'} poses"
-    data_names = ', '.join(train.get('data_sha256', {})) or 'unknown data'
-    print(f"\nlog p under the prior ({prior.dim}-d flow, skeleton {prior.manifest.get('skeleton', {}).get('name')}, "
-          f"trained on {data_names});\n'plausible' = above {how}: {threshold:.1f}\n")
+    data_names = ", ".join(train.get("data_sha256", {})) or "unknown data"
+    print(
+        f"\nlog p under the prior ({prior.dim}-d flow, skeleton {prior.manifest.get('skeleton', {}).get('name')}, "
+        f"trained on {data_names});\n'plausible' = above {how}: {threshold:.1f}\n"
+    )
     print(f"{'poses':34s} {'n':>5s} {'mean':>9s} {'median':>9s} {'5%':>9s} {'plausible':>10s}")
     rows = {}
     for name, lp in sets.items():
-        rows[name] = {"n": len(lp), "mean": float(lp.mean()), "median": float(np.median(lp)),
-                      "p5": float(np.percentile(lp, 5)), "plausible": float((lp > threshold).mean())}
+        rows[name] = {
+            "n": len(lp),
+            "mean": float(lp.mean()),
+            "median": float(np.median(lp)),
+            "p5": float(np.percentile(lp, 5)),
+            "plausible": float((lp > threshold).mean()),
+        }
         r = rows[name]
         print(f"{name:34s} {r['n']:5d} {_num(r['mean'])} {_num(r['median'])} {_num(r['p5'])} {r['plausible']:10.1%}")
     print(f"\n{sum(len(v) for v in sets.values())} poses scored in {seconds:.2f} s")
@@ -96,6 +109,7 @@ def _real_poses(path: Path, smpl_prior: PosePrior | None) -> tuple[np.ndarray, n
         with np.load(path) as d:
             return d["rotations"].astype(np.float64), d["offsets"].astype(np.float64)
     from .convert import convert_file, load_rest_joints
+
     rest = load_rest_joints(smpl_prior.path)
     poses = np.concatenate([t["poses"] for t in convert_file(path, rest)])
     offsets = rest - rest[np.maximum(np.array(rotations.PARENTS), 0)]
@@ -110,6 +124,7 @@ def _num(v: float) -> str:
 def _figure(out: Path, sets: dict, samples: np.ndarray, offsets: np.ndarray | None) -> None:
     try:
         import matplotlib
+
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
@@ -123,7 +138,7 @@ def _figure(out: Path, sets: dict, samples: np.ndarray, offsets: np.ndarray | No
     for name, lp in sets.items():
         ax.hist(np.clip(lp, bins[0], None), bins=bins, histtype="step", lw=1.5, label=name, density=True)
     peak = max(np.histogram(np.clip(lp, bins[0], None), bins=bins, density=True)[0][1:].max() for lp in sets.values())
-    ax.set_ylim(0, 1.15 * peak)   # the clipped left-edge bin may go off the top
+    ax.set_ylim(0, 1.15 * peak)  # the clipped left-edge bin may go off the top
     ax.set_xlabel("log p (values below the axis are clipped to its left edge)")
     ax.set_ylabel("density")
     ax.legend(fontsize=7, loc="upper left")
@@ -131,7 +146,7 @@ def _figure(out: Path, sets: dict, samples: np.ndarray, offsets: np.ndarray | No
     if offsets is not None:
         ax2 = fig.add_subplot(1, 2, 2)
         pos = forward_kinematics(rotations.gram_schmidt(samples[:8].astype(np.float64)), offsets)
-        for i, p in enumerate(pos):   # front view: x (the body's left is +x, drawn on the right) and y (up)
+        for i, p in enumerate(pos):  # front view: x (the body's left is +x, drawn on the right) and y (up)
             for k, parent in enumerate(rotations.PARENTS[1:], start=1):
                 ax2.plot([p[parent, 0] + 0.9 * i, p[k, 0] + 0.9 * i], [p[parent, 1], p[k, 1]], color=f"C{i}", lw=2)
         ax2.set_aspect("equal")

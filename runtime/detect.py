@@ -27,6 +27,7 @@ of the false-flag budget: ``tau`` is the ``PRIOR_SHARE * rate`` quantile of log 
 is the quantile of ``max_j S_tj / q_j`` that brings the flagged clean frames (either way) to ``rate``. Spans are the runs of flagged frames (never across a take's start), each with the union of its
 frames' suspect joints. Frames 0 and N-1 of a take cannot be the middle of a jump-and-return and are scored 0.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -45,6 +46,7 @@ PRIOR_SHARE = 0.1
 class Params:
     """The statistic's settings: ``max_span`` (longest glitch paired, frames), ``window`` (half-width of the local
     motion median, frames), ``floor`` (degrees added to the local level in the denominator)."""
+
     max_span: int = 16
     window: int = 8
     floor: float = 2.0
@@ -57,6 +59,7 @@ class Params:
 class Calibration:
     """What ``runtime.calibrate`` records: per-joint clean scales ``q`` (21,), the take threshold ``c``, the
     target rate, the statistic's ``params`` and version."""
+
     q: np.ndarray
     c: float
     rate: float
@@ -64,16 +67,27 @@ class Calibration:
     version: str = DETECTOR_VERSION
 
     def to_dict(self) -> dict:
-        return {"version": self.version, "params": self.params.to_dict(), "false_flag_rate": self.rate,
-                "threshold": round(float(self.c), 6), "joint_scale": [round(float(v), 6) for v in self.q]}
+        return {
+            "version": self.version,
+            "params": self.params.to_dict(),
+            "false_flag_rate": self.rate,
+            "threshold": round(float(self.c), 6),
+            "joint_scale": [round(float(v), 6) for v in self.q],
+        }
 
     @classmethod
     def from_dict(cls, d: dict) -> "Calibration":
         if d.get("version") != DETECTOR_VERSION:
-            raise ValueError(f"detector calibration of version {d.get('version')!r}; this runtime's detector is "
-                             f"{DETECTOR_VERSION!r}: calibrate the model again (poseprior calibrate)")
-        return cls(np.asarray(d["joint_scale"], float), float(d["threshold"]), float(d["false_flag_rate"]),
-                   Params(**d["params"]))
+            raise ValueError(
+                f"detector calibration of version {d.get('version')!r}; this runtime's detector is "
+                f"{DETECTOR_VERSION!r}: calibrate the model again (poseprior calibrate)"
+            )
+        return cls(
+            np.asarray(d["joint_scale"], float),
+            float(d["threshold"]),
+            float(d["false_flag_rate"]),
+            Params(**d["params"]),
+        )
 
 
 @dataclass
@@ -81,6 +95,7 @@ class Detection:
     """Per frame ``score`` (N,) (the motion score; flagged: >= 1), per joint ``joint_score`` (N, 21) (suspect:
     >= 1), the spans (runs of flagged frames within a take) as (first, end, joint indices), end exclusive, and
     ``by_prior`` (N,) bool: the frames the prior flags (log p < tau), when it took part."""
+
     score: np.ndarray
     joint_score: np.ndarray
     spans: list[tuple[int, int, list[int]]]
@@ -138,7 +153,7 @@ def joint_statistic(R: np.ndarray, starts=(0,), params: Params = Params()) -> np
         m[1:] = np.median(np.lib.stride_tricks.sliding_window_view(pad, 2 * W + 1, axis=0), axis=-1)
         m[0] = m[1]
         out = np.zeros((n, J))
-        for k in range(1, min(L, n - 2) + 1):          # span [a, a + k), a = 1 .. n - 1 - k
+        for k in range(1, min(L, n - 2) + 1):  # span [a, a + k), a = 1 .. n - 1 - k
             a = np.arange(1, n - k)
             b = a + k
             jump = np.minimum(v[a], v[b])
@@ -151,8 +166,9 @@ def joint_statistic(R: np.ndarray, starts=(0,), params: Params = Params()) -> np
     return S
 
 
-def detect(R: np.ndarray, cal: Calibration, starts=(0,), log_prob: np.ndarray | None = None,
-           tau: float | None = None) -> Detection:
+def detect(
+    R: np.ndarray, cal: Calibration, starts=(0,), log_prob: np.ndarray | None = None, tau: float | None = None
+) -> Detection:
     """Score every frame and joint of ``R`` (N, 21, 3, 3) under ``cal`` (module docstring). With ``log_prob``
     (N,) and ``tau``, the prior joins in: a frame is also flagged when ``log_prob < tau`` (it then has no suspect
     joints from motion; ``repair`` chooses them by the prior)."""
@@ -170,8 +186,13 @@ def detect(R: np.ndarray, cal: Calibration, starts=(0,), log_prob: np.ndarray | 
     return Detection(score, js, spans, by_prior)
 
 
-def fit_calibration(S_clean: np.ndarray, rate: float, params: Params = Params(), joint_quantile: float = 0.99,
-                    already: np.ndarray | None = None) -> Calibration:
+def fit_calibration(
+    S_clean: np.ndarray,
+    rate: float,
+    params: Params = Params(),
+    joint_quantile: float = 0.99,
+    already: np.ndarray | None = None,
+) -> Calibration:
     """Calibration from ``S_tj`` (N, 21) of clean frames: ``q_j`` = the ``joint_quantile`` of joint j's
     statistic (floored at 0.05 so a joint that never moves does not divide by ~0), ``c`` such that ``rate`` of
     the frames are flagged: the ``1 - rate`` quantile of ``max_j S_tj / q_j``, or, with ``already`` (N,) bool

@@ -26,6 +26,7 @@ Poses are independent problems; a take's frames with a temporal term are ``runti
 
 Returned poses are orthonormalised (Gram-Schmidt) with fixed joints exactly as given; the raw optimum is ``raw``.
 """
+
 from __future__ import annotations
 
 import time
@@ -41,7 +42,7 @@ from .lbfgs import minimize
 from .prior import MAX_ABS, ModelError, PosePrior
 
 SPACES = ("ambient", "latent")
-BODY = SMPL_NAMES      # the 22 forward-kinematics joints
+BODY = SMPL_NAMES  # the 22 forward-kinematics joints
 #: Largest weight (``weight``, ``lam``, ``fixed_weight``, and ``1 / sigma^2``) a fit accepts: the terms
 #: are summed in float32, whose range (3.4e38) a weight of 1e39 leaves at once; 1e8 keeps a loss of a few hundred
 #: squared units (6D residuals are at most 2 per coordinate) far inside it, as ``MAX_ABS`` does for the poses.
@@ -54,15 +55,15 @@ DataTerm = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 @dataclass
 class FitResult:
-    poses: np.ndarray        # (B, 21, 6) orthonormal 6D; fixed joints exactly as given
-    raw: np.ndarray          # (B, 21, 6) the optimised raw 6D (ambient: the parameters; latent: f(z))
-    params: np.ndarray       # ambient: x (B, 21, 6); latent: z (B, D)
-    loss: np.ndarray         # (B,) data + lam * (-log p) per pose (data includes the latent anchor)
-    data: np.ndarray         # (B,)
-    neg_log_p: np.ndarray    # (B,)
-    iterations: np.ndarray   # (B,) L-BFGS iterations per pose
-    converged: np.ndarray    # (B,) stopped by a tolerance (not by the iteration budget)
-    calls: int               # graph calls (each on the poses still active)
+    poses: np.ndarray  # (B, 21, 6) orthonormal 6D; fixed joints exactly as given
+    raw: np.ndarray  # (B, 21, 6) the optimised raw 6D (ambient: the parameters; latent: f(z))
+    params: np.ndarray  # ambient: x (B, 21, 6); latent: z (B, D)
+    loss: np.ndarray  # (B,) data + lam * (-log p) per pose (data includes the latent anchor)
+    data: np.ndarray  # (B,)
+    neg_log_p: np.ndarray  # (B,)
+    iterations: np.ndarray  # (B,) L-BFGS iterations per pose
+    converged: np.ndarray  # (B,) stopped by a tolerance (not by the iteration budget)
+    calls: int  # graph calls (each on the poses still active)
     space: str
     seconds: float
 
@@ -77,8 +78,9 @@ def _poses(a, what: str, num_joints: int) -> np.ndarray:
     if not np.isfinite(a).all():
         raise ValueError(f"{what}: contains NaN or inf")
     if np.abs(a).max() > np.float64(MAX_ABS):
-        raise ValueError(f"{what}: |value| {float(np.abs(a).max()):.4g} exceeds {MAX_ABS:g}, the largest the runtime "
-                         f"accepts")
+        raise ValueError(
+            f"{what}: |value| {float(np.abs(a).max()):.4g} exceeds {MAX_ABS:g}, the largest the runtime accepts"
+        )
     return a.astype(np.float32)
 
 
@@ -91,15 +93,18 @@ def _number(v, what: str, positive: bool = False, most: float | None = MAX_WEIGH
     if not np.isfinite(v) or v < 0 or (positive and v == 0):
         raise ValueError(f"{what}: must be {'> 0' if positive else '>= 0'} and finite, got {v!r}")
     if most is not None and v > most:
-        raise ValueError(f"{what}: {v:g} exceeds {most:g}, the largest the fit accepts (its float32 loss would "
-                         f"overflow)")
+        raise ValueError(
+            f"{what}: {v:g} exceeds {most:g}, the largest the fit accepts (its float32 loss would overflow)"
+        )
     return v
 
 
 def _bounded(a: np.ndarray, what: str, most: float) -> np.ndarray:
     if a.size and np.abs(a).max() > most:
-        raise ValueError(f"{what}: |value| {float(np.abs(a).max()):.4g} exceeds {most:g} m, the largest the fit "
-                         f"accepts (float32 forward kinematics)")
+        raise ValueError(
+            f"{what}: |value| {float(np.abs(a).max()):.4g} exceeds {most:g} m, the largest the fit "
+            f"accepts (float32 forward kinematics)"
+        )
     return a
 
 
@@ -142,8 +147,9 @@ class Anchor:
         m = self.mask[rows][..., None]
         r = np.where(m, rotations.orthonormalize_6d(x) - self.values[rows], 0.0).astype(np.float32)
         G = np.stack([r[..., :3], r[..., 3:], np.zeros_like(r[..., :3])], axis=-1)
-        return self.weight * np.einsum("bjk,bjk->b", r, r), \
-            (2.0 * self.weight) * rotations.gram_schmidt_vjp(x, G).astype(np.float32)
+        return self.weight * np.einsum("bjk,bjk->b", r, r), (2.0 * self.weight) * rotations.gram_schmidt_vjp(
+            x, G
+        ).astype(np.float32)
 
 
 class Effectors:
@@ -152,13 +158,16 @@ class Effectors:
     ``offsets`` (22, 3) or (B, 22, 3), identity root orientation and the pelvis at ``trans`` (B, 3) (default
     origin). Gradient: ``kinematics.fk_vjp`` then ``rotations.gram_schmidt_vjp``."""
 
-    def __init__(self, targets: np.ndarray, joints, offsets: np.ndarray, sigma: float = 0.01,
-                 trans: np.ndarray | None = None):
+    def __init__(
+        self, targets: np.ndarray, joints, offsets: np.ndarray, sigma: float = 0.01, trans: np.ndarray | None = None
+    ):
         self.joints = _body_indices(joints)
         self.targets = _bounded(np.asarray(targets, np.float64), "targets", MAX_POSITION_M).astype(np.float32)
         if self.targets.ndim != 3 or self.targets.shape[1:] != (len(self.joints), 3):
-            raise ValueError(f"targets: shape {self.targets.shape}, expected (B, {len(self.joints)}, 3) "
-                             f"(one position per joint in joints)")
+            raise ValueError(
+                f"targets: shape {self.targets.shape}, expected (B, {len(self.joints)}, 3) "
+                f"(one position per joint in joints)"
+            )
         if not np.isfinite(self.targets).all():
             raise ValueError("targets: contains NaN or inf")
         B = len(self.targets)
@@ -167,8 +176,10 @@ class Effectors:
             _bounded(off, "offsets", MAX_OFFSET_M)
         off = off.astype(np.float32)
         if off.shape not in ((len(BODY), 3), (B, len(BODY), 3)) or not np.isfinite(off).all():
-            raise ValueError(f"offsets: shape {off.shape}, expected finite ({len(BODY)}, 3) or ({B}, {len(BODY)}, 3) "
-                             f"rest offsets (child relative to parent, metres)")
+            raise ValueError(
+                f"offsets: shape {off.shape}, expected finite ({len(BODY)}, 3) or ({B}, {len(BODY)}, 3) "
+                f"rest offsets (child relative to parent, metres)"
+            )
         self.offsets = np.broadcast_to(off, (B, len(BODY), 3))
         self.trans = None if trans is None else np.asarray(trans, np.float64)
         if self.trans is not None and np.isfinite(self.trans).all():
@@ -177,10 +188,12 @@ class Effectors:
         if self.trans is not None and (self.trans.shape != (B, 3) or not np.isfinite(self.trans).all()):
             raise ValueError(f"trans: shape {self.trans.shape}, expected finite ({B}, 3)")
         sigma = _number(sigma, "sigma", positive=True, most=None)
-        if sigma < MAX_WEIGHT ** -0.5:
-            raise ValueError(f"sigma: {sigma:g} is below {MAX_WEIGHT ** -0.5:g} m: 1 / sigma^2 would exceed "
-                             f"{MAX_WEIGHT:g}, the largest weight the fit accepts (its float32 loss would overflow)")
-        self.inv_var = np.float32(1.0 / sigma ** 2)
+        if sigma < MAX_WEIGHT**-0.5:
+            raise ValueError(
+                f"sigma: {sigma:g} is below {MAX_WEIGHT**-0.5:g} m: 1 / sigma^2 would exceed "
+                f"{MAX_WEIGHT:g}, the largest weight the fit accepts (its float32 loss would overflow)"
+            )
+        self.inv_var = np.float32(1.0 / sigma**2)
 
     def __call__(self, x, rows):
         R = rotations.gram_schmidt(x)
@@ -227,6 +240,7 @@ def _total(terms: list[DataTerm]) -> DataTerm | None:
     def data(x, rows):
         vals, grads = zip(*(t(x, rows) for t in terms))
         return np.sum(vals, axis=0).astype(np.float32), np.sum(grads, axis=0).astype(np.float32)
+
     return data
 
 
@@ -307,8 +321,9 @@ def output_scale(prior: PosePrior, n: int = 4096, seed: int = 0) -> np.ndarray:
     return np.where(s > 1e-6, s, 1.0).astype(np.float32)
 
 
-def encode(prior: PosePrior, poses, iters: int = 1000, tol: float = 1e-5, scale: np.ndarray | None = None
-           ) -> tuple[np.ndarray, np.ndarray]:
+def encode(
+    prior: PosePrior, poses, iters: int = 1000, tol: float = 1e-5, scale: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Latents z (B, D) with f(z) = poses (B, 21, 6): the flow's inverse, solved as
     ``min_z sum |(f(z) - x) / s|^2 / 2`` with s = ``output_scale(prior)`` (the flow's outputs span 1e-2..1 per
     coordinate: unscaled, the problem is ill-conditioned), batched L-BFGS from z = 0, gradient
@@ -325,7 +340,7 @@ def encode(prior: PosePrior, poses, iters: int = 1000, tol: float = 1e-5, scale:
         try:
             z, _ = prior.encode(x)
             far = ~feasible(z)
-        except ValueError:           # an output not finite in float32: solve every pose iteratively
+        except ValueError:  # an output not finite in float32: solve every pose iteratively
             pass
     if far.any():
         z = np.where(far[:, None], 0.0, z).astype(np.float32)
@@ -343,7 +358,7 @@ def _solve_inverse(prior: PosePrior, x: np.ndarray, iters: int, tol: float, scal
             fz, _ = prior.latent_forward(z)
             r = (fz - x[rows]).astype(np.float32)
             f = 0.5 * np.einsum("bjk,jk,bjk->b", r, inv_var, r)
-            return np.where(np.abs(r).max((1, 2)) <= tol, 0.0, f).astype(np.float32), r   # 0: stop this pose
+            return np.where(np.abs(r).max((1, 2)) <= tol, 0.0, f).astype(np.float32), r  # 0: stop this pose
 
         def gradient(self, rows, z, r, sel):
             return prior.latent_vjp(z[sel], r[sel] * inv_var)[3].astype(np.float32)
@@ -357,9 +372,22 @@ def has_latent_space(prior: PosePrior) -> bool:
     return "latent_vjp.onnx" in prior.manifest.get("files", {})
 
 
-def fit(prior: PosePrior, init, data: DataTerm | None = None, lam: float = 1.0, free=None, *,
-        space: str = "ambient", init_z=None, fixed_weight: float = 5000.0, iters: int = 100, history: int = 10, h0: float | None = None, gtol: float = 1e-5,
-        ftol: float = 0.0) -> FitResult:
+def fit(
+    prior: PosePrior,
+    init,
+    data: DataTerm | None = None,
+    lam: float = 1.0,
+    free=None,
+    *,
+    space: str = "ambient",
+    init_z=None,
+    fixed_weight: float = 5000.0,
+    iters: int = 100,
+    history: int = 10,
+    h0: float | None = None,
+    gtol: float = 1e-5,
+    ftol: float = 0.0,
+) -> FitResult:
     """Minimise ``data_b(x_b) + lam * (-log p(x_b))`` per pose from ``init`` (B, 21, 6) (see the module docstring).
 
     ``free``: joints optimised (None = all; names or a (21,)/(B, 21) boolean mask); the others keep their
@@ -381,8 +409,10 @@ def fit(prior: PosePrior, init, data: DataTerm | None = None, lam: float = 1.0, 
     if h0 is not None:
         h0 = _number(h0, "h0", positive=True)
     if space == "latent" and not has_latent_space(prior):
-        raise ModelError(f"{prior.path}: space='latent' needs the latent_vjp graph, which this model was exported "
-                         f"without; re-export it with `poseprior export`, or fit in space='ambient'")
+        raise ModelError(
+            f"{prior.path}: space='latent' needs the latent_vjp graph, which this model was exported "
+            f"without; re-export it with `poseprior export`, or fit in space='ambient'"
+        )
     mask = free_mask(free, B, prior.joint_names)
     terms = [] if data is None else [data]
     if space == "ambient" and lam == 0:
@@ -396,14 +426,15 @@ def fit(prior: PosePrior, init, data: DataTerm | None = None, lam: float = 1.0, 
         else:
             z0 = np.asarray(init_z)
             if z0.dtype.kind != "f" or z0.shape != (B, prior.dim) or not np.isfinite(z0).all():
-                raise ValueError(f"init_z: expected finite floats of shape ({B}, {prior.dim}), got "
-                                 f"{z0.dtype} {z0.shape}")
+                raise ValueError(
+                    f"init_z: expected finite floats of shape ({B}, {prior.dim}), got {z0.dtype} {z0.shape}"
+                )
             z0 = z0.astype(np.float32)
     opts = dict(iters=int(iters), history=int(history), h0=h0, gtol=gtol, ftol=ftol)
 
     out = _solve(prior, space, x0, z0, np.arange(B), _total(terms), lam, mask, opts)
     raw, params, loss, d, nlp, its, conv, calls = out
-    conv = conv & np.isfinite(loss)          # never "converged" to a non-finite loss
+    conv = conv & np.isfinite(loss)  # never "converged" to a non-finite loss
     poses = np.where(mask[..., None], rotations.orthonormalize_6d(raw), x0).astype(np.float32)
     return FitResult(poses, raw, params, loss, d, nlp, its, conv, int(calls), space, time.monotonic() - t0)
 
@@ -417,14 +448,14 @@ def _solve(prior, space, x0, z0, rows, data, lam, mask, opts):
         x = res.p.reshape(x0.shape)
         params = x
         d = np.zeros(len(x), np.float32) if data is None else data(x, rows)[0]
-        with np.errstate(invalid="ignore"):   # a non-finite loss stays NaN here (and is not "converged")
-            nlp = (res.f - d) / np.float32(lam) if lam else -prior.log_prob(x)   # res.f = d + lam * (-log p)
+        with np.errstate(invalid="ignore"):  # a non-finite loss stays NaN here (and is not "converged")
+            nlp = (res.f - d) / np.float32(lam) if lam else -prior.log_prob(x)  # res.f = d + lam * (-log p)
     else:
         obj = _Latent(prior, data, lam, rows)
         res = minimize(obj, z0, **opts)
         params = res.p
         x, d, nlp, _ = obj.parts(np.arange(len(rows)), res.p)
-    calls = obj.calls + (space == "latent" or not lam)          # + the final latent_forward / log_prob call
+    calls = obj.calls + (space == "latent" or not lam)  # + the final latent_forward / log_prob call
     return x.astype(np.float32), params, d + lam * nlp, d, nlp, res.iterations, res.converged, calls
 
 
@@ -432,8 +463,9 @@ def _solve(prior, space, x0, z0, rows, data, lam, mask, opts):
 DENOISE_ITERS = {"ambient": 5, "latent": 10}
 
 
-def denoise(prior: PosePrior, observed, weight: float = 1.0, lam: float = 1.0, *, space: str = "ambient",
-            init=None, **options) -> FitResult:
+def denoise(
+    prior: PosePrior, observed, weight: float = 1.0, lam: float = 1.0, *, space: str = "ambient", init=None, **options
+) -> FitResult:
     """Poses near ``observed`` (B, 21, 6) and likely under the prior:
     ``min_x weight * |x - observed|^2 - lam * log p(x)`` per pose, from ``init`` (default: observed). With rotation noise
     R exp([eps]x), eps ~ N(0, sigma^2 I_3), each 6D coordinate moves with variance 2 sigma^2 / 3 (the two columns
@@ -444,12 +476,17 @@ def denoise(prior: PosePrior, observed, weight: float = 1.0, lam: float = 1.0, *
     to convergence and costs a fraction (README, "Fitting": ``runtime.tools.fitbench_rt`` measures it)."""
     obs = _poses(observed, "observed", prior.num_joints)
     weight = _number(weight, "weight", positive=True)
-    options = {"h0": 1.0 / (2.0 * weight) if space == "ambient" else None, "iters": DENOISE_ITERS.get(space, 0), **options}
+    options = {
+        "h0": 1.0 / (2.0 * weight) if space == "ambient" else None,
+        "iters": DENOISE_ITERS.get(space, 0),
+        **options,
+    }
     return fit(prior, obs if init is None else init, Denoise(obs, weight), lam, None, space=space, **options)
 
 
-def complete(prior: PosePrior, poses, free, lam: float = 1.0, *, space: str = "ambient",
-             fixed_weight: float = 5000.0, **options) -> FitResult:
+def complete(
+    prior: PosePrior, poses, free, lam: float = 1.0, *, space: str = "ambient", fixed_weight: float = 5000.0, **options
+) -> FitResult:
     """Most likely completion: the ``free`` joints (names or boolean mask) of ``poses`` (B, 21, 6) are optimised
     for ``-lam * log p`` from their given values, the other joints stay as given (ambient: not free; latent: held
     by the anchor ``fixed_weight * |6D(GS(x_j)) - v_j|^2``, traded against ``lam``). In ambient space ``lam`` only
@@ -457,8 +494,19 @@ def complete(prior: PosePrior, poses, free, lam: float = 1.0, *, space: str = "a
     return fit(prior, poses, None, lam, free, space=space, fixed_weight=fixed_weight, **options)
 
 
-def ik(prior: PosePrior, targets, joints, offsets, sigma: float = 0.01, lam: float = 1.0, *, trans=None,
-       init=None, space: str = "ambient", **options) -> FitResult:
+def ik(
+    prior: PosePrior,
+    targets,
+    joints,
+    offsets,
+    sigma: float = 0.01,
+    lam: float = 1.0,
+    *,
+    trans=None,
+    init=None,
+    space: str = "ambient",
+    **options,
+) -> FitResult:
     """Inverse kinematics: all 21 rotations from joint positions ``targets`` (B, E, 3) (metres) of the FK joints
     ``joints`` (E names from ``BODY`` or indices), ``min_x sum_e |FK(GS(x))_e - target_e|^2 / (2 sigma^2) -
     lam * log p(x)``; FK on the skeleton's rest ``offsets`` (22, 3) or (B, 22, 3), identity root orientation, the

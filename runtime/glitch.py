@@ -2,6 +2,7 @@
 rotations of a few joints, knees bent backwards, uniformly random rotations. Axis-angle in, axis-angle out,
 (N, 21, 3) body rotations in ``rotations.JOINT_NAMES`` order.
 """
+
 from __future__ import annotations
 
 import numpy as np

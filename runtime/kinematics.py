@@ -8,6 +8,7 @@ root orientation R_0 and root position p_0:
 This is the convention of ``../shared/data/*/README.md`` (the SMPL kinematic convention). ``fk_vjp`` is its
 reverse pass (for fitting joint positions without torch, ``runtime.fit.ik``).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -15,8 +16,9 @@ import numpy as np
 from .rotations import PARENTS
 
 
-def chain(rotmats: np.ndarray, offsets: np.ndarray, parents, trans: np.ndarray | None = None
-          ) -> tuple[np.ndarray, np.ndarray]:
+def chain(
+    rotmats: np.ndarray, offsets: np.ndarray, parents, trans: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Global rotations G (B, J, 3, 3) and positions P (B, J, 3) of any tree (``parents[j] < j``, ``parents[0]``
     unused) from local rotations (B, J, 3, 3) INCLUDING the root's, offsets (J, 3) or (B, J, 3) and the root
     position ``trans`` (B, 3) (default origin): ``G_0 = R_0``, ``P_0 = trans``, ``G_j = G_parent R_j``,
@@ -43,8 +45,9 @@ def _smpl_chain(rotmats: np.ndarray, offsets: np.ndarray, root_orient: np.ndarra
     return G, P, np.broadcast_to(offsets, (b, len(PARENTS), 3))
 
 
-def forward_kinematics(rotmats: np.ndarray, offsets: np.ndarray, root_orient: np.ndarray | None = None,
-                       trans: np.ndarray | None = None) -> np.ndarray:
+def forward_kinematics(
+    rotmats: np.ndarray, offsets: np.ndarray, root_orient: np.ndarray | None = None, trans: np.ndarray | None = None
+) -> np.ndarray:
     """Joint positions (B, 22, 3) from local rotations (B, 21, 3, 3) and offsets (22, 3) or (B, 22, 3).
 
     ``root_orient`` (B, 3, 3) defaults to the identity and ``trans`` (B, 3) to the origin.
@@ -52,8 +55,13 @@ def forward_kinematics(rotmats: np.ndarray, offsets: np.ndarray, root_orient: np
     return _smpl_chain(rotmats, offsets, root_orient, trans)[1]
 
 
-def fk_vjp(rotmats: np.ndarray, offsets: np.ndarray, grad_positions: np.ndarray,
-           root_orient: np.ndarray | None = None, trans: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def fk_vjp(
+    rotmats: np.ndarray,
+    offsets: np.ndarray,
+    grad_positions: np.ndarray,
+    root_orient: np.ndarray | None = None,
+    trans: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """(joint positions (B, 22, 3), dL/d rotmats (B, 21, 3, 3)) for a loss L whose gradient w.r.t. the positions
     is ``grad_positions`` (B, 22, 3). Reverse pass over the chain, children before parents:
     ``gG_par += gp_k o_k^T``, ``gp_par += gp_k``, ``gR_k = G_par^T gG_k``, ``gG_par += gG_k R_k^T``."""
@@ -64,7 +72,8 @@ def fk_vjp(rotmats: np.ndarray, offsets: np.ndarray, grad_positions: np.ndarray,
     for k in range(len(PARENTS) - 1, 0, -1):
         parent = PARENTS[k]
         gR[:, k - 1] = np.swapaxes(G[:, parent], 1, 2) @ gG[k]
-        gG[parent] = gG[parent] + gG[k] @ np.swapaxes(rotmats[:, k - 1], 1, 2) \
-            + gp[k][:, :, None] * offsets[:, k][:, None, :]
+        gG[parent] = (
+            gG[parent] + gG[k] @ np.swapaxes(rotmats[:, k - 1], 1, 2) + gp[k][:, :, None] * offsets[:, k][:, None, :]
+        )
         gp[parent] = gp[parent] + gp[k]
     return p, gR

@@ -20,6 +20,7 @@ so a problem that has converged costs nothing more while the others go on. Per i
 
 Everything runs in the dtype of ``p0`` (float32 for the exported graphs: no casts on the hot path).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -39,23 +40,32 @@ class Objective(Protocol):
 
 @dataclass
 class LBFGSResult:
-    p: np.ndarray             # (B, n) final parameters
-    f: np.ndarray             # (B,) final objective values
-    g: np.ndarray             # (B, n) final gradients
-    iterations: np.ndarray    # (B,) iterations each problem ran
-    converged: np.ndarray     # (B,) True: stopped by gtol / ftol / a failed fresh search, False: ran out of iterations
-    calls: int                # objective calls (value + gradient), each on the rows active at the time
+    p: np.ndarray  # (B, n) final parameters
+    f: np.ndarray  # (B,) final objective values
+    g: np.ndarray  # (B, n) final gradients
+    iterations: np.ndarray  # (B,) iterations each problem ran
+    converged: np.ndarray  # (B,) True: stopped by gtol / ftol / a failed fresh search, False: ran out of iterations
+    calls: int  # objective calls (value + gradient), each on the rows active at the time
 
 
-def minimize(obj: Objective, p0: np.ndarray, iters: int, history: int = 10, h0: float | np.ndarray | None = None,
-             gtol: float = 1e-5, ftol: float = 0.0, c1: float = 1e-4, max_backtracks: int = 10) -> LBFGSResult:
+def minimize(
+    obj: Objective,
+    p0: np.ndarray,
+    iters: int,
+    history: int = 10,
+    h0: float | np.ndarray | None = None,
+    gtol: float = 1e-5,
+    ftol: float = 0.0,
+    c1: float = 1e-4,
+    max_backtracks: int = 10,
+) -> LBFGSResult:
     """Minimise B independent objectives from ``p0`` (B, n), at most ``iters`` iterations each (module docstring)."""
     p = np.array(p0, copy=True)
     B, n = p.shape
     dt = p.dtype
     S, Y = np.zeros((B, history, n), dt), np.zeros((B, history, n), dt)
     rho, gamma = np.zeros((B, history), dt), np.ones(B, dt)
-    slot = np.zeros(B, np.int64)                   # next history slot per problem
+    slot = np.zeros(B, np.int64)  # next history slot per problem
     fresh = np.ones(B, bool)
     done = np.zeros(B, bool)
     its = np.zeros(B, np.int64)
@@ -66,7 +76,7 @@ def minimize(obj: Objective, p0: np.ndarray, iters: int, history: int = 10, h0: 
     g = obj.gradient(rows, p, cache, np.arange(B)).astype(dt, copy=False)
     f = f.astype(dt, copy=False)
     calls += 2
-    done |= (np.abs(g).max(1) <= gtol) | ~np.isfinite(f)      # f = inf: an infeasible start, nothing to search from
+    done |= (np.abs(g).max(1) <= gtol) | ~np.isfinite(f)  # f = inf: an infeasible start, nothing to search from
     for _ in range(iters):
         act = np.flatnonzero(~done)
         if len(act) == 0:
@@ -112,7 +122,7 @@ def minimize(obj: Objective, p0: np.ndarray, iters: int, history: int = 10, h0: 
                 g_acc = obj.gradient(act[pend], trial, cache, sel).astype(dt, copy=False)
                 calls += 1
                 p_new[acc], f_new[acc], accepted[acc] = trial[sel], fr[sel], True
-                g[act[acc]] = g_acc                      # written below for the rest (unchanged)
+                g[act[acc]] = g_acc  # written below for the rest (unchanged)
             with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
                 quad = -gdp * tp * tp / (2.0 * (fr - f0 - gdp * tp))
             quad = np.where(np.isfinite(quad), quad, 0.1 * tp)
@@ -128,7 +138,7 @@ def minimize(obj: Objective, p0: np.ndarray, iters: int, history: int = 10, h0: 
         gamma[u] = sy[upd] / np.einsum("bn,bn->b", y_[upd], y_[upd])
         slot[u] = (k + 1) % history
         failed = ~accepted
-        rho[act[failed]] = 0.0                         # a failed search from an L-BFGS direction: reset
+        rho[act[failed]] = 0.0  # a failed search from an L-BFGS direction: reset
         fresh[act] = failed
         small = accepted & (f[act] - f_new <= ftol * np.maximum(1.0, np.abs(f_new)))
         done[act] |= (failed & sd) | small | (np.abs(g_new).max(1) <= gtol)

@@ -12,6 +12,7 @@ a holder checks after locking that the path still names the file it locked (anot
 in between) and tries again otherwise. The record in the file (pid, command) is only for the message.
 On systems without ``fcntl`` (Windows) ``hold`` does nothing.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -20,7 +21,7 @@ from pathlib import Path
 
 try:
     import fcntl
-except ImportError:                                       # pragma: no cover - Windows
+except ImportError:  # pragma: no cover - Windows
     fcntl = None
 
 
@@ -44,7 +45,7 @@ class Lock:
         if self.fd < 0:
             return
         try:
-            self.path.unlink(missing_ok=True)     # while still locked: nobody else holds this file
+            self.path.unlink(missing_ok=True)  # while still locked: nobody else holds this file
         except OSError:
             pass
         os.close(self.fd)
@@ -62,7 +63,7 @@ def hold(target: str | Path, command: str) -> Lock:
     ``OutputLocked`` naming ``target`` when another live process holds it. Creates ``target``'s folder if
     needed (the command would create it anyway)."""
     path = lock_path(target)
-    if fcntl is None:                                       # pragma: no cover
+    if fcntl is None:  # pragma: no cover
         return Lock(path, -1)
     path.parent.mkdir(parents=True, exist_ok=True)
     for _ in range(100):
@@ -75,8 +76,10 @@ def hold(target: str | Path, command: str) -> Lock:
             except OSError:
                 who = "another process"
             os.close(fd)
-            raise OutputLocked(f"{target}: in use by {who}: one {command} at a time writes it (wait for it to "
-                               f"finish, or choose another --out)") from None
+            raise OutputLocked(
+                f"{target}: in use by {who}: one {command} at a time writes it (wait for it to "
+                f"finish, or choose another --out)"
+            ) from None
         try:
             same = os.stat(path).st_ino == os.fstat(fd).st_ino
         except FileNotFoundError:
@@ -87,5 +90,5 @@ def hold(target: str | Path, command: str) -> Lock:
             lock = Lock(path, fd)
             atexit.register(lock.release)
             return lock
-        os.close(fd)                 # we locked a file its last holder had just removed: take the new one
+        os.close(fd)  # we locked a file its last holder had just removed: take the new one
     raise OutputLocked(f"{target}: cannot take its lock {path} (it keeps being replaced)")

@@ -7,6 +7,7 @@ repaired rows ``r``, which get the repaired take's values cast to ``poses``' dty
 (``Take.frames``), so a multi-take file, or one whose takes are not contiguous, is written back in its own order.
 Written atomically (no partial file).
 """
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -20,6 +20,7 @@ Every problem raises ``ModelError`` naming the file and the field. Each ONNX gra
 manifest (``check_graph``): its metadata (format version, role, dim, num_joints, joint_names, masked_joints,
 weights sha256), its input/output names, and their shapes (static dims 21, 6, D; dynamic batch).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -61,6 +62,7 @@ class Graph:
     of tensors that ``TENSOR_SHAPES`` does not name (``{"tensor": ("batch", 21, 6)}``; "dim" stands for D), and
     whether every model must have it (``required=False``: models exported before the graph existed load without
     it). Every input and output has the batch on axis 0."""
+
     name: str
     inputs: tuple[str, ...]
     outputs: tuple[str, ...]
@@ -98,7 +100,7 @@ def read_manifest(model_dir: Path, graphs: Iterable[Graph]) -> dict:
         raise ModelError(f"{path}: cannot be read ({e.strerror or e})") from None
     except RecursionError:
         raise ModelError(f"{path}: not a manifest (JSON nested too deeply)") from None
-    except ValueError as e:   # JSONDecodeError, UnicodeDecodeError, int digits limit
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError, int digits limit
         raise ModelError(f"{path}: not valid JSON ({e})") from None
     validate_manifest(manifest, path, graphs)
     return manifest
@@ -115,7 +117,7 @@ def _get(obj: Any, keys: tuple, kind: type | tuple, path: Path, what: str) -> An
         if not isinstance(value, dict):
             raise ModelError(f"{path}: field {_where(keys[:i])} must be an object, got {type(value).__name__}")
         if k not in value:
-            raise ModelError(f"{path}: field {_where(keys[:i + 1])} is missing")
+            raise ModelError(f"{path}: field {_where(keys[: i + 1])} is missing")
         value = value[k]
     kinds = kind if isinstance(kind, tuple) else (kind,)
     if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
@@ -154,8 +156,12 @@ def _skeleton(manifest: dict, path: Path) -> None:
     _get(manifest, ("skeleton", "conversion"), (str, type(None)), path, "a conversion version or null")
     if name == "smpl":
         rest = _get(manifest, ("skeleton", "rest_joints"), list, path, "22 joints x 3 numbers")
-        if len(rest) != 22 or not all(isinstance(r, list) and len(r) == 3 and all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in r) for r in rest):
+        if len(rest) != 22 or not all(
+            isinstance(r, list)
+            and len(r) == 3
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in r)
+            for r in rest
+        ):
             raise ModelError(f"{path}: field ['skeleton']['rest_joints'] must be 22 joints x 3 finite numbers")
     if "plausibility" in manifest:
         tau = _get(manifest, ("plausibility", "tau"), (int, float), path, "a number")
@@ -169,14 +175,14 @@ def _skeleton(manifest: dict, path: Path) -> None:
 def _detector(manifest: dict, path: Path) -> None:
     """``detector`` (optional, written by ``poseprior calibrate``; ``runtime.detect``)::
 
-        version          str, the statistic's version (runtime.detect.DETECTOR_VERSION)
-        params           {"max_span": int >= 1, "window": int >= 1, "floor": number > 0}
-        false_flag_rate  number in (0, 1): the fraction of the calibration takes' frames flagged
-        threshold        number > 0: c, the take threshold in units of the joint scales
-        joint_scale      21 numbers > 0: q_j, each joint's clean scale
-        fps              number > 0 or null: the calibration takes' frame rate (the statistic is per frame)
-        takes            [{"file": str, "sha256": 64 hex digits, "frames": int >= 1}, ...] (at least one)
-        data_sha256      sha256 of the takes' sha256s joined by newlines, in order
+    version          str, the statistic's version (runtime.detect.DETECTOR_VERSION)
+    params           {"max_span": int >= 1, "window": int >= 1, "floor": number > 0}
+    false_flag_rate  number in (0, 1): the fraction of the calibration takes' frames flagged
+    threshold        number > 0: c, the take threshold in units of the joint scales
+    joint_scale      21 numbers > 0: q_j, each joint's clean scale
+    fps              number > 0 or null: the calibration takes' frame rate (the statistic is per frame)
+    takes            [{"file": str, "sha256": 64 hex digits, "frames": int >= 1}, ...] (at least one)
+    data_sha256      sha256 of the takes' sha256s joined by newlines, in order
     """
     if "detector" not in manifest:
         return
@@ -186,6 +192,7 @@ def _detector(manifest: dict, path: Path) -> None:
         if not (math.isfinite(v) and ok(v)):
             raise ModelError(f"{path}: field {_where(('detector',) + keys)} must be {what}, got {_short(v)}")
         return v
+
     _get(manifest, ("detector", "version"), str, path, "a detector version")
     for k in ("max_span", "window"):
         if _get(manifest, ("detector", "params", k), int, path, "an int >= 1") < 1:
@@ -195,8 +202,9 @@ def _detector(manifest: dict, path: Path) -> None:
     num(("threshold",), "a number > 0", lambda v: v > 0)
     scale = _get(manifest, ("detector", "joint_scale"), list, path, f"{len(JOINT_NAMES)} numbers > 0")
     if len(scale) != len(JOINT_NAMES):
-        raise ModelError(f"{path}: field ['detector']['joint_scale'] must hold {len(JOINT_NAMES)} numbers, "
-                         f"got {len(scale)}")
+        raise ModelError(
+            f"{path}: field ['detector']['joint_scale'] must hold {len(JOINT_NAMES)} numbers, got {len(scale)}"
+        )
     if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0 for v in scale):
         raise ModelError(f"{path}: field ['detector']['joint_scale'] must hold finite numbers > 0")
     fps = _get(manifest, ("detector", "fps"), (int, float, type(None)), path, "a frame rate or null")
@@ -218,8 +226,10 @@ def _detector(manifest: dict, path: Path) -> None:
     digest = _get(manifest, ("detector", "data_sha256"), str, path, "a sha256 (64 hex digits)")
     expected = hashlib.sha256("\n".join(t["sha256"] for t in takes).encode()).hexdigest()
     if digest != expected:
-        raise ModelError(f"{path}: field ['detector']['data_sha256'] is not the sha256 of its takes' checksums "
-                         f"(the record was edited)")
+        raise ModelError(
+            f"{path}: field ['detector']['data_sha256'] is not the sha256 of its takes' checksums "
+            f"(the record was edited)"
+        )
 
 
 def validate_manifest(manifest: Any, path: Path, graphs: Iterable[Graph]) -> None:
@@ -228,15 +238,19 @@ def validate_manifest(manifest: Any, path: Path, graphs: Iterable[Graph]) -> Non
         raise ModelError(f"{path}: must hold a JSON object, got {type(manifest).__name__}")
     version = manifest.get("format_version")
     if type(version) is not int or version != FORMAT_VERSION:
-        raise ModelError(f"{path}: model format version {repr(version)[:40]}, this runtime reads version "
-                         f"{FORMAT_VERSION}")
+        raise ModelError(
+            f"{path}: model format version {repr(version)[:40]}, this runtime reads version {FORMAT_VERSION}"
+        )
     _skeleton(manifest, path)
     _detector(manifest, path)
     joint_names = _names(manifest, "joint_names", path)
     if tuple(joint_names) != JOINT_NAMES:
         diff = next((i for i, (a, b) in enumerate(zip(joint_names, JOINT_NAMES)) if a != b), None)
-        detail = f"{len(joint_names)} names, expected {len(JOINT_NAMES)}" if diff is None else \
-            f"entry {diff} is {joint_names[diff]!r}, expected {JOINT_NAMES[diff]!r}"
+        detail = (
+            f"{len(joint_names)} names, expected {len(JOINT_NAMES)}"
+            if diff is None
+            else f"entry {diff} is {joint_names[diff]!r}, expected {JOINT_NAMES[diff]!r}"
+        )
         raise ModelError(f"{path}: field ['joint_names'] differs from runtime.rotations.JOINT_NAMES ({detail})")
     num_joints = _get(manifest, ("num_joints",), int, path, "an int")
     if num_joints != len(JOINT_NAMES):
@@ -244,19 +258,25 @@ def validate_manifest(manifest: Any, path: Path, graphs: Iterable[Graph]) -> Non
     masked = _names(manifest, "masked_joints", path)
     unknown = [n for n in masked if n not in JOINT_NAMES]
     if unknown or len(set(masked)) != len(masked):
-        raise ModelError(f"{path}: field ['masked_joints'] must be distinct names from joint_names, got {repr(masked)[:120]}")
+        raise ModelError(
+            f"{path}: field ['masked_joints'] must be distinct names from joint_names, got {repr(masked)[:120]}"
+        )
     dim = _get(manifest, ("dim",), int, path, "an int")
     if dim != 6 * (num_joints - len(masked)):
-        raise ModelError(f"{path}: field ['dim'] is {dim}, expected 6 x (num_joints - len(masked_joints)) = "
-                         f"{6 * (num_joints - len(masked))}")
+        raise ModelError(
+            f"{path}: field ['dim'] is {dim}, expected 6 x (num_joints - len(masked_joints)) = "
+            f"{6 * (num_joints - len(masked))}"
+        )
 
     files = _get(manifest, ("files",), dict, path, "an object {file: {sha256, bytes}}")
     for name in files:
         _get(manifest, ("files", name), dict, path, "an object {sha256, bytes}")
         digest = _get(manifest, ("files", name, "sha256"), str, path, "a sha256 (64 hex digits)")
         if not _SHA256.fullmatch(digest):
-            raise ModelError(f"{path}: field {_where(('files', name, 'sha256'))} must be 64 lowercase hex digits, "
-                             f"got {_short(digest)}")
+            raise ModelError(
+                f"{path}: field {_where(('files', name, 'sha256'))} must be 64 lowercase hex digits, "
+                f"got {_short(digest)}"
+            )
         if "bytes" in files[name]:
             size = _get(manifest, ("files", name, "bytes"), int, path, "an int")
             if size < 0:
@@ -268,17 +288,22 @@ def validate_manifest(manifest: Any, path: Path, graphs: Iterable[Graph]) -> Non
     _get(manifest, ("graphs",), dict, path, "an object {graph: {file, inputs, outputs}}")
     for g in graphs:
         if _get(manifest, ("graphs", g.name, "file"), str, path, "a file name") != g.file:
-            raise ModelError(f"{path}: field {_where(('graphs', g.name, 'file'))} is "
-                             f"{manifest['graphs'][g.name]['file']!r}, expected {g.file!r}")
+            raise ModelError(
+                f"{path}: field {_where(('graphs', g.name, 'file'))} is "
+                f"{manifest['graphs'][g.name]['file']!r}, expected {g.file!r}"
+            )
         for side, tensors in (("inputs", g.inputs), ("outputs", g.outputs)):
             entry = _get(manifest, ("graphs", g.name, side), dict, path, "an object {tensor: shape}")
             if list(entry) != list(tensors):
-                raise ModelError(f"{path}: field {_where(('graphs', g.name, side))} names {list(entry)}, "
-                                 f"expected {list(tensors)}")
+                raise ModelError(
+                    f"{path}: field {_where(('graphs', g.name, side))} names {list(entry)}, expected {list(tensors)}"
+                )
             for t in tensors:
-                if json.dumps(entry[t]) != json.dumps(tensor_shape(g, t, dim)):   # 21.0 or true are not 21
-                    raise ModelError(f"{path}: field {_where(('graphs', g.name, side, t))} is {_short(entry[t])}, "
-                                     f"expected {tensor_shape(g, t, dim)}")
+                if json.dumps(entry[t]) != json.dumps(tensor_shape(g, t, dim)):  # 21.0 or true are not 21
+                    raise ModelError(
+                        f"{path}: field {_where(('graphs', g.name, side, t))} is {_short(entry[t])}, "
+                        f"expected {tensor_shape(g, t, dim)}"
+                    )
 
 
 def verify_files(model_dir: Path, manifest: dict, names: list[str]) -> None:
@@ -304,8 +329,10 @@ def read_verified(model_dir: Path, manifest: dict, names: list[str]) -> dict[str
             raise ModelError(f"{path}: cannot be read ({e.strerror or e})") from None
         digest = hashlib.sha256(data).hexdigest()
         if digest != files[name]["sha256"]:
-            raise ModelError(f"{path}: sha256 {digest[:16]}... differs from the manifest's {files[name]['sha256'][:16]}..."
-                             f" (the file was modified, or belongs to another model)")
+            raise ModelError(
+                f"{path}: sha256 {digest[:16]}... differs from the manifest's {files[name]['sha256'][:16]}..."
+                f" (the file was modified, or belongs to another model)"
+            )
         out[name] = data
     return out
 
@@ -313,10 +340,15 @@ def read_verified(model_dir: Path, manifest: dict, names: list[str]) -> dict[str
 # --- one graph against the manifest ------------------------------------------------------------------------------
 def graph_metadata(graph: Graph, manifest: dict) -> dict[str, str]:
     """The ``metadata_props`` a graph must carry (as ``export`` writes them)."""
-    return {"format_version": str(FORMAT_VERSION), "graph": graph.name, "dim": str(manifest["dim"]),
-            "num_joints": str(manifest["num_joints"]), "joint_names": json.dumps(manifest["joint_names"]),
-            "masked_joints": json.dumps(manifest["masked_joints"]),
-            "weights_sha256": manifest["files"][WEIGHTS_FILE]["sha256"]}
+    return {
+        "format_version": str(FORMAT_VERSION),
+        "graph": graph.name,
+        "dim": str(manifest["dim"]),
+        "num_joints": str(manifest["num_joints"]),
+        "joint_names": json.dumps(manifest["joint_names"]),
+        "masked_joints": json.dumps(manifest["masked_joints"]),
+        "weights_sha256": manifest["files"][WEIGHTS_FILE]["sha256"],
+    }
 
 
 def check_graph(path: Path, session, graph: Graph, manifest: dict) -> None:
@@ -334,8 +366,10 @@ def check_graph(path: Path, session, graph: Graph, manifest: dict) -> None:
         else:
             same = meta.get(key) == value
         if not same:
-            raise ModelError(f"{path}: metadata {key}={repr(meta.get(key))[:80]}, expected {repr(value)[:80]} "
-                             f"(not this model's {graph.name} graph)")
+            raise ModelError(
+                f"{path}: metadata {key}={repr(meta.get(key))[:80]}, expected {repr(value)[:80]} "
+                f"(not this model's {graph.name} graph)"
+            )
     names = (tuple(i.name for i in session.get_inputs()), tuple(o.name for o in session.get_outputs()))
     if names != (graph.inputs, graph.outputs):
         raise ModelError(f"{path}: inputs/outputs {names}, expected {(graph.inputs, graph.outputs)}")
@@ -343,5 +377,7 @@ def check_graph(path: Path, session, graph: Graph, manifest: dict) -> None:
     for arg in [*session.get_inputs(), *session.get_outputs()]:
         expected = tensor_shape(graph, arg.name, dim)
         if list(arg.shape) != expected or arg.type != "tensor(float)":
-            raise ModelError(f"{path}: {arg.name} is {arg.type} {list(arg.shape)}, expected tensor(float) "
-                             f"{expected} (manifest dim {dim}, {len(JOINT_NAMES)} joints)")
+            raise ModelError(
+                f"{path}: {arg.name} is {arg.type} {list(arg.shape)}, expected tensor(float) "
+                f"{expected} (manifest dim {dim}, {len(JOINT_NAMES)} joints)"
+            )

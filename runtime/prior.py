@@ -31,6 +31,7 @@ representation; it is never guessed from the shape:
 A single pose (no batch axis) gives unbatched outputs. Everything here is read-only after ``load``, so one
 ``PosePrior`` may be used from several threads at once (``InferenceSession.run`` is thread-safe).
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -44,35 +45,53 @@ import numpy as np
 import onnxruntime as ort
 
 from . import rotations
-from .manifest import (FORMAT_VERSION, WEIGHTS_FILE, Graph, ModelError, check_graph, present,  # noqa: F401
-                       read_manifest, read_verified, sha256_file, verify_files)
+from .manifest import (  # noqa: F401  (re-exported: runtime, train)
+    FORMAT_VERSION,
+    WEIGHTS_FILE,
+    Graph,
+    ModelError,
+    check_graph,
+    present,
+    read_manifest,
+    read_verified,
+    sha256_file,
+    verify_files,
+)
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "models" / "default"
 REPS = ("6d", "matrix", "axis_angle", "6d_rows")
-ROTATION_TOLERANCE = 1e-3   # max |R^T R - I| accepted for rep="matrix"
+ROTATION_TOLERANCE = 1e-3  # max |R^T R - I| accepted for rep="matrix"
 #: Largest |entry| of any numeric input (poses in every rep, z). Measured: the shipped model's graphs stay finite
 #: in float32 up to |x| = 1e8 (poses) and 1e18 (z), the tiny test model's up to 1e13; 1e6 leaves a margin of 100.
 MAX_ABS = 1e6
-SAMPLE_MAX = 10 ** 6        # largest n of sample(n): its output alone is n x 504 bytes (0.5 GB)
-TEMPERATURE_MAX = 1e4       # z = temperature * N(0, I) stays far inside MAX_ABS
+SAMPLE_MAX = 10**6  # largest n of sample(n): its output alone is n x 504 bytes (0.5 GB)
+TEMPERATURE_MAX = 1e4  # z = temperature * N(0, I) stays far inside MAX_ABS
 #: Default ``max_chunk_bytes`` of ``PosePrior.load``: the working memory one graph run may take.
-DEFAULT_MAX_CHUNK_BYTES = 256 * 2 ** 20
+DEFAULT_MAX_CHUNK_BYTES = 256 * 2**20
 #: Chunks are whole multiples of this many rows: onnxruntime's CPU kernels work on blocks of 4 rows, so results
 #: of a chunked call are bit-identical to one call on the whole batch.
 CHUNK_ALIGN = 64
 #: Working memory per row of the numpy conversions of each ``rep`` (float64 temporaries), on top of the graph's.
 REP_ROW_BYTES = {"6d": 1024, "matrix": 8 * 1024, "axis_angle": 24 * 1024, "6d_rows": 16 * 1024}
 
-GRAPHS = {g.name: g for g in (
-    Graph("log_prob", ("poses",), ("log_prob",), row_bytes=8 * 1024),
-    Graph("sample", ("z",), ("poses",), row_bytes=16 * 1024),   # with the Gram-Schmidt of its output
-    Graph("latent_forward", ("z",), ("poses", "log_prob"), row_bytes=8 * 1024),
-    Graph("log_prob_grad", ("poses",), ("log_prob", "grad"), row_bytes=128 * 1024),
-    # optional: models exported before it existed load without it (only latent_vjp then raises ModelError)
-    Graph("latent_vjp", ("z", "grad_poses"), ("poses", "log_prob", "grad_log_prob_z", "vjp_z"),
-          row_bytes=256 * 1024, required=False),
-    Graph("encode", ("poses",), ("z", "log_prob"), row_bytes=8 * 1024, required=False),
-)}
+GRAPHS = {
+    g.name: g
+    for g in (
+        Graph("log_prob", ("poses",), ("log_prob",), row_bytes=8 * 1024),
+        Graph("sample", ("z",), ("poses",), row_bytes=16 * 1024),  # with the Gram-Schmidt of its output
+        Graph("latent_forward", ("z",), ("poses", "log_prob"), row_bytes=8 * 1024),
+        Graph("log_prob_grad", ("poses",), ("log_prob", "grad"), row_bytes=128 * 1024),
+        # optional: models exported before it existed load without it (only latent_vjp then raises ModelError)
+        Graph(
+            "latent_vjp",
+            ("z", "grad_poses"),
+            ("poses", "log_prob", "grad_log_prob_z", "vjp_z"),
+            row_bytes=256 * 1024,
+            required=False,
+        ),
+        Graph("encode", ("poses",), ("z", "log_prob"), row_bytes=8 * 1024, required=False),
+    )
+}
 
 
 # --- onnxruntime sessions ----------------------------------------------------------------------------------------
@@ -105,8 +124,9 @@ def default_providers() -> list[str]:
 ALTERNATING = ("latent_forward", "latent_vjp")
 
 
-def session_options(intra_op_num_threads: int | None, allow_spinning: bool | None, stop_spinning: bool = False
-                    ) -> ort.SessionOptions:
+def session_options(
+    intra_op_num_threads: int | None, allow_spinning: bool | None, stop_spinning: bool = False
+) -> ort.SessionOptions:
     """Options of one session. Every session has its own intra-op thread pool, whose threads spin for a while
     after a run, ready for the next; a different session run meanwhile competes with them for the cores.
     ``stop_spinning``: stop as soon as a run returns (``session.force_spinning_stop``). Measured at batch 64 on
@@ -139,22 +159,25 @@ def check_values(a, what: str) -> np.ndarray:
         raise ValueError(f"{what} must be a floating-point array, got dtype {a.dtype}")
     rows = max(1, (1 << 22) // max(1, a[0].size if a.ndim else 1))
     for start in range(0, len(a) if a.ndim else 1, rows):
-        block = a[start:start + rows] if a.ndim else a
+        block = a[start : start + rows] if a.ndim else a
         finite = np.isfinite(block)
         if not finite.all():
             first = _index(int(np.argmin(finite)), block.shape, start)
             raise ValueError(f"{what} contain NaN or inf (first at index {first})")
-        big = np.abs(block) > np.float64(MAX_ABS)      # float64: MAX_ABS overflows a float16 (a warning)
+        big = np.abs(block) > np.float64(MAX_ABS)  # float64: MAX_ABS overflows a float16 (a warning)
         if big.any():
             k = int(np.argmax(big))
-            raise ValueError(f"{what}: |value| {float(block.flat[k]):.7g} at index {_index(k, block.shape, start)} "
-                             f"exceeds {MAX_ABS:g}, the largest magnitude the runtime accepts (every graph stays "
-                             f"finite in float32 within it)")
+            raise ValueError(
+                f"{what}: |value| {float(block.flat[k]):.7g} at index {_index(k, block.shape, start)} "
+                f"exceeds {MAX_ABS:g}, the largest magnitude the runtime accepts (every graph stays "
+                f"finite in float32 within it)"
+            )
     return a
 
 
-def _batched(a: np.ndarray, per_item: tuple[int, ...], what: str, expected: str | None = None
-             ) -> tuple[np.ndarray, bool]:
+def _batched(
+    a: np.ndarray, per_item: tuple[int, ...], what: str, expected: str | None = None
+) -> tuple[np.ndarray, bool]:
     """(B, *per_item) or per_item -> ((B, *per_item), single); refuses empty batches."""
     if a.shape == per_item:
         return a[None], True
@@ -183,11 +206,14 @@ def check_sample_args(n, seed, temperature) -> tuple[int, float]:
         raise ValueError(f"sample: n must be in [1, {SAMPLE_MAX}] (call sample again for more), got {n}")
     if seed is not None and not isinstance(seed, np.random.Generator):
         if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise ValueError(f"sample: seed must be None, an int >= 0 or a numpy.random.Generator, got "
-                             f"{type(seed).__name__} {seed!r}"[:200])
+            raise ValueError(
+                f"sample: seed must be None, an int >= 0 or a numpy.random.Generator, got "
+                f"{type(seed).__name__} {seed!r}"[:200]
+            )
     if isinstance(temperature, (bool, np.bool_)) or not isinstance(temperature, (int, float, np.integer, np.floating)):
-        raise ValueError(f"sample: temperature must be a real number, got {type(temperature).__name__} "
-                         f"{temperature!r}"[:200])
+        raise ValueError(
+            f"sample: temperature must be a real number, got {type(temperature).__name__} {temperature!r}"[:200]
+        )
     t = float(temperature)
     if not (math.isfinite(t) and 0 < t <= TEMPERATURE_MAX):
         raise ValueError(f"sample: temperature must be finite and in (0, {TEMPERATURE_MAX:g}], got {t!r}")
@@ -216,14 +242,19 @@ def check_threads(intra_op_num_threads) -> int | None:
         raise ValueError(f"intra_op_num_threads must be None or an int >= 0, got {n!r}"[:200])
     most = THREADS_PER_CORE_MAX * usable_cores()
     if n > most:
-        raise ValueError(f"intra_op_num_threads={n}: this machine has {usable_cores()} usable cores; more than "
-                         f"{most} threads per graph only slow it down (and each session starts them all at load)")
+        raise ValueError(
+            f"intra_op_num_threads={n}: this machine has {usable_cores()} usable cores; more than "
+            f"{most} threads per graph only slow it down (and each session starts them all at load)"
+        )
     return int(n)
 
 
 def _check_chunk_bytes(max_chunk_bytes) -> int:
-    if isinstance(max_chunk_bytes, (bool, np.bool_)) or not isinstance(max_chunk_bytes, (int, np.integer)) \
-            or max_chunk_bytes < 1:
+    if (
+        isinstance(max_chunk_bytes, (bool, np.bool_))
+        or not isinstance(max_chunk_bytes, (int, np.integer))
+        or max_chunk_bytes < 1
+    ):
         raise ValueError(f"max_chunk_bytes must be a positive int (bytes), got {max_chunk_bytes!r}"[:200])
     return int(max_chunk_bytes)
 
@@ -241,8 +272,13 @@ class PosePrior:
     call. If onnxruntime still cannot allocate a chunk, ``MemoryError`` says to lower ``max_chunk_bytes``.
     """
 
-    def __init__(self, model_dir: Path, manifest: dict, sessions: dict[str, ort.InferenceSession],
-                 max_chunk_bytes: int = DEFAULT_MAX_CHUNK_BYTES):
+    def __init__(
+        self,
+        model_dir: Path,
+        manifest: dict,
+        sessions: dict[str, ort.InferenceSession],
+        max_chunk_bytes: int = DEFAULT_MAX_CHUNK_BYTES,
+    ):
         self.path = model_dir
         self.manifest = manifest
         self.joint_names = tuple(manifest["joint_names"])
@@ -262,9 +298,14 @@ class PosePrior:
         self._sessions = sessions
 
     @classmethod
-    def load(cls, path: str | Path | None = None, providers: list | None = None,
-             intra_op_num_threads: int | None = None, allow_spinning: bool | None = None,
-             max_chunk_bytes: int = DEFAULT_MAX_CHUNK_BYTES) -> "PosePrior":
+    def load(
+        cls,
+        path: str | Path | None = None,
+        providers: list | None = None,
+        intra_op_num_threads: int | None = None,
+        allow_spinning: bool | None = None,
+        max_chunk_bytes: int = DEFAULT_MAX_CHUNK_BYTES,
+    ) -> "PosePrior":
         """Open a model directory (default: the model inside the package), checking every file it uses.
 
         ``providers``: onnxruntime execution providers; None = CUDA where it works, else CPU.
@@ -278,8 +319,12 @@ class PosePrior:
         intra_op_num_threads = check_threads(intra_op_num_threads)
         model_dir = DEFAULT_MODEL_DIR if path is None else Path(path)
         if not model_dir.is_dir():
-            hint = " (the package ships without a default model: pass path=, or export one with `poseprior " \
-                   "export RUN_DIR --out runtime/models/default`)" if model_dir == DEFAULT_MODEL_DIR else ""
+            hint = (
+                " (the package ships without a default model: pass path=, or export one with `poseprior "
+                "export RUN_DIR --out runtime/models/default`)"
+                if model_dir == DEFAULT_MODEL_DIR
+                else ""
+            )
             raise ModelError(f"{model_dir}: no model directory here{hint}")
         manifest = read_manifest(model_dir, GRAPHS.values())
         graphs = present(manifest, GRAPHS.values())
@@ -300,8 +345,10 @@ class PosePrior:
         return cls(model_dir, manifest, sessions, max_chunk_bytes)
 
     def __repr__(self) -> str:
-        return f"PosePrior({str(self.path)!r}, dim={self.dim}, skeleton={self.skeleton!r}, " \
-               f"conversion={self.conversion!r}, masked_joints={list(self.masked_joints)}, providers={self.providers})"
+        return (
+            f"PosePrior({str(self.path)!r}, dim={self.dim}, skeleton={self.skeleton!r}, "
+            f"conversion={self.conversion!r}, masked_joints={list(self.masked_joints)}, providers={self.providers})"
+        )
 
     # --- checks and conversions of the inputs --------------------------------------------------------------------
     def _poses(self, poses, rep: str) -> tuple[np.ndarray, bool]:
@@ -312,17 +359,25 @@ class PosePrior:
         a = np.asarray(poses)
         per_joint = {"6d": (6,), "6d_rows": (6,), "matrix": (3, 3), "axis_angle": (3,)}[rep]
         k = len(per_joint) + 1
-        if a.ndim in (k, k + 1) and a.shape[-len(per_joint):] == per_joint and a.shape[-k] != J:
-            raise ValueError(f"poses (rep={rep!r}): {a.shape[-k]} joints (shape {a.shape}), the model has {J}: "
-                             f"the SMPL body joints 1..21 in JOINT_NAMES order, without the pelvis")
+        if a.ndim in (k, k + 1) and a.shape[-len(per_joint) :] == per_joint and a.shape[-k] != J:
+            raise ValueError(
+                f"poses (rep={rep!r}): {a.shape[-k]} joints (shape {a.shape}), the model has {J}: "
+                f"the SMPL body joints 1..21 in JOINT_NAMES order, without the pelvis"
+            )
         if rep == "axis_angle":
             if a.ndim in (1, 2) and a.shape[-1] in AXIS_ANGLE_HINTS:
-                raise ValueError(f"poses (rep='axis_angle'): shape {a.shape}, expected (B, 63) or (B, 21, 3): "
-                                 f"{AXIS_ANGLE_HINTS[a.shape[-1]]}")
+                raise ValueError(
+                    f"poses (rep='axis_angle'): shape {a.shape}, expected (B, 63) or (B, 21, 3): "
+                    f"{AXIS_ANGLE_HINTS[a.shape[-1]]}"
+                )
             if a.ndim in (1, 2) and a.shape[-1] == 3 * J:
                 a = a.reshape(a.shape[:-1] + (J, 3))
-            a, single = _batched(a, (J, 3), "poses (rep='axis_angle')",
-                                 f"(B, {3 * J}) (smplx body_pose) or (B, {J}, 3), or ({3 * J},) / ({J}, 3) for one pose")
+            a, single = _batched(
+                a,
+                (J, 3),
+                "poses (rep='axis_angle')",
+                f"(B, {3 * J}) (smplx body_pose) or (B, {J}, 3), or ({3 * J},) / ({J}, 3) for one pose",
+            )
         else:
             a, single = _batched(a, (J,) + per_joint, f"poses (rep={rep!r})")
         a = check_values(a, "poses")
@@ -332,9 +387,11 @@ class PosePrior:
                 bad = err > ROTATION_TOLERANCE
                 if bad.any():
                     b, j = np.unravel_index(np.argmax(err), err.shape)
-                    raise ValueError(f"poses (rep='matrix'): {int(bad.sum())} matrices are not rotations (worst: "
-                                     f"pose {b + s.start}, joint {self.joint_names[j]}: max|R^T R - I| or det < 0 "
-                                     f"gives {err[b, j]:.3g} > {ROTATION_TOLERANCE})")
+                    raise ValueError(
+                        f"poses (rep='matrix'): {int(bad.sum())} matrices are not rotations (worst: "
+                        f"pose {b + s.start}, joint {self.joint_names[j]}: max|R^T R - I| or det < 0 "
+                        f"gives {err[b, j]:.3g} > {ROTATION_TOLERANCE})"
+                    )
         return a, single
 
     @staticmethod
@@ -366,23 +423,29 @@ class PosePrior:
     def _run(self, graph: Graph, rows: slice, *inputs: np.ndarray) -> list[np.ndarray]:
         """One run of ``graph`` on a chunk (rows ``rows`` of the batch, for messages); every output must be finite."""
         if graph.name not in self._sessions:
-            raise ModelError(f"{self.path}: no {graph.file} in this model directory (exported before the "
-                             f"{graph.name} graph existed): re-export it with `poseprior export`")
+            raise ModelError(
+                f"{self.path}: no {graph.file} in this model directory (exported before the "
+                f"{graph.name} graph existed): re-export it with `poseprior export`"
+            )
         feed = {name: np.ascontiguousarray(x, dtype=np.float32) for name, x in zip(graph.inputs, inputs)}
         try:
             outputs = self._sessions[graph.name].run(list(graph.outputs), feed)
         except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
             if "alloc" in str(e).lower():
-                raise MemoryError(f"{graph.name}: onnxruntime could not allocate memory for a chunk of "
-                                  f"{rows.stop - rows.start} rows ({str(e).strip()[:200]}); pass a smaller "
-                                  f"max_chunk_bytes to PosePrior.load (now {self.max_chunk_bytes})") from None
+                raise MemoryError(
+                    f"{graph.name}: onnxruntime could not allocate memory for a chunk of "
+                    f"{rows.stop - rows.start} rows ({str(e).strip()[:200]}); pass a smaller "
+                    f"max_chunk_bytes to PosePrior.load (now {self.max_chunk_bytes})"
+                ) from None
             raise
         for name, out in zip(graph.outputs, outputs):
             finite = np.isfinite(out)
             if not finite.all():
                 row = rows.start + int(np.unravel_index(np.argmin(finite), out.shape)[0])
-                raise ValueError(f"{graph.name}: {name} is not finite in float32 for input row {row}: this model "
-                                 f"overflows there although the input is within {MAX_ABS:g}")
+                raise ValueError(
+                    f"{graph.name}: {name} is not finite in float32 for input row {row}: this model "
+                    f"overflows there although the input is within {MAX_ABS:g}"
+                )
         return outputs
 
     # --- the prior -----------------------------------------------------------------------------------------------
@@ -420,8 +483,14 @@ class PosePrior:
         grad = grad.reshape(((1,) if single else ()) + np.shape(poses))
         return (log_p[0], grad[0]) if single else (log_p, grad)
 
-    def sample(self, n: int | None = None, seed: int | np.random.Generator | None = None, z=None,
-               temperature: float = 1.0, orthonormalize: bool = True) -> np.ndarray:
+    def sample(
+        self,
+        n: int | None = None,
+        seed: int | np.random.Generator | None = None,
+        z=None,
+        temperature: float = 1.0,
+        orthonormalize: bool = True,
+    ) -> np.ndarray:
         """Poses f(z) in 6D, (n, 21, 6), with ``z = temperature * N(0, I)`` drawn by ``numpy.random.default_rng(seed)``.
 
         ``n``: an int in [1, SAMPLE_MAX]; ``seed``: None, an int >= 0 or a Generator; ``temperature``: finite, in
@@ -439,14 +508,15 @@ class PosePrior:
             rng = np.random.default_rng(seed)
             single = False
             # consecutive draws of rows continue one stream: chunked z equals one draw of (n, D)
-            draw = (lambda s: rng.standard_normal((s.stop - s.start, self.dim), dtype=np.float32)
-                    * np.float32(temperature))
+            draw = lambda s: (
+                rng.standard_normal((s.stop - s.start, self.dim), dtype=np.float32) * np.float32(temperature)
+            )
         else:
             if n is not None or seed is not None or not (isinstance(temperature, (int, float)) and temperature == 1.0):
                 raise ValueError("sample: z is used as given; do not pass n, seed or temperature with it")
             z, single = self._latent(z)
             n = len(z)
-            draw = (lambda s: z[s])
+            draw = lambda s: z[s]
         x = np.empty((n, self.num_joints, 6), np.float32)
         for s in self._slices(n, graph):
             (raw,) = self._run(graph, s, draw(s))
@@ -476,12 +546,18 @@ class PosePrior:
         g = check_values(g, "grad_poses")
         if single_g != single or g.shape[0] != z.shape[0]:
             want = (self.num_joints, 6) if single else (z.shape[0], self.num_joints, 6)
-            raise ValueError(f"grad_poses: shape {np.shape(grad_poses)}, expected {want}: one cotangent per latent of "
-                             f"z (shape {np.shape(z[0] if single else z)})")
+            raise ValueError(
+                f"grad_poses: shape {np.shape(grad_poses)}, expected {want}: one cotangent per latent of "
+                f"z (shape {np.shape(z[0] if single else z)})"
+            )
         graph = GRAPHS["latent_vjp"]
         n = len(z)
-        out = (np.empty((n, self.num_joints, 6), np.float32), np.empty(n, np.float32),
-               np.empty((n, self.dim), np.float32), np.empty((n, self.dim), np.float32))
+        out = (
+            np.empty((n, self.num_joints, 6), np.float32),
+            np.empty(n, np.float32),
+            np.empty((n, self.dim), np.float32),
+            np.empty((n, self.dim), np.float32),
+        )
         for s in self._slices(n, graph):
             for o, r in zip(out, self._run(graph, s, z[s], g[s])):
                 o[s] = r
@@ -516,7 +592,7 @@ def axis_angle_vjp(aa: np.ndarray, g6: np.ndarray) -> np.ndarray:
     out = np.empty_like(w)
     for i in range(3):
         e_i = np.broadcast_to(eye[i], w.shape)
-        general = (w[..., i, None, None] * rotations._skew(w) + rotations._skew(np.cross(w, (eye - R)[..., :, i])))
+        general = w[..., i, None, None] * rotations._skew(w) + rotations._skew(np.cross(w, (eye - R)[..., :, i]))
         dR = np.where(small, rotations._skew(e_i), general / np.where(small, 1.0, t2)) @ R
         out[..., i] = np.sum(G * dR, axis=(-1, -2))
     return out

@@ -30,11 +30,11 @@ Protocol (DESIGN §5, issue 18):
 * Speed: frames/s of scoring (log p + detector) and of repair, one thread, on converted arrays (no file reading).
 * Baselines: log p alone (tau = the rate quantile of the calibration subjects' log p) and the detector.
 """
+
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import sys
 import time
@@ -48,19 +48,35 @@ from .calibrate import calibrate_arrays, clean_exclusion
 from .convert import load_rest_joints
 from .detect import Calibration, body_matrices, detect, fit_calibration, joint_statistic
 from .prior import PosePrior
-from .takes import Take, read_take, repair as repair_take
+from .takes import Take, read_take
+from .takes import repair as repair_take
 
 KINDS = ("offset", "flip", "swap", "spike", "dropout", "frozen")
 SPACING = 45
 MIN_CHANGE = 10.0
 EXCLUDE = 5
-LIMBS = ("left_hip", "right_hip", "left_knee", "right_knee", "left_shoulder", "right_shoulder", "left_elbow",
-         "right_elbow")
+LIMBS = (
+    "left_hip",
+    "right_hip",
+    "left_knee",
+    "right_knee",
+    "left_shoulder",
+    "right_shoulder",
+    "left_elbow",
+    "right_elbow",
+)
 ARM = ("collar", "shoulder", "elbow", "wrist")
 J = rotations.JOINT_NAMES
-CHILD = {"left_hip": "left_knee", "right_hip": "right_knee", "left_knee": "left_ankle", "right_knee": "right_ankle",
-         "left_shoulder": "left_elbow", "right_shoulder": "right_elbow", "left_elbow": "left_wrist",
-         "right_elbow": "right_wrist"}
+CHILD = {
+    "left_hip": "left_knee",
+    "right_hip": "right_knee",
+    "left_knee": "left_ankle",
+    "right_knee": "right_ankle",
+    "left_shoulder": "left_elbow",
+    "right_shoulder": "right_elbow",
+    "left_elbow": "left_wrist",
+    "right_elbow": "right_wrist",
+}
 MIRROR = np.diag([-1.0, 1.0, 1.0])
 
 
@@ -68,10 +84,10 @@ MIRROR = np.diag([-1.0, 1.0, 1.0])
 class HeldTake:
     name: str
     subject: str
-    poses: np.ndarray     # (n, 72)
+    poses: np.ndarray  # (n, 72)
     trans: np.ndarray
     fps: float
-    R: np.ndarray         # (n, 21, 3, 3)
+    R: np.ndarray  # (n, 21, 3, 3)
     log_p: np.ndarray | None = None
 
 
@@ -93,8 +109,9 @@ def load_takes(files: list[Path], rest: np.ndarray, fps: float | None) -> list[H
     for f in files:
         t = read_take(f, rest, None, fps)
         for (name, a, b), s in zip(t.spans(), t.subjects or [None] * len(t.names)):
-            out.append(HeldTake(name, subject_of(name, s), t.poses[a:b], t.trans[a:b], t.fps,
-                                body_matrices(t.poses[a:b])))
+            out.append(
+                HeldTake(name, subject_of(name, s), t.poses[a:b], t.trans[a:b], t.fps, body_matrices(t.poses[a:b]))
+            )
     return out
 
 
@@ -172,7 +189,7 @@ def bucket(kind: str, size: float) -> str:
     if kind != "offset":
         return kind
     lo = 30 if size < 45 else 45 if size < 60 else 60
-    return f"offset {lo}-{ {30: 45, 45: 60, 60: 90}[lo]}"
+    return f"offset {lo}-{ {30: 45, 45: 60, 60: 90}[lo] }"
 
 
 METHODS = ("detector", "motion alone", "log p alone")
@@ -193,8 +210,17 @@ def _take(t: HeldTake, R: np.ndarray) -> Take:
     return Take(t.name, to_poses(t.poses[:n], R), t.trans[:n], t.fps, [t.name], [0], [-1])
 
 
-def run(models: list[str | None], shared: Path, fps: float | None, rate: float, copies: int, seed: int,
-        repair_takes: int, repair_frames: int, progress=print) -> dict:
+def run(
+    models: list[str | None],
+    shared: Path,
+    fps: float | None,
+    rate: float,
+    copies: int,
+    seed: int,
+    repair_takes: int,
+    repair_frames: int,
+    progress=print,
+) -> dict:
     """The benchmark of the module docstring for each model directory (None: the shipped one)."""
     results = {}
     for model in models:
@@ -206,7 +232,7 @@ def run(models: list[str | None], shared: Path, fps: float | None, rate: float, 
         clean_S, clean_ok, glitched = [], [], []
         score_frames, score_s = 0, 0.0
         for t in takes:
-            s0 = time.perf_counter()                       # scoring = rotations -> log p + statistic
+            s0 = time.perf_counter()  # scoring = rotations -> log p + statistic
             R = body_matrices(t.poses)
             t.log_p = prior.log_prob(rotations.matrix_to_6d(R).astype(np.float32)).astype(np.float64)
             S = joint_statistic(R)
@@ -221,15 +247,18 @@ def run(models: list[str | None], shared: Path, fps: float | None, rate: float, 
         subjects = sorted({t.subject for t in takes})
         rows = {m: {} for m in METHODS}
         clean = {m: [0, 0] for m in METHODS}
-        near = {m: [0, 0] for m in METHODS}                # unglitched frames of the glitched copies
+        near = {m: [0, 0] for m in METHODS}  # unglitched frames of the glitched copies
         per_subject, cals = {}, {}
         for subj in subjects:
             idx = [i for i, t in enumerate(takes) if t.subject != subj]
             base = calibrate_arrays([clean_S[i] for i in idx], [takes[i].log_p for i in idx], rate)
             lp_all = np.concatenate([takes[i].log_p for i in idx])
-            cal = {"tau": base["tau"], "detector": base["detector"],
-                   "motion": fit_calibration(np.concatenate([clean_S[i] for i in idx]), rate),
-                   "tau_alone": float(np.quantile(lp_all, rate))}
+            cal = {
+                "tau": base["tau"],
+                "detector": base["detector"],
+                "motion": fit_calibration(np.concatenate([clean_S[i] for i in idx]), rate),
+                "tau_alone": float(np.quantile(lp_all, rate)),
+            }
             cals[subj] = cal
             nf = {m: [0, 0] for m in METHODS}
             for i, t in enumerate(takes):
@@ -242,18 +271,20 @@ def run(models: list[str | None], shared: Path, fps: float | None, rate: float, 
             for t, c, G, segs, S, lp in glitched:
                 if t.subject != subj:
                     continue
-                change = _angle(G, t.R)                  # (n, 21) degrees from the clean take
+                change = _angle(G, t.R)  # (n, 21) degrees from the clean take
                 inside = np.zeros(len(G), bool)
                 for _, a, b, _, _ in segs:
-                    inside[max(0, a - 2):b + 2] = True
+                    inside[max(0, a - 2) : b + 2] = True
                 for m in METHODS:
                     f, js = _flags(m, cal, S, lp)
                     ok = ~inside & clean_ok[takes.index(t)]
                     near[m][0] += int(f[ok].sum())
                     near[m][1] += int(ok.sum())
                     for kind, a, b, size, joints in segs:
-                        r = rows[m].setdefault(bucket(kind, size), {"frames": 0, "flagged": 0, "small": 0,
-                                                                     "joint_hit": 0, "segments": 0, "found": 0})
+                        r = rows[m].setdefault(
+                            bucket(kind, size),
+                            {"frames": 0, "flagged": 0, "small": 0, "joint_hit": 0, "segments": 0, "found": 0},
+                        )
                         real = change[a:b].max(1) >= MIN_CHANGE
                         worst = change[a:b].argmax(1)
                         hit = f[a:b] & real
@@ -268,18 +299,29 @@ def run(models: list[str | None], shared: Path, fps: float | None, rate: float, 
                 clean[m][1] += nf[m][1]
             per_subject[subj] = {m: nf[m][0] / max(nf[m][1], 1) for m in METHODS}
         summary = {
-            "model": str(prior.path), "fps": float(takes[0].fps), "false_flag_rate": rate, "copies": copies,
-            "seed": seed, "takes": len(takes), "frames": int(sum(len(t.R) for t in takes)), "subjects": subjects,
+            "model": str(prior.path),
+            "fps": float(takes[0].fps),
+            "false_flag_rate": rate,
+            "copies": copies,
+            "seed": seed,
+            "takes": len(takes),
+            "frames": int(sum(len(t.R) for t in takes)),
+            "subjects": subjects,
             "clean_frames_used": clean["detector"][1],
             "clean_frames_left_out": int(sum((~ok).sum() for ok in clean_ok)),
             "clean_flagged": {m: v[0] / max(v[1], 1) for m, v in clean.items()},
             "unglitched_flagged_in_glitched_copies": {m: v[0] / max(v[1], 1) for m, v in near.items()},
             "clean_flagged_per_subject": per_subject,
-            "recall": {m: {b: r["flagged"] / max(r["frames"], 1) for b, r in sorted(v.items())} for m, v in rows.items()},
-            "segment_recall": {m: {b: r["found"] / max(r["segments"], 1) for b, r in sorted(v.items())}
-                               for m, v in rows.items()},
+            "recall": {
+                m: {b: r["flagged"] / max(r["frames"], 1) for b, r in sorted(v.items())} for m, v in rows.items()
+            },
+            "segment_recall": {
+                m: {b: r["found"] / max(r["segments"], 1) for b, r in sorted(v.items())} for m, v in rows.items()
+            },
             "joint_hit": {b: r["joint_hit"] / max(r["flagged"], 1) for b, r in sorted(rows["detector"].items())},
-            "counts": {b: {k: r[k] for k in ("frames", "small", "segments")} for b, r in sorted(rows["detector"].items())},
+            "counts": {
+                b: {k: r[k] for k in ("frames", "small", "segments")} for b, r in sorted(rows["detector"].items())
+            },
             "score_frames_per_s": score_frames / score_s,
         }
         if repair_takes:
@@ -325,55 +367,100 @@ def _repair_eval(prior, takes, glitched, cals, n_takes, max_frames, progress) ->
         untouched = ~r.mask.any(1)
         assert np.array_equal(r.take.poses[untouched], tk.poses[untouched])
     before, after, kinds = np.array(before), np.array(after), np.array(kinds)
-    out = {"takes": len(chosen), "frames": frames, "glitched_frames": int(len(before)),
-           "median_before": float(np.median(before)), "median_after": float(np.median(after)),
-           "reduction": float(1 - np.median(after) / np.median(before)),
-           "per_kind": {k: {"before": float(np.median(before[kinds == k])), "after": float(np.median(after[kinds == k]))}
-                        for k in sorted(set(kinds))},
-           "frames_per_s": frames / seconds, "solved_frames_per_s": solved / seconds, "solved": solved}
-    progress(f"repair: {out['glitched_frames']} glitched frames, median worst-joint error {out['median_before']:.1f} "
-             f"-> {out['median_after']:.1f} deg ({out['reduction']:.0%} less), {out['frames_per_s']:.0f} frames/s")
+    out = {
+        "takes": len(chosen),
+        "frames": frames,
+        "glitched_frames": int(len(before)),
+        "median_before": float(np.median(before)),
+        "median_after": float(np.median(after)),
+        "reduction": float(1 - np.median(after) / np.median(before)),
+        "per_kind": {
+            k: {"before": float(np.median(before[kinds == k])), "after": float(np.median(after[kinds == k]))}
+            for k in sorted(set(kinds))
+        },
+        "frames_per_s": frames / seconds,
+        "solved_frames_per_s": solved / seconds,
+        "solved": solved,
+    }
+    progress(
+        f"repair: {out['glitched_frames']} glitched frames, median worst-joint error {out['median_before']:.1f} "
+        f"-> {out['median_after']:.1f} deg ({out['reduction']:.0%} less), {out['frames_per_s']:.0f} frames/s"
+    )
     return out
 
 
-BARS = {"clean": 0.02, "offset 30-45": 0.75, "offset 45-60": 0.90, "offset 60-90": 0.90, "flip": 0.90, "swap": 0.90,
-        "repair": 0.60, "score_fps": 5000, "repair_fps": 200}
+BARS = {
+    "clean": 0.02,
+    "offset 30-45": 0.75,
+    "offset 45-60": 0.90,
+    "offset 60-90": 0.90,
+    "flip": 0.90,
+    "swap": 0.90,
+    "repair": 0.60,
+    "score_fps": 5000,
+    "repair_fps": 200,
+}
 
 
 def markdown(results: dict) -> str:
     """The report: per model, clean frames flagged and recall per kind for the three methods, repair, speed."""
-    out = ["# Take-QA benchmark (`make qa-bench`)", "",
-           "Protocol: `runtime/qabench.py` docstring. Recall = fraction of glitched frames (inside an injected "
-           f"segment, some joint >= {MIN_CHANGE:g} deg off the clean take) that are flagged; clean = fraction of the "
-           f"held-out subject's clean frames flagged (frames within {EXCLUDE} frames of a > 60 deg source jump left "
-           "out). Leave one subject out: calibrated on the other subjects' clean takes.", ""]
+    out = [
+        "# Take-QA benchmark (`make qa-bench`)",
+        "",
+        "Protocol: `runtime/qabench.py` docstring. Recall = fraction of glitched frames (inside an injected "
+        f"segment, some joint >= {MIN_CHANGE:g} deg off the clean take) that are flagged; clean = fraction of the "
+        f"held-out subject's clean frames flagged (frames within {EXCLUDE} frames of a > 60 deg source jump left "
+        "out). Leave one subject out: calibrated on the other subjects' clean takes.",
+        "",
+    ]
     for model, r in results.items():
-        out += [f"## {model}", "",
-                f"{r['takes']} takes, {r['frames']} frames at {r['fps']:.0f} fps, {len(r['subjects'])} subjects "
-                f"({', '.join(r['subjects'])}); {r['copies']} glitched copies per take, seed {r['seed']}; target false "
-                f"flag rate {r['false_flag_rate']:g}; {r['clean_frames_left_out']} clean frames left out near source jumps.",
-                "", "| | " + " | ".join(METHODS) + " | bar |", "|---" * (len(METHODS) + 2) + "|",
-                "| clean frames flagged | " + " | ".join(f"{r['clean_flagged'][m]:.2%}" for m in METHODS)
-                + f" | <= {BARS['clean']:.0%} |",
-                "| unglitched frames of glitched copies flagged | "
-                + " | ".join(f"{r['unglitched_flagged_in_glitched_copies'][m]:.2%}" for m in METHODS) + " | |"]
+        out += [
+            f"## {model}",
+            "",
+            f"{r['takes']} takes, {r['frames']} frames at {r['fps']:.0f} fps, {len(r['subjects'])} subjects "
+            f"({', '.join(r['subjects'])}); {r['copies']} glitched copies per take, seed {r['seed']}; target false "
+            f"flag rate {r['false_flag_rate']:g}; {r['clean_frames_left_out']} clean frames left out near source jumps.",
+            "",
+            "| | " + " | ".join(METHODS) + " | bar |",
+            "|---" * (len(METHODS) + 2) + "|",
+            "| clean frames flagged | "
+            + " | ".join(f"{r['clean_flagged'][m]:.2%}" for m in METHODS)
+            + f" | <= {BARS['clean']:.0%} |",
+            "| unglitched frames of glitched copies flagged | "
+            + " | ".join(f"{r['unglitched_flagged_in_glitched_copies'][m]:.2%}" for m in METHODS)
+            + " | |",
+        ]
         for b in r["recall"]["detector"]:
             bar = f">= {BARS[b]:.0%}" if b in BARS else "(own kind)"
-            out.append(f"| recall: {b} ({r['counts'][b]['frames']} frames) | "
-                       + " | ".join(f"{r['recall'][m][b]:.1%}" for m in METHODS) + f" | {bar} |")
-        out += ["", "| kind | segments found (any frame flagged) | flagged frames whose suspects hold the most-changed joint |",
-                "|---|---|---|"]
+            out.append(
+                f"| recall: {b} ({r['counts'][b]['frames']} frames) | "
+                + " | ".join(f"{r['recall'][m][b]:.1%}" for m in METHODS)
+                + f" | {bar} |"
+            )
+        out += [
+            "",
+            "| kind | segments found (any frame flagged) | flagged frames whose suspects hold the most-changed joint |",
+            "|---|---|---|",
+        ]
         out += [f"| {b} | {r['segment_recall']['detector'][b]:.1%} | {r['joint_hit'][b]:.1%} |" for b in r["joint_hit"]]
-        out += ["", f"Scoring (log p + detector, one thread, converted arrays): {r['score_frames_per_s']:,.0f} frames/s "
-                f"(bar >= {BARS['score_fps']:,}).", ""]
+        out += [
+            "",
+            f"Scoring (log p + detector, one thread, converted arrays): {r['score_frames_per_s']:,.0f} frames/s "
+            f"(bar >= {BARS['score_fps']:,}).",
+            "",
+        ]
         if "repair" in r:
             p = r["repair"]
-            out += [f"Repair (`--flagged`, the detector's spans, ambient space, smoothing on) of {p['takes']} glitched takes "
-                    f"({p['frames']} frames, {p['solved']} repaired): median worst-joint error on {p['glitched_frames']} "
-                    f"glitched frames {p['median_before']:.1f} -> {p['median_after']:.1f} deg "
-                    f"(**{p['reduction']:.0%} less**, bar >= {BARS['repair']:.0%}); {p['frames_per_s']:,.0f} take frames/s "
-                    f"({p['solved_frames_per_s']:,.0f} repaired frames/s), one thread (bar >= {BARS['repair_fps']}).", "",
-                    "| kind | median worst-joint error before | after |", "|---|---|---|"]
+            out += [
+                f"Repair (`--flagged`, the detector's spans, ambient space, smoothing on) of {p['takes']} glitched takes "
+                f"({p['frames']} frames, {p['solved']} repaired): median worst-joint error on {p['glitched_frames']} "
+                f"glitched frames {p['median_before']:.1f} -> {p['median_after']:.1f} deg "
+                f"(**{p['reduction']:.0%} less**, bar >= {BARS['repair']:.0%}); {p['frames_per_s']:,.0f} take frames/s "
+                f"({p['solved_frames_per_s']:,.0f} repaired frames/s), one thread (bar >= {BARS['repair_fps']}).",
+                "",
+                "| kind | median worst-joint error before | after |",
+                "|---|---|---|",
+            ]
             out += [f"| {k} | {v['before']:.1f} | {v['after']:.1f} |" for k, v in p["per_kind"].items()]
             out.append("")
     return "\n".join(out) + "\n"
@@ -382,22 +469,31 @@ def markdown(results: dict) -> str:
 def figure(results: dict, path: Path) -> None:
     """Recall per kind (bars) of the three methods, with the clean rate in the legend, for the first model."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     r = next(iter(results.values()))
     kinds = list(r["recall"]["detector"])
     fig, ax = plt.subplots(figsize=(10, 3.4))
     w = 0.27
     for i, m in enumerate(METHODS):
-        ax.bar(np.arange(len(kinds)) + (i - 1) * w, [r["recall"][m][k] for k in kinds], w,
-               label=f"{m} (clean flagged {r['clean_flagged'][m]:.1%})")
+        ax.bar(
+            np.arange(len(kinds)) + (i - 1) * w,
+            [r["recall"][m][k] for k in kinds],
+            w,
+            label=f"{m} (clean flagged {r['clean_flagged'][m]:.1%})",
+        )
     ax.set_xticks(range(len(kinds)), kinds, fontsize=8)
     ax.set_ylabel("recall (glitched frames flagged)")
     ax.set_ylim(0, 1.05)
     ax.axhline(0.9, color="0.5", lw=0.8, ls=":")
     ax.legend(fontsize=8, loc="lower left")
-    ax.set_title(f"take QA, leave one subject out, calibrated at {r['false_flag_rate']:.0%} ({r['frames']} frames, "
-                 f"{len(r['subjects'])} held-out subjects, {r['fps']:.0f} fps)", fontsize=9)
+    ax.set_title(
+        f"take QA, leave one subject out, calibrated at {r['false_flag_rate']:.0%} ({r['frames']} frames, "
+        f"{len(r['subjects'])} held-out subjects, {r['fps']:.0f} fps)",
+        fontsize=9,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -405,8 +501,12 @@ def figure(results: dict, path: Path) -> None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m runtime.qabench", description=__doc__.split("\n")[0])
-    ap.add_argument("--model", action="append", default=None,
-                    help="model directory (repeat, or separate with spaces, for candidates; default: the shipped one)")
+    ap.add_argument(
+        "--model",
+        action="append",
+        default=None,
+        help="model directory (repeat, or separate with spaces, for candidates; default: the shipped one)",
+    )
     ap.add_argument("--shared", type=Path, default=Path(__file__).resolve().parents[1].parent / "shared" / "data")
     ap.add_argument("--fps", type=float, default=30.0)
     ap.add_argument("--false-flag-rate", type=float, default=0.01)
@@ -419,14 +519,17 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     models = [m for arg in (a.model or []) for m in arg.split()] or [None]
     t0 = time.monotonic()
-    results = run(models, a.shared, a.fps or None, a.false_flag_rate, a.copies, a.seed, a.repair_takes,
-                  a.repair_frames)
-    print(f"\nrecall at {a.false_flag_rate:.0%} clean flagged (calibrated, leave one subject out), {time.monotonic() - t0:.0f} s:")
+    results = run(models, a.shared, a.fps or None, a.false_flag_rate, a.copies, a.seed, a.repair_takes, a.repair_frames)
+    print(
+        f"\nrecall at {a.false_flag_rate:.0%} clean flagged (calibrated, leave one subject out), {time.monotonic() - t0:.0f} s:"
+    )
     for model, r in results.items():
         rec = r["recall"]["detector"]
-        print(f"{model}: clean {r['clean_flagged']['detector']:.2%}; "
-              + ", ".join(f"{k} {v:.1%}" for k, v in rec.items())
-              + (f"; repair -{r['repair']['reduction']:.0%}" if "repair" in r else ""))
+        print(
+            f"{model}: clean {r['clean_flagged']['detector']:.2%}; "
+            + ", ".join(f"{k} {v:.1%}" for k, v in rec.items())
+            + (f"; repair -{r['repair']['reduction']:.0%}" if "repair" in r else "")
+        )
     if a.out is not None:
         a.out.mkdir(parents=True, exist_ok=True)
         (a.out / "qa-bench.json").write_text(json.dumps(results, indent=1) + "\n")

@@ -1,5 +1,6 @@
 """The take-QA timeline (``poseprior score --plot`` with a calibrated model): log p and the motion score over
 time, the flagged spans shaded, and a joint-by-time strip of the suspect joints. Needs matplotlib."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -17,6 +18,7 @@ def plot_timeline(s, path: str | Path, repaired: np.ndarray | None = None, title
     shaded in every row, take boundaries dotted."""
     try:
         import matplotlib
+
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
@@ -30,8 +32,13 @@ def plot_timeline(s, path: str | Path, repaired: np.ndarray | None = None, title
     dt = (t[1] - t[0]) if n > 1 else 1.0
     sus = d.suspects
     rows = np.flatnonzero(sus.any(0))
-    fig, axes = plt.subplots(3, 1, figsize=(11, 5.6 + 0.12 * len(rows)), sharex=True,
-                             gridspec_kw={"height_ratios": [3, 2, max(1.2, 0.35 * len(rows))]})
+    fig, axes = plt.subplots(
+        3,
+        1,
+        figsize=(11, 5.6 + 0.12 * len(rows)),
+        sharex=True,
+        gridspec_kw={"height_ratios": [3, 2, max(1.2, 0.35 * len(rows))]},
+    )
     lo = min(np.percentile(lp, 1), s.threshold) - 10
     ax = axes[0]
     ax.plot(t, np.clip(lp, lo, None), lw=0.9, color="C0", label="log p")

@@ -14,26 +14,46 @@ Conventions (DESIGN §1):
 * The flow's internal "half-split" layout views a pose as (21, 2, 3), transposes to (2, 21, 3) and flattens
   to 126 numbers: the first columns of every joint, then the second columns.
 """
+
 from __future__ import annotations
 
 import numpy as np
 
 JOINT_NAMES = (
-    "left_hip", "right_hip", "spine1", "left_knee", "right_knee", "spine2", "left_ankle", "right_ankle",
-    "spine3", "left_foot", "right_foot", "neck", "left_collar", "right_collar", "head", "left_shoulder",
-    "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist",
+    "left_hip",
+    "right_hip",
+    "spine1",
+    "left_knee",
+    "right_knee",
+    "spine2",
+    "left_ankle",
+    "right_ankle",
+    "spine3",
+    "left_foot",
+    "right_foot",
+    "neck",
+    "left_collar",
+    "right_collar",
+    "head",
+    "left_shoulder",
+    "right_shoulder",
+    "left_elbow",
+    "right_elbow",
+    "left_wrist",
+    "right_wrist",
 )
 NUM_JOINTS = len(JOINT_NAMES)
 #: SMPL parents of [pelvis] + 21 joints (index 0 is the pelvis).
 PARENTS = (-1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 12, 13, 14, 16, 17, 18, 19)
 IDENTITY_6D = np.array([1.0, 0.0, 0.0, 0.0, 1.0, 0.0])
 #: For each joint, its left/right twin (itself on the spine): the joint permutation of a mirrored pose.
-MIRROR_JOINTS = tuple(JOINT_NAMES.index(n.replace("left_", "#").replace("right_", "left_").replace("#", "right_"))
-                      for n in JOINT_NAMES)
+MIRROR_JOINTS = tuple(
+    JOINT_NAMES.index(n.replace("left_", "#").replace("right_", "left_").replace("#", "right_")) for n in JOINT_NAMES
+)
 
 #: Gram-Schmidt refuses a 6D pair whose columns make an angle with sine <= this (no rotation is defined).
 GS_PARALLEL_TOL = 1e-6
-_EPS = 1e-8   # floor of the norms in gram_schmidt_vjp (its inputs are checked poses, never degenerate)
+_EPS = 1e-8  # floor of the norms in gram_schmidt_vjp (its inputs are checked poses, never degenerate)
 
 
 def _skew(v: np.ndarray) -> np.ndarray:
@@ -63,12 +83,18 @@ def matrix_to_quaternion(R: np.ndarray) -> np.ndarray:
     m20, m21, m22 = R[..., 2, 0], R[..., 2, 1], R[..., 2, 2]
     q2 = np.stack([1 + m00 + m11 + m22, 1 + m00 - m11 - m22, 1 - m00 + m11 - m22, 1 - m00 - m11 + m22], -1)
     qa = np.sqrt(np.maximum(q2, 0.0))
-    cands = np.stack([
-        np.stack([q2[..., 0], m21 - m12, m02 - m20, m10 - m01], -1),
-        np.stack([m21 - m12, q2[..., 1], m10 + m01, m02 + m20], -1),
-        np.stack([m02 - m20, m10 + m01, q2[..., 2], m12 + m21], -1),
-        np.stack([m10 - m01, m20 + m02, m21 + m12, q2[..., 3]], -1),
-    ], -2) / (2.0 * np.maximum(qa, 0.1))[..., None]
+    cands = (
+        np.stack(
+            [
+                np.stack([q2[..., 0], m21 - m12, m02 - m20, m10 - m01], -1),
+                np.stack([m21 - m12, q2[..., 1], m10 + m01, m02 + m20], -1),
+                np.stack([m02 - m20, m10 + m01, q2[..., 2], m12 + m21], -1),
+                np.stack([m10 - m01, m20 + m02, m21 + m12, q2[..., 3]], -1),
+            ],
+            -2,
+        )
+        / (2.0 * np.maximum(qa, 0.1))[..., None]
+    )
     best = np.argmax(qa, axis=-1)
     q = np.take_along_axis(cands, best[..., None, None], axis=-2)[..., 0, :]
     q = q / np.linalg.norm(q, axis=-1, keepdims=True)
@@ -88,14 +114,15 @@ def matrix_to_axis_angle(R: np.ndarray) -> np.ndarray:
     if flat is None:
         raise ValueError(f"matrix_to_axis_angle: expected (..., 3, 3) matrices, got shape {R.shape}")
     for a in range(0, len(flat), 1 << 16):
-        err = rotation_error(flat[a:a + (1 << 16)])
+        err = rotation_error(flat[a : a + (1 << 16)])
         bad = err > AXIS_ANGLE_TOL
         if bad.any():
             k = int(np.argmax(bad))
             idx = tuple(int(i) for i in np.unravel_index(a + k, R.shape[:-2]))
             what = "a reflection (det < 0)" if np.linalg.det(flat[a + k]) < 0 else f"|R^T R - I| = {err[k]:.3g}"
-            raise ValueError(f"matrix_to_axis_angle: the matrix at {idx} is not a rotation ({what}): it has no "
-                             f"rotation vector")
+            raise ValueError(
+                f"matrix_to_axis_angle: the matrix at {idx} is not a rotation ({what}): it has no rotation vector"
+            )
     q = matrix_to_quaternion(R)
     v = q[..., 1:]
     s = np.linalg.norm(v, axis=-1, keepdims=True)
@@ -160,16 +187,19 @@ def gram_schmidt(d6: np.ndarray) -> np.ndarray:
     s1, s2 = np.abs(b1).max(axis=-1, keepdims=True), np.abs(b2).max(axis=-1, keepdims=True)
     for s, which in ((s1, "first"), (s2, "second")):
         if (s == 0).any():
-            raise ValueError(f"gram_schmidt: 6D pair at index {_first(s[..., 0] == 0)} has a zero {which} column: "
-                             f"no rotation")
+            raise ValueError(
+                f"gram_schmidt: 6D pair at index {_first(s[..., 0] == 0)} has a zero {which} column: no rotation"
+            )
     b1, b2 = b1 / s1, b2 / s2
     e1 = b1 / np.linalg.norm(b1, axis=-1, keepdims=True)
     u2 = b2 - np.sum(e1 * b2, axis=-1, keepdims=True) * e1
     n2 = np.linalg.norm(u2, axis=-1, keepdims=True)
     parallel = n2[..., 0] <= GS_PARALLEL_TOL * np.linalg.norm(b2, axis=-1)
     if parallel.any():
-        raise ValueError(f"gram_schmidt: 6D pair at index {_first(parallel)} has parallel columns (sine of their "
-                         f"angle <= {GS_PARALLEL_TOL:g}): no rotation")
+        raise ValueError(
+            f"gram_schmidt: 6D pair at index {_first(parallel)} has parallel columns (sine of their "
+            f"angle <= {GS_PARALLEL_TOL:g}): no rotation"
+        )
     e2 = u2 / n2
     return np.stack([e1, e2, np.cross(e1, e2)], axis=-1).astype(dtype, copy=False)
 

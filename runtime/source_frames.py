@@ -10,6 +10,7 @@ keeps every ``stride``-th source frame of each take, and the numbers say which.
 ``runtime.formats.read_shared_npz`` does (takes in index order, frames in file order); ``amass_takes`` reads an
 AMASS-style npz (``poses``; written by ``runtime.convert.save_amass`` or by AMASS) as one take per sequence.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -28,8 +29,13 @@ def take_rows(d: dict[str, np.ndarray], n: int, src: str) -> list[tuple[str | No
         return [(None, None, np.arange(n))]
     seq = np.asarray(d["sequence"])
     names = [str(s) for s in np.asarray(d.get("sequence_names", np.array([]))).reshape(-1)]
-    if (seq.shape != (n,) or not np.issubdtype(seq.dtype, np.integer) or not names or seq.min() < 0
-            or seq.max() >= len(names)):
+    if (
+        seq.shape != (n,)
+        or not np.issubdtype(seq.dtype, np.integer)
+        or not names
+        or seq.min() < 0
+        or seq.max() >= len(names)
+    ):
         raise FormatError(f"{src}: 'sequence' must be ({n},) integers indexing its {len(names)} 'sequence_names'")
     subj = np.asarray(d["subject"]) if "subject" in d and np.shape(d["subject"]) == (n,) else None
     order = np.argsort(seq, kind="stable")
@@ -48,13 +54,17 @@ def amass_takes(path: str | Path, fps: float | None = None) -> list[dict]:
     rate = a.get("mocap_framerate")
     stride = frame_stride(rate, fps, str(path))
     n = len(a["poses"])
-    trans = a.get("trans", np.zeros((n, 3)))              # no trans: the root stays at the origin
+    trans = a.get("trans", np.zeros((n, 3)))  # no trans: the root stays at the origin
     out = []
     for name, subject, rows in take_rows(read_npz(path), n, str(path)):
         rows = rows[::stride]
-        t = {"poses": a["poses"][rows], "trans": trans[rows],
-             "mocap_framerate": np.float64(np.nan if rate is None else rate / stride),
-             "source_frames": rows.astype(np.int64), "dropped": ""}
+        t = {
+            "poses": a["poses"][rows],
+            "trans": trans[rows],
+            "mocap_framerate": np.float64(np.nan if rate is None else rate / stride),
+            "source_frames": rows.astype(np.int64),
+            "dropped": "",
+        }
         if name is not None:
             t["sequence"] = np.array(name)
         if subject is not None:

@@ -39,6 +39,7 @@ The free joints are replaced in the take; the others keep their observed values 
 The root orientation and translation are never changed. The output is an AMASS-style npz
 (``runtime.convert.save_amass``) in SMPL convention.
 """
+
 from __future__ import annotations
 
 import csv
@@ -54,8 +55,8 @@ import numpy as np
 from . import rotations
 from .convert import CONVERSION_VERSION, load_rest_joints, named_takes, save_amass
 from .detect import Calibration, Detection, body_matrices, detect
+from .fit import Anchor, complete, feasible
 from .formats.motion import atomic_write
-from .fit import Anchor, feasible, complete
 from .lbfgs import minimize
 from .prior import ModelError, PosePrior
 
@@ -72,6 +73,7 @@ class Take:
     (N, 3), ``fps`` (NaN when the source has none), ``names`` and ``starts`` (the first frame of each take);
     ``frames`` (N,): the source's own number of each frame (``runtime.source_frames``; default 0..N-1) and
     ``dropped``: what conversion left out of the source, one note per take ("" when nothing)."""
+
     source: str
     poses: np.ndarray
     trans: np.ndarray
@@ -92,8 +94,9 @@ class Take:
         ``BODY_6D_FRAMES`` frames, so the float64 temporaries do not grow with the take)."""
         out = np.empty((len(self.poses), 21, 6), np.float32)
         for a in range(0, len(self.poses), BODY_6D_FRAMES):
-            out[a:a + BODY_6D_FRAMES] = rotations.axis_angle_to_6d(
-                self.poses[a:a + BODY_6D_FRAMES, 3:66].reshape(-1, 21, 3))
+            out[a : a + BODY_6D_FRAMES] = rotations.axis_angle_to_6d(
+                self.poses[a : a + BODY_6D_FRAMES, 3:66].reshape(-1, 21, 3)
+            )
         return out
 
     def spans(self) -> list[tuple[str, int, int]]:
@@ -117,17 +120,28 @@ def check_smpl_prior(prior: PosePrior) -> None:
     (``UserWarning``) when its training data came from another version of the conversion than the one that will
     convert the take (``runtime.convert.CONVERSION_VERSION``): its scores are then of slightly different poses."""
     if prior.skeleton != "smpl":
-        raise ModelError(f"{prior.path}: the model's skeleton is {prior.skeleton!r}, not 'smpl': takes are converted "
-                         f"to SMPL body_pose, so they need an SMPL prior (such as the shipped default)")
+        raise ModelError(
+            f"{prior.path}: the model's skeleton is {prior.skeleton!r}, not 'smpl': takes are converted "
+            f"to SMPL body_pose, so they need an SMPL prior (such as the shipped default)"
+        )
     trained = prior.conversion
     if trained and trained != CONVERSION_VERSION:
-        warnings.warn(f"{prior.path}: the model was trained on takes converted by {trained}; this runtime converts "
-                      f"with {CONVERSION_VERSION} (runtime/convert.py), so its scores are of slightly different "
-                      f"poses than it learned from", UserWarning, stacklevel=2)
+        warnings.warn(
+            f"{prior.path}: the model was trained on takes converted by {trained}; this runtime converts "
+            f"with {CONVERSION_VERSION} (runtime/convert.py), so its scores are of slightly different "
+            f"poses than it learned from",
+            UserWarning,
+            stacklevel=2,
+        )
 
 
-def read_take(src: str | Path, rest_joints: np.ndarray | None = None, skeleton_file: str | Path | None = None,
-              fps: float | None = None, joint_map: dict[str, str] | None = None) -> Take:
+def read_take(
+    src: str | Path,
+    rest_joints: np.ndarray | None = None,
+    skeleton_file: str | Path | None = None,
+    fps: float | None = None,
+    joint_map: dict[str, str] | None = None,
+) -> Take:
     """Read and convert every take of ``src`` to SMPL (``runtime.convert.named_takes``; ``rest_joints`` default:
     the shipped model's skeleton; ``joint_map``: the rig's {SMPL joint: source joint}, default the built-in
     skeleton detected)."""
@@ -135,10 +149,17 @@ def read_take(src: str | Path, rest_joints: np.ndarray | None = None, skeleton_f
     takes = named_takes(src, rest, skeleton_file, fps, joint_map)
     rates = [float(t["mocap_framerate"]) for _, _, t in takes]
     starts = list(np.cumsum([0] + [len(t["poses"]) for _, _, t in takes[:-1]]).astype(int))
-    return Take(str(src), np.concatenate([t["poses"] for _, _, t in takes]).astype(np.float64, copy=False),
-                np.concatenate([t["trans"] for _, _, t in takes]).astype(np.float64, copy=False), rates[0],
-                [n for n, _, _ in takes], [int(s) for s in starts], [s for _, s, _ in takes],
-                np.concatenate([t["source_frames"] for _, _, t in takes]), [t["dropped"] for _, _, t in takes])
+    return Take(
+        str(src),
+        np.concatenate([t["poses"] for _, _, t in takes]).astype(np.float64, copy=False),
+        np.concatenate([t["trans"] for _, _, t in takes]).astype(np.float64, copy=False),
+        rates[0],
+        [n for n, _, _ in takes],
+        [int(s) for s in starts],
+        [s for _, s, _ in takes],
+        np.concatenate([t["source_frames"] for _, _, t in takes]),
+        [t["dropped"] for _, _, t in takes],
+    )
 
 
 def recorded_threshold(prior: PosePrior) -> tuple[float, str] | None:
@@ -156,16 +177,19 @@ def _threshold(prior: PosePrior, threshold: float | None) -> tuple[float, str]:
         return t, "given by the user"
     rec = recorded_threshold(prior)
     if rec is None:
-        raise ModelError(f"{prior.path}: the model records no plausibility threshold (manifest 'plausibility.tau'); "
-                         f"pass one (--threshold LOG_P), or record it with `make plausibility PL_RECORD=--record`")
+        raise ModelError(
+            f"{prior.path}: the model records no plausibility threshold (manifest 'plausibility.tau'); "
+            f"pass one (--threshold LOG_P), or record it with `make plausibility PL_RECORD=--record`"
+        )
     return rec
 
 
 @dataclass
 class Score:
     """Per-frame log p of a take and the frames below the threshold."""
+
     take: Take
-    log_prob: np.ndarray       # (N,)
+    log_prob: np.ndarray  # (N,)
     threshold: float
     threshold_source: str
     model: str
@@ -194,23 +218,37 @@ class Score:
         frame numbers) (docs/takes.md). ``takes[].start`` indexes the converted timeline (``log_prob``)."""
         t = self.take
         fr = np.asarray(t.frames)
-        out = {"source": t.source, "model": self.model, "conversion": CONVERSION_VERSION, "frames": len(self.log_prob),
-               "fps": t.fps if np.isfinite(t.fps) else None,
-               "takes": [{"name": n, "start": a, "frames": b - a, "first_source_frame": int(fr[a])}
-                         for n, a, b in t.spans()],
-               "dropped": [d for d in t.dropped if d],
-               "threshold": self.threshold, "threshold_source": self.threshold_source,
-               "flagged": fr[self.flagged].tolist(), "flagged_fraction": float(len(self.flagged) / len(self.log_prob)),
-               "flagged_spans": [[int(fr[a]), int(fr[b])] for a, b in self.flagged_spans()],
-               "source_frame": fr.tolist(),
-               "log_prob": [round(float(v), 4) for v in self.log_prob]}
+        out = {
+            "source": t.source,
+            "model": self.model,
+            "conversion": CONVERSION_VERSION,
+            "frames": len(self.log_prob),
+            "fps": t.fps if np.isfinite(t.fps) else None,
+            "takes": [
+                {"name": n, "start": a, "frames": b - a, "first_source_frame": int(fr[a])} for n, a, b in t.spans()
+            ],
+            "dropped": [d for d in t.dropped if d],
+            "threshold": self.threshold,
+            "threshold_source": self.threshold_source,
+            "flagged": fr[self.flagged].tolist(),
+            "flagged_fraction": float(len(self.flagged) / len(self.log_prob)),
+            "flagged_spans": [[int(fr[a]), int(fr[b])] for a, b in self.flagged_spans()],
+            "source_frame": fr.tolist(),
+            "log_prob": [round(float(v), 4) for v in self.log_prob],
+        }
         if self.detection is not None:
             d, names = self.detection, np.array(rotations.JOINT_NAMES)
-            out.update({"detector": "motion + prior (runtime.detect), calibrated: the model's manifest 'detector'",
-                        "suspect_joints": [names[d.suspects[f]].tolist() for f in self.flagged],
-                        "spans": [{"start": int(fr[a]), "end": int(fr[b - 1]) + 1, "joints": names[js].tolist()}
-                                  for a, b, js in d.spans],
-                        "score": [round(float(v), 4) for v in d.score]})
+            out.update(
+                {
+                    "detector": "motion + prior (runtime.detect), calibrated: the model's manifest 'detector'",
+                    "suspect_joints": [names[d.suspects[f]].tolist() for f in self.flagged],
+                    "spans": [
+                        {"start": int(fr[a]), "end": int(fr[b - 1]) + 1, "joints": names[js].tolist()}
+                        for a, b, js in d.spans
+                    ],
+                    "score": [round(float(v), 4) for v in d.score],
+                }
+            )
         return out
 
 
@@ -225,20 +263,27 @@ def calibration(prior: PosePrior) -> Calibration | None:
         raise ModelError(f"{prior.path}: {e}") from None
 
 
-def _detection(prior: PosePrior, take: Take, log_prob: np.ndarray, tau: float, notes: list[str]
-               ) -> Detection | None:
+def _detection(prior: PosePrior, take: Take, log_prob: np.ndarray, tau: float, notes: list[str]) -> Detection | None:
     cal = calibration(prior)
     if cal is None:
         return None
     fps = prior.manifest["detector"].get("fps")
     if fps and np.isfinite(take.fps) and abs(take.fps / fps - 1) > 0.25:
-        notes.append(f"the detector was calibrated on takes at {fps:.4g} fps and this take is at {take.fps:.4g} fps: "
-                     f"its motion statistic is per frame, so pass --fps {fps:.4g} (or calibrate at this rate)")
+        notes.append(
+            f"the detector was calibrated on takes at {fps:.4g} fps and this take is at {take.fps:.4g} fps: "
+            f"its motion statistic is per frame, so pass --fps {fps:.4g} (or calibrate at this rate)"
+        )
     return detect(body_matrices(take.poses), cal, take.starts, log_prob, tau)
 
 
-def score(prior: PosePrior, take: Take, threshold: float | None = None, progress: Progress | None = None,
-          chunk: int = 2048, motion: bool = True) -> Score:
+def score(
+    prior: PosePrior,
+    take: Take,
+    threshold: float | None = None,
+    progress: Progress | None = None,
+    chunk: int = 2048,
+    motion: bool = True,
+) -> Score:
     """log p of every frame of ``take`` (``chunk`` frames per call, ``progress(done, total)`` after each) and the
     flagged frames: with ``motion`` and a model that records a detector calibration (``poseprior calibrate``),
     the motion-aware detector's (``runtime.detect``: a motion score >= 1, or log p < ``threshold``); otherwise the
@@ -248,7 +293,7 @@ def score(prior: PosePrior, take: Take, threshold: float | None = None, progress
     x = take.body_6d
     lp = np.empty(len(x), np.float32)
     for a in range(0, len(x), chunk):
-        lp[a:a + chunk] = prior.log_prob(x[a:a + chunk])
+        lp[a : a + chunk] = prior.log_prob(x[a : a + chunk])
         if progress:
             progress(min(a + chunk, len(x)), len(x))
     notes: list[str] = []
@@ -276,7 +321,9 @@ def write_scores(scores: list[Score], path: str | Path) -> Path:
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
         detector = any(s.detection is not None for s in scores)
-        w.writerow(["frame", "take", "time_s", "log_prob", "flagged"] + (["score", "suspect_joints"] if detector else []))
+        w.writerow(
+            ["frame", "take", "time_s", "log_prob", "flagged"] + (["score", "suspect_joints"] if detector else [])
+        )
         names = np.array(rotations.JOINT_NAMES)
         for s in scores:
             d = s.detection
@@ -286,10 +333,21 @@ def write_scores(scores: list[Score], path: str | Path) -> Path:
             for name, a, b in s.take.spans():
                 label = name if len(scores) == 1 else f"{s.take.source}:{name}"
                 for t in range(a, b):
-                    extra = [] if not detector else (["", ""] if d is None else
-                                                     [f"{d.score[t]:.4f}", ";".join(names[d.suspects[t]])])
-                    w.writerow([int(s.take.frames[t]), label, f"{(t - a) / fps:.4f}" if np.isfinite(fps) else "",
-                                f"{s.log_prob[t]:.4f}", int(flagged[t])] + extra)
+                    extra = (
+                        []
+                        if not detector
+                        else (["", ""] if d is None else [f"{d.score[t]:.4f}", ";".join(names[d.suspects[t]])])
+                    )
+                    w.writerow(
+                        [
+                            int(s.take.frames[t]),
+                            label,
+                            f"{(t - a) / fps:.4f}" if np.isfinite(fps) else "",
+                            f"{s.log_prob[t]:.4f}",
+                            int(flagged[t]),
+                        ]
+                        + extra
+                    )
         text = buf.getvalue()
     atomic_write(path, lambda p: p.write_text(text))
     return path
@@ -301,6 +359,7 @@ def plot_score(s: Score, path: str | Path, repaired: np.ndarray | None = None) -
     (``pip install 'poseprior[plot]'``)."""
     try:
         import matplotlib
+
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
@@ -317,7 +376,9 @@ def plot_score(s: Score, path: str | Path, repaired: np.ndarray | None = None) -
     fig, ax = plt.subplots(figsize=(11, 3.6))
     if repaired is not None:
         ax.plot(t, np.clip(repaired, bottom, None), lw=2.2, color="C2", label="log p after repair")
-    ax.plot(t, np.clip(lp, bottom, None), lw=0.9, color="C0", label="log p" + (" before" if repaired is not None else ""))
+    ax.plot(
+        t, np.clip(lp, bottom, None), lw=0.9, color="C0", label="log p" + (" before" if repaired is not None else "")
+    )
     ax.axhline(s.threshold, color="C3", lw=1, ls="--", label=f"threshold {s.threshold:.1f}")
     f = s.flagged
     if len(f):
@@ -354,8 +415,15 @@ def prior_mode(prior: PosePrior) -> np.ndarray:
     return rotations.orthonormalize_6d(x).astype(np.float32)
 
 
-def worst_joints(prior: PosePrior, poses: np.ndarray, max_joints: int = 3, min_gain: float = MIN_GAIN,
-                 iters: int = 10, context: np.ndarray | None = None, weight: float = 0.0) -> np.ndarray:
+def worst_joints(
+    prior: PosePrior,
+    poses: np.ndarray,
+    max_joints: int = 3,
+    min_gain: float = MIN_GAIN,
+    iters: int = 10,
+    context: np.ndarray | None = None,
+    weight: float = 0.0,
+) -> np.ndarray:
     """(B, 21) bool: the joints to free in each pose of ``poses`` (B, 21, 6), chosen greedily by the score
 
         S(x) = log p(x) - weight * sum_k |x - c_k|^2      (c_k: the pose's ``context`` frames, (B, K, 21, 6),
@@ -371,11 +439,22 @@ def worst_joints(prior: PosePrior, poses: np.ndarray, max_joints: int = 3, min_g
     back towards the frames around it."""
     if not isinstance(max_joints, (int, np.integer)) or not 1 <= max_joints <= prior.num_joints:
         raise ValueError(f"max_joints: an integer in [1, {prior.num_joints}], got {max_joints!r}")
-    if len(poses) > WORST_JOINTS_POSES:      # the poses are independent: in blocks, memory does not grow with B
+    if len(poses) > WORST_JOINTS_POSES:  # the poses are independent: in blocks, memory does not grow with B
         c = WORST_JOINTS_POSES
-        return np.concatenate([worst_joints(prior, poses[a:a + c], max_joints, min_gain, iters,
-                                            None if context is None else context[a:a + c], weight)
-                               for a in range(0, len(poses), c)])
+        return np.concatenate(
+            [
+                worst_joints(
+                    prior,
+                    poses[a : a + c],
+                    max_joints,
+                    min_gain,
+                    iters,
+                    None if context is None else context[a : a + c],
+                    weight,
+                )
+                for a in range(0, len(poses), c)
+            ]
+        )
     x = np.asarray(poses, np.float32).copy()
     B, J = len(x), prior.num_joints
     ctx = np.full((B, 0, J, 6), np.nan, np.float32) if context is None else np.asarray(context, np.float32)
@@ -383,8 +462,9 @@ def worst_joints(prior: PosePrior, poses: np.ndarray, max_joints: int = 3, min_g
     def score(p, rows, log_p):
         d = (p[:, None] - ctx[rows]) ** 2
         return log_p - weight * np.where(np.isnan(d), 0.0, d).sum((1, 2, 3))
+
     mask = np.zeros((B, J), bool)
-    open_ = np.ones(B, bool)                       # poses still choosing
+    open_ = np.ones(B, bool)  # poses still choosing
     active = np.array([n not in prior.masked_joints for n in prior.joint_names])
     base = score(x, np.arange(B), prior.log_prob(x))
     mode = prior_mode(prior)
@@ -420,6 +500,7 @@ def worst_joints(prior: PosePrior, poses: np.ndarray, max_joints: int = 3, min_g
 class Repair:
     """What ``repair`` changed: ``take`` with the repaired poses, the free-joint ``mask`` (N, 21), log p before
     and after (N,), the threshold used (NaN for ``joints=``), the number of frames solved, seconds."""
+
     take: Take
     mask: np.ndarray
     log_prob_before: np.ndarray
@@ -445,8 +526,18 @@ class RunObjective:
     parameters are the free joints' raw 6D (the fixed ones keep v); latent: the T latents, x_t = f(z_t). The
     smoothness gradient is ``2 smooth (2 x_t - x_{t-1} - x_{t+1})`` on the free joints."""
 
-    def __init__(self, prior: PosePrior, space: str, observed: np.ndarray, free: np.ndarray,
-                 before: np.ndarray | None, after: np.ndarray | None, lam: float, smooth: float, fixed_weight: float):
+    def __init__(
+        self,
+        prior: PosePrior,
+        space: str,
+        observed: np.ndarray,
+        free: np.ndarray,
+        before: np.ndarray | None,
+        after: np.ndarray | None,
+        lam: float,
+        smooth: float,
+        fixed_weight: float,
+    ):
         self.prior, self.space, self.v, self.free = prior, space, observed.astype(np.float32), free
         self.before, self.after = before, after
         self.lam, self.smooth = np.float32(lam), np.float32(smooth)
@@ -462,11 +553,11 @@ class RunObjective:
         c = np.concatenate(chain)
         lead = 1 if self.before is not None else 0
         W = _pair_weight(self.free, lead, len(c) - 1)
-        d = W * np.diff(c, axis=0)                                 # (pairs, 21, 6), zero where not smoothed
+        d = W * np.diff(c, axis=0)  # (pairs, 21, 6), zero where not smoothed
         g = np.zeros_like(c)
         g[1:] += d
         g[:-1] -= d
-        return float(self.smooth * np.einsum("tjk,tjk->", d, d)), (2 * self.smooth) * g[lead:lead + self.T]
+        return float(self.smooth * np.einsum("tjk,tjk->", d, d)), (2 * self.smooth) * g[lead : lead + self.T]
 
     def poses(self, p: np.ndarray) -> np.ndarray:
         """The run's raw 6D poses (T, 21, 6) at parameters ``p``."""
@@ -492,7 +583,7 @@ class RunObjective:
         f = np.full(len(p), np.inf, np.float32)
         cache = [None] * len(p)
         for i in range(len(p)):
-            if feasible(p[i:i + 1])[0]:
+            if feasible(p[i : i + 1])[0]:
                 x, L, gx, g = self._parts(p[i])
                 f[i], cache[i] = L, (gx, g)
         return f, cache
@@ -548,14 +639,27 @@ def _pair_weight(free: np.ndarray, lead: int, pairs: int) -> np.ndarray:
     """(pairs, 21, 1): 1 where a joint is free in either frame of a consecutive pair of the chain (the frames
     around the run count as not free)."""
     f = np.zeros((pairs + 1, free.shape[1]), bool)
-    f[lead:lead + len(free)] = free
+    f[lead : lead + len(free)] = free
     return (f[1:] | f[:-1])[..., None].astype(np.float32)
 
 
-def repair(prior: PosePrior, take: Take, joints=None, flagged: bool = False, threshold: float | None = None,
-           max_joints: int = 3, space: str = "latent", lam: float = 1.0, smooth: float = 1.0,
-           fixed_weight: float = 5000.0, iters: int = 30, run_iters: int = 200, progress: Progress | None = None,
-           detection: Detection | None = None, motion: bool = True) -> Repair:
+def repair(
+    prior: PosePrior,
+    take: Take,
+    joints=None,
+    flagged: bool = False,
+    threshold: float | None = None,
+    max_joints: int = 3,
+    space: str = "latent",
+    lam: float = 1.0,
+    smooth: float = 1.0,
+    fixed_weight: float = 5000.0,
+    iters: int = 30,
+    run_iters: int = 200,
+    progress: Progress | None = None,
+    detection: Detection | None = None,
+    motion: bool = True,
+) -> Repair:
     """Fill ``joints`` (names) in every frame, or (``flagged=True``) the worst joints of the frames below
     ``threshold`` (default: the model's tau); exactly one of the two. Completion in ``space`` (module docstring):
     every frame on its own first (``runtime.fit.complete``, ``iters`` L-BFGS steps, the free joints starting at
@@ -569,9 +673,11 @@ def repair(prior: PosePrior, take: Take, joints=None, flagged: bool = False, thr
     gives, as ``score`` runs it), the flagged frames are the detector's and each span frees its suspect joints
     over the whole span; frames the prior alone flagged (no suspect joints) free their ``worst_joints``."""
     import time
+
     if (joints is None) == (not flagged):
-        raise ValueError("repair: name the joints to fill (joints=...) or repair the flagged frames (flagged=True), "
-                         "one of the two")
+        raise ValueError(
+            "repair: name the joints to fill (joints=...) or repair the flagged frames (flagged=True), one of the two"
+        )
     if space not in ("latent", "ambient"):
         raise ValueError(f"space: 'latent' or 'ambient', got {space!r}")
     smooth = float(smooth)
@@ -581,8 +687,10 @@ def repair(prior: PosePrior, take: Take, joints=None, flagged: bool = False, thr
         if not isinstance(v, (int, np.integer)) or v < 1:
             raise ValueError(f"{name}: an integer >= 1, got {v!r}")
     if smooth > 0 and not np.isfinite(take.fps):
-        raise ValueError(f"{take.source}: the take has no frame rate, which the smoothness term needs "
-                         f"(its weight is per second); repair it with smooth=0 (--smooth 0)")
+        raise ValueError(
+            f"{take.source}: the take has no frame rate, which the smoothness term needs "
+            f"(its weight is per second); repair it with smooth=0 (--smooth 0)"
+        )
     check_smpl_prior(prior)
     t0 = time.monotonic()
     det = None
@@ -607,37 +715,37 @@ def repair(prior: PosePrior, take: Take, joints=None, flagged: bool = False, thr
         if det is not None:
             flagged_all = np.flatnonzero(det.flags)
             mask = det.mask()
-            bad = flagged_all[~mask[flagged_all].any(1)]     # flagged by the prior alone: its worst joints
+            bad = flagged_all[~mask[flagged_all].any(1)]  # flagged by the prior alone: its worst joints
         else:
             bad = flagged_all = np.flatnonzero(before < tau)
         if len(bad):
-            ctx = np.full((len(bad), 2, J, 6), np.nan, np.float32)   # the observed, unflagged frames around,
-            unflagged = np.ones(N, bool)                             # within the same take
+            ctx = np.full((len(bad), 2, J, 6), np.nan, np.float32)  # the observed, unflagged frames around,
+            unflagged = np.ones(N, bool)  # within the same take
             unflagged[flagged_all] = False
             for i, t in enumerate(bad):
                 for k, u in enumerate((t - 1, t + 1)):
                     if 0 <= u < N and unflagged[u] and max(t, u) not in take.starts:
                         ctx[i, k] = x[u]
-            weight = smooth * take.fps ** 2 if smooth > 0 else 0.0
+            weight = smooth * take.fps**2 if smooth > 0 else 0.0
             mask[bad] = worst_joints(prior, x[bad], max_joints, context=ctx, weight=weight)
-            for a, b in runs(bad, take.starts):        # one set of joints per run: its frames' most chosen
-                counts = mask[a:b + 1].sum(0)
+            for a, b in runs(bad, take.starts):  # one set of joints per run: its frames' most chosen
+                counts = mask[a : b + 1].sum(0)
                 keep = np.argsort(-counts, kind="stable")[:max_joints]
-                mask[a:b + 1] = False
-                mask[a:b + 1, keep[counts[keep] > 0]] = True
+                mask[a : b + 1] = False
+                mask[a : b + 1, keep[counts[keep] > 0]] = True
     rows = np.flatnonzero(mask.any(1))
     total = len(rows) * 2 if smooth > 0 else len(rows)
-    out = np.where(mask[..., None], prior_mode(prior), x)        # free joints start at the prior's mode f(0)
-    bridged = np.zeros(N, bool)                     # detector spans: start on the bridge between their neighbours
-    for a, b, js in (det.spans if flagged and det is not None else []):
+    out = np.where(mask[..., None], prior_mode(prior), x)  # free joints start at the prior's mode f(0)
+    bridged = np.zeros(N, bool)  # detector spans: start on the bridge between their neighbours
+    for a, b, js in det.spans if flagged and det is not None else []:
         if js:
             out[a:b, js] = _bridge(x, a, b, js, take.starts)
             bridged[a:b] = True
     z = np.zeros((N, prior.dim), np.float32)
     block = 1024
     first = rows[~bridged[rows]] if space == "ambient" and smooth > 0 else rows
-    for a in range(0, len(first), block):           # 1. every frame on its own
-        r = first[a:a + block]
+    for a in range(0, len(first), block):  # 1. every frame on its own
+        r = first[a : a + block]
         res = complete(prior, out[r], mask[r], lam, space=space, fixed_weight=fixed_weight, iters=iters)
         out[r] = np.where(mask[r][..., None], res.poses, out[r])
         if space == "latent":
@@ -645,36 +753,48 @@ def repair(prior: PosePrior, take: Take, joints=None, flagged: bool = False, thr
         if progress:
             progress(a + len(r), total)
     done = len(rows)
-    if smooth > 0:                                  # 2. each run as one problem, with temporal smoothness
+    if smooth > 0:  # 2. each run as one problem, with temporal smoothness
         ends = set(take.starts) | {N}
         all_runs = runs(rows, take.starts)
-        if space == "ambient":                      # independent runs stacked into one problem (same objective)
+        if space == "ambient":  # independent runs stacked into one problem (same objective)
             for group in _stacks(all_runs, STACK_FRAMES):
                 parts, obs, free, size = [], [], [], 0
-                for a, b in group:                  # [the frame before,] the run[, the frame after]
+                for a, b in group:  # [the frame before,] the run[, the frame after]
                     lead, trail = a not in ends, b + 1 not in ends
                     parts.append((a, b, size + lead))
-                    obs += ([x[a - 1:a]] if lead else []) + [out[a:b + 1]] + ([x[b + 1:b + 2]] if trail else [])
-                    free += ([np.zeros((1, J), bool)] if lead else []) + [mask[a:b + 1]] + \
-                            ([np.zeros((1, J), bool)] if trail else [])
+                    obs += ([x[a - 1 : a]] if lead else []) + [out[a : b + 1]] + ([x[b + 1 : b + 2]] if trail else [])
+                    free += (
+                        ([np.zeros((1, J), bool)] if lead else [])
+                        + [mask[a : b + 1]]
+                        + ([np.zeros((1, J), bool)] if trail else [])
+                    )
                     size += lead + (b - a + 1) + trail
                 v, f = np.concatenate(obs), np.concatenate(free)
-                obj = RunObjective(prior, space, v, f, None, None, lam, smooth * take.fps ** 2, fixed_weight)
+                obj = RunObjective(prior, space, v, f, None, None, lam, smooth * take.fps**2, fixed_weight)
                 res = minimize(obj, v.reshape(1, -1), run_iters)
                 xr = rotations.orthonormalize_6d(obj.poses(res.p[0]).astype(np.float64)).astype(np.float32)
                 for a, b, at in parts:
-                    out[a:b + 1] = np.where(mask[a:b + 1, :, None], xr[at:at + b - a + 1], x[a:b + 1])
+                    out[a : b + 1] = np.where(mask[a : b + 1, :, None], xr[at : at + b - a + 1], x[a : b + 1])
                     done += b - a + 1
                 if progress:
                     progress(done, total)
         else:
             for a, b in all_runs:
-                f = mask[a:b + 1]
-                obj = RunObjective(prior, space, out[a:b + 1], f, None if a in ends else x[a - 1],
-                                   None if b + 1 in ends else x[b + 1], lam, smooth * take.fps ** 2, fixed_weight)
-                res = minimize(obj, z[a:b + 1].reshape(1, -1), run_iters)
+                f = mask[a : b + 1]
+                obj = RunObjective(
+                    prior,
+                    space,
+                    out[a : b + 1],
+                    f,
+                    None if a in ends else x[a - 1],
+                    None if b + 1 in ends else x[b + 1],
+                    lam,
+                    smooth * take.fps**2,
+                    fixed_weight,
+                )
+                res = minimize(obj, z[a : b + 1].reshape(1, -1), run_iters)
                 xr = rotations.orthonormalize_6d(obj.poses(res.p[0]).astype(np.float64)).astype(np.float32)
-                out[a:b + 1] = np.where(f[..., None], xr, x[a:b + 1])
+                out[a : b + 1] = np.where(f[..., None], xr, x[a : b + 1])
                 done += b - a + 1
                 if progress:
                     progress(done, total)
@@ -683,10 +803,10 @@ def repair(prior: PosePrior, take: Take, joints=None, flagged: bool = False, thr
     if len(rows):
         aa = rotations.sixd_to_axis_angle(out[rows].astype(np.float64)).reshape(-1, 63)
         poses[rows, 3:66] = np.where(np.repeat(mask[rows], 3, axis=1), aa, poses[rows, 3:66])
-    fixed = Take(take.source, poses, take.trans, take.fps, take.names, take.starts, take.subjects, take.frames,
-                 take.dropped)
-    return Repair(fixed, mask, before, after, tau, len(rows), time.monotonic() - t0,
-                  det if flagged else None)
+    fixed = Take(
+        take.source, poses, take.trans, take.fps, take.names, take.starts, take.subjects, take.frames, take.dropped
+    )
+    return Repair(fixed, mask, before, after, tau, len(rows), time.monotonic() - t0, det if flagged else None)
 
 
 def write_take(take: Take, rest_joints: np.ndarray, path: str | Path) -> Path:
@@ -696,8 +816,11 @@ def write_take(take: Take, rest_joints: np.ndarray, path: str | Path) -> Path:
     path = Path(path)
     if path.suffix != ".npz":
         raise ValueError(f"{path}: the output is an .npz file")
-    parts = [(n, s, {"poses": take.poses[a:b], "trans": take.trans[a:b], "mocap_framerate": np.float64(take.fps)})
-             for (n, a, b), s in zip(take.spans(), take.subjects or [-1] * len(take.names))]
+    parts = [
+        (n, s, {"poses": take.poses[a:b], "trans": take.trans[a:b], "mocap_framerate": np.float64(take.fps)})
+        for (n, a, b), s in zip(take.spans(), take.subjects or [-1] * len(take.names))
+    ]
     dropped = take.dropped or [""] * len(take.names)
-    return save_amass(parts, rest_joints, path, {"source_frame": np.asarray(take.frames, np.int64),
-                                                 "dropped": np.array(dropped)})
+    return save_amass(
+        parts, rest_joints, path, {"source_frame": np.asarray(take.frames, np.int64), "dropped": np.array(dropped)}
+    )

@@ -7,6 +7,7 @@ one may run (rc 0), the other is refused (rc 2, one line), and the run directory
 Each repeat draws the second start's delay uniformly from [0, --max-offset] s (seeded) and prints one line; the
 exit status is 1 if any repeat broke the rule.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,8 +25,25 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _start(data: Path, out: Path, seed: int, log: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "runtime.cli", "train", "--data", str(data), "--out", str(out), "--config", "tiny",
-           "--set", f"seed={seed}", "--set", "max_val=200", "--max-steps", "3", "--quiet"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "runtime.cli",
+        "train",
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--config",
+        "tiny",
+        "--set",
+        f"seed={seed}",
+        "--set",
+        "max_val=200",
+        "--max-steps",
+        "3",
+        "--quiet",
+    ]
     return subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=open(log, "w"), text=True)
 
 
@@ -60,8 +78,13 @@ def one_round(data: Path, root: Path, offset: float) -> dict:
         shas = {summary["config_sha256"], last["config_sha256"], best["config_sha256"]}
         if len(shas) != 1:
             problems.append(f"config sha256 differ between summary.json, last.pt, best.pt: {shas}")
-        if sorted(p.name for p in out.iterdir()) != ["best.pt", "config.json", "last.pt", "metrics.jsonl",
-                                                    "summary.json"]:
+        if sorted(p.name for p in out.iterdir()) != [
+            "best.pt",
+            "config.json",
+            "last.pt",
+            "metrics.jsonl",
+            "summary.json",
+        ]:
             problems.append(f"run directory holds {sorted(p.name for p in out.iterdir())}")
     if list(root.glob(".run.lock")):
         problems.append("lock file left behind")
@@ -82,8 +105,11 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="poseprior-lock-") as tmp:
             r = one_round(args.data, Path(tmp), rng.uniform(0.0, args.max_offset))
         failed += bool(r["problems"])
-        print(f"{i + 1:2d}: offset {r['offset']:.2f} s, rc {r['rcs']}, ran: seed {r['winner']}, other refused: {r['refused']}"
-              + (f"  FAILED: {'; '.join(r['problems'])}" if r["problems"] else "  ok"), flush=True)
+        print(
+            f"{i + 1:2d}: offset {r['offset']:.2f} s, rc {r['rcs']}, ran: seed {r['winner']}, other refused: {r['refused']}"
+            + (f"  FAILED: {'; '.join(r['problems'])}" if r["problems"] else "  ok"),
+            flush=True,
+        )
     print(f"{args.repeats - failed} of {args.repeats} repeats: exactly one run, consistent run directory")
     return 1 if failed else 0
 

@@ -1,6 +1,7 @@
 """Run by tests/test_distributed.py under torchrun: one data-parallel gradient (train.distributed: shard, parallel,
 weighted) of the tiny flow on real poses vs the one-process gradient of the whole batch, computed on every rank.
 Rank 0 writes {batch size: [relative error weighted, relative error with equal weights]} to argv[2] as JSON."""
+
 import json
 import sys
 
@@ -25,14 +26,14 @@ def main(data: str, out: str) -> None:
     x = load_npz(data).to_6d()
     aug = Augmentation(cfg.alpha, cfg.beta, cfg.noise)
     flow.set_normalization(aug(x, gen))
-    with torch.no_grad():   # away from the zero-initialised identity, so every layer has a gradient
+    with torch.no_grad():  # away from the zero-initialised identity, so every layer has a gradient
         for p in flow.parameters():
             p.add_(0.05 * torch.randn(p.shape, generator=gen))
     result = {}
-    for n in (185, 1):   # 92 / 93 poses per rank; 0 / 1 (rank 0's shard is empty)
+    for n in (185, 1):  # 92 / 93 poses per rank; 0 / 1 (rank 0's shard is empty)
         xb = aug(x[:n], gen)
         flow.zero_grad()
-        (-flow.log_prob(xb).mean()).backward()   # the one-process gradient, before DDP wraps the flow
+        (-flow.log_prob(xb).mean()).backward()  # the one-process gradient, before DDP wraps the flow
         ref = flat_grad(flow)
         errors = []
         for equal_weights in (False, True):

@@ -1,6 +1,7 @@
 """The two baselines of DESIGN §5 on real CMU data (subsets, for speed): the VPoser-style VAE learns, decodes
 proper rotations and resumes exactly; the GMM's EM is monotone, its density matches scipy and its penalty the
 stated formula; both train through ``poseprior train --model``."""
+
 import json
 import subprocess
 import sys
@@ -38,10 +39,10 @@ def test_vposer_training_lowers_validation_loss(vposer_run, cmu):
     assert rows[-1]["val_geodesic_deg"] < rows[0]["val_geodesic_deg"]
     assert json.loads((out / "config.json").read_text())["model"] == "vposer"
     assert json.loads((out / "summary.json").read_text())["best_val_loss"] == summary["best_val_loss"]
-    for name in ("best.pt", "last.pt"):   # plain tensors and values only
+    for name in ("best.pt", "last.pt"):  # plain tensors and values only
         ckpt = torch.load(out / name, weights_only=True)
         assert ckpt["data_sha256"]["cmu_pose/train.npz"] == next(iter(cmu["train"].files.values()))
-        resume_only = {"optimizer", "rng", "torch_rng"}   # last.pt resumes; best.pt is the weights only
+        resume_only = {"optimizer", "rng", "torch_rng"}  # last.pt resumes; best.pt is the weights only
         assert {"model", "config", "state"} <= set(ckpt) and (resume_only <= set(ckpt)) == (name == "last.pt")
 
 
@@ -56,7 +57,7 @@ def test_vposer_decodes_rotations_and_samples(vposer_run, cmu):
     eye = torch.eye(3).expand_as(R)
     assert torch.allclose(R.transpose(-1, -2) @ R, eye, atol=1e-5)
     assert torch.allclose(torch.linalg.det(R), torch.ones(50, 21), atol=1e-5)
-    assert torch.equal(d6, matrix_to_6d(R))           # our layout: first two columns, contiguous
+    assert torch.equal(d6, matrix_to_6d(R))  # our layout: first two columns, contiguous
     s1 = model.sample(7, torch.Generator().manual_seed(3))
     s2 = model.sample(7, torch.Generator().manual_seed(3))
     assert s1.shape == (7, 21, 6) and torch.equal(s1, s2)
@@ -69,9 +70,9 @@ def test_vposer_resume_continues_exactly(cmu, tmp_path):
     cfg.epochs, cfg.patience = 4, 100
     tr, va = cmu["train"].evenly_spaced(1024), cmu["val"].evenly_spaced(256)
     train_vposer(cfg, tr, va, tmp_path / "full", progress=False)
-    train_vposer(cfg, tr, va, tmp_path / "cut", max_steps=8, progress=False)   # 4 steps per epoch: stop after 2
+    train_vposer(cfg, tr, va, tmp_path / "cut", max_steps=8, progress=False)  # 4 steps per epoch: stop after 2
     assert len(metrics(tmp_path / "cut")) == 2
-    with open(tmp_path / "cut" / "metrics.jsonl", "a") as f:   # an epoch logged after the last checkpoint
+    with open(tmp_path / "cut" / "metrics.jsonl", "a") as f:  # an epoch logged after the last checkpoint
         f.write(json.dumps({"epoch": 3, "val_loss": 0.0}) + "\n")
     train_vposer(cfg, tr, va, tmp_path / "cut", resume=True, progress=False)
     full, cut = metrics(tmp_path / "full"), metrics(tmp_path / "cut")
@@ -106,7 +107,7 @@ def test_gmm_em_is_monotone(gmm_run):
 
 
 def test_gmm_log_prob_matches_scipy(gmm_run, cmu):
-    gmm, ckpt = load_gmm(gmm_run[0] / "best.pt")         # loads with weights_only=True
+    gmm, ckpt = load_gmm(gmm_run[0] / "best.pt")  # loads with weights_only=True
     assert ckpt["config"]["model"] == "gmm"
     w, mu, cov = (t.numpy() for t in (gmm.weights, gmm.means, gmm.covs))
     x = np.concatenate([cmu["val"].rotations[::200], gmm_run[2].rotations[::1000]]).reshape(-1, 63).astype(np.float64)
@@ -114,8 +115,15 @@ def test_gmm_log_prob_matches_scipy(gmm_run, cmu):
     ours = gmm.log_prob(torch.from_numpy(x)).numpy()
     assert np.abs(ours - logsumexp(comp, 1)).max() < 1e-6
     # the penalty: min_k [ 1/2 (x-mu_k)^T Sigma_k^-1 (x-mu_k) - log w_k + 1/2 log det Sigma_k ]
-    terms = np.stack([0.5 * np.einsum("bi,ij,bj->b", x - mu[k], np.linalg.inv(cov[k]), x - mu[k])
-                      - np.log(w[k]) + 0.5 * np.linalg.slogdet(cov[k])[1] for k in range(len(w))], 1)
+    terms = np.stack(
+        [
+            0.5 * np.einsum("bi,ij,bj->b", x - mu[k], np.linalg.inv(cov[k]), x - mu[k])
+            - np.log(w[k])
+            + 0.5 * np.linalg.slogdet(cov[k])[1]
+            for k in range(len(w))
+        ],
+        1,
+    )
     assert np.abs(gmm.penalty(torch.from_numpy(x)).numpy() - terms.min(1)).max() < 1e-6
     # = min_k -log(w_k N(x; k)) - d/2 log(2 pi)
     assert np.abs(terms.min(1) - (-comp.max(1) - 31.5 * np.log(2 * np.pi))).max() < 1e-6
@@ -136,7 +144,7 @@ def test_gmm_samples_match_the_data_loosely(gmm_run):
     assert s.shape == (20000, 21, 3) and torch.equal(s, gmm.sample(20000, torch.Generator().manual_seed(0)))
     x = gmm_run[2].rotations.reshape(-1, 63).astype(np.float64)
     s = s.reshape(-1, 63).numpy()
-    assert np.abs(s.mean(0) - x.mean(0)).max() < 0.03                      # radians
+    assert np.abs(s.mean(0) - x.mean(0)).max() < 0.03  # radians
     cx, cs = np.cov(x.T), np.cov(s.T)
     assert np.linalg.norm(cs - cx) < 0.1 * np.linalg.norm(cx)
 
@@ -148,21 +156,37 @@ def poseprior(*args):
 
 def test_cli_trains_gmm_end_to_end(shared_data, tmp_path):
     out = tmp_path / "gmm"
-    r = poseprior("train", "--model", "gmm", "--data", shared_data / "cmu_pose", "--out", out, "--config", "tiny",
-                  "--quiet")
+    r = poseprior(
+        "train", "--model", "gmm", "--data", shared_data / "cmu_pose", "--out", out, "--config", "tiny", "--quiet"
+    )
     assert r.returncode == 0, r.stderr
     summary = json.loads((out / "summary.json").read_text())
     assert summary["model"] == "gmm" and summary["n_train"] == 26592 and summary["iterations"] >= 1
     assert load_gmm(out)[0].log_prob(torch.zeros(2, 21, 3)).shape == (2,)
-    r = poseprior("train", "--model", "gmm", "--data", shared_data / "cmu_pose", "--out", tmp_path / "x",
-                  "--max-steps", "3")
+    r = poseprior(
+        "train", "--model", "gmm", "--data", shared_data / "cmu_pose", "--out", tmp_path / "x", "--max-steps", "3"
+    )
     assert r.returncode != 0 and "do not apply to --model gmm" in r.stderr and not (tmp_path / "x").exists()
 
 
 def test_cli_trains_and_resumes_vposer(shared_data, tmp_path):
     out = tmp_path / "vposer"
-    r = poseprior("train", "--model", "vposer", "--data", shared_data / "cmu_pose", "--out", out, "--config", "tiny",
-                  "--max-steps", "3", "--set", "max_val=200", "--quiet")
+    r = poseprior(
+        "train",
+        "--model",
+        "vposer",
+        "--data",
+        shared_data / "cmu_pose",
+        "--out",
+        out,
+        "--config",
+        "tiny",
+        "--max-steps",
+        "3",
+        "--set",
+        "max_val=200",
+        "--quiet",
+    )
     assert r.returncode == 0, r.stderr
     assert json.loads((out / "config.json").read_text())["max_val"] == 200
     r = poseprior("train", "--model", "flow", "--data", shared_data / "cmu_pose", "--out", out, "--resume")

@@ -2,6 +2,7 @@
 never a traceback, and leaves no partial or empty directory behind (issue 11); ``--resume`` continues only the
 same run. Most cases run the real click commands in-process (click's CliRunner); the kill tests run real
 training subprocesses."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -66,8 +67,10 @@ def same_run(a: Path, b: Path) -> None:
     for name in ("best.pt", "last.pt"):
         wa, wb = (torch.load(d / name, weights_only=True)["model"] for d in (a, b))
         assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa), name
-    assert json.loads((a / "summary.json").read_text())["best_val_log_p"] == \
-        json.loads((b / "summary.json").read_text())["best_val_log_p"]
+    assert (
+        json.loads((a / "summary.json").read_text())["best_val_log_p"]
+        == json.loads((b / "summary.json").read_text())["best_val_log_p"]
+    )
 
 
 # --- the entry point ----------------------------------------------------------------------------------------------
@@ -88,19 +91,22 @@ def test_torch_commands_run_through_the_entry_point(tmp_path):
 
 
 # --- train: bad arguments -----------------------------------------------------------------------------------------
-@pytest.mark.parametrize("args, needles", [
-    (["--set", "hidden"], ["--set 'hidden'", "KEY=VALUE"]),
-    (["--set", "hidden=abc"], ["--set hidden=abc", "not of type int"]),
-    (["--set", "activation=nosuch"], ["activation='nosuch'", "silu"]),
-    (["--set", "batch_size=0"], ["batch_size=0", "> 0"]),
-    (["--set", "batch_size=-5"], ["batch_size=-5", "> 0"]),
-    (["--set", "lr=NaN"], ["lr=nan", "not finite"]),
-    (["--set", "masked_joints=[\"nose\"]"], ["masked_joints", "nose"]),
-    (["--set", "nosuchkey=1"], ["unknown keys", "nosuchkey"]),
-    (["--epochs", "0"], ["--epochs 0", "at least 1"]),
-    (["--max-steps", "0"], ["--max-steps 0", "at least 1"]),
-    (["--max-minutes", "-1"], ["--max-minutes -1", "> 0"]),
-])
+@pytest.mark.parametrize(
+    "args, needles",
+    [
+        (["--set", "hidden"], ["--set 'hidden'", "KEY=VALUE"]),
+        (["--set", "hidden=abc"], ["--set hidden=abc", "not of type int"]),
+        (["--set", "activation=nosuch"], ["activation='nosuch'", "silu"]),
+        (["--set", "batch_size=0"], ["batch_size=0", "> 0"]),
+        (["--set", "batch_size=-5"], ["batch_size=-5", "> 0"]),
+        (["--set", "lr=NaN"], ["lr=nan", "not finite"]),
+        (["--set", 'masked_joints=["nose"]'], ["masked_joints", "nose"]),
+        (["--set", "nosuchkey=1"], ["unknown keys", "nosuchkey"]),
+        (["--epochs", "0"], ["--epochs 0", "at least 1"]),
+        (["--max-steps", "0"], ["--max-steps 0", "at least 1"]),
+        (["--max-minutes", "-1"], ["--max-minutes -1", "> 0"]),
+    ],
+)
 def test_train_refuses_bad_arguments_and_leaves_nothing(small_data, tmp_path, args, needles):
     out = tmp_path / "run"
     refused(run_cli("train", "--data", small_data, "--out", out, "--config", "tiny", "--quiet", *args), *needles)
@@ -114,15 +120,19 @@ def test_train_refuses_an_out_that_is_a_file(small_data, tmp_path):
     assert (tmp_path / "f").read_text() == "keep me"
 
 
-@pytest.mark.parametrize("content, needles", [
-    ({"preset": "nosuch"}, ['unknown "preset"', "'nosuch'", "paper"]),
-    ({"preset": "tiny", "hidden": "abc"}, ["c.json", "hidden='abc'"]),
-    ([1, 2], ["c.json", "JSON list"]),
-])
+@pytest.mark.parametrize(
+    "content, needles",
+    [
+        ({"preset": "nosuch"}, ['unknown "preset"', "'nosuch'", "paper"]),
+        ({"preset": "tiny", "hidden": "abc"}, ["c.json", "hidden='abc'"]),
+        ([1, 2], ["c.json", "JSON list"]),
+    ],
+)
 def test_train_refuses_a_bad_config_file(small_data, tmp_path, content, needles):
     (tmp_path / "c.json").write_text(json.dumps(content))
-    refused(run_cli("train", "--data", small_data, "--out", tmp_path / "run", "--config", tmp_path / "c.json"),
-            *needles)
+    refused(
+        run_cli("train", "--data", small_data, "--out", tmp_path / "run", "--config", tmp_path / "c.json"), *needles
+    )
     assert not (tmp_path / "run").exists()
 
 
@@ -132,8 +142,12 @@ def test_train_refuses_a_string_subject_array_naming_the_file(cmu, tmp_path):
     s = cmu["train"].evenly_spaced(64)
     for split in ("train", "val"):
         np.savez(data / f"{split}.npz", rotations=s.rotations, subject=np.array(["s08"] * 64))
-    refused(run_cli("train", "--data", data, "--out", tmp_path / "run", "--config", "tiny"),
-            "train.npz", "'subject'", "expected integers")
+    refused(
+        run_cli("train", "--data", data, "--out", tmp_path / "run", "--config", "tiny"),
+        "train.npz",
+        "'subject'",
+        "expected integers",
+    )
     assert not (tmp_path / "run").exists()
 
 
@@ -142,16 +156,16 @@ def test_a_constant_joint_is_found_relative_to_the_data_scale(cmu):
     """A joint held at 0.1 rad in every frame (float32: its std computed in float32 is 3e-6, above the old
     absolute 1e-6) is refused; real joints, even one with 1/1000 of its real motion, are not."""
     cfg = load_config("tiny")
-    check_no_constant_joints(cmu["train"], cfg)                     # no CMU joint is constant
+    check_no_constant_joints(cmu["train"], cfg)  # no CMU joint is constant
     rot = cmu["train"].rotations.copy()
     j = JOINT_NAMES.index("left_wrist")
     assert rot[:, j].std(axis=0).max() > 1e-3
     rot[:, j] = np.float32(0.1)
-    assert rot[:, j].std(axis=0).max() > 1e-6                       # what let it through before
+    assert rot[:, j].std(axis=0).max() > 1e-6  # what let it through before
     const = PoseSet(rot, cmu["train"].sequence, cmu["train"].sequence_names, cmu["train"].subject)
     with pytest.raises(ValueError, match="left_wrist"):
         check_no_constant_joints(const, cfg)
-    check_no_constant_joints(const, dataclasses.replace(cfg, masked_joints=["left_wrist"]))   # masked: fine
+    check_no_constant_joints(const, dataclasses.replace(cfg, masked_joints=["left_wrist"]))  # masked: fine
     small = cmu["train"].rotations.copy()
     small[:, j] = small[:, j].mean(axis=0) + 1e-3 * (small[:, j] - small[:, j].mean(axis=0))
     check_no_constant_joints(PoseSet(small, const.sequence, const.sequence_names, const.subject), cfg)
@@ -161,30 +175,64 @@ def test_a_constant_joint_is_found_relative_to_the_data_scale(cmu):
 @pytest.fixture(scope="module")
 def short_run(small_data, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("short") / "run"
-    r = run_cli("train", "--data", small_data, "--out", out, "--config", "tiny", "--max-steps", "8", "--quiet",
-                "--set", "max_val=256")
+    r = run_cli(
+        "train",
+        "--data",
+        small_data,
+        "--out",
+        out,
+        "--config",
+        "tiny",
+        "--max-steps",
+        "8",
+        "--quiet",
+        "--set",
+        "max_val=256",
+    )
     assert r.exit_code == 0, r.output
     return out
 
 
-@pytest.mark.parametrize("args, needles", [
-    (["--epochs", "20"], ["epochs 8 -> 20"]),
-    (["--set", "lr=0.5"], ["lr 0.002 -> 0.5"]),
-    (["--config", "paper"], ["num_layers 4 -> 12", "hidden 128 -> 256"]),
-    (["--config", "tiny"], ["max_val 256 -> 2000"]),
-])
+@pytest.mark.parametrize(
+    "args, needles",
+    [
+        (["--epochs", "20"], ["epochs 8 -> 20"]),
+        (["--set", "lr=0.5"], ["lr 0.002 -> 0.5"]),
+        (["--config", "paper"], ["num_layers 4 -> 12", "hidden 128 -> 256"]),
+        (["--config", "tiny"], ["max_val 256 -> 2000"]),
+    ],
+)
 def test_resume_refuses_arguments_that_differ_from_the_run(short_run, small_data, args, needles):
     before = (short_run / "last.pt").read_bytes()
-    refused(run_cli("train", "--data", small_data, "--out", short_run, "--resume", "--quiet", *args),
-            "--resume", "config.json", *needles)
+    refused(
+        run_cli("train", "--data", small_data, "--out", short_run, "--resume", "--quiet", *args),
+        "--resume",
+        "config.json",
+        *needles,
+    )
     assert (short_run / "last.pt").read_bytes() == before
 
 
 def test_resume_accepts_the_same_arguments(short_run, small_data, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(short_run, run)
-    r = run_cli("train", "--data", small_data, "--out", run, "--resume", "--quiet", "--config", "tiny",
-                "--set", "max_val=256", "--epochs", "8", "--max-steps", "12")
+    r = run_cli(
+        "train",
+        "--data",
+        small_data,
+        "--out",
+        run,
+        "--resume",
+        "--quiet",
+        "--config",
+        "tiny",
+        "--set",
+        "max_val=256",
+        "--epochs",
+        "8",
+        "--max-steps",
+        "12",
+    )
     assert r.exit_code == 0, r.output
     assert [m["step"] for m in metrics(run)] == [8, 12]
 
@@ -225,8 +273,20 @@ def test_a_run_killed_before_its_config_was_written_is_not_stuck(small_data, tmp
     out.mkdir()
     (out / "config.json.tmp").write_text('{"hid')
     refused(run_cli("train", "--data", small_data, "--out", out, "--resume"), "nothing to resume", "without --resume")
-    r = run_cli("train", "--data", small_data, "--out", out, "--config", "tiny", "--max-steps", "1", "--quiet",
-                "--set", "max_val=64")
+    r = run_cli(
+        "train",
+        "--data",
+        small_data,
+        "--out",
+        out,
+        "--config",
+        "tiny",
+        "--max-steps",
+        "1",
+        "--quiet",
+        "--set",
+        "max_val=64",
+    )
     assert r.exit_code == 0, r.output
     assert [m["step"] for m in metrics(out)] == [1] and (out / "last.pt").is_file()
 
@@ -237,9 +297,9 @@ def test_a_kill_between_the_checkpoint_and_the_metrics_loses_no_epoch(cmu, tmp_p
     cfg.epochs, cfg.patience, cfg.max_val = 3, 100, 256
     tr, va = cmu["train"].evenly_spaced(1024), cmu["val"].evenly_spaced(256)
     train(cfg, tr, va, tmp_path / "full", progress=False)
-    train(cfg, tr, va, tmp_path / "cut", max_steps=8, progress=False)      # 2 epochs of 4 steps
+    train(cfg, tr, va, tmp_path / "cut", max_steps=8, progress=False)  # 2 epochs of 4 steps
     lines = (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()
-    (tmp_path / "cut" / "metrics.jsonl").write_text(lines[0] + "\n" + lines[1][:17])   # and a torn line
+    (tmp_path / "cut" / "metrics.jsonl").write_text(lines[0] + "\n" + lines[1][:17])  # and a torn line
     train(cfg, tr, va, tmp_path / "cut", resume=True, progress=False)
     assert [r["epoch"] for r in metrics(tmp_path / "cut")] == [1, 2, 3]
     same_run(tmp_path / "full", tmp_path / "cut")
@@ -251,8 +311,19 @@ def test_training_killed_at_any_moment_resumes_to_the_same_run(small_data, tmp_p
     last.pt write, right after a metrics line, at a seeded random time), resume each time, and end with the same
     run as an uninterrupted one. (The microseconds between the last.pt write and the metrics write are hit by
     the simulated test above.)"""
-    args = ["--data", small_data, "--config", "tiny", "--quiet", "--set", "max_val=256", "--set", "epochs=4",
-            "--set", "patience=100"]
+    args = [
+        "--data",
+        small_data,
+        "--config",
+        "tiny",
+        "--quiet",
+        "--set",
+        "max_val=256",
+        "--set",
+        "epochs=4",
+        "--set",
+        "patience=100",
+    ]
     cmd = [sys.executable, "-m", "runtime.cli", "train", *map(str, args)]
     full, cut = tmp_path / "full", tmp_path / "cut"
     ref = subprocess.Popen([*cmd, "--out", str(full)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -273,8 +344,9 @@ def test_training_killed_at_any_moment_resumes_to_the_same_run(small_data, tmp_p
     kills = []
     for name, moment in moments.items():
         resume = ["--resume"] if (cut / "config.json").exists() else []
-        p = subprocess.Popen([*cmd, "--out", str(cut), *resume], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                             text=True)
+        p = subprocess.Popen(
+            [*cmd, "--out", str(cut), *resume], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        )
         seen = {"last.pt": mtime("last.pt"), "lines": lines(), "t0": time.monotonic(), "wait": rng.uniform(1, 4)}
         while p.poll() is None and not moment(seen):
             time.sleep(0.001)
@@ -323,17 +395,20 @@ def broken_runs(tiny_run, tmp_path_factory) -> dict[str, Path]:
     return runs
 
 
-@pytest.mark.parametrize("case, needles", [
-    ("no model", ["'model'"]),
-    ("no state", ["'state'"]),
-    ("bare tensor", ["not a poseprior flow checkpoint"]),
-    ("model is a tensor", ["'model'"]),
-    ("wrong shape", ["do not match", "size mismatch"]),
-    ("config mismatch", ["do not match"]),
-    ("bad config", ["activation='nosuch'"]),
-    ("NaN weight", ["non-finite"]),
-    ("inf weight", ["non-finite"]),
-])
+@pytest.mark.parametrize(
+    "case, needles",
+    [
+        ("no model", ["'model'"]),
+        ("no state", ["'state'"]),
+        ("bare tensor", ["not a poseprior flow checkpoint"]),
+        ("model is a tensor", ["'model'"]),
+        ("wrong shape", ["do not match", "size mismatch"]),
+        ("config mismatch", ["do not match"]),
+        ("bad config", ["activation='nosuch'"]),
+        ("NaN weight", ["non-finite"]),
+        ("inf weight", ["non-finite"]),
+    ],
+)
 def test_export_refuses_a_broken_checkpoint(broken_runs, tmp_path, case, needles):
     out = tmp_path / "model"
     refused(run_cli("export", broken_runs[case], "--out", out), "best.pt", *needles)
@@ -352,17 +427,20 @@ def test_a_killed_export_leaves_no_partials_for_good(tiny_run, tmp_path):
     """An export SIGKILLed while building leaves .model.partial-PID-*; the next export of that --out removes the
     partials of processes that no longer run (and keeps those of a running one)."""
     out = tmp_path / "model"
-    p = subprocess.Popen([sys.executable, "-m", "runtime.cli", "export", str(tiny_run), "--out", str(out),
-                          "--onnx-only"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    p = subprocess.Popen(
+        [sys.executable, "-m", "runtime.cli", "export", str(tiny_run), "--out", str(out), "--onnx-only"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     while p.poll() is None and not list(tmp_path.glob(".model.partial-*")):
         time.sleep(0.005)
     os.kill(p.pid, signal.SIGKILL)
     p.wait()
     partials = list(tmp_path.glob(".model.partial-*"))
     assert partials and partials[0].name.startswith(f".model.partial-{p.pid}-")
-    alive = tmp_path / f".model.partial-{os.getpid()}-x"      # an export still running (this process)
+    alive = tmp_path / f".model.partial-{os.getpid()}-x"  # an export still running (this process)
     alive.mkdir()
-    old = tmp_path / f".model.old-{p.pid}-y"                  # killed between its two renames
+    old = tmp_path / f".model.old-{p.pid}-y"  # killed between its two renames
     old.mkdir()
     r = run_cli("export", tiny_run, "--out", out, "--onnx-only")
     assert r.exit_code == 0, r.output
@@ -372,12 +450,21 @@ def test_a_killed_export_leaves_no_partials_for_good(tiny_run, tmp_path):
 # --- evaluate, fit-bench -----------------------------------------------------------------------------------------
 def test_a_failed_evaluate_leaves_no_out_directory(shared_data, tmp_path):
     out = tmp_path / "report"
-    refused(run_cli("evaluate", tmp_path / "no_model", "--data", shared_data / "cmu_pose" / "test.npz",
-                    "--out", out, "--quiet"), "no_model")
+    refused(
+        run_cli(
+            "evaluate", tmp_path / "no_model", "--data", shared_data / "cmu_pose" / "test.npz", "--out", out, "--quiet"
+        ),
+        "no_model",
+    )
     assert not out.exists()
     (tmp_path / "f").write_text("")
-    refused(run_cli("evaluate", tmp_path / "no_model", "--data", shared_data / "cmu_pose" / "test.npz",
-                    "--out", tmp_path / "f"), "--out", "is a file")
+    refused(
+        run_cli(
+            "evaluate", tmp_path / "no_model", "--data", shared_data / "cmu_pose" / "test.npz", "--out", tmp_path / "f"
+        ),
+        "--out",
+        "is a file",
+    )
 
 
 def test_fit_bench_refuses_bad_arguments(shared_data, tmp_path):

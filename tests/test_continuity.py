@@ -1,16 +1,26 @@
 """Continuity of the conversion to SMPL (runtime.continuity, runtime.convert's "Continuity"): on every file of
 ../shared/data, no converted joint turns between two frames more than the source's own rotations allow."""
+
 from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from runtime import rotations
-from runtime.rotations import axis_angle_to_matrix
 from runtime.continuity import CONTINUITY_EPS, CONTINUITY_K, check, jumps, support
-from runtime.convert import (KNEE_TWIST_SHARE, SWING_FULL, TWIST_FULL, about, convert_file, load_rest_joints,
-                             shared_twist, twist_angle, twist_lipschitz)
+from runtime.convert import (
+    KNEE_TWIST_SHARE,
+    SWING_FULL,
+    TWIST_FULL,
+    about,
+    convert_file,
+    load_rest_joints,
+    shared_twist,
+    twist_angle,
+    twist_lipschitz,
+)
 from runtime.formats import SYNTHETIC_FRAME0, detect_skeleton, read_amass, read_motion, read_shared_npz
+from runtime.rotations import axis_angle_to_matrix
 
 
 @pytest.fixture(scope="module")
@@ -52,10 +62,14 @@ def test_bound_holds_on_every_file_of_shared(shared_data, rest, report):
     if src.is_file():
         out = convert_file(src, rest)[0]["poses"]
         np.testing.assert_array_equal(out[:, 3:66], read_amass(src)["poses"][:, 3:66])
-    report("conversion continuity on every shared take", [
-        f"frame pairs {pairs}; bound K={CONTINUITY_K} EPS={np.degrees(CONTINUITY_EPS):.3f} deg: 0 violations",
-        f"largest dr_k / sum_S(k) dL (where the sum > 0.5 deg): {worst:.3f}",
-        f"frame pairs with a joint turning > 90 deg: converted {conv90}, source {src90}"])
+    report(
+        "conversion continuity on every shared take",
+        [
+            f"frame pairs {pairs}; bound K={CONTINUITY_K} EPS={np.degrees(CONTINUITY_EPS):.3f} deg: 0 violations",
+            f"largest dr_k / sum_S(k) dL (where the sum > 0.5 deg): {worst:.3f}",
+            f"frame pairs with a joint turning > 90 deg: converted {conv90}, source {src90}",
+        ],
+    )
 
 
 def _extreme(m, joint: str, axis: np.ndarray, start_deg: float, stop_deg: float):
@@ -67,9 +81,14 @@ def _extreme(m, joint: str, axis: np.ndarray, start_deg: float, stop_deg: float)
     return m
 
 
-@pytest.mark.parametrize("joint,axis,parent", [("left_wrist", np.array([1.0, 0, 0]), "left_elbow"),
-                                               ("right_wrist", np.array([-1.0, 0, 0]), "right_elbow"),
-                                               ("left_ankle", np.array([0, -1.0, 0]), "left_knee")])
+@pytest.mark.parametrize(
+    "joint,axis,parent",
+    [
+        ("left_wrist", np.array([1.0, 0, 0]), "left_elbow"),
+        ("right_wrist", np.array([-1.0, 0, 0]), "right_elbow"),
+        ("left_ankle", np.array([0, -1.0, 0]), "left_knee"),
+    ],
+)
 def test_extreme_child_twist_does_not_flip_the_parent(shared_data, rest, joint, axis, parent):
     """Regression (issue 18): a wrist (ankle) twisted through 180 degrees about its bone, 1 degree a frame, flipped
     the elbow (knee) of smpl-segments-2 by about 180 degrees between two frames (half of the wrapped twist). Now

@@ -2,6 +2,7 @@
 
 Real files from ../shared/data; the SMPL rest skeleton from ../shared/data/smpl_skeleton.
 """
+
 from dataclasses import replace
 from pathlib import Path
 
@@ -10,13 +11,30 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from runtime import rotations
-from runtime.convert import (IDX, _source_globals, _unit, _world_alignment, about, convert, load_rest_joints,
-                             save_amass, smpl_positions, swing, to_smpl, twist_angle)
+from runtime.convert import (
+    IDX,
+    _source_globals,
+    _unit,
+    _world_alignment,
+    about,
+    convert,
+    load_rest_joints,
+    save_amass,
+    smpl_positions,
+    swing,
+    to_smpl,
+    twist_angle,
+)
 from runtime.formats import JOINT_MAPS, FormatError, detect_skeleton, read_amass, read_motion, read_shared_npz
 
 #: the segments the issue names, each checked on both sides; trunk and neck are chains (module docstring, step 4)
-SEGMENTS = {"thigh": ("hip", "knee"), "shank": ("knee", "ankle"), "foot": ("ankle", "foot"),
-            "upper arm": ("shoulder", "elbow"), "forearm": ("elbow", "wrist")}
+SEGMENTS = {
+    "thigh": ("hip", "knee"),
+    "shank": ("knee", "ankle"),
+    "foot": ("ankle", "foot"),
+    "upper arm": ("shoulder", "elbow"),
+    "forearm": ("elbow", "wrist"),
+}
 CHAINS = {"trunk": ("pelvis", "spine3"), "neck": ("spine3", "head")}
 
 
@@ -41,8 +59,11 @@ def segment_errors(m, out, rest) -> dict[str, np.ndarray]:
     p, _, has, p0 = _source_globals(m, jm)
     p = p @ _world_alignment(p0, m.up).T
     q = smpl_positions(out["poses"], rest)
-    pairs = {f"{side} {name}": (f"{side}_{a}", f"{side}_{b}") for name, (a, b) in SEGMENTS.items()
-             for side in ("left", "right")} | CHAINS
+    pairs = {
+        f"{side} {name}": (f"{side}_{a}", f"{side}_{b}")
+        for name, (a, b) in SEGMENTS.items()
+        for side in ("left", "right")
+    } | CHAINS
     errs = {}
     for name, (a, b) in pairs.items():
         if has[IDX[a]] and has[IDX[b]]:
@@ -62,8 +83,10 @@ def test_every_source_converts_and_reproduces_segment_directions(shared_data, re
             limit = 1e-3 if name not in CHAINS else 3.0
             assert np.median(e) <= limit, f"{m.source}: {name} median {np.median(e):.3f} deg"
             worst[name] = max(worst.get(name, 0.0), float(np.median(e)))
-    report("conversion to SMPL: worst per-file median segment-direction error (deg)",
-           [f"{k:18s} {v:8.4f}" for k, v in worst.items()])
+    report(
+        "conversion to SMPL: worst per-file median segment-direction error (deg)",
+        [f"{k:18s} {v:8.4f}" for k, v in worst.items()],
+    )
 
 
 def test_conversion_is_deterministic_and_round_trips_through_the_file(shared_data, rest, tmp_path):
@@ -71,11 +94,11 @@ def test_conversion_is_deterministic_and_round_trips_through_the_file(shared_dat
     a, b = to_smpl(m, rest), to_smpl(m, rest)
     np.testing.assert_array_equal(a["poses"], b["poses"])
     summary = convert(shared_data / "cmu_extra" / "bvh_3dsmax" / "131_01.bvh", tmp_path / "o.npz", rest, fps=30)
-    assert summary["takes"] == 1 and summary["frames"] == len(m.subsample(30))   # 3dsMax: no synthetic frame 0
+    assert summary["takes"] == 1 and summary["frames"] == len(m.subsample(30))  # 3dsMax: no synthetic frame 0
     back = read_amass(tmp_path / "o.npz")
     np.testing.assert_allclose(back["poses"], to_smpl(m.subsample(30), rest)["poses"], atol=1e-6)
     assert back["mocap_framerate"] == pytest.approx(30.0, rel=1e-5)
-    assert [p.name for p in tmp_path.iterdir()] == ["o.npz"]   # no partial file left behind
+    assert [p.name for p in tmp_path.iterdir()] == ["o.npz"]  # no partial file left behind
 
 
 def test_invariant_to_the_source_arm_twist(shared_data, rest):
@@ -112,7 +135,7 @@ def test_collars_do_not_copy_the_rig_collar_bone(shared_data, rest):
     assert rotations.geodesic_deg(Ra[:, collars], Rb[:, collars]).max() < 1e-3
     train = to_smpl(read_shared_npz(shared_data / "cmu_pose" / "train.npz")[0], rest)["poses"]
     Rt = rotations.axis_angle_to_matrix(train[:, 3:66].reshape(-1, 21, 3))[:, collars]
-    gap = rotations.geodesic_deg(np.broadcast_to(Ra[1, collars], Rt.shape), Rt)      # frame 0 is synthetic
+    gap = rotations.geodesic_deg(np.broadcast_to(Ra[1, collars], Rt.shape), Rt)  # frame 0 is synthetic
     assert np.median(gap) < 15.0, np.median(gap)
 
 
@@ -131,7 +154,7 @@ def test_swing_and_twist_against_scipy():
     S = swing(a, b)
     np.testing.assert_allclose(np.einsum("nij,nj->ni", S, a), b, atol=1e-9)
     axis = Rotation.from_matrix(S).as_rotvec()
-    np.testing.assert_allclose(np.sum(axis * a, -1), 0.0, atol=1e-9)     # minimal: the axis is perpendicular to a
+    np.testing.assert_allclose(np.sum(axis * a, -1), 0.0, atol=1e-9)  # minimal: the axis is perpendicular to a
     np.testing.assert_allclose(swing(a, -a) @ a[..., None], -a[..., None], atol=1e-9)
     # twist: R = swing . twist(axis, phi) with the swing's axis perpendicular to ``axis``
     ax = np.array([0.0, -1.0, 0.0])
@@ -143,7 +166,9 @@ def test_swing_and_twist_against_scipy():
 
 def test_bad_input_names_the_file(tmp_path, rest):
     bad = tmp_path / "bad.bvh"
-    bad.write_text("HIERARCHY\nROOT Hips\n{\n OFFSET 0 0 0\n CHANNELS 6 Xposition Yposition Zposition Zrotation Yrotation Xrotation\n")
+    bad.write_text(
+        "HIERARCHY\nROOT Hips\n{\n OFFSET 0 0 0\n CHANNELS 6 Xposition Yposition Zposition Zrotation Yrotation Xrotation\n"
+    )
     with pytest.raises(FormatError, match="bad.bvh"):
         convert(bad, tmp_path / "o.npz", rest)
     assert not (tmp_path / "o.npz").exists()

@@ -1,4 +1,5 @@
 """Math tests of the core: rotations vs scipy, torch vs numpy, augmentation, flow invertibility and log-det."""
+
 import numpy as np
 import pytest
 import torch
@@ -82,8 +83,8 @@ def test_torch_and_numpy_conversions_agree():
 def test_half_split_layout():
     x = np.arange(2 * 21 * 6, dtype=np.float64).reshape(2, 21, 6)
     v = nr.to_flow_layout(x)
-    assert np.array_equal(v[:, :63].reshape(2, 21, 3), x[:, :, :3])    # all first columns
-    assert np.array_equal(v[:, 63:].reshape(2, 21, 3), x[:, :, 3:])    # then all second columns
+    assert np.array_equal(v[:, :63].reshape(2, 21, 3), x[:, :, :3])  # all first columns
+    assert np.array_equal(v[:, 63:].reshape(2, 21, 3), x[:, :, 3:])  # then all second columns
     assert np.array_equal(nr.from_flow_layout(v), x)
     assert np.array_equal(tr.to_flow_layout(torch.from_numpy(x)).numpy(), v)
     assert np.array_equal(tr.from_flow_layout(torch.from_numpy(v)).numpy(), x)
@@ -93,21 +94,23 @@ def test_rotation_error_flags_non_rotations():
     R = Rotation.random(3, random_state=5).as_matrix()
     assert nr.rotation_error(R).max() < 1e-12
     assert nr.rotation_error(R * 1.1).min() > 0.1
-    assert nr.rotation_error(-R).min() >= 1.0   # reflection, det = -1
+    assert nr.rotation_error(-R).min() >= 1.0  # reflection, det = -1
 
 
 # --- augmentation ---------------------------------------------------------------------------------------------
 def test_augmentation_round_trips_through_gram_schmidt():
     x = tr.axis_angle_to_6d(torch.from_numpy(random_aa(21 * 512, seed=6)).reshape(512, 21, 3)).float()
     b = augment(x, alpha=0.5, beta=0.5, generator=torch.Generator().manual_seed(0))
-    assert (b - x).abs().max() > 0.1                       # it moved off the manifold
+    assert (b - x).abs().max() > 0.1  # it moved off the manifold
     assert (tr.orthonormalize_6d(b) - x).abs().max() < 1e-5  # float32 precision
     b64 = augment(x.double(), 0.5, 0.5, torch.Generator().manual_seed(0))
     assert (tr.orthonormalize_6d(b64) - x.double()).abs().max() < 1e-6  # x itself is float32-rounded
+
     # full rank: (rotation w, eps) -> lift(R(w), eps) has a rank-6 Jacobian, so augmented 6D fills R^6
     # (orthonormal 6D alone is a 3-d manifold: the same Jacobian without eps has rank 3)
     def f(we):
         return lift(tr.axis_angle_to_6d(we[:3]), we[3:], 0.5, 0.5)
+
     for we in torch.randn(20, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(2)):
         assert torch.linalg.matrix_rank(torch.autograd.functional.jacobian(f, we)) == 6
         assert torch.linalg.matrix_rank(torch.autograd.functional.jacobian(tr.axis_angle_to_6d, we[:3])) == 3
@@ -124,8 +127,12 @@ def test_flow_starts_at_identity_couplings():
 
 def test_flow_is_invertible_in_float32():
     flow = perturbed_flow(dtype=torch.float32)
-    x = augment(tr.axis_angle_to_6d(torch.from_numpy(random_aa(21 * 256, seed=7)).float().reshape(256, 21, 3)),
-                0.1, 0.1, torch.Generator().manual_seed(0))
+    x = augment(
+        tr.axis_angle_to_6d(torch.from_numpy(random_aa(21 * 256, seed=7)).float().reshape(256, 21, 3)),
+        0.1,
+        0.1,
+        torch.Generator().manual_seed(0),
+    )
     with torch.no_grad():
         z, ld_inv = flow.inverse(x)
         x2, ld_fwd = flow.forward(z)
@@ -144,8 +151,9 @@ def test_log_det_matches_brute_force_jacobian():
         _, logdet = flow.forward(zi[None])
         assert abs(logdet.item() - ref.item()) < 1e-6
         x = flow.forward(zi[None])[0]
-        Ji = torch.autograd.functional.jacobian(lambda v: flow.inverse(tr.from_flow_layout(v[None]))[0][0],
-                                                tr.to_flow_layout(x)[0])
+        Ji = torch.autograd.functional.jacobian(
+            lambda v: flow.inverse(tr.from_flow_layout(v[None]))[0][0], tr.to_flow_layout(x)[0]
+        )
         assert abs(float(flow.inverse(x)[1]) - float(torch.linalg.slogdet(Ji).logabsdet)) < 1e-6
 
 
@@ -195,11 +203,11 @@ def test_degenerate_joints_finds_hinges_and_duplicates():
     """Hinges (rotation vectors on a line or a plane) and a joint equal to an earlier one are found; a joint with
     full 3D spread is not."""
     aa = random_aa(21 * 2000, seed=3, max_angle=1.0).reshape(2000, 21, 3)
-    aa[:, 3, 1:] = 0.0                       # left_knee: a hinge about x
-    aa[:, 17, 2] = 0.0                       # left_elbow: rotation vectors in a plane
-    aa[:, 13] = aa[:, 12]                    # right_collar duplicates left_collar
+    aa[:, 3, 1:] = 0.0  # left_knee: a hinge about x
+    aa[:, 17, 2] = 0.0  # left_elbow: rotation vectors in a plane
+    aa[:, 13] = aa[:, 12]  # right_collar duplicates left_collar
     assert degenerate_joints(aa) == ["left_knee", "right_collar", "left_elbow"]
-    aa[:, 3, 1:] = 2e-3 * np.random.default_rng(0).normal(size=(2000, 2))   # 0.1 degrees off the hinge: real spread
+    aa[:, 3, 1:] = 2e-3 * np.random.default_rng(0).normal(size=(2000, 2))  # 0.1 degrees off the hinge: real spread
     assert degenerate_joints(aa) == ["right_collar", "left_elbow"]
 
 
@@ -212,7 +220,7 @@ def test_rotation_noise_on_chosen_joints_only():
     others = [j for j in range(21) if j not in (3, 13)]
     assert torch.equal(y[:, others], x[:, others])
     Ry, Rx = tr.gram_schmidt(y[:, [3, 13]]), tr.gram_schmidt(x[:, [3, 13]])
-    assert torch.allclose(tr.matrix_to_6d(Ry), y[:, [3, 13]], atol=1e-12)       # still orthonormal
+    assert torch.allclose(tr.matrix_to_6d(Ry), y[:, [3, 13]], atol=1e-12)  # still orthonormal
     angle = tr.matrix_to_axis_angle(Rx.transpose(-1, -2) @ Ry).norm(dim=-1)
     assert abs(float(angle.mean()) / (2 * sigma * np.sqrt(2 / np.pi)) - 1) < 0.02
 

@@ -1,10 +1,12 @@
 """`make demo` on the shipped default model: runs end to end, writes its figure, and ranks poses sensibly."""
+
 from runtime import demo
 
 
 def test_demo_runs_on_the_default_model(shared_data, tmp_path):
-    rows = demo.main(["--n", "200", "--data", str(shared_data / "cmu_pose" / "test.npz"),
-                      "--out", str(tmp_path / "demo.png")])
+    rows = demo.main(
+        ["--n", "200", "--data", str(shared_data / "cmu_pose" / "test.npz"), "--out", str(tmp_path / "demo.png")]
+    )
     assert (tmp_path / "demo.png").stat().st_size > 10_000
     real = rows["real, unseen subject"]
     assert real["plausible"] > 0.95

@@ -1,5 +1,6 @@
 """The evaluation (``train/evaluation``, ``poseprior evaluate``): its metric formulas on cases with known answers,
 and an end-to-end run on the tiny exported model with the committed baselines (files, keys, determinism)."""
+
 import json
 import math
 from pathlib import Path
@@ -48,7 +49,7 @@ def test_apd_of_known_points():
     p = np.array([[[0, 0, 0], [1, 0, 0]], [[3, 4, 0], [1, 0, 2]]], float)
     assert metrics.apd(p) == pytest.approx(3.5)
     q = np.zeros((3, 1, 3))
-    q[1, 0, 0], q[2, 0, 0] = 1.0, 3.0                  # pair distances 1, 3, 2
+    q[1, 0, 0], q[2, 0, 0] = 1.0, 3.0  # pair distances 1, 3, 2
     assert metrics.apd(q) == pytest.approx(2.0)
 
 
@@ -76,7 +77,9 @@ def test_ks_of_identical_distributions_is_at_the_noise_floor():
     y = x[h2].copy()
     y[:100] = -1e15
     y[100:200] = np.nan
-    assert metrics.ks(x[h1], y)["ks"] == pytest.approx(metrics.ks(x[h1], np.where(np.arange(10000) < 200, -1e30, y))["ks"])
+    assert metrics.ks(x[h1], y)["ks"] == pytest.approx(
+        metrics.ks(x[h1], np.where(np.arange(10000) < 200, -1e30, y))["ks"]
+    )
     assert metrics.ks(x[h1], x[h2] + 1.0)["ks"] > 0.3
 
 
@@ -98,19 +101,37 @@ def report(tiny_model, shared_data, baselines, tmp_path_factory):
     """The API run: n = 300 samples, the tiny model as its own ablation partner."""
     out = tmp_path_factory.mktemp("eval") / "a"
     data = shared_data / "cmu_pose"
-    evaluate(tiny_model, data / "test.npz", out, n=300, train=data / "train.npz", baselines=baselines, seed=3,
-             ablation=tiny_model, subset=150, progress=False)
+    evaluate(
+        tiny_model,
+        data / "test.npz",
+        out,
+        n=300,
+        train=data / "train.npz",
+        baselines=baselines,
+        seed=3,
+        ablation=tiny_model,
+        subset=150,
+        progress=False,
+    )
     return out
 
 
 def test_evaluate_writes_the_report(report):
-    for name in ("metrics.json", "timing.json", "report.md", "logp_histograms.png", "scatter_ours.png",
-                 "scatter_vposer.png", "scatter_gmm.png", "ablation.png"):
+    for name in (
+        "metrics.json",
+        "timing.json",
+        "report.md",
+        "logp_histograms.png",
+        "scatter_ours.png",
+        "scatter_vposer.png",
+        "scatter_gmm.png",
+        "ablation.png",
+    ):
         assert (report / name).is_file() and (report / name).stat().st_size > 0, name
     m = json.loads((report / "metrics.json").read_text())
     assert set(m) >= {"model", "settings", "log_p", "ks", "gap", "sample_metrics", "fid_floor", "ablation", "figures"}
     assert set(m["ks"]) == {"test", "train", "train_augmented"}
-    floor = m["ks"]["train_augmented"]["table"]["dequantised_vs_clean"]   # augmented train (GS) vs clean train
+    floor = m["ks"]["train_augmented"]["table"]["dequantised_vs_clean"]  # augmented train (GS) vs clean train
     assert 0.0 < floor["ks"] < 1.0 and floor["n_a"] == floor["n_b"] == 300
     for ref in ("test", "train"):
         table = m["ks"][ref]["table"]
@@ -118,7 +139,7 @@ def test_evaluate_writes_the_report(report):
         assert table["ours"]["n_a"] == 300 and 0.0 <= table["ours"]["ks"] <= 1.0
     assert m["ks"]["test"]["table"]["ours"]["n_b"] == 2522 and m["ks"]["train"]["table"]["ours"]["n_b"] == 300
     noisy = m["model"]["training"].get("noisy_joints", [])
-    assert ("ours_constrained" in m["ks"]["test"]["table"]) == bool(noisy)   # the diagnostic row iff hinge noise
+    assert ("ours_constrained" in m["ks"]["test"]["table"]) == bool(noisy)  # the diagnostic row iff hinge noise
     assert list(m["temperature"]) == ["0.9", "0.8", "0.7"]
     for v in m["temperature"].values():
         assert 0 <= v["ks_test"] <= 1 and 0 <= v["ks_train"] <= 1 and v["fid_test"] >= 0 and v["apd_cm"] > 0
@@ -134,8 +155,17 @@ def test_evaluate_writes_the_report(report):
     assert m["ablation"]["ablation"]["fraction_ortho_above_raw"] == m["ablation"]["ours"]["fraction_ortho_above_raw"]
     assert m["settings"]["sources"]["ours"]["max_abs_latent_forward_vs_log_prob"] < 1e-2
     text = (report / "report.md").read_text()
-    for needle in ("KS statistic", "noise floor", "FID", "APD", "NN geodesic", "Generalisation gap", "Timing",
-                   "![ablation.png](ablation.png)", m["model"]["weights_sha256"]):
+    for needle in (
+        "KS statistic",
+        "noise floor",
+        "FID",
+        "APD",
+        "NN geodesic",
+        "Generalisation gap",
+        "Timing",
+        "![ablation.png](ablation.png)",
+        m["model"]["weights_sha256"],
+    ):
         assert needle in text, needle
 
 
@@ -153,7 +183,7 @@ def test_hinge_projection_keeps_data_and_removes_off_hinge_noise(tiny_model, sha
     same = constrained(prior, src, train_aa, hinges)
     assert np.abs(same.rotvecs() - src.rotvecs()).max() < 1e-4
     off = train_aa[idx].astype(np.float64)
-    off[:, 3, 1:] += np.radians(3)                               # left knee 3 degrees off its hinge
+    off[:, 3, 1:] += np.radians(3)  # left knee 3 degrees off its hinge
     off_src = PoseSource("off", "off", rotations.axis_angle_to_6d(off).astype(np.float32), np.zeros(len(idx)))
     back = constrained(prior, off_src, train_aa, hinges).rotvecs()
     assert np.abs(back[:, 3, 1:]).max() < 1e-4 and np.abs(back[:, 3, 0] - off[:, 3, 0]).max() < 1e-4
@@ -164,9 +194,25 @@ def test_evaluate_is_deterministic_and_the_cli_runs_it(report, tiny_model, share
 
     data = shared_data / "cmu_pose"
     out = tmp_path / "b"
-    args = ["evaluate", str(tiny_model), "--data", str(data / "test.npz"), "--train", str(data / "train.npz"),
-            "--out", str(out), "--n", "300", "--seed", "3", "--ablation", str(tiny_model), "--subset", "150",
-            "--quiet"] + [a for b in baselines for a in ("--baselines", str(b))]
+    args = [
+        "evaluate",
+        str(tiny_model),
+        "--data",
+        str(data / "test.npz"),
+        "--train",
+        str(data / "train.npz"),
+        "--out",
+        str(out),
+        "--n",
+        "300",
+        "--seed",
+        "3",
+        "--ablation",
+        str(tiny_model),
+        "--subset",
+        "150",
+        "--quiet",
+    ] + [a for b in baselines for a in ("--baselines", str(b))]
     r = CliRunner().invoke(main, args)
     assert r.exit_code == 0, r.output
     assert "KS vs test" in r.output
@@ -177,8 +223,19 @@ def test_evaluate_is_deterministic_and_the_cli_runs_it(report, tiny_model, share
 def test_evaluate_without_figures_computes_the_same_numbers(report, tiny_model, shared_data, baselines, tmp_path):
     """figures=False (the sweep) draws nothing and changes no number."""
     data = shared_data / "cmu_pose"
-    evaluate(tiny_model, data / "test.npz", tmp_path / "c", n=300, train=data / "train.npz", baselines=baselines,
-             seed=3, ablation=tiny_model, subset=150, figures=False, progress=False)
+    evaluate(
+        tiny_model,
+        data / "test.npz",
+        tmp_path / "c",
+        n=300,
+        train=data / "train.npz",
+        baselines=baselines,
+        seed=3,
+        ablation=tiny_model,
+        subset=150,
+        figures=False,
+        progress=False,
+    )
     assert not list((tmp_path / "c").glob("*.png"))
     a, b = (json.loads((d / "metrics.json").read_text()) for d in (report, tmp_path / "c"))
     assert b["figures"] == [] and b["histogram_clip"] is None
@@ -191,7 +248,8 @@ def test_evaluate_without_figures_computes_the_same_numbers(report, tiny_model, 
 def test_evaluate_refuses_a_bad_baseline(tiny_model, shared_data, tmp_path):
     bad = tmp_path / "run"
     bad.mkdir()
-    (bad / "config.json").write_text(json.dumps({"alpha": 0.1}))       # a flow run, not a baseline
+    (bad / "config.json").write_text(json.dumps({"alpha": 0.1}))  # a flow run, not a baseline
     with pytest.raises(ValueError, match="not a vposer or gmm run"):
-        evaluate(tiny_model, shared_data / "cmu_pose" / "test.npz", tmp_path / "out", n=50, baselines=[bad],
-                 progress=False)
+        evaluate(
+            tiny_model, shared_data / "cmu_pose" / "test.npz", tmp_path / "out", n=50, baselines=[bad], progress=False
+        )

@@ -1,5 +1,6 @@
 """The exported model directory: every graph in every format agrees with the torch flow, the ONNX files are
 valid, self-describing, free of build paths and share one weights file, and the export is atomic."""
+
 import json
 import os
 import re
@@ -76,27 +77,34 @@ def reference(flow, name: str, x: torch.Tensor, *more: torch.Tensor) -> list[np.
     if name == "latent_vjp":
         return [t.numpy() for t in latent_vjp_autograd(flow, x, *more)]
     with torch.no_grad():
-        out = {"log_prob": lambda: flow.log_prob(x), "sample": lambda: flow(x)[0],
-               "latent_forward": lambda: flow.latent_forward(x),
-               "encode": lambda: (flow.inverse(x)[0], flow.log_prob(x))}[name]()
+        out = {
+            "log_prob": lambda: flow.log_prob(x),
+            "sample": lambda: flow(x)[0],
+            "latent_forward": lambda: flow.latent_forward(x),
+            "encode": lambda: (flow.inverse(x)[0], flow.log_prob(x)),
+        }[name]()
     return [t.numpy() for t in (out if isinstance(out, tuple) else (out,))]
 
 
 @pytest.fixture(scope="module")
 def backends(tiny_model):
     """graph name -> backend name -> callable numpy input -> list of numpy outputs."""
+
     def torch_fn(module):
         def run(*x):
             with torch.no_grad():
                 out = module(*map(torch.from_numpy, x))
             return [t.numpy() for t in (out if isinstance(out, (tuple, list)) else (out,))]
+
         return run
 
     table = {}
     for name, g in GRAPHS.items():
         session = ort.InferenceSession(str(tiny_model / g.file), providers=["CPUExecutionProvider"])
-        table[name] = {"onnxruntime": lambda *x, s=session, i=g.inputs: s.run(None, dict(zip(i, x))),
-                       "pt2": torch_fn(torch.export.load(tiny_model / "pt2" / f"{name}.pt2").module())}
+        table[name] = {
+            "onnxruntime": lambda *x, s=session, i=g.inputs: s.run(None, dict(zip(i, x))),
+            "pt2": torch_fn(torch.export.load(tiny_model / "pt2" / f"{name}.pt2").module()),
+        }
         if name in TORCHSCRIPT:
             table[name]["torchscript"] = torch_fn(torch.jit.load(str(tiny_model / "torchscript" / f"{name}.pt")))
     return table
@@ -122,8 +130,10 @@ def test_parity_with_torch(flow, backends, val_6d, manifest, report):
                     if errors[output] > tolerance:
                         failures.append(f"{name} batch {batch} {backend} {output}: {errors[output]:.2e}")
                 rows.append((name, batch, backend, errors))
-    table = [f"{'graph':15s} {'batch':>5s}  {'backend':12s} {'log_prob':>9s} {'poses':>9s} {'grad/max':>9s} "
-             f"{'gz/max':>9s} {'vjp/max':>9s} {'z/max':>9s}"]
+    table = [
+        f"{'graph':15s} {'batch':>5s}  {'backend':12s} {'log_prob':>9s} {'poses':>9s} {'grad/max':>9s} "
+        f"{'gz/max':>9s} {'vjp/max':>9s} {'z/max':>9s}"
+    ]
     for name, batch, backend, errors in rows:
         cells = [f"{errors[k]:9.1e}" if k in errors else f"{'-':>9s}" for k in ("log_prob", "poses", *RELATIVE)]
         table.append(f"{name:15s} {batch:5d}  {backend:12s} {' '.join(cells)}")
@@ -131,11 +141,11 @@ def test_parity_with_torch(flow, backends, val_6d, manifest, report):
     assert not failures, "\n".join(failures + table)
 
 
-
 @pytest.fixture(scope="module")
 def test_6d(shared_data):
-    return rotations.axis_angle_to_6d(load_npz(shared_data / "cmu_pose" / "test.npz").rotations.astype(np.float64)
-                                      ).astype(np.float32)
+    return rotations.axis_angle_to_6d(
+        load_npz(shared_data / "cmu_pose" / "test.npz").rotations.astype(np.float64)
+    ).astype(np.float32)
 
 
 def test_parity_on_real_and_sampled_poses(flow, backends, test_6d, tiny_model, report):
@@ -144,8 +154,11 @@ def test_parity_on_real_and_sampled_poses(flow, backends, test_6d, tiny_model, r
     from runtime import PosePrior
 
     prior = PosePrior.load(tiny_model)
-    sets = {"test split (real)": test_6d, "samples": prior.sample(len(test_6d), seed=0),
-            "raw samples": prior.sample(len(test_6d), seed=0, orthonormalize=False)}
+    sets = {
+        "test split (real)": test_6d,
+        "samples": prior.sample(len(test_6d), seed=0),
+        "raw samples": prior.sample(len(test_6d), seed=0, orthonormalize=False),
+    }
     rows, failures = [], []
     for name, x in sets.items():
         ref_lp, ref_grad = (t.numpy() for t in log_prob_and_grad(flow.log_prob, torch.from_numpy(x)))
@@ -155,14 +168,20 @@ def test_parity_on_real_and_sampled_poses(flow, backends, test_6d, tiny_model, r
         bound = np.maximum(TOLERANCE["log_prob"], LOG_PROB_RELATIVE * np.abs(ref_lp))
         grad_err = np.abs(grad - ref_grad).max(axis=(1, 2)) / np.abs(ref_grad).max(axis=(1, 2))
         over = int((err > bound).sum()) + int((grad_err > TOLERANCE["grad"]).sum())
-        rows.append(f"{name:18s} {len(x):6d} {np.abs(ref_lp).max():9.3g} {err.max():10.2e} "
-                    f"{(err / np.maximum(np.abs(ref_lp), 1.0)).max():10.2e} {grad_err.max():10.2e} {over:5d}")
+        rows.append(
+            f"{name:18s} {len(x):6d} {np.abs(ref_lp).max():9.3g} {err.max():10.2e} "
+            f"{(err / np.maximum(np.abs(ref_lp), 1.0)).max():10.2e} {grad_err.max():10.2e} {over:5d}"
+        )
         if over:
             failures.append(f"{name}: {over} poses beyond the bound (log p error up to {err.max():.2e})")
     table = [f"{'poses':18s} {'n':>6s} {'max|lp|':>9s} {'lp err':>10s} {'lp rel':>10s} {'grad rel':>10s} {'over':>5s}"]
-    report(f"onnxruntime vs torch per pose (bound: log p max({TOLERANCE['log_prob']:g}, {LOG_PROB_RELATIVE:g}|log p|),"
-           f" grad {TOLERANCE['grad']:g} max|g| of the pose)", table + rows)
+    report(
+        f"onnxruntime vs torch per pose (bound: log p max({TOLERANCE['log_prob']:g}, {LOG_PROB_RELATIVE:g}|log p|),"
+        f" grad {TOLERANCE['grad']:g} max|g| of the pose)",
+        table + rows,
+    )
     assert not failures, "\n".join(failures + table + rows)
+
 
 def test_graphs_are_valid_and_named(tiny_model, manifest):
     for name, g in GRAPHS.items():
@@ -194,12 +213,12 @@ def test_one_shared_weights_file(tiny_model):
             else:
                 assert len(t.raw_data) < INLINE_LIMIT, f"{name}: {t.name} inline but {len(t.raw_data)} bytes"
         ranges[name] = used
-        for node in model.graph.node:        # no weights hidden in Constant nodes either
+        for node in model.graph.node:  # no weights hidden in Constant nodes either
             for attr in node.attribute:
                 assert not (attr.type == onnx.AttributeProto.TENSOR and len(attr.t.raw_data) >= INLINE_LIMIT), node.name
     assert len({frozenset(r) for r in ranges.values()}) == 1, "graphs use different weight tensors"
     spans = sorted(ranges["log_prob"])
-    contents = [weights[o:o + n] for o, n in spans]
+    contents = [weights[o : o + n] for o, n in spans]
     assert len(set(contents)) == len(contents), "a tensor is stored twice"
     assert all(a[0] + a[1] <= b[0] for a, b in zip(spans, spans[1:])), "overlapping tensors"
     assert spans[-1][0] + spans[-1][1] == len(weights)
@@ -218,10 +237,15 @@ def test_no_build_machine_paths(tiny_model):
 
 
 def test_metadata_props(tiny_model, manifest):
-    expected = {"format_version": "1", "joint_names": json.dumps(list(rotations.JOINT_NAMES)),
-                "num_joints": "21", "dim": str(manifest["dim"]), "masked_joints": json.dumps(manifest["masked_joints"]),
-                "weights_sha256": sha256_file(tiny_model / WEIGHTS_FILE),
-                "config_sha256": manifest["training"]["config_sha256"]}
+    expected = {
+        "format_version": "1",
+        "joint_names": json.dumps(list(rotations.JOINT_NAMES)),
+        "num_joints": "21",
+        "dim": str(manifest["dim"]),
+        "masked_joints": json.dumps(manifest["masked_joints"]),
+        "weights_sha256": sha256_file(tiny_model / WEIGHTS_FILE),
+        "config_sha256": manifest["training"]["config_sha256"],
+    }
     for name, g in GRAPHS.items():
         meta = {p.key: p.value for p in onnx.load(str(tiny_model / g.file), load_external_data=False).metadata_props}
         assert {k: meta.get(k) for k in expected} == expected
@@ -256,7 +280,7 @@ def test_manifest_records_the_run(tiny_model, manifest, request):
     assert t["data_sha256"] == ckpt["data_sha256"] and t["epoch"] == ckpt["state"]["epoch"]
     summary = json.loads((run / "summary.json").read_text())
     assert t["summary"] == summary and t["val_log_p"] == pytest.approx(summary["best_val_log_p"])
-    rebuilt = load_flow(tiny_model).state_dict()     # the .pt2 holds the checkpoint's weights exactly
+    rebuilt = load_flow(tiny_model).state_dict()  # the .pt2 holds the checkpoint's weights exactly
     assert all(torch.equal(rebuilt[k], v) for k, v in flow.state_dict().items())
 
 
@@ -301,8 +325,11 @@ def test_cli_export(tiny_run, tmp_path, monkeypatch):
 
     def fake_export(run_dir, out_dir, which, torch_artifacts):
         seen.update(run_dir=run_dir, out_dir=out_dir, which=which, torch_artifacts=torch_artifacts)
-        return {"files": {"log_prob.onnx": {"bytes": 1000}}, "export_seconds": 1.0,
-                "training": {"epoch": 3, "val_log_p": 150.0}}
+        return {
+            "files": {"log_prob.onnx": {"bytes": 1000}},
+            "export_seconds": 1.0,
+            "training": {"epoch": 3, "val_log_p": 150.0},
+        }
 
     monkeypatch.setattr("export.export_model", fake_export)
     result = CliRunner().invoke(cli, ["export", str(tiny_run), "--out", str(tmp_path / "m"), "--which", "last"])
@@ -337,8 +364,10 @@ def test_masked_joint_model(shared_data, tmp_path):
     x = prior.sample(z=z, orthonormalize=False)
     np.testing.assert_allclose(x, flow(torch.from_numpy(z))[0].detach().numpy(), atol=1e-5)
     assert np.array_equal(x[:, spine2], np.tile(rotations.IDENTITY_6D.astype(np.float32), (50, 1)))
-    for module in (torch.jit.load(str(tmp_path / "model" / "torchscript" / "sample.pt")),
-                   torch.export.load(tmp_path / "model" / "pt2" / "sample.pt2").module()):
+    for module in (
+        torch.jit.load(str(tmp_path / "model" / "torchscript" / "sample.pt")),
+        torch.export.load(tmp_path / "model" / "pt2" / "sample.pt2").module(),
+    ):
         np.testing.assert_allclose(module(torch.from_numpy(z)).detach().numpy(), x, atol=1e-5)
     poses = rotations.axis_angle_to_6d(data["val"].rotations[:50]).astype(np.float32)
     log_p, grad = prior.log_prob_and_grad(poses)
@@ -346,7 +375,7 @@ def test_masked_joint_model(shared_data, tmp_path):
     np.testing.assert_allclose(log_p, ref_lp.numpy(), atol=1e-4)
     np.testing.assert_allclose(grad, ref_grad.numpy(), atol=1e-5 * float(ref_grad.abs().max()))
     assert not grad[:, spine2].any()
-    poses[:, spine2] = 5.0                  # a masked joint does not change the density
+    poses[:, spine2] = 5.0  # a masked joint does not change the density
     np.testing.assert_allclose(prior.log_prob(poses), log_p, atol=1e-4)
 
 
@@ -359,6 +388,6 @@ def test_bench_gemm_floor_graph_is_the_flows_matrix_products(flow):
     h = torch.from_numpy(x).double()
     linears = [m for layer in flow.layers for m in layer.net if isinstance(m, torch.nn.Linear)]
     for lin in linears:
-        h = torch.nn.functional.linear(h[:, :lin.in_features], lin.weight.double(), lin.bias.double())
+        h = torch.nn.functional.linear(h[:, : lin.in_features], lin.weight.double(), lin.bias.double())
     assert len(session.get_inputs()) == 1 and len(linears) == len(flow.layers) * (len(flow.layers[0].net) + 1) // 2
     np.testing.assert_allclose(session.run(None, {"x": x})[0], h.detach().numpy(), rtol=1e-4, atol=1e-4)

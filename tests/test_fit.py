@@ -1,4 +1,5 @@
 """Fitting with the prior: torch API (train/fit.py), torch-free runtime (runtime/fit.py), benchmark plumbing."""
+
 import numpy as np
 import pytest
 import torch
@@ -15,6 +16,7 @@ from train.rotations import axis_angle_to_matrix, gram_schmidt, matrix_to_6d, ma
 @pytest.fixture(scope="module")
 def flow(tiny_model):
     from export import load_flow
+
     return load_flow(tiny_model).requires_grad_(False)
 
 
@@ -26,7 +28,7 @@ def prior(tiny_model):
 @pytest.fixture(scope="module")
 def val_poses(shared_data):
     d = load_npz(shared_data / "cmu_pose" / "val.npz")
-    return d.to_6d()[::89][:8]                 # 8 real poses of the validation subject, (8, 21, 6)
+    return d.to_6d()[::89][:8]  # 8 real poses of the validation subject, (8, 21, 6)
 
 
 def random_rotations(n, seed):
@@ -37,7 +39,7 @@ def random_rotations(n, seed):
 def test_no_prior_recovers_the_target_of_a_pure_data_term():
     target = random_rotations(6, seed=1)
 
-    def data(x, idx):   # |GS(x) - target|^2 in 6D: minimised exactly at the target rotations
+    def data(x, idx):  # |GS(x) - target|^2 in 6D: minimised exactly at the target rotations
         return ((matrix_to_6d(gram_schmidt(x)) - target[idx]) ** 2).sum((1, 2))
 
     start = torch.tensor([1.0, 0, 0, 0, 1, 0]).repeat(6, 21, 1)
@@ -53,6 +55,7 @@ def test_effector_term_recovers_joint_positions(shared_data):
     gt = d.to_6d()[:4]
     off = torch.from_numpy(d.offsets).float()
     from train.kinematics import forward_kinematics
+
     targets = forward_kinematics(gram_schmidt(gt), off)
     data = F.Effectors(targets, range(22), off, sigma=0.01)
     start = torch.tensor([1.0, 0, 0, 0, 1, 0]).repeat(4, 21, 1)
@@ -74,14 +77,14 @@ def test_latent_jacobian_loss_is_minus_log_p_of_the_decoded_pose(flow, prior, va
     lat = F.FlowLatent(flow, jacobian=True)
     z = lat.encode(val_poses)
     x, pen = lat.decode(z)
-    assert (x - val_poses).abs().max() < 1e-3                 # f(f^-1(x0)) = x0: latent fitting starts at x0
+    assert (x - val_poses).abs().max() < 1e-3  # f(f^-1(x0)) = x0: latent fitting starts at x0
     with torch.no_grad():
         ref = -flow.log_prob(x)
-    assert torch.allclose(pen, ref, rtol=1e-4, atol=1e-2)     # float32 inverse vs forward pass
-    assert np.allclose(pen.numpy(), -prior.log_prob(x.numpy()), rtol=1e-4, atol=1e-2)   # the exported graph
+    assert torch.allclose(pen, ref, rtol=1e-4, atol=1e-2)  # float32 inverse vs forward pass
+    assert np.allclose(pen.numpy(), -prior.log_prob(x.numpy()), rtol=1e-4, atol=1e-2)  # the exported graph
     _, pen_z = F.FlowLatent(flow, jacobian=False).decode(z)
     assert torch.allclose(pen_z, 0.5 * (z * z).sum(-1))
-    assert not torch.allclose(pen_z, pen, atol=1.0)            # the Jacobian term is not zero
+    assert not torch.allclose(pen_z, pen, atol=1.0)  # the Jacobian term is not zero
 
 
 def test_log_map_matches_and_has_finite_gradients_on_hinges():
@@ -100,8 +103,10 @@ def test_fitting_is_deterministic_with_a_seed(flow, val_poses):
     a = F.perturb(val_poses, 20.0, seed=5)
     assert torch.equal(a, F.perturb(val_poses, 20.0, seed=5))
     assert not torch.equal(a, F.perturb(val_poses, 20.0, seed=6))
-    runs = [F.fit(F.FlowLatent(flow), F.perturb(val_poses, 20.0, seed=5), F.Denoise(val_poses, 8.0), iters=10)
-            for _ in range(2)]
+    runs = [
+        F.fit(F.FlowLatent(flow), F.perturb(val_poses, 20.0, seed=5), F.Denoise(val_poses, 8.0), iters=10)
+        for _ in range(2)
+    ]
     assert torch.equal(runs[0].poses, runs[1].poses) and torch.equal(runs[0].loss, runs[1].loss)
 
 
@@ -129,8 +134,8 @@ def test_runtime_denoising_matches_torch(flow, prior, val_poses):
     t = F.fit(F.FlowAmbient(flow), val_poses, F.Denoise(val_poses, w), 1.0, iters=200)
     r = rfit.denoise(prior, val_poses.numpy(), weight=w, lam=1.0, iters=200)
     compare(t, r)
-    assert np.all(r.loss < -prior.log_prob(val_poses.numpy()))      # better than the start (data term 0 there)
-    assert np.allclose(r.neg_log_p, -prior.log_prob(r.raw), rtol=1e-5, atol=1e-3)   # reported terms are true
+    assert np.all(r.loss < -prior.log_prob(val_poses.numpy()))  # better than the start (data term 0 there)
+    assert np.allclose(r.neg_log_p, -prior.log_prob(r.raw), rtol=1e-5, atol=1e-3)  # reported terms are true
 
 
 def test_runtime_completion_matches_torch(flow, prior, val_poses):
@@ -140,7 +145,7 @@ def test_runtime_completion_matches_torch(flow, prior, val_poses):
     t = F.fit(F.FlowAmbient(flow), start, None, 1.0, fixed=(~mask, val_poses), iters=1000)
     r = rfit.complete(prior, start.numpy(), list(names), iters=1000)
     compare(t, r)
-    assert np.array_equal(r.poses[:, ~mask.numpy()], start.numpy()[:, ~mask.numpy()])   # visible joints untouched
+    assert np.array_equal(r.poses[:, ~mask.numpy()], start.numpy()[:, ~mask.numpy()])  # visible joints untouched
     assert np.all(r.neg_log_p < -prior.log_prob(start.numpy()))
 
 
@@ -172,20 +177,23 @@ def test_runtime_free_mask_checks(prior):
     assert rfit.free_mask(["head"], 2)[:, 14].all() and rfit.free_mask(["head"], 2).sum() == 2
 
 
-@pytest.mark.parametrize("call,match", [
-    (lambda p, x: rfit.fit(p, x, space="tangent"), "space"),
-    (lambda p, x: rfit.fit(p, x[:, :20]), "init: shape"),
-    (lambda p, x: rfit.fit(p, np.where(np.arange(6) == 2, np.nan, x)), "init: contains NaN"),
-    (lambda p, x: rfit.fit(p, x.astype(np.int64)), "init: must be a floating-point"),
-    (lambda p, x: rfit.fit(p, x, lam=-1.0), "lam"),
-    (lambda p, x: rfit.fit(p, x, iters=-3), "iters"),
-    (lambda p, x: rfit.fit(p, x, space="latent", init_z=np.zeros((len(x), 3), np.float32)), "init_z"),
-    (lambda p, x: rfit.denoise(p, x, weight=0.0), "weight"),
-    (lambda p, x: rfit.ik(p, np.zeros((len(x), 2, 3)), ["head"], np.zeros((22, 3))), "targets: shape"),
-    (lambda p, x: rfit.ik(p, np.zeros((len(x), 1, 3)), ["hand"], np.zeros((22, 3))), "joints: unknown"),
-    (lambda p, x: rfit.ik(p, np.zeros((len(x), 1, 3)), ["head"], np.zeros((24, 3))), "offsets: shape"),
-    (lambda p, x: rfit.ik(p, np.zeros((len(x), 1, 3)), ["head"], np.zeros((22, 3)), sigma=0), "sigma"),
-])
+@pytest.mark.parametrize(
+    "call,match",
+    [
+        (lambda p, x: rfit.fit(p, x, space="tangent"), "space"),
+        (lambda p, x: rfit.fit(p, x[:, :20]), "init: shape"),
+        (lambda p, x: rfit.fit(p, np.where(np.arange(6) == 2, np.nan, x)), "init: contains NaN"),
+        (lambda p, x: rfit.fit(p, x.astype(np.int64)), "init: must be a floating-point"),
+        (lambda p, x: rfit.fit(p, x, lam=-1.0), "lam"),
+        (lambda p, x: rfit.fit(p, x, iters=-3), "iters"),
+        (lambda p, x: rfit.fit(p, x, space="latent", init_z=np.zeros((len(x), 3), np.float32)), "init_z"),
+        (lambda p, x: rfit.denoise(p, x, weight=0.0), "weight"),
+        (lambda p, x: rfit.ik(p, np.zeros((len(x), 2, 3)), ["head"], np.zeros((22, 3))), "targets: shape"),
+        (lambda p, x: rfit.ik(p, np.zeros((len(x), 1, 3)), ["hand"], np.zeros((22, 3))), "joints: unknown"),
+        (lambda p, x: rfit.ik(p, np.zeros((len(x), 1, 3)), ["head"], np.zeros((24, 3))), "offsets: shape"),
+        (lambda p, x: rfit.ik(p, np.zeros((len(x), 1, 3)), ["head"], np.zeros((22, 3)), sigma=0), "sigma"),
+    ],
+)
 def test_runtime_fit_rejects_bad_arguments(prior, val_poses, call, match):
     with pytest.raises(ValueError, match=match):
         call(prior, val_poses.numpy())
@@ -216,6 +224,7 @@ np.savez(out, poses=given.poses, loss=given.loss, enc_poses=encoded.poses, enc_l
 def test_runtime_latent_completion_matches_torch_without_torch(tiny_model, flow, val_poses, tmp_path):
     import subprocess
     import sys
+
     names = ("left_collar", "left_shoulder", "left_elbow", "left_wrist")
     mask = torch.tensor([n in names for n in JOINTS])
     start = F.perturb(val_poses, 2.0, seed=12, joints=mask)
@@ -226,8 +235,12 @@ def test_runtime_latent_completion_matches_torch_without_torch(tiny_model, flow,
     np.savez(tmp_path / "in.npz", start=start.numpy(), mask=mask.numpy(), z0=z0.numpy(), lam=lam, iters=iters)
     script = tmp_path / "rt.py"
     script.write_text(RUNTIME_LATENT)
-    proc = subprocess.run([sys.executable, str(script), str(tiny_model), str(tmp_path / "in.npz"),
-                           str(tmp_path / "out.npz")], capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, str(script), str(tiny_model), str(tmp_path / "in.npz"), str(tmp_path / "out.npz")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     r = np.load(tmp_path / "out.npz")
     assert not r["torch_loaded"]
@@ -272,18 +285,19 @@ class Quadratics:
 
 def test_batched_lbfgs_solves_each_problem_as_if_alone():
     from runtime.lbfgs import minimize
+
     rng = np.random.default_rng(0)
     c = np.exp(rng.uniform(-3, 3, size=(6, 8)))
-    c[0] = 1.0                                            # an easy problem: converges in a few iterations
+    c[0] = 1.0  # an easy problem: converges in a few iterations
     p0 = rng.standard_normal((6, 8))
     obj = Quadratics(c)
     res = minimize(obj, p0, iters=200, gtol=1e-9)
     for b in range(6):
-        alone = minimize(Quadratics(c[b:b + 1]), p0[b:b + 1], iters=200, gtol=1e-9)
+        alone = minimize(Quadratics(c[b : b + 1]), p0[b : b + 1], iters=200, gtol=1e-9)
         assert np.allclose(alone.p[0], res.p[b], rtol=0, atol=1e-12) and alone.iterations[0] == res.iterations[b]
-    assert res.converged.all() and np.abs(res.g).max() <= 1e-7        # at gtol, or at float64 resolution
-    assert res.iterations[0] < res.iterations.max()          # per-pose stopping ...
-    assert min(obj.rows) < 6                                 # ... and later calls see only the active rows
+    assert res.converged.all() and np.abs(res.g).max() <= 1e-7  # at gtol, or at float64 resolution
+    assert res.iterations[0] < res.iterations.max()  # per-pose stopping ...
+    assert min(obj.rows) < 6  # ... and later calls see only the active rows
 
 
 def quadratics_torch(c):
@@ -293,6 +307,7 @@ def quadratics_torch(c):
     def fn(rows, p):
         q = p - 1.0
         return 0.5 * (c[rows] * q * q).sum(1) + 0.25 * (p[:, 0] * p[:, 1]) ** 2
+
     return fn
 
 
@@ -301,6 +316,7 @@ def test_torch_fitting_runs_the_runtime_lbfgs_iterate_by_iterate(dtype):
     """train.fit.batched_lbfgs (torch objective, autograd) and runtime.lbfgs.minimize (numpy objective, analytic
     gradient): the same iterates after every iteration count, problem by problem, to float tolerance."""
     from runtime.lbfgs import minimize
+
     rng = np.random.default_rng(1)
     c = np.exp(rng.uniform(-3, 3, size=(5, 6)))
     p0 = rng.standard_normal((5, 6)).astype(dtype)
@@ -340,23 +356,27 @@ def test_gram_schmidt_vjp_matches_finite_differences(val_poses):
 def test_effector_gradient_matches_finite_differences_and_torch(val_poses, smpl_offsets):
     from runtime.kinematics import forward_kinematics
     from train.kinematics import forward_kinematics as torch_fk
+
     x = F.perturb(val_poses[:2], 10.0, seed=2).double().numpy()
     joints = ["pelvis", "head", "left_wrist", "right_ankle"]
-    targets = forward_kinematics(rotations.gram_schmidt(val_poses[:2].double().numpy()), smpl_offsets)[:, [0, 15, 20, 8]]
+    targets = forward_kinematics(rotations.gram_schmidt(val_poses[:2].double().numpy()), smpl_offsets)[
+        :, [0, 15, 20, 8]
+    ]
     term = rfit.Effectors(targets, joints, smpl_offsets, sigma=0.05)
-    term.offsets, term.targets, term.inv_var = term.offsets.astype(np.float64), targets, 1.0 / 0.05 ** 2  # float64
+    term.offsets, term.targets, term.inv_var = term.offsets.astype(np.float64), targets, 1.0 / 0.05**2  # float64
     value, g = term(x, np.arange(2))
     fd = finite_difference(lambda v: term(v, np.arange(2))[0], x)
     assert np.abs(g - fd).max() < 1e-5 * np.abs(fd).max()
     xt = torch.from_numpy(x).requires_grad_(True)
     P = torch_fk(gram_schmidt(xt), torch.from_numpy(smpl_offsets))[:, [0, 15, 20, 8]]
-    ((P - torch.from_numpy(targets)) ** 2).sum().div(2 * 0.05 ** 2).backward()
-    assert np.allclose(g, xt.grad.numpy(), atol=1e-9) and np.allclose(value.sum(), 0.5 / 0.05 ** 2 * 0 + value.sum())
+    ((P - torch.from_numpy(targets)) ** 2).sum().div(2 * 0.05**2).backward()
+    assert np.allclose(g, xt.grad.numpy(), atol=1e-9) and np.allclose(value.sum(), 0.5 / 0.05**2 * 0 + value.sum())
 
 
 def test_runtime_ik_recovers_every_joint_position(prior, val_poses, smpl_offsets):
     """No prior (lam = 0), all 22 joints observed on the SMPL rest skeleton: the positions come back (1 mm)."""
     from runtime.kinematics import forward_kinematics
+
     targets = forward_kinematics(rotations.gram_schmidt(val_poses[:4].double().numpy()), smpl_offsets)
     r = rfit.ik(prior, targets, list(rfit.BODY), smpl_offsets, lam=0.0, iters=300)
     P = forward_kinematics(rotations.gram_schmidt(r.poses.astype(np.float64)), smpl_offsets)
@@ -366,12 +386,18 @@ def test_runtime_ik_recovers_every_joint_position(prior, val_poses, smpl_offsets
 def test_runtime_ik_matches_torch(flow, prior, val_poses, smpl_offsets):
     """Sparse effectors (pelvis, head, wrists, ankles) with the prior, from the rest pose: same objective both sides."""
     from runtime.kinematics import forward_kinematics
+
     eff = [0, 15, 20, 21, 7, 8]
     gt = val_poses[:4]
     targets = forward_kinematics(rotations.gram_schmidt(gt.double().numpy()), smpl_offsets)[:, eff]
     start = torch.tensor([1.0, 0, 0, 0, 1, 0]).repeat(4, 21, 1)
-    t = F.fit(F.FlowAmbient(flow), start, F.Effectors(torch.from_numpy(targets).float(), eff,
-                                                      torch.from_numpy(smpl_offsets).float(), 0.01), 1.0, iters=300)
+    t = F.fit(
+        F.FlowAmbient(flow),
+        start,
+        F.Effectors(torch.from_numpy(targets).float(), eff, torch.from_numpy(smpl_offsets).float(), 0.01),
+        1.0,
+        iters=300,
+    )
     r = rfit.ik(prior, targets, eff, smpl_offsets, sigma=0.01, lam=1.0, iters=300)
     assert np.allclose(r.loss, t.loss.double().numpy(), rtol=2e-2, atol=0.5), np.c_[r.loss, t.loss.numpy()]
 
@@ -379,24 +405,47 @@ def test_runtime_ik_matches_torch(flow, prior, val_poses, smpl_offsets):
 # --- benchmark plumbing -----------------------------------------------------------------------------------------------
 def test_fitbench_masks_and_descendants():
     from train.fitbench import BODY, MASKS, descendants
+
     assert [BODY[k] for k in descendants(MASKS["left_leg"])] == ["left_knee", "left_ankle", "left_foot"]
     assert [BODY[k] for k in descendants(MASKS["left_arm"])] == ["left_shoulder", "left_elbow", "left_wrist"]
-    assert len(descendants(MASKS["trunk"])) == 12          # everything above the pelvis except hips and legs
+    assert len(descendants(MASKS["trunk"])) == 12  # everything above the pelvis except hips and legs
 
 
 def test_fitbench_runs_end_to_end(tiny_model, shared_data, baseline_runs, tmp_path):
     from train.fitbench import BenchConfig, run
-    cfg = BenchConfig(n=3, n_val=3, hypotheses=2, lam_grid=(0.3, 1.0), lam_grid_completion=(10.0, 100.0),
-                      iters={"completion": 3, "ik": 3, "denoise": 3})
-    report = run(tiny_model, shared_data / "cmu_pose" / "test.npz", tmp_path, cfg, vposer_path=baseline_runs[0],
-                 gmm_path=baseline_runs[1], log=lambda *_: None)
+
+    cfg = BenchConfig(
+        n=3,
+        n_val=3,
+        hypotheses=2,
+        lam_grid=(0.3, 1.0),
+        lam_grid_completion=(10.0, 100.0),
+        iters={"completion": 3, "ik": 3, "denoise": 3},
+    )
+    report = run(
+        tiny_model,
+        shared_data / "cmu_pose" / "test.npz",
+        tmp_path,
+        cfg,
+        vposer_path=baseline_runs[0],
+        gmm_path=baseline_runs[1],
+        log=lambda *_: None,
+    )
     assert {p.name for p in tmp_path.iterdir()} >= {"metrics.json", "report.md", "fits.png"}
-    assert set(report["results"]) == {"none", "gmm", "vposer", "flow_ambient", "flow_latent", "flow_latent_z2",
-                                      "runtime_ambient", "runtime_latent"}          # the runtime rows, torch-free fits
-    for name in ("runtime_ambient", "runtime_latent"):   # real fits: IK moved away from its start, the mean pose
+    assert set(report["results"]) == {
+        "none",
+        "gmm",
+        "vposer",
+        "flow_ambient",
+        "flow_latent",
+        "flow_latent_z2",
+        "runtime_ambient",
+        "runtime_latent",
+    }  # the runtime rows, torch-free fits
+    for name in ("runtime_ambient", "runtime_latent"):  # real fits: IK moved away from its start, the mean pose
         assert report["results"][name]["ik"]["mpjpe_mm"] < report["reference"]["ik"]["mpjpe_mm"]
     assert report["lam"]["flow_latent"]["completion"] in (10.0, 100.0)
-    assert report["val_grid"]["flow_ambient"]["completion"] == {}    # ambient completion: nothing to tune
+    assert report["val_grid"]["flow_ambient"]["completion"] == {}  # ambient completion: nothing to tune
 
 
 @pytest.mark.parametrize("space", ["ambient", "latent"])
@@ -405,6 +454,7 @@ def test_a_trial_point_beyond_the_runtime_range_is_infeasible_not_an_error(prior
     backtracks; the graphs would refuse such an input with ValueError."""
     from runtime.fit import _Ambient, _Latent
     from runtime.prior import MAX_ABS
+
     rows = np.arange(2)
     if space == "ambient":
         obj = _Ambient(prior, None, 1.0, np.ones((2, 21), bool), rows)
@@ -423,15 +473,17 @@ def test_a_latent_trial_whose_data_gradient_leaves_the_range_is_infeasible(prior
     is infeasible (f = inf) and the fit goes on instead of raising."""
     from runtime.fit import _Latent
     from runtime.prior import MAX_ABS
+
     rows = np.arange(3)
 
-    def steep(x, rows):          # finite value, gradient 10 * MAX_ABS on row 1 only
+    def steep(x, rows):  # finite value, gradient 10 * MAX_ABS on row 1 only
         g = np.zeros_like(x)
         g[rows == 1] = 10 * MAX_ABS
         return np.ones(len(x), np.float32), g
+
     obj = _Latent(prior, steep, 1.0, rows)
     f, dg = obj.value(rows, np.zeros((3, prior.dim), np.float32))
     assert np.isfinite(f[[0, 2]]).all() and f[1] == np.inf
-    obj.gradient(rows, np.zeros((3, prior.dim), np.float32), dg, np.array([0, 2]))   # the graph accepts the rest
-    r = rfit.fit(prior, val_poses[:3], steep, space="latent", iters=5)                # a whole fit does not raise
+    obj.gradient(rows, np.zeros((3, prior.dim), np.float32), dg, np.array([0, 2]))  # the graph accepts the rest
+    r = rfit.fit(prior, val_poses[:3], steep, space="latent", iters=5)  # a whole fit does not raise
     assert np.isfinite(r.loss[[0, 2]]).all()

@@ -1,5 +1,6 @@
 """runtime.formats: every real motion file loads with plausible, constant bones; ASF/AMC against an independent
 implementation of the Acclaim formula; BVH write/read round trip and Euler orders vs scipy; bad input."""
+
 import re
 import subprocess
 import sys
@@ -10,9 +11,26 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from runtime.formats import (JOINT_MAPS, LACKS, LEFT_SIGN, SYNTHETIC_FRAME0, UNITS_M, FormatError, Motion,
-                             detect_skeleton, euler_matrix, forward_kinematics, joint_positions, matrix_to_euler,
-                             read_amass, read_amc, read_asf, read_bvh, read_motion, write_bvh)
+from runtime.formats import (
+    JOINT_MAPS,
+    LACKS,
+    LEFT_SIGN,
+    SYNTHETIC_FRAME0,
+    UNITS_M,
+    FormatError,
+    Motion,
+    detect_skeleton,
+    euler_matrix,
+    forward_kinematics,
+    joint_positions,
+    matrix_to_euler,
+    read_amass,
+    read_amc,
+    read_asf,
+    read_bvh,
+    read_motion,
+    write_bvh,
+)
 
 EXTRA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cmu_extra"
 EXTRA_FILES = sorted(p.relative_to(EXTRA).as_posix() for p in EXTRA.rglob("*") if p.suffix in (".bvh", ".amc"))
@@ -28,19 +46,25 @@ def raises_at(path, where):
 def check_skeleton(m: Motion, skeleton: str) -> dict:
     """Bones constant over frames, adult legs in metres, left = +x at rest; returns the SMPL joint positions."""
     G, P = forward_kinematics(m)
-    bones = np.linalg.norm(P[:, 1:] - P[:, m.parents[1:]], axis=-1)                # (T, J-1)
-    np.testing.assert_allclose(bones, np.broadcast_to(np.linalg.norm(m.offsets[1:], axis=-1), bones.shape),
-                               atol=1e-9)
+    bones = np.linalg.norm(P[:, 1:] - P[:, m.parents[1:]], axis=-1)  # (T, J-1)
+    np.testing.assert_allclose(bones, np.broadcast_to(np.linalg.norm(m.offsets[1:], axis=-1), bones.shape), atol=1e-9)
     pos = joint_positions(m, JOINT_MAPS[skeleton])
     for side in ("left", "right"):
-        leg = sum(np.linalg.norm(pos[f"{side}_{a}"] - pos[f"{side}_{b}"], axis=-1)
-                  for a, b in (("hip", "knee"), ("knee", "ankle")))
+        leg = sum(
+            np.linalg.norm(pos[f"{side}_{a}"] - pos[f"{side}_{b}"], axis=-1)
+            for a, b in (("hip", "knee"), ("knee", "ankle"))
+        )
         assert 0.7 < leg.min() and leg.max() < 1.0, (m.source, side, leg.min(), leg.max())
-    rest = {k: v[0] for k, v in joint_positions(replace(m, rotations=np.broadcast_to(np.eye(3), (1,) + m.rotations.shape[1:]),
-                                                        trans=np.zeros((1, 3))), JOINT_MAPS[skeleton]).items()}
+    rest = {
+        k: v[0]
+        for k, v in joint_positions(
+            replace(m, rotations=np.broadcast_to(np.eye(3), (1,) + m.rotations.shape[1:]), trans=np.zeros((1, 3))),
+            JOINT_MAPS[skeleton],
+        ).items()
+    }
     hip = rest["left_hip"] - rest["pelvis"]
     assert np.sign(hip[0]) == LEFT_SIGN and abs(hip[0]) > 0.03, (m.source, hip)
-    for side in ("left", "right"):   # facing +z (toes ahead of the ankle), Y up: so +x is the character's left
+    for side in ("left", "right"):  # facing +z (toes ahead of the ankle), Y up: so +x is the character's left
         foot = rest[f"{side}_foot"] - rest[f"{side}_ankle"]
         assert foot[2] > 0.05 and rest["head"][1] - rest[f"{side}_ankle"][1] > 1.0, (m.source, side, foot)
     return pos
@@ -59,9 +83,16 @@ def test_cmu_extra_file_loads(shared_data, name):
     assert -0.03 < np.percentile(low, 5) < 0.10 and np.median(low) < 0.15, (name, np.percentile(low, [5, 50]))
     if "backflip" not in name:
         assert np.median(pos["head"][:, 1] - low) > 1.1
-    if name.endswith(".bvh"):   # a synthetic frame 0 jumps to frame 1; captured frames move a few degrees
-        step = np.degrees(Rotation.from_matrix((np.swapaxes(m.rotations[:-1], -1, -2) @ m.rotations[1:])
-                                               .reshape(-1, 3, 3)).magnitude()).reshape(len(m) - 1, -1).max(1)
+    if name.endswith(".bvh"):  # a synthetic frame 0 jumps to frame 1; captured frames move a few degrees
+        step = (
+            np.degrees(
+                Rotation.from_matrix(
+                    (np.swapaxes(m.rotations[:-1], -1, -2) @ m.rotations[1:]).reshape(-1, 3, 3)
+                ).magnitude()
+            )
+            .reshape(len(m) - 1, -1)
+            .max(1)
+        )
         assert (step[0] > 15 and np.median(step[1:]) < 5) == (skeleton in SYNTHETIC_FRAME0), (name, step[:3])
 
 
@@ -85,8 +116,11 @@ def test_cmu_pose_npz_as_motions(shared_data):
     np.testing.assert_allclose(P, np.stack(p, 1), atol=1e-6)
 
 
-@pytest.mark.parametrize("name", [n for n in SHARED_NPZ if n != "bandai_pose/train.npz"]
-                         + [pytest.param("bandai_pose/train.npz", marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "name",
+    [n for n in SHARED_NPZ if n != "bandai_pose/train.npz"]
+    + [pytest.param("bandai_pose/train.npz", marks=pytest.mark.slow)],
+)
 def test_shared_npz_loads(shared_data, name):
     ms = read_motion(shared_data / name)
     assert all(detect_skeleton(m) == "smpl" for m in ms)
@@ -117,7 +151,7 @@ def independent_asf(text):
     for block in re.findall(r"begin(.*?)end", text.split(":bonedata")[1].split(":hierarchy")[0], re.S):
         name = re.search(r"name\s+(\S+)", block).group(1)
         direction = np.array(re.search(r"direction\s+(\S+)\s+(\S+)\s+(\S+)", block).groups(), float)
-        direction /= np.linalg.norm(direction)                          # the format's unit vector
+        direction /= np.linalg.norm(direction)  # the format's unit vector
         length = float(re.search(r"length\s+(\S+)", block).group(1))
         axis = np.array(re.search(r"axis\s+(\S+)\s+(\S+)\s+(\S+)\s+XYZ", block).groups(), float)
         dof = re.search(r"dof\s+([rxyz ]+)\n", block)
@@ -147,8 +181,11 @@ def independent_amc_positions(asf_text, amc_text, frames):
             for b in tree.get(parent, []):
                 direction, length, axis, dof = bones[b]
                 C = Rotation.from_euler("xyz", axis, degrees=True).as_matrix()
-                M = Rotation.from_euler("".join(d[1] for d in dof), values[b], degrees=True).as_matrix() \
-                    if dof else np.eye(3)
+                M = (
+                    Rotation.from_euler("".join(d[1] for d in dof), values[b], degrees=True).as_matrix()
+                    if dof
+                    else np.eye(3)
+                )
                 G[b] = G[parent] @ C @ M @ C.T
                 tip[b] = tip[parent] + length * G[b] @ direction
                 stack.append(b)
@@ -167,10 +204,10 @@ def test_amc_matches_independent_formula(shared_data, stem, asf):
     unit = 0.0254 / 0.45
     for f, tips in zip(frames, ref):
         for j, name in enumerate(m.names):
-            if j:   # a Motion joint sits at its bone's base = its parent's tip
+            if j:  # a Motion joint sits at its bone's base = its parent's tip
                 want = tips[m.names[m.parents[j]]] * unit
                 assert np.abs(P[f - 1, j] - want).max() < 1e-9, (stem, f, name)
-        for name, site in m.end_sites.items():   # leaf tips
+        for name, site in m.end_sites.items():  # leaf tips
             G, P2 = forward_kinematics(m)
             assert np.abs(P2[f - 1, m.index(name)] + G[f - 1, m.index(name)] @ site - tips[name] * unit).max() < 1e-9
 
@@ -180,8 +217,9 @@ def test_asf_zero_pose_bones_follow_direction(shared_data, tmp_path):
     asf_path = shared_data / "cmu_extra" / "asf_amc" / "49.asf"
     asf = read_asf(asf_path)
     bones, _ = independent_asf(asf_path.read_text())
-    lines = [":FULLY-SPECIFIED", ":DEGREES", "1"] + [f"{n} " + " ".join("0" for _ in d)
-                                                     for n, d in zip(asf.names, asf.dofs) if d]
+    lines = [":FULLY-SPECIFIED", ":DEGREES", "1"] + [
+        f"{n} " + " ".join("0" for _ in d) for n, d in zip(asf.names, asf.dofs) if d
+    ]
     (tmp_path / "zero.amc").write_text("\n".join(lines) + "\n")
     m = read_amc(tmp_path / "zero.amc", asf)
     np.testing.assert_allclose(m.rotations, np.broadcast_to(np.eye(3), m.rotations.shape), atol=1e-12)
@@ -192,8 +230,7 @@ def test_asf_zero_pose_bones_follow_direction(shared_data, tmp_path):
         if j:
             direction, length, _, _ = bones[name]
             bone = tip - P[0, j]
-            np.testing.assert_allclose(bone, length * direction / np.linalg.norm(direction) * 0.0254 / 0.45,
-                                       atol=1e-12)
+            np.testing.assert_allclose(bone, length * direction / np.linalg.norm(direction) * 0.0254 / 0.45, atol=1e-12)
 
 
 def foot_skate(m: Motion) -> float:
@@ -208,21 +245,24 @@ def foot_skate(m: Motion) -> float:
     return float(np.mean(speeds))
 
 
-@pytest.mark.parametrize("name", ["asf_amc/35_01.amc", "asf_amc/zombie.amc", "bvh_3dsmax/131_02.bvh",
-                                  "bvh_daz_style/11_01.bvh"])
+@pytest.mark.parametrize(
+    "name", ["asf_amc/35_01.amc", "asf_amc/zombie.amc", "bvh_3dsmax/131_02.bvh", "bvh_daz_style/11_01.bvh"]
+)
 def test_rotation_order_keeps_stance_feet_still(shared_data, monkeypatch, name):
     """The Euler conventions checked on real motion: with the readers' order (ASF: fixed axes, M = Rz Ry Rx for
     ``rx ry rz``; BVH: the listed order, intrinsic) feet on the ground stand still; the reversed convention
     (a negative control, patched in) makes them slide at least twice as fast."""
     import runtime.formats.asf as asf_module
     import runtime.formats.bvh as bvh_module
+
     path = shared_data / "cmu_extra" / name
     right = foot_skate(read_motion(path))
     if name.endswith(".amc"):
         monkeypatch.setattr(asf_module, "_fixed_axes", lambda a, order: euler_matrix(np.asarray(a), order.lower()))
     else:
-        monkeypatch.setattr(bvh_module, "euler_matrix", lambda a, axes: euler_matrix(np.asarray(a)[..., ::-1],
-                                                                                     axes[::-1]))
+        monkeypatch.setattr(
+            bvh_module, "euler_matrix", lambda a, axes: euler_matrix(np.asarray(a)[..., ::-1], axes[::-1])
+        )
     wrong = foot_skate(read_motion(path))
     assert right < 0.4 and right < 0.5 * wrong, (name, right, wrong)
 
@@ -231,11 +271,11 @@ def test_rotation_order_keeps_stance_feet_still(shared_data, monkeypatch, name):
 @pytest.mark.parametrize("axes", ["xyz", "xzy", "yxz", "yzx", "zxy", "zyx"])
 def test_euler_orders_vs_scipy(axes):
     angles = np.random.default_rng(0).uniform(-np.pi, np.pi, (200, 3))
-    angles[:, 1] /= 2                                                   # the middle angle's range
+    angles[:, 1] /= 2  # the middle angle's range
     R = euler_matrix(angles, axes)
     np.testing.assert_allclose(R, Rotation.from_euler(axes.upper(), angles).as_matrix(), atol=1e-12)
     np.testing.assert_allclose(matrix_to_euler(R, axes), angles, atol=1e-9)
-    lock = euler_matrix(np.array([[0.3, np.pi / 2, -0.4]]), axes)        # gimbal lock: another triple, same R
+    lock = euler_matrix(np.array([[0.3, np.pi / 2, -0.4]]), axes)  # gimbal lock: another triple, same R
     np.testing.assert_allclose(euler_matrix(matrix_to_euler(lock, axes), axes), lock, atol=1e-9)
 
 
@@ -245,16 +285,21 @@ def test_bvh_channel_orders_vs_scipy(tmp_path):
     rng = np.random.default_rng(1)
     vals = np.round(rng.uniform(-170, 170, (4, 12)), 4)
     vals[:, :3] = np.round(rng.normal(size=(4, 3)) * 30, 4)
-    text = ("HIERARCHY\nROOT hips\n{\n OFFSET 0 0 0\n CHANNELS 6 Xposition Yposition Zposition " + orders[0]
-            + "\n JOINT a\n {\n  OFFSET 0 10 0\n  CHANNELS 3 " + orders[1] + "\n  JOINT b\n  {\n   OFFSET 5 0 0\n"
-            "   CHANNELS 3 " + orders[2] + "\n   End Site\n   {\n    OFFSET 0 0 2\n   }\n  }\n }\n}\nMOTION\n"
-            "Frames: 4\nFrame Time: 0.01\n" + "\n".join(" ".join(map(str, r)) for r in vals) + "\n")
+    text = (
+        "HIERARCHY\nROOT hips\n{\n OFFSET 0 0 0\n CHANNELS 6 Xposition Yposition Zposition "
+        + orders[0]
+        + "\n JOINT a\n {\n  OFFSET 0 10 0\n  CHANNELS 3 "
+        + orders[1]
+        + "\n  JOINT b\n  {\n   OFFSET 5 0 0\n"
+        "   CHANNELS 3 " + orders[2] + "\n   End Site\n   {\n    OFFSET 0 0 2\n   }\n  }\n }\n}\nMOTION\n"
+        "Frames: 4\nFrame Time: 0.01\n" + "\n".join(" ".join(map(str, r)) for r in vals) + "\n"
+    )
     path = tmp_path / "orders.bvh"
     path.write_text(text)
     m = read_bvh(path, unit_m=0.01)
     for j, order in enumerate(orders):
         axes = "".join(c[0] for c in order.split())
-        want = Rotation.from_euler(axes, vals[:, 3 + 3 * j: 6 + 3 * j], degrees=True).as_matrix()
+        want = Rotation.from_euler(axes, vals[:, 3 + 3 * j : 6 + 3 * j], degrees=True).as_matrix()
         np.testing.assert_allclose(m.rotations[:, j], want, atol=1e-12)
     np.testing.assert_allclose(m.trans, vals[:, :3] * 0.01)
     assert m.fps == 100.0 and m.end_sites["b"].tolist() == [0, 0, 0.02] and m.offsets[2].tolist() == [0.05, 0, 0]
@@ -267,8 +312,9 @@ def permuted(m: Motion, names) -> Motion:
     """``m`` with its joints in the order ``names`` (parents stay before children in a BFS-like SMPL order)."""
     idx = [m.names.index(n) for n in names]
     parents = [-1] + [idx.index(m.parents[i]) for i in idx[1:]]
-    return replace(m, names=tuple(names), parents=np.array(parents), offsets=m.offsets[idx],
-                   rotations=m.rotations[:, idx])
+    return replace(
+        m, names=tuple(names), parents=np.array(parents), offsets=m.offsets[idx], rotations=m.rotations[:, idx]
+    )
 
 
 def test_write_bvh_round_trip(shared_data, tmp_path):
@@ -280,8 +326,8 @@ def test_write_bvh_round_trip(shared_data, tmp_path):
     text = path.read_text()
     back = read_bvh(path)
     assert detect_skeleton(back) == "cgspeed_motionbuilder" and set(back.names) == set(mb.names)
-    back = permuted(back, mb.names)                                  # BVH nests joints depth-first
-    assert f"OFFSET {mb.offsets[4][0] / UNITS_M['cgspeed_motionbuilder']:.9f}" in text   # written in cgspeed units
+    back = permuted(back, mb.names)  # BVH nests joints depth-first
+    assert f"OFFSET {mb.offsets[4][0] / UNITS_M['cgspeed_motionbuilder']:.9f}" in text  # written in cgspeed units
     np.testing.assert_allclose(back.offsets, mb.offsets, atol=1e-9)
     np.testing.assert_allclose(back.rotations, mb.rotations, atol=1e-8)
     np.testing.assert_allclose(back.trans, mb.trans, atol=1e-9)
@@ -290,11 +336,11 @@ def test_write_bvh_round_trip(shared_data, tmp_path):
     check_skeleton(back, "cgspeed_motionbuilder")
 
     full = read_bvh(shared_data / "cmu_extra" / "bvh_3dsmax" / "131_02.bvh")
-    take = full.subsample(30)                                        # 120 Hz -> frames 0, 4, 8, ...
+    take = full.subsample(30)  # 120 Hz -> frames 0, 4, 8, ...
     np.testing.assert_array_equal(take.rotations, full.rotations[::4])
     assert take.fps == pytest.approx(30.0, rel=1e-4) and full.subsample(None) is full
     back = read_bvh(write_bvh(take, tmp_path / "131_02.bvh", axes="xzy"))
-    assert back.names == take.names and back.parents.tolist() == take.parents.tolist()   # file order kept
+    assert back.names == take.names and back.parents.tolist() == take.parents.tolist()  # file order kept
     for a in ("offsets", "rotations", "trans"):
         np.testing.assert_allclose(getattr(back, a), getattr(take, a), atol=1e-8)
     assert set(back.end_sites) == set(take.end_sites) and len(back) == len(take) == 312
@@ -303,25 +349,35 @@ def test_write_bvh_round_trip(shared_data, tmp_path):
 def test_unknown_skeleton_units_and_names(tmp_path):
     """A skeleton no map knows: the unit is guessed from an adult height or refused; detect_skeleton lists the
     closest map's missing joints and the unknown ones."""
+
     def write(path, scale):
-        path.write_text(f"HIERARCHY\nROOT pelvis_x\n{{\n OFFSET 0 0 0\n CHANNELS 6 Xposition Yposition Zposition "
-                        f"Zrotation Yrotation Xrotation\n JOINT thigh_l\n {{\n  OFFSET {10 * scale} {-90 * scale} 0\n"
-                        f"  CHANNELS 3 Zrotation Yrotation Xrotation\n  End Site\n  {{\n   OFFSET 0 {-80 * scale} 0\n"
-                        f"  }}\n }}\n}}\nMOTION\nFrames: 1\nFrame Time: 0.033333\n0 {90 * scale} 0 0 0 0 0 0 0\n")
+        path.write_text(
+            f"HIERARCHY\nROOT pelvis_x\n{{\n OFFSET 0 0 0\n CHANNELS 6 Xposition Yposition Zposition "
+            f"Zrotation Yrotation Xrotation\n JOINT thigh_l\n {{\n  OFFSET {10 * scale} {-90 * scale} 0\n"
+            f"  CHANNELS 3 Zrotation Yrotation Xrotation\n  End Site\n  {{\n   OFFSET 0 {-80 * scale} 0\n"
+            f"  }}\n }}\n}}\nMOTION\nFrames: 1\nFrame Time: 0.033333\n0 {90 * scale} 0 0 0 0 0 0 0\n"
+        )
         return path
-    cm = read_bvh(write(tmp_path / "cm.bvh", 1.0))              # 170 units tall: only cm fits
+
+    cm = read_bvh(write(tmp_path / "cm.bvh", 1.0))  # 170 units tall: only cm fits
     assert cm.offsets[1].tolist() == pytest.approx([0.1, -0.9, 0])
     with raises_at(tmp_path / "tiny.bvh", "pass unit_m"):
         read_bvh(write(tmp_path / "tiny.bvh", 1e-4))
     with pytest.raises(FormatError, match=r"cm\.bvh.*skeleton not recognised.*thigh_l"):
         detect_skeleton(cm)
-    with pytest.raises(FormatError, match="cm.bvh.*not below"):   # a user map: left_knee above left_hip
+    with pytest.raises(FormatError, match="cm.bvh.*not below"):  # a user map: left_knee above left_hip
         joint_positions(cm, {"pelvis": "pelvis_x", "left_hip": "thigh_l", "left_knee": "pelvis_x"})
-    for bad in ({"left_hip": "thigh_l"}, {"pelvis": "pelvis_x", "left_thigh": "thigh_l"},
-                {"pelvis": ("pelvis_x",)}, {"pelvis": "pelvis_x", "left_hip": "thigh_r"}):
+    for bad in (
+        {"left_hip": "thigh_l"},
+        {"pelvis": "pelvis_x", "left_thigh": "thigh_l"},
+        {"pelvis": ("pelvis_x",)},
+        {"pelvis": "pelvis_x", "left_hip": "thigh_r"},
+    ):
         with pytest.raises(FormatError, match=r"cm\.bvh.*joint map"):
             joint_positions(cm, bad)
-    with pytest.raises(FormatError, match=r"cm\.bvh: skeleton not recognised.*needs joints thigh_r.*does not map: thigh_l"):
+    with pytest.raises(
+        FormatError, match=r"cm\.bvh: skeleton not recognised.*needs joints thigh_r.*does not map: thigh_l"
+    ):
         detect_skeleton(cm, {"mine": {"pelvis": "pelvis_x", "left_hip": "thigh_r"}})
     assert detect_skeleton(cm, {"mine": {"pelvis": "pelvis_x", "left_hip": "thigh_l"}}) == "mine"
     pos = joint_positions(cm, {"pelvis": "pelvis_x", "left_hip": "thigh_l", "left_knee": "thigh_l/end"})
@@ -334,7 +390,7 @@ def small_bvh(shared_data, tmp_path):
     """The first 6 frames of a real 3dsMax take: (path, lines, index of the MOTION line)."""
     lines = (shared_data / "cmu_extra" / "bvh_3dsmax" / "131_01.bvh").read_text().splitlines()
     motion = lines.index("MOTION")
-    lines = lines[:motion + 1] + ["Frames: 6", lines[motion + 2]] + lines[motion + 3: motion + 9]
+    lines = lines[: motion + 1] + ["Frames: 6", lines[motion + 2]] + lines[motion + 3 : motion + 9]
     return lines, motion
 
 
@@ -344,20 +400,28 @@ def _replace_value(line, k, value):
     return " ".join(v)
 
 
-BVH_CASES = {   # name -> (edit of (lines, motion), expected place in the message: a line number or a phrase)
+BVH_CASES = {  # name -> (edit of (lines, motion), expected place in the message: a line number or a phrase)
     "cut mid-hierarchy": (lambda L, m: L[:60], "line 60: HIERARCHY ends early"),
     "cut mid-frame": (lambda L, m: L[:-1] + [" ".join(L[-1].split()[:20])], "line {last}"),
-    "wrong channel count": (lambda L, m: [l.replace("CHANNELS 3", "CHANNELS 7", 1) if i == 8 else l
-                                          for i, l in enumerate(L)], "line 9"),
-    "bad number": (lambda L, m: L[:m + 5] + [_replace_value(L[m + 5], 7, "1.2.3")] + L[m + 6:], "line {m6}"),
-    "nan": (lambda L, m: L[:m + 4] + [_replace_value(L[m + 4], 10, "nan")] + L[m + 5:], "line {m5}"),
-    "inf": (lambda L, m: L[:m + 4] + [_replace_value(L[m + 4], 1, "-inf")] + L[m + 5:], "line {m5}"),
+    "wrong channel count": (
+        lambda L, m: [l.replace("CHANNELS 3", "CHANNELS 7", 1) if i == 8 else l for i, l in enumerate(L)],
+        "line 9",
+    ),
+    "bad number": (lambda L, m: L[: m + 5] + [_replace_value(L[m + 5], 7, "1.2.3")] + L[m + 6 :], "line {m6}"),
+    "nan": (lambda L, m: L[: m + 4] + [_replace_value(L[m + 4], 10, "nan")] + L[m + 5 :], "line {m5}"),
+    "inf": (lambda L, m: L[: m + 4] + [_replace_value(L[m + 4], 1, "-inf")] + L[m + 5 :], "line {m5}"),
     "inf offset": (lambda L, m: [l.replace("OFFSET 2.49329", "OFFSET inf") for l in L], "line 16"),
     "missing MOTION": (lambda L, m: L[:m], "line {m}: no MOTION section"),
     "frame count": (lambda L, m: [l.replace("Frames: 6", "Frames: 7") for l in L], "declares 7 frames"),
-    "moving joint": (lambda L, m: [l.replace("CHANNELS 3 Zrotation Yrotation Xrotation", "CHANNELS 3 Xposition "
-                                             "Yrotation Xrotation", 1) if i == 12 else l for i, l in enumerate(L)],
-                     "joint LeftHip translates"),
+    "moving joint": (
+        lambda L, m: [
+            l.replace("CHANNELS 3 Zrotation Yrotation Xrotation", "CHANNELS 3 Xposition Yrotation Xrotation", 1)
+            if i == 12
+            else l
+            for i, l in enumerate(L)
+        ],
+        "joint LeftHip translates",
+    ),
 }
 
 
@@ -386,15 +450,17 @@ def small_amc(shared_data, tmp_path):
     asf = tmp_path / "49.asf"
     asf.write_text((folder / "49.asf").read_text())
     lines = (folder / "49_18.amc").read_text().splitlines()
-    return asf, lines[:lines.index("4")]
+    return asf, lines[: lines.index("4")]
 
 
 AMC_CASES = {
     "unknown bone": (lambda L: L[:10] + ["lpinky 1 2"] + L[10:], "line 11: frame 1: unknown bone 'lpinky'"),
     "wrong value count": (lambda L: [l + " 0.5" if l.startswith("ltibia") else l for l in L], "line {ltibia}"),
     "bad number": (lambda L: [l.replace("lfemur ", "lfemur x", 1) for l in L], "line {lfemur}"),
-    "nan": (lambda L: [("rtibia nan" if l.startswith("rtibia ") else l) for l in L],
-            "line {rtibia}: frame 1: bone 'rtibia' holds NaN"),
+    "nan": (
+        lambda L: [("rtibia nan" if l.startswith("rtibia ") else l) for l in L],
+        "line {rtibia}: frame 1: bone 'rtibia' holds NaN",
+    ),
     "cut mid-frame": (lambda L: L[:-5], "frame 3"),
     "frame count mismatch": (lambda L: [("5" if l == "3" else l) for l in L], "frame number 5, expected 3"),
     "empty": (lambda L: L[:3], "no frames"),
@@ -407,8 +473,11 @@ def test_bad_amc(small_amc, tmp_path, case):
     assert len(read_motion(_write(tmp_path / "49_ok.amc", lines))) == 3
     edit, where = AMC_CASES[case]
     out = edit(lines)
-    first = {b: 1 + next(i for i, l in enumerate(out) if l.startswith(b + " ")) for b in ("ltibia", "lfemur", "rtibia")} \
-        if len(out) > 10 else {}
+    first = (
+        {b: 1 + next(i for i, l in enumerate(out) if l.startswith(b + " ")) for b in ("ltibia", "lfemur", "rtibia")}
+        if len(out) > 10
+        else {}
+    )
     path = _write(tmp_path / f"49_{case.replace(' ', '_')}.amc", out)
     with raises_at(path, where.format(**first)):
         read_motion(path)
@@ -420,11 +489,10 @@ def _write(path, lines):
 
 
 ASF_CASES = {
-    "cut mid-bonedata": (lambda t: t[:t.index("name lfoot")], "ends inside the bone block"),
+    "cut mid-bonedata": (lambda t: t[: t.index("name lfoot")], "ends inside the bone block"),
     "bad number": (lambda t: t.replace("length 7.41015", "length seven"), "line {length}"),
-    "nan direction": (lambda t: t.replace("direction 0.34202 -0.939693 0 ", "direction nan -0.939693 0 ", 1),
-                      "NaN"),
-    "no hierarchy": (lambda t: t[:t.index(":hierarchy")], "no complete ':hierarchy'"),
+    "nan direction": (lambda t: t.replace("direction 0.34202 -0.939693 0 ", "direction nan -0.939693 0 ", 1), "NaN"),
+    "no hierarchy": (lambda t: t[: t.index(":hierarchy")], "no complete ':hierarchy'"),
     "unknown bone in hierarchy": (lambda t: t.replace("lfemur ltibia", "lfemur lshin"), "unknown bone 'lshin'"),
 }
 
@@ -444,10 +512,12 @@ def test_bad_asf(shared_data, tmp_path, case):
 
 def test_readers_import_neither_torch_nor_scipy(shared_data):
     """What a studio with the plain (torch-free, scipy-free) install needs: the readers and FK."""
-    code = ("import sys; from runtime.formats import read_motion, forward_kinematics; "
-            f"forward_kinematics(read_motion({str(shared_data / 'cmu_extra' / 'bvh_daz_style' / '11_01.bvh')!r})); "
-            "bad = [m for m in sys.modules if m.split('.')[0] in ('torch', 'scipy', 'train')]; "
-            "assert not bad, bad")
+    code = (
+        "import sys; from runtime.formats import read_motion, forward_kinematics; "
+        f"forward_kinematics(read_motion({str(shared_data / 'cmu_extra' / 'bvh_daz_style' / '11_01.bvh')!r})); "
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('torch', 'scipy', 'train')]; "
+        "assert not bad, bad"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
 
 
@@ -472,10 +542,10 @@ def test_bad_npz_and_paths(shared_data, tmp_path):
             read_motion(tmp_path / "fps.npz")
     m = read_motion(shared_data / "cmu_pose" / "val.npz")[0]
     R = m.rotations.copy()
-    R[4, 7] *= 1.01                                                     # scaled: not a rotation
+    R[4, 7] *= 1.01  # scaled: not a rotation
     with raises_at(m.source, "frame 4: rotation of joint left_ankle is not a rotation"):
         replace(m, rotations=R)
-    R[4, 7] = np.diag([1.0, 1.0, -1.0])                                 # a reflection
+    R[4, 7] = np.diag([1.0, 1.0, -1.0])  # a reflection
     with raises_at(m.source, "frame 4: rotation of joint left_ankle"):
         replace(m, rotations=R)
     with raises_at(m.source, "cannot be written to BVH"):

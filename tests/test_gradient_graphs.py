@@ -6,6 +6,7 @@ masked joint) and against central finite differences, on real CMU test poses and
 test poses (through the inverse) and on random z; bad inputs; models exported before the graph existed; the
 onnxruntime schedule the reverse pass's speed relies on (SiLU derivatives computed in the forward pass).
 """
+
 import json
 import shutil
 
@@ -18,7 +19,7 @@ from runtime import ModelError, PosePrior, rotations
 from train.data import load_npz
 from train.flow import PoseFlow
 
-RELATIVE = 1e-5   # parity bound of the exported graphs, relative to max |g|
+RELATIVE = 1e-5  # parity bound of the exported graphs, relative to max |g|
 GRAPH_INPUTS = {"log_prob_grad": ("poses",), "latent_vjp": ("z", "grad_poses")}
 
 
@@ -65,8 +66,9 @@ def test_reverse_pass_matches_autograd(activation, masked):
     ref_lp, ref_grad = log_prob_and_grad(flow.log_prob, x)
     assert torch.allclose(log_p, ref_lp, rtol=1e-12, atol=1e-9) and rel_err(grad, ref_grad) < 1e-10
     z, g = torch.randn(6, flow.dim, dtype=torch.float64), torch.randn(6, 21, 6, dtype=torch.float64)
-    for out, ref, name in zip(LatentVJP(flow)(z, g), latent_vjp_autograd(flow, z, g),
-                              ("poses", "log_prob", "grad_log_prob_z", "vjp_z")):
+    for out, ref, name in zip(
+        LatentVJP(flow)(z, g), latent_vjp_autograd(flow, z, g), ("poses", "log_prob", "grad_log_prob_z", "vjp_z")
+    ):
         assert rel_err(out, ref) < 1e-10, name
     if masked:
         assert not grad[:, rotations.JOINT_NAMES.index("spine2")].any()
@@ -120,14 +122,17 @@ def test_latent_vjp_parity_with_autograd(prior, flow, test_6d, batch, report):
         g = rng.standard_normal((batch, 21, 6), dtype=np.float32)
         out = prior.latent_vjp(z, g)
         ref = [t.numpy() for t in latent_vjp_autograd(flow, torch.from_numpy(z), torch.from_numpy(g))]
-        errs = {"poses": float(np.abs(out[0] - ref[0]).max()),
-                "log_prob": float(np.abs(out[1] - ref[1]).max() / max(1.0, np.abs(ref[1]).max())),
-                "grad_log_prob_z": rel_err(out[2], ref[2]), "vjp_z": rel_err(out[3], ref[3])}
+        errs = {
+            "poses": float(np.abs(out[0] - ref[0]).max()),
+            "log_prob": float(np.abs(out[1] - ref[1]).max() / max(1.0, np.abs(ref[1]).max())),
+            "grad_log_prob_z": rel_err(out[2], ref[2]),
+            "vjp_z": rel_err(out[3], ref[3]),
+        }
         rows.append(f"{label:11s} {batch:5d} " + " ".join(f"{k}={v:.1e}" for k, v in errs.items()))
         assert all(o.dtype == np.float32 and o.shape == r.shape for o, r in zip(out, ref))
         assert errs["poses"] <= 1e-5 and errs["log_prob"] <= 1e-6, (label, errs)
         assert errs["grad_log_prob_z"] <= RELATIVE and errs["vjp_z"] <= RELATIVE, (label, errs)
-        if label == "real poses":   # f(f^-1(x)) = x, and log p(f(z)) is the density of the pose
+        if label == "real poses":  # f(f^-1(x)) = x, and log p(f(z)) is the density of the pose
             assert np.abs(out[0] - real).max() < 1e-4
             np.testing.assert_allclose(out[1], prior.log_prob(real), rtol=1e-5, atol=1e-3)
     report("latent_vjp (onnxruntime) vs torch autograd: poses abs, log_prob rel, gradients rel to max|.|", rows)
@@ -139,19 +144,22 @@ def test_latent_vjp_agrees_with_the_other_graphs(prior):
     x2, log_p2 = prior.latent_forward(z)
     np.testing.assert_allclose(x, x2, atol=1e-6)
     np.testing.assert_allclose(log_p, log_p2, rtol=1e-6, atol=1e-4)
-    assert not vjp_z.any() and np.abs(grad_z).max() > 0   # a zero cotangent pulls back to zero
-    one = prior.latent_vjp(z[0], np.ones((21, 6), np.float32))          # a single latent: unbatched outputs
+    assert not vjp_z.any() and np.abs(grad_z).max() > 0  # a zero cotangent pulls back to zero
+    one = prior.latent_vjp(z[0], np.ones((21, 6), np.float32))  # a single latent: unbatched outputs
     assert [o.shape for o in one] == [(21, 6), (), (prior.dim,), (prior.dim,)]
 
 
-@pytest.mark.parametrize("z_shape, g, match", [
-    ((3, None), np.zeros((2, 21, 6), np.float32), r"grad_poses: shape \(2, 21, 6\), expected \(3, 21, 6\)"),
-    ((3, None), np.zeros((3, 20, 6), np.float32), r"grad_poses: shape \(3, 20, 6\)"),
-    ((None,), np.zeros((3, 21, 6), np.float32), r"grad_poses: shape \(3, 21, 6\), expected \(21, 6\)"),
-    ((3, None), np.zeros((3, 21, 6), np.int32), r"grad_poses must be a floating-point array"),
-    ((3, None), np.full((3, 21, 6), np.nan, np.float32), r"grad_poses contain NaN"),
-    ((3, 5), np.zeros((3, 21, 6), np.float32), r"z: shape \(3, 5\)"),
-])
+@pytest.mark.parametrize(
+    "z_shape, g, match",
+    [
+        ((3, None), np.zeros((2, 21, 6), np.float32), r"grad_poses: shape \(2, 21, 6\), expected \(3, 21, 6\)"),
+        ((3, None), np.zeros((3, 20, 6), np.float32), r"grad_poses: shape \(3, 20, 6\)"),
+        ((None,), np.zeros((3, 21, 6), np.float32), r"grad_poses: shape \(3, 21, 6\), expected \(21, 6\)"),
+        ((3, None), np.zeros((3, 21, 6), np.int32), r"grad_poses must be a floating-point array"),
+        ((3, None), np.full((3, 21, 6), np.nan, np.float32), r"grad_poses contain NaN"),
+        ((3, 5), np.zeros((3, 21, 6), np.float32), r"z: shape \(3, 5\)"),
+    ],
+)
 def test_latent_vjp_bad_inputs(prior, z_shape, g, match):
     z = np.zeros(tuple(prior.dim if d is None else d for d in z_shape), np.float32)
     with pytest.raises(ValueError, match=match):
@@ -210,11 +218,14 @@ def test_silu_derivative_runs_in_the_forward_pass(tiny_model, flow, tmp_path, gr
     MatMul, so that the reverse pass reads one tensor per activation. Allowed: one coupling's worth deferred (the
     first one of latent_vjp, whose reverse pass starts first)."""
     assert isinstance(flow.layers[0].net[1], torch.nn.SiLU)
-    feeds = {"poses": np.tile(np.array([1, 0, 0, 0, 1, 0], np.float32), (4, 21, 1)),
-             "z": np.zeros((4, flow.dim), np.float32), "grad_poses": np.ones((4, 21, 6), np.float32)}
+    feeds = {
+        "poses": np.tile(np.array([1, 0, 0, 0, 1, 0], np.float32), (4, 21, 1)),
+        "z": np.zeros((4, flow.dim), np.float32),
+        "grad_poses": np.ones((4, 21, 6), np.float32),
+    }
     ops = executed_ops(tiny_model / f"{graph}.onnx", {k: feeds[k] for k in GRAPH_INPUTS[graph]}, tmp_path)
     forward = ops[: ops.index("MatMul")]
     depth = len(flow.layers[0].net) // 2
     activations = len(flow.layers) * depth
-    early = sum(forward[i: i + 5] == ["Sigmoid", "Mul", "Sub", "Add", "Mul"] for i in range(len(forward)))
+    early = sum(forward[i : i + 5] == ["Sigmoid", "Mul", "Sub", "Add", "Mul"] for i in range(len(forward)))
     assert forward.count("Sigmoid") == activations and early >= activations - depth, (early, activations)

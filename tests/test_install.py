@@ -1,6 +1,7 @@
 """The plain install (``pip install .``, no extras: no torch) gives a working ``poseprior`` command: ``--help`` and
 the torch-free subcommands run, the torch ones say in one line which extra to install (exit 2), and ``import
 train`` / ``import export`` raise ImportError with the same hint. Builds a fresh venv (pip reaches PyPI)."""
+
 from __future__ import annotations
 
 import json
@@ -22,8 +23,11 @@ def plain_install(tmp_path_factory) -> Path:
     env = tmp_path_factory.mktemp("plain_venv")
     t0 = time.monotonic()
     venv.create(env, with_pip=True)
-    r = subprocess.run([env / "bin" / "python", "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                        str(REPO)], capture_output=True, text=True)
+    r = subprocess.run(
+        [env / "bin" / "python", "-m", "pip", "install", "--quiet", "--disable-pip-version-check", str(REPO)],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     print(f"plain install: {time.monotonic() - t0:.1f} s")
     return env / "bin"
@@ -31,8 +35,13 @@ def plain_install(tmp_path_factory) -> Path:
 
 def run(bin_dir: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess:
     # cwd outside the checkout, so that the installed package (not the source tree) is imported
-    return subprocess.run([str(a) for a in args], capture_output=True, text=True, cwd=cwd,
-                          env={"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(cwd)})
+    return subprocess.run(
+        [str(a) for a in args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(cwd)},
+    )
 
 
 @pytest.mark.slow
@@ -42,20 +51,40 @@ def test_plain_install_runs_the_torch_free_commands(plain_install, tmp_path, sha
     r = run(plain_install, "poseprior", "--help", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "demo" in r.stdout and "train" in r.stdout and "Traceback" not in r.stderr
-    r = run(plain_install, "poseprior", "demo", "--n", "50", "--out", tmp_path / "demo.png",
-            "--data", shared_data / "cmu_pose" / "test.npz", cwd=tmp_path)
+    r = run(
+        plain_install,
+        "poseprior",
+        "demo",
+        "--n",
+        "50",
+        "--out",
+        tmp_path / "demo.png",
+        "--data",
+        shared_data / "cmu_pose" / "test.npz",
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stderr
     assert "real, unseen subject" in r.stdout and "Traceback" not in r.stderr
     r = run(plain_install, "poseprior", "demo", "--model", tmp_path / "no_model", cwd=tmp_path)
     assert r.returncode == 2 and r.stderr.startswith("error: ") and "Traceback" not in r.stderr, r.stderr
-    take = shared_data / "cmu_extra" / "bvh_daz_style" / "11_01.bvh"      # the take tools, torch-free
+    take = shared_data / "cmu_extra" / "bvh_daz_style" / "11_01.bvh"  # the take tools, torch-free
     r = run(plain_install, "poseprior", "score", take, "--out", tmp_path / "s.json", cwd=tmp_path)
     assert r.returncode == 0 and "frames flagged" in r.stdout, r.stderr
     assert len(json.loads((tmp_path / "s.json").read_text())["log_prob"]) == 597
     r = run(plain_install, "poseprior", "score", take, "--plot", tmp_path / "s.png", cwd=tmp_path)
     assert r.returncode == 2 and "pip install 'poseprior[plot]'" in r.stderr and not (tmp_path / "s.png").exists()
-    r = run(plain_install, "poseprior", "repair", take, "--flagged", "--space", "ambient", "--out",
-            tmp_path / "r.npz", cwd=tmp_path)
+    r = run(
+        plain_install,
+        "poseprior",
+        "repair",
+        take,
+        "--flagged",
+        "--space",
+        "ambient",
+        "--out",
+        tmp_path / "r.npz",
+        cwd=tmp_path,
+    )
     assert r.returncode == 0 and (tmp_path / "r.npz").is_file(), r.stderr
     for command in ("train", "export", "evaluate", "fit-bench", "bench"):
         r = run(plain_install, "poseprior", command, "--help", cwd=tmp_path)

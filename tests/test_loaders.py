@@ -1,4 +1,5 @@
 """Data loaders: AMASS npz, BVH (checked against an independent Euler FK written here), the shared npz format."""
+
 import re
 
 import numpy as np
@@ -11,7 +12,7 @@ from train.data import DataError, load_npz, load_split
 from train.rotations import JOINT_NAMES, PARENTS
 
 SMPL_NAMES = ("pelvis",) + tuple(JOINT_NAMES)
-UNIT_M = 0.0564444          # cgspeed BVH unit (../shared/data/cmu_pose/README.md, "Units")
+UNIT_M = 0.0564444  # cgspeed BVH unit (../shared/data/cmu_pose/README.md, "Units")
 
 
 def raises_naming(path):
@@ -22,13 +23,21 @@ def raises_naming(path):
 # --- AMASS --------------------------------------------------------------------------------------------------------
 def write_amass(path, frames=12, width=156, rate_key="mocap_framerate", seed=0, **extra):
     poses = np.random.default_rng(seed).normal(scale=0.6, size=(frames, width))
-    np.savez(path, poses=poses, trans=np.zeros((frames, 3)), betas=np.zeros(16), gender=np.array("male"),
-             **{rate_key: np.array(120.0)}, **extra)
+    np.savez(
+        path,
+        poses=poses,
+        trans=np.zeros((frames, 3)),
+        betas=np.zeros(16),
+        gender=np.array("male"),
+        **{rate_key: np.array(120.0)},
+        **extra,
+    )
     return poses
 
 
-@pytest.mark.parametrize("width, rate_key", [(156, "mocap_framerate"), (165, "mocap_frame_rate"),
-                                             (72, "mocap_framerate")])
+@pytest.mark.parametrize(
+    "width, rate_key", [(156, "mocap_framerate"), (165, "mocap_frame_rate"), (72, "mocap_framerate")]
+)
 def test_amass_body_joints_and_subsampling(tmp_path, width, rate_key):
     path = tmp_path / f"take_{width}.npz"
     poses = write_amass(path, width=width, rate_key=rate_key)
@@ -37,9 +46,9 @@ def test_amass_body_joints_and_subsampling(tmp_path, width, rate_key):
     np.testing.assert_array_equal(ps.rotations, poses[:, 3:66].reshape(-1, 21, 3).astype(np.float32))
     assert ps.sequence_names == [path.stem] and (ps.sequence == 0).all() and (ps.subject == -1).all()
     assert ps.offsets is None and list(ps.files) == [str(path)] and len(ps.files[str(path)]) == 64
-    sub = load_amass(path, fps=30)                       # 120 Hz -> every 4th frame from frame 0
+    sub = load_amass(path, fps=30)  # 120 Hz -> every 4th frame from frame 0
     np.testing.assert_array_equal(sub.rotations, ps.rotations[::4])
-    assert len(load_amass(path, fps=240)) == 12          # never upsampled
+    assert len(load_amass(path, fps=240)) == 12  # never upsampled
 
 
 def test_amass_folder_via_load_split(tmp_path):
@@ -49,7 +58,9 @@ def test_amass_folder_via_load_split(tmp_path):
     b = write_amass(folder / "b.npz", frames=7, width=165, seed=2)
     ps = load_split(folder)
     assert ps.sequence_names == ["a", "b"] and ps.sequence.tolist() == [0] * 5 + [1] * 7
-    np.testing.assert_array_equal(ps.rotations, np.concatenate([a[:, 3:66], b[:, 3:66]]).reshape(-1, 21, 3).astype(np.float32))
+    np.testing.assert_array_equal(
+        ps.rotations, np.concatenate([a[:, 3:66], b[:, 3:66]]).reshape(-1, 21, 3).astype(np.float32)
+    )
     assert len(ps.files) == 2 and len(load_split(folder, fps=60)) == 3 + 4
 
 
@@ -82,25 +93,144 @@ def test_amass_bad_files(tmp_path, problem):
 # --- BVH ----------------------------------------------------------------------------------------------------------
 # cgspeed "MotionBuilder-friendly" skeleton (31 joints), offsets in BVH units close to CMU subject 01's:
 # legs splayed ~20 degrees, spine slightly bent, upper arms raised -- not a T-pose.
-SKELETON = ("Hips", (0, 0, 0), [
-    ("LHipJoint", (0, 0, 0), [("LeftUpLeg", (1.36, -1.79, 0.84), [("LeftLeg", (2.45, -6.73, 0), [
-        ("LeftFoot", (2.56, -7.04, 0), [("LeftToeBase", (0.16, -0.43, 2.32), [])])])])]),
-    ("RHipJoint", (0, 0, 0), [("RightUpLeg", (-1.31, -1.79, 0.84), [("RightLeg", (-2.54, -6.98, 0), [
-        ("RightFoot", (-2.57, -7.06, 0), [("RightToeBase", (-0.15, -0.42, 2.29), [])])])])]),
-    ("LowerBack", (0, 0, 0), [("Spine", (0.03, 2.04, -0.19), [("Spine1", (0.06, 2.05, -0.04), [
-        ("Neck", (0, 0, 0), [("Neck1", (-0.05, 1.75, 0.17), [("Head", (0.10, 1.76, -0.12), [])])]),
-        ("LeftShoulder", (0, 0, 0), [("LeftArm", (3.36, 1.20, -0.31), [("LeftForeArm", (4.98, 0.4, -0.2), [
-            ("LeftHand", (3.48, -0.1, 0.3), [("LeftFingerBase", (0.71, 0, 0), [("LeftHandIndex1", (0.57, 0, 0), [])]),
-                                              ("LThumb", (0, 0, 0), [])])])])]),
-        ("RightShoulder", (0, 0, 0), [("RightArm", (-3.14, 1.37, -0.40), [("RightForeArm", (-5.03, 0.3, 0.1), [
-            ("RightHand", (-3.52, 0.2, -0.1), [("RightFingerBase", (-0.70, 0, 0), [("RightHandIndex1", (-0.56, 0, 0), [])]),
-                                                ("RThumb", (0, 0, 0), [])])])])]),
-    ])])]),
-])
+SKELETON = (
+    "Hips",
+    (0, 0, 0),
+    [
+        (
+            "LHipJoint",
+            (0, 0, 0),
+            [
+                (
+                    "LeftUpLeg",
+                    (1.36, -1.79, 0.84),
+                    [
+                        (
+                            "LeftLeg",
+                            (2.45, -6.73, 0),
+                            [("LeftFoot", (2.56, -7.04, 0), [("LeftToeBase", (0.16, -0.43, 2.32), [])])],
+                        )
+                    ],
+                )
+            ],
+        ),
+        (
+            "RHipJoint",
+            (0, 0, 0),
+            [
+                (
+                    "RightUpLeg",
+                    (-1.31, -1.79, 0.84),
+                    [
+                        (
+                            "RightLeg",
+                            (-2.54, -6.98, 0),
+                            [("RightFoot", (-2.57, -7.06, 0), [("RightToeBase", (-0.15, -0.42, 2.29), [])])],
+                        )
+                    ],
+                )
+            ],
+        ),
+        (
+            "LowerBack",
+            (0, 0, 0),
+            [
+                (
+                    "Spine",
+                    (0.03, 2.04, -0.19),
+                    [
+                        (
+                            "Spine1",
+                            (0.06, 2.05, -0.04),
+                            [
+                                (
+                                    "Neck",
+                                    (0, 0, 0),
+                                    [("Neck1", (-0.05, 1.75, 0.17), [("Head", (0.10, 1.76, -0.12), [])])],
+                                ),
+                                (
+                                    "LeftShoulder",
+                                    (0, 0, 0),
+                                    [
+                                        (
+                                            "LeftArm",
+                                            (3.36, 1.20, -0.31),
+                                            [
+                                                (
+                                                    "LeftForeArm",
+                                                    (4.98, 0.4, -0.2),
+                                                    [
+                                                        (
+                                                            "LeftHand",
+                                                            (3.48, -0.1, 0.3),
+                                                            [
+                                                                (
+                                                                    "LeftFingerBase",
+                                                                    (0.71, 0, 0),
+                                                                    [("LeftHandIndex1", (0.57, 0, 0), [])],
+                                                                ),
+                                                                ("LThumb", (0, 0, 0), []),
+                                                            ],
+                                                        )
+                                                    ],
+                                                )
+                                            ],
+                                        )
+                                    ],
+                                ),
+                                (
+                                    "RightShoulder",
+                                    (0, 0, 0),
+                                    [
+                                        (
+                                            "RightArm",
+                                            (-3.14, 1.37, -0.40),
+                                            [
+                                                (
+                                                    "RightForeArm",
+                                                    (-5.03, 0.3, 0.1),
+                                                    [
+                                                        (
+                                                            "RightHand",
+                                                            (-3.52, 0.2, -0.1),
+                                                            [
+                                                                (
+                                                                    "RightFingerBase",
+                                                                    (-0.70, 0, 0),
+                                                                    [("RightHandIndex1", (-0.56, 0, 0), [])],
+                                                                ),
+                                                                ("RThumb", (0, 0, 0), []),
+                                                            ],
+                                                        )
+                                                    ],
+                                                )
+                                            ],
+                                        )
+                                    ],
+                                ),
+                            ],
+                        )
+                    ],
+                )
+            ],
+        ),
+    ],
+)
 # the same skeleton with every canonical bone along its T-pose direction (Y up, left = +X)
-TPOSE = {"LeftLeg": (0, -7.0, 0), "LeftFoot": (0, -7.2, 0), "RightLeg": (0, -7.1, 0), "RightFoot": (0, -7.3, 0),
-         "Spine": (0, 2.0, 0), "Spine1": (0, 2.1, 0), "Neck1": (0, 1.7, 0), "Head": (0, 1.8, 0),
-         "LeftForeArm": (5.0, 0, 0), "LeftHand": (3.5, 0, 0), "RightForeArm": (-5.0, 0, 0), "RightHand": (-3.5, 0, 0)}
+TPOSE = {
+    "LeftLeg": (0, -7.0, 0),
+    "LeftFoot": (0, -7.2, 0),
+    "RightLeg": (0, -7.1, 0),
+    "RightFoot": (0, -7.3, 0),
+    "Spine": (0, 2.0, 0),
+    "Spine1": (0, 2.1, 0),
+    "Neck1": (0, 1.7, 0),
+    "Head": (0, 1.8, 0),
+    "LeftForeArm": (5.0, 0, 0),
+    "LeftHand": (3.5, 0, 0),
+    "RightForeArm": (-5.0, 0, 0),
+    "RightHand": (-3.5, 0, 0),
+}
 
 
 def flatten(node, parent=-1, out=None, tpose=False):
@@ -146,11 +276,11 @@ def random_motion(frames, seed=0, lhip_deg=0.0):
     rng = np.random.default_rng(seed)
     names = [j[0] for j in flatten(SKELETON)]
     m = rng.normal(scale=35.0, size=(frames, 3 + 3 * len(names)))
-    m[:, :3] = rng.normal(scale=20.0, size=(frames, 3))                          # root position
-    m[:, 3:6] = rng.uniform(-180, 180, size=(frames, 3))                        # root orientation
+    m[:, :3] = rng.normal(scale=20.0, size=(frames, 3))  # root position
+    m[:, 3:6] = rng.uniform(-180, 180, size=(frames, 3))  # root orientation
     for hip, scale in (("LHipJoint", lhip_deg), ("RHipJoint", 0.0)):
         col = 3 + 3 * names.index(hip)
-        m[:, col:col + 3] = rng.normal(scale=scale, size=(frames, 3)) if scale else 0.0
+        m[:, col : col + 3] = rng.normal(scale=scale, size=(frames, 3)) if scale else 0.0
     return np.round(m, 4)
 
 
@@ -159,7 +289,7 @@ def reference_fk(motion, tpose=False):
     joints = flatten(SKELETON, tpose=tpose)
     out = []
     for i, (name, parent, off) in enumerate(joints):
-        ch = motion[:, 3 + 3 * i: 6 + 3 * i]
+        ch = motion[:, 3 + 3 * i : 6 + 3 * i]
         R = Rotation.from_euler("ZYX", ch, degrees=True).as_matrix()
         if parent < 0:
             out.append((R, (motion[:, :3] + off) * UNIT_M))
@@ -197,7 +327,7 @@ def test_bvh_fk_reproduces_joint_positions(tmp_path, tpose):
     assert ps.offsets.shape == (22, 3) and ps.sequence_names == ["01_01"] and (ps.subject == -1).all()
     want = np.stack([ref[CMU_JOINT_MAP[k][0]][1] for k in SMPL_NAMES], 1)
     assert np.abs(p - want).max() < 1e-4
-    if tpose:   # no canonical correction: SMPL globals = BVH globals of the last joint of each map entry
+    if tpose:  # no canonical correction: SMPL globals = BVH globals of the last joint of each map entry
         want_G = np.stack([ref[CMU_JOINT_MAP[k][-1]][0] for k in SMPL_NAMES], 1)
         assert np.abs(G - want_G).max() < 1e-5
 
@@ -213,21 +343,21 @@ def test_bvh_rotating_dropped_joint(tmp_path):
     bone, want_bone = p[:, 1:] - p[:, PARENTS[1:]], want[:, 1:] - want[:, PARENTS[1:]]
     err = np.linalg.norm(bone - want_bone, axis=-1).max(0)
     left_hip = JOINT_NAMES.index("left_hip")
-    assert err[left_hip] > 1e-3                                  # not representable by a constant offset
-    assert np.delete(err, left_hip).max() < 1e-4                 # every other bone (left knee, ankle...) exact
+    assert err[left_hip] > 1e-3  # not representable by a constant offset
+    assert np.delete(err, left_hip).max() < 1e-4  # every other bone (left knee, ankle...) exact
 
 
 def test_bvh_rest_pose_and_canonical_offsets(tmp_path):
     zero = np.zeros((2, 3 + 3 * 31))
     tpose = load_bvh(write_bvh(tmp_path / "tpose.bvh", zero, tpose=True))
-    assert np.abs(tpose.rotations).max() < 1e-6                  # a T-pose rest loads as identity rotations
+    assert np.abs(tpose.rotations).max() < 1e-6  # a T-pose rest loads as identity rotations
     splayed = load_bvh(write_bvh(tmp_path / "splayed.bvh", zero))
-    assert np.abs(splayed.rotations).max() > 0.1                 # legs splayed / arms raised: not identity
+    assert np.abs(splayed.rotations).max() > 0.1  # legs splayed / arms raised: not identity
     for ps in (tpose, splayed):
         for joint, (child, direction) in CANONICAL_BONES.items():
             o = ps.offsets[SMPL_NAMES.index(child)]
             assert np.dot(o / np.linalg.norm(o), direction) > 1 - 1e-6, (joint, child, o)
-    raw = load_bvh(tmp_path / "splayed.bvh", canonical=False)    # no canonicalisation: zero pose = identity
+    raw = load_bvh(tmp_path / "splayed.bvh", canonical=False)  # no canonicalisation: zero pose = identity
     assert np.abs(raw.rotations).max() < 1e-6
     knee = SMPL_NAMES.index("left_knee")
     np.testing.assert_allclose(raw.offsets[knee], np.array([2.45, -6.73, 0]) * UNIT_M, atol=1e-6)
@@ -237,7 +367,7 @@ def test_bvh_fps_and_load_split(tmp_path):
     motion = random_motion(9, seed=4)
     path = write_bvh(tmp_path / "walk.bvh", motion)
     full = load_bvh(path)
-    sub = load_split(path, fps=30)                               # 120 Hz -> frames 0, 4, 8
+    sub = load_split(path, fps=30)  # 120 Hz -> frames 0, 4, 8
     np.testing.assert_array_equal(sub.rotations, full.rotations[::4])
     assert list(sub.files) == [str(path)]
 
@@ -272,7 +402,7 @@ def test_bvh_joint_map_errors(tmp_path):
     with raises_naming(path) as e:
         load_bvh(path, joint_map={**CMU_JOINT_MAP, "left_wrist": ("LeftHand", "LeftPinky")})
     assert "LeftPinky" in str(e.value)
-    with raises_naming(path):                                    # left_knee above its SMPL parent left_hip
+    with raises_naming(path):  # left_knee above its SMPL parent left_hip
         load_bvh(path, joint_map={**CMU_JOINT_MAP, "left_knee": ("LHipJoint",)})
     with raises_naming(path):
         load_bvh(path, joint_map={k: v for k, v in CMU_JOINT_MAP.items() if k != "head"})
@@ -282,6 +412,6 @@ def test_bvh_joint_map_errors(tmp_path):
 def test_shared_cmu_val(shared_data):
     ps = load_npz(shared_data / "cmu_pose" / "val.npz")
     assert len(ps) == 891 and ps.rotations.shape == (891, 21, 3) and ps.offsets.shape == (22, 3)
-    for joint, (child, direction) in CANONICAL_BONES.items():   # same T-pose convention as train.bvh
+    for joint, (child, direction) in CANONICAL_BONES.items():  # same T-pose convention as train.bvh
         o = ps.offsets[SMPL_NAMES.index(child)]
         assert np.dot(o / np.linalg.norm(o), direction) > 1 - 1e-6, (joint, child, o)

@@ -3,6 +3,7 @@
 The sets are converted here from ../shared (a few takes each, the layout of ``make data``), the model is the shipped
 default; the real SMPL frames are ../shared/data/smpl_reference when present.
 """
+
 import json
 import shutil
 
@@ -22,27 +23,34 @@ def sets(shared_data, tmp_path_factory):
     cmu, extra = shared_data / "cmu_pose", shared_data / "cmu_extra"
 
     def takes(path, every=1):
-        return [(n, s, {k: (v[::every] if k in ("poses", "trans") else v) for k, v in t.items()})
-                for n, s, t in named_takes(path, rest, fps=30)]
+        return [
+            (n, s, {k: (v[::every] if k in ("poses", "trans") else v) for k, v in t.items()})
+            for n, s, t in named_takes(path, rest, fps=30)
+        ]
+
     save_amass(takes(cmu / "train.npz", 20), rest, out / "train.npz")
     save_amass(takes(cmu / "val.npz", 10) + takes(extra / "asf_amc" / "zombie.amc"), rest, out / "val.npz")
     save_amass(takes(cmu / "test.npz", 10), rest, out / "test.npz")
-    save_amass(takes(extra / "bvh_3dsmax" / "131_02.bvh") + takes(extra / "bvh_daz_style" / "11_01.bvh"), rest,
-               out / "bvh_takes.npz")
+    save_amass(
+        takes(extra / "bvh_3dsmax" / "131_02.bvh") + takes(extra / "bvh_daz_style" / "11_01.bvh"),
+        rest,
+        out / "bvh_takes.npz",
+    )
     return out
 
 
 @pytest.fixture(scope="module")
 def result(sets, shared_data):
-    return P.evaluate(PosePrior.load().path, sets, shared_data / "smpl_reference" / "amass_dev_sample.npz",
-                      n_complete=20)
+    return P.evaluate(
+        PosePrior.load().path, sets, shared_data / "smpl_reference" / "amass_dev_sample.npz", n_complete=20
+    )
 
 
 def test_figures_follow_their_definitions(result, sets, shared_data):
     prior = PosePrior.load()
     takes, _, names = P.body(sets / "bvh_takes.npz")
     lp = prior.log_prob(takes, rep="axis_angle")
-    assert result["tau"] == pytest.approx(np.percentile(lp, 1), abs=1e-4)     # 1st percentile of the BVH takes
+    assert result["tau"] == pytest.approx(np.percentile(lp, 1), abs=1e-4)  # 1st percentile of the BVH takes
     assert result["real"]["BVH takes (11, 14, 131)"]["above_tau"] == pytest.approx((lp > result["tau"]).mean())
     for row in list(result["real"].values()) + list(result["glitched"].values()):
         assert 0.0 <= row["above_tau"] <= 1.0 and np.isfinite(row["median"])
@@ -51,8 +59,12 @@ def test_figures_follow_their_definitions(result, sets, shared_data):
     gains = {int(k): v["gain"] for k, v in chosen["validation"].items()}
     assert set(gains) == set(P.COMPLETE_ITERS) and chosen["chosen"] == max(gains, key=gains.get)
     comp = result["completion_left_arm"]
-    assert set(comp) == {"validation (08 + ASF/AMC), choosing", *names, "cmu_pose test (03)",
-                         "all reported (BVH takes + test)"}
+    assert set(comp) == {
+        "validation (08 + ASF/AMC), choosing",
+        *names,
+        "cmu_pose test (03)",
+        "all reported (BVH takes + test)",
+    }
     for v in comp.values():
         assert v["gain"] == pytest.approx(1 - v["prior_deg"] / v["mean_pose_deg"])
     parts = [comp[k] for k in (*names, "cmu_pose test (03)")]
@@ -80,8 +92,8 @@ def test_record_threshold_keeps_the_model_loadable(result, sets, tmp_path):
 
 
 def test_best_threshold_is_the_trade_off_of_any_threshold():
-    real = np.arange(100.0)                                      # 10th percentile 9.9
-    glitched = np.arange(100.0) - 50.0                           # 95th percentile 44.05
+    real = np.arange(100.0)  # 10th percentile 9.9
+    glitched = np.arange(100.0) - 50.0  # 95th percentile 44.05
     b = P.best_threshold(real, glitched)
-    assert b["real_above_5pct_glitch_threshold"] == pytest.approx(0.55)      # 45..99 of real above 44.05
-    assert b["glitched_above_90pct_real_threshold"] == pytest.approx(0.40)   # glitched 10..49 above 9.9
+    assert b["real_above_5pct_glitch_threshold"] == pytest.approx(0.55)  # 45..99 of real above 44.05
+    assert b["glitched_above_90pct_real_threshold"] == pytest.approx(0.40)  # glitched 10..49 above 9.9

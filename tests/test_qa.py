@@ -1,5 +1,6 @@
 """Take QA on real takes: the motion-aware detector (runtime.detect), ``poseprior calibrate`` (runtime.calibrate),
 ``score``/``repair`` with a calibrated model, and the benchmark's glitch injection (runtime.qabench)."""
+
 from __future__ import annotations
 
 import json
@@ -16,7 +17,7 @@ from runtime import qabench, rotations
 from runtime.calibrate import calibrate
 from runtime.cli import main as poseprior
 from runtime.convert import load_rest_joints
-from runtime.detect import body_matrices, detect, joint_statistic
+from runtime.detect import body_matrices, joint_statistic
 from runtime.manifest import ModelError, sha256_file
 from runtime.prior import DEFAULT_MODEL_DIR, PosePrior
 from runtime.takes import read_take, repair, score
@@ -55,7 +56,7 @@ def test_calibrated_detector_flags_few_clean_frames_and_finds_the_glitch_and_its
     prior = PosePrior.load(model)
     clean = score(prior, take)
     assert clean.detection is not None
-    assert len(clean.flagged) / len(take.poses) <= 0.02          # an unseen subject (131), clean
+    assert len(clean.flagged) / len(take.poses) <= 0.02  # an unseen subject (131), clean
     bad = glitched(take, slice(100, 106), "left_elbow", 40.0)
     s = score(prior, bad)
     assert set(range(100, 106)) <= set(s.flagged.tolist())
@@ -64,8 +65,9 @@ def test_calibrated_detector_flags_few_clean_frames_and_finds_the_glitch_and_its
     assert rotations.JOINT_NAMES.index("left_elbow") in span[0][2]
     d = s.to_dict()
     assert d["flagged"] == s.flagged.tolist() and len(d["suspect_joints"]) == len(d["flagged"])
-    assert {"start": 100, "end": 106} == {k: d["spans"][[x["start"] for x in d["spans"]].index(100)][k]
-                                          for k in ("start", "end")}
+    assert {"start": 100, "end": 106} == {
+        k: d["spans"][[x["start"] for x in d["spans"]].index(100)][k] for k in ("start", "end")
+    }
     assert len(d["score"]) == len(take.poses)
 
 
@@ -91,7 +93,7 @@ def test_repair_frees_the_span_leaves_other_frames_byte_identical_and_joins_smoo
     j = rotations.JOINT_NAMES.index("right_shoulder")
     err = rotations.geodesic_deg(R1[200:210, j], R0[200:210, j])
     assert np.median(err) < 0.3 * 70
-    steps = rotations.geodesic_deg(R1[199:211, j], R1[200:212, j])     # into, through and out of the span
+    steps = rotations.geodesic_deg(R1[199:211, j], R1[200:212, j])  # into, through and out of the span
     own = rotations.geodesic_deg(R0[1:, j], R0[:-1, j])
     assert steps.max() <= max(3 * np.percentile(own, 99), 10.0), (steps, np.percentile(own, 99))
 
@@ -106,7 +108,7 @@ def test_calibrate_records_a_checked_manifest_field(model, shared_data):
     assert m["plausibility"]["data_sha256"] == det["data_sha256"]
     bad = model.parent / "edited"
     shutil.copytree(model, bad)
-    m["detector"]["takes"][0]["sha256"] = "0" * 64                 # the record no longer matches its digest
+    m["detector"]["takes"][0]["sha256"] = "0" * 64  # the record no longer matches its digest
     (bad / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(ModelError, match="data_sha256"):
         PosePrior.load(bad)
@@ -119,9 +121,12 @@ def test_calibrate_records_a_checked_manifest_field(model, shared_data):
 
 def test_calibrate_cli_bad_input_one_line_exit_2_nothing_left(shared_data, tmp_path):
     out = tmp_path / "m"
-    for args in ([tmp_path / "missing.bvh"], [shared_data / "cmu_pose" / "README.md"],
-                 [shared_data / "cmu_extra" / "asf_amc" / "35_01.amc", "--false-flag-rate", "0.7"],
-                 [shared_data / "cmu_extra" / "bvh_daz_style" / "11_01.bvh", "--fps", "1"]):
+    for args in (
+        [tmp_path / "missing.bvh"],
+        [shared_data / "cmu_pose" / "README.md"],
+        [shared_data / "cmu_extra" / "asf_amc" / "35_01.amc", "--false-flag-rate", "0.7"],
+        [shared_data / "cmu_extra" / "bvh_daz_style" / "11_01.bvh", "--fps", "1"],
+    ):
         r = run_cli("calibrate", *args, "--out", out)
         assert r.exit_code == 2, (args, r.output)
         assert r.output.startswith("error: ") and r.output.count("\n") == 1 and "Traceback" not in r.output, r.output
@@ -147,14 +152,25 @@ def test_calibrate_warns_when_a_take_is_training_data(shared_data, tmp_path):
 
 def test_score_and_repair_cli_with_a_calibrated_model(model, shared_data, tmp_path):
     take = shared_data / "cmu_extra" / "bvh_3dsmax" / "131_03.bvh"
-    r = run_cli("score", take, "--fps", "30", "--model", model, "--out", tmp_path / "s.json", "--plot",
-                tmp_path / "s.png", "--progress")
+    r = run_cli(
+        "score",
+        take,
+        "--fps",
+        "30",
+        "--model",
+        model,
+        "--out",
+        tmp_path / "s.json",
+        "--plot",
+        tmp_path / "s.png",
+        "--progress",
+    )
     assert r.exit_code == 0, r.output
     d = json.loads((tmp_path / "s.json").read_text())
     assert {"flagged", "spans", "suspect_joints", "score"} <= set(d) and (tmp_path / "s.png").stat().st_size > 0
     r = run_cli("score", take, "--fps", "30", "--model", model, "--out", tmp_path / "s.csv")
     assert r.exit_code == 0 and (tmp_path / "s.csv").read_text().splitlines()[0].endswith("score,suspect_joints")
-    r = run_cli("score", take, "--model", model)                   # 120 fps take, 30 fps calibration
+    r = run_cli("score", take, "--model", model)  # 120 fps take, 30 fps calibration
     assert r.exit_code == 0 and "calibrated on takes at 30 fps" in r.output
     r = run_cli("repair", take, "--fps", "30", "--flagged", "--model", model, "--out", tmp_path / "r.npz")
     assert r.exit_code == 0 and (tmp_path / "r.npz").is_file(), r.output
@@ -162,12 +178,15 @@ def test_score_and_repair_cli_with_a_calibrated_model(model, shared_data, tmp_pa
 
 def test_calibrate_needs_no_torch(shared_data, tmp_path):
     """calibrate and score run with torch unimportable (as in a plain pip install)."""
-    code = ("import sys; sys.modules['torch'] = None\n"
-            "from runtime.cli import main\n"
-            f"main([{str(shared_data / 'cmu_extra' / 'bvh_daz_style' / '11_01.bvh')!r}, '--out', "
-            f"{str(tmp_path / 'm')!r}], prog_name='poseprior', standalone_mode=True)\n")
-    r = subprocess.run([sys.executable, "-c", code.replace("main([", "main(['calibrate', ")], cwd=REPO,
-                       capture_output=True, text=True)
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        "from runtime.cli import main\n"
+        f"main([{str(shared_data / 'cmu_extra' / 'bvh_daz_style' / '11_01.bvh')!r}, '--out', "
+        f"{str(tmp_path / 'm')!r}], prog_name='poseprior', standalone_mode=True)\n"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code.replace("main([", "main(['calibrate', ")], cwd=REPO, capture_output=True, text=True
+    )
     assert r.returncode == 0, r.stderr
     assert "torch" not in r.stderr and (tmp_path / "m" / "manifest.json").is_file()
 
@@ -189,4 +208,4 @@ def test_injected_glitches_are_seeded_and_what_they_say(shared_data):
         if kind == "swap":
             l, r = rotations.JOINT_NAMES.index("left_elbow"), rotations.JOINT_NAMES.index("right_elbow")
             assert np.allclose(G1[a:b, l], qabench.MIRROR @ R[a:b, r] @ qabench.MIRROR)
-    assert change[~inside].max() < 1e-3        # degrees (arccos near 1)
+    assert change[~inside].max() < 1e-3  # degrees (arccos near 1)

@@ -4,6 +4,7 @@ Cases 1-6: nothing the user gave is lost, no run is silently mixed. Cases 7-12: 
 instead of a traceback. Cases 13-17: nothing wrong without a word. Case 18: memory (measured by
 ``tests/memory_check.py``; the chunking itself is tested here).
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -30,14 +31,15 @@ ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "MKL_NUM_T
 
 
 def poseprior(*args, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([PY, "-m", "runtime.cli", *map(str, args)], capture_output=True, text=True, env=ENV,
-                          cwd=ROOT, timeout=600, **kw)
+    return subprocess.run(
+        [PY, "-m", "runtime.cli", *map(str, args)], capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=600, **kw
+    )
 
 
 def one_line_error(r: subprocess.CompletedProcess, *words: str) -> str:
     """rc 2 and exactly one 'error:' line on stderr holding every word; no traceback, no warning lines."""
     assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
-    lines = [ln for ln in r.stderr.splitlines() if ln.strip() and not ln.startswith("note: ")]   # notes inform
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip() and not ln.startswith("note: ")]  # notes inform
     assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr[-2000:]
     for w in words:
         assert str(w) in lines[0], (w, lines[0])
@@ -78,9 +80,17 @@ def test_case01_lock_is_exclusive_and_released(tmp_path):
     from runtime.locking import OutputLocked, hold, lock_path
 
     out = tmp_path / "model"
-    holder = subprocess.Popen([PY, "-c", "import sys, time; from runtime.locking import hold; "
-                               f"hold({str(out)!r}, 'export'); print('held', flush=True); time.sleep(60)"],
-                              env=ENV, stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            PY,
+            "-c",
+            "import sys, time; from runtime.locking import hold; "
+            f"hold({str(out)!r}, 'export'); print('held', flush=True); time.sleep(60)",
+        ],
+        env=ENV,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         with pytest.raises(OutputLocked, match=f"{out}: in use by pid {holder.pid} \\(export\\)"):
@@ -88,7 +98,7 @@ def test_case01_lock_is_exclusive_and_released(tmp_path):
     finally:
         holder.send_signal(signal.SIGKILL)
         holder.wait()
-    with hold(out, "export"):          # the kernel released the killed holder's lock
+    with hold(out, "export"):  # the kernel released the killed holder's lock
         assert lock_path(out).is_file()
     assert not lock_path(out).exists()
 
@@ -173,7 +183,7 @@ def test_case04_sigterm_and_stale_partials_leave_nothing(shared_data, tmp_path):
     dead.wait()
     stale = tmp_path / f".out.npz.partial-{dead.pid}.npz"
     stale.write_bytes(b"left by a SIGKILL")
-    alive = tmp_path / f".out.npz.partial-{os.getpid()}.npz"    # a live process's write is left alone
+    alive = tmp_path / f".out.npz.partial-{os.getpid()}.npz"  # a live process's write is left alone
     alive.write_bytes(b"being written by a live process")
     r = poseprior("convert", shared_data / "cmu_extra" / "bvh_3dsmax" / "131_01.bvh", "--out", out, "--fps", "30")
     assert r.returncode == 0, r.stderr
@@ -188,16 +198,28 @@ def test_case05_failed_checkpoint_write_is_one_line_and_resumable(shared_data, t
     intact, and ``--resume`` continues the run. Here the limit (1 MB) lets ``best.pt`` (0.7 MB) through and stops
     ``last.pt`` (2 MB)."""
     out = tmp_path / "run"
-    args = ("train", "--data", shared_data / "cmu_pose", "--out", out, "--config", "tiny", "--max-steps", "3",
-            "--set", "max_val=200", "--quiet")
+    args = (
+        "train",
+        "--data",
+        shared_data / "cmu_pose",
+        "--out",
+        out,
+        "--config",
+        "tiny",
+        "--max-steps",
+        "3",
+        "--set",
+        "max_val=200",
+        "--quiet",
+    )
 
     def limit():
         resource.setrlimit(resource.RLIMIT_FSIZE, (1_000_000, resource.RLIM_INFINITY))
+
     r = poseprior(*args, preexec_fn=limit)
     one_line_error(r, out / "last.pt", "cannot write")
     assert sorted(p.name for p in out.iterdir()) == ["best.pt", "config.json", "metrics.jsonl"]
-    r = poseprior("train", "--data", shared_data / "cmu_pose", "--out", out, "--resume", "--max-steps", "3",
-                  "--quiet")
+    r = poseprior("train", "--data", shared_data / "cmu_pose", "--out", out, "--resume", "--max-steps", "3", "--quiet")
     assert r.returncode == 0, r.stderr
     assert json.loads((out / "summary.json").read_text())["steps"] == 3
 
@@ -250,8 +272,13 @@ def test_case06_load_runs_the_bytes_it_checked(tmp_path):
 # ---- 7-12: one line instead of a traceback -----------------------------------------------------------------------
 def deep_bvh(path: Path, n: int = 1000) -> Path:
     """A BVH of ``n`` joints, each the child of the one before (1.7 units tall)."""
-    lines = ["HIERARCHY", "ROOT j0", "{", "OFFSET 0 0 0",
-             "CHANNELS 6 Xposition Yposition Zposition Zrotation Xrotation Yrotation"]
+    lines = [
+        "HIERARCHY",
+        "ROOT j0",
+        "{",
+        "OFFSET 0 0 0",
+        "CHANNELS 6 Xposition Yposition Zposition Zrotation Xrotation Yrotation",
+    ]
     for i in range(1, n):
         lines += [f"JOINT j{i}", "{", f"OFFSET 0 {1.7 / n} 0", "CHANNELS 3 Zrotation Xrotation Yrotation"]
     lines += ["End Site", "{", "OFFSET 0 0.001 0", "}"] + ["}"] * n
@@ -279,6 +306,7 @@ def test_case07_deeply_nested_bvh_reads_and_refuses_in_one_line(shared_data, tmp
     m = read_bvh(src)
     assert len(m.names) == 1000 and m.parents[999] == 998
     from runtime.formats import write_bvh
+
     back = read_bvh(write_bvh(m, tmp_path / "back.bvh", unit_m=1.0), unit_m=1.0)
     assert back.names == m.names
     one_line_error(poseprior("convert", src, "--out", tmp_path / "o.npz"), src)
@@ -286,14 +314,16 @@ def test_case07_deeply_nested_bvh_reads_and_refuses_in_one_line(shared_data, tmp
     for split in ("train", "val"):
         (tmp_path / "data" / split).mkdir(parents=True)
         shutil.copy(src, tmp_path / "data" / split / "deep.bvh")
-    one_line_error(poseprior("train", "--data", tmp_path / "data", "--out", tmp_path / "run", "--config", "tiny",
-                            "--quiet"),
-                   "deep.bvh")
+    one_line_error(
+        poseprior("train", "--data", tmp_path / "data", "--out", tmp_path / "run", "--config", "tiny", "--quiet"),
+        "deep.bvh",
+    )
     assert not (tmp_path / "run").exists()
 
 
 def npy_member(header_shape, payload: bytes, descr: str = "<f8") -> bytes:
     import io
+
     buf = io.BytesIO()
     np.lib.format.write_array_header_1_0(buf, {"descr": descr, "fortran_order": False, "shape": header_shape})
     return buf.getvalue() + payload
@@ -303,9 +333,10 @@ def test_case08_npy_header_larger_than_the_file_is_refused(tmp_path):
     """Reproducer: a 1 KB npz whose .npy header claims (10^12, 72) raised ``_ArrayMemoryError`` ("524 TiB").
     Now the header's shape is checked against the member's size before anything is allocated."""
     import zipfile
+
     src = tmp_path / "huge.npz"
     with zipfile.ZipFile(src, "w") as z:
-        z.writestr("poses.npy", npy_member((10 ** 12, 72), b"\0" * 800))
+        z.writestr("poses.npy", npy_member((10**12, 72), b"\0" * 800))
         z.writestr("mocap_framerate.npy", npy_member((), np.float64(120).tobytes()))
     assert src.stat().st_size < 2048
     for cmd in (("score", src), ("convert", src, "--out", tmp_path / "o.npz")):
@@ -319,6 +350,7 @@ def test_case09_malformed_members_are_refused_in_one_line(shared_data, tmp_path)
     ``sequence_names``, raised AttributeError / TypeError (also through ``demo --data``). Now: one line naming
     the file and the member."""
     import zipfile
+
     junk = tmp_path / "junk.npz"
     with zipfile.ZipFile(junk, "w") as z:
         z.writestr("poses.npy", b"this is not a numpy array at all, just text" * 4)
@@ -362,8 +394,7 @@ def test_case12_errors_name_the_file(shared_data, tmp_path):
     ``score`` ("poses contain NaN or inf", misleading, with about 9 warning lines); training on an AMASS file with
     one value of 1e39 ("training diverged: loss nan at step 0"). Now each is one line naming the file."""
     daz = shared_data / "cmu_extra" / "bvh_daz_style" / "11_01.bvh"
-    text = "\n".join("OFFSET 0 0 0" if ln.strip().startswith("OFFSET") else ln
-                     for ln in daz.read_text().splitlines())
+    text = "\n".join("OFFSET 0 0 0" if ln.strip().startswith("OFFSET") else ln for ln in daz.read_text().splitlines())
     (tmp_path / "zero.bvh").write_text(text + "\n")
     one_line_error(poseprior("convert", tmp_path / "zero.bvh", "--out", tmp_path / "o.npz"), "zero.bvh")
     src = small_shared(shared_data, tmp_path / "strsubj.npz", subject=np.full(60, "abc"))
@@ -378,9 +409,11 @@ def test_case12_errors_name_the_file(shared_data, tmp_path):
         (tmp_path / "data" / split).mkdir(parents=True)
     np.savez(tmp_path / "data" / "train" / "bad.npz", **a)
     shutil.copy(shared_data / "smpl_reference" / "amass_dev_sample.npz", tmp_path / "data" / "val" / "good.npz")
-    one_line_error(poseprior("train", "--data", tmp_path / "data", "--out", tmp_path / "run", "--config", "tiny",
-                            "--quiet"),
-                   "bad.npz", "frame 11")
+    one_line_error(
+        poseprior("train", "--data", tmp_path / "data", "--out", tmp_path / "run", "--config", "tiny", "--quiet"),
+        "bad.npz",
+        "frame 11",
+    )
 
 
 # ---- 13-17: nothing wrong without a word -------------------------------------------------------------------------
@@ -396,6 +429,7 @@ def test_case13_fits_bound_their_weights_and_never_converge_to_inf(prior):
     whose loss is not finite never reports ``converged``."""
     from runtime import fit
     from runtime.convert import load_rest_joints
+
     x = prior.sample(4, seed=1)
     rest = load_rest_joints()
     offsets = rest - rest[np.maximum(np.array(fit.rotations.PARENTS), 0)]
@@ -411,11 +445,12 @@ def test_case13_fits_bound_their_weights_and_never_converge_to_inf(prior):
     for name, call in calls.items():
         with pytest.raises(ValueError, match=name):
             call()
-    ok = fit.denoise(prior, x, weight=1e8, iters=2)            # the bound itself is accepted, and finite
+    ok = fit.denoise(prior, x, weight=1e8, iters=2)  # the bound itself is accepted, and finite
     assert np.isfinite(ok.loss).all()
 
     def infinite(p, rows):
         return np.full(len(rows), np.inf, np.float32), np.zeros_like(p)
+
     r = fit.fit(prior, x, infinite, iters=3)
     assert not np.isfinite(r.loss).any() and not r.converged.any()
 
@@ -424,6 +459,7 @@ def test_case14_absurd_thread_counts_are_refused(prior):
     """Reproducer: ``PosePrior.load(intra_op_num_threads=1000)`` on 2 cores had not loaded after 120 s, and 100000
     reached 4.7 GB RSS. Now more than ``THREADS_PER_CORE_MAX`` per usable core is refused at once, with a message."""
     from runtime.prior import THREADS_PER_CORE_MAX, usable_cores
+
     for n in (1000, 100000, THREADS_PER_CORE_MAX * usable_cores() + 1):
         t0 = time.monotonic()
         with pytest.raises(ValueError, match="usable cores"):
@@ -439,12 +475,14 @@ def test_case15_degenerate_rest_skeleton_is_refused(shared_data, tmp_path):
     """Reproducer: ``convert --rest R.npz`` with 22 joints at one point was accepted and the conversion differed
     by up to 0.52 rad without a word. Now rest skeletons with a bone under ``MIN_BONE_M`` are refused."""
     from runtime.convert import MIN_BONE_M, check_rest_joints, load_rest_joints
+
     np.savez(tmp_path / "point.npz", rest_joints=np.zeros((22, 3)))
     src = shared_data / "cmu_extra" / "bvh_3dsmax" / "131_01.bvh"
-    one_line_error(poseprior("convert", src, "--rest", tmp_path / "point.npz", "--out", tmp_path / "o.npz"),
-                   "point.npz", "bone")
+    one_line_error(
+        poseprior("convert", src, "--rest", tmp_path / "point.npz", "--out", tmp_path / "o.npz"), "point.npz", "bone"
+    )
     rest = load_rest_joints()
-    rest[18] = rest[16] + MIN_BONE_M / 2                         # left elbow onto the left shoulder
+    rest[18] = rest[16] + MIN_BONE_M / 2  # left elbow onto the left shoulder
     with pytest.raises(FormatError, match="left_shoulder -> left_elbow"):
         check_rest_joints(rest, "given")
     assert not (tmp_path / "o.npz").exists()
@@ -455,6 +493,7 @@ def test_case16_amc_radians_header_is_honoured(shared_data, tmp_path):
     header is honoured: the take in radians reads as the same motion as in degrees, and the degree values under a
     ``:RADIANS`` header read differently."""
     from runtime.formats import read_amc
+
     d = shared_data / "cmu_extra" / "asf_amc"
     lines = (d / "35_01.amc").read_text().splitlines()
     out = []
@@ -464,14 +503,15 @@ def test_case16_amc_radians_header_is_honoured(shared_data, tmp_path):
             out.append(":RADIANS")
         elif len(tok) > 1 and not tok[0].startswith(("#", ":")):
             vals = [float(v) for v in tok[1:]]
-            start = 3 if tok[0] == "root" else 0                 # root: TX TY TZ, then rotations
+            start = 3 if tok[0] == "root" else 0  # root: TX TY TZ, then rotations
             vals = vals[:start] + [float(np.radians(v)) for v in vals[start:]]
             out.append(" ".join([tok[0]] + [repr(v) for v in vals]))
         else:
             out.append(ln)
     (tmp_path / "rad.amc").write_text("\n".join(out) + "\n")
-    (tmp_path / "deg_as_rad.amc").write_text("\n".join(":RADIANS" if ln.strip() == ":DEGREES" else ln
-                                                        for ln in lines) + "\n")
+    (tmp_path / "deg_as_rad.amc").write_text(
+        "\n".join(":RADIANS" if ln.strip() == ":DEGREES" else ln for ln in lines) + "\n"
+    )
     deg = read_amc(d / "35_01.amc", d / "35.asf")
     rad = read_amc(tmp_path / "rad.amc", d / "35.asf")
     wrong = read_amc(tmp_path / "deg_as_rad.amc", d / "35.asf")
@@ -504,16 +544,32 @@ def test_case17_smaller_silent_ones(shared_data, tmp_path, prior):
     printed "overflow encountered in cast"; ``rotations.matrix_to_axis_angle`` gave 0 for a reflection; a mirrored
     (X-flipped) BVH rig converted without a word and scored about -118. Now each is refused or works."""
     import warnings
+
     from runtime import fit, rotations
+
     bvh = shared_data / "cmu_extra" / "bvh_3dsmax" / "131_01.bvh"
     asf = shared_data / "cmu_extra" / "asf_amc" / "35.asf"
-    one_line_error(poseprior("convert", bvh, "--skeleton", tmp_path / "none.asf", "--out", tmp_path / "o.npz"),
-                   "--skeleton", "not an .amc")
+    one_line_error(
+        poseprior("convert", bvh, "--skeleton", tmp_path / "none.asf", "--out", tmp_path / "o.npz"),
+        "--skeleton",
+        "not an .amc",
+    )
     one_line_error(poseprior("score", bvh, "--skeleton", asf), "--skeleton", "not an .amc")
-    one_line_error(poseprior("convert", shared_data / "cmu_extra" / "asf_amc" / "35_01.amc", "--skeleton",
-                             tmp_path / "none.asf", "--out", tmp_path / "o.npz"), "none.asf", "not found")
+    one_line_error(
+        poseprior(
+            "convert",
+            shared_data / "cmu_extra" / "asf_amc" / "35_01.amc",
+            "--skeleton",
+            tmp_path / "none.asf",
+            "--out",
+            tmp_path / "o.npz",
+        ),
+        "none.asf",
+        "not found",
+    )
     # one joint name alone
     from runtime.convert import load_rest_joints
+
     rest = load_rest_joints()
     off = rest - rest[np.maximum(np.array(rotations.PARENTS), 0)]
     off[0] = 0
@@ -529,9 +585,10 @@ def test_case17_smaller_silent_ones(shared_data, tmp_path, prior):
     shutil.copy(shared_data / "cmu_pose" / "val.npz", data / "train.npz")
     shutil.copy(shared_data / "cmu_pose" / "val.npz", data / "val.npz")
     shutil.copy(shared_data / "smpl_reference" / "amass_dev_sample.npz", data / "train" / "a.npz")
-    one_line_error(poseprior("train", "--data", data, "--out", tmp_path / "run", "--config", "tiny",
-                            "--quiet"),
-                   "both train.npz and a folder train/")
+    one_line_error(
+        poseprior("train", "--data", data, "--out", tmp_path / "run", "--config", "tiny", "--quiet"),
+        "both train.npz and a folder train/",
+    )
     # float16 input: no warning
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -558,6 +615,7 @@ def test_case18_chunked_paths_equal_one_piece(shared_data, prior, monkeypatch):
     the report (``/usr/bin/time -v``). Here: the blocked results equal the one-piece ones exactly."""
     from runtime import rotations, takes
     from runtime.formats import bvh, motion
+
     src = shared_data / "cmu_extra" / "bvh_3dsmax" / "131_01.bvh"
     whole = read_bvh(src)
     monkeypatch.setattr(bvh, "BLOCK_FRAMES", 7)

@@ -1,5 +1,6 @@
 """The torch-free runtime: loads and verifies a model directory, checks its inputs, converts representations,
 samples reproducibly, and is safe to call from several threads."""
+
 import json
 import re
 import shutil
@@ -88,18 +89,19 @@ def test_shipped_default_model(aa):
     # converted to SMPL), in SMPL's convention
     assert sorted(training["data_sha256"]) == ["cmu/train.npz", "cmu/val.npz"]
     assert prior.manifest["skeleton"]["name"] == "smpl" and len(prior.manifest["skeleton"]["rest_joints"]) == 22
-    from runtime.convert import CONVERSION_VERSION     # it reports its convention, the conversion and its tau
+    from runtime.convert import CONVERSION_VERSION  # it reports its convention, the conversion and its tau
+
     assert (prior.skeleton, prior.conversion) == ("smpl", CONVERSION_VERSION)
     assert prior.threshold == prior.manifest["plausibility"]["tau"]
     assert "skeleton='smpl'" in repr(prior) and CONVERSION_VERSION in repr(prior)
     assert (training["config"]["num_layers"], training["config"]["hidden"], training["config"]["depth"]) == (12, 256, 4)
     on_disk = {p.name for p in prior.path.iterdir()}
     required = {g.file for g in GRAPHS.values() if g.required} | {WEIGHTS_FILE, "manifest.json"}
-    assert required <= on_disk <= required | {g.file for g in GRAPHS.values()}   # ONNX only: small
+    assert required <= on_disk <= required | {g.file for g in GRAPHS.values()}  # ONNX only: small
     assert sum((prior.path / f).stat().st_size for f in on_disk) < 20e6
     real = prior.log_prob(aa, rep="axis_angle")
     knees = aa.copy()
-    knees[:, [3, 4]] = [-1.4, 0.0, 0.0]   # both knees bent 80 degrees the wrong way
+    knees[:, [3, 4]] = [-1.4, 0.0, 0.0]  # both knees bent 80 degrees the wrong way
     assert np.isfinite(real).all() and np.median(prior.log_prob(knees, rep="axis_angle")) < np.percentile(real, 5)
 
 
@@ -136,8 +138,10 @@ BROKEN = {
     "missing graph": (lambda m: (m / "log_prob_grad.onnx").unlink(), r"log_prob_grad\.onnx: missing"),
     "wrong graph file": (lambda m: _swap_graphs(m, False), r"log_prob\.onnx: sha256 .* another model"),
     "wrong graph, manifest updated": (lambda m: _swap_graphs(m, True), r"graph='sample', expected 'log_prob'"),
-    "manifest of another model": (lambda m: _edit_manifest(m, lambda d: d["files"][WEIGHTS_FILE].update(sha256="0" * 64)),
-                                  r"weights\.bin: sha256"),
+    "manifest of another model": (
+        lambda m: _edit_manifest(m, lambda d: d["files"][WEIGHTS_FILE].update(sha256="0" * 64)),
+        r"weights\.bin: sha256",
+    ),
     "no manifest": (lambda m: (m / "manifest.json").unlink(), "no manifest.json"),
     "manifest not JSON": (lambda m: (m / "manifest.json").write_text("{oops"), "not valid JSON"),
     "future format": (lambda m: _edit_manifest(m, lambda d: d.update(format_version=99)), "format version 99"),
@@ -155,15 +159,20 @@ def test_broken_model_directories(tiny_model, tmp_path, case):
 
 
 def test_session_options(prior, tiny_model, poses):
-    single = PosePrior.load(tiny_model, providers=["CPUExecutionProvider"], intra_op_num_threads=1,
-                            allow_spinning=False)
+    single = PosePrior.load(
+        tiny_model, providers=["CPUExecutionProvider"], intra_op_num_threads=1, allow_spinning=False
+    )
     assert single.providers == ["CPUExecutionProvider"]
     np.testing.assert_allclose(single.log_prob(poses), prior.log_prob(poses), atol=1e-4)
     # the graphs a latent fit calls in turn stop spinning after a run; the others keep their threads warm
     from runtime.prior import ALTERNATING
+
     for name, sess in prior._sessions.items():
-        stop = sess.get_session_options().get_session_config_entry("session.force_spinning_stop") \
-            if name in ALTERNATING else None
+        stop = (
+            sess.get_session_options().get_session_config_entry("session.force_spinning_stop")
+            if name in ALTERNATING
+            else None
+        )
         assert (stop == "1") == (name in ALTERNATING), name
     cfg = single._sessions["latent_forward"].get_session_options()
     assert cfg.get_session_config_entry("session.intra_op.allow_spinning") == "0"
@@ -215,13 +224,21 @@ def test_bad_inputs_are_refused(prior, poses, case):
 
 
 def test_bad_latents_are_refused(prior):
-    for z, message in ((np.zeros((3, prior.dim + 1), np.float32), "shape"), (np.zeros((0, prior.dim)), "empty"),
-                       (np.full((2, prior.dim), np.nan), "NaN"), (np.zeros((2, prior.dim), int), "floating")):
+    for z, message in (
+        (np.zeros((3, prior.dim + 1), np.float32), "shape"),
+        (np.zeros((0, prior.dim)), "empty"),
+        (np.full((2, prior.dim), np.nan), "NaN"),
+        (np.zeros((2, prior.dim), int), "floating"),
+    ):
         for call in (prior.latent_forward, lambda z: prior.sample(z=z)):
             with pytest.raises(ValueError, match=message):
                 call(z)
-    for kwargs, message in (({}, "give n"), ({"n": 0}, r"n must be in \[1, "), ({"n": 2, "z": np.zeros((2, prior.dim))}, "as given"),
-                            ({"z": np.zeros((2, prior.dim)), "temperature": 0.5}, "as given")):
+    for kwargs, message in (
+        ({}, "give n"),
+        ({"n": 0}, r"n must be in \[1, "),
+        ({"n": 2, "z": np.zeros((2, prior.dim))}, "as given"),
+        ({"z": np.zeros((2, prior.dim)), "temperature": 0.5}, "as given"),
+    ):
         with pytest.raises(ValueError, match=message):
             prior.sample(**kwargs)
 
@@ -235,8 +252,12 @@ def test_float64_is_cast(prior, poses):
 def test_representations_agree(prior, aa, poses):
     log_p = prior.log_prob(poses)
     R = rotations.axis_angle_to_matrix(aa)
-    for x, rep in ((R, "matrix"), (aa, "axis_angle"), (aa.reshape(64, 63), "axis_angle"),
-                   (aa.astype(np.float32), "axis_angle")):
+    for x, rep in (
+        (R, "matrix"),
+        (aa, "axis_angle"),
+        (aa.reshape(64, 63), "axis_angle"),
+        (aa.astype(np.float32), "axis_angle"),
+    ):
         np.testing.assert_allclose(prior.log_prob(x, rep=rep), log_p, atol=2e-3, err_msg=f"{rep} {x.shape}")
 
 
@@ -245,8 +266,9 @@ def test_gradient_in_each_representation(prior, tiny_model, aa, poses):
     np.testing.assert_allclose(log_p, prior.log_prob(poses), atol=1e-4)
     _, gR = prior.log_prob_and_grad(rotations.axis_angle_to_matrix(aa), rep="matrix")
     assert gR.shape == (64, 21, 3, 3) and not gR[..., 2].any()
-    np.testing.assert_allclose(np.concatenate([gR[..., 0], gR[..., 1]], -1), g6, rtol=1e-3,
-                               atol=1e-3 * np.abs(g6).max())
+    np.testing.assert_allclose(
+        np.concatenate([gR[..., 0], gR[..., 1]], -1), g6, rtol=1e-3, atol=1e-3 * np.abs(g6).max()
+    )
     # axis-angle: against torch autograd through Rodrigues and the flow, in float64. The density is steep
     # (|grad| ~ 1e5-1e6), so a float32 reference would be off by ~2e-3 relative: the runtime converts
     # axis-angle -> 6D in float64 for that reason, and matches float64 to ~1e-6.
@@ -261,16 +283,23 @@ def test_gradient_in_each_representation(prior, tiny_model, aa, poses):
 def test_axis_angle_vjp_matches_finite_differences():
     """d/dw sum(C * sixd(R(w))), float64, including tiny angles and angles near pi."""
     rng = np.random.default_rng(1)
-    w = np.concatenate([rng.standard_normal((20, 3)), rng.standard_normal((5, 3)) * 1e-9, np.zeros((1, 3)),
-                        rng.standard_normal((5, 3)) / np.sqrt(3) * (np.pi - 1e-3)])
+    w = np.concatenate(
+        [
+            rng.standard_normal((20, 3)),
+            rng.standard_normal((5, 3)) * 1e-9,
+            np.zeros((1, 3)),
+            rng.standard_normal((5, 3)) / np.sqrt(3) * (np.pi - 1e-3),
+        ]
+    )
     C = rng.standard_normal((len(w), 6))
     analytic = axis_angle_vjp(w, C)
     eps, numeric = 1e-6, np.zeros_like(w)
     for i in range(3):
         d = np.zeros(3)
         d[i] = eps
-        numeric[:, i] = (np.sum(C * rotations.axis_angle_to_6d(w + d), -1)
-                         - np.sum(C * rotations.axis_angle_to_6d(w - d), -1)) / (2 * eps)
+        numeric[:, i] = (
+            np.sum(C * rotations.axis_angle_to_6d(w + d), -1) - np.sum(C * rotations.axis_angle_to_6d(w - d), -1)
+        ) / (2 * eps)
     np.testing.assert_allclose(analytic, numeric, atol=1e-6)
 
 
@@ -293,15 +322,16 @@ def test_sampling(prior):
     assert a.shape == (100, 21, 6) and a.dtype == np.float32 and np.array_equal(a, b)
     assert not np.allclose(a, prior.sample(100, seed=8))
     assert np.array_equal(prior.sample(5, seed=np.random.default_rng(3)), prior.sample(5, seed=3))
-    a1, a2 = a[..., :3], a[..., 3:]      # orthonormalised: unit columns, orthogonal
+    a1, a2 = a[..., :3], a[..., 3:]  # orthonormalised: unit columns, orthogonal
     assert np.abs(np.linalg.norm(a1, axis=-1) - 1).max() < 1e-5 and np.abs(np.linalg.norm(a2, axis=-1) - 1).max() < 1e-5
     assert np.abs(np.sum(a1 * a2, -1)).max() < 1e-5
     raw = prior.sample(100, seed=7, orthonormalize=False)
     assert np.abs(np.linalg.norm(raw[..., :3], axis=-1) - 1).max() > 1e-3, "raw samples should not be orthonormal"
     np.testing.assert_allclose(rotations.orthonormalize_6d(raw), a, atol=1e-6)
-    cold = prior.sample(3, seed=1, temperature=1e-30, orthonormalize=False)   # z ~ 1e-30: the flow at z = 0
-    np.testing.assert_allclose(cold, np.broadcast_to(prior.sample(z=np.zeros(prior.dim), orthonormalize=False),
-                                                     cold.shape), atol=1e-6)
+    cold = prior.sample(3, seed=1, temperature=1e-30, orthonormalize=False)  # z ~ 1e-30: the flow at z = 0
+    np.testing.assert_allclose(
+        cold, np.broadcast_to(prior.sample(z=np.zeros(prior.dim), orthonormalize=False), cold.shape), atol=1e-6
+    )
 
 
 def test_sample_with_z_is_latent_forward(prior):
@@ -316,6 +346,7 @@ def test_encode_is_the_exact_inverse(prior, poses, aa):
     """encode(x) = f^-1(x) on real poses: f(encode(x)) = x, its log p is log_prob's, and runtime.fit.encode uses
     it (one graph call instead of an iterative solve)."""
     from runtime import fit as rfit
+
     z, log_p = prior.encode(poses)
     assert z.shape == (len(poses), prior.dim) and z.dtype == np.float32
     np.testing.assert_allclose(prior.sample(z=z, orthonormalize=False), poses, atol=2e-5)
@@ -327,12 +358,13 @@ def test_encode_is_the_exact_inverse(prior, poses, aa):
     assert err.max() < 2e-5
     with pytest.raises(ValueError, match="joints"):
         prior.encode(poses[:, :20])
-    far = poses[:3] * 50.0               # a start far off the data: its exact latent leaves the runtime's range
+    far = poses[:3] * 50.0  # a start far off the data: its exact latent leaves the runtime's range
     z_far, _ = prior.encode(far)
     z2, _ = rfit.encode(prior, np.concatenate([poses[:2], far]))
-    np.testing.assert_array_equal(z2[:2], z[:2])                        # in range: the exact inverse
+    np.testing.assert_array_equal(z2[:2], z[:2])  # in range: the exact inverse
     from runtime.prior import MAX_ABS
-    assert np.abs(z2).max() <= MAX_ABS and np.isfinite(z2).all()       # out of range: the iterative solve
+
+    assert np.abs(z2).max() <= MAX_ABS and np.isfinite(z2).all()  # out of range: the iterative solve
     if np.abs(z_far).max() > MAX_ABS:
         assert not np.array_equal(z2[2:], z_far)
 
@@ -386,23 +418,26 @@ def test_inputs_within_the_bound_stay_finite(prior, poses):
     """At the documented bound, every graph returns finite numbers (the bound is what the graphs tolerate)."""
     bound = prior_module.MAX_ABS
     x = poses.copy()
-    x[::2] *= bound                                     # whole poses at the bound
-    x[1::2, :, 3:] *= bound                             # b2 alone at the bound
+    x[::2] *= bound  # whole poses at the bound
+    x[1::2, :, 3:] *= bound  # b2 alone at the bound
     log_p, grad = prior.log_prob_and_grad(x)
     assert np.isfinite(log_p).all() and np.isfinite(grad).all() and np.isfinite(prior.log_prob(x)).all()
     z = np.random.default_rng(0).uniform(-bound, bound, (16, prior.dim)).astype(np.float32)
     xs, lp = prior.latent_forward(z)
     assert np.isfinite(xs).all() and np.isfinite(lp).all()
     R = rotations.sixd_to_matrix(prior.sample(z=z))
-    assert rotations.rotation_error(R).max() < 1e-5    # rotations, not zero matrices
+    assert rotations.rotation_error(R).max() < 1e-5  # rotations, not zero matrices
     aa = np.full((2, 63), bound)
     assert np.isfinite(prior.log_prob_and_grad(aa, rep="axis_angle")[1]).all()
 
 
 def test_huge_latents_are_refused(prior):
     z = np.random.default_rng(0).standard_normal((4, prior.dim))
-    for bad, message in ((z * 1e38, "exceeds 1e"), (z * 1e20, "exceeds 1e"),
-                         (np.where(np.arange(prior.dim) == 3, 1e39, z), r"1e\+39 at index \(0, 3\)")):
+    for bad, message in (
+        (z * 1e38, "exceeds 1e"),
+        (z * 1e20, "exceeds 1e"),
+        (np.where(np.arange(prior.dim) == 3, 1e39, z), r"1e\+39 at index \(0, 3\)"),
+    ):
         for call in (prior.latent_forward, lambda z: prior.sample(z=z)):
             with pytest.raises(ValueError, match="z: .*" + message):
                 call(bad)
@@ -420,7 +455,7 @@ BAD_SAMPLE_ARGS = {
     "n True": ({"n": True}, "n must be a positive int"),
     "n inf": ({"n": float("inf")}, "n must be a positive int"),
     "n [3]": ({"n": [3]}, "n must be a positive int"),
-    "n 2**40": ({"n": 2 ** 40}, r"n must be in \[1, 1000000\]"),
+    "n 2**40": ({"n": 2**40}, r"n must be in \[1, 1000000\]"),
     "n -3": ({"n": -3}, r"n must be in \[1, "),
     "seed 1.5": ({"n": 2, "seed": 1.5}, "seed must be None, an int >= 0 or a numpy.random.Generator"),
     "seed 'abc'": ({"n": 2, "seed": "abc"}, "seed must be None"),
@@ -441,10 +476,15 @@ def test_sample_accepts_numpy_scalars(prior):
     np.testing.assert_array_equal(a, prior.sample(3, seed=4, temperature=0.5))
 
 
-@pytest.mark.parametrize("shape, hint", [((5, 66), r"\(B, 63\).*smplx global_orient \+ body_pose.*x\[\.\.\., 3:66\]"),
-                                         ((5, 69), r"\(B, 63\).*23-joint body_pose.*x\[\.\.\., :63\]"),
-                                         ((66,), r"\(B, 63\).*global_orient"),
-                                         ((5, 72), r"\(B, 63\).*full SMPL pose")])
+@pytest.mark.parametrize(
+    "shape, hint",
+    [
+        ((5, 66), r"\(B, 63\).*smplx global_orient \+ body_pose.*x\[\.\.\., 3:66\]"),
+        ((5, 69), r"\(B, 63\).*23-joint body_pose.*x\[\.\.\., :63\]"),
+        ((66,), r"\(B, 63\).*global_orient"),
+        ((5, 72), r"\(B, 63\).*full SMPL pose"),
+    ],
+)
 def test_axis_angle_layouts_of_smpl_are_named(prior, shape, hint):
     for method in (prior.log_prob, prior.log_prob_and_grad):
         with pytest.raises(ValueError, match=r"poses \(rep='axis_angle'\): shape .*" + hint):
@@ -455,10 +495,15 @@ def test_axis_angle_layouts_of_smpl_are_named(prior, shape, hint):
 
 def test_gram_schmidt_refuses_degenerate_pairs(poses):
     x = poses[:3].astype(np.float64)
-    cases = {"zero first column": (lambda y: y.__setitem__((1, 4, slice(0, 3)), 0.0), r"index \(1, 4\) has a zero first"),
-             "zero second column": (lambda y: y.__setitem__((2, 0, slice(3, 6)), 0.0), r"index \(2, 0\) has a zero second"),
-             "parallel columns": (lambda y: y.__setitem__((0, 9, slice(3, 6)), -2.5 * y[0, 9, :3]), r"\(0, 9\) has parallel"),
-             "NaN": (lambda y: y.__setitem__((0, 1, 1), np.nan), "NaN or inf")}
+    cases = {
+        "zero first column": (lambda y: y.__setitem__((1, 4, slice(0, 3)), 0.0), r"index \(1, 4\) has a zero first"),
+        "zero second column": (lambda y: y.__setitem__((2, 0, slice(3, 6)), 0.0), r"index \(2, 0\) has a zero second"),
+        "parallel columns": (
+            lambda y: y.__setitem__((0, 9, slice(3, 6)), -2.5 * y[0, 9, :3]),
+            r"\(0, 9\) has parallel",
+        ),
+        "NaN": (lambda y: y.__setitem__((0, 1, 1), np.nan), "NaN or inf"),
+    }
     for name, (edit, message) in cases.items():
         y = x.copy()
         edit(y)
@@ -477,7 +522,7 @@ def test_gram_schmidt_at_any_scale(poses):
         got = rotations.gram_schmidt(x)
         assert got.dtype == dtype
         np.testing.assert_allclose(got, R, atol=1e-6)
-    nearly_parallel = np.array([1.0, 0, 0, 1.0, 1e-5, 0])    # sine 1e-5 > tolerance: still a rotation
+    nearly_parallel = np.array([1.0, 0, 0, 1.0, 1e-5, 0])  # sine 1e-5 > tolerance: still a rotation
     assert rotations.rotation_error(rotations.gram_schmidt(nearly_parallel)) < 1e-12
 
 
@@ -495,8 +540,10 @@ def test_chunked_runs_equal_one_run(prior, tiny_model, aa, poses):
         for a, b in zip(small.log_prob_and_grad(x, rep=rep), prior.log_prob_and_grad(x, rep=rep)):
             np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(small.sample(1000, seed=3), prior.sample(1000, seed=3))
-    np.testing.assert_array_equal(small.sample(1000, seed=3, temperature=0.5, orthonormalize=False),
-                                  prior.sample(1000, seed=3, temperature=0.5, orthonormalize=False))
+    np.testing.assert_array_equal(
+        small.sample(1000, seed=3, temperature=0.5, orthonormalize=False),
+        prior.sample(1000, seed=3, temperature=0.5, orthonormalize=False),
+    )
     z = rng.standard_normal((1000, prior.dim), dtype=np.float32)
     for a, b in zip(small.latent_forward(z), prior.latent_forward(z)):
         np.testing.assert_array_equal(a, b)
@@ -535,6 +582,7 @@ def _set(keys, value):
         for k in keys[:-1]:
             d = d[k]
         d[keys[-1]] = value
+
     return edit
 
 
@@ -543,6 +591,7 @@ def _drop(*keys):
         for k in keys[:-1]:
             d = d[k]
         del d[keys[-1]]
+
     return edit
 
 
@@ -551,7 +600,10 @@ def _rename_joint(d):
 
 
 MALFORMED = {
-    "sha256 null": (_set(("files", "weights.bin", "sha256"), None), r"\['files'\]\['weights.bin'\]\['sha256'\] must be"),
+    "sha256 null": (
+        _set(("files", "weights.bin", "sha256"), None),
+        r"\['files'\]\['weights.bin'\]\['sha256'\] must be",
+    ),
     "sha256 an int": (_set(("files", "log_prob.onnx", "sha256"), 12), r"\['log_prob.onnx'\]\['sha256'\] must be"),
     "sha256 missing": (_drop("files", "sample.onnx", "sha256"), r"\['sample.onnx'\]\['sha256'\] is missing"),
     "sha256 not hex": (_set(("files", "sample.onnx", "sha256"), "z" * 64), "64 lowercase hex digits"),
@@ -572,9 +624,14 @@ MALFORMED = {
     "masked joint not a joint": (_set(("masked_joints",), ["tail"]), r"\['masked_joints'\] must be distinct names"),
     "masked joint edited": (_set(("masked_joints",), ["spine2"]), r"\['dim'\] is 126, expected .* = 120"),
     "graphs missing": (_drop("graphs"), r"field \['graphs'\] is missing"),
-    "graph file renamed": (_set(("graphs", "sample", "file"), "x.onnx"), r"\['graphs'\]\['sample'\]\['file'\] is 'x.onnx'"),
-    "graph shape edited": (_set(("graphs", "log_prob", "inputs", "poses"), ["batch", 22, 6]),
-                           r"\['graphs'\]\['log_prob'\]\['inputs'\]\['poses'\] is .* expected \['batch', 21, 6\]"),
+    "graph file renamed": (
+        _set(("graphs", "sample", "file"), "x.onnx"),
+        r"\['graphs'\]\['sample'\]\['file'\] is 'x.onnx'",
+    ),
+    "graph shape edited": (
+        _set(("graphs", "log_prob", "inputs", "poses"), ["batch", 22, 6]),
+        r"\['graphs'\]\['log_prob'\]\['inputs'\]\['poses'\] is .* expected \['batch', 21, 6\]",
+    ),
     "empty object": (lambda d: d.clear(), "format version None"),
 }
 
@@ -588,10 +645,15 @@ def test_malformed_manifest(tiny_model, tmp_path, case):
         PosePrior.load(model)
 
 
-@pytest.mark.parametrize("text, message", [("[" * 100_000 + "]" * 100_000, "not a manifest .JSON nested too deeply"),
-                                           ('{"a": ' * 100_000 + "1" + "}" * 100_000, "not a manifest .JSON nested too deeply"),
-                                           ("[1, 2]", "must hold a JSON object, got list"),
-                                           ("9" * 5000, "not valid JSON")])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("[" * 100_000 + "]" * 100_000, "not a manifest .JSON nested too deeply"),
+        ('{"a": ' * 100_000 + "1" + "}" * 100_000, "not a manifest .JSON nested too deeply"),
+        ("[1, 2]", "must hold a JSON object, got list"),
+        ("9" * 5000, "not valid JSON"),
+    ],
+)
 def test_manifest_that_is_not_an_object(tiny_model, tmp_path, text, message):
     model = copy_model(tiny_model, tmp_path / "m")
     (model / "manifest.json").write_text(text)
@@ -602,6 +664,7 @@ def test_manifest_that_is_not_an_object(tiny_model, tmp_path, text, message):
 def _edit_graph(model: Path, graph: str, edit) -> None:
     """Edit one .onnx file (its weights stay external) and fix its sha256 in the manifest."""
     import onnx
+
     proto = onnx.load(str(model / f"{graph}.onnx"), load_external_data=False)
     edit(proto)
     onnx.save(proto, str(model / f"{graph}.onnx"))
@@ -611,6 +674,7 @@ def _edit_graph(model: Path, graph: str, edit) -> None:
 def _metadata(key, value):
     def edit(proto):
         next(p for p in proto.metadata_props if p.key == key).value = value
+
     return edit
 
 
@@ -619,12 +683,26 @@ def _input_joints(proto):
 
 
 GRAPH_EDITS = {
-    "joint names reversed": ("log_prob", _metadata("joint_names", json.dumps(list(JOINT_NAMES[::-1]))),
-                             r"log_prob\.onnx: metadata joint_names="),
-    "one joint renamed": ("log_prob_grad", _metadata("joint_names", json.dumps(["knee"] + list(JOINT_NAMES[1:]))),
-                          r"log_prob_grad\.onnx: metadata joint_names="),
-    "masked joints edited": ("sample", _metadata("masked_joints", '["spine2"]'), r"sample\.onnx: metadata masked_joints="),
-    "input shape 21 -> 22 joints": ("log_prob", _input_joints, r"log_prob\.onnx: .*22.*expected tensor\(float\) \['batch', 21, 6\]"),
+    "joint names reversed": (
+        "log_prob",
+        _metadata("joint_names", json.dumps(list(JOINT_NAMES[::-1]))),
+        r"log_prob\.onnx: metadata joint_names=",
+    ),
+    "one joint renamed": (
+        "log_prob_grad",
+        _metadata("joint_names", json.dumps(["knee"] + list(JOINT_NAMES[1:]))),
+        r"log_prob_grad\.onnx: metadata joint_names=",
+    ),
+    "masked joints edited": (
+        "sample",
+        _metadata("masked_joints", '["spine2"]'),
+        r"sample\.onnx: metadata masked_joints=",
+    ),
+    "input shape 21 -> 22 joints": (
+        "log_prob",
+        _input_joints,
+        r"log_prob\.onnx: .*22.*expected tensor\(float\) \['batch', 21, 6\]",
+    ),
 }
 
 

@@ -1,6 +1,7 @@
 """Property-based tests (hypothesis) of the runtime's public API and of manifest validation, on the exported tiny
 model: every input either gives finite results of the promised shape or raises ``ValueError`` / ``ModelError``
 naming the argument; never another exception, never NaN/inf. Examples are derandomized (the same every run)."""
+
 import copy
 import json
 import math
@@ -8,7 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from runtime import GRAPHS, JOINT_NAMES, ModelError, PosePrior, rotations
@@ -17,10 +19,33 @@ from runtime.prior import MAX_ABS
 
 SETTINGS = settings(max_examples=40, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 J = len(JOINT_NAMES)
-SPECIAL = [0.0, -0.0, 1.0, MAX_ABS, -MAX_ABS, np.nextafter(MAX_ABS, np.inf), 1e39, -1e300, 5e-324,
-           float("nan"), float("inf"), -float("inf")]
-SPECIAL32 = [0.0, -0.0, 1.0, MAX_ABS, -MAX_ABS, float(np.nextafter(np.float32(MAX_ABS), np.float32(np.inf))), 3e38,
-             float(np.float32(1e-45)), float("nan"), float("inf"), -float("inf")]
+SPECIAL = [
+    0.0,
+    -0.0,
+    1.0,
+    MAX_ABS,
+    -MAX_ABS,
+    np.nextafter(MAX_ABS, np.inf),
+    1e39,
+    -1e300,
+    5e-324,
+    float("nan"),
+    float("inf"),
+    -float("inf"),
+]
+SPECIAL32 = [
+    0.0,
+    -0.0,
+    1.0,
+    MAX_ABS,
+    -MAX_ABS,
+    float(np.nextafter(np.float32(MAX_ABS), np.float32(np.inf))),
+    3e38,
+    float(np.float32(1e-45)),
+    float("nan"),
+    float("inf"),
+    -float("inf"),
+]
 
 
 @pytest.fixture(scope="module")
@@ -37,18 +62,29 @@ def chunked(tiny_model):
 def values(width: int, kind: str):
     """Pose-like numbers; anything up to the bound; or also beyond it / not finite."""
     special = SPECIAL if width == 64 else SPECIAL32
-    within = st.one_of(st.floats(-2, 2, width=width), st.floats(-MAX_ABS, MAX_ABS, width=width),
-                       st.sampled_from([v for v in special if abs(v) <= MAX_ABS]))
-    return {"pose-like": st.floats(-2, 2, width=width), "within": within,
-            "any": st.one_of(within, st.floats(allow_nan=True, allow_infinity=True, width=width),
-                             st.sampled_from(special))}[kind]
+    within = st.one_of(
+        st.floats(-2, 2, width=width),
+        st.floats(-MAX_ABS, MAX_ABS, width=width),
+        st.sampled_from([v for v in special if abs(v) <= MAX_ABS]),
+    )
+    return {
+        "pose-like": st.floats(-2, 2, width=width),
+        "within": within,
+        "any": st.one_of(within, st.floats(allow_nan=True, allow_infinity=True, width=width), st.sampled_from(special)),
+    }[kind]
 
 
 def batches(per_item: tuple, max_batch: int = 6):
     """float32 or float64 arrays (B, *per_item), each drawn from one kind of ``values``."""
-    return st.tuples(st.sampled_from([np.float32, np.float64]), st.sampled_from(["pose-like", "within", "any"])
-                     ).flatmap(lambda k: hnp.arrays(k[0], st.integers(1, max_batch).map(lambda b: (b,) + per_item),
-                                                    elements=values(32 if k[0] == np.float32 else 64, k[1])))
+    return st.tuples(
+        st.sampled_from([np.float32, np.float64]), st.sampled_from(["pose-like", "within", "any"])
+    ).flatmap(
+        lambda k: hnp.arrays(
+            k[0],
+            st.integers(1, max_batch).map(lambda b: (b,) + per_item),
+            elements=values(32 if k[0] == np.float32 else 64, k[1]),
+        )
+    )
 
 
 def acceptable(x: np.ndarray) -> bool:
@@ -67,7 +103,7 @@ def test_log_prob_of_any_6d_array(prior, x):
     lp, grad = prior.log_prob_and_grad(x)
     assert log_p.shape == lp.shape == (len(x),) and grad.shape == x.shape and grad.dtype == np.float32
     assert np.isfinite(log_p).all() and np.isfinite(lp).all() and np.isfinite(grad).all()
-    np.testing.assert_allclose(lp, log_p, rtol=1e-4, atol=1e-2)     # two graphs, one density
+    np.testing.assert_allclose(lp, log_p, rtol=1e-4, atol=1e-2)  # two graphs, one density
 
 
 @SETTINGS
@@ -97,8 +133,13 @@ def test_matrices_are_rotations_or_refused(prior, R):
 
 
 @SETTINGS
-@given(z=st.integers(1, 6).flatmap(lambda b: st.sampled_from(["pose-like", "within", "any"]).flatmap(
-    lambda kind: hnp.arrays(np.float64, (b, 126), elements=values(64, kind)))))
+@given(
+    z=st.integers(1, 6).flatmap(
+        lambda b: st.sampled_from(["pose-like", "within", "any"]).flatmap(
+            lambda kind: hnp.arrays(np.float64, (b, 126), elements=values(64, kind))
+        )
+    )
+)
 def test_latents(prior, z):
     if not acceptable(z):
         for call in (prior.latent_forward, lambda z: prior.sample(z=z)):
@@ -111,21 +152,36 @@ def test_latents(prior, z):
     assert (rotations.rotation_error(R) < 1e-5).all()
 
 
-ANYTHING = st.one_of(st.none(), st.booleans(), st.integers(-3, 12), st.sampled_from([2 ** 40, 10 ** 6 + 1]),
-                     st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=3),
-                     st.lists(st.integers(0, 3), max_size=2))
+ANYTHING = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-3, 12),
+    st.sampled_from([2**40, 10**6 + 1]),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=3),
+    st.lists(st.integers(0, 3), max_size=2),
+)
 
 
 @SETTINGS
-@given(n=ANYTHING, seed=st.one_of(ANYTHING, st.just(np.random.default_rng(0))),
-       temperature=st.one_of(ANYTHING, st.floats(1e-3, 10)))
+@given(
+    n=ANYTHING,
+    seed=st.one_of(ANYTHING, st.just(np.random.default_rng(0))),
+    temperature=st.one_of(ANYTHING, st.floats(1e-3, 10)),
+)
 def test_sample_arguments(prior, n, seed, temperature):
     def valid_int(v, low):
         return isinstance(v, int) and not isinstance(v, bool) and v >= low
-    ok = (valid_int(n, 1) and n <= 10 ** 6 and (seed is None or isinstance(seed, np.random.Generator)
-                                                 or valid_int(seed, 0))
-          and isinstance(temperature, (int, float)) and not isinstance(temperature, bool)
-          and math.isfinite(temperature) and 0 < temperature <= 1e4)
+
+    ok = (
+        valid_int(n, 1)
+        and n <= 10**6
+        and (seed is None or isinstance(seed, np.random.Generator) or valid_int(seed, 0))
+        and isinstance(temperature, (int, float))
+        and not isinstance(temperature, bool)
+        and math.isfinite(temperature)
+        and 0 < temperature <= 1e4
+    )
     if not ok:
         with pytest.raises(ValueError, match=r"^sample: (n|seed|temperature|give n)"):
             prior.sample(n, seed=seed, temperature=temperature)
@@ -136,26 +192,34 @@ def test_sample_arguments(prior, n, seed, temperature):
 
 
 @SETTINGS
-@given(d6=hnp.arrays(np.float64, st.integers(1, 8).map(lambda k: (k, 6)),
-                     elements=st.one_of(st.floats(-1e300, 1e300), st.sampled_from([0.0, 1.0, -1.0, 1e-300]))),
-       scale=st.floats(1e-200, 1e200))
+@given(
+    d6=hnp.arrays(
+        np.float64,
+        st.integers(1, 8).map(lambda k: (k, 6)),
+        elements=st.one_of(st.floats(-1e300, 1e300), st.sampled_from([0.0, 1.0, -1.0, 1e-300])),
+    ),
+    scale=st.floats(1e-200, 1e200),
+)
 def test_gram_schmidt_gives_a_rotation_or_refuses(d6, scale):
     try:
         R = rotations.gram_schmidt(d6)
     except ValueError as e:
         assert "no rotation" in str(e)
-        b1, b2 = d6[:, :3] / np.abs(d6[:, :3]).max(-1, keepdims=True).clip(1e-300), \
-            d6[:, 3:] / np.abs(d6[:, 3:]).max(-1, keepdims=True).clip(1e-300)
-        sine = np.linalg.norm(np.cross(b1, b2), axis=-1) / (np.linalg.norm(b1, axis=-1) * np.linalg.norm(b2, axis=-1)
-                                                            ).clip(1e-300)
-        assert (sine < 2e-6).any()     # some pair is (nearly) degenerate
+        b1, b2 = (
+            d6[:, :3] / np.abs(d6[:, :3]).max(-1, keepdims=True).clip(1e-300),
+            d6[:, 3:] / np.abs(d6[:, 3:]).max(-1, keepdims=True).clip(1e-300),
+        )
+        sine = np.linalg.norm(np.cross(b1, b2), axis=-1) / (
+            np.linalg.norm(b1, axis=-1) * np.linalg.norm(b2, axis=-1)
+        ).clip(1e-300)
+        assert (sine < 2e-6).any()  # some pair is (nearly) degenerate
         return
     assert rotations.rotation_error(R).max() < 1e-9
-    np.testing.assert_allclose(rotations.gram_schmidt(d6 * scale), R, atol=1e-9)      # scale-invariant
+    np.testing.assert_allclose(rotations.gram_schmidt(d6 * scale), R, atol=1e-9)  # scale-invariant
 
 
 @SETTINGS
-@given(b=st.integers(1, 300), seed=st.integers(0, 2 ** 32 - 1), rep=st.sampled_from(["6d", "matrix", "axis_angle"]))
+@given(b=st.integers(1, 300), seed=st.integers(0, 2**32 - 1), rep=st.sampled_from(["6d", "matrix", "axis_angle"]))
 def test_chunked_equals_whole(prior, chunked, b, seed, rep):
     aa = np.random.default_rng(seed).normal(0, 0.6, (b, J, 3))
     x = {"6d": rotations.axis_angle_to_6d(aa), "matrix": rotations.axis_angle_to_matrix(aa), "axis_angle": aa}[rep]
@@ -165,11 +229,18 @@ def test_chunked_equals_whole(prior, chunked, b, seed, rep):
 
 
 # --- manifest validation ---------------------------------------------------------------------------------------------
-JSON = st.recursive(st.one_of(st.none(), st.booleans(), st.integers(-300, 300), st.floats(allow_nan=False),
-                              st.text(max_size=8), st.sampled_from(list(JOINT_NAMES) + ["0" * 64, "batch"])),
-                    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=6), inner,
-                                                                                           max_size=4)),
-                    max_leaves=12)
+JSON = st.recursive(
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(-300, 300),
+        st.floats(allow_nan=False),
+        st.text(max_size=8),
+        st.sampled_from(list(JOINT_NAMES) + ["0" * 64, "batch"]),
+    ),
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=6), inner, max_size=4)),
+    max_leaves=12,
+)
 
 
 @pytest.fixture(scope="module")
@@ -185,7 +256,11 @@ def _paths(obj, prefix=()):
                 continue
             if len(prefix) == 2 and prefix[0] == "graphs" and k == "doc":
                 continue
-            if prefix[:1] == ("files",) and len(prefix) == 1 and k not in [g.file for g in GRAPHS.values()] + ["weights.bin"]:
+            if (
+                prefix[:1] == ("files",)
+                and len(prefix) == 1
+                and k not in [g.file for g in GRAPHS.values()] + ["weights.bin"]
+            ):
                 continue
             yield prefix + (k,)
             yield from _paths(v, prefix + (k,))

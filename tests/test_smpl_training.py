@@ -1,5 +1,6 @@
 """Training on SMPL-converted data: the augmentations that make a CMU-trained prior an SMPL prior (widening,
 part mixing), the converted data's loader, and `poseprior convert`."""
+
 import subprocess
 import sys
 
@@ -14,7 +15,7 @@ from train.augment import PARTS, axis_noise, part_mix
 def test_part_mix_takes_whole_parts_from_one_donor():
     x = torch.arange(64 * 21 * 6, dtype=torch.float64).reshape(64, 21, 6)
     y = part_mix(x, 0.5, torch.Generator().manual_seed(0))
-    donor = (y[..., 0] // 126).long()                      # which pose each joint's numbers came from
+    donor = (y[..., 0] // 126).long()  # which pose each joint's numbers came from
     mixed = 0
     for joints in PARTS.values():
         idx = [rotations.JOINT_NAMES.index(n) for n in joints]
@@ -38,28 +39,34 @@ def test_axis_noise_has_the_configured_spread_per_local_axis():
 def test_converted_split_loads_with_sequences_subjects_and_skeleton(shared_data, tmp_path):
     from runtime.convert import load_rest_joints, named_takes, save_amass
     from train.data import load_split
+
     rest = load_rest_joints(shared_data / "smpl_skeleton" / "smpl_neutral_rest.npz")
     takes = named_takes(shared_data / "cmu_pose" / "val.npz", rest)
     save_amass(takes, rest, tmp_path / "val.npz")
     s = load_split(tmp_path / "val.npz")
     assert len(s.sequence_names) == len(takes) and set(s.subject.tolist()) == {8}
-    assert s.skeleton["name"] == "smpl" and np.allclose(np.asarray(s.skeleton["rest_joints"]), rest - rest[0], atol=1e-6)
+    assert s.skeleton["name"] == "smpl" and np.allclose(
+        np.asarray(s.skeleton["rest_joints"]), rest - rest[0], atol=1e-6
+    )
     assert s.offsets.shape == (22, 3)
 
 
 def test_convert_command(shared_data, tmp_path):
     rest = shared_data / "smpl_skeleton" / "smpl_neutral_rest.npz"
-    run = lambda *a: subprocess.run([sys.executable, "-m", "runtime.cli", "convert", *map(str, a)],
-                                    capture_output=True, text=True)
-    ok = run(shared_data / "cmu_extra" / "asf_amc" / "35_01.amc", "--out", tmp_path / "o.npz", "--rest", rest,
-             "--fps", 30)
+    run = lambda *a: subprocess.run(
+        [sys.executable, "-m", "runtime.cli", "convert", *map(str, a)], capture_output=True, text=True
+    )
+    ok = run(
+        shared_data / "cmu_extra" / "asf_amc" / "35_01.amc", "--out", tmp_path / "o.npz", "--rest", rest, "--fps", 30
+    )
     assert ok.returncode == 0, ok.stderr
     with np.load(tmp_path / "o.npz") as z:
         assert z["poses"].shape == (90, 72) and float(z["mocap_framerate"]) == pytest.approx(30, rel=1e-3)
-    for args, msg in [((tmp_path / "nope.bvh", "--out", tmp_path / "x.npz"), "not found"),
-                      ((shared_data / "cmu_extra" / "asf_amc" / "35_01.amc", "--out", tmp_path / "x.txt"), ".npz"),
-                      ((shared_data / "cmu_extra" / "asf_amc" / "35_01.amc", "--out", tmp_path / "x.npz", "--fps", -1),
-                       "--fps")]:
+    for args, msg in [
+        ((tmp_path / "nope.bvh", "--out", tmp_path / "x.npz"), "not found"),
+        ((shared_data / "cmu_extra" / "asf_amc" / "35_01.amc", "--out", tmp_path / "x.txt"), ".npz"),
+        ((shared_data / "cmu_extra" / "asf_amc" / "35_01.amc", "--out", tmp_path / "x.npz", "--fps", -1), "--fps"),
+    ]:
         r = run(*args, "--rest", rest)
         assert r.returncode == 2 and msg in r.stderr and "Traceback" not in r.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["o.npz"]

@@ -1,4 +1,5 @@
 """Take tools lose nothing and speak the source's frame numbers (issue 18, item 8; item 2: multi-take files)."""
+
 import json
 import subprocess
 import sys
@@ -12,8 +13,9 @@ from runtime.formats import read_motion
 
 
 def cli(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "runtime.cli", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd)
+    return subprocess.run(
+        [sys.executable, "-m", "runtime.cli", *map(str, args)], capture_output=True, text=True, cwd=cwd
+    )
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +38,7 @@ def test_a_multi_take_npz_written_by_convert_reads_back_as_its_takes(shared_data
     d = json.loads((tmp_path / "s.json").read_text())
     assert [t["name"] for t in d["takes"]] == tk.names and "11 takes" in r.stdout
     assert all(a <= b for a, b in d["flagged_spans"])
-    assert not any(a < s <= b for a, b in d["flagged_spans"] for s in tk.starts)   # no run crosses a take start
+    assert not any(a < s <= b for a, b in d["flagged_spans"] for s in tk.starts)  # no run crosses a take start
 
 
 def test_daz_frames_are_numbered_as_in_the_bvh(shared_data, tmp_path):
@@ -49,7 +51,7 @@ def test_daz_frames_are_numbered_as_in_the_bvh(shared_data, tmp_path):
     assert r.returncode == 0 and "left out frame 0" in r.stdout, r.stdout + r.stderr
     d = json.loads((tmp_path / "s.json").read_text())
     s = takes.score(PosePrior.load(), tk)
-    assert d["flagged"] == (s.flagged + 1).tolist() and d["flagged"]      # flagged frame N is BVH frame N
+    assert d["flagged"] == (s.flagged + 1).tolist() and d["flagged"]  # flagged frame N is BVH frame N
     assert d["dropped"] == tk.dropped
     r = cli("score", bvh, "--out", tmp_path / "s.csv", cwd=tmp_path)
     assert open(tmp_path / "s.csv").read().splitlines()[1].startswith("1,11_01,")
@@ -63,12 +65,24 @@ def test_repair_of_an_smplh_npz_keeps_every_other_array_byte_equal(shared_data, 
         arrays = {k: z[k] for k in z.files}
     arrays = {k: (v[:40] if v.ndim and len(v) == 500 else v) for k, v in arrays.items()}
     arrays["poses"] = arrays["poses"].astype(np.float32)
-    arrays["dmpls"] = np.arange(40 * 8, dtype=np.float32).reshape(40, 8)      # an extra key
+    arrays["dmpls"] = np.arange(40 * 8, dtype=np.float32).reshape(40, 8)  # an extra key
     np.savez(tmp_path / "in.npz", **arrays)
     lp = PosePrior.load().log_prob(arrays["poses"][:, 3:66].astype(np.float64), rep="axis_angle")
-    tau = float(np.sort(lp)[2])                                                # 2 frames below it
-    r = cli("repair", tmp_path / "in.npz", "--flagged", "--threshold", tau, "--space", "ambient", "--smooth", "0",
-            "--out", tmp_path / "out.npz", cwd=tmp_path)
+    tau = float(np.sort(lp)[2])  # 2 frames below it
+    r = cli(
+        "repair",
+        tmp_path / "in.npz",
+        "--flagged",
+        "--threshold",
+        tau,
+        "--space",
+        "ambient",
+        "--smooth",
+        "0",
+        "--out",
+        tmp_path / "out.npz",
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stderr
     with np.load(tmp_path / "out.npz") as o:
         out = {k: o[k] for k in o.files}
@@ -82,7 +96,7 @@ def test_repair_of_an_smplh_npz_keeps_every_other_array_byte_equal(shared_data, 
     keep[rows] = False
     assert out["poses"][keep].tobytes() == arrays["poses"][keep].tobytes()
     assert out["poses"][:, :3].tobytes() == arrays["poses"][:, :3].tobytes()
-    assert out["poses"][:, 66:].tobytes() == arrays["poses"][:, 66:].tobytes()          # the hands
+    assert out["poses"][:, 66:].tobytes() == arrays["poses"][:, 66:].tobytes()  # the hands
     assert (out["poses"][rows, 3:66] != arrays["poses"][rows, 3:66]).any()
 
 
@@ -100,8 +114,14 @@ def test_out_is_never_the_input(shared_data, rest, tmp_path):
 def test_score_and_repair_take_several_files_and_folders(shared_data, tmp_path):
     daz = shared_data / "cmu_extra" / "bvh_daz_style"
     (tmp_path / "o").mkdir()
-    r = cli("score", daz, shared_data / "cmu_extra" / "bvh_3dsmax" / "131_01.bvh", "--out", tmp_path / "all.json",
-            cwd=tmp_path)
+    r = cli(
+        "score",
+        daz,
+        shared_data / "cmu_extra" / "bvh_3dsmax" / "131_01.bvh",
+        "--out",
+        tmp_path / "all.json",
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stderr
     d = json.loads((tmp_path / "all.json").read_text())
     assert [f["source"].split("/")[-1] for f in d["files"]] == ["11_01.bvh", "14_19.bvh", "131_01.bvh"]

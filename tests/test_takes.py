@@ -1,4 +1,5 @@
 """The take tools (runtime/takes.py, `poseprior score` / `poseprior repair`) on real takes from ../shared."""
+
 from __future__ import annotations
 
 import csv
@@ -29,8 +30,9 @@ def daz_take(shared_data) -> Path:
 
 
 def cli(*args, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "runtime.cli", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd)
+    return subprocess.run(
+        [sys.executable, "-m", "runtime.cli", *map(str, args)], capture_output=True, text=True, cwd=cwd
+    )
 
 
 def glitched(take: takes.Take, frames: np.ndarray, seed: int = 0) -> takes.Take:
@@ -62,7 +64,7 @@ def test_score_is_log_p_of_the_converted_frames(prior, daz_take):
     tau = prior.manifest["plausibility"]["tau"]
     assert s.threshold == tau
     np.testing.assert_array_equal(s.flagged, np.flatnonzero(s.log_prob < tau))
-    assert 0 < len(s.flagged) < len(take.poses)          # this Daz take dips below tau for part of it
+    assert 0 < len(s.flagged) < len(take.poses)  # this Daz take dips below tau for part of it
     assert sum(b - a + 1 for a, b in s.flagged_spans()) == len(s.flagged)
     assert takes.score(prior, take, threshold=-1e9).flagged.size == 0
 
@@ -79,17 +81,20 @@ def test_score_command_writes_json_csv_and_plot(prior, daz_take, tmp_path):
     assert r.returncode == 0, r.stderr
     rows = list(csv.DictReader((tmp_path / "s.csv").open()))
     assert len(rows) == 597 and all((float(x["log_prob"]) < 0) == (x["flagged"] == "1") for x in rows)
-    assert abs(float(rows[120]["time_s"]) - 1.0) < 1e-3           # 120 fps
+    assert abs(float(rows[120]["time_s"]) - 1.0) < 1e-3  # 120 fps
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--out", "s.txt"], "must end in .json or .csv"),
-    (["--out", "no_dir/s.json"], "does not exist"),
-    (["--plot", "s.bmp"], "--plot"),
-    (["--threshold", "nan"], "threshold"),
-    (["--fps", "-3"], "--fps"),
-    (["--model", "no_model"], "no model directory"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--out", "s.txt"], "must end in .json or .csv"),
+        (["--out", "no_dir/s.json"], "does not exist"),
+        (["--plot", "s.bmp"], "--plot"),
+        (["--threshold", "nan"], "threshold"),
+        (["--fps", "-3"], "--fps"),
+        (["--model", "no_model"], "no model directory"),
+    ],
+)
 def test_score_refuses_bad_arguments(daz_take, tmp_path, args, message):
     r = cli("score", daz_take, *args, cwd=tmp_path)
     assert r.returncode == 2 and r.stderr.startswith("error: ") and message in r.stderr, r.stderr
@@ -108,6 +113,7 @@ def test_bad_takes_are_named(shared_data, tmp_path):
 
 def test_a_model_without_a_recorded_threshold_needs_one(daz_take, tmp_path):
     import shutil
+
     model = tmp_path / "model"
     shutil.copytree(takes.__file__.replace("takes.py", "models/default"), model)
     manifest = json.loads((model / "manifest.json").read_text())
@@ -127,16 +133,28 @@ def test_a_model_in_another_convention_is_refused(tiny_model, daz_take, tmp_path
 def test_amass_without_trans_or_rate_scores_and_is_refused_where_a_rate_is_needed(prior, shared_data, tmp_path):
     src = tmp_path / "bare.npz"
     take = takes.read_take(shared_data / "cmu_extra" / "bvh_daz_style" / "11_01.bvh")
-    np.savez(src, poses=take.poses[:50])                                    # poses only
+    np.savez(src, poses=take.poses[:50])  # poses only
     s = takes.score(prior, takes.read_take(src))
     assert len(s.log_prob) == 50 and s.to_dict()["fps"] is None
     with pytest.raises(ValueError, match="no frame rate"):
         takes.repair(prior, takes.read_take(src), flagged=True, threshold=1e9)
     r = cli("convert", src, "--out", tmp_path / "c.npz", cwd=tmp_path)
     assert r.returncode == 2 and "frame rate" in r.stderr and not (tmp_path / "c.npz").exists(), r.stderr
-    r = cli("repair", src, "--flagged", "--smooth", "0", "--threshold", "1e9", "--space", "ambient",
-            "--out", tmp_path / "r.npz", cwd=tmp_path)
-    assert r.returncode == 0, r.stderr              # an AMASS input is written back whole: no rate needed
+    r = cli(
+        "repair",
+        src,
+        "--flagged",
+        "--smooth",
+        "0",
+        "--threshold",
+        "1e9",
+        "--space",
+        "ambient",
+        "--out",
+        tmp_path / "r.npz",
+        cwd=tmp_path,
+    )
+    assert r.returncode == 0, r.stderr  # an AMASS input is written back whole: no rate needed
     with np.load(tmp_path / "r.npz") as z:
         assert z.files == ["poses"] and z["poses"].shape == (50, 72)
 
@@ -154,6 +172,7 @@ def test_the_run_objective_gradient_is_its_derivative(prior, daz_take, space):
         d = np.where(free[..., None], rng.standard_normal(p0.shape), 0.0)
     else:
         from runtime.fit import encode
+
         p0 = encode(prior, x[100:106])[0] + 0.05 * rng.standard_normal((6, prior.dim)).astype(np.float32)
         d = rng.standard_normal(p0.shape)
     p0, d = p0.reshape(1, -1).astype(np.float32), (d / np.linalg.norm(d)).reshape(1, -1).astype(np.float32)
@@ -171,7 +190,7 @@ def test_repair_flagged_frames_of_a_glitched_take(prior, shared_data, tmp_path):
     bad = glitched(take, frames)
     r = takes.repair(prior, bad, flagged=True, space="ambient")
     flagged = np.flatnonzero(r.log_prob_before < r.threshold)
-    assert len(flagged) >= 5 and set(flagged) <= set(frames)                # only glitched frames are flagged
+    assert len(flagged) >= 5 and set(flagged) <= set(frames)  # only glitched frames are flagged
     assert (r.log_prob_after[flagged] >= r.threshold).mean() >= 0.9
     err_before, err_after = geodesic(bad.poses, take.poses), geodesic(r.take.poses, take.poses)
     glitch = err_before > 1.0
@@ -180,8 +199,9 @@ def test_repair_flagged_frames_of_a_glitched_take(prior, shared_data, tmp_path):
     # the broken joints themselves are freed (the observed frames around each one tell them from their neighbours:
     # by log p alone 41 of 48 here, the neck taken for a broken head)
     assert (freed & glitch)[flagged].sum() >= 0.9 * glitch[flagged].sum()
-    np.testing.assert_array_equal(r.take.poses[:, 3:66].reshape(-1, 21, 3)[~freed],
-                                  bad.poses[:, 3:66].reshape(-1, 21, 3)[~freed])   # the rest exactly as given
+    np.testing.assert_array_equal(
+        r.take.poses[:, 3:66].reshape(-1, 21, 3)[~freed], bad.poses[:, 3:66].reshape(-1, 21, 3)[~freed]
+    )  # the rest exactly as given
     np.testing.assert_array_equal(r.take.poses[:, :3], bad.poses[:, :3])
     np.testing.assert_array_equal(r.take.trans, bad.trans)
     out = takes.write_take(r.take, load_rest_joints(), tmp_path / "r.npz")
@@ -200,18 +220,27 @@ def test_repair_named_joints_in_latent_space_with_smoothness(prior, shared_data)
         assert r.mask[:, idx].all() and r.mask.sum() == n * len(idx)
         err = geodesic(r.take.poses, take.poses)
         assert err[:, idx].mean() < 35 and np.abs(np.delete(err, idx, 1)).max() < 1e-3
-    steps = [rotations.geodesic_deg(*(lambda R: (R[1:], R[:-1]))(rotations.axis_angle_to_matrix(
-        r.take.poses[:, 3:66].reshape(-1, 21, 3)[:, idx]))) for r in (rough, smooth)]
-    assert np.percentile(steps[1], 99) < 0.5 * np.percentile(steps[0], 99)   # the smoothness term is at work
+    steps = [
+        rotations.geodesic_deg(
+            *(lambda R: (R[1:], R[:-1]))(
+                rotations.axis_angle_to_matrix(r.take.poses[:, 3:66].reshape(-1, 21, 3)[:, idx])
+            )
+        )
+        for r in (rough, smooth)
+    ]
+    assert np.percentile(steps[1], 99) < 0.5 * np.percentile(steps[0], 99)  # the smoothness term is at work
 
 
-@pytest.mark.parametrize("args, message", [
-    ([], "--joints NAMES or --flagged"),
-    (["--joints", "left_elbow", "--flagged"], "one of the two"),
-    (["--joints", "left_ebow"], "unknown joint names"),
-    (["--joints", "left_elbow", "--threshold", "3"], "only with --flagged"),
-    (["--flagged", "--out", "r.bvh"], "must end in .npz"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ([], "--joints NAMES or --flagged"),
+        (["--joints", "left_elbow", "--flagged"], "one of the two"),
+        (["--joints", "left_ebow"], "unknown joint names"),
+        (["--joints", "left_elbow", "--threshold", "3"], "only with --flagged"),
+        (["--flagged", "--out", "r.bvh"], "must end in .npz"),
+    ],
+)
 def test_repair_refuses_bad_arguments(daz_take, tmp_path, args, message):
     if "--out" not in args:
         args = args + ["--out", "r.npz"]
@@ -221,8 +250,18 @@ def test_repair_refuses_bad_arguments(daz_take, tmp_path, args, message):
 
 
 def test_repair_command_on_a_real_take(daz_take, tmp_path):
-    r = cli("repair", daz_take, "--flagged", "--space", "ambient", "--out", tmp_path / "r.npz",
-            "--plot", tmp_path / "r.png", cwd=tmp_path)
+    r = cli(
+        "repair",
+        daz_take,
+        "--flagged",
+        "--space",
+        "ambient",
+        "--out",
+        tmp_path / "r.npz",
+        "--plot",
+        tmp_path / "r.png",
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stderr
     assert "still below the threshold: 0" in r.stdout, r.stdout
     back = read_amass(tmp_path / "r.npz")
@@ -235,6 +274,7 @@ def test_a_model_from_another_conversion_version_is_named(prior, daz_take, tmp_p
     warning in Python, a note on stderr from the CLI), and still score."""
     import shutil
     import warnings
+
     model = tmp_path / "old"
     shutil.copytree(prior.path, model)
     manifest = json.loads((model / "manifest.json").read_text())
@@ -245,6 +285,6 @@ def test_a_model_from_another_conversion_version_is_named(prior, daz_take, tmp_p
         takes.check_smpl_prior(old)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        takes.check_smpl_prior(prior)                          # the shipped model: same version, silent
+        takes.check_smpl_prior(prior)  # the shipped model: same version, silent
     r = cli("score", daz_take, "--model", model, cwd=tmp_path)
     assert r.returncode == 0 and "note:" in r.stderr and "smpl-segments-1" in r.stderr, r.stderr

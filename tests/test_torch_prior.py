@@ -1,6 +1,7 @@
 """train.TorchPrior (an exported model as a torch module) against the runtime's onnxruntime graphs, on the shipped
 model: real converted CMU poses and samples, log p and its gradient in every rep; 6D rows (PyTorch3D's convention);
 the README's torch fitting block, run as written."""
+
 import re
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from runtime.prior import DEFAULT_MODEL_DIR, ModelError
 from train import TorchPrior
 
 README = Path(__file__).resolve().parents[1] / "README.md"
-RTOL = 1e-4   # the issue's bar: relative, in log p and in its gradient
+RTOL = 1e-4  # the issue's bar: relative, in log p and in its gradient
 
 
 @pytest.fixture(scope="module")
@@ -32,8 +33,9 @@ def real_aa(shared_data):
 
 def as_rep(aa: np.ndarray, rep: str) -> np.ndarray:
     R = rotations.axis_angle_to_matrix(aa.astype(np.float64))
-    return {"axis_angle": aa, "matrix": R, "6d": rotations.matrix_to_6d(R),
-            "6d_rows": rotations.matrix_to_6d_rows(R)}[rep].astype(np.float32)
+    return {"axis_angle": aa, "matrix": R, "6d": rotations.matrix_to_6d(R), "6d_rows": rotations.matrix_to_6d_rows(R)}[
+        rep
+    ].astype(np.float32)
 
 
 def torch_log_prob_and_grad(prior: TorchPrior, x: np.ndarray, rep: str):
@@ -55,10 +57,10 @@ def test_log_prob_and_gradient_match_the_runtime_on_real_poses(priors, real_aa, 
     x = as_rep(real_aa, rep)
     lt, gt = torch_log_prob_and_grad(tp, x, rep)
     lr, gr = rp.log_prob_and_grad(x, rep=rep)
-    assert np.median(lr) > 0   # real poses of an unseen subject: plausible under the shipped model
+    assert np.median(lr) > 0  # real poses of an unseen subject: plausible under the shipped model
     assert rel_err(lt, lr) < RTOL, rel_err(lt, lr)
     assert rel_err(gt, gr) < RTOL, rel_err(gt, gr)
-    assert rel_err(rp.log_prob(x, rep=rep), lr) < RTOL   # the log_prob graph gives the same density
+    assert rel_err(rp.log_prob(x, rep=rep), lr) < RTOL  # the log_prob graph gives the same density
 
 
 def test_samples_and_latent_forward_match_the_runtime(priors):
@@ -69,7 +71,7 @@ def test_samples_and_latent_forward_match_the_runtime(priors):
     assert np.abs(xt - xr).max() < 1e-4 and rel_err(lt, lr) < RTOL
     st = tp.sample(z=torch.from_numpy(z)).numpy()
     np.testing.assert_allclose(st, rp.sample(z=z), atol=1e-4)
-    for orth in (True, False):   # log p and gradient at samples, raw and orthonormalised
+    for orth in (True, False):  # log p and gradient at samples, raw and orthonormalised
         x = tp.sample(z=torch.from_numpy(z), orthonormalize=orth).numpy()
         lt, gt = torch_log_prob_and_grad(tp, x, "6d")
         lr, gr = rp.log_prob_and_grad(x)
@@ -104,6 +106,7 @@ def test_single_pose_shapes_and_errors(priors, real_aa):
 
 def test_load_refuses_a_tampered_model(tmp_path):
     import shutil
+
     model = tmp_path / "m"
     shutil.copytree(DEFAULT_MODEL_DIR, model)
     with open(model / "weights.bin", "r+b") as f:
@@ -152,12 +155,14 @@ def test_6d_rows_is_pytorch3d_convention(real_aa):
     R = rotations.axis_angle_to_matrix(real_aa.astype(np.float64))
     rows = pytorch3d_matrix_to_rotation_6d(R)
     np.testing.assert_allclose(rotations.matrix_to_6d_rows(R), rows, atol=0)
-    np.testing.assert_allclose(rotations.rows_6d_to_matrix(rows), R, atol=1e-12)    # round trip
-    noisy = rows + 0.1 * np.random.default_rng(0).standard_normal(rows.shape)      # not orthonormal: GS on rows
+    np.testing.assert_allclose(rotations.rows_6d_to_matrix(rows), R, atol=1e-12)  # round trip
+    noisy = rows + 0.1 * np.random.default_rng(0).standard_normal(rows.shape)  # not orthonormal: GS on rows
     np.testing.assert_allclose(rotations.rows_6d_to_matrix(noisy), pytorch3d_rotation_6d_to_matrix(noisy), atol=1e-12)
     from train.torch_prior import matrix_to_6d_rows, rows_6d_to_matrix
-    np.testing.assert_allclose(rows_6d_to_matrix(torch.from_numpy(noisy)).numpy(),
-                               pytorch3d_rotation_6d_to_matrix(noisy), atol=1e-12)
+
+    np.testing.assert_allclose(
+        rows_6d_to_matrix(torch.from_numpy(noisy)).numpy(), pytorch3d_rotation_6d_to_matrix(noisy), atol=1e-12
+    )
     np.testing.assert_allclose(matrix_to_6d_rows(torch.from_numpy(R)).numpy(), rows, atol=0)
     # the columns are another layout of the same numbers only for symmetric R: they differ for real poses
     assert np.abs(rotations.matrix_to_6d(R) - rows).max() > 0.5
@@ -176,13 +181,13 @@ def test_rows_passed_as_columns_is_the_classic_mistake(priors, real_aa):
 # --- the README's torch fitting block runs as written ----------------------------------------------------------------
 def readme_block(heading: str) -> str:
     text = README.read_text()
-    section = text[text.index(heading):]
+    section = text[text.index(heading) :]
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 
 
 def test_readme_torch_fitting_block_runs(shared_data, monkeypatch):
     code = readme_block("Torch (`train.TorchPrior`")
-    assert "TorchPrior.load(device=dev)" in code   # the shipped model
+    assert "TorchPrior.load(device=dev)" in code  # the shipped model
     monkeypatch.chdir(Path(__file__).resolve().parents[1])
     scope: dict = {}
     exec(compile(code, "README.md (torch fitting block)", "exec"), scope)

@@ -1,5 +1,6 @@
 """Training runs on the real CMU data: the tiny preset learns, is deterministic, resumes exactly, and the CLI
 refuses bad input with a clear message and no run directory left behind."""
+
 import json
 import math
 import subprocess
@@ -28,7 +29,7 @@ def test_tiny_training_improves_validation_log_p(cmu, tmp_path):
     assert rows[-1]["train_log_p"] > rows[0]["train_log_p"] + 10
     assert summary["best_val_log_p"] > rows[0]["val_log_p"] and summary["best_epoch"] > 1
     assert {"epoch", "step", "train_log_p", "val_log_p", "lr", "seconds"} <= set(rows[0])
-    for name in ("best.pt", "last.pt"):   # plain tensors and values only
+    for name in ("best.pt", "last.pt"):  # plain tensors and values only
         ckpt = torch.load(tmp_path / "run" / name, weights_only=True)
         assert ckpt["data_sha256"]["cmu_pose/train.npz"] == next(iter(cmu["train"].files.values()))
     flow, ckpt = load_checkpoint(tmp_path / "run" / "best.pt")
@@ -66,7 +67,7 @@ def test_resume_continues_without_losing_an_epoch(cmu, tmp_path):
     # stop after 2 epochs (8 steps each), then resume to the end
     train(cfg, tr, va, tmp_path / "cut", max_steps=16, progress=False)
     assert len(metrics(tmp_path / "cut")) == 2
-    with open(tmp_path / "cut" / "metrics.jsonl", "a") as f:   # an epoch logged after the last checkpoint
+    with open(tmp_path / "cut" / "metrics.jsonl", "a") as f:  # an epoch logged after the last checkpoint
         f.write(json.dumps({"epoch": 3, "val_log_p": 0.0}) + "\n")
     train(cfg, tr, va, tmp_path / "cut", resume=True, progress=False)
     full, cut = metrics(tmp_path / "full"), metrics(tmp_path / "cut")
@@ -111,18 +112,23 @@ def write_split(folder, rotations):
     folder.mkdir(parents=True, exist_ok=True)
     n = len(rotations)
     for s in ("train", "val"):
-        np.savez(folder / f"{s}.npz", rotations=rotations, sequence=np.zeros(n, np.int32), subject=np.zeros(n, np.int32))
+        np.savez(
+            folder / f"{s}.npz", rotations=rotations, sequence=np.zeros(n, np.int32), subject=np.zeros(n, np.int32)
+        )
 
 
-@pytest.mark.parametrize("case, message", [
-    ("missing", "data directory not found"),
-    ("no_val", "no 'val' split"),
-    ("corrupt", "cannot read npz"),
-    ("nan", "NaN or inf"),
-    ("shape", "expected (N, 21, 3)"),
-    ("empty", "empty split"),
-    ("not_pose", "neither 'rotations'"),
-])
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("missing", "data directory not found"),
+        ("no_val", "no 'val' split"),
+        ("corrupt", "cannot read npz"),
+        ("nan", "NaN or inf"),
+        ("shape", "expected (N, 21, 3)"),
+        ("empty", "empty split"),
+        ("not_pose", "neither 'rotations'"),
+    ],
+)
 def test_cli_rejects_bad_data(tmp_path, case, message):
     data = tmp_path / "data"
     good = (np.random.default_rng(0).normal(size=(64, 21, 3)) * 0.3).astype(np.float32)
@@ -165,8 +171,20 @@ def test_cli_refuses_to_overwrite_and_to_resume_nothing(tmp_path, shared_data):
 
 def test_cli_trains_and_resumes(tmp_path, shared_data):
     out = tmp_path / "run"
-    r = poseprior("train", "--data", shared_data / "cmu_pose", "--out", out, "--config", "tiny", "--max-steps", "3",
-                  "--set", "max_val=200", "--quiet")
+    r = poseprior(
+        "train",
+        "--data",
+        shared_data / "cmu_pose",
+        "--out",
+        out,
+        "--config",
+        "tiny",
+        "--max-steps",
+        "3",
+        "--set",
+        "max_val=200",
+        "--quiet",
+    )
     assert r.returncode == 0, r.stderr
     assert json.loads((out / "config.json").read_text())["max_val"] == 200
     r = poseprior("train", "--data", shared_data / "cmu_pose", "--out", out, "--resume", "--max-steps", "5", "--quiet")

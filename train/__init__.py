@@ -2,10 +2,12 @@
 
 Needs the training extra; without torch ``import train`` raises ImportError saying what to install.
 """
+
 try:
     import torch  # noqa: F401
 except ImportError:
     from runtime.extras import TRAIN_EXTRA_HINT
+
     raise ImportError(f"poseprior's train package {TRAIN_EXTRA_HINT}", name="torch") from None
 
 
@@ -14,5 +16,6 @@ def __getattr__(name: str):
     stays light (PEP 562)."""
     if name == "TorchPrior":
         from .torch_prior import TorchPrior
+
         return TorchPrior
     raise AttributeError(f"module 'train' has no attribute {name!r}")

@@ -4,6 +4,7 @@ Layout of an AMASS file: ``poses`` (T, 156) SMPL-H, (T, 165) SMPL-X or (T, 72) S
 ``poses[:, 0:3]`` the global root orientation and ``poses[:, 3:66]`` the 21 body joints 1..21 in SMPL body
 order; ``mocap_framerate`` (SMPL-H) or ``mocap_frame_rate`` (SMPL-X) is the source frame rate in Hz.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -55,6 +56,9 @@ def load_amass(path: str | Path, fps: float | None = None) -> PoseSet:
         rest = np.asarray(extra["rest_joints"], np.float64)[:22]
         offsets = (rest - rest[np.maximum(np.array(PARENTS), 0)]).astype(np.float32)
         offsets[0] = 0.0
-        skeleton = {"name": "smpl", "conversion": str(extra.get("conversion", "")),
-                    "rest_joints": (rest - rest[0]).round(6).tolist()}
+        skeleton = {
+            "name": "smpl",
+            "conversion": str(extra.get("conversion", "")),
+            "rest_joints": (rest - rest[0]).round(6).tolist(),
+        }
     return PoseSet(rot, seq, names, subj, offsets, {str(path): sha256_file(path)}, skeleton)

@@ -24,6 +24,7 @@ tibial rotation, forearm twist and off-axis flexion that real SMPL fits have (DE
 calls those real poses implausible. Widening gives exactly those directions of exactly those joints a width, sized
 by the spread real SMPL fits show, and leaves the directions the data do constrain (the knee's flexion) alone.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -43,8 +44,9 @@ def lift(x: torch.Tensor, eps: torch.Tensor, alpha: float, beta: float) -> torch
     return torch.cat([s1 * a1, s2 * a2 + t * a1], dim=-1)
 
 
-def augment(x: torch.Tensor, alpha: float, beta: float, generator: torch.Generator | None = None,
-            noise: float = 0.0) -> torch.Tensor:
+def augment(
+    x: torch.Tensor, alpha: float, beta: float, generator: torch.Generator | None = None, noise: float = 0.0
+) -> torch.Tensor:
     """Orthonormal 6D poses (B, J, 6) -> augmented (B, J, 6) with fresh eps; ``alpha = beta = 0`` returns x.
     ``noise > 0`` adds isotropic 6D noise after the lift (see the module docstring)."""
     eps = torch.randn(x.shape[:-1] + (3,), generator=generator, dtype=x.dtype, device=x.device)
@@ -54,8 +56,9 @@ def augment(x: torch.Tensor, alpha: float, beta: float, generator: torch.Generat
     return b
 
 
-def rotation_noise(x: torch.Tensor, joints: list[int], sigma: float,
-                   generator: torch.Generator | None = None) -> torch.Tensor:
+def rotation_noise(
+    x: torch.Tensor, joints: list[int], sigma: float, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """``R_j -> R_j exp([sigma xi_j]x)``, ``xi_j ~ N(0, I_3)``, on joints ``joints`` of orthonormal 6D poses
     (B, J, 6); the other joints are returned unchanged."""
     if sigma <= 0 or not joints:
@@ -66,8 +69,9 @@ def rotation_noise(x: torch.Tensor, joints: list[int], sigma: float,
     return out
 
 
-def axis_noise(x: torch.Tensor, widen: dict[str, tuple[float, float, float]],
-               generator: torch.Generator | None = None) -> torch.Tensor:
+def axis_noise(
+    x: torch.Tensor, widen: dict[str, tuple[float, float, float]], generator: torch.Generator | None = None
+) -> torch.Tensor:
     """``R_j -> R_j exp([sigma_j * xi_j]x)``, ``xi_j ~ N(0, I_3)``, ``sigma_j = widen[name_j]`` per local axis, on
     orthonormal 6D poses (B, J, 6); joints not in ``widen`` are returned unchanged."""
     if not widen:
@@ -82,11 +86,13 @@ def axis_noise(x: torch.Tensor, widen: dict[str, tuple[float, float, float]],
 
 #: body parts that ``part_mix`` exchanges between poses: each a kinematic sub-chain, whose local rotations are
 #: independent of the rest of the body's (a left arm from one pose on the trunk of another is still a real arm)
-PARTS = {"left_arm": ("left_collar", "left_shoulder", "left_elbow", "left_wrist"),
-         "right_arm": ("right_collar", "right_shoulder", "right_elbow", "right_wrist"),
-         "left_leg": ("left_hip", "left_knee", "left_ankle", "left_foot"),
-         "right_leg": ("right_hip", "right_knee", "right_ankle", "right_foot"),
-         "spine_head": ("spine1", "spine2", "spine3", "neck", "head")}
+PARTS = {
+    "left_arm": ("left_collar", "left_shoulder", "left_elbow", "left_wrist"),
+    "right_arm": ("right_collar", "right_shoulder", "right_elbow", "right_wrist"),
+    "left_leg": ("left_hip", "left_knee", "left_ankle", "left_foot"),
+    "right_leg": ("right_hip", "right_knee", "right_ankle", "right_foot"),
+    "spine_head": ("spine1", "spine2", "spine3", "neck", "head"),
+}
 
 
 def part_mix(x: torch.Tensor, p: float, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -123,6 +129,7 @@ class Augmentation:
     """Everything training does to a batch of orthonormal 6D poses, in order: rotation noise on the degenerate
     joints, the inverse-GS lift, 6D noise. One object, so training, validation, normalisation statistics and
     the evaluation's "augmented as in training" diagnostic all apply the same thing."""
+
     alpha: float
     beta: float
     noise: float = 0.0
@@ -135,4 +142,6 @@ class Augmentation:
         idx = [JOINT_NAMES.index(n) for n in self.noisy_joints]
         x = part_mix(x, self.part_mix, generator) if self.part_mix else x
         x = axis_noise(x, dict(self.widen), generator) if self.widen else x
-        return augment(rotation_noise(x, idx, self.joint_noise, generator), self.alpha, self.beta, generator, self.noise)
+        return augment(
+            rotation_noise(x, idx, self.joint_noise, generator), self.alpha, self.beta, generator, self.noise
+        )

@@ -32,6 +32,7 @@ the elbow hinges about -+Y). This loader does not do that twist, so rotations fr
 shared npz of the same take differ by a constant per-joint rotation at the arms; joint positions agree.
 Also, frame 0 of every cgspeed file is a synthetic T-pose which the shared set dropped; ``load_bvh`` keeps it.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -47,29 +48,38 @@ from runtime.rotations import matrix_to_axis_angle
 from .data import DataError, PoseSet, as_data_error, check_rotations, sha256_file
 from .rotations import JOINT_NAMES, PARENTS
 
-SMPL_NAMES = ("pelvis",) + tuple(JOINT_NAMES)   # index k matches PARENTS[k]
+SMPL_NAMES = ("pelvis",) + tuple(JOINT_NAMES)  # index k matches PARENTS[k]
 
 #: CMU "MotionBuilder-friendly" cgspeed BVH (31 joints) -> SMPL; see ../shared/data/cmu_pose/README.md. Positions
 #: are ``runtime.formats.JOINT_MAPS["cgspeed_motionbuilder"]``; spine3 and the wrists also compose the next joint's
 #: rotation (Neck, the finger base), as the shared npz does.
-CMU_JOINT_MAP: dict[str, tuple[str, ...]] = {
-    k: (v,) for k, v in JOINT_MAPS["cgspeed_motionbuilder"].items()} | {
+CMU_JOINT_MAP: dict[str, tuple[str, ...]] = {k: (v,) for k, v in JOINT_MAPS["cgspeed_motionbuilder"].items()} | {
     "spine3": ("Spine1", "Neck"),
-    "left_wrist": ("LeftHand", "LeftFingerBase"), "right_wrist": ("RightHand", "RightFingerBase")}
+    "left_wrist": ("LeftHand", "LeftFingerBase"),
+    "right_wrist": ("RightHand", "RightFingerBase"),
+}
 #: metres per cgspeed BVH unit: the CMU ASF files declare ``length 0.45``, i.e. 1 unit = 1/0.45 inch
 CMU_UNIT_M = UNITS_M["cgspeed_motionbuilder"]
 
 _UP, _DOWN, _LEFT, _RIGHT = (0.0, 1.0, 0.0), (0.0, -1.0, 0.0), (1.0, 0.0, 0.0), (-1.0, 0.0, 0.0)
 #: SMPL joint -> (SMPL child, direction of the bone joint -> child in the canonical T-pose)
 CANONICAL_BONES = {
-    "spine1": ("spine2", _UP), "spine2": ("spine3", _UP), "spine3": ("neck", _UP), "neck": ("head", _UP),
-    "left_hip": ("left_knee", _DOWN), "right_hip": ("right_knee", _DOWN),
-    "left_knee": ("left_ankle", _DOWN), "right_knee": ("right_ankle", _DOWN),
-    "left_shoulder": ("left_elbow", _LEFT), "right_shoulder": ("right_elbow", _RIGHT),
-    "left_elbow": ("left_wrist", _LEFT), "right_elbow": ("right_wrist", _RIGHT),
+    "spine1": ("spine2", _UP),
+    "spine2": ("spine3", _UP),
+    "spine3": ("neck", _UP),
+    "neck": ("head", _UP),
+    "left_hip": ("left_knee", _DOWN),
+    "right_hip": ("right_knee", _DOWN),
+    "left_knee": ("left_ankle", _DOWN),
+    "right_knee": ("right_ankle", _DOWN),
+    "left_shoulder": ("left_elbow", _LEFT),
+    "right_shoulder": ("right_elbow", _RIGHT),
+    "left_elbow": ("left_wrist", _LEFT),
+    "right_elbow": ("right_wrist", _RIGHT),
 }
 #: largest allowed change (m) of a kept bone, seen in its SMPL parent's frame, before ``bvh_to_smpl`` warns
 POSITION_TOL_M = 1e-4
+
 
 def read_bvh(path: str | Path, unit_m: float = CMU_UNIT_M) -> Motion:
     """``runtime.formats.read_bvh`` in ``unit_m`` metres per unit (default cgspeed's), raising ``DataError``."""
@@ -95,10 +105,11 @@ def swing(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 class SmplMotion:
     """``bvh_to_smpl`` output, float64; FK: ``G_0 = R(root_orient)``, ``p_0 = trans``,
     ``G_k = G_p R(rotations[k-1])``, ``p_k = p_p + G_p offsets[k]``."""
-    rotations: np.ndarray     # (F, 21, 3) axis-angle, SMPL body order
-    root_orient: np.ndarray   # (F, 3) axis-angle global pelvis orientation
-    trans: np.ndarray         # (F, 3) pelvis position (m)
-    offsets: np.ndarray       # (22, 3) rest offset of each joint from its parent, in the parent frame (m)
+
+    rotations: np.ndarray  # (F, 21, 3) axis-angle, SMPL body order
+    root_orient: np.ndarray  # (F, 3) axis-angle global pelvis orientation
+    trans: np.ndarray  # (F, 3) pelvis position (m)
+    offsets: np.ndarray  # (22, 3) rest offset of each joint from its parent, in the parent frame (m)
 
 
 def _map_indices(bvh: Motion, joint_map: dict[str, tuple[str, ...]]) -> tuple[list[int], list[int]]:
@@ -119,54 +130,67 @@ def _map_indices(bvh: Motion, joint_map: dict[str, tuple[str, ...]]) -> tuple[li
         chain = tuple(joint_map[smpl])
         absent = [n for n in chain if n not in index]
         if not chain or absent:
-            raise DataError(f"{bvh.source}: joint map entry {smpl} = {chain}: "
-                            f"{'no joints in BVH file: ' + ', '.join(absent) if absent else 'empty'}")
+            raise DataError(
+                f"{bvh.source}: joint map entry {smpl} = {chain}: "
+                f"{'no joints in BVH file: ' + ', '.join(absent) if absent else 'empty'}"
+            )
         ids = [index[n] for n in chain]
         if not all(is_below(b, a) for a, b in zip(ids, ids[1:])):
             raise DataError(f"{bvh.source}: joint map entry {smpl} = {chain} is not a chain down the hierarchy")
         if k and not (ids[0] != first[PARENTS[k]] and is_below(ids[0], first[PARENTS[k]])):
-            raise DataError(f"{bvh.source}: {smpl} ({chain[0]}) is not below its SMPL parent "
-                            f"{SMPL_NAMES[PARENTS[k]]} ({joint_map[SMPL_NAMES[PARENTS[k]]][0]}) in the BVH hierarchy")
+            raise DataError(
+                f"{bvh.source}: {smpl} ({chain[0]}) is not below its SMPL parent "
+                f"{SMPL_NAMES[PARENTS[k]]} ({joint_map[SMPL_NAMES[PARENTS[k]]][0]}) in the BVH hierarchy"
+            )
         first.append(ids[0])
         last.append(ids[-1])
     return first, last
 
 
-def bvh_to_smpl(bvh: Motion, joint_map: dict[str, tuple[str, ...]] = CMU_JOINT_MAP,
-                canonical: bool = True) -> SmplMotion:
+def bvh_to_smpl(
+    bvh: Motion, joint_map: dict[str, tuple[str, ...]] = CMU_JOINT_MAP, canonical: bool = True
+) -> SmplMotion:
     """All frames of ``bvh`` (a ``Motion`` from ``read_bvh``) as SMPL rotations, root and rest offsets (formulas
     in the module docstring)."""
     first, last = _map_indices(bvh, joint_map)
     G_all, P_all = forward_kinematics(bvh)
-    rest = bvh.rest_positions()[first]                                                      # (22, 3)
-    G = G_all[:, last]                                                                      # (F, 22, 3, 3)
-    pos = P_all[:, first]                                                                   # (F, 22, 3)
+    rest = bvh.rest_positions()[first]  # (22, 3)
+    G = G_all[:, last]  # (F, 22, 3, 3)
+    pos = P_all[:, first]  # (F, 22, 3)
 
     C = np.broadcast_to(np.eye(3), (len(SMPL_NAMES), 3, 3)).copy()
     if canonical:
         for smpl, (child, direction) in CANONICAL_BONES.items():
             k, ch = SMPL_NAMES.index(smpl), SMPL_NAMES.index(child)
             d = rest[ch] - rest[k]
-            if np.linalg.norm(d) > 1e-9:   # a zero-length bone has no direction to align
+            if np.linalg.norm(d) > 1e-9:  # a zero-length bone has no direction to align
                 C[k] = swing(np.array(direction), d)
-    Gc = G @ C                                                                              # G'_k = G_k C_k
+    Gc = G @ C  # G'_k = G_k C_k
     par = np.array(PARENTS[1:])
-    local = np.swapaxes(Gc[:, par], -1, -2) @ Gc[:, 1:]                                     # r'_k = G'_p^T G'_k
+    local = np.swapaxes(Gc[:, par], -1, -2) @ Gc[:, 1:]  # r'_k = G'_p^T G'_k
     offsets = np.zeros((len(SMPL_NAMES), 3))
-    offsets[1:] = np.einsum("kba,kb->ka", C[par], rest[1:] - rest[par])                    # C_p^T (p_k - p_p)
+    offsets[1:] = np.einsum("kba,kb->ka", C[par], rest[1:] - rest[par])  # C_p^T (p_k - p_p)
 
     # positions from constant offsets: bone p_k - p_p must equal G'_p o'_k in every frame
     drift = np.linalg.norm(pos[:, 1:] - pos[:, par] - np.einsum("fkab,kb->fka", Gc[:, par], offsets[1:]), axis=-1)
     if drift.size and drift.max() > POSITION_TOL_M:
         k = int(np.argmax(drift.max(axis=0)))
-        warnings.warn(f"{bvh.source}: {JOINT_NAMES[k]} moves up to {drift.max() * 1e3:.2f} mm in its SMPL parent's "
-                      f"frame (a dropped joint in between rotates or translates): rotations are exact, but FK "
-                      f"with constant offsets does not reproduce the BVH joint positions", stacklevel=2)
+        warnings.warn(
+            f"{bvh.source}: {JOINT_NAMES[k]} moves up to {drift.max() * 1e3:.2f} mm in its SMPL parent's "
+            f"frame (a dropped joint in between rotates or translates): rotations are exact, but FK "
+            f"with constant offsets does not reproduce the BVH joint positions",
+            stacklevel=2,
+        )
     return SmplMotion(matrix_to_axis_angle(local), matrix_to_axis_angle(Gc[:, 0]), pos[:, 0], offsets)
 
 
-def load_bvh(path: str | Path, joint_map: dict[str, tuple[str, ...]] = CMU_JOINT_MAP, fps: float | None = None,
-             canonical: bool = True, unit_m: float = CMU_UNIT_M) -> PoseSet:
+def load_bvh(
+    path: str | Path,
+    joint_map: dict[str, tuple[str, ...]] = CMU_JOINT_MAP,
+    fps: float | None = None,
+    canonical: bool = True,
+    unit_m: float = CMU_UNIT_M,
+) -> PoseSet:
     """One BVH file as a single sequence named after the file stem (subject -1), with its rest offsets.
 
     Source rate ``1 / Frame Time``; with ``fps`` every ``frame_stride(...)``-th frame is kept, from frame 0
@@ -179,5 +203,11 @@ def load_bvh(path: str | Path, joint_map: dict[str, tuple[str, ...]] = CMU_JOINT
     smpl = bvh_to_smpl(bvh, joint_map, canonical)
     rot = check_rotations(smpl.rotations, str(path))
     n = len(rot)
-    return PoseSet(rot, np.zeros(n, np.int64), [path.stem], np.full(n, -1, np.int64),
-                   smpl.offsets.astype(np.float32), {str(path): sha256_file(path)})
+    return PoseSet(
+        rot,
+        np.zeros(n, np.int64),
+        [path.stem],
+        np.full(n, -1, np.int64),
+        smpl.offsets.astype(np.float32),
+        {str(path): sha256_file(path)},
+    )

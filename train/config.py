@@ -4,6 +4,7 @@
 couplings, hypernets 4 x 256; docs/design.md). ``tiny`` trains in well under two minutes on a
 2-core CPU and is what the tests and CI use.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -17,10 +18,34 @@ from pathlib import Path
 from runtime.rotations import JOINT_NAMES
 
 #: fields (of any config that has them) that must be > 0, and those that must be >= 0
-POSITIVE = {"num_layers", "hidden", "depth", "scale_clamp", "lr", "batch_size", "epochs", "patience", "grad_clip",
-            "max_val", "latent", "n_components", "max_iter"}
-NON_NEGATIVE = {"alpha", "beta", "noise", "joint_noise", "weight_decay", "dropout", "kl_weight", "reg_covar", "tol",
-                "kmeans_iter", "part_mix"}
+POSITIVE = {
+    "num_layers",
+    "hidden",
+    "depth",
+    "scale_clamp",
+    "lr",
+    "batch_size",
+    "epochs",
+    "patience",
+    "grad_clip",
+    "max_val",
+    "latent",
+    "n_components",
+    "max_iter",
+}
+NON_NEGATIVE = {
+    "alpha",
+    "beta",
+    "noise",
+    "joint_noise",
+    "weight_decay",
+    "dropout",
+    "kl_weight",
+    "reg_covar",
+    "tol",
+    "kmeans_iter",
+    "part_mix",
+}
 #: the hypernets' activations (train.coupling.ACTIVATIONS, which needs torch.nn)
 ACTIVATIONS = ("relu", "silu", "gelu", "tanh")
 
@@ -100,7 +125,7 @@ def load_preset(presets: dict, spec: str | None, kind: str = "flow"):
         raise ValueError(f"config: {path} holds a JSON {type(d).__name__}, expected an object of config keys")
     preset = d.pop("preset", "paper")
     if not isinstance(preset, str) or preset not in presets:
-        raise ValueError(f"config: {path}: unknown \"preset\" {preset!r}; {kind} presets are {', '.join(presets)}")
+        raise ValueError(f'config: {path}: unknown "preset" {preset!r}; {kind} presets are {", ".join(presets)}')
     try:
         return type(presets[preset]).from_dict({**dataclasses.asdict(presets[preset]), **d})
     except ValueError as e:
@@ -115,30 +140,30 @@ class Config(ConfigBase):
     depth: int = 4
     scale_clamp: float = 3.0
     activation: str = "silu"
-    normalize: bool = True               # fixed elementwise affine normalisation from training statistics
+    normalize: bool = True  # fixed elementwise affine normalisation from training statistics
     masked_joints: list[str] = field(default_factory=list)  # joints not modelled (e.g. bandai's virtual spine2)
     # inverse Gram-Schmidt augmentation (DESIGN §2)
     alpha: float = 0.1
     beta: float = 0.1
-    noise: float = 0.0                   # isotropic 6D dequantisation noise on every joint (train/augment.py)
-    joint_noise: float = 0.0             # rotation noise (radians) on the data's hinge / duplicated joints only
+    noise: float = 0.0  # isotropic 6D dequantisation noise on every joint (train/augment.py)
+    joint_noise: float = 0.0  # rotation noise (radians) on the data's hinge / duplicated joints only
     widen: dict[str, list[float]] = field(default_factory=dict)  # joint -> rotation noise (rad) per local axis
-                                         # x, y, z: directions real SMPL fits use and the source's hinges lack
-    part_mix: float = 0.0                # probability per pose and body part of taking that part from another
-                                         # pose of the batch (train/augment.py PARTS): unseen combinations
-    mirror: bool = False                 # add the left-right mirror image of every training pose
+    # x, y, z: directions real SMPL fits use and the source's hinges lack
+    part_mix: float = 0.0  # probability per pose and body part of taking that part from another
+    # pose of the batch (train/augment.py PARTS): unseen combinations
+    mirror: bool = False  # add the left-right mirror image of every training pose
     # optimisation
     lr: float = 1e-3
     weight_decay: float = 0.0
     batch_size: int = 256
     epochs: int = 200
-    patience: int = 10                   # early stopping: epochs without a better validation log p
-    early_stopping: bool = True          # False: train all `epochs` and keep the last (the epoch budget is then
-                                         # the hyper-parameter, chosen on validation by the sweep)
+    patience: int = 10  # early stopping: epochs without a better validation log p
+    early_stopping: bool = True  # False: train all `epochs` and keep the last (the epoch budget is then
+    # the hyper-parameter, chosen on validation by the sweep)
     grad_clip: float = 10.0
     seed: int = 0
-    val_seed: int = 1234                 # fixed augmentation of the validation set
-    max_val: int = 20000                 # at most this many validation poses (a fixed, seeded subset)
+    val_seed: int = 1234  # fixed augmentation of the validation set
+    max_val: int = 20000  # at most this many validation poses (a fixed, seeded subset)
 
     def check(self) -> None:
         super().check()
@@ -146,22 +171,29 @@ class Config(ConfigBase):
             raise ValueError(f"config: activation={self.activation!r} is not one of {', '.join(ACTIVATIONS)}")
         unknown = [j for j in self.masked_joints if j not in JOINT_NAMES]
         if unknown or len(set(self.masked_joints)) != len(self.masked_joints):
-            raise ValueError(f"config: masked_joints={self.masked_joints!r}: unknown or repeated joint names "
-                             f"{unknown}; joints are runtime.rotations.JOINT_NAMES")
+            raise ValueError(
+                f"config: masked_joints={self.masked_joints!r}: unknown or repeated joint names "
+                f"{unknown}; joints are runtime.rotations.JOINT_NAMES"
+            )
         if len(self.masked_joints) >= len(JOINT_NAMES):
             raise ValueError("config: masked_joints masks every joint; nothing left to model")
         for joint, sigma in self.widen.items():
             if joint not in JOINT_NAMES or len(sigma) != 3 or not all(math.isfinite(v) and v >= 0 for v in sigma):
-                raise ValueError(f"config: widen[{joint!r}]={sigma!r}: expected a joint of runtime.rotations."
-                                 f"JOINT_NAMES and 3 finite standard deviations >= 0 (radians, local x, y, z)")
+                raise ValueError(
+                    f"config: widen[{joint!r}]={sigma!r}: expected a joint of runtime.rotations."
+                    f"JOINT_NAMES and 3 finite standard deviations >= 0 (radians, local x, y, z)"
+                )
         if self.part_mix > 1:
             raise ValueError(f"config: part_mix={self.part_mix} is a probability (0..1)")
 
 
 #: the widening of the shipped model: rotation noise (rad, local x, y, z) on SMPL's 3-DoF knees, elbows and feet,
 #: which CMU's hinge joints leave singular
-SMPL_WIDEN = {side + joint: sigma for side in ("left_", "right_") for joint, sigma in
-              {"knee": [0.0, 0.15, 0.15], "elbow": [0.3, 0.0, 0.25], "foot": [0.0, 0.2, 0.2]}.items()}
+SMPL_WIDEN = {
+    side + joint: sigma
+    for side in ("left_", "right_")
+    for joint, sigma in {"knee": [0.0, 0.15, 0.15], "elbow": [0.3, 0.0, 0.25], "foot": [0.0, 0.2, 0.2]}.items()
+}
 
 PRESETS = {
     # the architecture of docs/design.md (12 couplings, hypernets 4 x 256) with 6D dequantisation noise 0.02 on
@@ -175,8 +207,9 @@ PRESETS = {
     # the non-commercial CMU + Bandai model (runs/smpl-cmu-bandai/config.json): smpl with Bandai's spine2 masked
     "smpl-bandai": Config(noise=0.02, widen=SMPL_WIDEN, part_mix=0.5, masked_joints=["spine2"]),
     # tests and CI: the paper preset's dequantisation on a small net
-    "tiny": Config(num_layers=4, hidden=128, depth=2, batch_size=256, epochs=8, patience=3, lr=2e-3, max_val=2000,
-                   noise=0.02),
+    "tiny": Config(
+        num_layers=4, hidden=128, depth=2, batch_size=256, epochs=8, patience=3, lr=2e-3, max_val=2000, noise=0.02
+    ),
 }
 
 

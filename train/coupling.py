@@ -7,6 +7,7 @@ Forward (latent -> pose direction), with x = (x_a, x_b) split by the layer's par
 so ``log|det dy/dx| = sum(s)``. The inverse is ``x_b = (y_b - t(y_a)) * exp(-s(y_a))``. The hypernet's last
 layer starts at zero, so an untrained layer is the identity.
 """
+
 from __future__ import annotations
 
 import torch

@@ -13,6 +13,7 @@ a converted AMASS-style file) or a folder ``<split>/`` of AMASS ``.npz`` files; 
 Splits stay as given (by subject or sequence). BVH and ASF/AMC takes are never read here: they go through
 ``train.ingest`` (``runtime.convert``).
 """
+
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -23,7 +24,8 @@ import numpy as np
 import torch
 
 from runtime.formats import FormatError
-from runtime.formats.npz import MAX_ANGLE_RAD, npz_keys, read_npz as _read_npz
+from runtime.formats.npz import MAX_ANGLE_RAD, npz_keys
+from runtime.formats.npz import read_npz as _read_npz
 from runtime.prior import sha256_file  # noqa: F401  (re-exported for the loaders)
 from runtime.rotations import mirror_axis_angle
 
@@ -45,14 +47,14 @@ def as_data_error():
 
 @dataclass
 class PoseSet:
-    rotations: np.ndarray                     # (N, 21, 3) float32 axis-angle, SMPL body order
-    sequence: np.ndarray                      # (N,) int: index into sequence_names
+    rotations: np.ndarray  # (N, 21, 3) float32 axis-angle, SMPL body order
+    sequence: np.ndarray  # (N,) int: index into sequence_names
     sequence_names: list[str]
-    subject: np.ndarray                       # (N,) int (-1 where unknown)
-    offsets: np.ndarray | None = None         # (22, 3) mean rest skeleton (m), for forward kinematics
+    subject: np.ndarray  # (N,) int (-1 where unknown)
+    offsets: np.ndarray | None = None  # (22, 3) mean rest skeleton (m), for forward kinematics
     files: dict[str, str] = field(default_factory=dict)  # path -> sha256 of every file read
-    skeleton: dict | None = None              # the skeleton converted to (make data): name, conversion, rest_joints
-    six_d: np.ndarray | None = None           # (N, 21, 6) float32 = to_6d(), precomputed (train.ingest: memory-mapped)
+    skeleton: dict | None = None  # the skeleton converted to (make data): name, conversion, rest_joints
+    six_d: np.ndarray | None = None  # (N, 21, 6) float32 = to_6d(), precomputed (train.ingest: memory-mapped)
 
     def __len__(self) -> int:
         return len(self.rotations)
@@ -63,19 +65,36 @@ class PoseSet:
         if self.six_d is not None:
             return torch.from_numpy(self.six_d)
         aa = torch.from_numpy(self.rotations)
-        return torch.cat([axis_angle_to_6d(c.double()).float() for c in aa.split(32768)]) if len(aa) else \
-            torch.empty(0, NUM_JOINTS, 6)
+        return (
+            torch.cat([axis_angle_to_6d(c.double()).float() for c in aa.split(32768)])
+            if len(aa)
+            else torch.empty(0, NUM_JOINTS, 6)
+        )
 
     def evenly_spaced(self, n: int) -> "PoseSet":
         """``n`` poses at indices ``linspace(0, N - 1, n)`` (rounded down), with their sequences and subjects."""
         idx = np.linspace(0, len(self) - 1, n).astype(int)
-        return PoseSet(self.rotations[idx], self.sequence[idx], self.sequence_names, self.subject[idx],
-                       self.offsets, self.files, self.skeleton)
+        return PoseSet(
+            self.rotations[idx],
+            self.sequence[idx],
+            self.sequence_names,
+            self.subject[idx],
+            self.offsets,
+            self.files,
+            self.skeleton,
+        )
 
     def mirrored(self) -> "PoseSet":
         """The left-right mirror image of every pose (``runtime.rotations.mirror_axis_angle``)."""
-        return PoseSet(mirror_axis_angle(self.rotations), self.sequence, self.sequence_names, self.subject,
-                       self.offsets, self.files, self.skeleton)
+        return PoseSet(
+            mirror_axis_angle(self.rotations),
+            self.sequence,
+            self.sequence_names,
+            self.subject,
+            self.offsets,
+            self.files,
+            self.skeleton,
+        )
 
     @staticmethod
     def concat(sets: list["PoseSet"]) -> "PoseSet":
@@ -87,8 +106,15 @@ class PoseSet:
             files.update(s.files)
         offsets = next((s.offsets for s in sets if s.offsets is not None), None)
         skeleton = next((s.skeleton for s in sets if s.skeleton is not None), None)
-        return PoseSet(np.concatenate([s.rotations for s in sets]), np.concatenate(seqs), names,
-                       np.concatenate([s.subject for s in sets]), offsets, files, skeleton)
+        return PoseSet(
+            np.concatenate([s.rotations for s in sets]),
+            np.concatenate(seqs),
+            names,
+            np.concatenate([s.subject for s in sets]),
+            offsets,
+            files,
+            skeleton,
+        )
 
 
 def check_rotations(rot: np.ndarray, source: str) -> np.ndarray:
@@ -105,8 +131,10 @@ def check_rotations(rot: np.ndarray, source: str) -> np.ndarray:
         raise DataError(f"{source}: {int(bad.sum())} poses contain NaN or inf (first at index {int(np.argmax(bad))})")
     big = (np.abs(rot) > MAX_ANGLE_RAD).any(axis=(1, 2))
     if big.any():
-        raise DataError(f"{source}: {int(big.sum())} poses hold rotation vectors beyond +-{MAX_ANGLE_RAD:g} rad "
-                        f"(first at index {int(np.argmax(big))}): a corrupt value")
+        raise DataError(
+            f"{source}: {int(big.sum())} poses hold rotation vectors beyond +-{MAX_ANGLE_RAD:g} rad "
+            f"(first at index {int(np.argmax(big))}): a corrupt value"
+        )
     return rot.astype(np.float32, copy=False)
 
 
@@ -121,7 +149,8 @@ def _integers(d: dict[str, np.ndarray], key: str, path: Path) -> np.ndarray:
     and the key."""
     a = d[key]
     integral = np.issubdtype(a.dtype, np.integer) or (
-        np.issubdtype(a.dtype, np.floating) and bool(np.isfinite(a).all()) and bool((a == np.round(a)).all()))
+        np.issubdtype(a.dtype, np.floating) and bool(np.isfinite(a).all()) and bool((a == np.round(a)).all())
+    )
     if not integral:
         raise DataError(f"{path}: '{key}' has dtype {a.dtype}, expected integers")
     return a.astype(np.int64)
@@ -159,17 +188,22 @@ def load_split(path: str | Path, fps: float | None = None) -> PoseSet:
     if not path.exists():
         raise DataError(f"{path}: data file not found")
     if path.suffix.lower() in (".bvh", ".amc"):
-        raise DataError(f"{path}: a motion take: read it through train.ingest (runtime.convert), e.g. "
-                        f"`poseprior train --data {path.parent}`")
+        raise DataError(
+            f"{path}: a motion take: read it through train.ingest (runtime.convert), e.g. "
+            f"`poseprior train --data {path.parent}`"
+        )
     if path.suffix.lower() == ".npz":
-        with as_data_error():   # the archive's member names are the array names: no need to read them twice
+        with as_data_error():  # the archive's member names are the array names: no need to read them twice
             keys = npz_keys(path)
         if "rotations" in keys:
             return load_npz(path)
         if "poses" in keys:
             from .amass import load_amass
+
             return load_amass(path, fps=fps)
-        raise DataError(f"{path}: npz has neither 'rotations' (shared format) nor 'poses' (AMASS); keys: {sorted(keys)}")
+        raise DataError(
+            f"{path}: npz has neither 'rotations' (shared format) nor 'poses' (AMASS); keys: {sorted(keys)}"
+        )
     raise DataError(f"{path}: unknown data file type (expected .npz)")
 
 
@@ -189,8 +223,10 @@ def find_split(data_dir: str | Path, split: str) -> Path:
         raise DataError(f"{data_dir}: data directory not found")
     found = [c for c in (data_dir / f"{split}.npz", data_dir / split) if c.exists()]
     if len(found) == 2:
-        raise DataError(f"{data_dir}: holds both {split}.npz and a folder {split}/: which is the '{split}' split? "
-                        f"Move one of them away")
+        raise DataError(
+            f"{data_dir}: holds both {split}.npz and a folder {split}/: which is the '{split}' split? "
+            f"Move one of them away"
+        )
     if found:
         return found[0]
     raise DataError(f"{data_dir}: no '{split}' split (expected {split}.npz or a folder {split}/)")

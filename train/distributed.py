@@ -20,6 +20,7 @@ Under ``torchrun`` the process group is created by ``init`` from torchrun's envi
 ``LOCAL_RANK``, ``MASTER_ADDR``/``MASTER_PORT``); the device is ``cuda:LOCAL_RANK`` with NCCL when CUDA is
 present, else the CPU with gloo.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -41,7 +42,7 @@ import torch.distributed as dist
 from torch import nn
 
 T = TypeVar("T")
-TIMEOUT = timedelta(minutes=60)   # a collective waits this long for a rank (local rank 0 loading a large data set)
+TIMEOUT = timedelta(minutes=60)  # a collective waits this long for a rank (local rank 0 loading a large data set)
 
 
 def launched_by_torchrun() -> bool:
@@ -57,8 +58,7 @@ def init() -> None:
     signal.signal(signal.SIGTERM, _stopped)
     if torch.cuda.is_available():
         torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
-        dist.init_process_group("nccl", timeout=TIMEOUT,
-                                device_id=torch.device("cuda", int(os.environ["LOCAL_RANK"])))
+        dist.init_process_group("nccl", timeout=TIMEOUT, device_id=torch.device("cuda", int(os.environ["LOCAL_RANK"])))
     else:
         dist.init_process_group("gloo", timeout=TIMEOUT)
 
@@ -66,9 +66,12 @@ def init() -> None:
 def _stopped(signum: int, frame: Any) -> None:
     """SIGTERM in a worker: torchrun stops every rank when one fails (or the job was cancelled). Say so in one
     line, then unwind as an exit (the CLI removes a fresh run directory that has no checkpoint yet)."""
-    print(f"error: rank {rank()} of {world()}: stopped by SIGTERM (torchrun stops every rank when one fails; its "
-          f"report names the rank that failed first); --resume continues from the last finished epoch",
-          file=sys.stderr, flush=True)
+    print(
+        f"error: rank {rank()} of {world()}: stopped by SIGTERM (torchrun stops every rank when one fails; its "
+        f"report names the rank that failed first); --resume continues from the last finished epoch",
+        file=sys.stderr,
+        flush=True,
+    )
     raise SystemExit(128 + signum)
 
 
@@ -183,7 +186,7 @@ def per_machine(make: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     With one process: ``make()`` itself."""
     if world() == 1:
         return make()
-    job = from_main(lambda: uuid.uuid4().hex)   # GROUP_RANK (torchrun's machine index): a $TMPDIR shared by machines
+    job = from_main(lambda: uuid.uuid4().hex)  # GROUP_RANK (torchrun's machine index): a $TMPDIR shared by machines
     folder = Path(tempfile.gettempdir()) / f"poseprior-{job}-{os.environ.get('GROUP_RANK', '0')}"
     if local_rank() == 0:
         values = make()
@@ -223,17 +226,35 @@ def lost_peer(e: BaseException) -> str | None:
     """A one-line message when ``e`` is a collective that failed because another rank of the run died or hung up
     (several ranks only); None for any other error."""
     text = str(e)
-    if world() == 1 or not isinstance(e, RuntimeError) or not (
-            isinstance(e, dist.DistError) or any(k in text for k in ("gloo", "NCCL", "Connection reset", "Connection closed"))):
+    if (
+        world() == 1
+        or not isinstance(e, RuntimeError)
+        or not (
+            isinstance(e, dist.DistError)
+            or any(k in text for k in ("gloo", "NCCL", "Connection reset", "Connection closed"))
+        )
+    ):
         return None
     first = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
-    return (f"rank {rank()} of {world()}: another rank of the run stopped ({type(e).__name__}: {first[:200]}); "
-            f"torchrun stops the others and reports which rank failed first")
+    return (
+        f"rank {rank()} of {world()}: another rank of the run stopped ({type(e).__name__}: {first[:200]}); "
+        f"torchrun stops the others and reports which rank failed first"
+    )
 
 
 def launch(nproc: int, argv: list[str]) -> int:
     """``torchrun --standalone --nproc-per-node NPROC -m train.cli train ARGV...`` (one machine); its exit code.
     torchrun sets OMP_NUM_THREADS=1 in every worker unless it is already set."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc),
-           "-m", "train.cli", "train", *argv]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        str(nproc),
+        "-m",
+        "train.cli",
+        "train",
+        *argv,
+    ]
     return subprocess.call(cmd)

@@ -47,6 +47,7 @@ Robustness: CMU's exact hinge joints make the flow's density very peaked (|d log
 10-20 degrees off the data); L-BFGS's line searches scale their steps to that, and the data terms are written as Gaussian negative log-likelihoods (``1/(2 sigma^2)``
 weights) so that ``lam = 1`` is the Bayesian MAP weight and a grid around it is meaningful.
 """
+
 from __future__ import annotations
 
 import math
@@ -78,6 +79,7 @@ def rotmats(x: torch.Tensor) -> torch.Tensor:
 class Prior:
     """Interface: ``encode(x0) -> params``, ``decode(params) -> (x raw 6D (B, 21, 6), penalty (B,))``.
     ``gs_invariant``: the penalty depends on GS(x) only (module docstring: gauge term)."""
+
     name = "none"
     space = "ambient"
     gs_invariant = False
@@ -102,6 +104,7 @@ class NoPrior(Prior):
 
 class FlowAmbient(Prior):
     """penalty = -log p(x) on the raw 6D pose."""
+
     name = "flow_ambient"
 
     def __init__(self, flow):
@@ -113,6 +116,7 @@ class FlowAmbient(Prior):
 
 class FlowLatent(Prior):
     """x, log p = latent_forward(z); penalty = -log p(f(z)) (``jacobian=True``) or |z|^2 / 2."""
+
     space = "latent"
 
     def __init__(self, flow, jacobian: bool = True):
@@ -131,6 +135,7 @@ class FlowLatent(Prior):
 
 class VPoserLatent(Prior):
     """x = decode(z) (orthonormal 6D); penalty = |z|^2."""
+
     name = "vposer"
     space = "latent"
 
@@ -147,6 +152,7 @@ class VPoserLatent(Prior):
 
 class GMMPrior(Prior):
     """penalty = GMM max-mixture penalty of the axis-angle of GS(x) (``log_map``)."""
+
     name = "gmm"
     gs_invariant = True
 
@@ -185,25 +191,31 @@ class Effectors:
     """data = sum_e |FK(GS(x))_e - target_e|^2 / (2 sigma^2): joint positions (m) of some of the 22 joints,
     FK with ``offsets`` (22, 3), identity root orientation and the pelvis at ``trans`` (B, 3) (default origin)."""
 
-    def __init__(self, targets: torch.Tensor, joints, offsets: torch.Tensor, sigma: float = 0.01,
-                 trans: torch.Tensor | None = None):
+    def __init__(
+        self,
+        targets: torch.Tensor,
+        joints,
+        offsets: torch.Tensor,
+        sigma: float = 0.01,
+        trans: torch.Tensor | None = None,
+    ):
         self.targets, self.joints, self.offsets, self.sigma, self.trans = targets, list(joints), offsets, sigma, trans
 
     def __call__(self, x, idx):
         trans = None if self.trans is None else self.trans[idx]
         p = forward_kinematics(rotmats(x), self.offsets.to(x.dtype), None, trans)[:, self.joints]
-        return ((p - self.targets[idx]) ** 2).sum((1, 2)) / (2.0 * self.sigma ** 2)
+        return ((p - self.targets[idx]) ** 2).sum((1, 2)) / (2.0 * self.sigma**2)
 
 
 # --- fitting -----------------------------------------------------------------------------------------------------
 @dataclass
 class FitResult:
-    poses: torch.Tensor     # (B, 21, 6) orthonormal 6D (GS of x; fixed joints from their values)
-    raw: torch.Tensor       # (B, 21, 6) x as decoded from the final parameters
-    params: torch.Tensor    # final parameters (ambient: x; latent: z)
-    loss: torch.Tensor      # (B,) data + lam * prior per pose
-    data: torch.Tensor      # (B,)
-    prior: torch.Tensor     # (B,) penalty (unweighted)
+    poses: torch.Tensor  # (B, 21, 6) orthonormal 6D (GS of x; fixed joints from their values)
+    raw: torch.Tensor  # (B, 21, 6) x as decoded from the final parameters
+    params: torch.Tensor  # final parameters (ambient: x; latent: z)
+    loss: torch.Tensor  # (B,) data + lam * prior per pose
+    data: torch.Tensor  # (B,)
+    prior: torch.Tensor  # (B,) penalty (unweighted)
     seconds: float
 
 
@@ -212,8 +224,19 @@ def _as_mask(mask, b: int, device) -> torch.Tensor:
     return m.expand(b, NUM_JOINTS) if m.ndim == 1 else m
 
 
-def fit(prior: Prior, init: torch.Tensor, data=None, lam: float = 1.0, *, fixed=None, fixed_weight: float = 5000.0,
-        gauge_weight: float = 10.0, iters: int = 100, chunk: int | None = None, history: int = 10) -> FitResult:
+def fit(
+    prior: Prior,
+    init: torch.Tensor,
+    data=None,
+    lam: float = 1.0,
+    *,
+    fixed=None,
+    fixed_weight: float = 5000.0,
+    gauge_weight: float = 10.0,
+    iters: int = 100,
+    chunk: int | None = None,
+    history: int = 10,
+) -> FitResult:
     """Minimise ``sum_b data_b + lam * penalty_b + anchor_b`` from ``init`` (B, 21, 6) (see the module docstring),
     at most ``iters`` L-BFGS iterations per pose, ``chunk`` poses per batched call (memory only).
 
@@ -260,8 +283,16 @@ def _fit_chunk(prior, x0, data, lam, idx, mask, values, weights, iters, history)
     p = prior.encode(x0).detach().clone()
 
     def per_pose(rows, q):
-        _, d, pen = _objective(prior, q, data, lam, idx[rows], None if mask is None else mask[rows],
-                               None if values is None else values[rows], weights)
+        _, d, pen = _objective(
+            prior,
+            q,
+            data,
+            lam,
+            idx[rows],
+            None if mask is None else mask[rows],
+            None if values is None else values[rows],
+            weights,
+        )
         return d + lam * pen
 
     p = batched_lbfgs(per_pose, p, iters, history)
@@ -290,20 +321,34 @@ class TorchObjective:
         if not f.requires_grad:
             return np.zeros((len(sel), xr.shape[1]), p.dtype)
         sel_t = torch.from_numpy(sel).to(self.device)
-        g = torch.autograd.grad(f[sel_t].sum(), xr)[0]     # rows do not interact: row i's gradient is f_i's
+        g = torch.autograd.grad(f[sel_t].sum(), xr)[0]  # rows do not interact: row i's gradient is f_i's
         return g[sel_t].cpu().numpy()
 
 
-def batched_lbfgs(fn, p0: torch.Tensor, iters: int, history: int = 10, c1: float = 1e-4,
-                  max_backtracks: int = 10, grad_tol: float = 1e-5) -> torch.Tensor:
+def batched_lbfgs(
+    fn,
+    p0: torch.Tensor,
+    iters: int,
+    history: int = 10,
+    c1: float = 1e-4,
+    max_backtracks: int = 10,
+    grad_tol: float = 1e-5,
+) -> torch.Tensor:
     """B independent L-BFGS runs, vectorised: ``runtime.lbfgs.minimize`` (its docstring states the algorithm:
     per-pose history, Armijo backtracking, stopping at ``|g|_inf <= grad_tol``) on the torch loss ``fn(rows,
     p_rows) -> (len(rows),)`` (rows: LongTensor into the batch; losses of different poses must not interact),
     through ``TorchObjective``. Returns the final parameters, shaped and typed as ``p0``."""
     shape = p0.shape
     p = p0.detach().reshape(shape[0], -1).cpu().numpy().copy()
-    res = minimize(TorchObjective(fn, shape, p0.device), p, iters, history=history, gtol=grad_tol, c1=c1,
-                   max_backtracks=max_backtracks)
+    res = minimize(
+        TorchObjective(fn, shape, p0.device),
+        p,
+        iters,
+        history=history,
+        gtol=grad_tol,
+        c1=c1,
+        max_backtracks=max_backtracks,
+    )
     return torch.from_numpy(res.p).to(p0.device).view(shape)
 
 
@@ -319,4 +364,3 @@ def perturb(x: torch.Tensor, sigma_deg: float, seed: int, joints=None) -> torch.
     if joints is not None:
         out = torch.where(_as_mask(joints, x.shape[0], x.device)[..., None], out, x)
     return out
-

@@ -24,6 +24,7 @@ pelvis at the origin):
 
 Selection on validation: completion by mean MPJPE (one hypothesis), IK by MPJPE, denoising by geodesic error.
 """
+
 from __future__ import annotations
 
 import json
@@ -43,7 +44,7 @@ from .data import load_split as load_npz  # shared npz or a converted (make data
 from .kinematics import forward_kinematics
 from .rotations import gram_schmidt, matrix_to_6d
 
-BODY = SMPL_NAMES                      # the 22 FK joints
+BODY = SMPL_NAMES  # the 22 FK joints
 MASKS = {
     "left_leg": ("left_hip", "left_knee", "left_ankle", "left_foot"),
     "right_leg": ("right_hip", "right_knee", "right_ankle", "right_foot"),
@@ -67,19 +68,19 @@ ROWS = {  # prior name -> table label
 
 @dataclass
 class BenchConfig:
-    n: int = 500                          # test poses
-    n_val: int = 100                      # validation poses for the lam grid
-    hypotheses: int = 10                  # completion starts per pose
-    init_sigma_deg: float = 20.0          # spread of the completion starts around the mean pose
-    noise_deg: tuple = (10.0, 20.0)       # denoising noise levels
-    effector_sigma_m: float = 0.01        # IK observation noise (and its data-term sigma)
+    n: int = 500  # test poses
+    n_val: int = 100  # validation poses for the lam grid
+    hypotheses: int = 10  # completion starts per pose
+    init_sigma_deg: float = 20.0  # spread of the completion starts around the mean pose
+    noise_deg: tuple = (10.0, 20.0)  # denoising noise levels
+    effector_sigma_m: float = 0.01  # IK observation noise (and its data-term sigma)
     iters: dict = field(default_factory=lambda: {"completion": 20, "ik": 30, "denoise": 30})
-    chunk: int = 2500                     # poses per batched call (memory only: poses never interact)
-    lam_grid: tuple = (0.03, 0.1, 0.3, 1.0, 3.0)            # IK and denoising (calibrated data terms: MAP at 1)
+    chunk: int = 2500  # poses per batched call (memory only: poses never interact)
+    lam_grid: tuple = (0.03, 0.1, 0.3, 1.0, 3.0)  # IK and denoising (calibrated data terms: MAP at 1)
     lam_grid_completion: tuple = (3.0, 10.0, 30.0, 100.0, 300.0)  # latent completion: lam against the anchor
-    fixed_weight: float = 5000.0          # latent-space anchor of visible joints (1/(2 * 0.01^2))
+    fixed_weight: float = 5000.0  # latent-space anchor of visible joints (1/(2 * 0.01^2))
     seed: int = 0
-    priors: tuple = ()                    # names from ROWS to run (default: all)
+    priors: tuple = ()  # names from ROWS to run (default: all)
 
 
 # --- small helpers -----------------------------------------------------------------------------------------------
@@ -90,6 +91,7 @@ def evenly(n: int, total: int) -> np.ndarray:
 def mean_pose(aa: np.ndarray) -> torch.Tensor:
     """Per-joint chordal mean rotation (mean matrix projected onto SO(3) by SVD) of poses (N, 21, 3) -> 6D (21, 6)."""
     from runtime.rotations import axis_angle_to_matrix
+
     M = axis_angle_to_matrix(aa.astype(np.float64)).mean(0)
     U, _, Vt = np.linalg.svd(M)
     D = np.ones((len(M), 3))
@@ -154,8 +156,9 @@ class Tasks:
         c = self.cfg
         if isinstance(prior, RuntimePrior):
             return prior.fit(init, data, lam, fixed, c.fixed_weight, c.iters[task])
-        return F.fit(prior, init, data, lam, fixed=fixed, fixed_weight=c.fixed_weight, iters=c.iters[task],
-                     chunk=c.chunk)
+        return F.fit(
+            prior, init, data, lam, fixed=fixed, fixed_weight=c.fixed_weight, iters=c.iters[task], chunk=c.chunk
+        )
 
     def completion(self, prior, lam: float, mask_name: str, hypotheses: int):
         """(metrics, fitted poses (H, N, 21, 6))."""
@@ -165,26 +168,40 @@ class Tasks:
         init = torch.cat([F.perturb(base, self.cfg.init_sigma_deg, seed=self.cfg.seed + h, joints=m) for h in range(H)])
         res = self._fit(prior, init, None, lam, "completion", fixed=(~m, self.gt.repeat(H, 1, 1)))
         poses = res.poses.reshape(H, n, 21, 6)
-        mpjpe = self.score.joint_errors(poses)[..., descendants(MASKS[mask_name])].mean(-1)   # (H, N)
+        mpjpe = self.score.joint_errors(poses)[..., descendants(MASKS[mask_name])].mean(-1)  # (H, N)
         geo = self.score.geodesic(poses)[..., m.numpy()].mean(-1)
-        return {"mpjpe_mm": float(mpjpe.mean()), "mpjpe_best_mm": float(mpjpe.min(0).mean()),
-                "geodesic_deg": float(geo.mean()), "geodesic_best_deg": float(geo.min(0).mean()),
-                "seconds": res.seconds, PER_POSE: mpjpe.mean(0)}, poses
+        return {
+            "mpjpe_mm": float(mpjpe.mean()),
+            "mpjpe_best_mm": float(mpjpe.min(0).mean()),
+            "geodesic_deg": float(geo.mean()),
+            "geodesic_best_deg": float(geo.min(0).mean()),
+            "seconds": res.seconds,
+            PER_POSE: mpjpe.mean(0),
+        }, poses
 
     def ik(self, prior, lam: float):
-        data = F.Effectors(self.targets, self.effectors, self.offsets, self.cfg.effector_sigma_m,
-                           trans=self.targets[:, 0])
+        data = F.Effectors(
+            self.targets, self.effectors, self.offsets, self.cfg.effector_sigma_m, trans=self.targets[:, 0]
+        )
         res = self._fit(prior, self.mean_poses, data, lam, "ik")
         err = self.score.joint_errors(res.poses)[:, 1:]
-        return {"mpjpe_mm": float(err.mean()), "geodesic_deg": float(self.score.geodesic(res.poses).mean()),
-                "seconds": res.seconds, PER_POSE: err.mean(-1)}, res.poses
+        return {
+            "mpjpe_mm": float(err.mean()),
+            "geodesic_deg": float(self.score.geodesic(res.poses).mean()),
+            "seconds": res.seconds,
+            PER_POSE: err.mean(-1),
+        }, res.poses
 
     def denoise(self, prior, lam: float, sigma: float):
         noisy = self.noisy[sigma]
         res = self._fit(prior, noisy, F.Denoise(noisy, 1.0 / (2.0 * math.radians(sigma) ** 2)), lam, "denoise")
         geo = self.score.geodesic(res.poses).mean(-1)
-        return {"geodesic_deg": float(geo.mean()), "mpjpe_mm": float(self.score.joint_errors(res.poses)[:, 1:].mean()),
-                "seconds": res.seconds, PER_POSE: geo}, res.poses
+        return {
+            "geodesic_deg": float(geo.mean()),
+            "mpjpe_mm": float(self.score.joint_errors(res.poses)[:, 1:].mean()),
+            "seconds": res.seconds,
+            PER_POSE: geo,
+        }, res.poses
 
     def reference(self) -> dict:
         """Errors without fitting: completion with the mean pose in the masked joints, IK's start (the mean pose),
@@ -193,20 +210,26 @@ class Tasks:
         for name, joints in MASKS.items():
             m = joint_mask(joints)
             x = torch.where(m[:, None], self.mean_poses, self.gt)
-            out["completion"][name] = {"mpjpe_mm": float(self.score.joint_errors(x)[:, descendants(joints)].mean()),
-                                       "geodesic_deg": float(self.score.geodesic(x)[:, m.numpy()].mean())}
+            out["completion"][name] = {
+                "mpjpe_mm": float(self.score.joint_errors(x)[:, descendants(joints)].mean()),
+                "geodesic_deg": float(self.score.geodesic(x)[:, m.numpy()].mean()),
+            }
         for metric in ("mpjpe_mm", "geodesic_deg"):
             out["completion"][f"mean_{metric}"] = float(np.mean([out["completion"][n][metric] for n in MASKS]))
-        out["ik"] = {"mpjpe_mm": float(self.score.joint_errors(self.mean_poses)[:, 1:].mean()),
-                     "geodesic_deg": float(self.score.geodesic(self.mean_poses).mean())}
+        out["ik"] = {
+            "mpjpe_mm": float(self.score.joint_errors(self.mean_poses)[:, 1:].mean()),
+            "geodesic_deg": float(self.score.geodesic(self.mean_poses).mean()),
+        }
         for s in self.noisy:
             out[f"denoise_{s:g}"] = self.noisy_input(s)
         return out
 
     def noisy_input(self, sigma: float) -> dict:
         x = self.noisy[sigma]
-        return {"geodesic_deg": float(self.score.geodesic(x).mean()),
-                "mpjpe_mm": float(self.score.joint_errors(x)[:, 1:].mean())}
+        return {
+            "geodesic_deg": float(self.score.geodesic(x).mean()),
+            "mpjpe_mm": float(self.score.joint_errors(x)[:, 1:].mean()),
+        }
 
 
 def task_keys(noise_deg) -> list[str]:
@@ -228,10 +251,17 @@ def evaluate(tasks: Tasks, prior, key: str, lam: float, hypotheses: int = 1):
     return tasks.denoise(prior, lam, float(key.split("_")[1]))
 
 
-SELECT = {"completion": "mean_mpjpe_mm", "ik": "mpjpe_mm"}   # denoising: geodesic_deg
-PER_POSE = "_per_pose"   # the selection metric per test pose (N,): standard errors and paired differences
-PAIRS = (("runtime_ambient", "flow_ambient"), ("runtime_latent", "flow_latent"), ("flow_latent", "flow_latent_z2"), ("flow_latent", "flow_ambient"), ("flow_ambient", "vposer"),
-         ("flow_latent", "vposer"), ("flow_ambient", "gmm"))
+SELECT = {"completion": "mean_mpjpe_mm", "ik": "mpjpe_mm"}  # denoising: geodesic_deg
+PER_POSE = "_per_pose"  # the selection metric per test pose (N,): standard errors and paired differences
+PAIRS = (
+    ("runtime_ambient", "flow_ambient"),
+    ("runtime_latent", "flow_latent"),
+    ("flow_latent", "flow_latent_z2"),
+    ("flow_latent", "flow_ambient"),
+    ("flow_ambient", "vposer"),
+    ("flow_latent", "vposer"),
+    ("flow_ambient", "gmm"),
+)
 
 
 def paired(results: dict, keys) -> dict:
@@ -264,10 +294,11 @@ class RuntimePrior:
 
     def __init__(self, prior, space: str):
         self.prior, self.space, self.name = prior, space, f"runtime_{space}"
-        self._latents = {}          # start poses (bytes) -> encode(start): the lam grid re-fits the same starts
+        self._latents = {}  # start poses (bytes) -> encode(start): the lam grid re-fits the same starts
 
     def _init_z(self, x0):
         from runtime import fit as rfit
+
         if self.space != "latent":
             return None
         key = x0.tobytes()
@@ -277,6 +308,7 @@ class RuntimePrior:
 
     def fit(self, init, data, lam, fixed, fixed_weight, iters) -> F.FitResult:
         from runtime import fit as rfit
+
         x0 = init.numpy()
         free = None
         if fixed is not None:
@@ -286,20 +318,39 @@ class RuntimePrior:
         if isinstance(data, F.Denoise):
             term = rfit.Denoise(data.observed.numpy(), data.weight)
         elif isinstance(data, F.Effectors):
-            term = rfit.Effectors(data.targets.numpy(), data.joints, data.offsets.numpy(), data.sigma,
-                                  None if data.trans is None else data.trans.numpy())
+            term = rfit.Effectors(
+                data.targets.numpy(),
+                data.joints,
+                data.offsets.numpy(),
+                data.sigma,
+                None if data.trans is None else data.trans.numpy(),
+            )
         elif data is not None:
             raise TypeError(f"no runtime twin for the data term {type(data).__name__}")
-        r = rfit.fit(self.prior, x0, term, lam, free, space=self.space, init_z=self._init_z(x0),
-                     fixed_weight=fixed_weight, iters=iters)
-        t = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in
-             dict(poses=r.poses, raw=r.raw, params=r.params, loss=r.loss, data=r.data, prior=r.neg_log_p).items()}
+        r = rfit.fit(
+            self.prior,
+            x0,
+            term,
+            lam,
+            free,
+            space=self.space,
+            init_z=self._init_z(x0),
+            fixed_weight=fixed_weight,
+            iters=iters,
+        )
+        t = {
+            k: torch.from_numpy(np.ascontiguousarray(v))
+            for k, v in dict(
+                poses=r.poses, raw=r.raw, params=r.params, loss=r.loss, data=r.data, prior=r.neg_log_p
+            ).items()
+        }
         return F.FitResult(t["poses"], t["raw"], t["params"], t["loss"], t["data"], t["prior"], r.seconds)
 
 
 # --- models ------------------------------------------------------------------------------------------------------
-def load_priors(model_dir: Path, vposer_path: Path, gmm_path: Path, check_poses: torch.Tensor,
-                only: tuple = ()) -> tuple[dict, str]:
+def load_priors(
+    model_dir: Path, vposer_path: Path, gmm_path: Path, check_poses: torch.Tensor, only: tuple = ()
+) -> tuple[dict, str]:
     """The prior adapters (all of ``ROWS``, or the names in ``only``; the runtime latent row only for models with
     latent_vjp); the flow is the model's (.pt2, else its training checkpoint under runs/), checked against the
     model's ONNX log_prob on ``check_poses``. VPoser and the GMM are loaded only when asked for."""
@@ -314,8 +365,10 @@ def load_priors(model_dir: Path, vposer_path: Path, gmm_path: Path, check_poses:
     flow, origin = torch_flow(onnx_prior)
     if "untrained" in origin:
         t = onnx_prior.manifest["training"]
-        raise FileNotFoundError(f"{model_dir}: no .pt2, and its training checkpoint runs/{t['run']}/{t['checkpoint']} "
-                                f"is not here: the torch fitting needs the flow's weights")
+        raise FileNotFoundError(
+            f"{model_dir}: no .pt2, and its training checkpoint runs/{t['run']}/{t['checkpoint']} "
+            f"is not here: the torch fitting needs the flow's weights"
+        )
     flow.requires_grad_(False)
     with torch.no_grad():
         diff = np.abs(flow.log_prob(check_poses).numpy() - onnx_prior.log_prob(check_poses.numpy())).max()
@@ -330,21 +383,33 @@ def load_priors(model_dir: Path, vposer_path: Path, gmm_path: Path, check_poses:
         priors["gmm"] = F.GMMPrior(load_gmm(gmm_path)[0])
     if "vposer" in wanted:
         priors["vposer"] = F.VPoserLatent(load_vposer(vposer_path)[0].requires_grad_(False))
-    priors |= {"flow_ambient": F.FlowAmbient(flow), "flow_latent": F.FlowLatent(flow, True),
-              "flow_latent_z2": F.FlowLatent(flow, False),
-              "runtime_ambient": RuntimePrior(onnx_prior, "ambient")}
-    if rfit.has_latent_space(onnx_prior):              # models exported before latent_vjp get no runtime latent row
+    priors |= {
+        "flow_ambient": F.FlowAmbient(flow),
+        "flow_latent": F.FlowLatent(flow, True),
+        "flow_latent_z2": F.FlowLatent(flow, False),
+        "runtime_ambient": RuntimePrior(onnx_prior, "ambient"),
+    }
+    if rfit.has_latent_space(onnx_prior):  # models exported before latent_vjp get no runtime latent row
         priors["runtime_latent"] = RuntimePrior(onnx_prior, "latent")
     priors = {k: v for k, v in priors.items() if k in wanted}
     return priors, f"{origin} (torch vs ONNX log p max diff {diff:.2g})"
 
 
 # --- the benchmark -----------------------------------------------------------------------------------------------
-def run(model_dir: Path, test_path: Path, out: Path, cfg: BenchConfig, val_path: Path | None = None,
-        train_path: Path | None = None, vposer_path: Path = Path("runs/smpl-vposer"),
-        gmm_path: Path = Path("runs/smpl-gmm"), threads: int = 1, log=print) -> dict:
+def run(
+    model_dir: Path,
+    test_path: Path,
+    out: Path,
+    cfg: BenchConfig,
+    val_path: Path | None = None,
+    train_path: Path | None = None,
+    vposer_path: Path = Path("runs/smpl-vposer"),
+    gmm_path: Path = Path("runs/smpl-gmm"),
+    threads: int = 1,
+    log=print,
+) -> dict:
     threads_before = torch.get_num_threads()
-    torch.set_num_threads(threads)   # one thread per process: a shared CPU makes torch's pool spin badly
+    torch.set_num_threads(threads)  # one thread per process: a shared CPU makes torch's pool spin badly
     try:
         return _run(model_dir, test_path, out, cfg, val_path, train_path, vposer_path, gmm_path, threads, log)
     finally:
@@ -378,17 +443,31 @@ def _run(model_dir, test_path, out, cfg, val_path, train_path, vposer_path, gmm_
             metrics.update(lam=lam, tune_seconds=round(t1 - t0, 1), test_seconds=round(time.monotonic() - t1, 1))
             results[name][key] = metrics
             figures[(name, key)] = poses
-            log(f"{name:15s} {key:12s} lam={lam:<5g} {headline(key, metrics)}  "
-                f"(tune {t1 - t0:.0f} s, test {time.monotonic() - t1:.0f} s)")
+            log(
+                f"{name:15s} {key:12s} lam={lam:<5g} {headline(key, metrics)}  "
+                f"(tune {t1 - t0:.0f} s, test {time.monotonic() - t1:.0f} s)"
+            )
     reference = test_tasks.reference()
     pairs = paired(results, task_keys(cfg.noise_deg))
     for r in results.values():
         for m in r.values():
             m.pop(PER_POSE)
-    report = {"config": asdict(cfg), "model_dir": str(model_dir), "flow": origin, "test": str(test_path),
-              "val": str(val_path), "n_test": len(gt_test), "n_val": len(gt_val), "threads": threads,
-              "lam": chosen, "val_grid": grids, "results": results, "paired": pairs, "reference": reference,
-              "seconds": round(time.monotonic() - t_start, 1)}
+    report = {
+        "config": asdict(cfg),
+        "model_dir": str(model_dir),
+        "flow": origin,
+        "test": str(test_path),
+        "val": str(val_path),
+        "n_test": len(gt_test),
+        "n_val": len(gt_val),
+        "threads": threads,
+        "lam": chosen,
+        "val_grid": grids,
+        "results": results,
+        "paired": pairs,
+        "reference": reference,
+        "seconds": round(time.monotonic() - t_start, 1),
+    }
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
     table = format_table(report)
@@ -400,8 +479,10 @@ def _run(model_dir, test_path, out, cfg, val_path, train_path, vposer_path, gmm_
 
 def headline(key: str, m: dict) -> str:
     if key == "completion":
-        return (f"MPJPE {m['mean_mpjpe_mm']:.1f} mm (best {m['mean_mpjpe_best_mm']:.1f}), "
-                f"geodesic {m['mean_geodesic_deg']:.1f} deg (best {m['mean_geodesic_best_deg']:.1f})")
+        return (
+            f"MPJPE {m['mean_mpjpe_mm']:.1f} mm (best {m['mean_mpjpe_best_mm']:.1f}), "
+            f"geodesic {m['mean_geodesic_deg']:.1f} deg (best {m['mean_geodesic_best_deg']:.1f})"
+        )
     return f"MPJPE {m['mpjpe_mm']:.1f} mm, geodesic {m['geodesic_deg']:.2f} deg"
 
 
@@ -409,30 +490,49 @@ def format_table(report: dict) -> str:
     """Markdown table: one row per prior; completion mean / best-of-H per mask average, IK, denoising."""
     keys = task_keys(report["config"]["noise_deg"])
     H = report["config"]["hypotheses"]
-    head = ["prior", f"completion MPJPE mm (mean / best of {H})", "completion geodesic deg (mean / best)",
-            "IK MPJPE mm"] + [f"denoise {k.split('_')[1]}° geodesic deg / MPJPE mm" for k in keys[2:]]
+    head = [
+        "prior",
+        f"completion MPJPE mm (mean / best of {H})",
+        "completion geodesic deg (mean / best)",
+        "IK MPJPE mm",
+    ] + [f"denoise {k.split('_')[1]}° geodesic deg / MPJPE mm" for k in keys[2:]]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     ref = report["reference"]
-    lines.append(f"| {REFERENCE} | {ref['completion']['mean_mpjpe_mm']:.1f} | "
-                 f"{ref['completion']['mean_geodesic_deg']:.1f} | {ref['ik']['mpjpe_mm']:.1f} | " + " | ".join(
-                     f"{ref[k]['geodesic_deg']:.2f} / {ref[k]['mpjpe_mm']:.1f}" for k in keys[2:]) + " |")
+    lines.append(
+        f"| {REFERENCE} | {ref['completion']['mean_mpjpe_mm']:.1f} | "
+        f"{ref['completion']['mean_geodesic_deg']:.1f} | {ref['ik']['mpjpe_mm']:.1f} | "
+        + " | ".join(f"{ref[k]['geodesic_deg']:.2f} / {ref[k]['mpjpe_mm']:.1f}" for k in keys[2:])
+        + " |"
+    )
     for name, label in ROWS.items():
         r = report["results"].get(name)
         if r is None:
             continue
         c = r["completion"]
-        cells = [label, f"{c['mean_mpjpe_mm']:.1f} / {c['mean_mpjpe_best_mm']:.1f}",
-                 f"{c['mean_geodesic_deg']:.1f} / {c['mean_geodesic_best_deg']:.1f}", f"{r['ik']['mpjpe_mm']:.1f}"]
+        cells = [
+            label,
+            f"{c['mean_mpjpe_mm']:.1f} / {c['mean_mpjpe_best_mm']:.1f}",
+            f"{c['mean_geodesic_deg']:.1f} / {c['mean_geodesic_best_deg']:.1f}",
+            f"{r['ik']['mpjpe_mm']:.1f}",
+        ]
         cells += [f"{r[k]['geodesic_deg']:.2f} / {r[k]['mpjpe_mm']:.1f}" for k in keys[2:]]
         lines.append("| " + " | ".join(cells) + " |")
-    per_mask = ["", "Completion per mask, MPJPE mm mean / best:", "",
-                "| prior | " + " | ".join(MASKS) + " |", "|" + "---|" * (len(MASKS) + 1),
-                f"| {REFERENCE} | " + " | ".join(f"{ref['completion'][m]['mpjpe_mm']:.1f}" for m in MASKS) + " |"]
+    per_mask = [
+        "",
+        "Completion per mask, MPJPE mm mean / best:",
+        "",
+        "| prior | " + " | ".join(MASKS) + " |",
+        "|" + "---|" * (len(MASKS) + 1),
+        f"| {REFERENCE} | " + " | ".join(f"{ref['completion'][m]['mpjpe_mm']:.1f}" for m in MASKS) + " |",
+    ]
     for name, label in ROWS.items():
         if name in report["results"]:
             c = report["results"][name]["completion"]
-            per_mask.append(f"| {label} | " + " | ".join(
-                f"{c[m]['mpjpe_mm']:.1f} / {c[m]['mpjpe_best_mm']:.1f}" for m in MASKS) + " |")
+            per_mask.append(
+                f"| {label} | "
+                + " | ".join(f"{c[m]['mpjpe_mm']:.1f} / {c[m]['mpjpe_best_mm']:.1f}" for m in MASKS)
+                + " |"
+            )
     return "\n".join(lines + per_mask)
 
 
@@ -450,28 +550,49 @@ def report_md(report: dict, table: str) -> str:
     pair_rows = ["| a − b | " + " | ".join(keys) + " |", "|" + "---|" * (len(keys) + 1)]
     for pair, by_key in report["paired"].items():
         a, b = pair.split(" - ")
-        pair_rows.append(f"| {ROWS[a]} − {ROWS[b]} | " + " | ".join(
-            f"{by_key[k]['mean']:+.2f} ± {by_key[k]['se']:.2f}" for k in keys) + " |")
-    return "\n".join([
-        "# Downstream fitting benchmark (`poseprior fit-bench`)", "",
-        f"Model: `{report['model_dir']}`; flow weights: {report['flow']}.",
-        f"Test: `{report['test']}` ({report['n_test']} poses, evenly spaced); lam tuned on `{report['val']}` "
-        f"({report['n_val']} poses), grid {cfg['lam_grid']} (latent completion: {cfg['lam_grid_completion']}). "
-        f"Optimiser: one L-BFGS per pose (runtime.lbfgs, both sides), iterations {cfg['iters']}, chunks of {cfg['chunk']} poses; "
-        f"{cfg['hypotheses']} completion starts (mean pose + N(0, {cfg['init_sigma_deg']}°) per masked joint). "
-        f"Total {report['seconds']:.0f} s on {report['threads']} thread(s).", "",
-        "Lower is better everywhere. See `train/fitbench.py` for the exact objectives.", "",
-        table, "", "## Paired differences on the test poses", "",
-        "Mean per-pose difference ± its standard error, of completion MPJPE (mm, mean over masks and starts), "
-        "IK MPJPE (mm) and denoising geodesic error (deg). Negative: a is better.", "",
-        *pair_rows, "", "## Chosen prior weights (validation)", "",
-        "n/a: no weight to choose (no prior; ambient completion, where the prior is the whole objective).", "",
-        *lam_rows, "", "![fits](fits.png)", ""])
+        pair_rows.append(
+            f"| {ROWS[a]} − {ROWS[b]} | "
+            + " | ".join(f"{by_key[k]['mean']:+.2f} ± {by_key[k]['se']:.2f}" for k in keys)
+            + " |"
+        )
+    return "\n".join(
+        [
+            "# Downstream fitting benchmark (`poseprior fit-bench`)",
+            "",
+            f"Model: `{report['model_dir']}`; flow weights: {report['flow']}.",
+            f"Test: `{report['test']}` ({report['n_test']} poses, evenly spaced); lam tuned on `{report['val']}` "
+            f"({report['n_val']} poses), grid {cfg['lam_grid']} (latent completion: {cfg['lam_grid_completion']}). "
+            f"Optimiser: one L-BFGS per pose (runtime.lbfgs, both sides), iterations {cfg['iters']}, chunks of {cfg['chunk']} poses; "
+            f"{cfg['hypotheses']} completion starts (mean pose + N(0, {cfg['init_sigma_deg']}°) per masked joint). "
+            f"Total {report['seconds']:.0f} s on {report['threads']} thread(s).",
+            "",
+            "Lower is better everywhere. See `train/fitbench.py` for the exact objectives.",
+            "",
+            table,
+            "",
+            "## Paired differences on the test poses",
+            "",
+            "Mean per-pose difference ± its standard error, of completion MPJPE (mm, mean over masks and starts), "
+            "IK MPJPE (mm) and denoising geodesic error (deg). Negative: a is better.",
+            "",
+            *pair_rows,
+            "",
+            "## Chosen prior weights (validation)",
+            "",
+            "n/a: no weight to choose (no prior; ambient completion, where the prior is the whole objective).",
+            "",
+            *lam_rows,
+            "",
+            "![fits](fits.png)",
+            "",
+        ]
+    )
 
 
 def plot(tasks: Tasks, figures: dict, path: Path) -> None:
     """Skeletons (front view, yawed 30°) of a few test poses: ground truth (grey) and each prior's fit."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -503,8 +624,16 @@ def plot(tasks: Tasks, figures: dict, path: Path) -> None:
             if r == 0:
                 ax.set_title(ROWS[name], fontsize=7)
             if c == 0:
-                ax.text(-0.1, 0.5, f"{key}{'/' + mask if mask else ''}\npose {i}", transform=ax.transAxes,
-                        rotation=90, va="center", ha="right", fontsize=7)
+                ax.text(
+                    -0.1,
+                    0.5,
+                    f"{key}{'/' + mask if mask else ''}\npose {i}",
+                    transform=ax.transAxes,
+                    rotation=90,
+                    va="center",
+                    ha="right",
+                    fontsize=7,
+                )
     fig.suptitle("fits (colour) vs ground truth (grey); completion: first start", fontsize=9)
     fig.tight_layout(rect=(0, 0, 1, 0.98))
     fig.savefig(path, dpi=110)

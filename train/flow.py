@@ -11,6 +11,7 @@ Poses enter and leave in the user layout (B, 21, 6); the half-split transpositio
 second columns) happens inside. Joints listed in ``masked_joints`` (e.g. a data set's constant virtual joint)
 are not modelled: they are ignored by ``log_prob`` and come out as the identity rotation from ``forward``.
 """
+
 from __future__ import annotations
 
 import math
@@ -25,8 +26,15 @@ IDENTITY_6D = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
 
 
 class PoseFlow(nn.Module):
-    def __init__(self, num_layers: int = 12, hidden: int = 256, depth: int = 4, scale_clamp: float = 3.0,
-                 activation: str = "silu", masked_joints: tuple[str, ...] = ()):
+    def __init__(
+        self,
+        num_layers: int = 12,
+        hidden: int = 256,
+        depth: int = 4,
+        scale_clamp: float = 3.0,
+        activation: str = "silu",
+        masked_joints: tuple[str, ...] = (),
+    ):
         super().__init__()
         unknown = set(masked_joints) - set(JOINT_NAMES)
         if unknown:
@@ -37,7 +45,8 @@ class PoseFlow(nn.Module):
         self.register_buffer("shift", torch.zeros(self.dim))
         self.register_buffer("log_scale", torch.zeros(self.dim))
         self.layers = nn.ModuleList(
-            AffineCoupling(self.dim, k % 2, hidden, depth, scale_clamp, activation) for k in range(num_layers))
+            AffineCoupling(self.dim, k % 2, hidden, depth, scale_clamp, activation) for k in range(num_layers)
+        )
 
     # --- normalisation -------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -95,8 +104,13 @@ class PoseFlow(nn.Module):
         x, logdet = self.forward(z)
         return x, self.base_log_prob(z) - logdet
 
-    def sample(self, n: int | None = None, generator: torch.Generator | None = None, z: torch.Tensor | None = None,
-               temperature: float = 1.0) -> torch.Tensor:
+    def sample(
+        self,
+        n: int | None = None,
+        generator: torch.Generator | None = None,
+        z: torch.Tensor | None = None,
+        temperature: float = 1.0,
+    ) -> torch.Tensor:
         """Raw samples (B, 21, 6) from z = temperature * N(0, I), or from the given z."""
         if z is None:
             if n is None:

@@ -22,6 +22,7 @@ the additive constant 1/2 log min_j det Sigma_j, so the same minimiser and gradi
 The run directory has ``config.json`` (``"model": "gmm"``), ``metrics.jsonl`` (one line per EM iteration),
 ``best.pt`` (the fitted parameters, loadable with ``torch.load(weights_only=True)``) and ``summary.json``.
 """
+
 from __future__ import annotations
 
 import json
@@ -44,10 +45,10 @@ DIM = 3 * NUM_JOINTS
 
 @dataclass
 class GMMConfig(ConfigBase):
-    model: str = "gmm"                   # fixed: tells run directories of the baselines and the flow apart
+    model: str = "gmm"  # fixed: tells run directories of the baselines and the flow apart
     n_components: int = 8
-    reg_covar: float = 1e-4              # added to every covariance's diagonal (rad^2)
-    tol: float = 1e-5                    # stop when mean train log-likelihood rises less than this (nats per pose)
+    reg_covar: float = 1e-4  # added to every covariance's diagonal (rad^2)
+    tol: float = 1e-5  # stop when mean train log-likelihood rises less than this (nats per pose)
     max_iter: int = 500
     kmeans_iter: int = 20
     seed: int = 0
@@ -87,7 +88,7 @@ class GMM(nn.Module):
 
     def component_log_prob(self, aa: torch.Tensor) -> torch.Tensor:
         """(B, K): log w_k + log N(x; mu_k, Sigma_k)."""
-        return (self.weights.log() - 0.5 * (self._mahalanobis(aa) + self.log_det + DIM * math.log(2 * math.pi)))
+        return self.weights.log() - 0.5 * (self._mahalanobis(aa) + self.log_det + DIM * math.log(2 * math.pi))
 
     def log_prob(self, aa: torch.Tensor) -> torch.Tensor:
         """(B,) log p(x), in the input's dtype; differentiable."""
@@ -138,14 +139,14 @@ def m_step(x: torch.Tensor, resp: torch.Tensor, reg_covar: float) -> GMM:
     """Weights, means and regularised covariances from responsibilities resp (N, K)."""
     nk = resp.sum(0) + 10 * torch.finfo(x.dtype).eps
     means = resp.T @ x / nk[:, None]
-    covs = torch.stack([((x - means[j]) * resp[:, j:j + 1]).T @ (x - means[j]) / nk[j] for j in range(len(nk))])
+    covs = torch.stack([((x - means[j]) * resp[:, j : j + 1]).T @ (x - means[j]) / nk[j] for j in range(len(nk))])
     covs = covs + reg_covar * torch.eye(x.shape[1], dtype=x.dtype)
     return GMM(nk / len(x), means, covs)
 
 
 @torch.no_grad()
 def mean_log_prob(gmm: GMM, aa: torch.Tensor, batch: int = 8192) -> float:
-    return float(torch.cat([gmm.log_prob(aa[i:i + batch]) for i in range(0, len(aa), batch)]).mean())
+    return float(torch.cat([gmm.log_prob(aa[i : i + batch]) for i in range(0, len(aa), batch)]).mean())
 
 
 @torch.no_grad()
@@ -161,12 +162,12 @@ def fit_gmm(cfg: GMMConfig, train_set: PoseSet, val_set: PoseSet, out: str | Pat
     t0 = time.monotonic()
     labels = kmeans_pp(x, cfg.n_components, cfg.kmeans_iter, torch.Generator().manual_seed(cfg.seed))
     gmm = m_step(x, torch.nn.functional.one_hot(labels, cfg.n_components).double(), cfg.reg_covar)
-    prev, converged, resp = -math.inf, False, None   # resp: the E-step's responsibilities, from iteration 1 on
+    prev, converged, resp = -math.inf, False, None  # resp: the E-step's responsibilities, from iteration 1 on
     bar = tqdm(range(cfg.max_iter + 1), desc="EM", disable=not progress, leave=False)
     for it in bar:
         if it:
-            gmm = m_step(x, resp, cfg.reg_covar)              # M-step
-        comp = gmm.component_log_prob(x)                      # E-step, and the log-likelihood of this model
+            gmm = m_step(x, resp, cfg.reg_covar)  # M-step
+        comp = gmm.component_log_prob(x)  # E-step, and the log-likelihood of this model
         lse = torch.logsumexp(comp, -1)
         train_ll, val_ll = float(lse.mean()), mean_log_prob(gmm, x_val)
         row = {"iter": it, "train_log_p": train_ll, "val_log_p": val_ll, "seconds": round(time.monotonic() - t0, 3)}
@@ -179,11 +180,29 @@ def fit_gmm(cfg: GMMConfig, train_set: PoseSet, val_set: PoseSet, out: str | Pat
         prev = train_ll
         resp = (comp - lse[:, None]).exp()
     state = {"iterations": row["iter"], "converged": converged, "train_log_p": train_ll, "val_log_p": val_ll}
-    atomic_save({"format": CHECKPOINT_FORMAT, "model": gmm.state_dict(), "config": asdict(cfg),
-                  "config_sha256": cfg.sha256(), "data_sha256": data_sha, "state": state}, out / "best.pt")
-    summary = {"model": "gmm", "stop_reason": "tol" if converged else "max_iter", "iterations": row["iter"],
-               "train_log_p": train_ll, "val_log_p": val_ll, "weights": [round(float(w), 4) for w in gmm.weights],
-               "train_seconds": round(time.monotonic() - t0, 1), "n_train": len(train_set), "n_val": len(val_set),
-               "config_sha256": cfg.sha256(), "data_sha256": data_sha}
+    atomic_save(
+        {
+            "format": CHECKPOINT_FORMAT,
+            "model": gmm.state_dict(),
+            "config": asdict(cfg),
+            "config_sha256": cfg.sha256(),
+            "data_sha256": data_sha,
+            "state": state,
+        },
+        out / "best.pt",
+    )
+    summary = {
+        "model": "gmm",
+        "stop_reason": "tol" if converged else "max_iter",
+        "iterations": row["iter"],
+        "train_log_p": train_ll,
+        "val_log_p": val_ll,
+        "weights": [round(float(w), 4) for w in gmm.weights],
+        "train_seconds": round(time.monotonic() - t0, 1),
+        "n_train": len(train_set),
+        "n_val": len(val_set),
+        "config_sha256": cfg.sha256(),
+        "data_sha256": data_sha,
+    }
     atomic_write(json.dumps(summary, indent=2) + "\n", out / "summary.json")
     return summary

@@ -29,6 +29,7 @@ Memory: the poses of a split are one ``.npy`` in the cache (keyed by the keys of
 ``np.load(mmap_mode="c")``; so are their 6D rotations (``PoseSet.six_d``), which is what training indexes. Pages
 are read from disk on demand and shared with the page cache.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -40,12 +41,12 @@ from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from runtime.conversion_cache import cache_dir, convert_one, source_key
 from runtime.convert import CONVERSION_VERSION, load_rest_joints
 from runtime.formats import FormatError
-import torch
 
 from .data import DataError, PoseSet
 from .rotations import axis_angle_to_6d
@@ -59,8 +60,9 @@ def collect(paths: list[str | Path]) -> list[Path]:
     found: dict[Path, None] = {}
     for p in map(Path, paths):
         if p.is_dir():
-            files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in TAKE_SUFFIXES
-                           and f.name not in NOT_TAKES)
+            files = sorted(
+                f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in TAKE_SUFFIXES and f.name not in NOT_TAKES
+            )
             if not files:
                 raise DataError(f"{p}: folder holds no takes (.bvh, .amc, .npz)")
             found.update(dict.fromkeys(files))
@@ -76,13 +78,22 @@ def collect(paths: list[str | Path]) -> list[Path]:
 @dataclass
 class Source:
     """One converted source: its record (path, sha256, skeleton, takes) and its poses (memory-mapped)."""
+
     record: dict
-    poses: np.ndarray   # (N, 21, 3) float32 axis-angle, memory-mapped from the cache
+    poses: np.ndarray  # (N, 21, 3) float32 axis-angle, memory-mapped from the cache
 
 
-def convert_sources(files: list[Path], cache: Path, rest: np.ndarray | None = None, fps: float | None = None,
-                    joint_map: dict | None = None, jobs: int | None = None, skip_bad: bool = False,
-                    progress: bool = True, log=print) -> list[Source]:
+def convert_sources(
+    files: list[Path],
+    cache: Path,
+    rest: np.ndarray | None = None,
+    fps: float | None = None,
+    joint_map: dict | None = None,
+    jobs: int | None = None,
+    skip_bad: bool = False,
+    progress: bool = True,
+    log=print,
+) -> list[Source]:
     """Every file converted (or read from the cache), in the order given (module docstring)."""
     rest = load_rest_joints() if rest is None else np.asarray(rest, np.float64)
     cache.mkdir(parents=True, exist_ok=True)
@@ -93,15 +104,20 @@ def convert_sources(files: list[Path], cache: Path, rest: np.ndarray | None = No
             keys[f] = source_key(f, rest, fps, joint_map)
         except (FormatError, OSError) as e:
             errors[f] = str(e) if str(e).startswith(str(f)) else f"{f}: {e}"
-    todo = [(f, k) for f, (k, _) in keys.items() if not ((cache / f"{k}.npy").is_file()
-                                                        and (cache / f"{k}.json").is_file())]
+    todo = [
+        (f, k) for f, (k, _) in keys.items() if not ((cache / f"{k}.npy").is_file() and (cache / f"{k}.json").is_file())
+    ]
     if todo:
         jobs = max(1, min(jobs or os.cpu_count() or 1, len(todo)))
-        bar = tqdm(total=len(todo), desc=f"converting {len(todo)} of {len(files)} takes ({jobs} processes)",
-                   disable=not progress, unit="file")
+        bar = tqdm(
+            total=len(todo),
+            desc=f"converting {len(todo)} of {len(files)} takes ({jobs} processes)",
+            disable=not progress,
+            unit="file",
+        )
         if jobs == 1:
             results = ((f, convert_one(str(f), k, str(cache), rest, fps, joint_map)) for f, k in todo)
-        else:   # spawn: the workers import numpy and the runtime only (no forked torch threads)
+        else:  # spawn: the workers import numpy and the runtime only (no forked torch threads)
             pool = ProcessPoolExecutor(jobs, mp_context=get_context("spawn"))
             futures = [(f, pool.submit(convert_one, str(f), k, str(cache), rest, fps, joint_map)) for f, k in todo]
             results = ((f, fut.result()) for f, fut in futures)
@@ -123,8 +139,18 @@ def convert_sources(files: list[Path], cache: Path, rest: np.ndarray | None = No
         if f in errors:
             continue
         meta = json.loads((cache / f"{k}.json").read_text())
-        out.append(Source({**record, "key": k, "skeleton": meta["skeleton"], "conversion": meta["conversion"],
-                           "takes": meta["takes"]}, np.load(cache / f"{k}.npy", mmap_mode="r")))
+        out.append(
+            Source(
+                {
+                    **record,
+                    "key": k,
+                    "skeleton": meta["skeleton"],
+                    "conversion": meta["conversion"],
+                    "takes": meta["takes"],
+                },
+                np.load(cache / f"{k}.npy", mmap_mode="r"),
+            )
+        )
     if not out:
         raise DataError("no readable takes in --data")
     return out
@@ -146,8 +172,10 @@ def choose_split(sources: list[Source], val_fraction: float = 0.1) -> tuple[str,
     by = "subject" if -1 not in subjects and len(subjects) >= 2 else "file"
     units = _units(sources, by)
     if len(units) < 2:
-        raise DataError(f"--data: one {by} only ({units[0][0] if units else 'none'}): nothing to validate on; "
-                        f"give more takes or --val")
+        raise DataError(
+            f"--data: one {by} only ({units[0][0] if units else 'none'}): nothing to validate on; "
+            f"give more takes or --val"
+        )
     frames = {name: sum(sources[i].record["takes"][j]["frames"] for i, j in takes) for name, takes in units}
     total = sum(frames.values())
     val: set[str] = set()
@@ -156,7 +184,7 @@ def choose_split(sources: list[Source], val_fraction: float = 0.1) -> tuple[str,
         held = sum(frames[v] for v in val)
         if len(val) == len(units) - 1 or (val and held >= val_fraction * total):
             break
-        if val and held + frames[name] > 0.5 * total:   # validation never takes most of the data
+        if val and held + frames[name] > 0.5 * total:  # validation never takes most of the data
             continue
         val.add(name)
     return by, val, units
@@ -183,12 +211,12 @@ def build_set(sources: list[Source], takes: list[tuple[int, int]], cache: Path, 
         d6 = np.lib.format.open_memmap(tmp["6d"], "w+", np.float32, (total, 21, 6))
         at = 0
         for i, a, n in spans:
-            for b in range(a, a + n, 65536):   # in blocks: memory stays flat
+            for b in range(a, a + n, 65536):  # in blocks: memory stays flat
                 e = min(a + n, b + 65536)
                 block = np.array(sources[i].poses[b:e])
-                aa[at:at + e - b] = block
+                aa[at : at + e - b] = block
                 # as PoseSet.to_6d computes it (torch, float64 -> float32): the same numbers as the split layout's
-                d6[at:at + e - b] = axis_angle_to_6d(torch.from_numpy(block).double()).float().numpy()
+                d6[at : at + e - b] = axis_angle_to_6d(torch.from_numpy(block).double()).float().numpy()
                 at += e - b
         aa.flush()
         d6.flush()
@@ -199,14 +227,30 @@ def build_set(sources: list[Source], takes: list[tuple[int, int]], cache: Path, 
     for i in sorted({i for i, _ in takes}):
         files[sources[i].record["path"]] = sources[i].record["sha256"]
     skeleton = {"name": "smpl", "conversion": CONVERSION_VERSION, "rest_joints": (rest - rest[0]).round(6).tolist()}
-    return PoseSet(np.load(paths["aa"], mmap_mode="c"), np.concatenate(seq), names, np.concatenate(subj),
-                   None, files, skeleton, six_d=np.load(paths["6d"], mmap_mode="c"))
+    return PoseSet(
+        np.load(paths["aa"], mmap_mode="c"),
+        np.concatenate(seq),
+        names,
+        np.concatenate(subj),
+        None,
+        files,
+        skeleton,
+        six_d=np.load(paths["6d"], mmap_mode="c"),
+    )
 
 
-def load_takes(data: list[str | Path], val: list[str | Path] | None = None, cache: str | Path | None = None,
-               fps: float | None = None, joint_map: dict | None = None, jobs: int | None = None,
-               skip_bad: bool = False, val_fraction: float = 0.1, progress: bool = True, log=print
-               ) -> tuple[dict[str, PoseSet], dict]:
+def load_takes(
+    data: list[str | Path],
+    val: list[str | Path] | None = None,
+    cache: str | Path | None = None,
+    fps: float | None = None,
+    joint_map: dict | None = None,
+    jobs: int | None = None,
+    skip_bad: bool = False,
+    val_fraction: float = 0.1,
+    progress: bool = True,
+    log=print,
+) -> tuple[dict[str, PoseSet], dict]:
     """``{"train": PoseSet, "val": PoseSet}`` from take files / folders, and the record of the ingest (sources
     with sha256, skeleton and split; written to the run directory as ``data.json``)."""
     folder = cache_dir(cache)
@@ -219,20 +263,34 @@ def load_takes(data: list[str | Path], val: list[str | Path] | None = None, cach
             names = [s.record["path"] for s in vsources if s.record["sha256"] in overlap]
             raise DataError(f"--val: {len(overlap)} take file(s) also in --data (same sha256), e.g. {names[0]}")
         how = "explicit (--val)"
-        sets = {"train": build_set(sources, [(i, j) for i, s in enumerate(sources) for j in range(len(s.record["takes"]))], folder, rest),
-                "val": build_set(vsources, [(i, j) for i, s in enumerate(vsources) for j in range(len(s.record["takes"]))], folder, rest)}
+        sets = {
+            "train": build_set(
+                sources, [(i, j) for i, s in enumerate(sources) for j in range(len(s.record["takes"]))], folder, rest
+            ),
+            "val": build_set(
+                vsources, [(i, j) for i, s in enumerate(vsources) for j in range(len(s.record["takes"]))], folder, rest
+            ),
+        }
         split = {"train": [s.record["path"] for s in sources], "val": [s.record["path"] for s in vsources]}
         all_sources = sources + vsources
     else:
         by, val_units, units = choose_split(sources, val_fraction)
         how = f"by {by}"
-        pick = {k: [t for name, takes in units if (name in val_units) == (k == "val") for t in takes]
-                for k in ("train", "val")}
+        pick = {
+            k: [t for name, takes in units if (name in val_units) == (k == "val") for t in takes]
+            for k in ("train", "val")
+        }
         pick = {k: sorted(v) for k, v in pick.items()}
         sets = {k: build_set(sources, v, folder, rest) for k, v in pick.items()}
         split = {"train": sorted(n for n, _ in units if n not in val_units), "val": sorted(val_units)}
         all_sources = sources
-    record = {"conversion": CONVERSION_VERSION, "fps": fps, "joint_map": joint_map, "split": how,
-              "units": split, "poses": {k: len(v) for k, v in sets.items()},
-              "sources": [{k: v for k, v in s.record.items() if k != "key"} for s in all_sources]}
+    record = {
+        "conversion": CONVERSION_VERSION,
+        "fps": fps,
+        "joint_map": joint_map,
+        "split": how,
+        "units": split,
+        "poses": {k: len(v) for k, v in sets.items()},
+        "sources": [{k: v for k, v in s.record.items() if k != "key"} for s in all_sources],
+    }
     return sets, record

@@ -1,4 +1,5 @@
 """Forward kinematics in torch (differentiable); see ``runtime/kinematics.py`` for the formula."""
+
 from __future__ import annotations
 
 import torch
@@ -6,8 +7,12 @@ import torch
 from .rotations import PARENTS
 
 
-def forward_kinematics(rotmats: torch.Tensor, offsets: torch.Tensor, root_orient: torch.Tensor | None = None,
-                       trans: torch.Tensor | None = None) -> torch.Tensor:
+def forward_kinematics(
+    rotmats: torch.Tensor,
+    offsets: torch.Tensor,
+    root_orient: torch.Tensor | None = None,
+    trans: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Joint positions (B, 22, 3): ``G_k = G_parent R_k``, ``p_k = p_parent + G_parent o_k``."""
     b = rotmats.shape[0]
     offsets = offsets.to(rotmats.dtype).expand(b, len(PARENTS), 3)

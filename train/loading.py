@@ -5,6 +5,7 @@ An exported model directory (``poseprior export``) records the flow's config in 
 (``training.config``) and, unless exported ``--onnx-only``, its weights in ``pt2/log_prob.pt2``; its training run
 (``training.run``, ``training.checkpoint``) may still hold the checkpoint.
 """
+
 from __future__ import annotations
 
 import json

@@ -4,6 +4,7 @@
 ``e1 = b1/|b1|, e2 = normalize(b2 - (e1.b2) e1), e3 = e1 x e2``; half-split flow layout
 ``(B, J, 6) -> (B, J, 2, 3) -> (B, 2, J, 3) -> (B, 6J)``. See DESIGN §1.
 """
+
 from __future__ import annotations
 
 import torch
@@ -38,12 +39,18 @@ def matrix_to_axis_angle(R: torch.Tensor) -> torch.Tensor:
     m00, m01, m02, m10, m11, m12, m20, m21, m22 = m
     q2 = torch.stack([1 + m00 + m11 + m22, 1 + m00 - m11 - m22, 1 - m00 + m11 - m22, 1 - m00 - m11 + m22], -1)
     qa = q2.clamp_min(0).sqrt()
-    cands = torch.stack([
-        torch.stack([q2[..., 0], m21 - m12, m02 - m20, m10 - m01], -1),
-        torch.stack([m21 - m12, q2[..., 1], m10 + m01, m02 + m20], -1),
-        torch.stack([m02 - m20, m10 + m01, q2[..., 2], m12 + m21], -1),
-        torch.stack([m10 - m01, m20 + m02, m21 + m12, q2[..., 3]], -1),
-    ], -2) / (2.0 * qa.clamp_min(0.1))[..., None]
+    cands = (
+        torch.stack(
+            [
+                torch.stack([q2[..., 0], m21 - m12, m02 - m20, m10 - m01], -1),
+                torch.stack([m21 - m12, q2[..., 1], m10 + m01, m02 + m20], -1),
+                torch.stack([m02 - m20, m10 + m01, q2[..., 2], m12 + m21], -1),
+                torch.stack([m10 - m01, m20 + m02, m21 + m12, q2[..., 3]], -1),
+            ],
+            -2,
+        )
+        / (2.0 * qa.clamp_min(0.1))[..., None]
+    )
     best = qa.argmax(-1)
     q = torch.gather(cands, -2, best[..., None, None].expand(best.shape + (1, 4)))[..., 0, :]
     q = q / q.norm(dim=-1, keepdim=True)

@@ -16,6 +16,7 @@ virtual spine2 masked, batch 256) under ``/usr/bin/time -v``:
 The last lines extrapolate to 1.4M poses (the paper's data size): epoch time at the measured rate, and the arrays'
 size at the same bytes per pose.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -57,7 +58,7 @@ def main(argv: list[str] | None = None) -> None:
     for f in (train, val):
         if not f.is_file():
             raise SystemExit(f"error: {f}: not found (run `make data` first)")
-    from train import ingest   # the cache, filled once (not timed with the runs)
+    from train import ingest  # the cache, filled once (not timed with the runs)
 
     t0 = time.monotonic()
     sets, _ = ingest.load_takes([train], [val], cache=args.cache, progress=False)
@@ -69,27 +70,62 @@ def main(argv: list[str] | None = None) -> None:
     for nproc in [None, *args.nproc]:
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / "run"
-            cmd = [sys.executable, "-m", "train.cli", "train", "--data", str(train), "--val", str(val), "--out",
-                   str(out), "--config", args.preset, "--max-steps", str(args.steps), "--set", "early_stopping=false",
-                   "--quiet", "--cache", str(args.cache), *(["--nproc", str(nproc)] if nproc else [])]
+            cmd = [
+                sys.executable,
+                "-m",
+                "train.cli",
+                "train",
+                "--data",
+                str(train),
+                "--val",
+                str(val),
+                "--out",
+                str(out),
+                "--config",
+                args.preset,
+                "--max-steps",
+                str(args.steps),
+                "--set",
+                "early_stopping=false",
+                "--quiet",
+                "--cache",
+                str(args.cache),
+                *(["--nproc", str(nproc)] if nproc else []),
+            ]
             before = load()
             wall, rss, _ = run(cmd)
             metrics = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines()]
         rate = metrics[-1]["train_poses_per_s"]
-        rows.append({"processes": nproc or 1, "poses_per_s": rate, "epoch_s": n_train / rate, "rss": rss,
-                     "wall_s": wall, "load": f"{before} -> {load()}"})
-    print(f"training at scale: {args.data} ({n_train:,} train poses), preset {args.preset}, {args.steps} steps of "
-          f"batch 256, {os.cpu_count()} CPU cores; conversion cache filled in {prep:.0f} s (0 s when warm)")
+        rows.append(
+            {
+                "processes": nproc or 1,
+                "poses_per_s": rate,
+                "epoch_s": n_train / rate,
+                "rss": rss,
+                "wall_s": wall,
+                "load": f"{before} -> {load()}",
+            }
+        )
+    print(
+        f"training at scale: {args.data} ({n_train:,} train poses), preset {args.preset}, {args.steps} steps of "
+        f"batch 256, {os.cpu_count()} CPU cores; conversion cache filled in {prep:.0f} s (0 s when warm)"
+    )
     print(f"memory-mapped arrays (axis-angle + 6D, train + val): {arrays / 1e6:.0f} MB")
-    print(f"{'processes':>9}  {'poses/s':>8}  {'epoch s':>8}  {'peak RSS MB':>11}  {'RSS/arrays':>10}  "
-          f"{'wall s':>7}  load average (1, 5, 15 min) before -> after")
+    print(
+        f"{'processes':>9}  {'poses/s':>8}  {'epoch s':>8}  {'peak RSS MB':>11}  {'RSS/arrays':>10}  "
+        f"{'wall s':>7}  load average (1, 5, 15 min) before -> after"
+    )
     for r in rows:
-        print(f"{r['processes']:>9}  {r['poses_per_s']:>8.0f}  {r['epoch_s']:>8.0f}  {r['rss'] / 1e6:>11.0f}  "
-              f"{r['rss'] / arrays:>10.2f}  {r['wall_s']:>7.0f}  {r['load']}")
+        print(
+            f"{r['processes']:>9}  {r['poses_per_s']:>8.0f}  {r['epoch_s']:>8.0f}  {r['rss'] / 1e6:>11.0f}  "
+            f"{r['rss'] / arrays:>10.2f}  {r['wall_s']:>7.0f}  {r['load']}"
+        )
     best = max(r["poses_per_s"] for r in rows)
     per_pose = arrays / n_train
-    print(f"1.4M poses (the paper's size) at {best:.0f} poses/s: {PAPER_POSES / best / 60:.0f} min an epoch; "
-          f"arrays {PAPER_POSES * per_pose / 1e9:.2f} GB at {per_pose:.0f} bytes a pose (memory-mapped)")
+    print(
+        f"1.4M poses (the paper's size) at {best:.0f} poses/s: {PAPER_POSES / best / 60:.0f} min an epoch; "
+        f"arrays {PAPER_POSES * per_pose / 1e9:.2f} GB at {per_pose:.0f} bytes a pose (memory-mapped)"
+    )
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ Poses are 21 local joint rotations in SMPL body order, in the representation ``r
 A single pose (no batch axis) gives a scalar. Inputs are not range-checked as the runtime's are (they are tensors
 inside an optimisation); shapes and ``rep`` are.
 """
+
 from __future__ import annotations
 
 import math
@@ -77,8 +78,10 @@ def to_6d(poses: torch.Tensor, rep: str = "6d") -> tuple[torch.Tensor, bool]:
     per_joint = {"6d": (6,), "6d_rows": (6,), "matrix": (3, 3), "axis_angle": (3,)}[rep]
     k = len(per_joint)
     if tuple(x.shape[-k:]) != per_joint or x.ndim not in (k + 1, k + 2) or x.shape[-k - 1] != J:
-        raise ValueError(f"poses (rep={rep!r}): shape {tuple(x.shape)}, expected (B, {J}, "
-                         f"{', '.join(map(str, per_joint))}){' or (B, 63)' if rep == 'axis_angle' else ''}")
+        raise ValueError(
+            f"poses (rep={rep!r}): shape {tuple(x.shape)}, expected (B, {J}, "
+            f"{', '.join(map(str, per_joint))}){' or (B, 63)' if rep == 'axis_angle' else ''}"
+        )
     single = x.ndim == k + 1
     if single:
         x = x[None]
@@ -96,8 +99,10 @@ def to_6d(poses: torch.Tensor, rep: str = "6d") -> tuple[torch.Tensor, bool]:
 def _architecture(manifest: dict, path: Path) -> dict:
     config = (manifest.get("training") or {}).get("config")
     if not isinstance(config, dict) or any(k not in config for k in _ARCH):
-        raise ModelError(f"{path / 'manifest.json'}: field ['training']['config'] must give the flow's "
-                         f"{', '.join(_ARCH)} (a model exported by `poseprior export`)")
+        raise ModelError(
+            f"{path / 'manifest.json'}: field ['training']['config'] must give the flow's "
+            f"{', '.join(_ARCH)} (a model exported by `poseprior export`)"
+        )
     return {k: config[k] for k in _ARCH}
 
 
@@ -119,18 +124,22 @@ def read_weights(model_dir: Path, manifest: dict) -> dict[str, np.ndarray]:
         offset, length = int(ext.get("offset", 0)), int(ext["length"])
         dtype = onnx.helper.tensor_dtype_to_np_dtype(t.data_type)
         if offset + length > blob.size or length != int(np.prod(t.dims)) * dtype.itemsize:
-            raise ModelError(f"{model_dir / WEIGHTS_FILE}: tensor {t.name} (bytes {offset}..{offset + length}) does "
-                             f"not fit the file ({blob.size} bytes) or its shape {list(t.dims)}")
-        return blob[offset:offset + length].view(dtype).reshape(tuple(t.dims)).copy()
+            raise ModelError(
+                f"{model_dir / WEIGHTS_FILE}: tensor {t.name} (bytes {offset}..{offset + length}) does "
+                f"not fit the file ({blob.size} bytes) or its shape {list(t.dims)}"
+            )
+        return blob[offset : offset + length].view(dtype).reshape(tuple(t.dims)).copy()
 
-    weights = {name[len("flow."):]: array(t) for name, t in inits.items() if name.startswith("flow.")}
+    weights = {name[len("flow.") :]: array(t) for name, t in inits.items() if name.startswith("flow.")}
     # the normalisation's scale: Sub(poses in flow layout, flow.shift) -> Mul(., exp(-log_scale))
     sub = next((n.output[0] for n in model.graph.node if n.op_type == "Sub" and "flow.shift" in n.input), None)
     mul = next((n for n in model.graph.node if n.op_type == "Mul" and sub in n.input), None)
     other = None if mul is None else next((i for i in mul.input if i != sub), None)
     if other not in inits or "shift" not in weights:
-        raise ModelError(f"{graph_path}: no normalisation (x - flow.shift) * exp(-log_scale) found: not a graph "
-                         f"exported by this package's `poseprior export`")
+        raise ModelError(
+            f"{graph_path}: no normalisation (x - flow.shift) * exp(-log_scale) found: not a graph "
+            f"exported by this package's `poseprior export`"
+        )
     inv_scale = array(inits[other]).astype(np.float64)
     weights["log_scale"] = (-np.log(inv_scale)).astype(np.float32)
     return weights
@@ -170,8 +179,14 @@ class TorchPrior(nn.Module):
         verify_files(path, manifest, [WEIGHTS_FILE, GRAPHS[LAYOUT_GRAPH].file])
         arch = _architecture(manifest, path)
         try:
-            flow = PoseFlow(int(arch["num_layers"]), int(arch["hidden"]), int(arch["depth"]),
-                            float(arch["scale_clamp"]), str(arch["activation"]), tuple(manifest["masked_joints"]))
+            flow = PoseFlow(
+                int(arch["num_layers"]),
+                int(arch["hidden"]),
+                int(arch["depth"]),
+                float(arch["scale_clamp"]),
+                str(arch["activation"]),
+                tuple(manifest["masked_joints"]),
+            )
         except (KeyError, ValueError, TypeError) as e:
             raise ModelError(f"{path / 'manifest.json'}: field ['training']['config']: {e}") from None
         if flow.dim != manifest["dim"]:
@@ -181,8 +196,10 @@ class TorchPrior(nn.Module):
         missing = sorted(set(state) - set(weights))
         wrong = [k for k in state if k in weights and tuple(weights[k].shape) != tuple(state[k].shape)]
         if missing or wrong:
-            raise ModelError(f"{path / GRAPHS[LAYOUT_GRAPH].file}: weights do not match the manifest's architecture "
-                             f"(missing {missing[:3]}, wrong shape {wrong[:3]})")
+            raise ModelError(
+                f"{path / GRAPHS[LAYOUT_GRAPH].file}: weights do not match the manifest's architecture "
+                f"(missing {missing[:3]}, wrong shape {wrong[:3]})"
+            )
         flow.load_state_dict({k: torch.from_numpy(np.array(weights[k])) for k in state})
         flow.requires_grad_(False)
         prior = cls(flow, manifest, path).eval()
@@ -190,8 +207,10 @@ class TorchPrior(nn.Module):
 
     def __repr__(self) -> str:
         p = self.flow.shift
-        return (f"TorchPrior({str(self.path)!r}, dim={self.dim}, skeleton={self.skeleton!r}, "
-                f"conversion={self.conversion!r}, device={p.device}, dtype={p.dtype})")
+        return (
+            f"TorchPrior({str(self.path)!r}, dim={self.dim}, skeleton={self.skeleton!r}, "
+            f"conversion={self.conversion!r}, device={p.device}, dtype={p.dtype})"
+        )
 
     @property
     def device(self) -> torch.device:
@@ -225,8 +244,14 @@ class TorchPrior(nn.Module):
             raise ValueError(f"z: shape {tuple(z.shape)}, expected (B, {self.dim}) or ({self.dim},)")
         return z
 
-    def sample(self, n: int | None = None, generator: torch.Generator | None = None, z: torch.Tensor | None = None,
-               temperature: float = 1.0, orthonormalize: bool = True) -> torch.Tensor:
+    def sample(
+        self,
+        n: int | None = None,
+        generator: torch.Generator | None = None,
+        z: torch.Tensor | None = None,
+        temperature: float = 1.0,
+        orthonormalize: bool = True,
+    ) -> torch.Tensor:
         """Poses f(z) (n, 21, 6) with ``z = temperature * N(0, I)`` drawn from ``generator`` (on the module's
         device), or from the given ``z``; Gram-Schmidt per joint unless ``orthonormalize=False``. Differentiable
         in ``z``."""

@@ -6,6 +6,7 @@ best validation log p) and ``last.pt`` (everything needed to resume: weights, op
 early-stopping state). Checkpoints hold only tensors and plain Python values, so they load with
 ``torch.load(weights_only=True)``.
 """
+
 from __future__ import annotations
 
 import json
@@ -46,8 +47,12 @@ def read_checkpoint(path: str | Path, model: str = "flow") -> dict:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - torch raises many types for a corrupt file
         raise ValueError(f"{path}: cannot read checkpoint ({type(e).__name__}: {e})") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT or \
-            not isinstance(ckpt.get("config"), dict) or ckpt["config"].get("model", "flow") != model:
+    if (
+        not isinstance(ckpt, dict)
+        or ckpt.get("format") != CHECKPOINT_FORMAT
+        or not isinstance(ckpt.get("config"), dict)
+        or ckpt["config"].get("model", "flow") != model
+    ):
         raise ValueError(f"{path}: not a poseprior {model} checkpoint (format {CHECKPOINT_FORMAT})")
     return ckpt
 
@@ -87,9 +92,10 @@ def load_checkpoint(path: str | Path) -> tuple[PoseFlow, dict]:
     flow = build_flow(cfg)
     try:
         flow.load_state_dict(weights)
-    except RuntimeError as e:   # missing / unexpected keys, wrong shapes
-        raise ValueError(f"{path}: the weights do not match the checkpoint's config "
-                         f"({' '.join(str(e).split())[:300]})") from None
+    except RuntimeError as e:  # missing / unexpected keys, wrong shapes
+        raise ValueError(
+            f"{path}: the weights do not match the checkpoint's config ({' '.join(str(e).split())[:300]})"
+        ) from None
     nonfinite = [k for k, v in weights.items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if nonfinite:
         raise ValueError(f"{path}: non-finite (NaN or inf) weights in {nonfinite[:3]}: not exporting a broken model")
@@ -107,8 +113,10 @@ def _replace_via_tmp(path: Path, write: Callable[[Path], None]) -> None:
     except (OSError, RuntimeError) as e:
         tmp.unlink(missing_ok=True)
         why = " ".join(str(e).split())[:200]
-        raise OSError(f"{path}: cannot write it ({type(e).__name__}: {why}; a full disk?); nothing was half-written: "
-                      f"the checkpoints already there are intact (a run with one continues with --resume)") from None
+        raise OSError(
+            f"{path}: cannot write it ({type(e).__name__}: {why}; a full disk?); nothing was half-written: "
+            f"the checkpoints already there are intact (a run with one continues with --resume)"
+        ) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -137,13 +145,13 @@ def metrics_before(out: Path, epoch: int) -> list[dict]:
 
 def check_resumable(out: Path, cfg, saved_cfg, saved_data: dict | None, data_sha: dict | None) -> None:
     """Refuse to resume run ``out`` with another config or other data files; the message names the differences."""
-    if saved_cfg != cfg:   # keys added since the run started take defaults
-        raise ValueError(f"{out}: --resume with a different config than the run's own: "
-                         f"{'; '.join(saved_cfg.differences(cfg))}")
+    if saved_cfg != cfg:  # keys added since the run started take defaults
+        raise ValueError(
+            f"{out}: --resume with a different config than the run's own: {'; '.join(saved_cfg.differences(cfg))}"
+        )
     if saved_data is not None and saved_data != data_sha:
         changed = sorted(k for k in {*saved_data, *data_sha} if saved_data.get(k) != data_sha.get(k))
-        raise ValueError(f"{out}: --resume with different data files than the run was started on: "
-                         f"{', '.join(changed)}")
+        raise ValueError(f"{out}: --resume with different data files than the run was started on: {', '.join(changed)}")
 
 
 #: a joint is constant when its spread is below this fraction of the data's scale (``check_no_constant_joints``)
@@ -159,17 +167,20 @@ def check_no_constant_joints(data: PoseSet, cfg: Config) -> None:
     """
     spread = data.rotations.astype(np.float64).std(axis=0).max(axis=1)
     threshold = CONSTANT_JOINT_RTOL * float(np.median(spread))
-    constant = [JOINT_NAMES[j] for j in range(NUM_JOINTS)
-                if spread[j] <= threshold and JOINT_NAMES[j] not in cfg.masked_joints]
+    constant = [
+        JOINT_NAMES[j] for j in range(NUM_JOINTS) if spread[j] <= threshold and JOINT_NAMES[j] not in cfg.masked_joints
+    ]
     if constant:
-        raise ValueError(f"training data: joint(s) {constant} have a constant rotation (a virtual joint?); a flow "
-                         f"must not be trained on them: add them to the config's masked_joints "
-                         f"(e.g. --config paper-bandai, or --set 'masked_joints=[\"spine2\"]')")
+        raise ValueError(
+            f"training data: joint(s) {constant} have a constant rotation (a virtual joint?); a flow "
+            f"must not be trained on them: add them to the config's masked_joints "
+            f"(e.g. --config paper-bandai, or --set 'masked_joints=[\"spine2\"]')"
+        )
 
 
 @torch.no_grad()
 def mean_log_prob(flow: PoseFlow, x: torch.Tensor, batch: int = 4096) -> float:
-    return float(torch.cat([flow.log_prob(x[i:i + batch]) for i in range(0, len(x), batch)]).double().mean())
+    return float(torch.cat([flow.log_prob(x[i : i + batch]) for i in range(0, len(x), batch)]).double().mean())
 
 
 def data_checksums(train_set: PoseSet, val_set: PoseSet) -> dict:
@@ -178,12 +189,27 @@ def data_checksums(train_set: PoseSet, val_set: PoseSet) -> dict:
     return {"/".join(Path(k).parts[-2:]): v for k, v in sorted({**train_set.files, **val_set.files}.items())}
 
 
-def run_epochs(out: Path, cfg, model: torch.nn.Module, opt: torch.optim.Optimizer, gen: torch.Generator,
-               data_sha: dict, n: int, *, batch_loss: Callable[[torch.Tensor, slice], torch.Tensor],
-               validate: Callable[[], dict], score: str, higher_is_better: bool, train_field: tuple[str, float],
-               extra_ckpt: dict | None = None, early_stopping: bool = True, resume: bool = False,
-               max_steps: int | None = None, max_minutes: float | None = None,
-               progress: bool = True) -> tuple[dict, str]:
+def run_epochs(
+    out: Path,
+    cfg,
+    model: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    gen: torch.Generator,
+    data_sha: dict,
+    n: int,
+    *,
+    batch_loss: Callable[[torch.Tensor, slice], torch.Tensor],
+    validate: Callable[[], dict],
+    score: str,
+    higher_is_better: bool,
+    train_field: tuple[str, float],
+    extra_ckpt: dict | None = None,
+    early_stopping: bool = True,
+    resume: bool = False,
+    max_steps: int | None = None,
+    max_minutes: float | None = None,
+    progress: bool = True,
+) -> tuple[dict, str]:
     """The one training loop (the flow's and the VPoser baseline's): epochs over a permutation drawn from
     ``gen``, one Adam step per batch on ``batch_loss(indices, shard)`` (which draws the noise of the whole batch
     ``indices`` from ``gen`` and returns the mean loss over positions ``shard`` of it: the whole batch with one
@@ -195,9 +221,16 @@ def run_epochs(out: Path, cfg, model: torch.nn.Module, opt: torch.optim.Optimize
     ``train_field = (name, sign)``: name = sign * mean batch loss. Returns (state, stop reason).
     Several ranks (torchrun): rank 0 alone writes ``out``; validation and the time limit are rank 0's."""
     t_start = time.monotonic()
-    state = {"epoch": 0, "step": 0, "best_val": -math.inf if higher_is_better else math.inf, "best_epoch": 0,
-             "bad_epochs": 0, "seconds": 0.0, "best": {}}
-    history: list[dict] = []   # the metrics rows up to the checkpoint; metrics.jsonl is rewritten from it
+    state = {
+        "epoch": 0,
+        "step": 0,
+        "best_val": -math.inf if higher_is_better else math.inf,
+        "best_epoch": 0,
+        "bad_epochs": 0,
+        "seconds": 0.0,
+        "best": {},
+    }
+    history: list[dict] = []  # the metrics rows up to the checkpoint; metrics.jsonl is rewritten from it
     if resume and (out / "last.pt").is_file():
         ckpt = torch.load(out / "last.pt", map_location="cpu", weights_only=True)
         check_resumable(out, cfg, type(cfg).from_dict(ckpt["config"]), ckpt["data_sha256"], data_sha)
@@ -243,7 +276,7 @@ def run_epochs(out: Path, cfg, model: torch.nn.Module, opt: torch.optim.Optimize
         total, count = 0.0, 0
         bar = tqdm(range(steps_per_epoch), desc=f"epoch {state['epoch'] + 1}", disable=not progress, leave=False)
         for i in bar:
-            idx = perm[i * cfg.batch_size:(i + 1) * cfg.batch_size]
+            idx = perm[i * cfg.batch_size : (i + 1) * cfg.batch_size]
             shard = distributed.shard(len(idx))
             n_shard = len(range(len(idx))[shard])
             loss = step(idx, shard)
@@ -266,21 +299,37 @@ def run_epochs(out: Path, cfg, model: torch.nn.Module, opt: torch.optim.Optimize
         state["epoch"] += 1
         seconds = time.monotonic() - t0
         state["seconds"] += seconds
-        improved = not early_stopping or (val[score] > state["best_val"] if higher_is_better
-                                           else val[score] < state["best_val"])
+        improved = not early_stopping or (
+            val[score] > state["best_val"] if higher_is_better else val[score] < state["best_val"]
+        )
         if improved:
             state.update(best_val=val[score], best_epoch=state["epoch"], bad_epochs=0, best=val)
         else:
             state["bad_epochs"] += 1
         name, sign = train_field
-        row = {"epoch": state["epoch"], "step": state["step"], name: sign * total / count, **val,
-               "lr": opt.param_groups[0]["lr"], "seconds": round(seconds, 3),
-               "train_poses_per_s": round(count / train_seconds, 1)}
+        row = {
+            "epoch": state["epoch"],
+            "step": state["step"],
+            name: sign * total / count,
+            **val,
+            "lr": opt.param_groups[0]["lr"],
+            "seconds": round(seconds, 3),
+            "train_poses_per_s": round(count / train_seconds, 1),
+        }
         history.append(row)
-        ckpt = {"format": CHECKPOINT_FORMAT, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                "rng": gen.get_state(), "torch_rng": torch.get_rng_state(), "config": asdict(cfg),
-                "config_sha256": cfg.sha256(), "data_sha256": data_sha, **(extra_ckpt or {}), "state": dict(state),
-                "metrics": history}
+        ckpt = {
+            "format": CHECKPOINT_FORMAT,
+            "model": model.state_dict(),
+            "optimizer": opt.state_dict(),
+            "rng": gen.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "config": asdict(cfg),
+            "config_sha256": cfg.sha256(),
+            "data_sha256": data_sha,
+            **(extra_ckpt or {}),
+            "state": dict(state),
+            "metrics": history,
+        }
         # each write is atomic, and every state between two of them resumes to the same run: best.pt of an
         # epoch that last.pt does not hold yet is rewritten when that epoch is run again; metrics.jsonl is
         # rewritten from last.pt's history on resume. Several ranks: rank 0 alone writes
@@ -295,27 +344,52 @@ def run_epochs(out: Path, cfg, model: torch.nn.Module, opt: torch.optim.Optimize
     return state, stop_reason
 
 
-def train(cfg: Config, train_set: PoseSet, val_set: PoseSet, out: str | Path, *, resume: bool = False,
-          max_steps: int | None = None, max_minutes: float | None = None, progress: bool = True) -> dict:
+def train(
+    cfg: Config,
+    train_set: PoseSet,
+    val_set: PoseSet,
+    out: str | Path,
+    *,
+    resume: bool = False,
+    max_steps: int | None = None,
+    max_minutes: float | None = None,
+    progress: bool = True,
+) -> dict:
     """Train a flow into run directory ``out``; returns a summary dict (also written to ``summary.json``)."""
     out = Path(out)
     data_sha = data_checksums(train_set, val_set)
     check_no_constant_joints(train_set, cfg)
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
-    x_train = torch.from_numpy(distributed.per_machine(lambda: {"x_train": (  # built once per machine
-        PoseSet.concat([train_set, train_set.mirrored()]) if cfg.mirror else train_set).to_6d().numpy()})["x_train"])
+    x_train = torch.from_numpy(
+        distributed.per_machine(
+            lambda: {
+                "x_train": (  # built once per machine
+                    PoseSet.concat([train_set, train_set.mirrored()]) if cfg.mirror else train_set
+                )
+                .to_6d()
+                .numpy()
+            }
+        )["x_train"]
+    )
     vgen = torch.Generator().manual_seed(cfg.val_seed)
     x_val = val_set.to_6d()
     if len(x_val) > cfg.max_val:
         x_val = x_val[torch.randperm(len(x_val), generator=vgen)[: cfg.max_val]]
     noisy = [n for n in degenerate_joints(train_set.rotations) if n not in cfg.masked_joints] if cfg.joint_noise else []
-    aug = Augmentation(cfg.alpha, cfg.beta, cfg.noise, cfg.joint_noise, tuple(noisy),
-                       tuple((j, tuple(map(float, s))) for j, s in cfg.widen.items()), cfg.part_mix)
+    aug = Augmentation(
+        cfg.alpha,
+        cfg.beta,
+        cfg.noise,
+        cfg.joint_noise,
+        tuple(noisy),
+        tuple((j, tuple(map(float, s))) for j, s in cfg.widen.items()),
+        cfg.part_mix,
+    )
     x_val = aug(x_val, vgen)
 
     flow = build_flow(cfg)
-    if cfg.normalize and distributed.is_main():   # other ranks receive it with the weights (DDP's first broadcast)
+    if cfg.normalize and distributed.is_main():  # other ranks receive it with the weights (DDP's first broadcast)
         norm_gen = torch.Generator().manual_seed(cfg.seed + 1)
         flow.set_normalization(aug(x_train, norm_gen))
     dev = distributed.device()
@@ -323,17 +397,39 @@ def train(cfg: Config, train_set: PoseSet, val_set: PoseSet, out: str | Path, *,
     x_val = x_val.to(dev)
     opt = torch.optim.Adam(flow.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     state, stop_reason = run_epochs(
-        out, cfg, flow, opt, gen, data_sha, len(x_train),
+        out,
+        cfg,
+        flow,
+        opt,
+        gen,
+        data_sha,
+        len(x_train),
         batch_loss=lambda idx, shard: -flow.log_prob(aug(x_train[idx], gen)[shard].to(dev)).mean(),
-        validate=lambda: {"val_log_p": mean_log_prob(flow, x_val)}, score="val_log_p", higher_is_better=True,
-        train_field=("train_log_p", -1.0), extra_ckpt={"noisy_joints": noisy},
-        early_stopping=cfg.early_stopping, resume=resume, max_steps=max_steps, max_minutes=max_minutes,
-        progress=progress)
-    summary = {"stop_reason": stop_reason, "epochs": state["epoch"], "steps": state["step"],
-               "best_epoch": state["best_epoch"], "best_val_log_p": state["best_val"],
-               "train_seconds": round(state["seconds"], 1), "n_train": len(train_set), "n_val": len(val_set),
-               "config_sha256": cfg.sha256(), "data_sha256": data_sha, "noisy_joints": noisy,
-               "skeleton": train_set.skeleton}
+        validate=lambda: {"val_log_p": mean_log_prob(flow, x_val)},
+        score="val_log_p",
+        higher_is_better=True,
+        train_field=("train_log_p", -1.0),
+        extra_ckpt={"noisy_joints": noisy},
+        early_stopping=cfg.early_stopping,
+        resume=resume,
+        max_steps=max_steps,
+        max_minutes=max_minutes,
+        progress=progress,
+    )
+    summary = {
+        "stop_reason": stop_reason,
+        "epochs": state["epoch"],
+        "steps": state["step"],
+        "best_epoch": state["best_epoch"],
+        "best_val_log_p": state["best_val"],
+        "train_seconds": round(state["seconds"], 1),
+        "n_train": len(train_set),
+        "n_val": len(val_set),
+        "config_sha256": cfg.sha256(),
+        "data_sha256": data_sha,
+        "noisy_joints": noisy,
+        "skeleton": train_set.skeleton,
+    }
     if distributed.is_main():
         atomic_write(json.dumps(summary, indent=2) + "\n", out / "summary.json")
     return summary

@@ -28,6 +28,7 @@ The run directory is the flow's (``train.trainer``): ``config.json`` (with ``"mo
 ``metrics.jsonl``, ``best.pt``/``last.pt`` (weights, optimizer, epoch, RNG states, config, data sha256; they load
 with ``torch.load(weights_only=True)``) and ``summary.json``.
 """
+
 from __future__ import annotations
 
 import json
@@ -48,7 +49,7 @@ from .trainer import atomic_write, data_checksums, read_checkpoint, run_epochs
 
 @dataclass
 class VPoserConfig(ConfigBase):
-    model: str = "vposer"                # fixed: tells run directories of the baselines and the flow apart
+    model: str = "vposer"  # fixed: tells run directories of the baselines and the flow apart
     hidden: int = 512
     latent: int = 32
     dropout: float = 0.1
@@ -57,11 +58,11 @@ class VPoserConfig(ConfigBase):
     weight_decay: float = 0.0
     batch_size: int = 256
     epochs: int = 200
-    patience: int = 10                   # early stopping: epochs without a lower validation loss
+    patience: int = 10  # early stopping: epochs without a lower validation loss
     grad_clip: float = 10.0
     seed: int = 0
-    val_seed: int = 1234                 # the fixed eps of the validation loss
-    max_val: int = 20000                 # at most this many validation poses (a fixed, seeded subset)
+    val_seed: int = 1234  # the fixed eps of the validation loss
+    max_val: int = 20000  # at most this many validation poses (a fixed, seeded subset)
 
 
 PRESETS = {
@@ -82,12 +83,19 @@ class VPoser(nn.Module):
         self.latent = latent
         self.register_buffer("input_mean", torch.zeros(n_in))
         self.register_buffer("input_std", torch.ones(n_in))
-        self.encoder = nn.Sequential(nn.Linear(n_in, hidden), nn.LeakyReLU(), nn.Dropout(dropout),
-                                     nn.Linear(hidden, hidden), nn.LeakyReLU())
+        self.encoder = nn.Sequential(
+            nn.Linear(n_in, hidden), nn.LeakyReLU(), nn.Dropout(dropout), nn.Linear(hidden, hidden), nn.LeakyReLU()
+        )
         self.to_mu = nn.Linear(hidden, latent)
         self.to_sigma = nn.Linear(hidden, latent)
-        self.decoder = nn.Sequential(nn.Linear(latent, hidden), nn.LeakyReLU(), nn.Dropout(dropout),
-                                     nn.Linear(hidden, hidden), nn.LeakyReLU(), nn.Linear(hidden, 6 * NUM_JOINTS))
+        self.decoder = nn.Sequential(
+            nn.Linear(latent, hidden),
+            nn.LeakyReLU(),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, hidden),
+            nn.LeakyReLU(),
+            nn.Linear(hidden, 6 * NUM_JOINTS),
+        )
 
     @torch.no_grad()
     def set_normalization(self, aa: torch.Tensor) -> None:
@@ -122,7 +130,7 @@ class VPoser(nn.Module):
         q = self.encode(aa)
         R_hat, _ = self.decode(q.loc + q.scale * eps)
         rec = ((R_hat - R) ** 2).sum((1, 2, 3)).mean()
-        kl = (0.5 * (q.loc ** 2 + q.scale ** 2 - 1.0) - q.scale.log()).sum(-1).mean()
+        kl = (0.5 * (q.loc**2 + q.scale**2 - 1.0) - q.scale.log()).sum(-1).mean()
         return {"loss": (1.0 - kl_weight) * rec + kl_weight * kl, "rec": rec, "kl": kl}
 
 
@@ -140,14 +148,15 @@ def load_vposer(path: str | Path) -> tuple[VPoser, dict]:
 
 
 @torch.no_grad()
-def evaluate(model: VPoser, aa: torch.Tensor, R: torch.Tensor, eps: torch.Tensor, kl_weight: float,
-             batch: int = 4096) -> dict:
+def evaluate(
+    model: VPoser, aa: torch.Tensor, R: torch.Tensor, eps: torch.Tensor, kl_weight: float, batch: int = 4096
+) -> dict:
     """Validation figures in eval mode: the loss terms with the given eps, and the mean geodesic error (degrees)
     of the reconstruction from the posterior mean z = mu."""
     model.eval()
     sums = {"loss": 0.0, "rec": 0.0, "kl": 0.0, "geodesic_deg": 0.0}
     for i in range(0, len(aa), batch):
-        a, r, e = aa[i:i + batch], R[i:i + batch], eps[i:i + batch]
+        a, r, e = aa[i : i + batch], R[i : i + batch], eps[i : i + batch]
         for k, v in model.loss(a, r, e, kl_weight).items():
             sums[k] += float(v) * len(a)
         R_hat, _ = model.decode(model.encode(a).loc)
@@ -160,8 +169,17 @@ def _matrices(aa: torch.Tensor) -> torch.Tensor:
     return torch.cat([axis_angle_to_matrix(c.double()).float() for c in aa.split(32768)])
 
 
-def train_vposer(cfg: VPoserConfig, train_set: PoseSet, val_set: PoseSet, out: str | Path, *, resume: bool = False,
-                 max_steps: int | None = None, max_minutes: float | None = None, progress: bool = True) -> dict:
+def train_vposer(
+    cfg: VPoserConfig,
+    train_set: PoseSet,
+    val_set: PoseSet,
+    out: str | Path,
+    *,
+    resume: bool = False,
+    max_steps: int | None = None,
+    max_minutes: float | None = None,
+    progress: bool = True,
+) -> dict:
     """Train a VPoser into run directory ``out`` (layout as ``train.trainer.train``); returns the summary dict."""
     out = Path(out)
     data_sha = data_checksums(train_set, val_set)
@@ -184,7 +202,7 @@ def train_vposer(cfg: VPoserConfig, train_set: PoseSet, val_set: PoseSet, out: s
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
     def batch_loss(idx: torch.Tensor, shard: slice) -> torch.Tensor:
-        eps = torch.randn(len(idx), cfg.latent, generator=gen)   # the whole batch's noise, then this rank's shard
+        eps = torch.randn(len(idx), cfg.latent, generator=gen)  # the whole batch's noise, then this rank's shard
         idx = idx[shard]
         return model.loss(aa_train[idx].to(dev), R_train[idx].to(dev), eps[shard].to(dev), cfg.kl_weight)["loss"]
 
@@ -192,16 +210,40 @@ def train_vposer(cfg: VPoserConfig, train_set: PoseSet, val_set: PoseSet, out: s
         return {f"val_{k}": v for k, v in evaluate(model, aa_val, R_val, eps_val, cfg.kl_weight).items()}
 
     state, stop_reason = run_epochs(
-        out, cfg, model, opt, gen, data_sha, len(aa_train), batch_loss=batch_loss, validate=validate,
-        score="val_loss", higher_is_better=False, train_field=("train_loss", 1.0),
-        resume=resume, max_steps=max_steps, max_minutes=max_minutes, progress=progress)
+        out,
+        cfg,
+        model,
+        opt,
+        gen,
+        data_sha,
+        len(aa_train),
+        batch_loss=batch_loss,
+        validate=validate,
+        score="val_loss",
+        higher_is_better=False,
+        train_field=("train_loss", 1.0),
+        resume=resume,
+        max_steps=max_steps,
+        max_minutes=max_minutes,
+        progress=progress,
+    )
     best = state["best"]
-    summary = {"model": "vposer", "stop_reason": stop_reason, "epochs": state["epoch"], "steps": state["step"],
-               "best_epoch": state["best_epoch"], "best_val_loss": state["best_val"],
-               "best_val_rec": best.get("val_rec"), "best_val_kl": best.get("val_kl"),
-               "best_val_geodesic_deg": best.get("val_geodesic_deg"),
-               "train_seconds": round(state["seconds"], 1), "n_train": len(train_set), "n_val": len(val_set),
-               "config_sha256": cfg.sha256(), "data_sha256": data_sha}
+    summary = {
+        "model": "vposer",
+        "stop_reason": stop_reason,
+        "epochs": state["epoch"],
+        "steps": state["step"],
+        "best_epoch": state["best_epoch"],
+        "best_val_loss": state["best_val"],
+        "best_val_rec": best.get("val_rec"),
+        "best_val_kl": best.get("val_kl"),
+        "best_val_geodesic_deg": best.get("val_geodesic_deg"),
+        "train_seconds": round(state["seconds"], 1),
+        "n_train": len(train_set),
+        "n_val": len(val_set),
+        "config_sha256": cfg.sha256(),
+        "data_sha256": data_sha,
+    }
     if distributed.is_main():
         atomic_write(json.dumps(summary, indent=2) + "\n", out / "summary.json")
     return summary

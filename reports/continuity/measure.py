@@ -6,6 +6,7 @@ Per group of ../shared/data takes (converted as ``convert_file`` does: the synth
 pairs with a source joint turning > 90 degrees, converted pairs with a joint turning > 90 degrees (all; and where no
 source joint turned more than 45 degrees), and pairs that break ``runtime.continuity``'s bound. ``--rev``: also
 convert with ``runtime/convert.py`` as it was at that git revision (loaded from ``git show``)."""
+
 import argparse
 import importlib.util
 import subprocess
@@ -22,7 +23,9 @@ D = Path(__file__).resolve().parents[3] / "shared" / "data"
 
 
 def old_converter(rev: str):
-    src = subprocess.run(["git", "show", f"{rev}:runtime/convert.py"], capture_output=True, text=True, check=True).stdout
+    src = subprocess.run(
+        ["git", "show", f"{rev}:runtime/convert.py"], capture_output=True, text=True, check=True
+    ).stdout
     mod = importlib.util.module_from_spec(importlib.util.spec_from_loader("runtime._convert_" + rev, loader=None))
     mod.__package__ = "runtime"
     exec(compile(src, f"{rev}:runtime/convert.py", "exec"), mod.__dict__)
@@ -31,7 +34,10 @@ def old_converter(rev: str):
 
 def groups(fps):
     extra = D / "cmu_extra"
-    yield "cmu_extra", [read_motion(f).subsample(fps) for f in sorted(extra.glob("*/*.bvh")) + sorted(extra.glob("asf_amc/*.amc"))]
+    yield (
+        "cmu_extra",
+        [read_motion(f).subsample(fps) for f in sorted(extra.glob("*/*.bvh")) + sorted(extra.glob("asf_amc/*.amc"))],
+    )
     for name in ("cmu_pose", "bandai_pose"):
         yield name, [m for s in ("train", "val", "test") for m in read_shared_npz(D / name / f"{s}.npz")]
 
@@ -53,8 +59,13 @@ def main():
             for tag in rows:
                 c = check(m, rest, None if tag == "this tree" else old.to_smpl(m, rest)["poses"])
                 calm = c["source"][:, 1:].max(1) < np.radians(45)
-                rows[tag] += [len(c["change"]), jumps(c["source"][:, 1:]), jumps(c["change"]),
-                              jumps(c["change"][calm]), int((c["change"] > c["allowed"]).any(1).sum())]
+                rows[tag] += [
+                    len(c["change"]),
+                    jumps(c["source"][:, 1:]),
+                    jumps(c["change"]),
+                    jumps(c["change"][calm]),
+                    int((c["change"] > c["allowed"]).any(1).sum()),
+                ]
         for tag, r in rows.items():
             print(f"| {name} | {tag} | " + " | ".join(str(v) for v in r) + " |")
 

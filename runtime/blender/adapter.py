@@ -12,6 +12,7 @@ motion-aware one with calibrated thresholds in the model directory) is a change 
 * ``complete(prior, pose, free)``: ``runtime.fit.complete`` of one pose: the ``free`` SMPL joints, started at the
   prior's mode f(0), optimised for log p in ambient space with the other joints held exactly.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -46,20 +47,21 @@ def _take(poses: np.ndarray, fps: float, source: str) -> takes.Take:
     return takes.Take(source, poses, np.zeros((len(poses), 3)), float(fps), [source], [0])
 
 
-def score(prior: PosePrior, poses: np.ndarray, fps: float, source: str = "armature", progress=None
-          ) -> tuple[np.ndarray, np.ndarray, float]:
+def score(
+    prior: PosePrior, poses: np.ndarray, fps: float, source: str = "armature", progress=None
+) -> tuple[np.ndarray, np.ndarray, float]:
     """(log p (T,), flagged frame indices, threshold) of SMPL ``poses`` (T, 72)."""
     s = takes.score(prior, _take(poses, fps, source), progress=progress)
     return s.log_prob.astype(np.float64), s.flagged, float(s.threshold)
 
 
-def repair(prior: PosePrior, poses: np.ndarray, fps: float, rows=None, joints=None, source: str = "armature",
-           progress=None) -> tuple[np.ndarray, np.ndarray]:
+def repair(
+    prior: PosePrior, poses: np.ndarray, fps: float, rows=None, joints=None, source: str = "armature", progress=None
+) -> tuple[np.ndarray, np.ndarray]:
     """(repaired body rotations (T, 63) axis-angle, freed-joint mask (T, 21)); module docstring."""
     poses = np.asarray(poses, np.float64)
     rows = np.arange(len(poses)) if rows is None else np.asarray(rows, int)
-    r = takes.repair(prior, _take(poses[rows], fps, source), joints=joints, flagged=joints is None,
-                     progress=progress)
+    r = takes.repair(prior, _take(poses[rows], fps, source), joints=joints, flagged=joints is None, progress=progress)
     body = poses[:, 3:66].copy()
     mask = np.zeros((len(poses), prior.num_joints), bool)
     body[rows] = r.take.poses[:, 3:66]

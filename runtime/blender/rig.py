@@ -30,6 +30,7 @@ converted again; repeated until the changed joints' globals are within ``tol`` r
 converted each round (the conversion's hinge axes are estimated per take). Bone basis rotations are then
 ``B_b = Q_b^T R_b Q_b`` (``basis_rotations``): a bone's pose in its parent's rest-relative frame.
 """
+
 from __future__ import annotations
 
 import re
@@ -38,9 +39,9 @@ from dataclasses import replace
 import numpy as np
 
 from ..convert import HAND, LIMBS, T_POSE, to_smpl
-from ..formats import JOINT_MAPS, FormatError, Motion, forward_kinematics
+from ..formats import JOINT_MAPS, Motion, forward_kinematics
 from ..formats.joint_maps import END, SMPL_NAMES, skeleton_of
-from ..rotations import PARENTS, axis_angle_to_matrix, matrix_to_axis_angle
+from ..rotations import PARENTS, axis_angle_to_matrix
 
 
 class RigError(ValueError):
@@ -72,13 +73,22 @@ def resolve(bones, leaves, user_map: dict | None = None) -> tuple[str, dict[str,
             raise RigError("joint map: a JSON object {SMPL joint: bone name or null}")
         unknown = [k for k in user_map if k not in SMPL_NAMES]
         missing = [k for k in SMPL_NAMES if k not in user_map]
-        absent = [f"{k}={v!r}" for k, v in user_map.items() if v is not None
-                  and (not isinstance(v, str) or (v[:-len(END)] if v.endswith(END) else v) not in bones)]
+        absent = [
+            f"{k}={v!r}"
+            for k, v in user_map.items()
+            if v is not None and (not isinstance(v, str) or (v[: -len(END)] if v.endswith(END) else v) not in bones)
+        ]
         if unknown or missing or absent or user_map.get("pelvis") is None:
-            parts = ([f"SMPL joints it does not map (give a bone, or null if the rig has none): {', '.join(missing)}"]
-                     if missing else []) + ([f"keys that are not SMPL joints: {', '.join(unknown)}"] if unknown else []) \
-                + ([f"bones the armature lacks: {', '.join(absent)}"] if absent else []) \
+            parts = (
+                (
+                    [f"SMPL joints it does not map (give a bone, or null if the rig has none): {', '.join(missing)}"]
+                    if missing
+                    else []
+                )
+                + ([f"keys that are not SMPL joints: {', '.join(unknown)}"] if unknown else [])
+                + ([f"bones the armature lacks: {', '.join(absent)}"] if absent else [])
                 + (["pelvis must be a bone"] if "pelvis" in user_map and user_map["pelvis"] is None else [])
+            )
             raise RigError("joint map: " + "; ".join(parts))
         return "user joint map", {k: v for k, v in user_map.items() if v is not None}, {b: b for b in bones}
     found = skeleton_of(bones, leaves)
@@ -90,15 +100,23 @@ def resolve(bones, leaves, user_map: dict | None = None) -> tuple[str, dict[str,
         if s is not None and s not in alias.values():
             alias[b] = s
     if len(set(alias.values())) == len(SMPL_NAMES):
-        return "smpl (add-on bone names)", None, {b: alias.get(b, b if b not in SMPL_NAMES else b + ".src")
-                                                   for b in bones}
+        return (
+            "smpl (add-on bone names)",
+            None,
+            {b: alias.get(b, b if b not in SMPL_NAMES else b + ".src") for b in bones},
+        )
     # not recognised: name the SMPL joints without a bone under the closest interpretation
-    cands = {name: [k for k, v in jm.items() if (v[:-len(END)] if v.endswith(END) else v) not in bones]
-             for name, jm in JOINT_MAPS.items() if name != "smpl"}
+    cands = {
+        name: [k for k, v in jm.items() if (v[: -len(END)] if v.endswith(END) else v) not in bones]
+        for name, jm in JOINT_MAPS.items()
+        if name != "smpl"
+    }
     cands["smpl add-on names"] = [k for k in SMPL_NAMES if k not in alias.values()]
     best = min(cands, key=lambda k: len(cands[k]))
-    raise RigError(f"rig not recognised (closest: {best}); SMPL joints with no bone: {', '.join(cands[best])}. "
-                   f"Give a joint map JSON {{SMPL joint: bone}} in the add-on preferences")
+    raise RigError(
+        f"rig not recognised (closest: {best}); SMPL joints with no bone: {', '.join(cands[best])}. "
+        f"Give a joint map JSON {{SMPL joint: bone}} in the add-on preferences"
+    )
 
 
 def pelvis_bone(how: str, joint_map: dict[str, str] | None, rename: dict[str, str]) -> str:
@@ -131,21 +149,30 @@ def _rotations(M: np.ndarray) -> np.ndarray:
     return R / np.linalg.norm(R, axis=-2, keepdims=True)
 
 
-def motion_from_bones(names, parents, rest_world, pose_world, fps: float, source: str, root: str,
-                      rename: dict[str, str] | None = None, rest_tails=None) -> tuple[Motion, list[int]]:
+def motion_from_bones(
+    names,
+    parents,
+    rest_world,
+    pose_world,
+    fps: float,
+    source: str,
+    root: str,
+    rename: dict[str, str] | None = None,
+    rest_tails=None,
+) -> tuple[Motion, list[int]]:
     """(Motion of the subtree of bone ``root``, the bone index of each Motion joint); module docstring.
 
     ``names`` (J,), ``parents`` (J,) bone index or -1, ``rest_world`` (J, 4, 4) world rest matrices, ``pose_world``
     (T, J, 4, 4) world pose matrices, ``rest_tails`` (J, 3) world rest tails (end sites of the leaf bones)."""
     idx = subtree(names, parents, root)
     pos = {b: k for k, b in enumerate(idx)}
-    Q = _rotations(np.asarray(rest_world)[idx])                           # (J', 3, 3)
-    P = _rotations(np.asarray(pose_world)[:, idx])                        # (T, J', 3, 3)
+    Q = _rotations(np.asarray(rest_world)[idx])  # (J', 3, 3)
+    P = _rotations(np.asarray(pose_world)[:, idx])  # (T, J', 3, 3)
     G = P @ np.swapaxes(Q, -1, -2)[None]
     par = np.array([-1] + [pos[parents[b]] for b in idx[1:]])
     R = G.copy()
     R[:, 1:] = np.swapaxes(G[:, par[1:]], -1, -2) @ G[:, 1:]
-    U, _, Vt = np.linalg.svd(R)                                           # float32 matrices: the nearest rotation
+    U, _, Vt = np.linalg.svd(R)  # float32 matrices: the nearest rotation
     R = U @ Vt
     heads = np.asarray(rest_world, np.float64)[idx, :3, 3]
     offsets = heads - heads[par.clip(0)]
@@ -172,6 +199,7 @@ def basis_rotations(local: np.ndarray, rest_rot: np.ndarray) -> np.ndarray:
 # --- SMPL -> bones ---------------------------------------------------------------------------------------------------
 def _map_of(m: Motion, joint_map: dict[str, str] | None) -> tuple[dict[str, str], dict[str, str]]:
     from ..formats import detect_skeleton
+
     if joint_map is not None:
         return joint_map, {}
     sk = detect_skeleton(m)
@@ -188,7 +216,7 @@ def orienting_joints(m: Motion, joint_map: dict[str, str] | None = None) -> dict
         if name not in jm:
             continue
         v = jm[name]
-        j = m.index(v[:-len(END)] if v.endswith(END) else v)
+        j = m.index(v[: -len(END)] if v.endswith(END) else v)
         child = LIMBS.get(name) or (T_POSE[name][0] if name in T_POSE else None)
         if child and child in jm and not jm[child].endswith(END):
             c = m.index(jm[child])
@@ -223,9 +251,16 @@ def _geodesic(A: np.ndarray, B: np.ndarray) -> np.ndarray:
     return np.arccos(np.clip(c, -1, 1))
 
 
-def bones_for_smpl(m: Motion, rest_joints: np.ndarray, frames, target_body: np.ndarray, changed: np.ndarray,
-                   joint_map: dict[str, str] | None = None, iters: int = 12, tol: float = 1e-5
-                   ) -> tuple[np.ndarray, np.ndarray, float]:
+def bones_for_smpl(
+    m: Motion,
+    rest_joints: np.ndarray,
+    frames,
+    target_body: np.ndarray,
+    changed: np.ndarray,
+    joint_map: dict[str, str] | None = None,
+    iters: int = 12,
+    tol: float = 1e-5,
+) -> tuple[np.ndarray, np.ndarray, float]:
     """(Motion local rotations of ``frames`` (F, J, 3, 3), which Motion joints changed in each frame (F, J), the largest
     remaining error in radians) that make ``to_smpl`` of the take give the SMPL body rotations ``target_body``
     (F, 21, 3) axis-angle on the ``changed`` (F, 21) joints of ``frames``; module docstring. SMPL joints the rig
@@ -237,11 +272,12 @@ def bones_for_smpl(m: Motion, rest_joints: np.ndarray, frames, target_body: np.n
     orient = orienting_joints(m, joint_map)
     base = to_smpl(m, rest_joints, joint_map)["poses"]
     target = base[frames].copy()
-    target[:, 3:66] = np.where(np.repeat(changed, 3, 1), np.asarray(target_body).reshape(len(frames), 63),
-                               target[:, 3:66])
+    target[:, 3:66] = np.where(
+        np.repeat(changed, 3, 1), np.asarray(target_body).reshape(len(frames), 63), target[:, 3:66]
+    )
     Gt = smpl_globals(target)
     ks = [k for k in range(1, 22) if changed[:, k - 1].any() and k in orient]
-    moved = np.zeros((len(frames), len(m.names)), bool)      # (F, J): the joints given new rotations per frame
+    moved = np.zeros((len(frames), len(m.names)), bool)  # (F, J): the joints given new rotations per frame
     for k in ks:
         moved[changed[:, k - 1], orient[k]] = True
     local = m.rotations.copy()
@@ -258,7 +294,7 @@ def bones_for_smpl(m: Motion, rest_joints: np.ndarray, frames, target_body: np.n
             rows = changed[:, k - 1]
             d = Gt[rows, k] @ np.swapaxes(cur[rows, k], -1, -2)
             newG[rows, orient[k]] = W.T @ d @ W @ G[rows, orient[k]]
-        Gn = np.empty_like(G)                        # FK: the moved joints' new globals, every other local kept
+        Gn = np.empty_like(G)  # FK: the moved joints' new globals, every other local kept
         sub = local[frames].copy()
         for j in range(len(m.names)):
             p = m.parents[j]

@@ -23,6 +23,7 @@ The zero pose (all AMC values 0) has ``G = I`` and every bone along its ASF ``di
 +Y. AMC files hold no frame rate: ``read_amc(..., fps=120)`` is CMU's capture rate. An AMC's angles are in the
 unit of its header (``:DEGREES`` or ``:RADIANS``), else the ASF's ``angle``.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -44,16 +45,17 @@ _TRANS = ("tx", "ty", "tz")
 @dataclass(frozen=True)
 class AsfSkeleton:
     """A parsed ASF file; joint 0 is the root, then the bones with parents before children."""
+
     source: str
     names: tuple[str, ...]
-    parents: np.ndarray           # (J,) int64, -1 for the root
-    direction: np.ndarray         # (J, 3) unit bone directions, world frame of the zero pose (root: 0)
-    length: np.ndarray            # (J,) metres (root: 0)
-    axis: np.ndarray              # (J, 3, 3) C of every bone (root: O from ``orientation``)
-    dofs: tuple[tuple[str, ...], ...]   # per joint, lower-case AMC channels in file order (root: its ``order``)
-    root_position: np.ndarray     # (3,) metres
-    unit_m: float                 # metres per file length unit
-    angle_rad: float              # radians per file angle unit (pi/180 for ``angle deg``)
+    parents: np.ndarray  # (J,) int64, -1 for the root
+    direction: np.ndarray  # (J, 3) unit bone directions, world frame of the zero pose (root: 0)
+    length: np.ndarray  # (J,) metres (root: 0)
+    axis: np.ndarray  # (J, 3, 3) C of every bone (root: O from ``orientation``)
+    dofs: tuple[tuple[str, ...], ...]  # per joint, lower-case AMC channels in file order (root: its ``order``)
+    root_position: np.ndarray  # (3,) metres
+    unit_m: float  # metres per file length unit
+    angle_rad: float  # radians per file angle unit (pi/180 for ``angle deg``)
 
 
 def _strip(line: str) -> list[str]:
@@ -163,8 +165,10 @@ def read_asf(path: str | Path) -> AsfSkeleton:
                 if bad or len(set(dof)) != len(dof):
                     raise FormatError(f"{where}: dof {' '.join(tok[1:])!r}: expected distinct rx ry rz")
                 if any(t not in _ROT for t in dof):
-                    raise FormatError(f"{where}: bone {bone.get('name')!r} has translation dofs "
-                                      f"({' '.join(tok[1:])}); only rotations are supported")
+                    raise FormatError(
+                        f"{where}: bone {bone.get('name')!r} has translation dofs "
+                        f"({' '.join(tok[1:])}); only rotations are supported"
+                    )
                 bone["dof"] = dof
             # id, limits and their continuation lines, bodymass, cofmass: not needed
         elif section == ":hierarchy":
@@ -213,8 +217,18 @@ def read_asf(path: str | Path) -> AsfSkeleton:
         direction[j], length[j] = b["direction"], b["length"] * unit
         axis[j] = _fixed_axes(np.array(b["axis"][0]) * angle, b["axis"][1])
         dofs.append(b["dof"])
-    return AsfSkeleton(src, tuple(names), np.array(parents, dtype=np.int64), direction, length, axis, tuple(dofs),
-                       np.array(root["position"]) * unit, unit, angle)
+    return AsfSkeleton(
+        src,
+        tuple(names),
+        np.array(parents, dtype=np.int64),
+        direction,
+        length,
+        axis,
+        tuple(dofs),
+        np.array(root["position"]) * unit,
+        unit,
+        angle,
+    )
 
 
 def read_amc(path: str | Path, asf: AsfSkeleton | str | Path, fps: float = CMU_FPS) -> Motion:
@@ -226,7 +240,7 @@ def read_amc(path: str | Path, asf: AsfSkeleton | str | Path, fps: float = CMU_F
     src = str(path)
     lines = read_lines(path, "AMC")
     index = {n: j for j, n in enumerate(asf.names)}
-    need = [n for n, d in zip(asf.names, asf.dofs) if d]          # bones every frame must list
+    need = [n for n, d in zip(asf.names, asf.dofs) if d]  # bones every frame must list
     frames: list[dict[str, list[float]]] = []
     frame_line: list[int] = []
 
@@ -234,10 +248,12 @@ def read_amc(path: str | Path, asf: AsfSkeleton | str | Path, fps: float = CMU_F
         if frames:
             missing = [n for n in need if n not in frames[-1]]
             if missing:
-                raise FormatError(f"{src}: line {line}: frame {len(frames)} (from line {frame_line[-1]}) lacks "
-                                  f"{', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}")
+                raise FormatError(
+                    f"{src}: line {line}: frame {len(frames)} (from line {frame_line[-1]}) lacks "
+                    f"{', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}"
+                )
 
-    angle_rad = asf.angle_rad               # the AMC's own :DEGREES / :RADIANS header wins over the ASF's unit
+    angle_rad = asf.angle_rad  # the AMC's own :DEGREES / :RADIANS header wins over the ASF's unit
     for i, raw in enumerate(lines, 1):
         tok = raw.split("#", 1)[0].split()
         if tok and tok[0].upper() in (":DEGREES", ":RADIANS") and not frames:
@@ -250,8 +266,10 @@ def read_amc(path: str | Path, asf: AsfSkeleton | str | Path, fps: float = CMU_F
             close(i)
             number = int(tok[0])
             if number != len(frames) + 1:
-                raise FormatError(f"{where}: frame number {number}, expected {len(frames) + 1} (frames must be "
-                                  f"numbered 1, 2, ... without gaps)")
+                raise FormatError(
+                    f"{where}: frame number {number}, expected {len(frames) + 1} (frames must be "
+                    f"numbered 1, 2, ... without gaps)"
+                )
             frames.append({})
             frame_line.append(i)
             continue
@@ -266,16 +284,20 @@ def read_amc(path: str | Path, asf: AsfSkeleton | str | Path, fps: float = CMU_F
         try:
             values = [float(v) for v in tok[1:]]
         except ValueError:
-            raise FormatError(f"{where}: frame {len(frames)}: bone {name!r}: not a number in "
-                              f"{' '.join(tok[1:])!r}") from None
+            raise FormatError(
+                f"{where}: frame {len(frames)}: bone {name!r}: not a number in {' '.join(tok[1:])!r}"
+            ) from None
         if len(values) != len(dof):
-            raise FormatError(f"{where}: frame {len(frames)}: bone {name!r} has {len(values)} values, its dof "
-                              f"line declares {len(dof)} ({' '.join(dof) or 'none'})")
+            raise FormatError(
+                f"{where}: frame {len(frames)}: bone {name!r} has {len(values)} values, its dof "
+                f"line declares {len(dof)} ({' '.join(dof) or 'none'})"
+            )
         if not np.isfinite(values).all():
             raise FormatError(f"{where}: frame {len(frames)}: bone {name!r} holds NaN or inf")
         if any(abs(v) > MAX_VALUE for v in values):
-            raise FormatError(f"{where}: frame {len(frames)}: bone {name!r} holds a value beyond +-{MAX_VALUE:g}: "
-                              f"a corrupt value")
+            raise FormatError(
+                f"{where}: frame {len(frames)}: bone {name!r} holds a value beyond +-{MAX_VALUE:g}: a corrupt value"
+            )
         frames[-1][name] = values
     close(len(lines))
     if not frames:
@@ -301,5 +323,6 @@ def read_amc(path: str | Path, asf: AsfSkeleton | str | Path, fps: float = CMU_F
             offsets[j] = asf.length[p] * asf.direction[p]
     leaves = set(range(J)) - set(asf.parents.tolist())
     sites = {asf.names[j]: asf.length[j] * asf.direction[j] for j in sorted(leaves) if j}
-    return Motion(asf.names, asf.parents, offsets, rotations, trans, fps, src, up="y", sequence=path.stem,
-                  end_sites=sites)
+    return Motion(
+        asf.names, asf.parents, offsets, rotations, trans, fps, src, up="y", sequence=path.stem, end_sites=sites
+    )

@@ -22,6 +22,7 @@ Euler angles in ``axes`` order (``motion.matrix_to_euler``), offsets divided by 
 depth-first. ``read_bvh`` of the written file gives the same ``Motion`` to the printed precision, with its joints
 in depth-first order (the same order when ``m`` came from a BVH file; tested).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -89,7 +90,7 @@ def _parse_hierarchy(tok: _Tokens) -> _Hierarchy:
     """The joints in file order, parsed with an explicit stack (no recursion: any nesting depth reads)."""
     h = _Hierarchy()
 
-    def header(parent: int) -> int:       # NAME { OFFSET x y z CHANNELS n ...
+    def header(parent: int) -> int:  # NAME { OFFSET x y z CHANNELS n ...
         name = tok.next("a joint name")
         if name in h.names:
             raise tok.error(f"joint name {name!r} used twice")
@@ -114,7 +115,7 @@ def _parse_hierarchy(tok: _Tokens) -> _Hierarchy:
 
     tok.expect("HIERARCHY")
     tok.expect("ROOT")
-    open_joints = [header(-1)]            # the joints whose '}' is still to come
+    open_joints = [header(-1)]  # the joints whose '}' is still to come
     while open_joints:
         index = open_joints[-1]
         name = h.names[index]
@@ -162,25 +163,29 @@ def _motion_header(frames: _Frames, start: int, n_chan: int, size: int) -> tuple
         if len(rows) == 2:
             break
     if len(rows) < 2 or rows[0][1][:1] != ["Frames:"] or rows[1][1][:2] != ["Frame", "Time:"]:
-        raise FormatError(f"{src}: line {start + 2}: MOTION must start with 'Frames: <n>' and "
-                          f"'Frame Time: <seconds>'")
+        raise FormatError(f"{src}: line {start + 2}: MOTION must start with 'Frames: <n>' and 'Frame Time: <seconds>'")
     try:
         (_, (_, n)), (_, (_, _, ft)) = rows[:2]
         n_frames, frame_time = int(n), float(ft)
     except ValueError:
-        raise FormatError(f"{src}: line {rows[0][0]}-{rows[1][0]}: bad 'Frames:' / 'Frame Time:' "
-                          f"({' '.join(rows[0][1])!r}, {' '.join(rows[1][1])!r})") from None
+        raise FormatError(
+            f"{src}: line {rows[0][0]}-{rows[1][0]}: bad 'Frames:' / 'Frame Time:' "
+            f"({' '.join(rows[0][1])!r}, {' '.join(rows[1][1])!r})"
+        ) from None
     if n_frames <= 0 or not (np.isfinite(frame_time) and frame_time > 0):
-        raise FormatError(f"{src}: line {rows[0][0]}-{rows[1][0]}: Frames {n_frames} and Frame Time {frame_time} "
-                          f"must be > 0")
+        raise FormatError(
+            f"{src}: line {rows[0][0]}-{rows[1][0]}: Frames {n_frames} and Frame Time {frame_time} must be > 0"
+        )
     try:
         check_fps(1.0 / frame_time, src, f"line {rows[1][0]}: Frame Time {frame_time:g} s gives a frame rate of")
     except (OverflowError, ZeroDivisionError):
         raise FormatError(f"{src}: line {rows[1][0]}: Frame Time {frame_time:g} s is not a usable frame time") from None
-    most = size // max(2, 2 * n_chan) + 1          # a frame line holds n_chan values: at least 2 n_chan bytes
+    most = size // max(2, 2 * n_chan) + 1  # a frame line holds n_chan values: at least 2 n_chan bytes
     if n_frames > most:
-        raise FormatError(f"{src}: line {rows[0][0]}: MOTION declares {n_frames} frames, more than the file's "
-                          f"{size} bytes can hold ({n_chan} channels a frame)")
+        raise FormatError(
+            f"{src}: line {rows[0][0]}: MOTION declares {n_frames} frames, more than the file's "
+            f"{size} bytes can hold ({n_chan} channels a frame)"
+        )
     return n_frames, frame_time, rows[1][0]
 
 
@@ -204,9 +209,11 @@ def _unit(h: _Hierarchy, unit_m: float | None, src: str) -> float:
     height = _zero_pose_height(h)
     fits = {k: u for k, u in CANDIDATE_UNITS_M.items() if HEIGHT_RANGE_M[0] <= height * u <= HEIGHT_RANGE_M[1]}
     if len(fits) != 1:
-        raise FormatError(f"{src}: unknown skeleton and its zero pose is {height:g} units tall, which "
-                          f"{'fits no' if not fits else 'fits several'} of the units {', '.join(fits or CANDIDATE_UNITS_M)}"
-                          f" for an adult ({HEIGHT_RANGE_M[0]}-{HEIGHT_RANGE_M[1]} m): pass unit_m")
+        raise FormatError(
+            f"{src}: unknown skeleton and its zero pose is {height:g} units tall, which "
+            f"{'fits no' if not fits else 'fits several'} of the units {', '.join(fits or CANDIDATE_UNITS_M)}"
+            f" for an adult ({HEIGHT_RANGE_M[0]}-{HEIGHT_RANGE_M[1]} m): pass unit_m"
+        )
     return next(iter(fits.values()))
 
 
@@ -236,10 +243,10 @@ def _read_bvh(f, path: Path, size: int, unit_m: float | None) -> Motion:
             break
         head.append(line)
     else:
-        _parse_hierarchy(_Tokens(head, src))                    # a file cut in its HIERARCHY fails here
+        _parse_hierarchy(_Tokens(head, src))  # a file cut in its HIERARCHY fails here
         raise FormatError(f"{src}: line {len(head)}: no MOTION section after the HIERARCHY")
     h = _parse_hierarchy(_Tokens(head, src))
-    start = len(head)                                            # the MOTION line's index
+    start = len(head)  # the MOTION line's index
     n_chan = sum(len(c) for c in h.channels)
     frames = _Frames(f, start + 1, src)
     T, frame_time, last = _motion_header(frames, start, n_chan, size)
@@ -250,13 +257,13 @@ def _read_bvh(f, path: Path, size: int, unit_m: float | None) -> Motion:
     offsets = np.array(h.offsets, dtype=np.float64)
     trans = np.broadcast_to(offsets[0], (T, 3)).copy()
     offsets[0] = 0.0
-    joints, col = [], 0                    # per joint: (rotation columns, their axes, position channels)
+    joints, col = [], 0  # per joint: (rotation columns, their axes, position channels)
     for j, chans in enumerate(h.channels):
         rot = [(c[0].lower(), col + i) for i, c in enumerate(chans) if c[1:].lower() == "rotation"]
         pos = [("xyz".index(c[0].lower()), col + i, c) for i, c in enumerate(chans) if c[1:].lower() == "position"]
         joints.append(([c for _, c in rot], "".join(a for a, _ in rot), pos))
         col += len(chans)
-    first: dict[int, float] = {}           # non-root position channel -> its value in frame 0
+    first: dict[int, float] = {}  # non-root position channel -> its value in frame 0
     block = np.empty((min(BLOCK_FRAMES, T), n_chan))
     block_lines: list[int] = []
     done = 0
@@ -272,9 +279,11 @@ def _read_bvh(f, path: Path, size: int, unit_m: float | None) -> Motion:
         big = (np.abs(v) > MAX_CHANNEL).any(axis=1)
         if big.any():
             k = int(np.argmax(big))
-            raise FormatError(f"{src}: line {block_lines[k]}: frame {done + k} holds "
-                              f"{v[k][np.argmax(np.abs(v[k]))]:.4g}, beyond the +-{MAX_CHANNEL:g} (degrees or file "
-                              f"units) a channel may hold: a corrupt value")
+            raise FormatError(
+                f"{src}: line {block_lines[k]}: frame {done + k} holds "
+                f"{v[k][np.argmax(np.abs(v[k]))]:.4g}, beyond the +-{MAX_CHANNEL:g} (degrees or file "
+                f"units) a channel may hold: a corrupt value"
+            )
         rows = slice(done, done + n)
         for j, (rcols, axes, pos) in enumerate(joints):
             rotations[rows, j] = euler_matrix(np.radians(v[:, rcols]), axes)
@@ -287,22 +296,26 @@ def _read_bvh(f, path: Path, size: int, unit_m: float | None) -> Motion:
                 moved = np.abs(v[:, c] - v0) > tol
                 if moved.any():
                     k = int(np.argmax(moved))
-                    raise FormatError(f"{src}: line {block_lines[k]}: frame {done + k}: joint {h.names[j]} "
-                                      f"translates ({name} changes); only the root may move, bones have constant "
-                                      f"offsets")
+                    raise FormatError(
+                        f"{src}: line {block_lines[k]}: frame {done + k}: joint {h.names[j]} "
+                        f"translates ({name} changes); only the root may move, bones have constant "
+                        f"offsets"
+                    )
         done += n
         block_lines.clear()
 
     seen = 0
     for line_no, line in frames.lines():
-        if seen == T:                       # more lines than declared: count them for the message
+        if seen == T:  # more lines than declared: count them for the message
             extra = 1 + sum(1 for _ in frames.lines())
-            raise FormatError(f"{src}: line {frames.line_no}: MOTION declares {T} frames but holds {T + extra} "
-                              f"lines of numbers")
+            raise FormatError(
+                f"{src}: line {frames.line_no}: MOTION declares {T} frames but holds {T + extra} lines of numbers"
+            )
         values = line.split()
         if len(values) != n_chan:
-            raise FormatError(f"{src}: line {line_no}: frame {seen} has {len(values)} values, expected {n_chan} "
-                              f"channels")
+            raise FormatError(
+                f"{src}: line {line_no}: frame {seen} has {len(values)} values, expected {n_chan} channels"
+            )
         try:
             block[len(block_lines)] = values
         except ValueError:
@@ -322,8 +335,18 @@ def _read_bvh(f, path: Path, size: int, unit_m: float | None) -> Motion:
                 offsets[j, axis] += first[c]
     sites = {k: np.array(v) * unit for k, v in h.end_sites.items()}
     trans *= unit
-    return Motion(tuple(h.names), np.array(h.parents), offsets * unit, rotations, trans, 1.0 / frame_time,
-                  src, up="y", sequence=path.stem, end_sites=sites)
+    return Motion(
+        tuple(h.names),
+        np.array(h.parents),
+        offsets * unit,
+        rotations,
+        trans,
+        1.0 / frame_time,
+        src,
+        up="y",
+        sequence=path.stem,
+        end_sites=sites,
+    )
 
 
 def write_bvh(m: Motion, path: str | Path, unit_m: float | None = None, axes: str = "zyx") -> Path:
@@ -345,9 +368,9 @@ def write_bvh(m: Motion, path: str | Path, unit_m: float | None = None, axes: st
     for j, p in enumerate(m.parents[1:], 1):
         children[int(p)].append(j)
     lines = ["HIERARCHY"]
-    order: list[int] = []                                   # joints in file (depth-first) order
+    order: list[int] = []  # joints in file (depth-first) order
 
-    stack = [(0, 0, False)]                                 # (joint, depth, its closing brace), no recursion
+    stack = [(0, 0, False)]  # (joint, depth, its closing brace), no recursion
     while stack:
         j, depth, closing = stack.pop()
         pad = "  " * depth
@@ -359,15 +382,18 @@ def write_bvh(m: Motion, path: str | Path, unit_m: float | None = None, axes: st
         lines.append(f"{pad}{'ROOT' if j == 0 else 'JOINT'} {m.names[j]}")
         lines.append(pad + "{")
         lines.append(f"{pad}  OFFSET {off[0]:.9f} {off[1]:.9f} {off[2]:.9f}")
-        lines.append(f"{pad}  CHANNELS {6 if j == 0 else 3} {'Xposition Yposition Zposition ' if j == 0 else ''}{chans}")
+        lines.append(
+            f"{pad}  CHANNELS {6 if j == 0 else 3} {'Xposition Yposition Zposition ' if j == 0 else ''}{chans}"
+        )
         if m.names[j] in m.end_sites:
             e = m.end_sites[m.names[j]] / unit_m
-            lines.extend([f"{pad}  End Site", pad + "  {", f"{pad}    OFFSET {e[0]:.9f} {e[1]:.9f} {e[2]:.9f}",
-                          pad + "  }"])
+            lines.extend(
+                [f"{pad}  End Site", pad + "  {", f"{pad}    OFFSET {e[0]:.9f} {e[1]:.9f} {e[2]:.9f}", pad + "  }"]
+            )
         stack.append((j, depth, True))
         stack.extend((c, depth + 1, False) for c in reversed(children[j]))
 
-    angles = np.degrees(matrix_to_euler(m.rotations[:, order], axes))              # (T, J, 3), file order
+    angles = np.degrees(matrix_to_euler(m.rotations[:, order], axes))  # (T, J, 3), file order
     values = np.concatenate([m.trans[:, None] / unit_m, angles], axis=1).reshape(len(m), -1)
     lines += ["MOTION", f"Frames: {len(m)}", f"Frame Time: {1.0 / m.fps:.15g}"]
     lines += [" ".join(f"{v:.9f}" for v in row) for row in values]

@@ -41,6 +41,7 @@ the zero pose for all of them, i.e. the left hip's x relative to the pelvis is p
 Every built-in map sends spine1 to a joint at (or very near) the pelvis in the cgspeed and ASF skeletons
 (LowerBack / lowerback have zero offset from the root), as ../shared/data/cmu_pose does.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -48,9 +49,9 @@ import numpy as np
 from ..rotations import JOINT_NAMES, PARENTS
 from .motion import FormatError, Motion, forward_kinematics
 
-SMPL_NAMES: tuple[str, ...] = ("pelvis",) + tuple(JOINT_NAMES)   # index k matches runtime.rotations.PARENTS[k]
+SMPL_NAMES: tuple[str, ...] = ("pelvis",) + tuple(JOINT_NAMES)  # index k matches runtime.rotations.PARENTS[k]
 END = "/end"
-LEFT_SIGN = 1.0   # sign of (left hip - pelvis) . x in the zero pose, for every built-in skeleton
+LEFT_SIGN = 1.0  # sign of (left hip - pelvis) . x in the zero pose, for every built-in skeleton
 
 
 def _sides(common: dict[str, str], left: dict[str, str], right_of) -> dict[str, str]:
@@ -63,48 +64,109 @@ def _sides(common: dict[str, str], left: dict[str, str], right_of) -> dict[str, 
 
 JOINT_MAPS: dict[str, dict[str, str]] = {
     "cgspeed_motionbuilder": _sides(
-        {"pelvis": "Hips", "spine1": "LowerBack", "spine2": "Spine", "spine3": "Spine1", "neck": "Neck1",
-         "head": "Head"},
-        {"left_hip": "LeftUpLeg", "left_knee": "LeftLeg", "left_ankle": "LeftFoot", "left_foot": "LeftToeBase",
-         "left_collar": "LeftShoulder", "left_shoulder": "LeftArm", "left_elbow": "LeftForeArm",
-         "left_wrist": "LeftHand"}, lambda s: s.replace("Left", "Right")),
+        {
+            "pelvis": "Hips",
+            "spine1": "LowerBack",
+            "spine2": "Spine",
+            "spine3": "Spine1",
+            "neck": "Neck1",
+            "head": "Head",
+        },
+        {
+            "left_hip": "LeftUpLeg",
+            "left_knee": "LeftLeg",
+            "left_ankle": "LeftFoot",
+            "left_foot": "LeftToeBase",
+            "left_collar": "LeftShoulder",
+            "left_shoulder": "LeftArm",
+            "left_elbow": "LeftForeArm",
+            "left_wrist": "LeftHand",
+        },
+        lambda s: s.replace("Left", "Right"),
+    ),
     "cgspeed_3dsmax": _sides(
-        {"pelvis": "Hips", "spine1": "lowerback", "spine2": "Chest", "spine3": "Chest2", "neck": "Neck",
-         "head": "Head"},
-        {"left_hip": "LeftHip", "left_knee": "LeftKnee", "left_ankle": "LeftAnkle", "left_foot": "LeftToe",
-         "left_collar": "LeftCollar", "left_shoulder": "LeftShoulder", "left_elbow": "LeftElbow",
-         "left_wrist": "LeftWrist"}, lambda s: s.replace("Left", "Right")),
+        {
+            "pelvis": "Hips",
+            "spine1": "lowerback",
+            "spine2": "Chest",
+            "spine3": "Chest2",
+            "neck": "Neck",
+            "head": "Head",
+        },
+        {
+            "left_hip": "LeftHip",
+            "left_knee": "LeftKnee",
+            "left_ankle": "LeftAnkle",
+            "left_foot": "LeftToe",
+            "left_collar": "LeftCollar",
+            "left_shoulder": "LeftShoulder",
+            "left_elbow": "LeftElbow",
+            "left_wrist": "LeftWrist",
+        },
+        lambda s: s.replace("Left", "Right"),
+    ),
     "cgspeed_daz": _sides(
         {"pelvis": "hip", "spine1": "abdomen", "spine3": "chest", "neck": "neck", "head": "head"},
-        {"left_hip": "lThigh", "left_knee": "lShin", "left_ankle": "lFoot", "left_foot": "lFoot" + END,
-         "left_collar": "lCollar", "left_shoulder": "lShldr", "left_elbow": "lForeArm", "left_wrist": "lHand"},
-        lambda s: "r" + s[1:]),
+        {
+            "left_hip": "lThigh",
+            "left_knee": "lShin",
+            "left_ankle": "lFoot",
+            "left_foot": "lFoot" + END,
+            "left_collar": "lCollar",
+            "left_shoulder": "lShldr",
+            "left_elbow": "lForeArm",
+            "left_wrist": "lHand",
+        },
+        lambda s: "r" + s[1:],
+    ),
     "cmu_asf": _sides(
-        {"pelvis": "root", "spine1": "lowerback", "spine2": "upperback", "spine3": "thorax", "neck": "upperneck",
-         "head": "head"},
-        {"left_hip": "lfemur", "left_knee": "ltibia", "left_ankle": "lfoot", "left_foot": "ltoes",
-         "left_collar": "lclavicle", "left_shoulder": "lhumerus", "left_elbow": "lradius", "left_wrist": "lwrist"},
-        lambda s: "r" + s[1:]),
+        {
+            "pelvis": "root",
+            "spine1": "lowerback",
+            "spine2": "upperback",
+            "spine3": "thorax",
+            "neck": "upperneck",
+            "head": "head",
+        },
+        {
+            "left_hip": "lfemur",
+            "left_knee": "ltibia",
+            "left_ankle": "lfoot",
+            "left_foot": "ltoes",
+            "left_collar": "lclavicle",
+            "left_shoulder": "lhumerus",
+            "left_elbow": "lradius",
+            "left_wrist": "lwrist",
+        },
+        lambda s: "r" + s[1:],
+    ),
     "smpl": {k: k for k in SMPL_NAMES},
 }
 #: metres per file unit (``cmu_asf``: what CMU's ASF files declare; the ASF reader uses the file's own ``length``)
-UNITS_M: dict[str, float] = {"cgspeed_motionbuilder": 0.0254 / 0.45, "cgspeed_3dsmax": 0.0254 / 0.45,
-                             "cgspeed_daz": 0.01, "cmu_asf": 0.0254 / 0.45, "smpl": 1.0}
+UNITS_M: dict[str, float] = {
+    "cgspeed_motionbuilder": 0.0254 / 0.45,
+    "cgspeed_3dsmax": 0.0254 / 0.45,
+    "cgspeed_daz": 0.01,
+    "cmu_asf": 0.0254 / 0.45,
+    "smpl": 1.0,
+}
 #: skeletons whose frame 0 is a synthetic rest pose added by the converter, not capture (cgspeed's MotionBuilder files:
 #: ../shared/data/cmu_pose/README.md; Daz files here: frame 0 -> 1 jumps 23 degrees, later frames move 1-8 degrees;
 #: the 3dsMax files start with captured motion). ``read_bvh`` keeps it; drop it where it matters.
 SYNTHETIC_FRAME0: frozenset[str] = frozenset({"cgspeed_motionbuilder", "cgspeed_daz"})
 #: SMPL joints a built-in map provides only approximately: skeleton -> {SMPL joint: what stands in for it}
 APPROXIMATED: dict[str, dict[str, str]] = {
-    "cgspeed_daz": {"left_foot": "toe tip (End Site of lFoot), not the ball of the foot; no toe joint",
-                    "right_foot": "toe tip (End Site of rFoot), not the ball of the foot; no toe joint"},
+    "cgspeed_daz": {
+        "left_foot": "toe tip (End Site of lFoot), not the ball of the foot; no toe joint",
+        "right_foot": "toe tip (End Site of rFoot), not the ball of the foot; no toe joint",
+    },
 }
 #: SMPL joints each built-in skeleton cannot provide (left out of its map)
 LACKS: dict[str, tuple[str, ...]] = {k: tuple(n for n in SMPL_NAMES if n not in v) for k, v in JOINT_MAPS.items()}
 
 
 def _source_joint(value: str) -> str:
-    return value[:-len(END)] if value.endswith(END) else value
+    return value[: -len(END)] if value.endswith(END) else value
 
 
 def _fits(names, end_sites, joint_map: dict[str, str]) -> list[str]:
@@ -140,20 +202,26 @@ def detect_skeleton(m: Motion, maps: dict[str, dict[str, str]] | None = None) ->
     missing = _fits(m.names, m.end_sites, maps[best])
     known = {_source_joint(v) for v in maps[best].values()}
     unknown = [n for n in m.names if n not in known]
-    raise FormatError(f"{m.source}: skeleton not recognised (known: {', '.join(maps)}); closest is {best!r}, "
-                      f"which needs joints {', '.join(missing)} that the file lacks; the file's joints it does not "
-                      f"map: {', '.join(unknown[:30])}{' ...' if len(unknown) > 30 else ''}. Pass a joint map "
-                      f"{{SMPL name: source joint}} (runtime.formats.joint_maps)")
+    raise FormatError(
+        f"{m.source}: skeleton not recognised (known: {', '.join(maps)}); closest is {best!r}, "
+        f"which needs joints {', '.join(missing)} that the file lacks; the file's joints it does not "
+        f"map: {', '.join(unknown[:30])}{' ...' if len(unknown) > 30 else ''}. Pass a joint map "
+        f"{{SMPL name: source joint}} (runtime.formats.joint_maps)"
+    )
 
 
 def validate_keys(joint_map: dict[str, str], source: str) -> None:
     """FormatError unless ``joint_map`` is a dict of SMPL joint names (``pelvis`` among them) to joint names."""
     if not isinstance(joint_map, dict):
-        raise FormatError(f"{source}: a joint map is a dict {{SMPL name: source joint}}, got {type(joint_map).__name__}")
+        raise FormatError(
+            f"{source}: a joint map is a dict {{SMPL name: source joint}}, got {type(joint_map).__name__}"
+        )
     unknown = [k for k in joint_map if k not in SMPL_NAMES]
     if unknown or "pelvis" not in joint_map:
-        raise FormatError(f"{source}: joint map keys must be SMPL joints ({', '.join(SMPL_NAMES)}) including "
-                          f"'pelvis'; unknown: {unknown}")
+        raise FormatError(
+            f"{source}: joint map keys must be SMPL joints ({', '.join(SMPL_NAMES)}) including "
+            f"'pelvis'; unknown: {unknown}"
+        )
     bad = {k: v for k, v in joint_map.items() if not isinstance(v, str) or not v}
     if bad:
         raise FormatError(f"{source}: joint map values must be source joint names (str), got {bad}")
@@ -180,8 +248,10 @@ def validate_joint_map(m: Motion, joint_map: dict[str, str]) -> None:
             a = PARENTS[a]
         j, p = m.index(_source_joint(joint_map[smpl])), m.index(_source_joint(joint_map[SMPL_NAMES[a]]))
         if not below(j, p) or (j == p and not joint_map[smpl].endswith(END)):
-            raise FormatError(f"{m.source}: joint map {smpl} = {joint_map[smpl]!r} is not below "
-                              f"{SMPL_NAMES[a]} = {joint_map[SMPL_NAMES[a]]!r} in the file's hierarchy")
+            raise FormatError(
+                f"{m.source}: joint map {smpl} = {joint_map[smpl]!r} is not below "
+                f"{SMPL_NAMES[a]} = {joint_map[SMPL_NAMES[a]]!r} in the file's hierarchy"
+            )
 
 
 def joint_positions(m: Motion, joint_map: dict[str, str]) -> dict[str, np.ndarray]:
@@ -193,9 +263,6 @@ def joint_positions(m: Motion, joint_map: dict[str, str]) -> dict[str, np.ndarra
         j = m.index(_source_joint(value))
         out[smpl] = P[:, j] + G[:, j] @ m.end_sites[m.names[j]] if value.endswith(END) else P[:, j]
     return out
-
-
-
 
 
 def load_joint_map(path) -> dict[str, str]:

@@ -19,6 +19,7 @@ Euler angles (``euler_matrix`` / ``matrix_to_euler``): ``axes = "zyx"`` means ``
 rotations applied intrinsically (about the moving axes) in the listed order -- scipy's
 ``Rotation.from_euler("ZYX", ...)``. ``R_x(t) = [[1, 0, 0], [0, c, -s], [0, s, c]]`` and its cyclic twins.
 """
+
 from __future__ import annotations
 
 import glob
@@ -55,9 +56,10 @@ def check_fps(fps: float, src: str, what: str = "frame rate") -> float:
     except (TypeError, ValueError):
         raise FormatError(f"{src}: {what} {fps!r} is not a number") from None
     if not (np.isfinite(fps) and FPS_RANGE[0] <= fps <= FPS_RANGE[1]):
-        raise FormatError(f"{src}: {what} {fps:g} Hz is outside {FPS_RANGE[0]:g}-{FPS_RANGE[1]:g} Hz: a corrupt "
-                          f"value")
+        raise FormatError(f"{src}: {what} {fps:g} Hz is outside {FPS_RANGE[0]:g}-{FPS_RANGE[1]:g} Hz: a corrupt value")
     return fps
+
+
 #: largest ``runtime.rotations.rotation_error`` a ``Motion`` rotation may have (float32 sources reach ~1e-7)
 ROTATION_TOL = 1e-5
 
@@ -67,7 +69,7 @@ def axis_rotation(axis: str, angle: np.ndarray) -> np.ndarray:
     a = _AXES[axis.lower()]
     angle = np.asarray(angle, dtype=np.float64)
     c, s = np.cos(angle), np.sin(angle)
-    i, j = (a + 1) % 3, (a + 2) % 3          # cyclic, so that R[j, i] = +sin for every axis
+    i, j = (a + 1) % 3, (a + 2) % 3  # cyclic, so that R[j, i] = +sin for every axis
     R = np.zeros(angle.shape + (3, 3))
     R[..., a, a] = 1.0
     R[..., i, i], R[..., i, j], R[..., j, i], R[..., j, j] = c, -s, s, c
@@ -137,7 +139,7 @@ def remove_stale_partials(path: str | Path) -> list[Path]:
     removed = []
     prefix = f".{path.name}.partial-"
     for p in path.parent.glob(f"{glob.escape(prefix)}*{glob.escape(path.suffix)}"):
-        pid = p.name[len(prefix):len(p.name) - len(path.suffix)]
+        pid = p.name[len(prefix) : len(p.name) - len(path.suffix)]
         if pid.isdigit() and p.is_file() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
             p.unlink(missing_ok=True)
             removed.append(p)
@@ -184,7 +186,7 @@ CHECK_FRAMES = 1024
 
 def _first_bad_frame(a: np.ndarray) -> int | None:
     for s in range(0, len(a), CHECK_FRAMES):
-        bad = ~np.isfinite(a[s:s + CHECK_FRAMES].reshape(len(a[s:s + CHECK_FRAMES]), -1)).all(axis=1)
+        bad = ~np.isfinite(a[s : s + CHECK_FRAMES].reshape(len(a[s : s + CHECK_FRAMES]), -1)).all(axis=1)
         if bad.any():
             return s + int(np.argmax(bad))
     return None
@@ -193,6 +195,7 @@ def _first_bad_frame(a: np.ndarray) -> int | None:
 @dataclass(frozen=True, eq=False)
 class Motion:
     """One take: a skeleton (names, parents, offsets) and its motion (rotations, trans); see the module docstring."""
+
     names: tuple[str, ...]
     parents: np.ndarray
     offsets: np.ndarray
@@ -215,14 +218,17 @@ class Motion:
         if len(set(self.names)) != J or J == 0:
             raise FormatError(f"{src}: joint names must be unique and non-empty")
         if parents.shape != (J,) or parents[0] != -1 or any(not -1 < p < j for j, p in enumerate(parents[1:], 1)):
-            raise FormatError(f"{src}: parents must be (J,) with -1 for the root first and every parent before "
-                              f"its child, got {parents.tolist()}")
+            raise FormatError(
+                f"{src}: parents must be (J,) with -1 for the root first and every parent before "
+                f"its child, got {parents.tolist()}"
+            )
         if offsets.shape != (J, 3) or not np.isfinite(offsets).all():
             raise FormatError(f"{src}: offsets must be finite with shape ({J}, 3), got {offsets.shape}")
         T = len(rotations)
         if rotations.shape != (T, J, 3, 3) or trans.shape != (T, 3) or T == 0:
-            raise FormatError(f"{src}: rotations {rotations.shape} / trans {trans.shape} must be (T, {J}, 3, 3) "
-                              f"/ (T, 3) with T > 0")
+            raise FormatError(
+                f"{src}: rotations {rotations.shape} / trans {trans.shape} must be (T, {J}, 3, 3) / (T, 3) with T > 0"
+            )
         for what, a in (("rotations", rotations), ("trans", trans)):
             f = _first_bad_frame(a)
             if f is not None:
@@ -230,19 +236,25 @@ class Motion:
         far = np.abs(trans).max(axis=1) > MAX_TRANS_M
         if far.any():
             f = int(np.argmax(far))
-            raise FormatError(f"{src}: frame {f}: root position {trans[f].tolist()} m is beyond +-{MAX_TRANS_M:g} m "
-                              f"({int(far.sum())} frames): a corrupt value (or a wrong unit)")
+            raise FormatError(
+                f"{src}: frame {f}: root position {trans[f].tolist()} m is beyond +-{MAX_TRANS_M:g} m "
+                f"({int(far.sum())} frames): a corrupt value (or a wrong unit)"
+            )
         long = np.abs(offsets).max(axis=1) > MAX_OFFSET_M
         if long.any():
             j = int(np.argmax(long))
-            raise FormatError(f"{src}: bone offset of joint {self.names[j]} is {offsets[j].tolist()} m, beyond "
-                              f"+-{MAX_OFFSET_M:g} m: a corrupt value (or a wrong unit)")
+            raise FormatError(
+                f"{src}: bone offset of joint {self.names[j]} is {offsets[j].tolist()} m, beyond "
+                f"+-{MAX_OFFSET_M:g} m: a corrupt value (or a wrong unit)"
+            )
         for s in range(0, T, CHECK_FRAMES):
-            err = rotation_error(rotations[s:s + CHECK_FRAMES])                    # (frames, J)
+            err = rotation_error(rotations[s : s + CHECK_FRAMES])  # (frames, J)
             if (err > ROTATION_TOL).any():
                 f, j = np.unravel_index(int(np.argmax(err > ROTATION_TOL)), err.shape)
-                raise FormatError(f"{src}: frame {s + f}: rotation of joint {self.names[j]} is not a rotation "
-                                  f"matrix (|R^T R - I| or det < 0: {err[f, j]:.2g})")
+                raise FormatError(
+                    f"{src}: frame {s + f}: rotation of joint {self.names[j]} is not a rotation "
+                    f"matrix (|R^T R - I| or det < 0: {err[f, j]:.2g})"
+                )
         check_fps(self.fps, src)
         if self.up not in ("x", "y", "z"):
             raise FormatError(f"{src}: up axis {self.up!r} must be 'x', 'y' or 'z'")

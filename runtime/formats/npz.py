@@ -11,6 +11,7 @@ root orientation and ``poses[:, 3:66]`` the 21 body joints; returned as SMPL's 7
 hand joints (zeros for SMPL-H / SMPL-X, whose hands are finger joints instead; a 72-wide file is kept as is).
 ``trans`` (T, 3) (Z up in AMASS), ``mocap_framerate`` (or SMPL-X's ``mocap_frame_rate``), ``betas``, ``gender``.
 """
+
 from __future__ import annotations
 
 import zipfile
@@ -51,18 +52,22 @@ def check_members(path: str | Path) -> None:
                 with z.open(info) as f:
                     try:
                         version = fmt.read_magic(f)
-                        shape, _, dtype = (fmt.read_array_header_1_0(f) if version == (1, 0)
-                                           else fmt.read_array_header_2_0(f))
+                        shape, _, dtype = (
+                            fmt.read_array_header_1_0(f) if version == (1, 0) else fmt.read_array_header_2_0(f)
+                        )
                     except (ValueError, SyntaxError, TypeError, EOFError) as e:
                         raise FormatError(f"{path}: member {info.filename} is not a .npy array ({e})"[:300]) from None
                     held = info.file_size - f.tell()
                 need = int(np.prod([int(n) for n in shape], dtype=object) if shape else 1) * dtype.itemsize
                 if need > held:
-                    raise FormatError(f"{path}: member {info.filename}: its header claims shape {tuple(shape)} of "
-                                      f"{dtype} ({need:,} bytes) but the member holds {held:,} bytes: a corrupt file")
+                    raise FormatError(
+                        f"{path}: member {info.filename}: its header claims shape {tuple(shape)} of "
+                        f"{dtype} ({need:,} bytes) but the member holds {held:,} bytes: a corrupt file"
+                    )
     except (OSError, zipfile.BadZipFile, zlib.error, EOFError) as e:
-        raise FormatError(f"{path}: cannot read npz file, not a valid numpy .npz archive "
-                          f"({type(e).__name__}: {e})") from None
+        raise FormatError(
+            f"{path}: cannot read npz file, not a valid numpy .npz archive ({type(e).__name__}: {e})"
+        ) from None
 
 
 def read_npz(path: str | Path) -> dict[str, np.ndarray]:
@@ -77,8 +82,9 @@ def read_npz(path: str | Path) -> dict[str, np.ndarray]:
             return {k: d[k] for k in d.files}
     except (OSError, ValueError, TypeError, KeyError, zipfile.BadZipFile, zlib.error, EOFError) as e:
         # TypeError/ValueError: a .npy or a non-zip file (numpy then complains about pickles)
-        raise FormatError(f"{path}: cannot read npz file, not a valid numpy .npz archive "
-                          f"({type(e).__name__}: {e})") from None
+        raise FormatError(
+            f"{path}: cannot read npz file, not a valid numpy .npz archive ({type(e).__name__}: {e})"
+        ) from None
 
 
 #: largest |value| accepted in a pose file: rotation vectors (radians) and root translations (metres); beyond them
@@ -95,9 +101,9 @@ def _finite_frames(a: np.ndarray, what: str, src: str, bound: float | None = Non
     with np.errstate(over="ignore", invalid="ignore"):
         a = a.astype(np.float64, copy=False)
     flat = a.reshape(len(a), -1)
-    rows = max(1, (1 << 20) // max(1, flat.shape[1]))         # checked in blocks: small temporaries
+    rows = max(1, (1 << 20) // max(1, flat.shape[1]))  # checked in blocks: small temporaries
     for s in range(0, len(flat), rows):
-        block = flat[s:s + rows]
+        block = flat[s : s + rows]
         bad = ~np.isfinite(block).all(axis=1)
         if bad.any():
             n = int((~np.isfinite(flat).all(axis=1)).sum())
@@ -108,8 +114,10 @@ def _finite_frames(a: np.ndarray, what: str, src: str, bound: float | None = Non
                 f = int(np.argmax(big))
                 v = block[f][np.argmax(np.abs(block[f]))]
                 n = int((np.abs(flat) > bound).any(axis=1).sum())
-                raise FormatError(f"{src}: frame {s + f}: {what} holds {v:.4g}, beyond the +-{bound:g}{unit} a pose "
-                                  f"file may hold ({n} frames): a corrupt value")
+                raise FormatError(
+                    f"{src}: frame {s + f}: {what} holds {v:.4g}, beyond the +-{bound:g}{unit} a pose "
+                    f"file may hold ({n} frames): a corrupt value"
+                )
     return a
 
 
@@ -140,8 +148,9 @@ def read_shared_npz(path: str | Path) -> list[Motion]:
     d = read_npz(path)
     missing = [k for k in ("rotations", "root_orient", "trans") if k not in d]
     if missing or ("seq_offsets" not in d and "offsets" not in d):
-        raise FormatError(f"{src}: not the shared pose format: lacks {missing or ['seq_offsets/offsets']} "
-                          f"(keys: {', '.join(d)})")
+        raise FormatError(
+            f"{src}: not the shared pose format: lacks {missing or ['seq_offsets/offsets']} (keys: {', '.join(d)})"
+        )
     rot = d["rotations"]
     n = len(rot)
     if rot.ndim != 3 or rot.shape[1:] != (NUM_JOINTS, 3) or n == 0:
@@ -157,33 +166,51 @@ def read_shared_npz(path: str | Path) -> list[Motion]:
             raise FormatError(f"{src}: '{k}' has dtype {d[k].dtype}, expected integers")
     if "parents" in d and not _integral(d["parents"]):
         raise FormatError(f"{src}: 'parents' has dtype {d['parents'].dtype}, expected integers")
-    rot, root, trans = (_finite_frames(d[k], k, src, *b) for k, b in (
-        ("rotations", (MAX_ANGLE_RAD, " rad")), ("root_orient", (MAX_ANGLE_RAD, " rad")), ("trans", (MAX_TRANS_M, " m"))))
+    rot, root, trans = (
+        _finite_frames(d[k], k, src, *b)
+        for k, b in (
+            ("rotations", (MAX_ANGLE_RAD, " rad")),
+            ("root_orient", (MAX_ANGLE_RAD, " rad")),
+            ("trans", (MAX_TRANS_M, " m")),
+        )
+    )
     if "parents" in d and tuple(d["parents"].tolist()) != PARENTS:
         raise FormatError(f"{src}: parents {d['parents'].tolist()} are not SMPL's {list(PARENTS)}")
     seq = d["sequence"].astype(np.int64) if "sequence" in d else np.zeros(n, np.int64)
     names = [str(s) for s in d["sequence_names"]] if "sequence_names" in d else [Path(path).stem]
     subj = d["subject"].astype(np.int64) if "subject" in d else np.full(n, -1, np.int64)
     if seq.shape != (n,) or subj.shape != (n,) or seq.min() < 0 or seq.max() >= len(names):
-        raise FormatError(f"{src}: 'sequence'/'subject' must have shape ({n},) with sequence indices into "
-                          f"the {len(names)} sequence_names")
+        raise FormatError(
+            f"{src}: 'sequence'/'subject' must have shape ({n},) with sequence indices into "
+            f"the {len(names)} sequence_names"
+        )
     offsets = d["seq_offsets"] if "seq_offsets" in d else np.broadcast_to(d["offsets"], (len(names), 22, 3))
     if offsets.shape != (len(names), 22, 3):
         raise FormatError(f"{src}: seq_offsets has shape {offsets.shape}, expected ({len(names)}, 22, 3)")
     fps = _rate(d, ("fps",), src)
     if fps is None:
         raise FormatError(f"{src}: no 'fps'")
-    order = np.argsort(seq, kind="stable")                                            # frames keep file order
+    order = np.argsort(seq, kind="stable")  # frames keep file order
     cuts = np.flatnonzero(np.diff(seq[order])) + 1
     out = []
     for idx in np.split(order, cuts):
         s = int(seq[idx[0]])
         subject = {int(v) for v in np.unique(subj[idx])}
-        R = axis_angle_to_matrix(np.concatenate([root[idx, None], rot[idx]], axis=1))   # (n, 22, 3, 3)
-        out.append(Motion(SMPL_NAMES, np.array(PARENTS), offsets[s].astype(np.float64), R, trans[idx], fps,
-                          f"{src} [{names[s]}]", up="y",
-                          subject=str(subject.pop()) if len(subject) == 1 and -1 not in subject else None,
-                          sequence=names[s]))
+        R = axis_angle_to_matrix(np.concatenate([root[idx, None], rot[idx]], axis=1))  # (n, 22, 3, 3)
+        out.append(
+            Motion(
+                SMPL_NAMES,
+                np.array(PARENTS),
+                offsets[s].astype(np.float64),
+                R,
+                trans[idx],
+                fps,
+                f"{src} [{names[s]}]",
+                up="y",
+                subject=str(subject.pop()) if len(subject) == 1 and -1 not in subject else None,
+                sequence=names[s],
+            )
+        )
     return out
 
 
@@ -196,8 +223,10 @@ def read_amass(path: str | Path) -> dict:
         raise FormatError(f"{src}: no 'poses' array (keys: {', '.join(d)}); not an AMASS file")
     poses = d["poses"]
     if poses.ndim != 2 or poses.shape[1] not in POSE_WIDTHS or len(poses) == 0:
-        raise FormatError(f"{src}: 'poses' has shape {poses.shape}, expected (T > 0, W) with W in "
-                          + ", ".join(f"{w} ({m})" for w, m in POSE_WIDTHS.items()))
+        raise FormatError(
+            f"{src}: 'poses' has shape {poses.shape}, expected (T > 0, W) with W in "
+            + ", ".join(f"{w} ({m})" for w, m in POSE_WIDTHS.items())
+        )
     poses = _finite_frames(poses, "poses", src, MAX_ANGLE_RAD, " rad")
     if poses.shape[1] != 72:
         wide, poses = poses, np.zeros((len(poses), 72))

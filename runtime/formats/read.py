@@ -6,6 +6,7 @@
 * ``.npz`` of the shared pose format -> ``read_shared_npz`` (a list, one ``Motion`` per sequence). AMASS npz files
   hold SMPL poses without a skeleton: ``read_amass`` reads them (``read_motion`` says so).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -28,8 +29,10 @@ def find_asf(amc: Path) -> Path:
     if prefix:
         return max(prefix, key=lambda p: len(p.stem))
     if len(found) != 1:
-        raise FormatError(f"{amc}: no {same.name} and {len(found)} .asf files in {amc.parent} "
-                          f"({', '.join(p.name for p in found) or 'none'}): pass skeleton_file")
+        raise FormatError(
+            f"{amc}: no {same.name} and {len(found)} .asf files in {amc.parent} "
+            f"({', '.join(p.name for p in found) or 'none'}): pass skeleton_file"
+        )
     return found[0]
 
 
@@ -49,6 +52,7 @@ def read_motion(path: str | Path, skeleton_file: str | Path | None = None) -> Mo
             return read_shared_npz(path)
         if "poses" in keys:
             raise FormatError(f"{path}: an AMASS file (SMPL poses, no skeleton): read it with read_amass")
-        raise FormatError(f"{path}: npz has neither 'rotations' (shared format) nor 'poses' (AMASS); "
-                          f"keys: {sorted(keys)}")
+        raise FormatError(
+            f"{path}: npz has neither 'rotations' (shared format) nor 'poses' (AMASS); keys: {sorted(keys)}"
+        )
     raise FormatError(f"{path}: unknown motion file type {ext or '(none)'!r} (expected .bvh, .amc or .npz)")

@@ -13,6 +13,7 @@ to the clean poses before and after. Torch is not imported here.
 The poses must be in the model's convention: the converted test split of ``make data`` (an AMASS-style npz,
 SMPL ``body_pose``) for an SMPL prior; a shared-format npz (``rotations``) for a model trained on one.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,23 +46,33 @@ def body_poses(path: Path) -> np.ndarray:
 
 
 def geodesic(x: np.ndarray, clean: np.ndarray) -> float:
-    return float(rotations.geodesic_deg(rotations.gram_schmidt(x.astype(np.float64)),
-                                        rotations.gram_schmidt(clean.astype(np.float64))).mean())
+    return float(
+        rotations.geodesic_deg(
+            rotations.gram_schmidt(x.astype(np.float64)), rotations.gram_schmidt(clean.astype(np.float64))
+        ).mean()
+    )
 
 
-def denoise_rows(model_dir: Path | None, data: Path, n: int = 1000, noise_deg: float = 10.0, seed: int = 0,
-                 threads: int | None = None, settings=None) -> list[dict]:
+def denoise_rows(
+    model_dir: Path | None,
+    data: Path,
+    n: int = 1000,
+    noise_deg: float = 10.0,
+    seed: int = 0,
+    threads: int | None = None,
+    settings=None,
+) -> list[dict]:
     """One row per (space, settings): the model's ambient space, and its latent space where it has latent_vjp."""
     prior = PosePrior.load(model_dir, providers=["CPUExecutionProvider"], intra_op_num_threads=threads)
     aa = body_poses(data)
     idx = np.unique(np.linspace(0, len(aa) - 1, min(n, len(aa))).round().astype(int))
     clean, noisy = noisy_poses(aa[idx], noise_deg, seed)
     sigma = math.radians(noise_deg) / math.sqrt(3.0)
-    weight = 3.0 / (4.0 * sigma ** 2)
+    weight = 3.0 / (4.0 * sigma**2)
     settings = settings or [("ambient", {}), ("ambient", {"iters": 30}), ("latent", {})]
     rows = []
     before = geodesic(noisy, clean)
-    rfit.denoise(prior, noisy[:8], weight, iters=2)                    # warm-up: sessions, allocations
+    rfit.denoise(prior, noisy[:8], weight, iters=2)  # warm-up: sessions, allocations
     for space, opts in settings:
         if space == "latent" and not rfit.has_latent_space(prior):
             continue
@@ -69,33 +80,53 @@ def denoise_rows(model_dir: Path | None, data: Path, n: int = 1000, noise_deg: f
         r = rfit.denoise(prior, noisy, weight, space=space, **opts)
         cpu = time.process_time() - cpu
         after = geodesic(r.poses, clean)
-        rows.append({"model": str(prior.path), "space": space, "iters": opts.get("iters", rfit.DENOISE_ITERS[space]),
-                     "poses": len(noisy), "seconds": r.seconds, "poses_per_s": len(noisy) / r.seconds,
-                     "cpu_seconds": cpu, "poses_per_cpu_s": len(noisy) / cpu,
-                     "mean_iterations": float(r.iterations.mean()), "graph_calls": r.calls,
-                     "noisy_deg": before, "denoised_deg": after, "reduction": 1.0 - after / before})
+        rows.append(
+            {
+                "model": str(prior.path),
+                "space": space,
+                "iters": opts.get("iters", rfit.DENOISE_ITERS[space]),
+                "poses": len(noisy),
+                "seconds": r.seconds,
+                "poses_per_s": len(noisy) / r.seconds,
+                "cpu_seconds": cpu,
+                "poses_per_cpu_s": len(noisy) / cpu,
+                "mean_iterations": float(r.iterations.mean()),
+                "graph_calls": r.calls,
+                "noisy_deg": before,
+                "denoised_deg": after,
+                "reduction": 1.0 - after / before,
+            }
+        )
     return rows
 
 
 def table(rows: list[dict], noise_deg: float) -> str:
-    head = (f"denoise {rows[0]['poses'] if rows else 0} test poses, {noise_deg:g} deg RMS noise (runtime.fit.denoise, "
-            f"lam = 1, MAP weight)\n"
-            f"{'model':24s} {'space':8s} {'iters':>5s} {'poses/s':>8s} {'s':>7s} {'CPU s':>7s} {'poses/CPU-s':>11s} "
-            f"{'calls':>6s} "
-            f"{'noisy deg':>9s} {'fit deg':>8s} {'less':>6s}")
+    head = (
+        f"denoise {rows[0]['poses'] if rows else 0} test poses, {noise_deg:g} deg RMS noise (runtime.fit.denoise, "
+        f"lam = 1, MAP weight)\n"
+        f"{'model':24s} {'space':8s} {'iters':>5s} {'poses/s':>8s} {'s':>7s} {'CPU s':>7s} {'poses/CPU-s':>11s} "
+        f"{'calls':>6s} "
+        f"{'noisy deg':>9s} {'fit deg':>8s} {'less':>6s}"
+    )
     lines = [head]
     for r in rows:
-        lines.append(f"{Path(r['model']).name:24s} {r['space']:8s} {r['iters']:5d} {r['poses_per_s']:8.0f} "
-                     f"{r['seconds']:7.2f} {r['cpu_seconds']:7.2f} {r['poses_per_cpu_s']:11.0f} {r['graph_calls']:6d} {r['noisy_deg']:9.2f} {r['denoised_deg']:8.2f} "
-                     f"{100 * r['reduction']:5.1f}%")
+        lines.append(
+            f"{Path(r['model']).name:24s} {r['space']:8s} {r['iters']:5d} {r['poses_per_s']:8.0f} "
+            f"{r['seconds']:7.2f} {r['cpu_seconds']:7.2f} {r['poses_per_cpu_s']:11.0f} {r['graph_calls']:6d} {r['noisy_deg']:9.2f} {r['denoised_deg']:8.2f} "
+            f"{100 * r['reduction']:5.1f}%"
+        )
     return "\n".join(lines)
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("models", nargs="*", type=Path, help="model directories (default: the shipped model)")
-    ap.add_argument("--data", type=Path, default=Path("build/smpl/cmu/test.npz"),
-                    help="test poses in the model's convention (default: the converted split of `make data`)")
+    ap.add_argument(
+        "--data",
+        type=Path,
+        default=Path("build/smpl/cmu/test.npz"),
+        help="test poses in the model's convention (default: the converted split of `make data`)",
+    )
     ap.add_argument("--n", type=int, default=1000)
     ap.add_argument("--noise", type=float, default=10.0, help="RMS rotation angle per joint, degrees")
     ap.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads (default: all cores)")

@@ -19,6 +19,7 @@ folder / file               contents                                            
 
 Subject numbers: CMU's own; the renamed ASF/AMC takes get -1; Bandai's actors are unknown (-1).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,12 +45,18 @@ def build(shared: Path, out: Path, skeleton: Path | None = None, bandai: bool = 
     def takes(p: Path) -> list:
         sources.append(p)
         return named_takes(p, rest, fps=FPS)
+
     splits = {
         "cmu/train.npz": takes(cmu / "train.npz"),
         "cmu/val.npz": takes(cmu / "val.npz") + sum((takes(extra / "asf_amc" / f"{n}.amc") for n in VAL_ASF), []),
         "cmu/test.npz": takes(cmu / "test.npz"),
-        "cmu/bvh_takes.npz": sum((takes(p) for p in sorted((extra / "bvh_daz_style").glob("*.bvh"))
-                                  + sorted((extra / "bvh_3dsmax").glob("*.bvh"))), []),
+        "cmu/bvh_takes.npz": sum(
+            (
+                takes(p)
+                for p in sorted((extra / "bvh_daz_style").glob("*.bvh")) + sorted((extra / "bvh_3dsmax").glob("*.bvh"))
+            ),
+            [],
+        ),
     }
     if bandai:
         splits["cmu_bandai/train.npz"] = splits["cmu/train.npz"] + takes(shared / "bandai_pose" / "train.npz")
@@ -60,12 +67,21 @@ def build(shared: Path, out: Path, skeleton: Path | None = None, bandai: bool = 
         for rel, tk in splits.items():
             (staging / rel).parent.mkdir(parents=True, exist_ok=True)
             save_amass(tk, rest, staging / rel)
-        manifest = {"conversion": CONVERSION_VERSION, "fps": FPS, "skeleton": str(skeleton),
-                    "skeleton_sha256": sha256_file(skeleton),
-                    "sources": {str(p.relative_to(shared)): sha256_file(p) for p in sources},
-                    "outputs": {rel: {"sha256": sha256_file(staging / rel), "sequences": len(tk),
-                                      "poses": int(sum(len(t["poses"]) for _, _, t in tk))}
-                                for rel, tk in splits.items()}}
+        manifest = {
+            "conversion": CONVERSION_VERSION,
+            "fps": FPS,
+            "skeleton": str(skeleton),
+            "skeleton_sha256": sha256_file(skeleton),
+            "sources": {str(p.relative_to(shared)): sha256_file(p) for p in sources},
+            "outputs": {
+                rel: {
+                    "sha256": sha256_file(staging / rel),
+                    "sequences": len(tk),
+                    "poses": int(sum(len(t["poses"]) for _, _, t in tk)),
+                }
+                for rel, tk in splits.items()
+            },
+        }
         (staging / "MANIFEST.json").write_text(json.dumps(manifest, indent=1) + "\n")
         shutil.rmtree(out, ignore_errors=True)
         os.replace(staging, out)

@@ -3,6 +3,7 @@ the paper's figures and a Markdown report. ``poseprior evaluate`` / ``make evalu
 
 Modules: ``metrics`` (the formulas), ``sources`` (samples and data, seeds), ``figures``, ``report``, ``run``.
 """
+
 from .run import evaluate
 
 __all__ = ["evaluate"]

@@ -12,6 +12,7 @@
   fraction of points above it in the legend. Axis limits: 0.5-100 percentiles of both; points beyond are not
   drawn (their count is in the title).
 """
+
 from __future__ import annotations
 
 import textwrap
@@ -25,9 +26,15 @@ import numpy as np  # noqa: E402
 
 from .metrics import fraction_above  # noqa: E402
 
-SAVE = {"dpi": 110, "metadata": {"Software": None}}   # no version string: identical files on every run
-COLORS = {"data_test": "black", "data_train": "0.55", "ours_raw": "tab:orange", "ours": "tab:blue",
-          "vposer": "tab:red", "gmm": "tab:green"}
+SAVE = {"dpi": 110, "metadata": {"Software": None}}  # no version string: identical files on every run
+COLORS = {
+    "data_test": "black",
+    "data_train": "0.55",
+    "ours_raw": "tab:orange",
+    "ours": "tab:blue",
+    "vposer": "tab:red",
+    "gmm": "tab:green",
+}
 HIST_MARGIN = 100.0
 
 
@@ -45,13 +52,19 @@ def logp_histograms(sets: list[tuple[str, str, np.ndarray]], data_names: list[st
     fig, (ax, ax2) = plt.subplots(2, 1, figsize=(9, 8.5))
     clipped = {}
     for i, (name, label, v) in enumerate(sets):
-        below = float(np.mean(~(v >= lo)))     # NaN counts as below
+        below = float(np.mean(~(v >= lo)))  # NaN counts as below
         clipped[name] = below
         inside = v[v >= lo]
         # area under each curve = the fraction of the set inside the axis range
-        ax.hist(inside, bins=bins, weights=np.full(len(inside), 1.0 / (len(v) * (bins[1] - bins[0]))),
-                histtype="step", lw=1.6 if name.startswith("data") else 1.2, color=_color(name, i),
-                label=f"{label} (n={len(v)}; {100 * below:.1f}% below {lo:.0f}, not drawn)")
+        ax.hist(
+            inside,
+            bins=bins,
+            weights=np.full(len(inside), 1.0 / (len(v) * (bins[1] - bins[0]))),
+            histtype="step",
+            lw=1.6 if name.startswith("data") else 1.2,
+            color=_color(name, i),
+            label=f"{label} (n={len(v)}; {100 * below:.1f}% below {lo:.0f}, not drawn)",
+        )
     ax.set_xlim(lo, hi)
     ax.set_xlabel(f"log p (flow); values below {lo:.0f} are not drawn (their share is in the legend)")
     ax.set_ylabel("density (area = share inside the range)")
@@ -60,8 +73,14 @@ def logp_histograms(sets: list[tuple[str, str, np.ndarray]], data_names: list[st
     allv = np.concatenate(list(finite.values()))
     edges = _symlog_edges(float(allv.min()), hi, 160)
     for i, (name, label, v) in enumerate(sets):
-        ax2.hist(finite[name], bins=edges, histtype="step", color=_color(name, i), label=label,
-                 weights=np.full(len(finite[name]), 1.0 / max(len(v), 1)))
+        ax2.hist(
+            finite[name],
+            bins=edges,
+            histtype="step",
+            color=_color(name, i),
+            label=label,
+            weights=np.full(len(finite[name]), 1.0 / max(len(v), 1)),
+        )
     ax2.set_yscale("log")
     ax2.set_xscale("symlog", linthresh=HIST_MARGIN)
     ax2.set_xlabel("log p (flow), full range, symmetric-log axis (linear within +-100)")
@@ -75,13 +94,21 @@ def logp_histograms(sets: list[tuple[str, str, np.ndarray]], data_names: list[st
 
 def _symlog_edges(lo: float, hi: float, n: int, t: float = HIST_MARGIN) -> np.ndarray:
     """n+1 bin edges evenly spaced in symlog(x) = sign(x) log10(1 + |x|/t)."""
-    f = lambda x: np.sign(x) * np.log10(1.0 + np.abs(x) / t)          # noqa: E731
-    g = lambda y: np.sign(y) * t * (10.0 ** np.abs(y) - 1.0)          # noqa: E731
+    f = lambda x: np.sign(x) * np.log10(1.0 + np.abs(x) / t)  # noqa: E731
+    g = lambda y: np.sign(y) * t * (10.0 ** np.abs(y) - 1.0)  # noqa: E731
     return g(np.linspace(f(lo), f(hi) + 1e-9, n + 1))
 
 
-def scatter_matrix(prior_rv: np.ndarray, data_rv: np.ndarray, joint_ids: list[int], joint_names: list[str],
-                   prior_label: str, data_label: str, path: Path, color: str = "tab:blue") -> None:
+def scatter_matrix(
+    prior_rv: np.ndarray,
+    data_rv: np.ndarray,
+    joint_ids: list[int],
+    joint_names: list[str],
+    prior_label: str,
+    data_label: str,
+    path: Path,
+    color: str = "tab:blue",
+) -> None:
     """Rotation vectors (n, 21, 3) of prior samples and data: one 3 x 3 block per joint, side by side."""
     nj = len(joint_ids)
     fig = plt.figure(figsize=(5.4 * nj, 5.6))
@@ -113,8 +140,10 @@ def scatter_matrix(prior_rv: np.ndarray, data_rv: np.ndarray, joint_ids: list[in
                 if c == 0:
                     ax.set_ylabel(f"{comp[r]}", fontsize=8)
         axes[0, 3 * b + 1].set_title(f"{joint_names[j]} (rotation vector, rad)", fontsize=10)
-    handles = [plt.Line2D([], [], ls="", marker="o", color="0.45", label=f"{data_label} (n={len(data_rv)})"),
-               plt.Line2D([], [], ls="", marker="o", color=color, label=f"{prior_label} (n={len(prior_rv)})")]
+    handles = [
+        plt.Line2D([], [], ls="", marker="o", color="0.45", label=f"{data_label} (n={len(data_rv)})"),
+        plt.Line2D([], [], ls="", marker="o", color=color, label=f"{prior_label} (n={len(prior_rv)})"),
+    ]
     fig.legend(handles=handles, loc="upper right", fontsize=9, ncol=2)
     fig.savefig(path, **SAVE)
     plt.close(fig)
@@ -131,8 +160,16 @@ def ablation(panels: list[tuple[str, np.ndarray, np.ndarray]], path: Path) -> No
         pad = 0.03 * (hi - lo)
         lim = (lo - pad, hi + pad)
         outside = int(np.sum(~((raw >= lim[0]) & (ortho >= lim[0]))))
-        ax.scatter(raw, ortho, s=2, alpha=0.3, lw=0, color="tab:blue", rasterized=True,
-                   label=f"samples (n={len(raw)}); above y = x: {100 * above:.1f}%")
+        ax.scatter(
+            raw,
+            ortho,
+            s=2,
+            alpha=0.3,
+            lw=0,
+            color="tab:blue",
+            rasterized=True,
+            label=f"samples (n={len(raw)}); above y = x: {100 * above:.1f}%",
+        )
         ax.plot(lim, lim, "r--", lw=1.2, label="y = x")
         ax.set_xlim(*lim)
         ax.set_ylim(*lim)

@@ -19,6 +19,7 @@
   ``d(Q) = min_m (1/J) sum_k angle(Q_k^T R^m_k)``, ``angle(A) = arccos((tr A - 1) / 2)`` in degrees, where
   ``tr(Q_k^T R_k) = <vec Q_k, vec R_k>``: one matrix product per joint, chunked over the queries.
 """
+
 from __future__ import annotations
 
 import math
@@ -27,7 +28,7 @@ import numpy as np
 from scipy.spatial.distance import pdist
 from scipy.stats import ks_2samp
 
-KS_NULL_MEAN = math.sqrt(math.pi / 2.0) * math.log(2.0)   # 0.8687: mean of the Kolmogorov distribution
+KS_NULL_MEAN = math.sqrt(math.pi / 2.0) * math.log(2.0)  # 0.8687: mean of the Kolmogorov distribution
 
 
 def expected_ks_null(n: int, m: int) -> float:
@@ -43,15 +44,20 @@ def ks(a: np.ndarray, b: np.ndarray) -> dict:
     a = np.nan_to_num(np.asarray(a, np.float64), nan=-np.inf)
     b = np.nan_to_num(np.asarray(b, np.float64), nan=-np.inf)
     r = ks_2samp(a, b)
-    return {"ks": float(r.statistic), "p_value": float(r.pvalue), "n_a": len(a), "n_b": len(b),
-            "expected_null": expected_ks_null(len(a), len(b))}
+    return {
+        "ks": float(r.statistic),
+        "p_value": float(r.pvalue),
+        "n_a": len(a),
+        "n_b": len(b),
+        "expected_null": expected_ks_null(len(a), len(b)),
+    }
 
 
 def random_halves(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Two disjoint random index sets of sizes floor(n/2) each (sorted)."""
     perm = rng.permutation(n)
     h = n // 2
-    return np.sort(perm[:h]), np.sort(perm[h:2 * h])
+    return np.sort(perm[:h]), np.sort(perm[h : 2 * h])
 
 
 def sequence_halves(sequence: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
@@ -118,14 +124,14 @@ def nearest_geodesic(query: np.ndarray, reference: np.ndarray, chunk: int = 256)
         c = min(chunk, len(q) - i)
         cos, cos32, acc = np.empty((c, m)), np.empty((c, m), np.float32), np.zeros((c, m), np.float32)
         for k in range(J):
-            np.matmul(q[i:i + c, k], ref[k], out=cos)
+            np.matmul(q[i : i + c, k], ref[k], out=cos)
             cos -= 0.5
             np.clip(cos, -1.0, 1.0, out=cos)
             cos32[...] = cos
             acc += np.arccos(cos32, out=cos32)
         j = acc.argmin(1)
-        idx[i:i + c] = j
-        dist[i:i + c] = np.degrees(acc[np.arange(c), j].astype(np.float64) / J)
+        idx[i : i + c] = j
+        dist[i : i + c] = np.degrees(acc[np.arange(c), j].astype(np.float64) / J)
     return dist, idx
 
 

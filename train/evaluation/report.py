@@ -1,16 +1,21 @@
 """``report.md``: the metrics of ``run.evaluate`` as Markdown tables, with the definitions and figure links."""
+
 from __future__ import annotations
 
 import json
 
 PAPER_KS = {"ours_raw": "0.24", "ours": "0.020", "vposer": "0.98"}
-KS_ROWS = {"ours_raw": "ours, raw samples", "ours": "ours, orthonormalised (GS) samples",
-           "ours_constrained": "diagnostic: ours, GS + dequantised joints projected back onto the train split's hinges",
-           "vposer": "VPoser samples (orthonormal 6D)", "gmm": "GMM samples (axis-angle → 6D)",
-           "dequantised_vs_clean": "floor set by the dequantisation: augmented train poses after GS (a) vs the "
-                                   "clean train poses (b)",
-           "noise_floor_random_halves": "noise floor: two random halves of the data",
-           "noise_floor_sequence_halves": "noise floor: two halves made of whole sequences"}
+KS_ROWS = {
+    "ours_raw": "ours, raw samples",
+    "ours": "ours, orthonormalised (GS) samples",
+    "ours_constrained": "diagnostic: ours, GS + dequantised joints projected back onto the train split's hinges",
+    "vposer": "VPoser samples (orthonormal 6D)",
+    "gmm": "GMM samples (axis-angle → 6D)",
+    "dequantised_vs_clean": "floor set by the dequantisation: augmented train poses after GS (a) vs the "
+    "clean train poses (b)",
+    "noise_floor_random_halves": "noise floor: two random halves of the data",
+    "noise_floor_sequence_halves": "noise floor: two halves made of whole sequences",
+}
 KS_TITLES = {
     "test": "against the held-out (test) split",
     "train": "against the train split (what the paper probably used)",
@@ -36,64 +41,108 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 def render(m: dict, timing: dict) -> str:
     s, tr = m["settings"], m["model"]["training"]
     summ = tr.get("summary", {})
-    b = [f"# Pose-prior evaluation: `{m['model']['path']}`",
-         f"The flow is evaluated through the runtime (`PosePrior`, onnxruntime CPU), as users get it; the baselines "
-         f"through torch. n = {s['n']} samples per prior, seed {s['seed']}. Written by `poseprior evaluate` "
-         f"(`train/evaluation/`); `metrics.json` holds every number below, `timing.json` the run times."]
+    b = [
+        f"# Pose-prior evaluation: `{m['model']['path']}`",
+        f"The flow is evaluated through the runtime (`PosePrior`, onnxruntime CPU), as users get it; the baselines "
+        f"through torch. n = {s['n']} samples per prior, seed {s['seed']}. Written by `poseprior evaluate` "
+        f"(`train/evaluation/`); `metrics.json` holds every number below, `timing.json` the run times.",
+    ]
 
     b.append("## Model")
-    b.append(_table(["field", "value"], [
-        ["run", f"`{tr.get('run', '–')}` / `{tr.get('checkpoint', '–')}` (epoch {tr.get('epoch', '–')}, "
-                f"step {tr.get('step', '–')})"],
-        ["validation log p at training (augmented)", _f(tr.get("val_log_p"))],
-        ["stop", f"{summ.get('stop_reason', '–')} after {summ.get('epochs', '–')} epochs "
-                 f"(best {summ.get('best_epoch', '–')}), {summ.get('train_seconds', '–')} s"],
-        ["weights sha256", f"`{m['model']['weights_sha256']}`"],
-        ["latent dim / masked joints", f"{m['model']['dim']} / {m['model']['masked_joints'] or 'none'}"],
-        ["training data sha256", "<br>".join(f"{k}: `{v}`" for k, v in tr.get("data_sha256", {}).items())],
-        ["config sha256", f"`{tr.get('config_sha256', '–')}`"],
-    ]))
+    b.append(
+        _table(
+            ["field", "value"],
+            [
+                [
+                    "run",
+                    f"`{tr.get('run', '–')}` / `{tr.get('checkpoint', '–')}` (epoch {tr.get('epoch', '–')}, "
+                    f"step {tr.get('step', '–')})",
+                ],
+                ["validation log p at training (augmented)", _f(tr.get("val_log_p"))],
+                [
+                    "stop",
+                    f"{summ.get('stop_reason', '–')} after {summ.get('epochs', '–')} epochs "
+                    f"(best {summ.get('best_epoch', '–')}), {summ.get('train_seconds', '–')} s",
+                ],
+                ["weights sha256", f"`{m['model']['weights_sha256']}`"],
+                ["latent dim / masked joints", f"{m['model']['dim']} / {m['model']['masked_joints'] or 'none'}"],
+                ["training data sha256", "<br>".join(f"{k}: `{v}`" for k, v in tr.get("data_sha256", {}).items())],
+                ["config sha256", f"`{tr.get('config_sha256', '–')}`"],
+            ],
+        )
+    )
     b.append(f"Training config: `{json.dumps(tr.get('config', {}), sort_keys=True)}`")
 
     b.append("## Data and settings")
-    rows = [["held-out (test)", f"`{s['data']['path']}`", str(s['data']['n']), str(s['data']['sequences']),
-             f"`{s['data']['sha256']}`"]]
+    rows = [
+        [
+            "held-out (test)",
+            f"`{s['data']['path']}`",
+            str(s["data"]["n"]),
+            str(s["data"]["sequences"]),
+            f"`{s['data']['sha256']}`",
+        ]
+    ]
     if s.get("train"):
-        rows.append(["train", f"`{s['train']['path']}`", str(s['train']['n']), str(s['train']['sequences']),
-                     f"`{s['train']['sha256']}`"])
+        rows.append(
+            [
+                "train",
+                f"`{s['train']['path']}`",
+                str(s["train"]["n"]),
+                str(s["train"]["sequences"]),
+                f"`{s['train']['sha256']}`",
+            ]
+        )
     b.append(_table(["split", "file", "poses", "sequences", "sha256"], rows))
     seeds = s["seeds"]
-    lines = [f"- Seeds: flow latents {seeds['flow_z']} (the latents of `PosePrior.sample(n, seed={s['seed']})`), "
-             f"VPoser {seeds['vposer']}, GMM {seeds['gmm']}, training augmentation {seeds['augmentation']}, "
-             f"data subsets numpy `default_rng([{s['seed'] + 3}, k])` (k per use, in `metrics.json`).",
-             f"- Skeleton for forward kinematics (every prior and data set): {s['skeleton']}; root orientation "
-             f"identity, pelvis at the origin."]
-    lines += [f"- `{name}`: {json.dumps({k: v for k, v in info.items() if k != 'seed'})}"
-              for name, info in s["sources"].items()]
+    lines = [
+        f"- Seeds: flow latents {seeds['flow_z']} (the latents of `PosePrior.sample(n, seed={s['seed']})`), "
+        f"VPoser {seeds['vposer']}, GMM {seeds['gmm']}, training augmentation {seeds['augmentation']}, "
+        f"data subsets numpy `default_rng([{s['seed'] + 3}, k])` (k per use, in `metrics.json`).",
+        f"- Skeleton for forward kinematics (every prior and data set): {s['skeleton']}; root orientation "
+        f"identity, pelvis at the origin.",
+    ]
+    lines += [
+        f"- `{name}`: {json.dumps({k: v for k, v in info.items() if k != 'seed'})}"
+        for name, info in s["sources"].items()
+    ]
     b.append("\n".join(lines))
 
     b.append("## 1. KS statistic of flow log-density (samples vs data)")
-    b.append("`scipy.stats.ks_2samp` between the flow's log p of prior samples (a) and of data poses (b). "
-             "*Expected under H0* = 0.8687·sqrt((n+m)/(nm)): what a sample of the data distribution itself would "
-             "score at these sizes. Paper (its own 1.4M-pose data and model): raw 0.24, orthonormalised 0.020, "
-             f"VPoser 0.98. The held-out split is {s['data']['sequences']} recorded sequences; consecutive frames are "
-             "nearly identical, so random halves of frames understate the variation between recordings: the "
-             "whole-sequence halves show it.")
+    b.append(
+        "`scipy.stats.ks_2samp` between the flow's log p of prior samples (a) and of data poses (b). "
+        "*Expected under H0* = 0.8687·sqrt((n+m)/(nm)): what a sample of the data distribution itself would "
+        "score at these sizes. Paper (its own 1.4M-pose data and model): raw 0.24, orthonormalised 0.020, "
+        f"VPoser 0.98. The held-out split is {s['data']['sequences']} recorded sequences; consecutive frames are "
+        "nearly identical, so random halves of frames understate the variation between recordings: the "
+        "whole-sequence halves show it."
+    )
     for ref, block in m["ks"].items():
         b.append(f"### {KS_TITLES.get(ref, ref)} ({block['data_poses']} data poses)")
         if ref == "train_augmented":
             a = block["augmentation"]
-            b.append(f"The same train poses, augmented as in training (alpha {a['alpha']}, beta {a['beta']}, "
-                     f"6D noise {a['noise']}, rotation noise {a.get('joint_noise', 0.0)} rad on "
-                     f"{', '.join(a.get('noisy_joints', [])) or 'no joints'}): raw samples vs the augmented poses, orthonormalised samples vs the "
-                     "augmented poses after Gram-Schmidt. This separates how well the flow fits its training "
-                     "distribution from how far that distribution is from the clean data; the last row is that "
-                     "distance: the KS against the clean train poses that a flow fitting its training distribution "
-                     "exactly would still show (Gram-Schmidt removes the lift, not the rotation part of the "
-                     "noise), judged by this flow's log p.")
-        rows = [[KS_ROWS.get(k, k), _f(v["ks"]), str(v["n_a"]), str(v["n_b"]), _f(v["expected_null"]),
-                 _f(v["p_value"]) if v["p_value"] > 0 else "< 1e-300", PAPER_KS.get(k, "") if ref != "train_augmented" else ""]
-                for k, v in block["table"].items()]
+            b.append(
+                f"The same train poses, augmented as in training (alpha {a['alpha']}, beta {a['beta']}, "
+                f"6D noise {a['noise']}, rotation noise {a.get('joint_noise', 0.0)} rad on "
+                f"{', '.join(a.get('noisy_joints', [])) or 'no joints'}): raw samples vs the augmented poses, orthonormalised samples vs the "
+                "augmented poses after Gram-Schmidt. This separates how well the flow fits its training "
+                "distribution from how far that distribution is from the clean data; the last row is that "
+                "distance: the KS against the clean train poses that a flow fitting its training distribution "
+                "exactly would still show (Gram-Schmidt removes the lift, not the rotation part of the "
+                "noise), judged by this flow's log p."
+            )
+        rows = [
+            [
+                KS_ROWS.get(k, k),
+                _f(v["ks"]),
+                str(v["n_a"]),
+                str(v["n_b"]),
+                _f(v["expected_null"]),
+                _f(v["p_value"]) if v["p_value"] > 0 else "< 1e-300",
+                PAPER_KS.get(k, "") if ref != "train_augmented" else "",
+            ]
+            for k, v in block["table"].items()
+        ]
         b.append(_table(["set", "KS", "n (a)", "n (b)", "expected under H0", "p-value", "paper"], rows))
 
     g = m["gap"]
@@ -114,61 +163,130 @@ def render(m: dict, timing: dict) -> str:
         "- **NN geodesic** (degrees): for each pose of a subset, the minimum over all training poses of the mean "
         "per-joint geodesic angle arccos((tr(Q_kᵀ R_k) − 1)/2); mean and median over the subset.\n"
         f"- Subsets: the first {min(s['subset'], s['n'])} samples of each prior (i.i.d. draws) and a seeded random "
-        f"subset of {s['subset']} poses of each data split (all, if fewer). The data rows are references, not priors.")
+        f"subset of {s['subset']} poses of each data split (all, if fewer). The data rows are references, not priors."
+    )
     rows = []
     for name, v in m["sample_metrics"].items():
-        rows.append([v["label"], str(v["n"]),
-                     f"{_f(v.get('fid_test'), 1)} / {_f(v.get('fid_test_mean_term'), 1)}" if "fid_test" in v else "–",
-                     f"{_f(v.get('fid_train'), 1)} / {_f(v.get('fid_train_mean_term'), 1)}" if "fid_train" in v else "–",
-                     _f(v["apd_cm"], 2),
-                     f"{_f(v.get('nn_geodesic_deg_mean'), 2)} / {_f(v.get('nn_geodesic_deg_median'), 2)}"
-                     if "nn_geodesic_deg_mean" in v else "–"])
+        rows.append(
+            [
+                v["label"],
+                str(v["n"]),
+                f"{_f(v.get('fid_test'), 1)} / {_f(v.get('fid_test_mean_term'), 1)}" if "fid_test" in v else "–",
+                f"{_f(v.get('fid_train'), 1)} / {_f(v.get('fid_train_mean_term'), 1)}" if "fid_train" in v else "–",
+                _f(v["apd_cm"], 2),
+                f"{_f(v.get('nn_geodesic_deg_mean'), 2)} / {_f(v.get('nn_geodesic_deg_median'), 2)}"
+                if "nn_geodesic_deg_mean" in v
+                else "–",
+            ]
+        )
     floor = m["fid_floor"]
-    rows.append(["FID floor: two random halves of the split", "", _f(floor["test"]["fid"], 1),
-                 _f(floor.get("train", {}).get("fid"), 1), "", ""])
-    b.append(_table(["set", "n", "FID vs test / mean term (cm²)", "FID vs train / mean term (cm²)", "APD (cm)",
-                     "NN geodesic to train, mean / median (deg)"], rows))
-    b.append("FID is biased upward at small sample sizes: the floor compares halves of a split "
-             f"({floor['test']['n_each']} poses each for test), fewer than the n samples of a prior.")
+    rows.append(
+        [
+            "FID floor: two random halves of the split",
+            "",
+            _f(floor["test"]["fid"], 1),
+            _f(floor.get("train", {}).get("fid"), 1),
+            "",
+            "",
+        ]
+    )
+    b.append(
+        _table(
+            [
+                "set",
+                "n",
+                "FID vs test / mean term (cm²)",
+                "FID vs train / mean term (cm²)",
+                "APD (cm)",
+                "NN geodesic to train, mean / median (deg)",
+            ],
+            rows,
+        )
+    )
+    b.append(
+        "FID is biased upward at small sample sizes: the floor compares halves of a split "
+        f"({floor['test']['n_each']} poses each for test), fewer than the n samples of a prior."
+    )
 
     b.append("## 3b. Sampling temperature")
-    b.append("Orthonormalised samples from z = T·N(0, I) (`PosePrior.sample(temperature=T)`; the same z as the "
-             "T = 1 rows, scaled), KS against the same data sets as section 2, FID against all poses of each "
-             "split. A lever at sampling time that trades diversity (APD) for typicality; the rows above use T = 1.")
+    b.append(
+        "Orthonormalised samples from z = T·N(0, I) (`PosePrior.sample(temperature=T)`; the same z as the "
+        "T = 1 rows, scaled), KS against the same data sets as section 2, FID against all poses of each "
+        "split. A lever at sampling time that trades diversity (APD) for typicality; the rows above use T = 1."
+    )
     t1 = m["sample_metrics"]["ours"]
-    rows = [["1.0 (above)", _f(m["log_p"]["ours"]["mean"]), _f(m["ks"]["test"]["table"]["ours"]["ks"]),
-             _f(m["ks"].get("train", {}).get("table", {}).get("ours", {}).get("ks")), _f(t1.get("fid_test"), 1),
-             _f(t1.get("fid_train"), 1), _f(t1["apd_cm"], 2)]]
+    rows = [
+        [
+            "1.0 (above)",
+            _f(m["log_p"]["ours"]["mean"]),
+            _f(m["ks"]["test"]["table"]["ours"]["ks"]),
+            _f(m["ks"].get("train", {}).get("table", {}).get("ours", {}).get("ks")),
+            _f(t1.get("fid_test"), 1),
+            _f(t1.get("fid_train"), 1),
+            _f(t1["apd_cm"], 2),
+        ]
+    ]
     for T, v in m.get("temperature", {}).items():
-        rows.append([T, _f(v["mean_log_p"]), _f(v["ks_test"]), _f(v.get("ks_train")), _f(v["fid_test"], 1),
-                     _f(v.get("fid_train"), 1), _f(v["apd_cm"], 2)])
-    b.append(_table(["T", "mean log p", "KS vs test", "KS vs train", "FID vs test (cm²)", "FID vs train (cm²)",
-                     "APD (cm)"], rows))
+        rows.append(
+            [
+                T,
+                _f(v["mean_log_p"]),
+                _f(v["ks_test"]),
+                _f(v.get("ks_train")),
+                _f(v["fid_test"], 1),
+                _f(v.get("fid_train"), 1),
+                _f(v["apd_cm"], 2),
+            ]
+        )
+    b.append(
+        _table(
+            ["T", "mean log p", "KS vs test", "KS vs train", "FID vs test (cm²)", "FID vs train (cm²)", "APD (cm)"],
+            rows,
+        )
+    )
 
     b.append("## 4. Flow log p summaries")
-    rows = [[k, str(v["n"]), str(v["nonfinite"]), _f(v["mean"]), _f(v["median"]), _f(v["min"]), _f(v["p01"]),
-             _f(v["p99"]), _f(v["max"])] for k, v in m["log_p"].items()]
+    rows = [
+        [
+            k,
+            str(v["n"]),
+            str(v["nonfinite"]),
+            _f(v["mean"]),
+            _f(v["median"]),
+            _f(v["min"]),
+            _f(v["p01"]),
+            _f(v["p99"]),
+            _f(v["max"]),
+        ]
+        for k, v in m["log_p"].items()
+    ]
     b.append(_table(["set", "n", "non-finite", "mean", "median", "min", "1 %", "99 %", "max"], rows))
 
     b.append("## 5. Ablation: raw vs orthonormalised samples")
     lines = []
     for k, v in m["ablation"].items():
-        line = f"- {k}: {100 * v['fraction_ortho_above_raw']:.1f}% of the samples have a higher log p after Gram-Schmidt"
+        line = (
+            f"- {k}: {100 * v['fraction_ortho_above_raw']:.1f}% of the samples have a higher log p after Gram-Schmidt"
+        )
         if "ks_ortho_vs_test" in v:
-            line += (f"; `{v['model']}`: KS vs test raw {_f(v['ks_raw_vs_test']['ks'])}, orthonormalised "
-                     f"{_f(v['ks_ortho_vs_test']['ks'])} (under its own density)")
+            line += (
+                f"; `{v['model']}`: KS vs test raw {_f(v['ks_raw_vs_test']['ks'])}, orthonormalised "
+                f"{_f(v['ks_ortho_vs_test']['ks'])} (under its own density)"
+            )
         lines.append(line)
     b.append("\n".join(lines))
 
     b.append("## 6. Figures")
     if m["figures"]:
         clip = m["histogram_clip"]
-        b.append(f"Histogram clipping: the top panel spans [{_f(clip['lower'], 1)}, {_f(clip['upper'], 1)}] "
-                 "(the 1st percentile of the data's log p minus 100 nats, to the largest value); lower values are "
-                 "not drawn, their share is in the legend. The bottom panel shows every finite value on a "
-                 "symmetric-log axis. Scatter plots: rotation vectors (rad) of 3000 samples over 3000 training "
-                 "poses, axis limits from the data. Ablation: raw vs orthonormalised log p of the same samples, "
-                 "dashed y = x.")
+        b.append(
+            f"Histogram clipping: the top panel spans [{_f(clip['lower'], 1)}, {_f(clip['upper'], 1)}] "
+            "(the 1st percentile of the data's log p minus 100 nats, to the largest value); lower values are "
+            "not drawn, their share is in the legend. The bottom panel shows every finite value on a "
+            "symmetric-log axis. Scatter plots: rotation vectors (rad) of 3000 samples over 3000 training "
+            "poses, axis limits from the data. Ablation: raw vs orthonormalised log p of the same samples, "
+            "dashed y = x."
+        )
         b.append("\n\n".join(f"![{f}]({f})" for f in m["figures"]))
     else:
         b.append("Not drawn for this report (`evaluate(..., figures=False)`, as the sweep does).")

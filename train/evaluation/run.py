@@ -4,6 +4,7 @@ The flow is run through the runtime (``PosePrior`` on the model directory), as u
 and samples the baselines. Outputs: ``metrics.json`` (deterministic: identical for identical inputs and seed),
 ``timing.json`` (wall-clock seconds per stage), ``report.md`` and the PNG figures. Seeds: ``sources``.
 """
+
 from __future__ import annotations
 
 import json
@@ -34,8 +35,7 @@ from .sources import (
 
 SCATTER_JOINTS = ("left_hip", "right_collar", "right_wrist")
 #: the data subsets, each drawn by numpy.random.default_rng([seed + 3, k]) with its own k
-DATA_STREAMS = {"ks_train": 0, "halves_test": 1, "halves_train": 2, "subset_test": 3, "subset_train": 4,
-                "scatter": 5}
+DATA_STREAMS = {"ks_train": 0, "halves_test": 1, "halves_train": 2, "subset_test": 3, "subset_train": 4, "scatter": 5}
 SIG_DIGITS = 6
 #: sampling temperatures reported besides T = 1 (z = T * N(0, I)): a sampling-time lever, not the default
 TEMPERATURES = (0.9, 0.8, 0.7)
@@ -60,14 +60,32 @@ def _rounded(x):
 def log_p_summary(v: np.ndarray) -> dict:
     f = v[np.isfinite(v)]
     q = np.percentile(f, [1, 50, 99]) if len(f) else [math.nan] * 3
-    return {"n": len(v), "nonfinite": int(len(v) - len(f)), "mean": float(f.mean()), "median": float(q[1]),
-            "min": float(f.min()), "p01": float(q[0]), "p99": float(q[2]), "max": float(f.max())}
+    return {
+        "n": len(v),
+        "nonfinite": int(len(v) - len(f)),
+        "mean": float(f.mean()),
+        "median": float(q[1]),
+        "min": float(f.min()),
+        "p01": float(q[0]),
+        "p99": float(q[2]),
+        "max": float(f.max()),
+    }
 
 
-def evaluate(model_dir: str | Path, data: str | Path, out: str | Path, *, n: int = 10000,
-             train: str | Path | None = None, baselines: list[str | Path] = (), seed: int = 0,
-             ablation: str | Path | None = None, subset: int = 2000, figures: bool = True,
-             progress: bool = True) -> dict:
+def evaluate(
+    model_dir: str | Path,
+    data: str | Path,
+    out: str | Path,
+    *,
+    n: int = 10000,
+    train: str | Path | None = None,
+    baselines: list[str | Path] = (),
+    seed: int = 0,
+    ablation: str | Path | None = None,
+    subset: int = 2000,
+    figures: bool = True,
+    progress: bool = True,
+) -> dict:
     """Evaluate the model in ``model_dir`` against the held-out split ``data`` (and the ``train`` split, when
     given); writes ``out``/{metrics.json, timing.json, report.md, *.png}; returns the metrics.
 
@@ -78,10 +96,21 @@ def evaluate(model_dir: str | Path, data: str | Path, out: str | Path, *, n: int
     fresh = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     try:
-        return _evaluate(model_dir, data, out, n=n, train=train, baselines=baselines, seed=seed, ablation=ablation,
-                         subset=subset, figures=figures, progress=progress)
+        return _evaluate(
+            model_dir,
+            data,
+            out,
+            n=n,
+            train=train,
+            baselines=baselines,
+            seed=seed,
+            ablation=ablation,
+            subset=subset,
+            figures=figures,
+            progress=progress,
+        )
     except BaseException:
-        if fresh:   # a failed evaluation leaves no (empty or partial) report directory it created
+        if fresh:  # a failed evaluation leaves no (empty or partial) report directory it created
             shutil.rmtree(out, ignore_errors=True)
         raise
 
@@ -89,8 +118,11 @@ def evaluate(model_dir: str | Path, data: str | Path, out: str | Path, *, n: int
 def _evaluate(model_dir, data, out: Path, *, n, train, baselines, seed, ablation, subset, figures, progress) -> dict:
     t_start = time.perf_counter()
     runs = find_baselines(list(baselines))
-    steps = ["load", "flow samples", *runs, "data"] + (["ablation model"] if ablation else []) + \
-        ["KS", "FID", "temperature", "APD", "nearest neighbours", "figures", "report"]
+    steps = (
+        ["load", "flow samples", *runs, "data"]
+        + (["ablation model"] if ablation else [])
+        + ["KS", "FID", "temperature", "APD", "nearest neighbours", "figures", "report"]
+    )
     bar = tqdm(total=len(steps), desc="evaluate", disable=not progress, unit="step")
     timing: dict[str, float] = {}
 
@@ -117,7 +149,9 @@ def _evaluate(model_dir, data, out: Path, *, n, train, baselines, seed, ablation
     samples: list[PoseSource] = [ours]
     for kind, run in runs.items():
         step(kind)
-        samples.append((vposer_samples if kind == "vposer" else gmm_samples)(prior, run, n, seed + {"vposer": 1, "gmm": 2}[kind]))
+        samples.append(
+            (vposer_samples if kind == "vposer" else gmm_samples)(prior, run, n, seed + {"vposer": 1, "gmm": 2}[kind])
+        )
         done(kind)
 
     step("data")
@@ -138,9 +172,14 @@ def _evaluate(model_dir, data, out: Path, *, n, train, baselines, seed, ablation
     if ablation:
         step("ablation model")
         abl_prior = load_prior(ablation)
-        abl = {"prior": abl_prior, "samples": flow_samples(abl_prior, n, seed, "ablation", "ablation model"),
-               "test_log_p": None}
-        abl["test_log_p"] = np.concatenate([abl_prior.log_prob(test.sixd[i:i + 4096]) for i in range(0, len(test), 4096)])
+        abl = {
+            "prior": abl_prior,
+            "samples": flow_samples(abl_prior, n, seed, "ablation", "ablation model"),
+            "test_log_p": None,
+        }
+        abl["test_log_p"] = np.concatenate(
+            [abl_prior.log_prob(test.sixd[i : i + 4096]) for i in range(0, len(test), 4096)]
+        )
         done("ablation model")
 
     # --- KS of flow log p: samples vs data, and noise floors --------------------------------------------------
@@ -168,26 +207,36 @@ def _evaluate(model_dir, data, out: Path, *, n, train, baselines, seed, ablation
             # against what the flow was really fit to: the same train poses, augmented as in training
             sub_src = PoseSource("train_subset", "", ref.sixd[idx], ref_lp)
             aug_lp, aug_gs_lp, params = augmented(prior, sub_src, seed + 4)
-            ks["train_augmented"] = {"data_poses": len(idx), "augmentation": params, "table": {
-                "ours_raw": metrics.ks(ours.raw_log_p, aug_lp), "ours": metrics.ks(ours.log_p, aug_gs_lp),
-                # the floor of "ours vs train" that the dequantisation itself sets: a flow that fit its training
-                # distribution exactly would sample GS(augmented train) and score this against the clean poses
-                "dequantised_vs_clean": metrics.ks(aug_gs_lp, ref_lp)}}
+            ks["train_augmented"] = {
+                "data_poses": len(idx),
+                "augmentation": params,
+                "table": {
+                    "ours_raw": metrics.ks(ours.raw_log_p, aug_lp),
+                    "ours": metrics.ks(ours.log_p, aug_gs_lp),
+                    # the floor of "ours vs train" that the dequantisation itself sets: a flow that fit its training
+                    # distribution exactly would sample GS(augmented train) and score this against the clean poses
+                    "dequantised_vs_clean": metrics.ks(aug_gs_lp, ref_lp),
+                },
+            }
     gap = {"test_mean": float(test.log_p.mean()), "test_median": float(np.median(test.log_p)), "n_test": len(test)}
     if train_src is not None:
-        gap.update(train_mean=float(train_src.log_p.mean()), train_median=float(np.median(train_src.log_p)),
-                   n_train=len(train_src))
+        gap.update(
+            train_mean=float(train_src.log_p.mean()),
+            train_median=float(np.median(train_src.log_p)),
+            n_train=len(train_src),
+        )
         gap.update(mean_gap=gap["train_mean"] - gap["test_mean"], median_gap=gap["train_median"] - gap["test_median"])
     done("KS")
 
     # --- model-independent metrics on forward-kinematics joint positions --------------------------------------
     step("FID")
     m = min(subset, n)
-    sub = {s.name: np.arange(m) for s in samples}          # samples are i.i.d.: the first m are a random subset
+    sub = {s.name: np.arange(m) for s in samples}  # samples are i.i.d.: the first m are a random subset
     sub["data_test"] = np.sort(data_rng("subset_test").choice(len(test), min(subset, len(test)), replace=False))
     if train_src is not None:
-        sub["data_train"] = np.sort(data_rng("subset_train").choice(len(train_src), min(subset, len(train_src)),
-                                                                      replace=False))
+        sub["data_train"] = np.sort(
+            data_rng("subset_train").choice(len(train_src), min(subset, len(train_src)), replace=False)
+        )
     pos = {s.name: joint_positions(s, offsets) for s in samples + list(refs.values())}
     stats = {k: metrics.gaussian_stats(v) for k, v in pos.items()}
     per_source: dict[str, dict] = {}
@@ -210,7 +259,7 @@ def _evaluate(model_dir, data, out: Path, *, n, train, baselines, seed, ablation
     for T in TEMPERATURES:
         s_T = flow_samples(prior, n, seed, f"ours_T{T}", f"ours, T = {T}", temperature=T)
         pos_T = joint_positions(s_T, offsets)
-        row = {"mean_log_p": float(s_T.log_p.mean()), "apd_cm": metrics.apd(pos_T[:min(subset, n)][:, 1:])}
+        row = {"mean_log_p": float(s_T.log_p.mean()), "apd_cm": metrics.apd(pos_T[: min(subset, n)][:, 1:])}
         for ref_name, ref in refs.items():
             row[f"ks_{ref_name}"] = metrics.ks(s_T.log_p, ks_ref_lp[ref_name])["ks"]
             row[f"fid_{ref_name}"] = metrics.fid(pos_T, pos[ref.name])
@@ -228,8 +277,9 @@ def _evaluate(model_dir, data, out: Path, *, n, train, baselines, seed, ablation
         train_R = train_src.matrices()
         for s in samples + [test]:
             d, _ = metrics.nearest_geodesic(s.matrices(sub[s.name]), train_R)
-            per_source[s.name].update(nn_geodesic_deg_mean=float(d.mean()), nn_geodesic_deg_median=float(np.median(d)),
-                                      nn_queries=len(d))
+            per_source[s.name].update(
+                nn_geodesic_deg_mean=float(d.mean()), nn_geodesic_deg_median=float(np.median(d)), nn_queries=len(d)
+            )
     done("nearest neighbours")
 
     # --- figures ----------------------------------------------------------------------------------------------
@@ -241,8 +291,11 @@ def _evaluate(model_dir, data, out: Path, *, n, train, baselines, seed, ablation
     fractions = [metrics.fraction_above(raw, ortho) for _, raw, ortho in panels]
     figs, clip = [], None
     if figures:
-        hist_sets = [(r.name, r.label, r.log_p) for r in refs.values()] + \
-            [("ours_raw", "ours (raw)", ours.raw_log_p)] + [(s.name, s.label, s.log_p) for s in samples]
+        hist_sets = (
+            [(r.name, r.label, r.log_p) for r in refs.values()]
+            + [("ours_raw", "ours (raw)", ours.raw_log_p)]
+            + [(s.name, s.label, s.log_p) for s in samples]
+        )
         clip = _figures.logp_histograms(hist_sets, [r.name for r in refs.values()], out / "logp_histograms.png")
         scatter_ref = train_src if train_src is not None else test
         k_sc = min(3000, n, len(scatter_ref))
@@ -252,18 +305,29 @@ def _evaluate(model_dir, data, out: Path, *, n, train, baselines, seed, ablation
         figs = ["logp_histograms.png"]
         for s in samples:
             name = f"scatter_{s.name}.png"
-            _figures.scatter_matrix(s.rotvecs(np.arange(k_sc)), data_rv, joint_ids, list(JOINT_NAMES), s.label,
-                                    scatter_ref.label, out / name, color=_figures.COLORS.get(s.name, "tab:blue"))
+            _figures.scatter_matrix(
+                s.rotvecs(np.arange(k_sc)),
+                data_rv,
+                joint_ids,
+                list(JOINT_NAMES),
+                s.label,
+                scatter_ref.label,
+                out / name,
+                color=_figures.COLORS.get(s.name, "tab:blue"),
+            )
             figs.append(name)
         _figures.ablation(panels, out / "ablation.png")
         figs.append("ablation.png")
     abl_metrics = {"ours": {"fraction_ortho_above_raw": fractions[-1]}}
     if abl is not None:
         a = abl["samples"]
-        abl_metrics["ablation"] = {"model": str(ablation), "fraction_ortho_above_raw": fractions[0],
-                                   "ks_raw_vs_test": metrics.ks(a.raw_log_p, abl["test_log_p"]),
-                                   "ks_ortho_vs_test": metrics.ks(a.log_p, abl["test_log_p"]),
-                                   "training": abl["prior"].manifest.get("training", {}).get("config", {})}
+        abl_metrics["ablation"] = {
+            "model": str(ablation),
+            "fraction_ortho_above_raw": fractions[0],
+            "ks_raw_vs_test": metrics.ks(a.raw_log_p, abl["test_log_p"]),
+            "ks_ortho_vs_test": metrics.ks(a.log_p, abl["test_log_p"]),
+            "training": abl["prior"].manifest.get("training", {}).get("config", {}),
+        }
     done("figures")
 
     step("report")
@@ -271,17 +335,29 @@ def _evaluate(model_dir, data, out: Path, *, n, train, baselines, seed, ablation
     log_p["ours_raw"] = log_p_summary(ours.raw_log_p)
     log_p.update({s.name: log_p_summary(s.log_p) for s in samples})
     result = {
-        "model": {"path": str(model_dir), "weights_sha256": prior.manifest["files"]["weights.bin"]["sha256"],
-                  "dim": prior.dim, "masked_joints": list(prior.masked_joints),
-                  "training": prior.manifest.get("training", {})},
-        "settings": {"n": n, "seed": seed, "subset": subset, "skeleton": skeleton,
-                     "data": test.info, "train": train_src.info if train_src is not None else None,
-                     "sources": {s.name: s.info for s in samples},
-                     "seeds": {"flow_z": f"numpy default_rng({seed})", "vposer": f"torch Generator seed {seed + 1}",
-                               "gmm": f"torch Generator seed {seed + 2}",
-                               "augmentation": f"torch Generator seed {seed + 4}",
-                               "data_subsets": {k: f"numpy default_rng([{seed + 3}, {v}])"
-                                                for k, v in DATA_STREAMS.items()}}},
+        "model": {
+            "path": str(model_dir),
+            "weights_sha256": prior.manifest["files"]["weights.bin"]["sha256"],
+            "dim": prior.dim,
+            "masked_joints": list(prior.masked_joints),
+            "training": prior.manifest.get("training", {}),
+        },
+        "settings": {
+            "n": n,
+            "seed": seed,
+            "subset": subset,
+            "skeleton": skeleton,
+            "data": test.info,
+            "train": train_src.info if train_src is not None else None,
+            "sources": {s.name: s.info for s in samples},
+            "seeds": {
+                "flow_z": f"numpy default_rng({seed})",
+                "vposer": f"torch Generator seed {seed + 1}",
+                "gmm": f"torch Generator seed {seed + 2}",
+                "augmentation": f"torch Generator seed {seed + 4}",
+                "data_subsets": {k: f"numpy default_rng([{seed + 3}, {v}])" for k, v in DATA_STREAMS.items()},
+            },
+        },
         "log_p": log_p,
         "ks": ks,
         "gap": gap,
@@ -295,7 +371,7 @@ def _evaluate(model_dir, data, out: Path, *, n, train, baselines, seed, ablation
     result = _rounded(result)
     (out / "metrics.json").write_text(json.dumps(result, indent=1) + "\n")
     timing["flow_n_samples_seconds"] = round(flow_seconds, 3)
-    timing["total"] = round(time.perf_counter() - t_start, 3)   # report writing itself not included
+    timing["total"] = round(time.perf_counter() - t_start, 3)  # report writing itself not included
     done("report")
     (out / "timing.json").write_text(json.dumps(timing, indent=1) + "\n")
     (out / "report.md").write_text(report.render(result, timing))
@@ -306,8 +382,11 @@ def _evaluate(model_dir, data, out: Path, *, n, train, baselines, seed, ablation
 def _model_title(prior, path) -> str:
     cfg = prior.manifest.get("training", {}).get("config", {})
     run = prior.manifest.get("training", {}).get("run", Path(path).name)
-    aug = "no augmentation" if not (cfg.get("alpha") or cfg.get("beta")) else \
-        f"inverse-GS augmentation alpha={cfg.get('alpha')}, beta={cfg.get('beta')}"
+    aug = (
+        "no augmentation"
+        if not (cfg.get("alpha") or cfg.get("beta"))
+        else f"inverse-GS augmentation alpha={cfg.get('alpha')}, beta={cfg.get('beta')}"
+    )
     noise = f", 6D noise {cfg['noise']}" if cfg.get("noise") else ""
     if cfg.get("joint_noise"):
         noise += f", rotation noise {cfg['joint_noise']} rad on hinge/duplicate joints"

@@ -12,6 +12,7 @@ a model. Seeds, for evaluation seed S (each source its own stream, so adding one
   k fixed per use (``run.DATA_STREAMS``);
 * the training-time augmentation of train poses (``augmented``): ``torch.Generator().manual_seed(S + 4)``.
 """
+
 from __future__ import annotations
 
 import json
@@ -24,18 +25,19 @@ from runtime import PosePrior, rotations
 from runtime.kinematics import forward_kinematics
 from runtime.rotations import JOINT_NAMES
 
-BATCH = 4096   # poses per onnxruntime call
+BATCH = 4096  # poses per onnxruntime call
 
 
 @dataclass
 class PoseSource:
     """Poses of one origin: orthonormal 6D (n, 21, 6) float32, the flow's log p of them (n,), and extras."""
+
     name: str
     label: str
     sixd: np.ndarray
     log_p: np.ndarray
-    raw_log_p: np.ndarray | None = None        # flow samples: log p of the raw (not orthonormal) outputs
-    sequence: np.ndarray | None = None         # data: sequence id per pose
+    raw_log_p: np.ndarray | None = None  # flow samples: log p of the raw (not orthonormal) outputs
+    sequence: np.ndarray | None = None  # data: sequence id per pose
     info: dict = field(default_factory=dict)
 
     def __len__(self) -> int:
@@ -58,18 +60,20 @@ def load_prior(model_dir: str | Path) -> PosePrior:
 
 def batched_log_prob(prior: PosePrior, sixd: np.ndarray) -> np.ndarray:
     """log p of 6D poses (n, 21, 6), in batches of ``BATCH``; float64 out."""
-    return np.concatenate([prior.log_prob(sixd[i:i + BATCH].astype(np.float32))
-                           for i in range(0, len(sixd), BATCH)]).astype(np.float64)
+    return np.concatenate(
+        [prior.log_prob(sixd[i : i + BATCH].astype(np.float32)) for i in range(0, len(sixd), BATCH)]
+    ).astype(np.float64)
 
 
-def flow_samples(prior: PosePrior, n: int, seed: int, name: str = "ours", label: str = "ours",
-                 temperature: float = 1.0) -> PoseSource:
+def flow_samples(
+    prior: PosePrior, n: int, seed: int, name: str = "ours", label: str = "ours", temperature: float = 1.0
+) -> PoseSource:
     """n samples of the flow, z = temperature * N(0, I) as ``PosePrior.sample`` draws it: raw log p (one
     ``latent_forward`` pass) and log p after Gram-Schmidt."""
     z = np.random.default_rng(seed).standard_normal((n, prior.dim), dtype=np.float32) * np.float32(temperature)
     raw, raw_lp = [], []
     for i in range(0, n, BATCH):
-        x, lp = prior.latent_forward(z[i:i + BATCH])
+        x, lp = prior.latent_forward(z[i : i + BATCH])
         raw.append(x)
         raw_lp.append(lp)
     raw = np.concatenate(raw)
@@ -77,9 +81,18 @@ def flow_samples(prior: PosePrior, n: int, seed: int, name: str = "ours", label:
     # consistency of the exported graphs: the inverse pass must give the forward pass's density
     inverse_lp = batched_log_prob(prior, raw)
     ortho = rotations.orthonormalize_6d(raw.astype(np.float64)).astype(np.float32)
-    return PoseSource(name, label, ortho, batched_log_prob(prior, ortho), raw_log_p=raw_lp,
-                      info={"seed": seed, "max_abs_latent_forward_vs_log_prob": float(np.abs(raw_lp - inverse_lp).max()),
-                            "raw_orthonormality_error_median": float(np.median(_orthonormality_error(raw)))})
+    return PoseSource(
+        name,
+        label,
+        ortho,
+        batched_log_prob(prior, ortho),
+        raw_log_p=raw_lp,
+        info={
+            "seed": seed,
+            "max_abs_latent_forward_vs_log_prob": float(np.abs(raw_lp - inverse_lp).max()),
+            "raw_orthonormality_error_median": float(np.median(_orthonormality_error(raw))),
+        },
+    )
 
 
 def _orthonormality_error(x6: np.ndarray) -> np.ndarray:
@@ -96,9 +109,19 @@ def data_source(prior: PosePrior, path: str | Path, name: str, label: str):
 
     ps = load_split(path)
     sixd = rotations.axis_angle_to_6d(ps.rotations.astype(np.float64)).astype(np.float32)
-    src = PoseSource(name, label, sixd, batched_log_prob(prior, sixd), sequence=ps.sequence,
-                     info={"path": str(path), "sha256": next(iter(ps.files.values())), "n": len(ps),
-                           "sequences": len(np.unique(ps.sequence))})
+    src = PoseSource(
+        name,
+        label,
+        sixd,
+        batched_log_prob(prior, sixd),
+        sequence=ps.sequence,
+        info={
+            "path": str(path),
+            "sha256": next(iter(ps.files.values())),
+            "n": len(ps),
+            "sequences": len(np.unique(ps.sequence)),
+        },
+    )
     return src, ps
 
 
@@ -131,8 +154,13 @@ def vposer_samples(prior: PosePrior, run: Path, n: int, seed: int) -> PoseSource
     model, ckpt = load_vposer(run)
     with torch.no_grad():
         sixd = model.sample(n, generator=torch.Generator().manual_seed(seed)).numpy().astype(np.float32)
-    return PoseSource("vposer", "VPoser", sixd, batched_log_prob(prior, sixd),
-                      info={"run": str(run), "seed": seed, "epoch": int(ckpt["state"]["epoch"])})
+    return PoseSource(
+        "vposer",
+        "VPoser",
+        sixd,
+        batched_log_prob(prior, sixd),
+        info={"run": str(run), "seed": seed, "epoch": int(ckpt["state"]["epoch"])},
+    )
 
 
 def gmm_samples(prior: PosePrior, run: Path, n: int, seed: int) -> PoseSource:
@@ -144,8 +172,13 @@ def gmm_samples(prior: PosePrior, run: Path, n: int, seed: int) -> PoseSource:
     gmm, ckpt = load_gmm(run)
     aa = gmm.sample(n, generator=torch.Generator().manual_seed(seed)).numpy().astype(np.float64)
     sixd = rotations.axis_angle_to_6d(aa).astype(np.float32)
-    return PoseSource("gmm", "GMM", sixd, batched_log_prob(prior, sixd),
-                      info={"run": str(run), "seed": seed, "components": int(len(gmm.weights))})
+    return PoseSource(
+        "gmm",
+        "GMM",
+        sixd,
+        batched_log_prob(prior, sixd),
+        info={"run": str(run), "seed": seed, "components": int(len(gmm.weights))},
+    )
 
 
 def augmented(prior: PosePrior, poses: PoseSource, seed: int) -> tuple[np.ndarray, np.ndarray, dict]:
@@ -159,15 +192,23 @@ def augmented(prior: PosePrior, poses: PoseSource, seed: int) -> tuple[np.ndarra
     cfg = training.get("config", {})
     params = {k: float(cfg.get(k) or 0.0) for k in ("alpha", "beta", "noise", "joint_noise")}
     widen = tuple((j, tuple(map(float, v))) for j, v in (cfg.get("widen") or {}).items())
-    aug = Augmentation(**params, noisy_joints=tuple(training.get("noisy_joints", [])), widen=widen,
-                       part_mix=float(cfg.get("part_mix") or 0.0))
+    aug = Augmentation(
+        **params,
+        noisy_joints=tuple(training.get("noisy_joints", [])),
+        widen=widen,
+        part_mix=float(cfg.get("part_mix") or 0.0),
+    )
     x = aug(torch.from_numpy(poses.sixd.astype(np.float64)), torch.Generator().manual_seed(seed)).numpy()
-    return (batched_log_prob(prior, x), batched_log_prob(prior, rotations.orthonormalize_6d(x)),
-            {**params, "noisy_joints": list(aug.noisy_joints)})
+    return (
+        batched_log_prob(prior, x),
+        batched_log_prob(prior, rotations.orthonormalize_6d(x)),
+        {**params, "noisy_joints": list(aug.noisy_joints)},
+    )
 
 
-def constrained(prior: PosePrior, src: PoseSource, train_rotations: np.ndarray, joints: list[str],
-                tol: float = 1e-3) -> PoseSource:
+def constrained(
+    prior: PosePrior, src: PoseSource, train_rotations: np.ndarray, joints: list[str], tol: float = 1e-3
+) -> PoseSource:
     """Diagnostic: ``src`` with the dequantised ``joints`` (the manifest's ``noisy_joints``) put back onto the
     training data's constraints: a joint equal to an earlier one in every training pose is set to it, any other
     one has its rotation vector projected onto the principal subspace (about the training mean) spanned by the

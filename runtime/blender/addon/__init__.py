@@ -14,6 +14,7 @@ Operators (each undoable, with a progress indicator, one-line error reports on b
 The sidebar panel (View3D > Sidebar > PosePrior) shows the current frame's log p. Preferences: the model
 directory (empty: the model shipped in the package) and a joint map JSON for rigs the add-on does not know.
 """
+
 from __future__ import annotations
 
 import time
@@ -35,10 +36,18 @@ MARKER = "poseprior "
 class PosePriorPreferences(bpy.types.AddonPreferences):
     bl_idname = __package__
 
-    model_dir: StringProperty(name="Model directory", subtype='DIR_PATH', default="",
-                              description="An exported SMPL prior (empty: the model shipped with the add-on)")
-    joint_map: StringProperty(name="Joint map (JSON)", subtype='FILE_PATH', default="",
-                              description="{SMPL joint: bone name or null} for rigs the add-on does not recognise")
+    model_dir: StringProperty(
+        name="Model directory",
+        subtype="DIR_PATH",
+        default="",
+        description="An exported SMPL prior (empty: the model shipped with the add-on)",
+    )
+    joint_map: StringProperty(
+        name="Joint map (JSON)",
+        subtype="FILE_PATH",
+        default="",
+        description="{SMPL joint: bone name or null} for rigs the add-on does not recognise",
+    )
 
     def draw(self, context):
         self.layout.prop(self, "model_dir")
@@ -67,8 +76,13 @@ class _Progress:
 
 class _Op:
     """Shared by the operators: loading the prior and the take, reporting errors in one line."""
-    joint_map: StringProperty(name="Joint map", subtype='FILE_PATH', default="",
-                              description="Joint map JSON for this run (empty: the preferences')")
+
+    joint_map: StringProperty(
+        name="Joint map",
+        subtype="FILE_PATH",
+        default="",
+        description="Joint map JSON for this run (empty: the preferences')",
+    )
 
     def setup(self, context):
         ob = sc.check_armature(context)
@@ -78,8 +92,8 @@ class _Op:
 
     def fail(self, e) -> set:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        self.report({'ERROR'}, msg if msg.startswith("PosePrior") else f"PosePrior: {msg}")
-        return {'CANCELLED'}
+        self.report({"ERROR"}, msg if msg.startswith("PosePrior") else f"PosePrior: {msg}")
+        return {"CANCELLED"}
 
 
 def store_score(context, at: sc.ArmatureTake, log_p: np.ndarray, flagged: np.ndarray, tau: float) -> list:
@@ -116,9 +130,10 @@ def score_armature(context, ob, prior, joint_map: str, progress=None):
 
 class POSEPRIOR_OT_score(_Op, bpy.types.Operator):
     """Score every frame of the scene range of the active armature's action under the pose prior"""
+
     bl_idname = "poseprior.score"
     bl_label = "Score poses"
-    bl_options = {'REGISTER', 'UNDO'}
+    bl_options = {"REGISTER", "UNDO"}
 
     def execute(self, context):
         t0 = time.perf_counter()
@@ -132,9 +147,12 @@ class POSEPRIOR_OT_score(_Op, bpy.types.Operator):
         finally:
             if progress:
                 progress.end()
-        self.report({'INFO'}, f"PosePrior: {len(log_p)} frames ({at.how}), median log p {np.median(log_p):.1f}; "
-                              f"{len(flagged)} below {tau:.1f} in {len(spans)} spans ({time.perf_counter() - t0:.2f} s)")
-        return {'FINISHED'}
+        self.report(
+            {"INFO"},
+            f"PosePrior: {len(log_p)} frames ({at.how}), median log p {np.median(log_p):.1f}; "
+            f"{len(flagged)} below {tau:.1f} in {len(spans)} spans ({time.perf_counter() - t0:.2f} s)",
+        )
+        return {"FINISHED"}
 
 
 def _selected_joints(at: sc.ArmatureTake, selected: set[str]) -> list[str]:
@@ -148,21 +166,32 @@ def _selected_joints(at: sc.ArmatureTake, selected: set[str]) -> list[str]:
 
 
 def _apply(at: sc.ArmatureTake, prior, rows: np.ndarray, body: np.ndarray, mask: np.ndarray):
-    local, moved, err = rig.bones_for_smpl(at.motion, adapter.rest_joints(prior), rows,
-                                           body[rows].reshape(len(rows), 21, 3), mask[rows], at.joint_map)
+    local, moved, err = rig.bones_for_smpl(
+        at.motion, adapter.rest_joints(prior), rows, body[rows].reshape(len(rows), 21, 3), mask[rows], at.joint_map
+    )
     return sc.write_rotations(at, rows, local, moved), err
 
 
 class POSEPRIOR_OT_repair(_Op, bpy.types.Operator):
     """Repair the flagged frames (or a frame range) with the prior; keys only the bones it changes"""
+
     bl_idname = "poseprior.repair"
     bl_label = "Repair poses"
-    bl_options = {'REGISTER', 'UNDO'}
+    bl_options = {"REGISTER", "UNDO"}
 
-    mode: EnumProperty(name="Frames", items=[
-        ('FLAGGED', "Flagged frames", "The worst joints of every frame below the threshold"),
-        ('RANGE', "Frame range", "Frames frame_start..frame_end: the selected bones' joints in every frame, or "
-                                 "(no bone selected) the worst joints of the flagged ones")], default='FLAGGED')
+    mode: EnumProperty(
+        name="Frames",
+        items=[
+            ("FLAGGED", "Flagged frames", "The worst joints of every frame below the threshold"),
+            (
+                "RANGE",
+                "Frame range",
+                "Frames frame_start..frame_end: the selected bones' joints in every frame, or "
+                "(no bone selected) the worst joints of the flagged ones",
+            ),
+        ],
+        default="FLAGGED",
+    )
     frame_start: IntProperty(name="Start", default=1)
     frame_end: IntProperty(name="End", default=1)
 
@@ -175,17 +204,26 @@ class POSEPRIOR_OT_repair(_Op, bpy.types.Operator):
             at = sc.read_take(context, ob, jm, adapter.rest_joints(prior), progress)
             n = len(at.frames)
             rows, joints = None, None
-            if self.mode == 'RANGE':
+            if self.mode == "RANGE":
                 if self.frame_end < self.frame_start:
                     raise ValueError(f"frame range {self.frame_start}-{self.frame_end} is empty")
                 rows = np.flatnonzero((at.frames >= self.frame_start) & (at.frames <= self.frame_end))
                 if not len(rows):
-                    raise ValueError(f"frames {self.frame_start}-{self.frame_end} lie outside the scene range "
-                                     f"{at.frames[0]}-{at.frames[-1]}")
+                    raise ValueError(
+                        f"frames {self.frame_start}-{self.frame_end} lie outside the scene range "
+                        f"{at.frames[0]}-{at.frames[-1]}"
+                    )
                 sel = {pb.name for pb in ob.pose.bones if pb.bone.select}
                 joints = _selected_joints(at, sel) or None
-            body, mask = adapter.repair(prior, at.poses, at.fps, rows, joints, ob.name,
-                                        progress=lambda d, t: progress(n + d * n / max(t, 1), 3 * n))
+            body, mask = adapter.repair(
+                prior,
+                at.poses,
+                at.fps,
+                rows,
+                joints,
+                ob.name,
+                progress=lambda d, t: progress(n + d * n / max(t, 1), 3 * n),
+            )
             fixed = np.flatnonzero(mask.any(1))
             keyed, err = _apply(at, prior, fixed, body, mask) if len(fixed) else (set(), 0.0)
             progress(2 * n, 3 * n)
@@ -196,17 +234,21 @@ class POSEPRIOR_OT_repair(_Op, bpy.types.Operator):
             if progress:
                 progress.end()
         ob["poseprior_repaired"] = [int(at.frames[i]) for i in fixed]
-        self.report({'INFO'}, f"PosePrior: repaired {len(fixed)} frames, keyed {len(keyed)} bones "
-                              f"({', '.join(sorted(keyed)) or 'none'}); {len(flagged)} frames below {tau:.1f} now "
-                              f"({time.perf_counter() - t0:.1f} s, round-trip error {np.degrees(err):.2g} deg)")
-        return {'FINISHED'}
+        self.report(
+            {"INFO"},
+            f"PosePrior: repaired {len(fixed)} frames, keyed {len(keyed)} bones "
+            f"({', '.join(sorted(keyed)) or 'none'}); {len(flagged)} frames below {tau:.1f} now "
+            f"({time.perf_counter() - t0:.1f} s, round-trip error {np.degrees(err):.2g} deg)",
+        )
+        return {"FINISHED"}
 
 
 class POSEPRIOR_OT_complete(_Op, bpy.types.Operator):
     """Replace the selected bones at the current frame by the prior's most likely completion given the others"""
+
     bl_idname = "poseprior.complete"
     bl_label = "Complete selected bones"
-    bl_options = {'REGISTER', 'UNDO'}
+    bl_options = {"REGISTER", "UNDO"}
 
     def execute(self, context):
         progress = None
@@ -221,7 +263,9 @@ class POSEPRIOR_OT_complete(_Op, bpy.types.Operator):
             sel = {pb.name for pb in ob.pose.bones if pb.bone.select}
             free = _selected_joints(at, sel)
             if not free:
-                raise ValueError("select the bones to complete (e.g. an arm's upper arm, forearm and hand) in pose mode")
+                raise ValueError(
+                    "select the bones to complete (e.g. an arm's upper arm, forearm and hand) in pose mode"
+                )
             body = at.poses[:, 3:66].copy()
             body[rows[0]] = adapter.complete(prior, at.poses[rows[0]], free)
             mask = np.zeros((len(at.frames), 21), bool)
@@ -233,16 +277,19 @@ class POSEPRIOR_OT_complete(_Op, bpy.types.Operator):
         finally:
             if progress:
                 progress.end()
-        self.report({'INFO'}, f"PosePrior: completed {', '.join(free)} at frame {frame}; log p "
-                              f"{log_p[rows[0]]:.1f} (keyed {', '.join(sorted(keyed))})")
-        return {'FINISHED'}
+        self.report(
+            {"INFO"},
+            f"PosePrior: completed {', '.join(free)} at frame {frame}; log p "
+            f"{log_p[rows[0]]:.1f} (keyed {', '.join(sorted(keyed))})",
+        )
+        return {"FINISHED"}
 
 
 class POSEPRIOR_PT_panel(bpy.types.Panel):
     bl_label = "PosePrior"
     bl_idname = "POSEPRIOR_PT_panel"
-    bl_space_type = 'VIEW_3D'
-    bl_region_type = 'UI'
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
     bl_category = "PosePrior"
 
     def draw(self, context):

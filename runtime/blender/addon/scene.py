@@ -7,6 +7,7 @@ constraints and drivers count, as they do in the viewport), reads every pose bon
 rotation channels, changing only the keys of the given (frame, bone) pairs: keys are edited in place
 (``foreach_set`` of the unchanged values elsewhere, no handle recalculation), missing keys inserted with ``FAST``.
 """
+
 from __future__ import annotations
 
 import json
@@ -25,14 +26,14 @@ from runtime.formats import FormatError
 @dataclass
 class ArmatureTake:
     ob: object
-    frames: np.ndarray              # (T,) scene frame numbers
-    motion: object                  # runtime.formats.Motion of the pelvis subtree
-    bone_of_joint: list[int]        # Motion joint -> bone index
+    frames: np.ndarray  # (T,) scene frame numbers
+    motion: object  # runtime.formats.Motion of the pelvis subtree
+    bone_of_joint: list[int]  # Motion joint -> bone index
     bone_names: list[str]
-    rest_world: np.ndarray          # (J_bones, 4, 4)
+    rest_world: np.ndarray  # (J_bones, 4, 4)
     how: str
     joint_map: dict | None
-    poses: np.ndarray               # (T, 72) SMPL
+    poses: np.ndarray  # (T, 72) SMPL
     fps: float
 
 
@@ -42,7 +43,7 @@ def user_error(msg: str) -> rig.RigError:
 
 def check_armature(context) -> object:
     ob = context.object
-    if ob is None or ob.type != 'ARMATURE':
+    if ob is None or ob.type != "ARMATURE":
         raise user_error("PosePrior: the active object is not an armature (select an armature)")
     ad = ob.animation_data
     if ad is None or ad.action is None:
@@ -69,7 +70,7 @@ def load_joint_map(path: str) -> dict | None:
 def _matrices(coll, n: int, key: str = "matrix") -> np.ndarray:
     buf = np.empty(n * 16, np.float32)
     coll.foreach_get(key, buf)
-    return buf.reshape(n, 4, 4).transpose(0, 2, 1)      # RNA matrices are column-major
+    return buf.reshape(n, 4, 4).transpose(0, 2, 1)  # RNA matrices are column-major
 
 
 def read_take(context, ob, joint_map_path: str, rest_joints, progress=None) -> ArmatureTake:
@@ -111,12 +112,12 @@ def read_take(context, ob, joint_map_path: str, rest_joints, progress=None) -> A
 def _channels(pb, basis: np.ndarray, old) -> tuple[str, list[float]]:
     M = mathutils.Matrix(basis.tolist())
     mode = pb.rotation_mode
-    if mode == 'QUATERNION':
+    if mode == "QUATERNION":
         q = M.to_quaternion()
         if old is not None and mathutils.Quaternion(old).dot(q) < 0:
             q.negate()
         return "rotation_quaternion", list(q)
-    if mode == 'AXIS_ANGLE':
+    if mode == "AXIS_ANGLE":
         axis, angle = M.to_quaternion().to_axis_angle()
         return "rotation_axis_angle", [angle, *axis]
     e = M.to_euler(mode, mathutils.Euler(old, mode)) if old is not None else M.to_euler(mode)
@@ -142,7 +143,8 @@ def write_rotations(at: ArmatureTake, frames_rows: np.ndarray, local: np.ndarray
         for r in np.flatnonzero(moved[:, j]):
             frame = float(at.frames[frames_rows[r]])
             path = {"QUATERNION": "rotation_quaternion", "AXIS_ANGLE": "rotation_axis_angle"}.get(
-                pb.rotation_mode, "rotation_euler")
+                pb.rotation_mode, "rotation_euler"
+            )
             dp = f'pose.bones["{bpy.utils.escape_identifier(name)}"].{path}'
             old = []
             for i in range(_PATH_LEN[path]):
@@ -177,6 +179,6 @@ def write_rotations(at: ArmatureTake, frames_rows: np.ndarray, local: np.ndarray
             kp.foreach_set("handle_left", hl)
             kp.foreach_set("handle_right", hr)
         for f, v in missing.items():
-            kp.insert(f, v, options={'FAST'})
-    ob.update_tag(refresh={'OBJECT', 'DATA', 'TIME'})
+            kp.insert(f, v, options={"FAST"})
+    ob.update_tag(refresh={"OBJECT", "DATA", "TIME"})
     return keyed
