@@ -340,7 +340,7 @@ def _repair_eval(prior, takes, glitched, cals, n_takes, max_frames, progress) ->
     for g in glitched:
         if g[1] == 0 and len(g[0].R) >= 60:
             by_subject.setdefault(g[0].subject, []).append(g)
-    chosen, k = [], 0
+    chosen = []
     while len(chosen) < n_takes and any(by_subject.values()):
         for subj in sorted(by_subject):
             if by_subject[subj] and len(chosen) < n_takes:

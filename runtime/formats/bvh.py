@@ -226,7 +226,6 @@ def read_bvh(path: str | Path, unit_m: float | None = None) -> Motion:
     naming the file and the line. The MOTION section is read ``BLOCK_FRAMES`` lines at a time into the
     ``Motion``'s arrays, so memory does not grow with the file beyond them."""
     path = Path(path)
-    src = str(path)
     try:
         size = path.stat().st_size
         with open(path, encoding="utf-8-sig") as f:
