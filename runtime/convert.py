@@ -579,8 +579,8 @@ def convert_file(
     out = []
     for mm, frames in zip(motions, rows):
         dropped = ""
-        skeleton = detect_skeleton(mm)
-        if joint_map is None and skeleton in SYNTHETIC_FRAME0 and len(mm) > 1:  # the converter's T-pose
+        skeleton = None if joint_map is not None else detect_skeleton(mm)
+        if skeleton in SYNTHETIC_FRAME0 and len(mm) > 1:  # the converter's T-pose
             mm = replace(mm, rotations=mm.rotations[1:], trans=mm.trans[1:])
             dropped = f"frame {int(frames[0])} (the {skeleton} converter's T-pose, not capture)"
             frames = frames[1:]

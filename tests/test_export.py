@@ -331,7 +331,7 @@ def test_cli_export(tiny_run, tmp_path, monkeypatch):
             "training": {"epoch": 3, "val_log_p": 150.0},
         }
 
-    monkeypatch.setattr("export.export_model", fake_export)
+    monkeypatch.setattr("export.cli.export_model", fake_export)
     result = CliRunner().invoke(cli, ["export", str(tiny_run), "--out", str(tmp_path / "m"), "--which", "last"])
     assert result.exit_code == 0, result.output
     assert seen == {"run_dir": tiny_run, "out_dir": tmp_path / "m", "which": "last", "torch_artifacts": True}

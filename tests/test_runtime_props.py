@@ -215,7 +215,14 @@ def test_gram_schmidt_gives_a_rotation_or_refuses(d6, scale):
         assert (sine < 2e-6).any()  # some pair is (nearly) degenerate
         return
     assert rotations.rotation_error(R).max() < 1e-9
-    np.testing.assert_allclose(rotations.gram_schmidt(d6 * scale), R, atol=1e-9)  # scale-invariant
+    with np.errstate(over="ignore", under="ignore"):
+        scaled = d6 * scale
+    if (
+        np.isfinite(scaled).all()
+        and (np.abs(scaled[:, :3]).max(-1) > 0).all()
+        and (np.abs(scaled[:, 3:]).max(-1) > 0).all()
+    ):
+        np.testing.assert_allclose(rotations.gram_schmidt(scaled), R, atol=1e-9)  # scale-invariant where representable
 
 
 @SETTINGS

@@ -71,11 +71,14 @@ def test_samples_and_latent_forward_match_the_runtime(priors):
     assert np.abs(xt - xr).max() < 1e-4 and rel_err(lt, lr) < RTOL
     st = tp.sample(z=torch.from_numpy(z)).numpy()
     np.testing.assert_allclose(st, rp.sample(z=z), atol=1e-4)
-    for orth in (True, False):  # log p and gradient at samples, raw and orthonormalised
+    # log p and gradient at samples, orthonormalised and raw. A raw sample can sit where float32 loses digits: on the
+    # shipped model one of these 300 (gradient 725) differs by 2e-4 between torch and onnxruntime, and onnxruntime's
+    # own float32 gradient there is 1.4e-3 from torch's float64 one; so raw samples get 1e-3 on the gradient
+    for orth, gtol in ((True, RTOL), (False, 1e-3)):
         x = tp.sample(z=torch.from_numpy(z), orthonormalize=orth).numpy()
         lt, gt = torch_log_prob_and_grad(tp, x, "6d")
         lr, gr = rp.log_prob_and_grad(x)
-        assert rel_err(lt, lr) < RTOL and rel_err(gt, gr) < RTOL
+        assert rel_err(lt, lr) < RTOL and rel_err(gt, gr) < gtol
     g = torch.Generator().manual_seed(0)
     assert tp.sample(8, generator=g).shape == (8, 21, 6)
 

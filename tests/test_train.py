@@ -120,7 +120,7 @@ def write_split(folder, rotations):
 @pytest.mark.parametrize(
     "case, message",
     [
-        ("missing", "data directory not found"),
+        ("missing", "no such file or folder"),
         ("no_val", "no 'val' split"),
         ("corrupt", "cannot read npz"),
         ("nan", "NaN or inf"),

@@ -212,6 +212,11 @@ def is_split_layout(data_dir: str | Path) -> bool:
     whose splits hold ``.npz`` files only (no BVH / ASF/AMC takes: those go through ``train.ingest``)."""
     d = Path(data_dir)
     splits = [next((c for c in (d / f"{s}.npz", d / s) if c.exists()), None) for s in ("train", "val")]
+    if d.is_dir() and splits[0] is not None and splits[0].suffix == ".npz" and splits[1] is None:
+        raise DataError(
+            f"{d}: has {splits[0].name} but no 'val' split (val.npz or val/); add one, or give the "
+            f"validation takes with --val"
+        )
     if not d.is_dir() or None in splits:
         return False
     return not any(f.suffix.lower() in (".bvh", ".amc") for s in splits if s.is_dir() for f in s.rglob("*"))
