@@ -55,7 +55,7 @@ import numpy as np
 from . import rotations
 from .convert import CONVERSION_VERSION, load_rest_joints, named_takes, save_amass
 from .detect import Calibration, Detection, body_matrices, detect
-from .fit import Anchor, complete, feasible
+from .fit import MAX_WEIGHT, Anchor, complete, feasible
 from .formats.motion import atomic_write
 from .lbfgs import minimize
 from .prior import ModelError, PosePrior
@@ -681,8 +681,8 @@ def repair(
     if space not in ("latent", "ambient"):
         raise ValueError(f"space: 'latent' or 'ambient', got {space!r}")
     smooth = float(smooth)
-    if not (np.isfinite(smooth) and smooth >= 0):
-        raise ValueError(f"smooth: must be >= 0 and finite, got {smooth!r}")
+    if not (np.isfinite(smooth) and 0 <= smooth <= MAX_WEIGHT):
+        raise ValueError(f"smooth: must be in [0, {MAX_WEIGHT:g}] (runtime.fit.MAX_WEIGHT), got {smooth!r}")
     for name, v in (("iters", iters), ("run_iters", run_iters)):
         if not isinstance(v, (int, np.integer)) or v < 1:
             raise ValueError(f"{name}: an integer >= 1, got {v!r}")

@@ -422,12 +422,13 @@ def prior():
     return PosePrior.load(DEFAULT_MODEL_DIR, intra_op_num_threads=1)
 
 
-def test_case13_fits_bound_their_weights_and_never_converge_to_inf(prior):
+def test_case13_fits_bound_their_weights_and_never_converge_to_inf(prior, shared_data):
     """Reproducer: ``fit.denoise(P, x, weight=1e39)``, ``lam=1e39``, ``smooth=1e39``, ``fixed_weight=1e39``,
-    ``ik(sigma=1e-25)``, targets of 1e30 (``smooth`` has left ``runtime.fit`` since; ``repair``'s is checked there), offsets of 1e20 overflowed float32: loss NaN/inf with ``converged=True``
-    and the poses unchanged. Now each is refused (``MAX_WEIGHT``, ``MAX_POSITION_M``, ``MAX_OFFSET_M``), and a fit
-    whose loss is not finite never reports ``converged``."""
-    from runtime import fit
+    ``ik(sigma=1e-25)``, targets of 1e30, offsets of 1e20 overflowed float32: loss NaN/inf with ``converged=True``
+    and the poses unchanged. Now each is refused (``MAX_WEIGHT``, ``MAX_POSITION_M``, ``MAX_OFFSET_M``; the temporal
+    ``smooth`` weight now lives in ``takes.repair``, bounded the same), and a fit whose loss is not finite never
+    reports ``converged``."""
+    from runtime import fit, takes
     from runtime.convert import load_rest_joints
 
     x = prior.sample(4, seed=1)
@@ -441,7 +442,9 @@ def test_case13_fits_bound_their_weights_and_never_converge_to_inf(prior):
         "sigma": lambda: fit.ik(prior, np.zeros((4, 1, 3)), ["head"], offsets, sigma=1e-25),
         "targets": lambda: fit.ik(prior, np.full((4, 1, 3), 1e30), ["head"], offsets),
         "offsets": lambda: fit.ik(prior, np.zeros((4, 1, 3)), ["head"], offsets * 1e20),
+        "smooth": lambda: takes.repair(prior, take, joints=["head"], smooth=1e39),
     }
+    take = takes.read_take(shared_data / "cmu_extra" / "bvh_3dsmax" / "131_01.bvh", fps=30)
     for name, call in calls.items():
         with pytest.raises(ValueError, match=name):
             call()
