@@ -41,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
+from runtime.convert import swing
 from runtime.formats import JOINT_MAPS, UNITS_M, Motion, forward_kinematics
 from runtime.formats import read_bvh as _read_bvh
 from runtime.rotations import matrix_to_axis_angle
@@ -85,20 +86,6 @@ def read_bvh(path: str | Path, unit_m: float = CMU_UNIT_M) -> Motion:
     """``runtime.formats.read_bvh`` in ``unit_m`` metres per unit (default cgspeed's), raising ``DataError``."""
     with as_data_error():
         return _read_bvh(path, unit_m=unit_m)
-
-
-def swing(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Minimal rotation taking direction ``a`` onto ``b``: ``I + [v]x + [v]x^2 / (1 + c)``, ``v = a x b``,
-    ``c = a.b`` (unit vectors); for opposite directions a half turn about an axis perpendicular to ``a``."""
-    a = a / np.linalg.norm(a)
-    b = b / np.linalg.norm(b)
-    v, c = np.cross(a, b), float(a @ b)
-    if c < -1.0 + 1e-12:
-        u = np.cross(a, np.eye(3)[np.argmin(np.abs(a))])
-        u /= np.linalg.norm(u)
-        return 2.0 * np.outer(u, u) - np.eye(3)
-    K = np.array([[0.0, -v[2], v[1]], [v[2], 0.0, -v[0]], [-v[1], v[0], 0.0]])
-    return np.eye(3) + K + K @ K / (1.0 + c)
 
 
 @dataclass
