@@ -23,9 +23,9 @@ import bpy
 import numpy as np
 from bpy.props import EnumProperty, IntProperty, StringProperty
 
-from runtime.blender import adapter, rig
-from runtime.formats import FormatError
-from runtime.prior import ModelError
+from .. import adapter, rig
+from ...formats import FormatError
+from ...prior import ModelError
 
 from . import scene as sc
 
@@ -84,10 +84,18 @@ class _Op:
         description="Joint map JSON for this run (empty: the preferences')",
     )
 
+    model_dir: StringProperty(
+        name="Model directory",
+        subtype="DIR_PATH",
+        default="",
+        description="Model directory for this run (empty: the preferences')",
+    )
+
     def setup(self, context):
         ob = sc.check_armature(context)
         model_dir, jm = prefs(context)
-        prior = adapter.load_prior(model_dir or None)
+        prior = adapter.load_prior(self.model_dir or model_dir or None)
+        ob["poseprior_model"] = str(prior.path)
         return ob, prior, self.joint_map or jm
 
     def fail(self, e) -> set:
@@ -104,6 +112,7 @@ def store_score(context, at: sc.ArmatureTake, log_p: np.ndarray, flagged: np.nda
     ob["poseprior_flagged"] = [int(frames[i]) for i in flagged]
     ob["poseprior_threshold"] = float(tau)
     ob["poseprior_rig"] = at.how
+    ob["poseprior_dropped"] = at.dropped
     markers = context.scene.timeline_markers
     for mk in [m for m in markers if m.name.startswith(MARKER)]:
         markers.remove(mk)

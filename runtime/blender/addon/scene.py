@@ -18,9 +18,9 @@ import bpy
 import mathutils
 import numpy as np
 
-from runtime.blender import rig
-from runtime.convert import to_smpl
-from runtime.formats import FormatError
+from .. import rig
+from ...convert import to_smpl
+from ...formats import SYNTHETIC_FRAME0, FormatError
 
 
 @dataclass
@@ -35,6 +35,7 @@ class ArmatureTake:
     joint_map: dict | None
     poses: np.ndarray  # (T, 72) SMPL
     fps: float
+    dropped: str = ""  # what was left out of the scene range, as ``poseprior score`` does ("" when nothing)
 
 
 def user_error(msg: str) -> rig.RigError:
@@ -87,7 +88,8 @@ def read_take(context, ob, joint_map_path: str, rest_joints, progress=None) -> A
     rest_world = Mw @ rest_local
     tails = np.array([list(b.tail_local) + [1.0] for b in bones]) @ Mw.T
     pose_order = [index[pb.name] for pb in ob.pose.bones]
-    frames = np.arange(scene.frame_start, scene.frame_end + 1)
+    frames = take_frames(scene, ob.animation_data.action)
+    frames, dropped = synthetic_frame0(how, jm, ob.animation_data.action, frames)
     pose = np.empty((len(frames), len(names), 4, 4), np.float64)
     current = scene.frame_current
     try:
@@ -106,7 +108,34 @@ def read_take(context, ob, joint_map_path: str, rest_joints, progress=None) -> A
         poses = to_smpl(m, rest_joints, jm)["poses"]
     except FormatError as e:
         raise user_error(f"PosePrior: {e}") from None
-    return ArmatureTake(ob, frames, m, idx, names, rest_world, how, jm, poses, fps)
+    return ArmatureTake(ob, frames, m, idx, names, rest_world, how, jm, poses, fps, dropped)
+
+
+def take_frames(scene, action) -> np.ndarray:
+    """The frames scored: the scene's frame range within the action's keyed range (``action.frame_range``; frames
+    outside it only hold the first or last key: Blender's BVH importer ends the scene one frame after the last).
+    """
+    a, b = action.frame_range
+    lo, hi = max(scene.frame_start, int(np.ceil(a - 1e-6))), min(scene.frame_end, int(np.floor(b + 1e-6)))
+    if hi < lo:
+        raise user_error(
+            f"PosePrior: the scene range {scene.frame_start}-{scene.frame_end} lies outside the keys of the action "
+            f"{action.name!r} (frames {a:g}-{b:g})"
+        )
+    return np.arange(lo, hi + 1)
+
+
+def synthetic_frame0(how: str, joint_map, action, frames: np.ndarray) -> tuple[np.ndarray, str]:
+    """(the frames to convert, a note of the one left out): the action's first key frame is the converter's T-pose
+    on the cgspeed MotionBuilder and Daz skeletons (``runtime.formats.SYNTHETIC_FRAME0``), not capture; the CLI
+    drops it (``runtime.convert.convert_file``), and so does the add-on when the scene range starts there. It
+    matters beyond that frame: the conversion estimates the knee and elbow hinge axes over the whole take
+    (``runtime.convert`` step 2), so converting it with the rest changes every frame's log p. As the CLI, a user
+    joint map turns this off."""
+    first = int(round(action.frame_range[0]))
+    if joint_map is None and how in SYNTHETIC_FRAME0 and len(frames) > 1 and frames[0] == first:
+        return frames[1:], f"frame {first} (the {how} converter's T-pose, not capture; as poseprior score)"
+    return frames, ""
 
 
 def _channels(pb, basis: np.ndarray, old) -> tuple[str, list[float]]:
