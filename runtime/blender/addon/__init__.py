@@ -30,11 +30,14 @@ from ...prior import ModelError
 from . import scene as sc
 
 MARKER = "poseprior "
+#: the add-on's module name (what Blender keys its preferences by): the extension's package
+#: (``bl_ext.<repo>.poseprior``) when installed from the zip, this package when registered from a checkout
+ADDON = __package__.removesuffix(".runtime.blender.addon")
 
 
 # --- preferences -----------------------------------------------------------------------------------------------------
 class PosePriorPreferences(bpy.types.AddonPreferences):
-    bl_idname = __package__
+    bl_idname = ADDON
 
     model_dir: StringProperty(
         name="Model directory",
@@ -56,7 +59,7 @@ class PosePriorPreferences(bpy.types.AddonPreferences):
 
 def prefs(context) -> tuple[str, str]:
     """(model directory, joint map path) from the add-on preferences ("" when not installed as an add-on)."""
-    addon = context.preferences.addons.get(__package__)
+    addon = context.preferences.addons.get(ADDON)
     if addon is None or addon.preferences is None:
         return "", ""
     return addon.preferences.model_dir, addon.preferences.joint_map
