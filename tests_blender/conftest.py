@@ -4,7 +4,7 @@ never by the default `make test` (testpaths are tests/ and bindings_tests/). The
 Fixtures: ``addon`` (the add-on registered from the source tree), ``bvh_files`` (every BVH skeleton kind: the real
 cgspeed Daz and 3dsMax files of ../shared, and MotionBuilder- and SMPL-named files written from a real cmu_pose take
 by ``runtime.formats.write_bvh``), ``import_bvh`` (a fresh empty scene with one BVH imported by Blender's own
-importer), ``cli_score`` (``poseprior score`` run as a command on a file, its JSON)."""
+importer), ``calibrated`` (a model directory with the take-QA detector calibrated), ``cli_score`` (``poseprior score`` run as a command on a file, its JSON)."""
 
 import json
 import os
@@ -79,6 +79,18 @@ def _import(path: Path, frame_range=None):
 @pytest.fixture
 def import_bvh(addon):
     return _import
+
+
+@pytest.fixture(scope="session")
+def calibrated(shared_data, tmp_path_factory) -> str:
+    """The shipped model with the take-QA detector and tau calibrated (``runtime.calibrate``) on the 3dsMax takes
+    131_01 and 131_03 of ../shared (the operator tests run on 131_02)."""
+    from runtime.calibrate import calibrate
+
+    d = shared_data / "cmu_extra" / "bvh_3dsmax"
+    out = tmp_path_factory.mktemp("cal") / "model"
+    calibrate([d / "131_01.bvh", d / "131_03.bvh"], out)
+    return str(out)
 
 
 @pytest.fixture(scope="session")

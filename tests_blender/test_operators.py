@@ -18,19 +18,9 @@ import pytest
 bpy = pytest.importorskip("bpy")
 import mathutils  # noqa: E402
 
-from runtime.calibrate import calibrate  # noqa: E402
-
 BONE = "LeftElbow"  # orients SMPL's left_elbow on the 3dsMax skeleton
 SPAN = range(400, 405)  # scene frames given the glitch
 ARM = ("LeftShoulder", "LeftElbow", "lhand")  # the bones orienting SMPL's left shoulder, elbow and wrist (3dsMax)
-
-
-@pytest.fixture(scope="module")
-def calibrated(shared_data, tmp_path_factory):
-    d = shared_data / "cmu_extra" / "bvh_3dsmax"
-    out = tmp_path_factory.mktemp("cal") / "model"
-    calibrate([d / "131_01.bvh", d / "131_03.bvh"], out)
-    return str(out)
 
 
 @pytest.fixture

@@ -30,8 +30,9 @@ from ..formats.motion import atomic_write
 HERE = Path(__file__).resolve().parent
 RUNTIME = HERE.parent
 MANIFEST = HERE / "blender_manifest.toml"
-#: what the runtime needs at run time that Blender does not have (checked in ``wheels=``)
-NEEDS = ("onnxruntime",)
+#: what the runtime needs at run time that Blender does not have (checked in ``wheels=``): module -> the
+#: distributions that provide it
+NEEDS = {"onnxruntime": ("onnxruntime", "onnxruntime-gpu")}
 #: Blender's bundled Python for the Blender versions the manifest allows
 PYTHON_TAG = "cp311"
 _PLATFORMS = (
@@ -101,7 +102,7 @@ def _wheels(folder: Path) -> tuple[list[Path], list[str]]:
             platforms |= kinds
         keep.append(w)
     have = {wheel_tags(w.name)[0] for w in keep}
-    missing = [n for n in NEEDS if n not in have]
+    missing = [n for n, dists in NEEDS.items() if not have & set(dists)]
     if missing:
         raise PackageError(f"--wheels {folder}: no wheel of {', '.join(missing)} in it (found {len(found)} wheels)")
     return keep, sorted(platforms)
