@@ -2,9 +2,9 @@
 refused in one line with exit 2 and nothing left behind. Torch-free and bpy-free; that the zip installs and runs in
 real Blender is tests_blender/test_install.py (`make test-blender`)."""
 
-import tomllib
 import zipfile
 
+import tomllib
 from click.testing import CliRunner
 
 from runtime.blender.package import RUNTIME
@@ -44,8 +44,11 @@ def test_zip_layout(tmp_path):
 def test_wheels_bundled(tmp_path):
     wheels = tmp_path / "wheels"
     wheels.mkdir()
-    for name in (ORT, "numpy-1.26.4-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl",
-                 "flatbuffers-25.12.19-py2.py3-none-any.whl"):
+    for name in (
+        ORT,
+        "numpy-1.26.4-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl",
+        "flatbuffers-25.12.19-py2.py3-none-any.whl",
+    ):
         (wheels / name).write_bytes(b"PK")  # the packer reads wheel names only; test_install installs real ones
     out = tmp_path / "a.zip"
     r = run("--out", out, "--wheels", wheels)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from conftest import ROOT, env
 
 BARE = Path(os.environ.get("POSEPRIOR_BARE_BPY", ROOT / ".venv-blender-bare" / "bin" / "python"))
@@ -40,7 +41,10 @@ def test_zip_installs_offline(bvh_files, calibrated, cli_score, tmp_path):
     zip_path = tmp_path / "poseprior_blender.zip"
     r = subprocess.run(
         [sys.executable, "-m", "runtime.cli", "blender-addon", "--out", str(zip_path), "--wheels", str(WHEELS)],
-        cwd=ROOT, env=env(), capture_output=True, text=True,
+        cwd=ROOT,
+        env=env(),
+        capture_output=True,
+        text=True,
     )
     assert r.returncode == 0, r.stderr
     bvh = bvh_files["cgspeed_daz"]
@@ -48,7 +52,15 @@ def test_zip_installs_offline(bvh_files, calibrated, cli_score, tmp_path):
     e = {k: v for k, v in env().items() if k not in ("PYTHONPATH",)}
     e["BLENDER_USER_RESOURCES"] = str(tmp_path / "profile")
     offline = _offline()
-    cmd = [*offline, str(BARE), str(ROOT / "tests_blender" / "install_check.py"), str(zip_path), str(bvh), calibrated, str(report)]
+    cmd = [
+        *offline,
+        str(BARE),
+        str(ROOT / "tests_blender" / "install_check.py"),
+        str(zip_path),
+        str(bvh),
+        calibrated,
+        str(report),
+    ]
     r = subprocess.run(cmd, cwd=tmp_path, env=e, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0 and report.is_file(), r.stdout[-2000:] + r.stderr[-2000:]
     out = json.loads(report.read_text())

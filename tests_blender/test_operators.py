@@ -81,10 +81,16 @@ def test_flag_and_repair(take, calibrated):
     repaired = set(ob["poseprior_repaired"])
     assert set(SPAN) <= repaired
     after_lp = log_p_at(ob, SPAN)
-    print(f"glitched frames log p {before_lp.round(1)} -> {after_lp.round(1)} (tau {tau:.2f}); repaired {len(repaired)}")
+    print(
+        f"glitched frames log p {before_lp.round(1)} -> {after_lp.round(1)} (tau {tau:.2f}); repaired {len(repaired)}"
+    )
     assert (after_lp >= tau).all()
 
-    keyed = {p.split('"')[1] for (p, _), a in after.items() if not np.array_equal(a.view(np.uint32), before[(p, _)].view(np.uint32))}
+    keyed = {
+        p.split('"')[1]
+        for (p, _), a in after.items()
+        if not np.array_equal(a.view(np.uint32), before[(p, _)].view(np.uint32))
+    }
     assert BONE in keyed
     changed_keys = 0
     for k, a in before.items():
@@ -153,7 +159,9 @@ def test_undo(take, calibrated):
     assert "poseprior_log_p" in bpy.data.objects[name]
     _undo()
     ob = bpy.data.objects[name]
-    assert "poseprior_log_p" not in ob and not any(m.name.startswith("poseprior") for m in bpy.context.scene.timeline_markers)
+    assert "poseprior_log_p" not in ob and not any(
+        m.name.startswith("poseprior") for m in bpy.context.scene.timeline_markers
+    )
 
     assert bpy.ops.poseprior.score("EXEC_DEFAULT", True, model_dir=calibrated) == {"FINISHED"}
     scored = list(bpy.data.objects[name]["poseprior_log_p"])

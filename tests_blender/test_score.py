@@ -8,6 +8,7 @@ import json
 
 import numpy as np
 import pytest
+
 from conftest import SMPL_ADDON
 
 bpy = pytest.importorskip("bpy")

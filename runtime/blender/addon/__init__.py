@@ -23,10 +23,9 @@ import bpy
 import numpy as np
 from bpy.props import EnumProperty, IntProperty, StringProperty
 
-from .. import adapter, rig
 from ...formats import FormatError
 from ...prior import ModelError
-
+from .. import adapter, rig
 from . import scene as sc
 
 MARKER = "poseprior "

@@ -18,9 +18,9 @@ import bpy
 import mathutils
 import numpy as np
 
-from .. import rig
 from ...convert import to_smpl
 from ...formats import SYNTHETIC_FRAME0, FormatError
+from .. import rig
 
 
 @dataclass
