@@ -10,13 +10,11 @@ the take-QA detector calibrated (``runtime.calibrate``) on the two other 3dsMax 
 * bad input (no armature, an unmapped rig, an empty action, no action) is one line of error each.
 """
 
-import math
-
 import numpy as np
 import pytest
 
 bpy = pytest.importorskip("bpy")
-import mathutils  # noqa: E402
+from runtime.tools.blender_figure import glitch  # noqa: E402  (the figure's glitch: a bone's keys turned in place)
 
 BONE = "LeftElbow"  # orients SMPL's left_elbow on the 3dsMax skeleton
 SPAN = range(400, 405)  # scene frames given the glitch
@@ -38,24 +36,6 @@ def keys(ob) -> dict:
             fc.keyframe_points.foreach_get(prop, a[i])
         out[(fc.data_path, fc.array_index)] = a.reshape(3, n, 2).transpose(1, 0, 2).reshape(n, 6)
     return out
-
-
-def glitch(ob, bone: str, frames, degrees: float = 90.0):
-    """Turn ``bone`` by ``degrees`` about its local X at ``frames`` (its euler keys edited in place, handles moved
-    with their key)."""
-    pb = ob.pose.bones[bone]
-    order = pb.rotation_mode
-    fcs = [ob.animation_data.action.fcurves.find(f'pose.bones["{bone}"].rotation_euler', index=i) for i in range(3)]
-    turn = mathutils.Matrix.Rotation(math.radians(degrees), 3, "X")
-    for f in frames:
-        ks = [next(k for k in fc.keyframe_points if k.co[0] == f) for fc in fcs]
-        e = mathutils.Euler([k.co[1] for k in ks], order)
-        new = (e.to_matrix() @ turn).to_euler(order, e)
-        for k, v in zip(ks, new):
-            d = v - k.co[1]
-            k.co[1] += d
-            k.handle_left[1] += d
-            k.handle_right[1] += d
 
 
 def log_p_at(ob, frames):
