@@ -94,9 +94,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .atomic import atomic_write
 from .formats import JOINT_MAPS, FormatError, Motion, detect_skeleton, forward_kinematics, frame_stride, read_motion
 from .formats.joint_maps import END, SMPL_NAMES, validate_joint_map
-from .formats.motion import atomic_write
 from .formats.npz import RATE_KEYS, read_npz
 from .rotations import PARENTS, axis_angle_to_matrix, matrix_to_axis_angle, matrix_to_quaternion
 

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .atomic import atomic_write
 from .convert import _save_npz
 from .formats import FormatError
-from .formats.motion import atomic_write
 from .formats.npz import POSE_WIDTHS, npz_keys, read_npz
 
 

@@ -29,7 +29,7 @@ import numpy as np
 
 from runtime import PosePrior, rotations
 from runtime import fit as rfit
-from runtime.formats.motion import atomic_write
+from runtime.atomic import atomic_write
 from runtime.glitch import corrupt, knees_backwards, random_rotations
 from runtime.prior import sha256_file
 
