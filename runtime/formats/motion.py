@@ -29,6 +29,7 @@ import numpy as np
 
 # atomic_write lives in runtime.atomic; re-exported here only until runtime/takes.py imports it from there
 from ..atomic import atomic_write as atomic_write
+from ..kinematics import chain
 from ..rotations import rotation_error
 
 
@@ -240,17 +241,9 @@ class Motion:
 
 
 def forward_kinematics(m: Motion) -> tuple[np.ndarray, np.ndarray]:
-    """Global rotations G (T, J, 3, 3) and positions P (T, J, 3), metres:
-    ``G_0 = R_0``, ``P_0 = trans``, ``G_j = G_parent R_j``, ``P_j = P_parent + G_parent offsets_j``."""
-    T, J = m.rotations.shape[:2]
-    G = np.empty((T, J, 3, 3))
-    P = np.empty((T, J, 3))
-    G[:, 0], P[:, 0] = m.rotations[:, 0], m.trans
-    for j in range(1, J):
-        p = m.parents[j]
-        G[:, j] = G[:, p] @ m.rotations[:, j]
-        P[:, j] = P[:, p] + G[:, p] @ m.offsets[j]
-    return G, P
+    """Global rotations G (T, J, 3, 3) and positions P (T, J, 3), metres: ``runtime.kinematics.chain`` of the
+    take, ``G_0 = R_0``, ``P_0 = trans``, ``G_j = G_parent R_j``, ``P_j = P_parent + G_parent offsets_j``."""
+    return chain(m.rotations, m.offsets, m.parents, m.trans)
 
 
 def end_site_positions(m: Motion, P: np.ndarray | None = None, G: np.ndarray | None = None) -> dict[str, np.ndarray]:
