@@ -1,8 +1,7 @@
 """Training configuration: one dataclass, named presets, JSON files.
 
 ``smpl`` is the shipped default model's recipe, ``paper`` the architecture it adds widening and part mixing to (12
-couplings, hypernets 4 x 256; docs/design.md). ``tiny`` trains in well under two minutes on a
-2-core CPU and is what the tests and CI use.
+couplings, hypernets 4 x 256; docs/design.md). ``tiny`` is the small preset the tests and CI train.
 """
 
 from __future__ import annotations
