@@ -592,7 +592,7 @@ def axis_angle_vjp(aa: np.ndarray, g6: np.ndarray) -> np.ndarray:
     out = np.empty_like(w)
     for i in range(3):
         e_i = np.broadcast_to(eye[i], w.shape)
-        general = w[..., i, None, None] * rotations._skew(w) + rotations._skew(np.cross(w, (eye - R)[..., :, i]))
-        dR = np.where(small, rotations._skew(e_i), general / np.where(small, 1.0, t2)) @ R
+        general = w[..., i, None, None] * rotations.skew(w) + rotations.skew(np.cross(w, (eye - R)[..., :, i]))
+        dR = np.where(small, rotations.skew(e_i), general / np.where(small, 1.0, t2)) @ R
         out[..., i] = np.sum(G * dR, axis=(-1, -2))
     return out
