@@ -13,7 +13,7 @@ def test_demo_runs_on_the_default_model(shared_data, tmp_path):
     for corrupted in ("real + 3 joints off by 60 deg", "real, knees bent backwards", "random rotations"):
         assert rows[corrupted]["median"] < real["median"] - 50
     # above the manifest's tau: knees bent backwards and random rotations are rejected; half of the 3 x 60 degree
-    # glitches still pass (README, "SMPL body_pose"; issue 10 is open on exactly this)
+    # glitches still pass (README, the demo table; issue 10 is open on exactly this)
     for corrupted in ("real, knees bent backwards", "random rotations"):
         assert rows[corrupted]["plausible"] < 0.05
     assert rows["samples (orthonormalised)"]["plausible"] > 0.9
