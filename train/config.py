@@ -201,11 +201,13 @@ PRESETS = {
     "paper": Config(noise=0.02),
     # Bandai Namco data (CC BY-NC 4.0, non-commercial): its spine2 is a constant virtual joint, not modelled
     "paper-bandai": Config(masked_joints=["spine2"], noise=0.02),
-    # the previous default's recipe (runs/smpl-mix/config.json): paper + widening + part mixing, trained on the SMPL
-    # conversion of the CMU train split (make data; make train); today's default is paper + part_mix=0.5, no widening
-    "smpl": Config(noise=0.02, widen=SMPL_WIDEN, part_mix=0.5),
-    # the non-commercial CMU + Bandai model (runs/smpl-cmu-bandai/config.json): smpl with Bandai's spine2 masked
-    "smpl-bandai": Config(noise=0.02, widen=SMPL_WIDEN, part_mix=0.5, masked_joints=["spine2"]),
+    # the shipped default's recipe (runs/smpl3-nowiden/config.json): paper + part mixing, no widening, trained on
+    # the SMPL conversion of the CMU train split (make data; make train)
+    "smpl": Config(noise=0.02, part_mix=0.5),
+    # the widened candidate (runs/smpl3-widen/config.json; the default before conversion smpl-segments-3)
+    "smpl-widen": Config(noise=0.02, widen=SMPL_WIDEN, part_mix=0.5),
+    # the non-commercial CMU + Bandai model (make noncommercial): smpl with Bandai's constant spine2 masked
+    "smpl-bandai": Config(noise=0.02, part_mix=0.5, masked_joints=["spine2"]),
     # tests and CI: the paper preset's dequantisation on a small net
     "tiny": Config(
         num_layers=4, hidden=128, depth=2, batch_size=256, epochs=8, patience=3, lr=2e-3, max_val=2000, noise=0.02
