@@ -6,27 +6,11 @@ import re
 import numpy as np
 import pytest
 
+from runtime.convert import T_POSE
 from runtime.formats import FormatError, read_bvh
 from runtime.formats.joint_maps import SMPL_NAMES
 from train.amass import load_amass
 from train.data import DataError, load_npz, load_split
-
-_UP, _DOWN, _LEFT, _RIGHT = (0.0, 1.0, 0.0), (0.0, -1.0, 0.0), (1.0, 0.0, 0.0), (-1.0, 0.0, 0.0)
-#: the T-pose of ../shared/data/cmu_pose (its README): SMPL joint -> (SMPL child, direction of the bone to it)
-CANONICAL_BONES = {
-    "spine1": ("spine2", _UP),
-    "spine2": ("spine3", _UP),
-    "spine3": ("neck", _UP),
-    "neck": ("head", _UP),
-    "left_hip": ("left_knee", _DOWN),
-    "right_hip": ("right_knee", _DOWN),
-    "left_knee": ("left_ankle", _DOWN),
-    "right_knee": ("right_ankle", _DOWN),
-    "left_shoulder": ("left_elbow", _LEFT),
-    "right_shoulder": ("right_elbow", _RIGHT),
-    "left_elbow": ("left_wrist", _LEFT),
-    "right_elbow": ("right_wrist", _RIGHT),
-}
 
 
 def raises_naming(path):
@@ -323,6 +307,6 @@ def test_bvh_malformed(tmp_path, problem):
 def test_shared_cmu_val(shared_data):
     ps = load_npz(shared_data / "cmu_pose" / "val.npz")
     assert len(ps) == 891 and ps.rotations.shape == (891, 21, 3) and ps.offsets.shape == (22, 3)
-    for joint, (child, direction) in CANONICAL_BONES.items():
+    for joint, (child, direction) in T_POSE.items():  # the T-pose runtime.convert converts to
         o = ps.offsets[SMPL_NAMES.index(child)]
         assert np.dot(o / np.linalg.norm(o), direction) > 1 - 1e-6, (joint, child, o)

@@ -84,25 +84,7 @@ def _data(m: dict) -> list[str]:
     """## Data and settings: the splits with checksums, seeds, skeleton and per-source info."""
     s = m["settings"]
     b = ["## Data and settings"]
-    rows = [
-        [
-            "held-out (test)",
-            f"`{s['data']['path']}`",
-            str(s["data"]["n"]),
-            str(s["data"]["sequences"]),
-            f"`{s['data']['sha256']}`",
-        ]
-    ]
-    if s.get("train"):
-        rows.append(
-            [
-                "train",
-                f"`{s['train']['path']}`",
-                str(s["train"]["n"]),
-                str(s["train"]["sequences"]),
-                f"`{s['train']['sha256']}`",
-            ]
-        )
+    rows = [_split_row("held-out (test)", s["data"])] + ([_split_row("train", s["train"])] if s.get("train") else [])
     b.append(_table(["split", "file", "poses", "sequences", "sha256"], rows))
     seeds = s["seeds"]
     lines = [
@@ -118,6 +100,11 @@ def _data(m: dict) -> list[str]:
     ]
     b.append("\n".join(lines))
     return b
+
+
+def _split_row(label: str, info: dict) -> list[str]:
+    """A row of the splits table: label, file, poses, sequences, sha256."""
+    return [label, f"`{info['path']}`", str(info["n"]), str(info["sequences"]), f"`{info['sha256']}`"]
 
 
 def _ks(m: dict) -> list[str]:
