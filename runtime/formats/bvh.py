@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import atomic_write
+from ..atomic import atomic_write_text
 from .joint_maps import UNITS_M, skeleton_of
 from .motion import FormatError, Motion, check_fps, euler_matrix, matrix_to_euler
 
@@ -398,4 +398,4 @@ def write_bvh(m: Motion, path: str | Path, unit_m: float | None = None, axes: st
     lines += ["MOTION", f"Frames: {len(m)}", f"Frame Time: {1.0 / m.fps:.15g}"]
     lines += [" ".join(f"{v:.9f}" for v in row) for row in values]
     text = "\n".join(lines) + "\n"
-    return atomic_write(path, lambda tmp: tmp.write_text(text))
+    return atomic_write_text(path, text)
