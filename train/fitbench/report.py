@@ -9,6 +9,7 @@ REFERENCE = "reference, no fit: mean pose (completion, IK start) / noisy input"
 
 
 def headline(key: str, m: dict) -> str:
+    """One log line of a task's test metrics: MPJPE and geodesic error (completion: mean and best of the starts)."""
     if key == "completion":
         return (
             f"MPJPE {m['mean_mpjpe_mm']:.1f} mm (best {m['mean_mpjpe_best_mm']:.1f}), "
