@@ -3,7 +3,7 @@ PY      := .venv/bin/python
 STAMP   := .venv/.installed
 SHARED  ?= ../shared/data/
 SMPL    ?= build/smpl
-# `make train`: the shipped default's recipe (preset smpl = runs/smpl-mix/config.json) on the SMPL conversion
+# `make train`: the shipped default's recipe (preset smpl = runs/smpl3-nowiden/config.json) on the SMPL conversion
 DATA    ?= $(SMPL)/cmu
 RUN     ?= runs/smpl
 MODEL   ?= models/$(notdir $(RUN))
@@ -28,8 +28,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[train,dev]"
 	touch $(STAMP)
 
+# the suite runs in TEST_JOBS processes (pytest-xdist; a test file stays in one process): `auto` = one per core
+TEST_JOBS ?= auto
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_JOBS) --dist loadfile
 
 train: install $(if $(filter $(SMPL)/%,$(DATA)),data,)
 	$(PY) -m train.cli train --data $(DATA) --out $(RUN) --config $(PRESET) --max-minutes $(MINUTES) \
@@ -123,7 +125,7 @@ noncommercial: install data runs/smpl-cmu-bandai/best.pt
 FIT_MODEL ?= runtime/models/default
 FIT_OUT   ?= reports/fit
 FIT_N     ?= 500
-FIT_RUN   ?= runs/smpl-mix#  the default model's training run (fit-bench's torch side loads its best.pt)
+FIT_RUN   ?= runs/smpl3-nowiden#  the default model's training run (fit-bench's torch side loads its best.pt)
 .PHONY: fit-bench
 fit-bench: install data runs/smpl-vposer/best.pt runs/smpl-gmm/best.pt $(FIT_RUN)/best.pt
 	$(PY) -m train.cli fit-bench $(FIT_MODEL) --data $(SMPL)/cmu/test.npz --val $(SMPL)/cmu/val.npz \
