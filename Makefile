@@ -157,7 +157,7 @@ PIP_CACHE  ?= $(CURDIR)/build/pip-cache
 $(BSTAMP): pyproject.toml
 	python3.11 -m venv .venv-blender
 	PIP_CACHE_DIR=$(PIP_CACHE) $(BPY) -m pip install --quiet "bpy==4.5.*" pytest
-	PIP_CACHE_DIR=$(PIP_CACHE) $(BPY) -m pip install --quiet -e .
+	PIP_CACHE_DIR=$(PIP_CACHE) $(BPY) -m pip install --quiet -e ".[plot]"
 	python3.11 -m venv .venv-blender-bare
 	PIP_CACHE_DIR=$(PIP_CACHE) $(BPY_BARE) -m pip install --quiet "bpy==4.5.*"
 	rm -rf $(BWHEELS)
@@ -174,3 +174,8 @@ bench-blender: $(BSTAMP)
 # the extension zip with onnxruntime bundled for this platform (docs/blender.md)
 blender-addon: $(BSTAMP)
 	$(BPY) -m runtime.cli blender-addon --out poseprior_blender.zip --wheels $(BWHEELS)
+
+# docs/blender_repair.png: the stored log p of a glitched real take in Blender, before and after poseprior.repair
+.PHONY: blender-figure
+blender-figure: $(BSTAMP)
+	OMP_NUM_THREADS=1 $(BPY) -m runtime.tools.blender_figure --out docs/blender_repair.png

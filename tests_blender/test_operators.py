@@ -188,6 +188,9 @@ def test_error_reports(addon, shared_data, import_bvh):
     assert "rig not recognised" in msg and "left_elbow" in msg, msg
     ob.data.bones["arm_lower_L"].name = "LeftElbow"
 
+    msg = _error(bpy.ops.poseprior.score, model_dir="/nonexistent/model")
+    assert "/nonexistent/model" in msg, msg
+
     ob.animation_data.action.fcurves.clear()
     assert "is empty (no keys)" in _error(bpy.ops.poseprior.score)
     ob.animation_data.action = None

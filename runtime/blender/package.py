@@ -5,6 +5,7 @@ Install from Disk)::
 
     blender_manifest.toml   this folder's template with ``version`` and, with wheels, ``wheels`` / ``platforms``
     __init__.py             the extension's entry: ``register`` / ``unregister`` of ``runtime.blender.addon``
+    _missing.py             registered instead when onnxruntime is missing: it says how to install it, one line
     runtime/...             the torch-free runtime package (its .py files and the shipped model, models/default)
     wheels/*.whl            only with ``wheels=``: installed by Blender into the extension's own site-packages
 
@@ -25,7 +26,7 @@ import re
 import zipfile
 from pathlib import Path
 
-from ..formats.motion import atomic_write
+from ..atomic import atomic_write
 
 HERE = Path(__file__).resolve().parent
 RUNTIME = HERE.parent
@@ -44,19 +45,76 @@ _PLATFORMS = (
     (re.compile(r"win_arm64"), "windows-arm64"),
 )
 
-ENTRY = '''"""PosePrior extension entry (written by ``poseprior blender-addon``): the add-on is runtime/blender/addon."""
+ENTRY = '''"""PosePrior extension entry (written by ``poseprior blender-addon``): the add-on is runtime/blender/addon; without
+onnxruntime in Blender's Python, ``_missing`` instead (it says how to install it, in one line)."""
 
 import importlib.util
 
 if importlib.util.find_spec("onnxruntime") is None:
-    raise ImportError(
-        "PosePrior needs onnxruntime in Blender's Python: install the extension built with --wheels, or run "
-        "BLENDER_PYTHON -m pip install --no-index --find-links WHEEL_FOLDER onnxruntime (docs/blender.md)"
-    )
-
-from .runtime.blender.addon import register, unregister  # noqa: E402
+    from ._missing import register, unregister
+else:
+    from .runtime.blender.addon import register, unregister
 
 __all__ = ["register", "unregister"]
+'''
+#: one line: what the extension says when onnxruntime is missing (console, preferences, sidebar, each operator)
+MISSING_MESSAGE = (
+    "PosePrior needs onnxruntime in Blender's Python: install the extension built with --wheels, or run "
+    "BLENDER_PYTHON -m pip install --no-index --find-links WHEEL_FOLDER onnxruntime (docs/blender.md)"
+)
+MISSING = f'''"""The PosePrior extension without onnxruntime: its preferences, sidebar panel and operators say how to install
+it (one line), instead of Blender's traceback of a failed import."""
+
+import bpy
+
+MESSAGE = {MISSING_MESSAGE!r}
+
+
+class PosePriorPreferences(bpy.types.AddonPreferences):
+    bl_idname = __package__
+
+    def draw(self, context):
+        self.layout.label(text=MESSAGE, icon="ERROR")
+
+
+def _op(idname, label):
+    def execute(self, context):
+        self.report({{"ERROR"}}, MESSAGE)
+        return {{"CANCELLED"}}
+
+    name = "POSEPRIOR_OT_" + idname.split(".")[1]
+    return type(name, (bpy.types.Operator,), {{"bl_idname": idname, "bl_label": label, "execute": execute}})
+
+
+class POSEPRIOR_PT_panel(bpy.types.Panel):
+    bl_label = "PosePrior"
+    bl_idname = "POSEPRIOR_PT_panel"
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "PosePrior"
+
+    def draw(self, context):
+        self.layout.label(text="onnxruntime is missing (see the add-on preferences)", icon="ERROR")
+
+
+CLASSES = (
+    PosePriorPreferences,
+    POSEPRIOR_PT_panel,
+    _op("poseprior.score", "Score poses"),
+    _op("poseprior.repair", "Repair poses"),
+    _op("poseprior.complete", "Complete selected bones"),
+)
+
+
+def register():
+    print(MESSAGE)
+    for c in CLASSES:
+        bpy.utils.register_class(c)
+
+
+def unregister():
+    for c in reversed(CLASSES):
+        bpy.utils.unregister_class(c)
 '''
 
 
@@ -159,6 +217,7 @@ def build(out: str | Path, wheels: str | Path | None = None) -> dict:
         with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
             z.writestr("blender_manifest.toml", manifest)
             z.writestr("__init__.py", ENTRY)
+            z.writestr("_missing.py", MISSING)
             for p in files:
                 z.write(p, "runtime/" + p.relative_to(RUNTIME).as_posix())
             for w in keep:
@@ -168,7 +227,7 @@ def build(out: str | Path, wheels: str | Path | None = None) -> dict:
     return {
         "path": str(out),
         "version": version,
-        "files": len(files) + 2 + len(keep),
+        "files": len(files) + 3 + len(keep),
         "wheels": [w.name for w in keep],
         "platforms": platforms,
         "bytes": out.stat().st_size,

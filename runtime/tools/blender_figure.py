@@ -73,7 +73,7 @@ def main(argv=None) -> None:
     finally:
         addon_module.unregister()
     frames = np.arange(start, start + len(before))
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.4), gridspec_kw={"width_ratios": [2.2, 1]})
+    fig, axes = plt.subplots(1, 2, figsize=(11.5, 3.4), gridspec_kw={"width_ratios": [2.2, 1]})
     for ax, (lo, hi) in zip(axes, ((frames[0], frames[-1]), (360, 445))):
         sel = (frames >= lo) & (frames <= hi)
         ax.plot(frames[sel], before[sel], color="tab:red", lw=1, label="after poseprior.score (glitched)")
@@ -86,7 +86,7 @@ def main(argv=None) -> None:
         ax.set_xlabel("frame")
     axes[0].set_ylabel('obj["poseprior_log_p"]')
     axes[0].set_title("131_02 (cgspeed 3dsMax), left elbow turned 90 deg at frames 400-404", fontsize=9)
-    axes[1].set_title(f"frames 360-445: flagged {flagged[0]}-{flagged[-1]}, repaired (orange)", fontsize=9)
+    axes[1].set_title(f"frames 360-445: flagged {flagged[0]}-{flagged[-1]}, repaired: orange", fontsize=9)
     axes[0].legend(fontsize=7, loc="lower left")
     fig.tight_layout()
     fig.savefig(a.out, dpi=110)

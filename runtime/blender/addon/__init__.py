@@ -1,18 +1,24 @@
 """PosePrior for Blender: score, repair and complete the poses of the active armature's action with the prior.
 
-Operators (each undoable, with a progress indicator, one-line error reports on bad input):
+The take is the scene's frame range within the action's keys (``scene.take_frames``), less the converter's T-pose
+of the cgspeed MotionBuilder/Daz files (their first key; ``scene.synthetic_frame0``), read by stepping the scene
+and converted by ``runtime.convert`` as ``poseprior score`` converts the file. Operators (each undoable, with a
+progress indicator, one-line error reports on bad input):
 
-* ``poseprior.score``: log p of every frame of the scene's range. Stores ``obj["poseprior_log_p"]`` (one value
-  per frame from ``obj["poseprior_frame_start"]``), ``obj["poseprior_flagged"]`` (frame numbers below the
-  threshold) and ``obj["poseprior_threshold"]``, and marks each flagged span with timeline markers
+* ``poseprior.score``: log p of every frame of the take. Stores on the armature object ``poseprior_log_p`` (one
+  value per frame from ``poseprior_frame_start``), ``poseprior_flagged`` (the flagged frame numbers: log p below
+  the threshold ``poseprior_threshold``, or, with a model calibrated by ``poseprior calibrate``, the take-QA
+  detector's: ``runtime.takes.score``), ``poseprior_rig`` (how the rig was recognised), ``poseprior_dropped``
+  (the frame left out, "" when none) and ``poseprior_model``; marks each flagged span with timeline markers
   (``poseprior A-B`` at its first frame, ``poseprior A-B end`` at its last).
 * ``poseprior.repair``: ``runtime.takes`` repair of the flagged frames (or of a frame range), keyed on the bones it
-  changed only; every other key is left as it was. Then scores again.
+  changed only; every other key is left as it was. Then scores again; ``poseprior_repaired`` lists the frames.
 * ``poseprior.complete``: at the current frame, the selected bones are replaced by the prior's most likely
-  completion given the other bones, and keyed.
+  completion given the other bones (``runtime.fit.complete``), and keyed.
 
 The sidebar panel (View3D > Sidebar > PosePrior) shows the current frame's log p. Preferences: the model
-directory (empty: the model shipped in the package) and a joint map JSON for rigs the add-on does not know.
+directory (empty: the model shipped in the package) and a joint map JSON for rigs the add-on does not know; each
+operator's ``model_dir`` / ``joint_map`` override them for one run.
 """
 
 from __future__ import annotations
@@ -139,6 +145,10 @@ def score_armature(context, ob, prior, joint_map: str, progress=None):
     return at, log_p, flagged, tau, spans
 
 
+def _how_flagged(prior, tau: float) -> str:
+    return f"motion detector or log p < {tau:.1f}" if adapter.has_detector(prior) else f"log p < {tau:.1f}"
+
+
 class POSEPRIOR_OT_score(_Op, bpy.types.Operator):
     """Score every frame of the scene range of the active armature's action under the pose prior"""
 
@@ -161,7 +171,8 @@ class POSEPRIOR_OT_score(_Op, bpy.types.Operator):
         self.report(
             {"INFO"},
             f"PosePrior: {len(log_p)} frames ({at.how}), median log p {np.median(log_p):.1f}; "
-            f"{len(flagged)} below {tau:.1f} in {len(spans)} spans ({time.perf_counter() - t0:.2f} s)",
+            f"{len(flagged)} flagged ({_how_flagged(prior, tau)}) in {len(spans)} spans "
+            f"({time.perf_counter() - t0:.2f} s)",
         )
         return {"FINISHED"}
 
@@ -193,7 +204,11 @@ class POSEPRIOR_OT_repair(_Op, bpy.types.Operator):
     mode: EnumProperty(
         name="Frames",
         items=[
-            ("FLAGGED", "Flagged frames", "The worst joints of every frame below the threshold"),
+            (
+                "FLAGGED",
+                "Flagged frames",
+                "The flagged frames: each detector span's suspect joints, the worst joints of frames below the threshold",
+            ),
             (
                 "RANGE",
                 "Frame range",
@@ -248,7 +263,7 @@ class POSEPRIOR_OT_repair(_Op, bpy.types.Operator):
         self.report(
             {"INFO"},
             f"PosePrior: repaired {len(fixed)} frames, keyed {len(keyed)} bones "
-            f"({', '.join(sorted(keyed)) or 'none'}); {len(flagged)} frames below {tau:.1f} now "
+            f"({', '.join(sorted(keyed)) or 'none'}); {len(flagged)} frames flagged now "
             f"({time.perf_counter() - t0:.1f} s, round-trip error {np.degrees(err):.2g} deg)",
         )
         return {"FINISHED"}
