@@ -195,3 +195,24 @@ def test_error_reports(addon, shared_data, import_bvh):
     assert "is empty (no keys)" in _error(bpy.ops.poseprior.score)
     ob.animation_data.action = None
     assert "has no action" in _error(bpy.ops.poseprior.repair)
+
+
+def test_repair_frame_range(take, calibrated):
+    """Frames: Frame range with the left elbow selected: that joint filled in every frame of the range, keys changed
+    on that bone in that range only."""
+    ob = take
+    glitch(ob, BONE, SPAN)
+    for b in ob.data.bones:
+        b.select = b.name == BONE
+    before = keys(ob)
+    r = bpy.ops.poseprior.repair(model_dir=calibrated, mode="RANGE", frame_start=396, frame_end=408)
+    assert r == {"FINISHED"}
+    assert set(ob["poseprior_repaired"]) == set(range(396, 409))
+    after = keys(ob)
+    for k, a in before.items():
+        diff = np.flatnonzero((a.view(np.uint32) != after[k].view(np.uint32)).any(1))
+        assert set(a[diff, 0].astype(int)) <= set(range(396, 409)), k
+        assert not len(diff) or k[0] == f'pose.bones["{BONE}"].rotation_euler', k
+    lp = log_p_at(ob, SPAN)
+    print(f"range repair 396-408 (left_elbow): glitched frames log p now {lp.round(1)}")
+    assert (lp >= ob["poseprior_threshold"]).all()
