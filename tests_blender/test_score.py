@@ -33,7 +33,7 @@ def _check(ob, cli: dict, how: str):
 
 
 @pytest.mark.parametrize("kind", ["cgspeed_daz", "cgspeed_3dsmax", "cgspeed_motionbuilder", "smpl"])
-def test_score_matches_cli(bvh_files, import_bvh, cli_score, kind):
+def test_score_matches_cli(addon, bvh_files, import_bvh, cli_score, kind):
     path = bvh_files[kind]
     ob = import_bvh(path)
     assert bpy.ops.poseprior.score() == {"FINISHED"}
@@ -41,6 +41,13 @@ def test_score_matches_cli(bvh_files, import_bvh, cli_score, kind):
     _check(ob, cli, kind)
     # the converter's T-pose (file frame 0 of the MotionBuilder and Daz files) is left out, as the CLI does
     assert bool(ob["poseprior_dropped"]) == bool(cli["dropped"])
+    # the sidebar's text: the stored log p of the current frame
+    start, lp = int(ob["poseprior_frame_start"]), ob["poseprior_log_p"]
+    assert addon.current_log_p_text(ob, start + 10) == f"frame {start + 10}: log p {lp[10]:.1f}" + (
+        " (flagged)" if start + 10 in ob["poseprior_flagged"] else ""
+    )
+    if cli["dropped"]:
+        assert "left out" in addon.current_log_p_text(ob, start - 1)
 
 
 def test_smpl_addon_names(bvh_files, import_bvh, cli_score):

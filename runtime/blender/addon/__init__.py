@@ -334,6 +334,8 @@ def current_log_p_text(ob, frame: int) -> str:
         return "not scored (Score poses)"
     lp, start = ob["poseprior_log_p"], int(ob["poseprior_frame_start"])
     i = frame - start
+    if i == -1 and ob.get("poseprior_dropped"):
+        return f"frame {frame}: left out (converter's T-pose)"
     if not 0 <= i < len(lp):
         return f"frame {frame}: not scored"
     flagged = frame in set(ob["poseprior_flagged"])
