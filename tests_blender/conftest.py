@@ -4,7 +4,8 @@ never by the default `make test` (testpaths are tests/ and bindings_tests/). The
 Fixtures: ``addon`` (the add-on registered from the source tree), ``bvh_files`` (every BVH skeleton kind: the real
 cgspeed Daz and 3dsMax files of ../shared, and MotionBuilder- and SMPL-named files written from a real cmu_pose take
 by ``runtime.formats.write_bvh``), ``import_bvh`` (a fresh empty scene with one BVH imported by Blender's own
-importer), ``calibrated`` (a model directory with the take-QA detector calibrated), ``cli_score`` (``poseprior score`` run as a command on a file, its JSON)."""
+importer), ``calibrated`` (a model directory with the take-QA detector calibrated), ``cli_score`` (``poseprior
+score`` run as a command on a file, its JSON)."""
 
 import json
 import os

@@ -130,10 +130,10 @@ def _world(ob, frames):
 def test_bone_roll_does_not_change_the_score(bvh_files, import_bvh):
     """Every bone's roll turned (edit mode) and the take keyed again to the same world-space bone axes and heads:
     the score is unchanged (within float32 noise, measured < 1e-4)."""
-    ob = import_bvh(bvh_files["cgspeed_3dsmax"], (1, 240))
+    ob = import_bvh(bvh_files["cgspeed_3dsmax"])
     assert bpy.ops.poseprior.score() == {"FINISHED"}
     before = np.array(ob["poseprior_log_p"])
-    frames = np.arange(1, 241)
+    frames = np.arange(1, len(before) + 1)  # the whole action: it is what is converted
     names = [pb.name for pb in ob.pose.bones]
     assert names == [b.name for b in ob.data.bones]
     P, heads = _world(ob, frames)
@@ -154,3 +154,22 @@ def test_bone_roll_does_not_change_the_score(bvh_files, import_bvh):
     d = np.abs(np.array(ob["poseprior_log_p"]) - before)
     print(f"rolls turned {turn.min():.0f}-{turn.max():.0f} deg: max |d log p| = {d.max():.2e}")
     assert d.max() < 1e-3, d.max()
+
+
+def test_importer_defaults_scene_range(bvh_files, import_bvh, cli_score):
+    """Imported with the importer's defaults (the scene keeps 24 fps and frames 1-250): the frames reported are
+    those of the scene range, and they equal the CLI's on the whole file (the whole action is converted; converting
+    only frames 1-250 of the Daz take was 3.6 nats off)."""
+    path = bvh_files["cgspeed_daz"]
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    bpy.ops.import_anim.bvh(filepath=str(path))
+    ob = bpy.context.object
+    assert (bpy.context.scene.frame_start, bpy.context.scene.frame_end) == (1, 250)
+    assert bpy.ops.poseprior.score() == {"FINISHED"}
+    lp = np.array(ob["poseprior_log_p"])
+    cli = cli_score(path)
+    assert int(ob["poseprior_frame_start"]) == 2 and len(lp) == 249  # frame 1 is the converter's T-pose
+    d = np.abs(lp - np.array(cli["log_prob"])[:249])
+    print(f"importer defaults (scene 1-250): max |log p - CLI| = {d.max():.2e}")
+    assert d.max() < TOL
+    assert [f - 1 for f in ob["poseprior_flagged"]] == [f for f in cli["flagged"] if f <= 249]
