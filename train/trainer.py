@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
+import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -21,12 +23,15 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from runtime.rotations import mirror_axis_angle
+
 from . import distributed
 from .augment import Augmentation, degenerate_joints
 from .config import Config
 from .data import PoseSet
 from .flow import PoseFlow
-from .rotations import JOINT_NAMES, NUM_JOINTS
+from .moments import Moments, blocks, column_moments
+from .rotations import JOINT_NAMES, NUM_JOINTS, axis_angle_to_6d
 
 CHECKPOINT_FORMAT = 1
 
@@ -164,8 +169,9 @@ def check_no_constant_joints(data: PoseSet, cfg: Config) -> None:
     Spread of joint j: s_j = max over the 3 axis-angle components of their standard deviation over the poses
     (in float64: float32 accumulation alone gives a constant 0.1 rad a std of 3e-6). The data's scale is the
     median s_j over all joints; joint j is constant when s_j <= CONSTANT_JOINT_RTOL * median_k s_k.
+    Computed block by block (``train.moments``): the poses are never copied whole.
     """
-    spread = data.rotations.astype(np.float64).std(axis=0).max(axis=1)
+    spread = column_moments(data.rotations).std().max(axis=1)
     threshold = CONSTANT_JOINT_RTOL * float(np.median(spread))
     constant = [
         JOINT_NAMES[j] for j in range(NUM_JOINTS) if spread[j] <= threshold and JOINT_NAMES[j] not in cfg.masked_joints
@@ -181,6 +187,52 @@ def check_no_constant_joints(data: PoseSet, cfg: Config) -> None:
 @torch.no_grad()
 def mean_log_prob(flow: PoseFlow, x: torch.Tensor, batch: int = 4096) -> float:
     return float(torch.cat([flow.log_prob(x[i : i + batch]) for i in range(0, len(x), batch)]).double().mean())
+
+
+#: poses per block of the normalisation statistics (``normalization``): the one-block case covers every run
+#: committed so far (26,592 poses, 53,184 mirrored), so they retrain bit for bit
+NORM_BLOCK = 65536
+#: poses per block of the 6D conversion (``PoseSet.to_6d``'s chunks: the same numbers)
+CONVERT_BLOCK = 32768
+
+
+def training_poses(train_set: PoseSet, mirror: bool) -> np.ndarray:
+    """The 6D training poses (N, 21, 6) float32 that batches index: ``train_set.to_6d()`` (no copy of a
+    memory-mapped ``six_d``), and with ``mirror`` the 2N poses of the set followed by their mirror images
+    (``runtime.rotations.mirror_axis_angle``), converted from axis-angle in blocks of ``CONVERT_BLOCK`` poses
+    (the blocks of ``PoseSet.to_6d`` on the concatenated set: the same numbers) into a temporary memory-mapped
+    file, unlinked at once (its pages live as long as the array; they are read from disk on demand)."""
+    if not mirror:
+        return train_set.to_6d().numpy()
+    rot, n = train_set.rotations, len(train_set)
+    folder = tempfile.mkdtemp(prefix="poseprior-mirror-")
+    try:
+        out = np.lib.format.open_memmap(os.path.join(folder, "x.npy"), "w+", np.float32, (2 * n, NUM_JOINTS, 6))
+    finally:
+        shutil.rmtree(folder)
+    for a in range(0, 2 * n, CONVERT_BLOCK):
+        b = min(2 * n, a + CONVERT_BLOCK)
+        aa = np.concatenate([rot[a : min(b, n)], mirror_axis_angle(rot[max(a, n) - n : max(b, n) - n])])
+        out[a:b] = axis_angle_to_6d(torch.from_numpy(aa).double()).float().numpy()
+    return out
+
+
+@torch.no_grad()
+def normalization(
+    flow: PoseFlow, x: torch.Tensor, aug: Augmentation, generator: torch.Generator, block: int = NORM_BLOCK
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The flow's normalisation: mean and standard deviation (n - 1) of ``flow.to_vec(aug(x))`` over the training
+    poses ``x`` (N, 21, 6), augmented in ``ceil(N / block)`` equal blocks in order, each drawn as a whole from
+    ``generator`` (part mixing takes its donors within the block). One block (N <= block): torch's float32 mean
+    and std of it, as training always computed them; several: each block's float64 moments combined exactly
+    (``train.moments.Moments``). Memory: one block's augmentation, not the training set's."""
+    if len(x) <= block:
+        v = flow.to_vec(aug(x, generator))
+        return v.mean(0), v.std(0)
+    m = Moments()
+    for s in blocks(len(x), block):
+        m.add(flow.to_vec(aug(x[s], generator)).double().numpy())
+    return torch.from_numpy(m.mean).float(), torch.from_numpy(m.std(ddof=1)).float()
 
 
 def data_checksums(train_set: PoseSet, val_set: PoseSet) -> dict:
@@ -361,16 +413,9 @@ def train(
     check_no_constant_joints(train_set, cfg)
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
+    # built once per machine; memory-mapped (the ingest's six_d, or the mirrored set's temporary file)
     x_train = torch.from_numpy(
-        distributed.per_machine(
-            lambda: {
-                "x_train": (  # built once per machine
-                    PoseSet.concat([train_set, train_set.mirrored()]) if cfg.mirror else train_set
-                )
-                .to_6d()
-                .numpy()
-            }
-        )["x_train"]
+        distributed.per_machine(lambda: {"x_train": training_poses(train_set, cfg.mirror)})["x_train"]
     )
     vgen = torch.Generator().manual_seed(cfg.val_seed)
     x_val = val_set.to_6d()
@@ -391,7 +436,7 @@ def train(
     flow = build_flow(cfg)
     if cfg.normalize and distributed.is_main():  # other ranks receive it with the weights (DDP's first broadcast)
         norm_gen = torch.Generator().manual_seed(cfg.seed + 1)
-        flow.set_normalization(aug(x_train, norm_gen))
+        flow.set_moments(*normalization(flow, x_train, aug, norm_gen))
     dev = distributed.device()
     flow.to(dev)
     x_val = x_val.to(dev)
