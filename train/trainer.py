@@ -189,9 +189,11 @@ def mean_log_prob(flow: PoseFlow, x: torch.Tensor, batch: int = 4096) -> float:
     return float(torch.cat([flow.log_prob(x[i : i + batch]) for i in range(0, len(x), batch)]).double().mean())
 
 
-#: poses per block of the normalisation statistics (``normalization``): the one-block case covers every run
-#: committed so far (26,592 poses, 53,184 mirrored), so they retrain bit for bit
-NORM_BLOCK = 65536
+#: training sets of up to this many poses are augmented whole for the normalisation statistics (``normalization``),
+#: as training always did: every run committed so far (26,592 poses, 53,184 mirrored) retrains bit for bit
+NORM_WHOLE = 65536
+#: poses per block of the normalisation statistics of a larger set
+NORM_BLOCK = 8192
 #: poses per block of the 6D conversion (``PoseSet.to_6d``'s chunks: the same numbers)
 CONVERT_BLOCK = 32768
 
@@ -219,14 +221,19 @@ def training_poses(train_set: PoseSet, mirror: bool) -> np.ndarray:
 
 @torch.no_grad()
 def normalization(
-    flow: PoseFlow, x: torch.Tensor, aug: Augmentation, generator: torch.Generator, block: int = NORM_BLOCK
+    flow: PoseFlow,
+    x: torch.Tensor,
+    aug: Augmentation,
+    generator: torch.Generator,
+    whole: int = NORM_WHOLE,
+    block: int = NORM_BLOCK,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The flow's normalisation: mean and standard deviation (n - 1) of ``flow.to_vec(aug(x))`` over the training
-    poses ``x`` (N, 21, 6), augmented in ``ceil(N / block)`` equal blocks in order, each drawn as a whole from
-    ``generator`` (part mixing takes its donors within the block). One block (N <= block): torch's float32 mean
-    and std of it, as training always computed them; several: each block's float64 moments combined exactly
-    (``train.moments.Moments``). Memory: one block's augmentation, not the training set's."""
-    if len(x) <= block:
+    poses ``x`` (N, 21, 6). Up to ``whole`` poses: the set augmented as a whole from ``generator``, torch's float32
+    mean and std of it (what training always computed). More: ``ceil(N / block)`` equal blocks in order, each
+    augmented as a whole from ``generator`` (part mixing takes its donors within the block), their float64
+    moments combined exactly (``train.moments.Moments``); memory is one block's augmentation, not the set's."""
+    if len(x) <= whole:
         v = flow.to_vec(aug(x, generator))
         return v.mean(0), v.std(0)
     m = Moments()
