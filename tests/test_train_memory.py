@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from train.augment import Augmentation
+from train.augment import Augmentation, degenerate_joints
 from train.config import Config, load_config
 from train.data import PoseSet, load_dataset
 from train.moments import Moments, blocks, column_moments
+from train.rotations import JOINT_NAMES
 from train.trainer import build_flow, check_no_constant_joints, normalization, train, training_poses
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -116,7 +117,7 @@ def test_constant_joint_check_reads_blocks(cmu):
 
 PEAK = """
 import re, sys, numpy as np, torch
-from train.augment import Augmentation
+from train.augment import Augmentation, degenerate_joints
 from train.config import load_config
 from train.trainer import build_flow, normalization
 x = torch.from_numpy(np.load(sys.argv[1], mmap_mode="c"))
@@ -144,3 +145,18 @@ def test_normalization_memory_is_one_block_not_the_set(cmu, tmp_path):
     before, peak = map(int, out)
     print(f"array {nbytes / 1e6:.0f} MB; peak RSS {before / 1e6:.0f} MB before, {peak / 1e6:.0f} MB after")
     assert peak - before < nbytes + 10_000 * 8192  # the pages, one block's augmentation (~7.5 kB a pose)
+
+
+def test_degenerate_joints_in_blocks_find_what_the_whole_array_did(cmu):
+    """The blockwise hinge / duplicate test agrees with the whole-array one it replaced (SVD of the centred float64
+    poses, max |difference| of every earlier joint) on real CMU poses tiled past two blocks."""
+    rot = np.concatenate([cmu["train"].rotations] * 6)  # 159,552 poses: three blocks
+    whole = []
+    for j in range(rot.shape[1]):
+        r = rot[:, j].astype(np.float64)
+        spread = np.linalg.svd(r - r.mean(0), compute_uv=False)[-1] / np.sqrt(len(r))
+        if spread < 1e-3 or any(np.abs(r - rot[:, k]).max() < 1e-3 for k in range(j)):
+            whole.append(j)
+    found = degenerate_joints(rot)
+    print("degenerate CMU joints:", found)
+    assert found == [JOINT_NAMES[j] for j in whole] and found

@@ -487,10 +487,14 @@ def train(
     check_no_constant_joints(train_set, cfg)
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
-    # built once per machine; memory-mapped (the ingest's six_d, or the mirrored set's temporary file)
-    x_train = torch.from_numpy(
-        distributed.per_machine(lambda: {"x_train": training_poses(train_set, cfg.mirror)})["x_train"]
-    )
+    # the poses batches index: a set's six_d as it is (the ingest cache's memory map, with several ranks the one
+    # copy per machine that distributed.shared_dataset maps); else built once per machine (memory-mapped there)
+    if train_set.six_d is not None and not cfg.mirror:
+        x_train = torch.from_numpy(train_set.six_d)
+    else:
+        x_train = torch.from_numpy(
+            distributed.per_machine(lambda: {"x_train": training_poses(train_set, cfg.mirror)})["x_train"]
+        )
     vgen = torch.Generator().manual_seed(cfg.val_seed)
     x_val = val_set.to_6d()
     if len(x_val) > cfg.max_val:
