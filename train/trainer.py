@@ -200,10 +200,11 @@ CONVERT_BLOCK = 32768
 
 def training_poses(train_set: PoseSet, mirror: bool) -> np.ndarray:
     """The 6D training poses (N, 21, 6) float32 that batches index: ``train_set.to_6d()`` (no copy of a
-    memory-mapped ``six_d``), and with ``mirror`` the 2N poses of the set followed by their mirror images
+    memory-mapped ``six_d``); with ``mirror`` (2N, 21, 6): the N poses, then their N mirror images
     (``runtime.rotations.mirror_axis_angle``), converted from axis-angle in blocks of ``CONVERT_BLOCK`` poses
     (the blocks of ``PoseSet.to_6d`` on the concatenated set: the same numbers) into a temporary memory-mapped
-    file, unlinked at once (its pages live as long as the array; they are read from disk on demand)."""
+    file in ``$TMPDIR``, unlinked at once (its pages live as long as the array and are read from disk on
+    demand)."""
     if not mirror:
         return train_set.to_6d().numpy()
     rot, n = train_set.rotations, len(train_set)
