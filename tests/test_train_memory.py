@@ -160,3 +160,32 @@ def test_degenerate_joints_in_blocks_find_what_the_whole_array_did(cmu):
     found = degenerate_joints(rot)
     print("degenerate CMU joints:", found)
     assert found == [JOINT_NAMES[j] for j in whole] and found
+
+
+def test_scalebench_subsets_are_the_first_poses_and_train_through_the_ingest(cmu, tmp_path):
+    """``make train-scale``'s subsets: the first N poses of an AMASS-style converted file (every per-pose array cut,
+    the rest kept), read back by the ingest path with exactly those poses; the RSS line fits a + b n."""
+    from train import ingest, scalebench
+
+    rot = cmu["train"].rotations
+    n = len(rot)
+    poses = np.zeros((n, 72), np.float32)
+    poses[:, 3:66] = rot.reshape(n, 63)
+    src = tmp_path / "train.npz"
+    np.savez(
+        src,
+        poses=poses,
+        trans=np.zeros((n, 3), np.float32),
+        mocap_framerate=np.float64(30.0),
+        sequence=cmu["train"].sequence.astype(np.int32),
+        sequence_names=np.array(cmu["train"].sequence_names),
+        subject=cmu["train"].subject.astype(np.int32),
+    )
+    cut = scalebench.subset(src, 1000, tmp_path)
+    d = np.load(cut)
+    assert d["poses"].shape == (1000, 72) and d["sequence"].shape == (1000,) and float(d["mocap_framerate"]) == 30.0
+    assert len(d["sequence_names"]) == len(cmu["train"].sequence_names)
+    sets, _ = ingest.load_takes([cut], [src], cache=tmp_path / "cache", progress=False)
+    assert len(sets["train"]) == 1000 and np.array_equal(sets["train"].rotations, rot[:1000])
+    a, b = scalebench.fit([{"n": 0, "rss": 5e8}, {"n": 1000, "rss": 5e8 + 756e3}, {"n": 2000, "rss": 5e8 + 1512e3}])
+    assert a == pytest.approx(5e8) and b == pytest.approx(756)
