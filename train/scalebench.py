@@ -166,10 +166,14 @@ def main(argv: list[str] | None = None) -> None:
         f"{'RSS/arrays':>10}  {'(RSS-a)/arrays':>14}  {'wall s':>7}  load average (1, 5, 15 min) before -> after"
     )
     for r in rows:
+        # ratios to arrays under 1 % of the process say nothing (a's error alone is larger): shown as "-"
+        small = r["arrays"] < 0.01 * r["rss"]
+        ratio = "-" if small else f"{r['rss'] / r['arrays']:.2f}"
+        over = "-" if small else f"{(r['rss'] - a) / r['arrays']:.2f}"
         print(
             f"{r['n']:>9,}  {r['processes']:>9}  {r['poses_per_s']:>8.0f}  {r['epoch_s']:>8.0f}  "
-            f"{r['arrays'] / 1e6:>9.0f}  {r['rss'] / 1e6:>11.0f}  {r['rss'] / r['arrays']:>10.2f}  "
-            f"{(r['rss'] - a) / r['arrays']:>14.2f}  {r['wall_s']:>7.0f}  {r['load']}"
+            f"{r['arrays'] / 1e6:>9.0f}  {r['rss'] / 1e6:>11.0f}  {ratio:>10}  {over:>14}  {r['wall_s']:>7.0f}  "
+            f"{r['load']}"
         )
     print(
         f"peak RSS (one process) = a + b n, least squares: a = {a / 1e6:.0f} MB (the process at 0 poses: "
