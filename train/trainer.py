@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from runtime.atomic import atomic_write_text
 from runtime.rotations import mirror_axis_angle
 
 from . import distributed
@@ -131,13 +132,9 @@ def atomic_save(obj, path: Path) -> None:
     _replace_via_tmp(path, lambda tmp: torch.save(obj, tmp))
 
 
-def atomic_write(text: str, path: Path) -> None:
-    _replace_via_tmp(path, lambda tmp: tmp.write_text(text))
-
-
 def write_metrics(out: Path, rows: list[dict]) -> None:
     """``metrics.jsonl``: one JSON line per epoch, written atomically (never a partial line)."""
-    atomic_write("".join(json.dumps(r) + "\n" for r in rows), out / "metrics.jsonl")
+    atomic_write_text(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
 
 
 def metrics_before(out: Path, epoch: int) -> list[dict]:
@@ -330,7 +327,7 @@ def start(run: Run, objective: Objective, resume: bool) -> tuple[dict, list[dict
         check_resumable(out, cfg, type(cfg).from_dict(json.loads((out / "config.json").read_text())), None, None)
     elif distributed.is_main():
         out.mkdir(parents=True, exist_ok=True)
-        atomic_write(cfg.to_json() + "\n", out / "config.json")
+        atomic_write_text(out / "config.json", cfg.to_json() + "\n")
     if distributed.is_main():
         write_metrics(out, history)
     return state, history
@@ -546,5 +543,5 @@ def train(
         "skeleton": train_set.skeleton,
     }
     if distributed.is_main():
-        atomic_write(json.dumps(summary, indent=2) + "\n", out / "summary.json")
+        atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary
