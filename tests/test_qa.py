@@ -17,7 +17,7 @@ from runtime import qabench, rotations
 from runtime.calibrate import calibrate
 from runtime.cli import main as poseprior
 from runtime.convert import load_rest_joints
-from runtime.detect import body_matrices, joint_statistic
+from runtime.detect import body_matrices, hold_statistic, joint_statistic
 from runtime.manifest import ModelError, sha256_file
 from runtime.prior import DEFAULT_MODEL_DIR, PosePrior
 from runtime.takes import read_take, repair, score
@@ -79,6 +79,27 @@ def test_a_real_fast_move_without_return_is_not_a_glitch(take):
     S = joint_statistic(R)
     bad = joint_statistic(body_matrices(glitched(take, slice(150, 156), "right_knee", 60.0).poses))
     assert bad[150:156, j].min() > 4 * max(S[140:170, j].max(), 0.1)
+
+
+def test_a_held_joint_is_scored_by_its_release_and_a_still_body_is_not(model, take):
+    """A joint frozen at its last value for 10 frames while the body moves, then released (the hold cue of
+    runtime.detect); the whole body still for those frames (a pause) is no hold."""
+    R = body_matrices(take.poses)
+    j = rotations.JOINT_NAMES.index("right_elbow")
+    held = R.copy()
+    held[200:210, j] = R[199, j]
+    S, clean = joint_statistic(held), joint_statistic(R)
+    assert S[200:210, j].min() > 10 * max(clean[190:220, j].max(), 0.1)  # the shipped default: 23.4 vs 0.5
+    paused = R.copy()
+    paused[200:210] = R[199]
+    v = np.zeros(R.shape[:2])
+    v[1:] = rotations.geodesic_deg(paused[1:], paused[:-1])
+    assert not hold_statistic(v).any()
+    poses = take.poses.copy()
+    poses[:, 3:66] = rotations.matrix_to_axis_angle(held).reshape(len(R), 63)
+    s = score(PosePrior.load(model), type(take)(take.source, poses, take.trans, take.fps, take.names, take.starts))
+    span = [sp for sp in s.detection.spans if sp[0] <= 205 < sp[1]]
+    assert span and span[0][0] <= 200 and span[0][1] >= 210 and j in span[0][2], s.detection.spans
 
 
 def test_repair_frees_the_span_leaves_other_frames_byte_identical_and_joins_smoothly(model, take):
