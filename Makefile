@@ -3,7 +3,7 @@ PY      := .venv/bin/python
 STAMP   := .venv/.installed
 SHARED  ?= ../shared/data/
 SMPL    ?= build/smpl
-# `make train`: the shipped default's recipe (preset smpl = runs/smpl-mix/config.json) on the SMPL conversion
+# `make train`: the shipped default's recipe (preset smpl = runs/smpl3-nowiden/config.json) on the SMPL conversion
 DATA    ?= $(SMPL)/cmu
 RUN     ?= runs/smpl
 MODEL   ?= models/$(notdir $(RUN))
@@ -28,8 +28,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[train,dev]"
 	touch $(STAMP)
 
+# the suite runs in TEST_JOBS processes (pytest-xdist; a test file stays in one process): `auto` = one per core
+TEST_JOBS ?= auto
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_JOBS) --dist loadfile
 
 train: install $(if $(filter $(SMPL)/%,$(DATA)),data,)
 	$(PY) -m train.cli train --data $(DATA) --out $(RUN) --config $(PRESET) --max-minutes $(MINUTES) \

@@ -82,7 +82,7 @@ flips sign at 180 degrees; the bound is about the rotations, not their axis-angl
 Checked (``tests/test_convert.py``): FK of the result on ``rest_joints`` reproduces the source's thigh, shank,
 foot, upper-arm and forearm directions exactly and the trunk (pelvis -> spine3) and neck (spine3 -> head) chains
 to within a degree. Measured on ``../shared/data/smpl_reference`` (median nearest-neighbour geodesic distance per
-joint from its frames to the converted CMU train split; the README's table), each step was kept only if it
+joint from its frames to the converted CMU train split; the table of docs/conversion.md), each step was kept only if it
 brought real SMPL frames closer: step 4's literal swing for the trunk and neck made them 8-34 degrees worse (so
 chains); ``L`` took the knees from 17 to 13 degrees; the twist share from 13 to 7-10 (all of it: ankles 26 degrees
 worse; none: knees 13).

@@ -525,7 +525,7 @@ class PosePrior:
 
     def latent_forward(self, z) -> tuple[np.ndarray, np.ndarray]:
         """(poses f(z) raw (B, 21, 6), log p(f(z)) (B,)) in one pass; ``-log p`` is the latent-space loss
-        (not |z|^2, which drops the Jacobian term; DESIGN §4)."""
+        (not |z|^2, which drops the Jacobian term; docs/design.md §4)."""
         z, single = self._latent(z)
         graph = GRAPHS["latent_forward"]
         x, log_p = np.empty((len(z), self.num_joints, 6), np.float32), np.empty(len(z), np.float32)
@@ -538,7 +538,7 @@ class PosePrior:
 
         One forward and one reverse pass: with a data term E(x) whose gradient in 6D pose space is ``grad_poses``
         = dE/dx at x = f(z), the latent gradient of ``E(f(z)) - lam log p(f(z))`` is ``vjp_z - lam *
-        grad_log_prob_z`` (log p with the Jacobian term, DESIGN §4). Masked joints of ``grad_poses`` are ignored.
+        grad_log_prob_z`` (log p with the Jacobian, docs/design.md §4). Masked joints of ``grad_poses`` are ignored.
         A model exported without this graph raises ``ModelError``.
         """
         z, single = self._latent(z)

@@ -1,6 +1,6 @@
 """Rotation conventions of the pose prior, in numpy (the torch twin is ``train/rotations.py``).
 
-Conventions (DESIGN §1):
+Conventions (docs/design.md §1):
 
 * A pose is 21 non-root joints in SMPL body order (``JOINT_NAMES``), each a local rotation.
 * 6D of a rotation matrix R is its first two **columns**, contiguous: ``[R00 R10 R20 R01 R11 R21]``,

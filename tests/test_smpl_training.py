@@ -72,9 +72,9 @@ def test_convert_command(shared_data, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["o.npz"]
 
 
-@pytest.mark.parametrize("preset, run", [("smpl", "smpl-mix"), ("smpl-bandai", "smpl-cmu-bandai")])
+@pytest.mark.parametrize("preset, run", [("smpl", "smpl3-nowiden"), ("smpl-widen", "smpl3-widen")])
 def test_smpl_presets_are_the_committed_runs_configs(preset, run):
-    """`make train` (PRESET=smpl) retrains the shipped default's recipe, and smpl-bandai the non-commercial one's."""
+    """`make train` (PRESET=smpl) retrains the shipped default's recipe; smpl-widen is the widened candidate's."""
     import json
     from pathlib import Path
 

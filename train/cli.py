@@ -93,7 +93,7 @@ def _leftovers(out: Path) -> list[Path]:
     "--model",
     type=click.Choice(["flow", "vposer", "gmm"]),
     default=None,
-    help="flow (default): the RealNVP prior; vposer, gmm: the baselines of DESIGN §5 (with --resume: the run's own).",
+    help="flow (default): the RealNVP prior; vposer, gmm: baselines (docs/design.md §5; --resume: the run's own).",
 )
 @click.option(
     "--config", "config_spec", default=None, help="Preset name of the model (paper, tiny) or JSON file of overrides."
@@ -110,7 +110,7 @@ def _leftovers(out: Path) -> list[Path]:
     type=click.IntRange(min=1),
     default=None,
     help="Data-parallel processes on this machine: runs torchrun --standalone --nproc-per-node N "
-    "-m train.cli train (the other options); see README, 'Training on several GPUs / machines'.",
+    "-m train.cli train (the other options); see docs/training.md, 'Training on several GPUs / machines'.",
 )
 def train(
     data_dir,

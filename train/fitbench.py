@@ -1,4 +1,4 @@
-"""``poseprior fit-bench``: the downstream fitting benchmark of DESIGN §5 on an unseen subject (issue 5).
+"""``poseprior fit-bench``: the downstream fitting benchmark of docs/design.md §5 on an unseen subject (issue 5).
 
 Every prior is used through ``train.fit`` with the SAME optimiser, budget and initial poses per task; only the
 prior weight ``lam`` differs, chosen per prior and task on a small grid on VALIDATION poses (never the test split).
@@ -7,7 +7,7 @@ Data terms are Gaussian negative log-likelihoods, so ``lam = 1`` is the MAP weig
 Tasks (poses: ``n`` test poses evenly spaced over the split; FK with the test split's mean skeleton, identity root,
 pelvis at the origin):
 
-* part completion, masks of DESIGN §5: the visible joints are fixed (ground truth), the masked joints are free and
+* part completion (docs/design.md §5): the visible joints are fixed (ground truth), the masked joints are free and
   nothing else is observed, so the prior alone decides ("most likely completion"). ``hypotheses`` starts per pose:
   masked joints = the training mean pose rotated by N(0, init_sigma^2) per joint (seed = hypothesis index).
   Metrics: MPJPE (mm) of the joints whose position depends on a masked rotation (the masked joints' descendants)

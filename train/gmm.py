@@ -1,4 +1,4 @@
-"""Baseline: a full-covariance Gaussian mixture on 63-d axis-angle poses (SMPLify style; DESIGN §5).
+"""Baseline: a full-covariance Gaussian mixture on 63-d axis-angle poses (SMPLify style; docs/design.md §5).
 
 Density, with x the 21 x 3 axis-angle pose flattened to d = 63 numbers and K components (8 in ``paper``):
 

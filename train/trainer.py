@@ -1,5 +1,5 @@
 """The training loop: maximise mean log p of inverse-Gram-Schmidt-augmented batches with Adam, early
-stopping on the validation mean log p (validation augmented once with a fixed seed, DESIGN §3).
+stopping on the validation mean log p (validation augmented once with a fixed seed, docs/design.md §3).
 
 A run directory holds ``config.json``, ``metrics.jsonl`` (one line per epoch), ``best.pt`` (weights with the
 best validation log p) and ``last.pt`` (everything needed to resume: weights, optimizer, epoch, RNG state,

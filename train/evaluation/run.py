@@ -1,4 +1,4 @@
-"""``evaluate``: the evaluation protocol of DESIGN §5 on one exported model, written to a report directory.
+"""``evaluate``: the evaluation protocol of docs/design.md §5 on one exported model, written to a report directory.
 
 The flow is run through the runtime (``PosePrior`` on the model directory), as users get it; torch only loads
 and samples the baselines. Outputs: ``metrics.json`` (deterministic: identical for identical inputs and seed),
