@@ -606,7 +606,8 @@ def repair(
     3. with ``smooth > 0``, the runs with temporal smoothness (``smooth_runs``);
     4. the take with the free joints replaced, every other value as it was (``Repair``).
 
-    ``scored``: the take's ``Score`` when the caller has it (its log p and detection are used, not recomputed).
+    ``scored``: the take's ``Score`` when the caller has it (its log p, detection and, when ``threshold`` is None,
+    threshold are used, not recomputed).
     ``progress(done, total)`` counts frames (first pass, then runs)."""
     if (joints is None) == (not flagged):
         raise ValueError(
@@ -619,15 +620,22 @@ def repair(
             f"(its weight is per second); repair it with smooth=0 (--smooth 0)"
         )
     check_smpl_prior(prior)
+    if scored is not None and len(scored.log_prob) != len(take.poses):
+        raise ValueError(
+            f"scored: the score of a take of {len(scored.log_prob)} frames, this take has {len(take.poses)}"
+        )
     t0 = time.monotonic()
     x = take.body_6d
     before = prior.log_prob(x) if scored is None else np.asarray(scored.log_prob, np.float32)
+    if threshold is None and scored is not None:
+        threshold = scored.threshold
     tau = _threshold(prior, threshold)[0] if flagged or threshold is not None else float("nan")
     det = None
     if joints is not None:
         mask = named_mask(prior, joints, len(x))
     else:
-        det = scored.detection if scored is not None else (_detection(prior, take, before, tau, []) if motion else None)
+        if motion:
+            det = scored.detection if scored is not None else _detection(prior, take, before, tau, [])
         mask = flagged_mask(prior, take, x, before, tau, det, opts)
     rows = np.flatnonzero(mask.any(1))
     total = len(rows) * (2 if opts.smooth > 0 else 1)
@@ -773,8 +781,9 @@ def smooth_runs(
                 chain.append(np.where(mask[lo:hi, :, None], out[lo:hi], x[lo:hi]))
                 free.append(mask[lo:hi])
             obj = ChainObjective(prior, np.concatenate(chain), np.concatenate(free), opts.lam, w)
-            res = minimize(obj, np.zeros((1, obj.T * prior.num_joints * 6), np.float32), opts.run_iters, h0=1.0,
-                           ftol=opts.ftol)
+            res = minimize(
+                obj, np.zeros((1, obj.T * prior.num_joints * 6), np.float32), opts.run_iters, h0=1.0, ftol=opts.ftol
+            )
             xr = rotations.orthonormalize_6d(obj.poses(res.p[0]).astype(np.float64)).astype(np.float32)
             for a, b, at in parts:
                 out[a : b + 1] = np.where(mask[a : b + 1, :, None], xr[at : at + b - a + 1], x[a : b + 1])

@@ -117,6 +117,8 @@ def test_repair_frees_the_span_leaves_other_frames_byte_identical_and_joins_smoo
     steps = rotations.geodesic_deg(R1[199:211, j], R1[200:212, j])  # into, through and out of the span
     own = rotations.geodesic_deg(R0[1:, j], R0[:-1, j])
     assert steps.max() <= max(3 * np.percentile(own, 99), 10.0), (steps, np.percentile(own, 99))
+    again = repair(prior, bad, flagged=True, space="ambient", scored=score(prior, bad))  # the score reused
+    assert again.take.poses.tobytes() == r.take.poses.tobytes() and again.detection.spans == r.detection.spans
 
 
 def test_calibrate_records_a_checked_manifest_field(model, shared_data):
