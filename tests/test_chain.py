@@ -75,6 +75,11 @@ def test_the_chain_objective_gradient_is_its_derivative(prior, x):
     h = 1e-2
     fd = (obj.value(np.arange(1), u + h * d)[0][0] - obj.value(np.arange(1), u - h * d)[0][0]) / (2 * h)
     assert abs(fd - g @ d[0]) <= 0.01 * abs(g @ d[0]) + 0.05, (fd, g @ d[0])
+    xu = obj.poses(u[0])  # the value is the module docstring's L at x(u)
+    rows = free.any(1)
+    W = (free[1:] | free[:-1])[..., None]
+    L = -prior.log_prob(xu[rows]).sum() + 900.0 * ((W * np.diff(xu, axis=0)) ** 2).sum()
+    assert abs(f[0] - L) <= 1e-4 * abs(L) + 1e-2, (f[0], L)
     held = ~free
     np.testing.assert_array_equal(obj.poses(u[0])[held], x[100:110][held])  # held entries never move
     np.testing.assert_array_equal(obj.poses(np.zeros_like(u[0])), x[100:110])  # u = 0 is the start

@@ -203,13 +203,16 @@ def test_repair_flagged_frames_of_a_glitched_take(prior, shared_data, tmp_path):
     np.testing.assert_allclose(back["poses"], r.take.poses, atol=1e-6)
 
 
-def test_repair_named_joints_in_latent_space_with_smoothness(prior, shared_data):
+@pytest.mark.parametrize("space", ["latent", "ambient"])
+def test_repair_named_joints_with_smoothness(prior, shared_data, space):
+    """Named joints in every frame: per frame from f(0), then the whole take as one run (latent: ``RunObjective``;
+    ambient: the whitened chain of runtime.chain)."""
     full = takes.read_take(shared_data / "cmu_extra" / "bvh_3dsmax" / "131_01.bvh", fps=30)
     n = 24
     take = takes.Take(full.source, full.poses[:n], full.trans[:n], full.fps, full.names, [0], full.subjects)
     idx = [prior.joint_names.index(j) for j in ARM]
-    rough = takes.repair(prior, take, joints=ARM, space="latent", smooth=0.0, iters=20)
-    smooth = takes.repair(prior, take, joints=ARM, space="latent", smooth=1.0, iters=20, run_iters=100)
+    rough = takes.repair(prior, take, joints=ARM, space=space, smooth=0.0, iters=20)
+    smooth = takes.repair(prior, take, joints=ARM, space=space, smooth=1.0, iters=20, run_iters=100)
     for r in (rough, smooth):
         assert r.mask[:, idx].all() and r.mask.sum() == n * len(idx)
         err = geodesic(r.take.poses, take.poses)
