@@ -125,7 +125,7 @@ noncommercial: install data runs/smpl-cmu-bandai/best.pt
 FIT_MODEL ?= runtime/models/default
 FIT_OUT   ?= reports/fit
 FIT_N     ?= 500
-FIT_RUN   ?= runs/smpl-mix#  the default model's training run (fit-bench's torch side loads its best.pt)
+FIT_RUN   ?= runs/smpl3-nowiden#  the default model's training run (fit-bench's torch side loads its best.pt)
 .PHONY: fit-bench
 fit-bench: install data runs/smpl-vposer/best.pt runs/smpl-gmm/best.pt $(FIT_RUN)/best.pt
 	$(PY) -m train.cli fit-bench $(FIT_MODEL) --data $(SMPL)/cmu/test.npz --val $(SMPL)/cmu/val.npz \

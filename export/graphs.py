@@ -102,7 +102,7 @@ def _act_vjp(activation: nn.Module, saved: tuple[torch.Tensor, ...], g: torch.Te
     execution order (a depth-first walk back from the outputs) then runs act'(p) in the forward pass right
     after act(p), while p is in cache, and frees p, sig and h there, so the reverse pass reads one tensor per
     activation. Written in the forward code, the same nodes are deferred to the reverse pass, which then reads
-    p, sig and h back from memory (measured: about 6 % slower at batch 4096).
+    p, sig and h back from memory (slower; the figure: ``reports/design-measurements.md``).
     """
     if isinstance(activation, nn.SiLU):
         p, sig, h = saved

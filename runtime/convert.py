@@ -94,10 +94,11 @@ from pathlib import Path
 
 import numpy as np
 
+from .atomic import atomic_write
 from .formats import JOINT_MAPS, FormatError, Motion, detect_skeleton, forward_kinematics, frame_stride, read_motion
 from .formats.joint_maps import END, SMPL_NAMES, validate_joint_map
-from .formats.motion import atomic_write
-from .formats.npz import RATE_KEYS, read_npz
+from .formats.npz import RATE_KEYS, read_npz, write_npz
+from .kinematics import forward_kinematics as smpl_forward_kinematics
 from .rotations import PARENTS, axis_angle_to_matrix, matrix_to_axis_angle, matrix_to_quaternion
 
 CONVERSION_VERSION = "smpl-segments-3"
@@ -535,11 +536,7 @@ def smpl_positions(poses: np.ndarray, rest_joints: np.ndarray) -> np.ndarray:
     T = len(poses)
     R = axis_angle_to_matrix(np.asarray(poses, float)[:, :66].reshape(T, 22, 3))
     off = np.asarray(rest_joints, float)[:22] - np.asarray(rest_joints, float)[:22][_PAR.clip(0)]
-    G, P = [R[:, 0]], [np.zeros((T, 3))]
-    for k in range(1, 22):
-        P.append(P[PARENTS[k]] + np.einsum("tij,j->ti", G[PARENTS[k]], off[k]))
-        G.append(G[PARENTS[k]] @ R[:, k])
-    return np.stack(P, 1)
+    return smpl_forward_kinematics(R[:, 1:], off, R[:, 0])
 
 
 def convert_file(
@@ -663,19 +660,7 @@ def save_amass(
         "conversion": np.array(CONVERSION_VERSION),
     }
     arrays.update(extra or {})
-    return atomic_write(path, lambda tmp: _save_npz(tmp, arrays))
-
-
-def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """``np.savez`` with fixed member timestamps, so the same arrays always give the same bytes (and sha256)."""
-    import io
-    import zipfile
-
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as z:
-        for name, a in arrays.items():
-            buf = io.BytesIO()
-            np.lib.format.write_array(buf, np.asanyarray(a), allow_pickle=False)
-            z.writestr(zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0)), buf.getvalue())
+    return atomic_write(path, lambda tmp: write_npz(tmp, arrays))
 
 
 def convert(

@@ -129,11 +129,11 @@ def session_options(
 ) -> ort.SessionOptions:
     """Options of one session. Every session has its own intra-op thread pool, whose threads spin for a while
     after a run, ready for the next; a different session run meanwhile competes with them for the cores.
-    ``stop_spinning``: stop as soon as a run returns (``session.force_spinning_stop``). Measured at batch 64 on
-    this 2-core machine: ``latent_forward`` and ``latent_vjp`` called in turn took 22.8 ms a pair with spinning
-    and 8.5 ms with it stopped, but one graph called again and again gets 25-50 % slower stopped (its threads
-    must be woken every call), so only the ``ALTERNATING`` graphs stop. ``allow_spinning=False``: no spinning
-    at all (for processes whose other thread pools need the cores, e.g. torch's)."""
+    ``stop_spinning``: stop as soon as a run returns (``session.force_spinning_stop``). Two graphs called in turn
+    then no longer take each other's cores, while one graph called again and again pays for waking its threads
+    every call, so only the ``ALTERNATING`` graphs stop (the timings behind this choice:
+    ``reports/design-measurements.md``). ``allow_spinning=False``: no spinning at all (for processes whose other
+    thread pools need the cores, e.g. torch's)."""
     options = ort.SessionOptions()
     if intra_op_num_threads is not None:
         options.intra_op_num_threads = int(intra_op_num_threads)
@@ -592,7 +592,7 @@ def axis_angle_vjp(aa: np.ndarray, g6: np.ndarray) -> np.ndarray:
     out = np.empty_like(w)
     for i in range(3):
         e_i = np.broadcast_to(eye[i], w.shape)
-        general = w[..., i, None, None] * rotations._skew(w) + rotations._skew(np.cross(w, (eye - R)[..., :, i]))
-        dR = np.where(small, rotations._skew(e_i), general / np.where(small, 1.0, t2)) @ R
+        general = w[..., i, None, None] * rotations.skew(w) + rotations.skew(np.cross(w, (eye - R)[..., :, i]))
+        dR = np.where(small, rotations.skew(e_i), general / np.where(small, 1.0, t2)) @ R
         out[..., i] = np.sum(G * dR, axis=(-1, -2))
     return out

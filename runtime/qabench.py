@@ -9,8 +9,8 @@ Protocol (docs/design.md §5, issue 18):
   ``--false-flag-rate``) on the clean takes of every other subject and tested on this subject's takes.
 * Clean rate: the fraction of the held-out subject's clean frames that are flagged, leaving out frames within
   ``EXCLUDE`` frames of a source jump (a joint turning > 60 degrees between two frames: real capture glitches).
-* Glitches: ``--copies`` seeded copies of every held-out take, each with a glitch segment every ``SPACING`` frames
-  on average (kinds drawn uniformly; ``inject``):
+* Glitches: ``--copies`` seeded copies of every held-out take, each with a glitch segment every ``--spacing``
+  frames on average (default ``SPACING``) (kinds drawn uniformly; ``inject``):
 
   - ``offset``: 1-3 joints each rotated by a fixed random-axis rotation of 30-90 degrees for 1-15 frames;
   - ``flip``: one limb joint (hip, knee, shoulder, elbow) turned 180 degrees about its bone for 1-10 frames;
@@ -222,8 +222,10 @@ def run(
     repair_takes: int,
     repair_frames: int,
     progress=print,
+    spacing: int = SPACING,
 ) -> dict:
-    """The benchmark of the module docstring for each model directory (None: the shipped one)."""
+    """The benchmark of the module docstring for each model directory (None: the shipped one); ``spacing``: the
+    mean number of frames between glitch segments (``inject``)."""
     results = {}
     for model in models:
         prior = PosePrior.load(model, intra_op_num_threads=1)
@@ -244,7 +246,7 @@ def run(
             clean_S.append(S)
             clean_ok.append(~clean_exclusion(t.R, EXCLUDE))
             for c in range(copies):
-                G, segs = inject(t.R, rng, rest)
+                G, segs = inject(t.R, rng, rest, spacing)
                 lp = prior.log_prob(rotations.matrix_to_6d(G).astype(np.float32)).astype(np.float64)
                 glitched.append((t, c, G, segs, joint_statistic(G), lp))
         subjects = sorted({t.subject for t in takes})
@@ -307,6 +309,7 @@ def run(
             "false_flag_rate": rate,
             "copies": copies,
             "seed": seed,
+            "spacing": spacing,
             "takes": len(takes),
             "frames": int(sum(len(t.R) for t in takes)),
             "subjects": subjects,
@@ -434,7 +437,8 @@ def markdown(results: dict) -> str:
             f"## {model}",
             "",
             f"{r['takes']} takes, {r['frames']} frames at {r['fps']:.0f} fps, {len(r['subjects'])} subjects "
-            f"({', '.join(r['subjects'])}); {r['copies']} glitched copies per take, seed {r['seed']}; target false "
+            f"({', '.join(r['subjects'])}); {r['copies']} glitched copies per take (a segment every "
+            f"{r.get('spacing', SPACING)} frames on average), seed {r['seed']}; target false "
             f"flag rate {r['false_flag_rate']:g}; {r['clean_frames_left_out']} clean frames left out near source jumps.",
             "",
             "| | " + " | ".join(METHODS) + " | bar |",
@@ -537,12 +541,27 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--repair-takes", type=int, default=0)
     ap.add_argument("--repair-frames", type=int, default=600)
+    ap.add_argument(
+        "--spacing", type=int, default=SPACING, help="mean frames between glitch segments (the glitch density)"
+    )
     ap.add_argument("--out", type=Path, default=None, help="report folder: qa-bench.md, qa-bench.json")
     ap.add_argument("--figure", type=Path, default=None, help="recall figure (.png) of the first model")
     a = ap.parse_args(argv)
+    if a.spacing < 2:
+        ap.error(f"--spacing: at least 2 frames, got {a.spacing}")
     models = [m for arg in (a.model or []) for m in arg.split()] or [None]
     t0 = time.monotonic()
-    results = run(models, a.shared, a.fps or None, a.false_flag_rate, a.copies, a.seed, a.repair_takes, a.repair_frames)
+    results = run(
+        models,
+        a.shared,
+        a.fps or None,
+        a.false_flag_rate,
+        a.copies,
+        a.seed,
+        a.repair_takes,
+        a.repair_frames,
+        spacing=a.spacing,
+    )
     print(
         f"\nrecall at {a.false_flag_rate:.0%} clean flagged (calibrated, leave one subject out), {time.monotonic() - t0:.0f} s:"
     )

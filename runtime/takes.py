@@ -61,11 +61,11 @@ from typing import Callable
 import numpy as np
 
 from . import rotations
+from .atomic import atomic_write
 from .chain import ChainObjective, bridge, pair_weight
 from .convert import CONVERSION_VERSION, load_rest_joints, named_takes, save_amass
 from .detect import Calibration, Detection, body_matrices, detect
 from .fit import MAX_WEIGHT, Anchor, complete, feasible
-from .formats.motion import atomic_write
 from .lbfgs import minimize
 from .prior import ModelError, PosePrior
 
@@ -417,8 +417,8 @@ MIN_GAIN = 10.0
 #: in one batch (21 problems a pose, with L-BFGS histories), so a larger batch only costs memory
 WORST_JOINTS_POSES = 128
 #: each single-joint re-optimisation of ``worst_joints`` stops when a step lowers its -log p by less than this
-#: fraction (``runtime.lbfgs.minimize``'s ``ftol``): on the glitched 131_01 of tests/test_takes.py it chooses the
-#: same joints as running all ``iters`` steps, with 40 % fewer graph calls
+#: fraction (``runtime.lbfgs.minimize``'s ``ftol``): small enough that the joints chosen stay those of running all
+#: ``iters`` steps (checked on the glitched take of tests/test_takes.py: reports/qa/repair-speed.md)
 WORST_JOINTS_FTOL = 1e-3
 
 
@@ -539,8 +539,8 @@ class RepairOptions:
       (``runtime.fit``'s);
     * ``smooth``: weight of the squared velocity |dx/dt|^2 of the free joints' 6D per frame (seconds^2): the pair
       weight is ``smooth * fps^2``, so one value suits every frame rate (1.0: frame-to-frame steps of a repaired
-      120 fps run like the capture's own, 99th percentile 3.2 vs 3.6 degrees); 0: frame by frame, no smoothing;
-      at most ``runtime.fit.MAX_WEIGHT``;
+      run like the capture's own, docs/takes.md); 0: frame by frame, no smoothing; at most
+      ``runtime.fit.MAX_WEIGHT``;
     * ``iters``: L-BFGS steps of the frame-by-frame completion; ``run_iters``: at most this many steps of each
       smoothing solve; the ambient one (whitened, ``runtime.chain``) stops earlier, when a step lowers its
       objective L by less than ``ftol * max(1, |L|)`` (latent runs are not whitened: a small step there says

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import click
 
+from runtime.atomic import is_partial
 from runtime.cli import check_out
 from runtime.cli import fail as _fail
 from runtime.cli import hold_out as _hold
@@ -48,8 +49,11 @@ def _overridden(cfg, overrides: tuple[str, ...], epochs: int | None):
 
 
 def _leftovers(out: Path) -> list[Path]:
-    """What ``out`` holds besides the ``*.tmp`` files of an atomic write a kill interrupted."""
-    return [p for p in out.iterdir() if not (p.suffix == ".tmp" and p.is_file())] if out.is_dir() else []
+    """What ``out`` holds besides the partial files of atomic writes a kill interrupted (``runtime.atomic``'s, and
+    the ``*.tmp`` of the trainer's checkpoint writes)."""
+    if not out.is_dir():
+        return []
+    return [p for p in out.iterdir() if not (p.is_file() and (p.suffix == ".tmp" or is_partial(p)))]
 
 
 @main.command()

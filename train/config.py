@@ -1,8 +1,8 @@
 """Training configuration: one dataclass, named presets, JSON files.
 
-``paper`` is the architecture (12 couplings, hypernets 4 x 256; docs/design.md §3) with 6D noise; the shipped default
-(runs/smpl3-nowiden/config.json) is ``paper`` with ``part_mix=0.5``; ``smpl`` adds widening (the previous default).
-``tiny`` trains in well under two minutes on a 2-core CPU and is what the tests and CI use.
+``paper`` is the architecture (12 couplings, hypernets 4 x 256; docs/design.md §3) with 6D noise; ``smpl`` is the
+shipped default's recipe (runs/smpl3-nowiden/config.json: ``paper`` with ``part_mix=0.5``), ``smpl-widen`` adds
+widening (the default before conversion smpl-segments-3). ``tiny`` is the small preset the tests and CI train.
 """
 
 from __future__ import annotations

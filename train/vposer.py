@@ -40,11 +40,13 @@ from torch import nn
 from torch.distributions import Normal
 from torch.nn.functional import softplus
 
+from runtime.atomic import atomic_write_text
+
 from . import distributed
 from .config import ConfigBase, load_preset
 from .data import PoseSet
 from .rotations import NUM_JOINTS, axis_angle_to_matrix, gram_schmidt, matrix_to_6d
-from .trainer import atomic_write, data_checksums, read_checkpoint, run_epochs
+from .trainer import data_checksums, read_checkpoint, run_epochs
 
 
 @dataclass
@@ -245,5 +247,5 @@ def train_vposer(
         "data_sha256": data_sha,
     }
     if distributed.is_main():
-        atomic_write(json.dumps(summary, indent=2) + "\n", out / "summary.json")
+        atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary
