@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 import time
@@ -330,6 +331,8 @@ def run(
             },
             "score_frames_per_s": score_frames / score_s,
             "score_frames_per_cpu_s": score_frames / score_cpu,
+            "cores": os.cpu_count(),
+            "load_average": round(os.getloadavg()[0], 2),  # processes wanting a core, last minute
         }
         if repair_takes:
             summary["repair"] = _repair_eval(prior, takes, glitched, cals, repair_takes, repair_frames, progress)
@@ -467,7 +470,8 @@ def markdown(results: dict) -> str:
             "",
             f"Scoring (log p + detector, one thread, converted arrays): {r['score_frames_per_s']:,.0f} frames/s "
             f"of wall-clock time, {r.get('score_frames_per_cpu_s', float('nan')):,.0f} per CPU second of the "
-            f"process (bar >= {BARS['score_fps']:,}; the two differ when other processes share the cores).",
+            f"process (bar >= {BARS['score_fps']:,}; the two differ when other processes share the cores: "
+            f"load average {r.get('load_average', float('nan')):.1f} on {r.get('cores', '?')} cores during this run).",
             "",
         ]
         if "repair" in r:
