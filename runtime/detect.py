@@ -16,11 +16,11 @@ A glitch of angle theta gives J ~ theta while the bridge and m stay at the motio
 speed, gives J ~ bridge ~ m and s ~ 0; a real single fast move (no return) has a small v at one end.
 
 A **held** joint (a channel frozen at its last value while the body moves on, then released) has no jump away: it
-stops. Its cue is the release after the hold. A hold of joint j is a run of frames a..b-1,
+stops. Its cue is the release after the hold. A hold of joint j is a run of frames a..b-1 with
 ``min_held <= b - a <= max_span`` (a longer still run is a joint at rest: scoring it would flag the whole rest
-whenever a glitch follows it),
-each within ``still`` degrees of the frame before (v_t < still), while the body moves (in none of them are more
-than half of the take's moving joints, those whose median step is >= ``still``, also still):
+whenever a glitch follows it), each within ``still`` degrees of the frame before (v_t < still), while the body
+moves (in none of them are more than half of the take's moving joints, those whose median step is >= ``still``,
+also still):
 
     h(a, b)  = (v_b - m) / (floor + m)          (v_b: the release; m: median of v over the ``window`` frames
                                                  before a and after b, the joint's own motion around the hold)
@@ -28,17 +28,19 @@ than half of the take's moving joints, those whose median step is >= ``still``, 
 A joint that truly rests and then starts moves off at its own speed (v_b ~ m, h ~ 0); a held one jumps to where the
 motion went meanwhile (v_b ~ (b - a) m). Frames a..b-1 get h; a hold not released within the take gets nothing.
 
-Per joint and frame, ``S_tj`` is the largest ``s`` of the spans holding frame t, or its ``h``, whichever is larger. Calibration (``runtime.calibrate``)
-divides it by the joint's own clean scale ``q_j`` (a high quantile of ``S_tj`` on clean takes), so every joint is
-judged in units of its own clean behaviour, and sets one threshold ``c`` for the take:
+Per joint and frame, ``S_tj`` is the largest ``s`` of the spans holding frame t, or its ``h``, whichever is larger.
+Calibration (``runtime.calibrate``) divides it by the joint's own clean scale ``q_j`` (a high quantile of ``S_tj``
+on clean takes), so every joint is judged in units of its own clean behaviour, and sets one threshold ``c`` for the
+take:
 
     score_t  = max_j S_tj / (q_j c)          flagged:  score_t >= 1
     suspect joints of frame t: the j with S_tj / (q_j c) >= 1
 
 The prior joins in: a frame is also flagged when its log p is below ``tau``. Calibration gives the prior a share
 of the false-flag budget: ``tau`` is the ``PRIOR_SHARE * rate`` quantile of log p on the clean frames, and ``c``
-is the quantile of ``max_j S_tj / q_j`` that brings the flagged clean frames (either way) to ``rate``. Spans are the runs of flagged frames (never across a take's start), each with the union of its
-frames' suspect joints. Frames 0 and N-1 of a take cannot be the middle of a jump-and-return and are scored 0.
+is the quantile of ``max_j S_tj / q_j`` that brings the flagged clean frames (either way) to ``rate``. Spans are
+the runs of flagged frames (never across a take's start), each with the union of its frames' suspect joints.
+Frames 0 and N-1 of a take cannot be the middle of a jump-and-return and are scored 0.
 """
 
 from __future__ import annotations

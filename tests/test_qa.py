@@ -140,6 +140,12 @@ def test_calibrate_records_a_checked_manifest_field(model, shared_data):
     (bad / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(ModelError, match="joint_scale"):
         PosePrior.load(bad)
+    m = json.loads((model / "manifest.json").read_text())
+    assert m["detector"]["params"]["min_held"] == 4 and m["detector"]["params"]["still"] == 0.05
+    m["detector"]["params"]["min_held"] = 0
+    (bad / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(ModelError, match="min_held"):
+        PosePrior.load(bad)
 
 
 def test_calibrate_cli_bad_input_one_line_exit_2_nothing_left(shared_data, tmp_path):
