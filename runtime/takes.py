@@ -539,7 +539,7 @@ class RepairOptions:
       (``runtime.fit``'s);
     * ``smooth``: weight of the squared velocity |dx/dt|^2 of the free joints' 6D per frame (seconds^2): the pair
       weight is ``smooth * fps^2``, so one value suits every frame rate (1.0: frame-to-frame steps of a repaired
-      run like the capture's own, docs/takes.md); 0: frame by frame, no smoothing; at most
+      run like the capture's own: reports/qa/repair-speed.md); 0: frame by frame, no smoothing; at most
       ``runtime.fit.MAX_WEIGHT``;
     * ``iters``: L-BFGS steps of the frame-by-frame completion; ``run_iters``: at most this many steps of each
       smoothing solve; the ambient one (whitened, ``runtime.chain``) stops earlier, when a step lowers its
