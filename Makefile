@@ -3,7 +3,7 @@ PY      := .venv/bin/python
 STAMP   := .venv/.installed
 SHARED  ?= ../shared/data/
 SMPL    ?= build/smpl
-# `make train`: the shipped default's recipe (preset smpl = runs/smpl-mix/config.json) on the SMPL conversion
+# `make train`: the shipped default's recipe (preset smpl = runs/smpl3-nowiden/config.json) on the SMPL conversion
 DATA    ?= $(SMPL)/cmu
 RUN     ?= runs/smpl
 MODEL   ?= models/$(notdir $(RUN))
@@ -80,7 +80,7 @@ EVAL_OUT   ?= reports/default
 EVAL_N     ?= 10000
 EVAL_SEED  ?= 0
 EVAL_DATA  ?= $(SMPL)/cmu
-BASELINES  ?= runs/smpl-vposer runs/smpl-gmm
+BASELINES  ?= runs/smpl3-vposer runs/smpl3-gmm
 ABLATION   ?=
 .PHONY: evaluate
 evaluate: install data $(if $(ABLATION),$(ABLATION)/manifest.json,) $(foreach b,$(BASELINES),$(b)/best.pt)
@@ -123,11 +123,11 @@ noncommercial: install data runs/smpl-cmu-bandai/best.pt
 FIT_MODEL ?= runtime/models/default
 FIT_OUT   ?= reports/fit
 FIT_N     ?= 500
-FIT_RUN   ?= runs/smpl-mix#  the default model's training run (fit-bench's torch side loads its best.pt)
+FIT_RUN   ?= runs/smpl3-nowiden#  the default model's training run (fit-bench's torch side loads its best.pt)
 .PHONY: fit-bench
-fit-bench: install data runs/smpl-vposer/best.pt runs/smpl-gmm/best.pt $(FIT_RUN)/best.pt
+fit-bench: install data runs/smpl3-vposer/best.pt runs/smpl3-gmm/best.pt $(FIT_RUN)/best.pt
 	$(PY) -m train.cli fit-bench $(FIT_MODEL) --data $(SMPL)/cmu/test.npz --val $(SMPL)/cmu/val.npz \
-		--train $(SMPL)/cmu/train.npz --vposer runs/smpl-vposer --gmm runs/smpl-gmm --out $(FIT_OUT) --n $(FIT_N)
+		--train $(SMPL)/cmu/train.npz --vposer runs/smpl3-vposer --gmm runs/smpl3-gmm --out $(FIT_OUT) --n $(FIT_N)
 # two tiny trainings on one --out, 20 times with random start offsets: exactly one runs, the directory is consistent
 concurrency-check: install data
 	$(PY) tests/concurrent_runs.py --data $(DATA) --repeats 20
