@@ -187,8 +187,8 @@ class Config(ConfigBase):
             raise ValueError(f"config: part_mix={self.part_mix} is a probability (0..1)")
 
 
-#: the widening of the shipped model: rotation noise (rad, local x, y, z) on SMPL's 3-DoF knees, elbows and feet,
-#: which CMU's hinge joints leave singular
+#: widening: rotation noise (rad, local x, y, z) on SMPL's 3-DoF knees, elbows and feet, which CMU's hinge joints
+#: leave singular (the smpl-widen recipe; the shipped default is not widened)
 SMPL_WIDEN = {
     side + joint: sigma
     for side in ("left_", "right_")
@@ -201,11 +201,13 @@ PRESETS = {
     "paper": Config(noise=0.02),
     # Bandai Namco data (CC BY-NC 4.0, non-commercial): its spine2 is a constant virtual joint, not modelled
     "paper-bandai": Config(masked_joints=["spine2"], noise=0.02),
-    # the shipped default model's recipe (runs/smpl-mix/config.json): paper + widening + part mixing, trained on
-    # the SMPL conversion of the CMU train split (make data; make train)
-    "smpl": Config(noise=0.02, widen=SMPL_WIDEN, part_mix=0.5),
-    # the non-commercial CMU + Bandai model (runs/smpl-cmu-bandai/config.json): smpl with Bandai's spine2 masked
-    "smpl-bandai": Config(noise=0.02, widen=SMPL_WIDEN, part_mix=0.5, masked_joints=["spine2"]),
+    # the shipped default model's recipe (runs/smpl3-nowiden/config.json): paper + part mixing, trained on the
+    # SMPL conversion of the CMU train split (make data; make train)
+    "smpl": Config(noise=0.02, part_mix=0.5),
+    # the widened candidate (runs/smpl3-widen/config.json): smpl + widening of the hinge joints
+    "smpl-widen": Config(noise=0.02, widen=SMPL_WIDEN, part_mix=0.5),
+    # the non-commercial CMU + Bandai model (make noncommercial): smpl with Bandai's constant spine2 masked
+    "smpl-bandai": Config(noise=0.02, part_mix=0.5, masked_joints=["spine2"]),
     # tests and CI: the paper preset's dequantisation on a small net
     "tiny": Config(
         num_layers=4, hidden=128, depth=2, batch_size=256, epochs=8, patience=3, lr=2e-3, max_val=2000, noise=0.02
