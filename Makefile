@@ -28,8 +28,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[train,dev]"
 	touch $(STAMP)
 
+# the suite runs in TEST_JOBS processes (pytest-xdist; a test file stays in one process): `auto` = one per core
+TEST_JOBS ?= auto
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_JOBS) --dist loadfile
 
 train: install $(if $(filter $(SMPL)/%,$(DATA)),data,)
 	$(PY) -m train.cli train --data $(DATA) --out $(RUN) --config $(PRESET) --max-minutes $(MINUTES) \

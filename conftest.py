@@ -84,6 +84,20 @@ def report(request):
     return add
 
 
+def pytest_sessionfinish(session):
+    """Under pytest-xdist (`make test` runs ``-n auto``) a worker hands its tables to the controller."""
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput["poseprior_reports"] = session.config.stash.get(REPORTS, [])
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    """The controller's side of `pytest_sessionfinish`: collect each worker's tables (only called under xdist)."""
+    tables = getattr(node, "workeroutput", {}).get("poseprior_reports", [])
+    node.config.stash.setdefault(REPORTS, []).extend(tuple(t) for t in tables)
+
+
 def pytest_terminal_summary(terminalreporter, config):
     for title, lines in config.stash.get(REPORTS, []):
         terminalreporter.section(title)

@@ -78,10 +78,9 @@ def cost_ratios(fns: dict[str, Callable[[], object]], rounds: int, block: int, w
     """Each function's time over ``fns["log_prob"]``'s, measured alternately: ``rounds`` rounds, each running every
     function in turn for ``warmup`` untimed then ``block`` timed calls (the median of the block); the result is the
     median over rounds of the per-round ratio. Timing the graphs once each, one after the other, lets the machine's
-    drift between the two measurements into the ratio (on this 2-core machine a batch-1 ratio ranged from 0.98x to
-    3.65x over three runs); alternating without the warm-up calls measures cold caches instead (each session holds
-    its own copy of the 12 MB of weights: after another graph ran, a batch-64 log_prob call looked slower than a
-    gradient)."""
+    drift between the two measurements into the ratio; alternating without the warm-up calls measures cold caches
+    instead (each session holds its own copy of the weights, which another graph's run evicts). What the simpler
+    schemes gave: ``reports/design-measurements.md``."""
     per_round: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(rounds):
         med = {k: statistics.median(time_calls(fn, block, warmup)) for k, fn in fns.items()}

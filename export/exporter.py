@@ -34,6 +34,7 @@ from pathlib import Path
 import onnx
 import torch
 
+from runtime.atomic import pid_alive
 from runtime.prior import FORMAT_VERSION, GRAPHS, WEIGHTS_FILE, sha256_file
 from runtime.rotations import JOINT_NAMES, NUM_JOINTS
 from train.trainer import load_checkpoint
@@ -203,16 +204,6 @@ def _build(flow, out: Path, record: dict, torch_artifacts: bool = True) -> dict:
     return manifest
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process
-        return True
-    return True
-
-
 def remove_stale_partials(out_dir: Path) -> list[Path]:
     """Remove the ``.NAME.partial-PID-*`` / ``.NAME.old-PID-*`` directories that exports of ``out_dir`` killed
     outright left beside it (their PID no longer runs); returns what was removed."""
@@ -220,7 +211,7 @@ def remove_stale_partials(out_dir: Path) -> list[Path]:
     for p in out_dir.parent.glob(f".{out_dir.name}.*-*-*"):
         kind, _, rest = p.name[len(out_dir.name) + 2 :].partition("-")
         pid = rest.split("-", 1)[0]
-        if kind in ("partial", "old") and pid.isdigit() and p.is_dir() and not _pid_alive(int(pid)):
+        if kind in ("partial", "old") and pid.isdigit() and p.is_dir() and not pid_alive(int(pid)):
             shutil.rmtree(p, ignore_errors=True)
             removed.append(p)
     return removed

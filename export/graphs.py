@@ -1,4 +1,4 @@
-"""The six graphs a model ships, as torch modules around a trained ``PoseFlow`` (DESIGN §3, §6).
+"""The six graphs a model ships, as torch modules around a trained ``PoseFlow`` (docs/design.md §3, §6).
 
 With f the flow (latent -> pose), z ~ N(0, I_D), D = 6 x (number of modelled joints):
 
@@ -14,7 +14,7 @@ With f the flow (latent -> pose), z ~ N(0, I_D), D = 6 x (number of modelled joi
 * ``Encode``:        poses x (B, 21, 6) -> (z = f^-1(x) (B, D), log p(x) (B,)): the density's pass, keeping the
                      latent (the exact inverse; latent-space fits start from it).
 
-The two gradient graphs contain no autograd (exporters cannot trace it, DESIGN §6): their reverse pass is written
+The two gradient graphs contain no autograd (no exporter traces it; docs/design.md §6): their reverse pass is written
 out by hand over the coupling stack and reuses the forward pass's activations. For one coupling in the latent ->
 pose direction, ``y_a = a, y_b = b * e^s + t`` with ``s = c tanh(r / c)``, ``(r, t) = net(a)``, and an objective
 L = <g_y, y> + w * sum(s) (w = -1 where L is log p, whose Jacobian term is -sum s; 0 for a plain VJP):
@@ -102,7 +102,7 @@ def _act_vjp(activation: nn.Module, saved: tuple[torch.Tensor, ...], g: torch.Te
     execution order (a depth-first walk back from the outputs) then runs act'(p) in the forward pass right
     after act(p), while p is in cache, and frees p, sig and h there, so the reverse pass reads one tensor per
     activation. Written in the forward code, the same nodes are deferred to the reverse pass, which then reads
-    p, sig and h back from memory (measured: about 6 % slower at batch 4096).
+    p, sig and h back from memory (slower; the figure: ``reports/design-measurements.md``).
     """
     if isinstance(activation, nn.SiLU):
         p, sig, h = saved

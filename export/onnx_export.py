@@ -1,4 +1,4 @@
-"""ExportedProgram -> ONNX graph, ready to ship (DESIGN §6).
+"""ExportedProgram -> ONNX graph, ready to ship (docs/design.md §6).
 
 * ``to_onnx``: ``torch.onnx.export`` (dynamo), opset ``OPSET``, then onnxscript's optimizer with one change: no
   node reading a weight (>= ``INLINE_LIMIT`` bytes) is constant-folded. By default a Transpose of a weight is
@@ -28,7 +28,7 @@ from onnxscript.optimizer import optimize_ir
 
 from runtime.prior import Graph
 
-OPSET = 18  # 17 gave an invalid model without an error (DESIGN §6)
+OPSET = 18  # 17 gave an invalid model without an error (docs/design.md §6)
 INLINE_LIMIT = 1024  # bytes: smaller tensors stay inside the .onnx file
 ALIGN = 64  # byte alignment of each tensor in the weights file
 BATCH = "batch"

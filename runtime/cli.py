@@ -403,7 +403,7 @@ def score(
     try:
         prior, rest, joint_map = _load_prior(model, fps, map_file)
         for f in files:
-            bar = _Progress(f"scoring {f.name}", min_total=0 if progress else 20_000)  # about 10k frames/s
+            bar = _Progress(f"scoring {f.name}", min_total=0 if progress else 20_000)  # long takes only
             try:
                 scores.append(
                     takes.score(prior, takes.read_take(f, rest, skeleton, fps, joint_map), threshold, progress=bar)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .atomic import atomic_write, atomic_write_text
 from .convert import CONVERSION_VERSION, named_takes
 from .formats import FormatError, detect_skeleton, read_motion
 from .formats.npz import npz_keys
@@ -79,10 +80,6 @@ def convert_one(
         "fps": fps,
         "takes": [{"name": n, "subject": s, "frames": len(t["poses"])} for n, s, t in takes],
     }
-    tmp = out / f"{key}.{os.getpid()}.tmp"
-    with open(tmp, "wb") as f:
-        np.save(f, poses)
-    os.replace(tmp, out / f"{key}.npy")
-    (out / f"{key}.json.{os.getpid()}.tmp").write_text(json.dumps(meta))
-    os.replace(out / f"{key}.json.{os.getpid()}.tmp", out / f"{key}.json")
+    atomic_write(out / f"{key}.npy", lambda tmp: np.save(tmp, poses))
+    atomic_write_text(out / f"{key}.json", json.dumps(meta))
     return None

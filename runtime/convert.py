@@ -82,7 +82,7 @@ flips sign at 180 degrees; the bound is about the rotations, not their axis-angl
 Checked (``tests/test_convert.py``): FK of the result on ``rest_joints`` reproduces the source's thigh, shank,
 foot, upper-arm and forearm directions exactly and the trunk (pelvis -> spine3) and neck (spine3 -> head) chains
 to within a degree. Measured on ``../shared/data/smpl_reference`` (median nearest-neighbour geodesic distance per
-joint from its frames to the converted CMU train split; the README's table), each step was kept only if it
+joint from its frames to the converted CMU train split; the table of docs/conversion.md), each step was kept only if it
 brought real SMPL frames closer: step 4's literal swing for the trunk and neck made them 8-34 degrees worse (so
 chains); ``L`` took the knees from 17 to 13 degrees; the twist share from 13 to 7-10 (all of it: ankles 26 degrees
 worse; none: knees 13).
@@ -94,10 +94,11 @@ from pathlib import Path
 
 import numpy as np
 
+from .atomic import atomic_write
 from .formats import JOINT_MAPS, FormatError, Motion, detect_skeleton, forward_kinematics, frame_stride, read_motion
 from .formats.joint_maps import END, SMPL_NAMES, validate_joint_map
-from .formats.motion import atomic_write
-from .formats.npz import RATE_KEYS, read_npz
+from .formats.npz import RATE_KEYS, read_npz, write_npz
+from .kinematics import forward_kinematics as smpl_forward_kinematics
 from .rotations import PARENTS, axis_angle_to_matrix, matrix_to_axis_angle, matrix_to_quaternion
 
 CONVERSION_VERSION = "smpl-segments-3"
@@ -535,11 +536,7 @@ def smpl_positions(poses: np.ndarray, rest_joints: np.ndarray) -> np.ndarray:
     T = len(poses)
     R = axis_angle_to_matrix(np.asarray(poses, float)[:, :66].reshape(T, 22, 3))
     off = np.asarray(rest_joints, float)[:22] - np.asarray(rest_joints, float)[:22][_PAR.clip(0)]
-    G, P = [R[:, 0]], [np.zeros((T, 3))]
-    for k in range(1, 22):
-        P.append(P[PARENTS[k]] + np.einsum("tij,j->ti", G[PARENTS[k]], off[k]))
-        G.append(G[PARENTS[k]] @ R[:, k])
-    return np.stack(P, 1)
+    return smpl_forward_kinematics(R[:, 1:], off, R[:, 0])
 
 
 def convert_file(
@@ -663,19 +660,7 @@ def save_amass(
         "conversion": np.array(CONVERSION_VERSION),
     }
     arrays.update(extra or {})
-    return atomic_write(path, lambda tmp: _save_npz(tmp, arrays))
-
-
-def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """``np.savez`` with fixed member timestamps, so the same arrays always give the same bytes (and sha256)."""
-    import io
-    import zipfile
-
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as z:
-        for name, a in arrays.items():
-            buf = io.BytesIO()
-            np.lib.format.write_array(buf, np.asanyarray(a), allow_pickle=False)
-            z.writestr(zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0)), buf.getvalue())
+    return atomic_write(path, lambda tmp: write_npz(tmp, arrays))
 
 
 def convert(

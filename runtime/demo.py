@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from . import PosePrior, rotations
-from .formats.motion import atomic_write
+from .atomic import atomic_write
 from .glitch import corrupt, knees_backwards, random_rotations
 from .kinematics import forward_kinematics
 from .takes import recorded_threshold

@@ -12,7 +12,7 @@ Spaces (``space=``):
 * ``"ambient"``: the parameters are the raw 6D poses x (B, 21, 6); -log p(x) and its gradient come from the
   ``log_prob_grad`` graph (one call per trial point). Fixed joints are not free: their entries keep their values.
 * ``"latent"``: the parameters are latents z (B, D), x = f(z), and the penalty is -log p(f(z)) = |z|^2/2 +
-  log|det df/dz| + D/2 log 2 pi (the Jacobian term included, DESIGN §4). A trial point costs one
+  log|det df/dz| + D/2 log 2 pi (the Jacobian term included, docs/design.md §4). A trial point costs one
   ``latent_forward`` call (x and log p); the accepted point one ``latent_vjp`` call, which turns the data term's
   pose gradient into (df/dz)^T dL/dx and adds d log p(f(z))/dz. A latent cannot pin coordinates, so fixed joints
   add the anchor ``fixed_weight * sum_{fixed j} |6D(GS(x_j)) - v_j|^2`` to the data term (as ``train.fit``).
@@ -473,7 +473,7 @@ def denoise(
     the first L-BFGS step uses the data term's exact inverse curvature, ``h0 = 1 / (2 weight)`` (a proximal step
     ``x + lam / (2 weight) * grad log p(x)`` from the observation). ``options``: ``fit``'s L-BFGS options;
     ``iters`` defaults to ``DENOISE_ITERS`` (ambient 5, latent 10): stopping early is nearly as accurate as running
-    to convergence and costs a fraction (README, "Fitting": ``runtime.tools.fitbench_rt`` measures it)."""
+    to convergence and costs a fraction (docs/fitting.md, "Throughput": ``runtime.tools.fitbench_rt`` measures it)."""
     obs = _poses(observed, "observed", prior.num_joints)
     weight = _number(weight, "weight", positive=True)
     options = {

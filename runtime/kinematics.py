@@ -25,7 +25,7 @@ def chain(
     ``P_j = P_parent + G_parent o_j``. The one numpy forward kinematics (``runtime.formats.forward_kinematics`` of
     a ``Motion`` and the SMPL ``forward_kinematics`` below are this with their arguments)."""
     B, J = rotmats.shape[:2]
-    offsets = np.broadcast_to(offsets, (B, J, 3))
+    offsets = np.asarray(offsets)
     G = np.empty((B, J, 3, 3), rotmats.dtype)
     P = np.empty((B, J, 3), rotmats.dtype)
     G[:, 0] = rotmats[:, 0]
@@ -33,7 +33,10 @@ def chain(
     for j in range(1, J):
         p = parents[j]
         G[:, j] = G[:, p] @ rotmats[:, j]
-        P[:, j] = P[:, p] + np.einsum("bij,bj->bi", G[:, p], offsets[:, j])
+        # matmul, not einsum: the same bits for shared (J, 3) and per-pose (B, J, 3) offsets, and the bits of the
+        # conversion (runtime.convert) that ``make data``'s checksums record
+        step = G[:, p] @ offsets[j] if offsets.ndim == 2 else (G[:, p] @ offsets[:, j, :, None])[..., 0]
+        P[:, j] = P[:, p] + step
     return G, P
 
 

@@ -14,10 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .convert import _save_npz
+from .atomic import atomic_write
 from .formats import FormatError
-from .formats.motion import atomic_write
-from .formats.npz import POSE_WIDTHS, npz_keys, read_npz
+from .formats.npz import POSE_WIDTHS, npz_keys, read_npz, write_npz
 
 
 def is_amass(path: str | Path) -> bool:
@@ -40,4 +39,4 @@ def write_repaired(src: str | Path, frames: np.ndarray, body: np.ndarray, out: s
         poses = poses.copy()
         poses[frames, 3:66] = np.asarray(body).astype(poses.dtype)
         d["poses"] = poses
-    return atomic_write(Path(out), lambda tmp: _save_npz(tmp, d))
+    return atomic_write(Path(out), lambda tmp: write_npz(tmp, d))

@@ -129,11 +129,11 @@ def session_options(
 ) -> ort.SessionOptions:
     """Options of one session. Every session has its own intra-op thread pool, whose threads spin for a while
     after a run, ready for the next; a different session run meanwhile competes with them for the cores.
-    ``stop_spinning``: stop as soon as a run returns (``session.force_spinning_stop``). Measured at batch 64 on
-    this 2-core machine: ``latent_forward`` and ``latent_vjp`` called in turn took 22.8 ms a pair with spinning
-    and 8.5 ms with it stopped, but one graph called again and again gets 25-50 % slower stopped (its threads
-    must be woken every call), so only the ``ALTERNATING`` graphs stop. ``allow_spinning=False``: no spinning
-    at all (for processes whose other thread pools need the cores, e.g. torch's)."""
+    ``stop_spinning``: stop as soon as a run returns (``session.force_spinning_stop``). Two graphs called in turn
+    then no longer take each other's cores, while one graph called again and again pays for waking its threads
+    every call, so only the ``ALTERNATING`` graphs stop (the timings behind this choice:
+    ``reports/design-measurements.md``). ``allow_spinning=False``: no spinning at all (for processes whose other
+    thread pools need the cores, e.g. torch's)."""
     options = ort.SessionOptions()
     if intra_op_num_threads is not None:
         options.intra_op_num_threads = int(intra_op_num_threads)
@@ -525,7 +525,7 @@ class PosePrior:
 
     def latent_forward(self, z) -> tuple[np.ndarray, np.ndarray]:
         """(poses f(z) raw (B, 21, 6), log p(f(z)) (B,)) in one pass; ``-log p`` is the latent-space loss
-        (not |z|^2, which drops the Jacobian term; DESIGN §4)."""
+        (not |z|^2, which drops the Jacobian term; docs/design.md §4)."""
         z, single = self._latent(z)
         graph = GRAPHS["latent_forward"]
         x, log_p = np.empty((len(z), self.num_joints, 6), np.float32), np.empty(len(z), np.float32)
@@ -538,7 +538,7 @@ class PosePrior:
 
         One forward and one reverse pass: with a data term E(x) whose gradient in 6D pose space is ``grad_poses``
         = dE/dx at x = f(z), the latent gradient of ``E(f(z)) - lam log p(f(z))`` is ``vjp_z - lam *
-        grad_log_prob_z`` (log p with the Jacobian term, DESIGN §4). Masked joints of ``grad_poses`` are ignored.
+        grad_log_prob_z`` (log p with the Jacobian, docs/design.md §4). Masked joints of ``grad_poses`` are ignored.
         A model exported without this graph raises ``ModelError``.
         """
         z, single = self._latent(z)
@@ -592,7 +592,7 @@ def axis_angle_vjp(aa: np.ndarray, g6: np.ndarray) -> np.ndarray:
     out = np.empty_like(w)
     for i in range(3):
         e_i = np.broadcast_to(eye[i], w.shape)
-        general = w[..., i, None, None] * rotations._skew(w) + rotations._skew(np.cross(w, (eye - R)[..., :, i]))
-        dR = np.where(small, rotations._skew(e_i), general / np.where(small, 1.0, t2)) @ R
+        general = w[..., i, None, None] * rotations.skew(w) + rotations.skew(np.cross(w, (eye - R)[..., :, i]))
+        dR = np.where(small, rotations.skew(e_i), general / np.where(small, 1.0, t2)) @ R
         out[..., i] = np.sum(G * dR, axis=(-1, -2))
     return out

@@ -1,6 +1,6 @@
 """Take-QA benchmark (``make qa-bench``): inject glitches into held-out takes, detect them, repair them. Torch-free.
 
-Protocol (DESIGN §5, issue 18):
+Protocol (docs/design.md §5, issue 18):
 
 * Takes: every file of ``cmu_extra`` (ASF/AMC, Daz-style BVH, 3dsMax-style BVH) and the ``cmu_pose`` test and val
   splits, converted to SMPL at ``--fps`` (default 30). A *subject* is a CMU subject number; the renamed ASF/AMC

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .formats.motion import atomic_write
+from .atomic import atomic_write
 from .rotations import JOINT_NAMES
 
 

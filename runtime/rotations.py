@@ -1,6 +1,6 @@
 """Rotation conventions of the pose prior, in numpy (the torch twin is ``train/rotations.py``).
 
-Conventions (DESIGN §1):
+Conventions (docs/design.md §1):
 
 * A pose is 21 non-root joints in SMPL body order (``JOINT_NAMES``), each a local rotation.
 * 6D of a rotation matrix R is its first two **columns**, contiguous: ``[R00 R10 R20 R01 R11 R21]``,
@@ -56,7 +56,8 @@ GS_PARALLEL_TOL = 1e-6
 _EPS = 1e-8  # floor of the norms in gram_schmidt_vjp (its inputs are checked poses, never degenerate)
 
 
-def _skew(v: np.ndarray) -> np.ndarray:
+def skew(v: np.ndarray) -> np.ndarray:
+    """The cross-product matrix ``[v]x`` (..., 3, 3) of vectors v (..., 3): ``[v]x u = v x u``."""
     x, y, z = v[..., 0], v[..., 1], v[..., 2]
     o = np.zeros_like(x)
     return np.stack([o, -z, y, z, o, -x, -y, x, o], axis=-1).reshape(v.shape[:-1] + (3, 3))
@@ -70,7 +71,7 @@ def axis_angle_to_matrix(aa: np.ndarray) -> np.ndarray:
     t = np.sqrt(np.where(small, 1.0, t2))
     a = np.where(small, 1.0 - t2 / 6.0, np.sin(t) / t)
     b = np.where(small, 0.5 - t2 / 24.0, (1.0 - np.cos(t)) / np.where(small, 1.0, t2))
-    k = _skew(aa)
+    k = skew(aa)
     eye = np.broadcast_to(np.eye(3, dtype=aa.dtype), k.shape)
     return (eye + a * k + b * (k @ k)).astype(aa.dtype, copy=False)
 

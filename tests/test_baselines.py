@@ -1,4 +1,4 @@
-"""The two baselines of DESIGN §5 on real CMU data (subsets, for speed): the VPoser-style VAE learns, decodes
+"""The two baselines of docs/design.md §5 on real CMU data (subsets, for speed): the VPoser-style VAE learns, decodes
 proper rotations and resumes exactly; the GMM's EM is monotone, its density matches scipy and its penalty the
 stated formula; both train through ``poseprior train --model``."""
 

@@ -21,6 +21,7 @@ import torch
 from click.testing import CliRunner, Result
 
 from export.cli import main as torch_commands
+from runtime.atomic import partial_path
 from runtime.cli import TORCH_COMMANDS
 from runtime.cli import main as poseprior
 from train.config import ACTIVATIONS, load_config
@@ -268,10 +269,10 @@ def test_a_run_killed_before_its_first_checkpoint_resumes(cmu, tmp_path):
 
 def test_a_run_killed_before_its_config_was_written_is_not_stuck(small_data, tmp_path):
     """Killed between creating --out and renaming config.json into place: --resume says there is nothing to
-    resume, and a fresh start into that directory (only a stray .tmp in it) is accepted."""
+    resume, and a fresh start into that directory (only the partial file of that write in it) is accepted."""
     out = tmp_path / "run"
     out.mkdir()
-    (out / "config.json.tmp").write_text('{"hid')
+    partial_path(out / "config.json", pid=999999).write_text('{"hid')
     refused(run_cli("train", "--data", small_data, "--out", out, "--resume"), "nothing to resume", "without --resume")
     r = run_cli(
         "train",

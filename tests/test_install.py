@@ -86,6 +86,27 @@ def test_plain_install_runs_the_torch_free_commands(plain_install, tmp_path, sha
         cwd=tmp_path,
     )
     assert r.returncode == 0 and (tmp_path / "r.npz").is_file(), r.stderr
+    # calibrate on the user's own clean takes (two folders of another skeleton), then score with that model dir:
+    # no torch, no checkout (cwd is an empty temp dir; the model comes from the installed package)
+    takes = shared_data / "cmu_extra" / "bvh_3dsmax"
+    r = run(plain_install, "poseprior", "calibrate", takes, "--out", tmp_path / "mine", cwd=tmp_path)
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    manifest = json.loads((tmp_path / "mine" / "manifest.json").read_text())
+    assert len(manifest["detector"]["takes"]) == 3, manifest["detector"]
+    r = run(
+        plain_install,
+        "poseprior",
+        "score",
+        take,
+        "--model",
+        tmp_path / "mine",
+        "--out",
+        tmp_path / "c.json",
+        cwd=tmp_path,
+    )
+    assert r.returncode == 0 and "frames flagged" in r.stdout, r.stderr
+    r = run(plain_install, "poseprior", "calibrate", tmp_path / "s.json", "--out", tmp_path / "bad", cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.startswith("error: ") and not (tmp_path / "bad").exists(), r.stderr
     for command in ("train", "export", "evaluate", "fit-bench", "bench"):
         r = run(plain_install, "poseprior", command, "--help", cwd=tmp_path)
         assert r.returncode == 2, (command, r.returncode, r.stderr)

@@ -1,18 +1,16 @@
-"""Data loaders: AMASS npz, BVH (checked against an independent Euler FK written here), the shared npz format."""
+"""Data loaders: AMASS npz, the shared npz format, and what they refuse (malformed BVH; a BVH take given to the npz
+split loader)."""
 
 import re
 
 import numpy as np
 import pytest
-from scipy.spatial.transform import Rotation
 
+from runtime.convert import T_POSE
+from runtime.formats import FormatError, read_bvh
+from runtime.formats.joint_maps import SMPL_NAMES
 from train.amass import load_amass
-from train.bvh import CANONICAL_BONES, CMU_JOINT_MAP, bvh_to_smpl, load_bvh, read_bvh
 from train.data import DataError, load_npz, load_split
-from train.rotations import JOINT_NAMES, PARENTS
-
-SMPL_NAMES = ("pelvis",) + tuple(JOINT_NAMES)
-UNIT_M = 0.0564444  # cgspeed BVH unit (../shared/data/cmu_pose/README.md, "Units")
 
 
 def raises_naming(path):
@@ -216,37 +214,22 @@ SKELETON = (
         ),
     ],
 )
-# the same skeleton with every canonical bone along its T-pose direction (Y up, left = +X)
-TPOSE = {
-    "LeftLeg": (0, -7.0, 0),
-    "LeftFoot": (0, -7.2, 0),
-    "RightLeg": (0, -7.1, 0),
-    "RightFoot": (0, -7.3, 0),
-    "Spine": (0, 2.0, 0),
-    "Spine1": (0, 2.1, 0),
-    "Neck1": (0, 1.7, 0),
-    "Head": (0, 1.8, 0),
-    "LeftForeArm": (5.0, 0, 0),
-    "LeftHand": (3.5, 0, 0),
-    "RightForeArm": (-5.0, 0, 0),
-    "RightHand": (-3.5, 0, 0),
-}
 
 
-def flatten(node, parent=-1, out=None, tpose=False):
+def flatten(node, parent=-1, out=None):
     """[(name, parent index, offset)] in file order."""
     out = [] if out is None else out
     name, offset, children = node
-    out.append((name, parent, np.array(TPOSE.get(name, offset) if tpose else offset, dtype=float)))
+    out.append((name, parent, np.array(offset, dtype=float)))
     me = len(out) - 1
     for child in children:
-        flatten(child, me, out, tpose)
+        flatten(child, me, out)
     return out
 
 
-def write_bvh(path, motion, tpose=False, frame_time=1 / 120):
+def write_bvh(path, motion, frame_time=1 / 120):
     """Root: Xposition Yposition Zposition Zrotation Yrotation Xrotation; joints: Zrotation Yrotation Xrotation."""
-    joints = flatten(SKELETON, tpose=tpose)
+    joints = flatten(SKELETON)
     lines = ["HIERARCHY"]
 
     def block(i, depth):
@@ -271,96 +254,17 @@ def write_bvh(path, motion, tpose=False, frame_time=1 / 120):
     return path
 
 
-def random_motion(frames, seed=0, lhip_deg=0.0):
-    """Channels of ``write_bvh``, rounded as written; hip joints (LHipJoint/RHipJoint) still unless ``lhip_deg``."""
+def random_motion(frames, seed=0):
+    """Channels of ``write_bvh``, rounded as written; hip joints (LHipJoint/RHipJoint) still."""
     rng = np.random.default_rng(seed)
     names = [j[0] for j in flatten(SKELETON)]
     m = rng.normal(scale=35.0, size=(frames, 3 + 3 * len(names)))
     m[:, :3] = rng.normal(scale=20.0, size=(frames, 3))  # root position
     m[:, 3:6] = rng.uniform(-180, 180, size=(frames, 3))  # root orientation
-    for hip, scale in (("LHipJoint", lhip_deg), ("RHipJoint", 0.0)):
+    for hip in ("LHipJoint", "RHipJoint"):
         col = 3 + 3 * names.index(hip)
-        m[:, col : col + 3] = rng.normal(scale=scale, size=(frames, 3)) if scale else 0.0
+        m[:, col : col + 3] = 0.0
     return np.round(m, 4)
-
-
-def reference_fk(motion, tpose=False):
-    """Independent BVH FK: ``R = Rz Ry Rx`` (scipy intrinsic 'ZYX'), returns {name: (rotations, positions (m))}."""
-    joints = flatten(SKELETON, tpose=tpose)
-    out = []
-    for i, (name, parent, off) in enumerate(joints):
-        ch = motion[:, 3 + 3 * i : 6 + 3 * i]
-        R = Rotation.from_euler("ZYX", ch, degrees=True).as_matrix()
-        if parent < 0:
-            out.append((R, (motion[:, :3] + off) * UNIT_M))
-        else:
-            Gp, pp = out[parent]
-            out.append((Gp @ R, pp + np.einsum("fab,b->fa", Gp, off) * UNIT_M))
-    return {name: out[i] for i, (name, _, _) in enumerate(joints)}
-
-
-def smpl_fk(rotations, offsets, root_orient, trans):
-    """SMPL FK of a PoseSet plus root: G_k = G_p R(r_k), p_k = p_p + G_p o_k; (F, 22, 3, 3), (F, 22, 3)."""
-    G = [Rotation.from_rotvec(root_orient).as_matrix()]
-    p = [trans]
-    for k in range(1, 22):
-        par = PARENTS[k]
-        R = Rotation.from_rotvec(rotations[:, k - 1].astype(np.float64)).as_matrix()
-        G.append(G[par] @ R)
-        p.append(p[par] + G[par] @ offsets[k].astype(np.float64))
-    return np.stack(G, 1), np.stack(p, 1)
-
-
-def load_with_root(path, **kw):
-    ps = load_bvh(path, **kw)
-    smpl = bvh_to_smpl(read_bvh(path), **kw)
-    return ps, smpl_fk(ps.rotations, ps.offsets, smpl.root_orient, smpl.trans)
-
-
-@pytest.mark.parametrize("tpose", [False, True])
-def test_bvh_fk_reproduces_joint_positions(tmp_path, tpose):
-    motion = random_motion(6, seed=int(tpose))
-    path = write_bvh(tmp_path / "01_01.bvh", motion, tpose=tpose)
-    ps, (G, p) = load_with_root(path)
-    ref = reference_fk(motion, tpose)
-    assert ps.rotations.dtype == np.float32 and ps.rotations.shape == (6, 21, 3)
-    assert ps.offsets.shape == (22, 3) and ps.sequence_names == ["01_01"] and (ps.subject == -1).all()
-    want = np.stack([ref[CMU_JOINT_MAP[k][0]][1] for k in SMPL_NAMES], 1)
-    assert np.abs(p - want).max() < 1e-4
-    if tpose:  # no canonical correction: SMPL globals = BVH globals of the last joint of each map entry
-        want_G = np.stack([ref[CMU_JOINT_MAP[k][-1]][0] for k in SMPL_NAMES], 1)
-        assert np.abs(G - want_G).max() < 1e-5
-
-
-def test_bvh_rotating_dropped_joint(tmp_path):
-    """LHipJoint's rotation goes into left_hip; the hip itself then moves in the pelvis frame -> warning."""
-    motion = random_motion(5, seed=3, lhip_deg=15.0)
-    path = write_bvh(tmp_path / "lhip.bvh", motion)
-    with pytest.warns(UserWarning, match="left_hip"):
-        ps, (G, p) = load_with_root(path)
-    ref = reference_fk(motion)
-    want = np.stack([ref[CMU_JOINT_MAP[k][0]][1] for k in SMPL_NAMES], 1)
-    bone, want_bone = p[:, 1:] - p[:, PARENTS[1:]], want[:, 1:] - want[:, PARENTS[1:]]
-    err = np.linalg.norm(bone - want_bone, axis=-1).max(0)
-    left_hip = JOINT_NAMES.index("left_hip")
-    assert err[left_hip] > 1e-3  # not representable by a constant offset
-    assert np.delete(err, left_hip).max() < 1e-4  # every other bone (left knee, ankle...) exact
-
-
-def test_bvh_rest_pose_and_canonical_offsets(tmp_path):
-    zero = np.zeros((2, 3 + 3 * 31))
-    tpose = load_bvh(write_bvh(tmp_path / "tpose.bvh", zero, tpose=True))
-    assert np.abs(tpose.rotations).max() < 1e-6  # a T-pose rest loads as identity rotations
-    splayed = load_bvh(write_bvh(tmp_path / "splayed.bvh", zero))
-    assert np.abs(splayed.rotations).max() > 0.1  # legs splayed / arms raised: not identity
-    for ps in (tpose, splayed):
-        for joint, (child, direction) in CANONICAL_BONES.items():
-            o = ps.offsets[SMPL_NAMES.index(child)]
-            assert np.dot(o / np.linalg.norm(o), direction) > 1 - 1e-6, (joint, child, o)
-    raw = load_bvh(tmp_path / "splayed.bvh", canonical=False)  # no canonicalisation: zero pose = identity
-    assert np.abs(raw.rotations).max() < 1e-6
-    knee = SMPL_NAMES.index("left_knee")
-    np.testing.assert_allclose(raw.offsets[knee], np.array([2.45, -6.73, 0]) * UNIT_M, atol=1e-6)
 
 
 def test_load_split_refuses_a_motion_take_with_a_pointer_to_ingest(tmp_path):
@@ -392,27 +296,17 @@ MALFORMED = {
 
 @pytest.mark.parametrize("problem", sorted(MALFORMED))
 def test_bvh_malformed(tmp_path, problem):
+    """The one BVH parser (``runtime.formats.read_bvh``) refuses each malformed file naming it."""
     path = write_bvh(tmp_path / f"bad_{problem.replace(' ', '_')}.bvh", random_motion(3))
     path.write_text(MALFORMED[problem](path.read_text()))
-    with raises_naming(path):
-        load_bvh(path)
-
-
-def test_bvh_joint_map_errors(tmp_path):
-    path = write_bvh(tmp_path / "ok.bvh", random_motion(2))
-    with raises_naming(path) as e:
-        load_bvh(path, joint_map={**CMU_JOINT_MAP, "left_wrist": ("LeftHand", "LeftPinky")})
-    assert "LeftPinky" in str(e.value)
-    with raises_naming(path):  # left_knee above its SMPL parent left_hip
-        load_bvh(path, joint_map={**CMU_JOINT_MAP, "left_knee": ("LHipJoint",)})
-    with raises_naming(path):
-        load_bvh(path, joint_map={k: v for k, v in CMU_JOINT_MAP.items() if k != "head"})
+    with pytest.raises(FormatError, match=re.escape(path.name)):
+        read_bvh(path)
 
 
 # --- shared npz format (real data) --------------------------------------------------------------------------------
 def test_shared_cmu_val(shared_data):
     ps = load_npz(shared_data / "cmu_pose" / "val.npz")
     assert len(ps) == 891 and ps.rotations.shape == (891, 21, 3) and ps.offsets.shape == (22, 3)
-    for joint, (child, direction) in CANONICAL_BONES.items():  # same T-pose convention as train.bvh
+    for joint, (child, direction) in T_POSE.items():  # the T-pose runtime.convert converts to
         o = ps.offsets[SMPL_NAMES.index(child)]
         assert np.dot(o / np.linalg.norm(o), direction) > 1 - 1e-6, (joint, child, o)

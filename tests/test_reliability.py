@@ -165,7 +165,7 @@ def test_case04_sigterm_and_stale_partials_leave_nothing(shared_data, tmp_path):
     code = textwrap.dedent(f"""
         import sys, time
         from pathlib import Path
-        from runtime.formats.motion import atomic_write
+        from runtime.atomic import atomic_write
         def write(tmp):
             tmp.write_bytes(b"x" * 1000)
             print("writing", flush=True)
@@ -634,3 +634,17 @@ def test_case18_chunked_paths_equal_one_piece(shared_data, prior, monkeypatch):
     full = takes.worst_joints(prior, x, 2)
     monkeypatch.setattr(takes, "WORST_JOINTS_POSES", 2)
     np.testing.assert_array_equal(takes.worst_joints(prior, x, 2), full)
+
+
+def test_partial_files_are_named_and_recognised(tmp_path):
+    """``runtime.atomic``: the partial file of a path keeps its suffix, is hidden, and ``is_partial`` tells it (and
+    only it) apart from the files a run directory holds, so a resume can ignore what a killed write left."""
+    from runtime.atomic import atomic_write_text, is_partial, partial_path
+
+    for name in ("config.json", "best.pt", "metrics.jsonl", "a.b.npz", "noext"):
+        p = partial_path(tmp_path / name, pid=4242)
+        assert p.name == f".{name}.partial-4242{Path(name).suffix}" and is_partial(p), p
+    for name in ("config.json", ".config.json", ".x.partial-12.npz.bak", ".partial-1", "a.partial-1.json"):
+        assert not is_partial(tmp_path / name), name
+    out = atomic_write_text(tmp_path / "t.json", "{}\n")
+    assert out.read_text() == "{}\n" and sorted(p.name for p in tmp_path.iterdir()) == ["t.json"]

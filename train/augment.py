@@ -1,4 +1,4 @@
-"""Inverse Gram-Schmidt augmentation (DESIGN §2) and dequantisation of degenerate joints, training only.
+"""Inverse Gram-Schmidt augmentation (docs/design.md §2) and dequantisation of degenerate joints, training only.
 
 For every joint's orthonormal pair (a1, a2) draw eps ~ N(0, I_3) and replace it by
 
@@ -20,7 +20,7 @@ pose slightly off the hinge is astronomically low. Two dequantisations give thos
 
 Widening (``widen``: joint -> (sigma_x, sigma_y, sigma_z) radians): ``R -> R exp([sigma * xi]x)`` with a standard
 deviation per local axis. A source skeleton whose knees are hinges and whose elbows have no twist cannot show the
-tibial rotation, forearm twist and off-axis flexion that real SMPL fits have (DESIGN §1c); a prior trained on it
+tibial rotation, forearm twist and off-axis flexion of real SMPL fits (docs/design.md §1c); a prior trained on it
 calls those real poses implausible. Widening gives exactly those directions of exactly those joints a width, sized
 by the spread real SMPL fits show, and leaves the directions the data do constrain (the knee's flexion) alone.
 """

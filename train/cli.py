@@ -17,6 +17,7 @@ from pathlib import Path
 
 import click
 
+from runtime.atomic import is_partial
 from runtime.cli import check_out
 from runtime.cli import fail as _fail
 from runtime.cli import hold_out as _hold
@@ -48,8 +49,11 @@ def _overridden(cfg, overrides: tuple[str, ...], epochs: int | None):
 
 
 def _leftovers(out: Path) -> list[Path]:
-    """What ``out`` holds besides the ``*.tmp`` files of an atomic write a kill interrupted."""
-    return [p for p in out.iterdir() if not (p.suffix == ".tmp" and p.is_file())] if out.is_dir() else []
+    """What ``out`` holds besides the partial files of atomic writes a kill interrupted (``runtime.atomic``'s, and
+    the ``*.tmp`` of the trainer's checkpoint writes)."""
+    if not out.is_dir():
+        return []
+    return [p for p in out.iterdir() if not (p.is_file() and (p.suffix == ".tmp" or is_partial(p)))]
 
 
 @main.command()
@@ -93,7 +97,7 @@ def _leftovers(out: Path) -> list[Path]:
     "--model",
     type=click.Choice(["flow", "vposer", "gmm"]),
     default=None,
-    help="flow (default): the RealNVP prior; vposer, gmm: the baselines of DESIGN §5 (with --resume: the run's own).",
+    help="flow (default): the RealNVP prior; vposer, gmm: baselines (docs/design.md §5; --resume: the run's own).",
 )
 @click.option(
     "--config", "config_spec", default=None, help="Preset name of the model (paper, tiny) or JSON file of overrides."
@@ -110,7 +114,7 @@ def _leftovers(out: Path) -> list[Path]:
     type=click.IntRange(min=1),
     default=None,
     help="Data-parallel processes on this machine: runs torchrun --standalone --nproc-per-node N "
-    "-m train.cli train (the other options); see README, 'Training on several GPUs / machines'.",
+    "-m train.cli train (the other options); see docs/training.md, 'Training on several GPUs / machines'.",
 )
 def train(
     data_dir,

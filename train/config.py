@@ -1,8 +1,8 @@
 """Training configuration: one dataclass, named presets, JSON files.
 
-``smpl`` is the shipped default model's recipe, ``paper`` the architecture it adds widening and part mixing to (12
-couplings, hypernets 4 x 256; docs/design.md). ``tiny`` trains in well under two minutes on a
-2-core CPU and is what the tests and CI use.
+``paper`` is the architecture (12 couplings, hypernets 4 x 256; docs/design.md §3) with 6D noise; ``smpl`` is the
+shipped default's recipe (runs/smpl3-nowiden/config.json: ``paper`` with ``part_mix=0.5``), ``smpl-widen`` adds
+widening (the default before conversion smpl-segments-3). ``tiny`` is the small preset the tests and CI train.
 """
 
 from __future__ import annotations
@@ -134,7 +134,7 @@ def load_preset(presets: dict, spec: str | None, kind: str = "flow"):
 
 @dataclass
 class Config(ConfigBase):
-    # model (DESIGN §3)
+    # model (docs/design.md §3)
     num_layers: int = 12
     hidden: int = 256
     depth: int = 4
@@ -142,7 +142,7 @@ class Config(ConfigBase):
     activation: str = "silu"
     normalize: bool = True  # fixed elementwise affine normalisation from training statistics
     masked_joints: list[str] = field(default_factory=list)  # joints not modelled (e.g. bandai's virtual spine2)
-    # inverse Gram-Schmidt augmentation (DESIGN §2)
+    # inverse Gram-Schmidt augmentation (docs/design.md §2)
     alpha: float = 0.1
     beta: float = 0.1
     noise: float = 0.0  # isotropic 6D dequantisation noise on every joint (train/augment.py)
@@ -187,8 +187,8 @@ class Config(ConfigBase):
             raise ValueError(f"config: part_mix={self.part_mix} is a probability (0..1)")
 
 
-#: widening: rotation noise (rad, local x, y, z) on SMPL's 3-DoF knees, elbows and feet, which CMU's hinge joints
-#: leave singular (the smpl-widen recipe; the shipped default is not widened)
+#: the widening of the shipped model: rotation noise (rad, local x, y, z) on SMPL's 3-DoF knees, elbows and feet,
+#: which CMU's hinge joints leave singular
 SMPL_WIDEN = {
     side + joint: sigma
     for side in ("left_", "right_")
@@ -196,15 +196,15 @@ SMPL_WIDEN = {
 }
 
 PRESETS = {
-    # the architecture of docs/design.md (12 couplings, hypernets 4 x 256) with 6D dequantisation noise 0.02 on
+    # the architecture of docs/design.md §3 (12 couplings, hypernets 4 x 256) with 6D dequantisation noise 0.02 on
     # every joint; the base the SMPL presets add to
     "paper": Config(noise=0.02),
     # Bandai Namco data (CC BY-NC 4.0, non-commercial): its spine2 is a constant virtual joint, not modelled
     "paper-bandai": Config(masked_joints=["spine2"], noise=0.02),
-    # the shipped default model's recipe (runs/smpl3-nowiden/config.json): paper + part mixing, trained on the
-    # SMPL conversion of the CMU train split (make data; make train)
+    # the shipped default's recipe (runs/smpl3-nowiden/config.json): paper + part mixing, no widening, trained on
+    # the SMPL conversion of the CMU train split (make data; make train)
     "smpl": Config(noise=0.02, part_mix=0.5),
-    # the widened candidate (runs/smpl3-widen/config.json): smpl + widening of the hinge joints
+    # the widened candidate (runs/smpl3-widen/config.json; the default before conversion smpl-segments-3)
     "smpl-widen": Config(noise=0.02, widen=SMPL_WIDEN, part_mix=0.5),
     # the non-commercial CMU + Bandai model (make noncommercial): smpl with Bandai's constant spine2 masked
     "smpl-bandai": Config(noise=0.02, part_mix=0.5, masked_joints=["spine2"]),

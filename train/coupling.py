@@ -33,7 +33,7 @@ class AffineCoupling(nn.Module):
     """One coupling layer on a vector of ``dim`` numbers split into two halves.
 
     ``parity = 0`` conditions on the first half and transforms the second; ``parity = 1`` the reverse
-    (this is the "halves swap before each layer" of DESIGN §3).
+    (this is the "halves swap before each layer" of docs/design.md §3).
     """
 
     def __init__(self, dim: int, parity: int, hidden: int, depth: int, scale_clamp: float, activation: str):

@@ -1,4 +1,4 @@
-"""Fitting poses with a pose prior, in torch (docs/design.md, "Fitting"; the torch-free twin is ``runtime/fit.py``).
+"""Fitting poses with a pose prior, in torch (docs/design.md §4; the torch-free twin is ``runtime/fit.py``).
 
 A batch of B independent poses is fitted by minimising the SUM over the batch
 

@@ -1,4 +1,4 @@
-"""The pose prior: a RealNVP normalizing flow on 6D joint rotations (DESIGN §3).
+"""The pose prior: a RealNVP normalizing flow on 6D joint rotations (docs/design.md §3).
 
 Directions: ``forward`` maps latent z ~ N(0, I_D) to a pose x (sampling); ``inverse`` maps a pose to z
 (density). With the layer stack f = L_K o ... o L_1 o N^-1 (N the fixed elementwise normalisation

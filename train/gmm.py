@@ -1,4 +1,4 @@
-"""Baseline: a full-covariance Gaussian mixture on 63-d axis-angle poses (SMPLify style; DESIGN §5).
+"""Baseline: a full-covariance Gaussian mixture on 63-d axis-angle poses (SMPLify style; docs/design.md §5).
 
 Density, with x the 21 x 3 axis-angle pose flattened to d = 63 numbers and K components (8 in ``paper``):
 
@@ -35,10 +35,12 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from runtime.atomic import atomic_write_text
+
 from .config import ConfigBase, load_preset
 from .data import PoseSet
 from .rotations import NUM_JOINTS
-from .trainer import CHECKPOINT_FORMAT, atomic_save, atomic_write, data_checksums, read_checkpoint
+from .trainer import CHECKPOINT_FORMAT, atomic_save, data_checksums, read_checkpoint
 
 DIM = 3 * NUM_JOINTS
 
@@ -157,7 +159,7 @@ def fit_gmm(cfg: GMMConfig, train_set: PoseSet, val_set: PoseSet, out: str | Pat
     x = torch.from_numpy(train_set.rotations).double().reshape(len(train_set), DIM)
     x_val = torch.from_numpy(val_set.rotations).double().reshape(len(val_set), DIM)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write(cfg.to_json() + "\n", out / "config.json")
+    atomic_write_text(out / "config.json", cfg.to_json() + "\n")
     (out / "metrics.jsonl").write_text("")
     t0 = time.monotonic()
     labels = kmeans_pp(x, cfg.n_components, cfg.kmeans_iter, torch.Generator().manual_seed(cfg.seed))
@@ -204,5 +206,5 @@ def fit_gmm(cfg: GMMConfig, train_set: PoseSet, val_set: PoseSet, out: str | Pat
         "config_sha256": cfg.sha256(),
         "data_sha256": data_sha,
     }
-    atomic_write(json.dumps(summary, indent=2) + "\n", out / "summary.json")
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary

@@ -2,7 +2,7 @@
 
 6D = first two COLUMNS of R, contiguous ``[R00 R10 R20 R01 R11 R21]``; Gram-Schmidt
 ``e1 = b1/|b1|, e2 = normalize(b2 - (e1.b2) e1), e3 = e1 x e2``; half-split flow layout
-``(B, J, 6) -> (B, J, 2, 3) -> (B, 2, J, 3) -> (B, 6J)``. See DESIGN §1.
+``(B, J, 6) -> (B, J, 2, 3) -> (B, 2, J, 3) -> (B, 6J)``. See docs/design.md §1.
 """
 
 from __future__ import annotations

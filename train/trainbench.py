@@ -61,8 +61,8 @@ def bench_one(data: Path, preset: str, steps: int, nproc: int | None) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", type=Path, default=Path("../shared/data/cmu_pose"))
-    ap.add_argument("--preset", default="paper")
+    ap.add_argument("--data", type=Path, default=Path("build/smpl/cmu"), help="train/val splits (make data)")
+    ap.add_argument("--preset", default="smpl")
     ap.add_argument("--steps", type=int, default=100, help="optimiser steps per run")
     ap.add_argument("--nproc", type=int, nargs="+", default=[1, 2], help="process counts run under torchrun")
     ap.add_argument("--repeats", type=int, default=2, help="runs per setup (interleaved); the table shows the best")

@@ -1,5 +1,5 @@
 """The training loop: maximise mean log p of inverse-Gram-Schmidt-augmented batches with Adam, early
-stopping on the validation mean log p (validation augmented once with a fixed seed, DESIGN §3).
+stopping on the validation mean log p (validation augmented once with a fixed seed, docs/design.md §3).
 
 A run directory holds ``config.json``, ``metrics.jsonl`` (one line per epoch), ``best.pt`` (weights with the
 best validation log p) and ``last.pt`` (everything needed to resume: weights, optimizer, epoch, RNG state,
@@ -20,6 +20,8 @@ from typing import Callable
 import numpy as np
 import torch
 from tqdm import tqdm
+
+from runtime.atomic import atomic_write_text
 
 from . import distributed
 from .augment import Augmentation, degenerate_joints
@@ -126,13 +128,9 @@ def atomic_save(obj, path: Path) -> None:
     _replace_via_tmp(path, lambda tmp: torch.save(obj, tmp))
 
 
-def atomic_write(text: str, path: Path) -> None:
-    _replace_via_tmp(path, lambda tmp: tmp.write_text(text))
-
-
 def write_metrics(out: Path, rows: list[dict]) -> None:
     """``metrics.jsonl``: one JSON line per epoch, written atomically (never a partial line)."""
-    atomic_write("".join(json.dumps(r) + "\n" for r in rows), out / "metrics.jsonl")
+    atomic_write_text(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
 
 
 def metrics_before(out: Path, epoch: int) -> list[dict]:
@@ -251,7 +249,7 @@ def run_epochs(
             write_metrics(out, history)
     elif distributed.is_main():
         out.mkdir(parents=True, exist_ok=True)
-        atomic_write(cfg.to_json() + "\n", out / "config.json")
+        atomic_write_text(out / "config.json", cfg.to_json() + "\n")
         write_metrics(out, history)
 
     deadline = None if max_minutes is None else t_start + 60.0 * max_minutes
@@ -431,5 +429,5 @@ def train(
         "skeleton": train_set.skeleton,
     }
     if distributed.is_main():
-        atomic_write(json.dumps(summary, indent=2) + "\n", out / "summary.json")
+        atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary

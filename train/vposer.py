@@ -1,4 +1,4 @@
-"""Baseline: a VPoser-style VAE (Pavlakos et al. 2019, SMPL-X; DESIGN §5), trained on the same splits as the flow.
+"""Baseline: a VPoser-style VAE (Pavlakos et al. 2019; docs/design.md §5), trained on the same splits as the flow.
 
 Model (what this implementation chose; VPoser v2's own net differs in the details noted):
 
@@ -22,7 +22,7 @@ needed: GS output is a rotation by construction. Adam, early stopping on the val
 mode with ONE fixed draw of eps (seed ``val_seed``) so it is comparable between epochs.
 
 For fitting, VPoser's prior is ``||z||^2`` in latent space (``VPoser.latent_penalty``; ``-log N(z) = ||z||^2/2 +
-const``), the shortcut DESIGN §4 contrasts with the flow's exact density.
+const``), the shortcut docs/design.md §4 contrasts with the flow's exact density.
 
 The run directory is the flow's (``train.trainer``): ``config.json`` (with ``"model": "vposer"``),
 ``metrics.jsonl``, ``best.pt``/``last.pt`` (weights, optimizer, epoch, RNG states, config, data sha256; they load
@@ -40,11 +40,13 @@ from torch import nn
 from torch.distributions import Normal
 from torch.nn.functional import softplus
 
+from runtime.atomic import atomic_write_text
+
 from . import distributed
 from .config import ConfigBase, load_preset
 from .data import PoseSet
 from .rotations import NUM_JOINTS, axis_angle_to_matrix, gram_schmidt, matrix_to_6d
-from .trainer import atomic_write, data_checksums, read_checkpoint, run_epochs
+from .trainer import data_checksums, read_checkpoint, run_epochs
 
 
 @dataclass
@@ -245,5 +247,5 @@ def train_vposer(
         "data_sha256": data_sha,
     }
     if distributed.is_main():
-        atomic_write(json.dumps(summary, indent=2) + "\n", out / "summary.json")
+        atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary

@@ -29,8 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic import atomic_write_text
 from .joint_maps import UNITS_M, skeleton_of
-from .motion import FormatError, Motion, atomic_write, check_fps, euler_matrix, matrix_to_euler
+from .motion import FormatError, Motion, check_fps, euler_matrix, matrix_to_euler
 
 #: metres per unit tried for a skeleton that ``skeleton_of`` does not know: m, cm, mm, inch, cgspeed (1/0.45 inch)
 CANDIDATE_UNITS_M = {"m": 1.0, "cm": 0.01, "mm": 0.001, "inch": 0.0254, "cgspeed": 0.0254 / 0.45}
@@ -397,4 +398,4 @@ def write_bvh(m: Motion, path: str | Path, unit_m: float | None = None, axes: st
     lines += ["MOTION", f"Frames: {len(m)}", f"Frame Time: {1.0 / m.fps:.15g}"]
     lines += [" ".join(f"{v:.9f}" for v in row) for row in values]
     text = "\n".join(lines) + "\n"
-    return atomic_write(path, lambda tmp: tmp.write_text(text))
+    return atomic_write_text(path, text)

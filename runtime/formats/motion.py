@@ -22,16 +22,14 @@ rotations applied intrinsically (about the moving axes) in the listed order -- s
 
 from __future__ import annotations
 
-import glob
-import os
-import signal
-import threading
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
+# atomic_write lives in runtime.atomic; re-exported here only until runtime/takes.py imports it from there
+from ..atomic import atomic_write as atomic_write
+from ..kinematics import chain
 from ..rotations import rotation_error
 
 
@@ -120,56 +118,6 @@ def frame_stride(source_fps: float | None, fps: float | None, source: str) -> in
     if not (np.isfinite(source_fps) and source_fps > 0):
         raise FormatError(f"{source}: source frame rate {source_fps} is not a positive number")
     return max(1, round(source_fps / fps))
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OSError):
-        return True
-    return True
-
-
-def remove_stale_partials(path: str | Path) -> list[Path]:
-    """Remove the ``.NAME.partial-PID.SUFFIX`` files that ``atomic_write``s of ``path`` killed outright
-    (SIGKILL, a power cut) left beside it: those whose PID no longer runs. Returns what was removed."""
-    path = Path(path)
-    removed = []
-    prefix = f".{path.name}.partial-"
-    for p in path.parent.glob(f"{glob.escape(prefix)}*{glob.escape(path.suffix)}"):
-        pid = p.name[len(prefix) : len(p.name) - len(path.suffix)]
-        if pid.isdigit() and p.is_file() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
-            p.unlink(missing_ok=True)
-            removed.append(p)
-    return removed
-
-
-def _terminate(signum, frame):
-    raise SystemExit(128 + signum)
-
-
-def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
-    """``write(tmp)`` to a hidden file beside ``path``, then rename it onto ``path``: a failed or interrupted write
-    leaves nothing behind (the one way every writer of the runtime writes a file). Interrupted means an exception,
-    Ctrl-C (SIGINT) or SIGTERM: while it writes, in the main thread, a SIGTERM that would kill the process outright
-    raises ``SystemExit(143)`` instead, so the partial file is removed. What a SIGKILL leaves is removed by the next
-    write of the same ``path`` (``remove_stale_partials``)."""
-    path = Path(path)
-    remove_stale_partials(path)
-    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}{path.suffix}")
-    previous = None
-    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
-        previous = signal.signal(signal.SIGTERM, _terminate)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
-    return path
 
 
 def read_lines(path, kind: str) -> list[str]:
@@ -293,17 +241,9 @@ class Motion:
 
 
 def forward_kinematics(m: Motion) -> tuple[np.ndarray, np.ndarray]:
-    """Global rotations G (T, J, 3, 3) and positions P (T, J, 3), metres:
-    ``G_0 = R_0``, ``P_0 = trans``, ``G_j = G_parent R_j``, ``P_j = P_parent + G_parent offsets_j``."""
-    T, J = m.rotations.shape[:2]
-    G = np.empty((T, J, 3, 3))
-    P = np.empty((T, J, 3))
-    G[:, 0], P[:, 0] = m.rotations[:, 0], m.trans
-    for j in range(1, J):
-        p = m.parents[j]
-        G[:, j] = G[:, p] @ m.rotations[:, j]
-        P[:, j] = P[:, p] + G[:, p] @ m.offsets[j]
-    return G, P
+    """Global rotations G (T, J, 3, 3) and positions P (T, J, 3), metres: ``runtime.kinematics.chain`` of the
+    take, ``G_0 = R_0``, ``P_0 = trans``, ``G_j = G_parent R_j``, ``P_j = P_parent + G_parent offsets_j``."""
+    return chain(m.rotations, m.offsets, m.parents, m.trans)
 
 
 def end_site_positions(m: Motion, P: np.ndarray | None = None, G: np.ndarray | None = None) -> dict[str, np.ndarray]:

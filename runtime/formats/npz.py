@@ -14,6 +14,7 @@ hand joints (zeros for SMPL-H / SMPL-X, whose hands are finger joints instead; a
 
 from __future__ import annotations
 
+import io
 import zipfile
 import zlib
 from pathlib import Path
@@ -91,6 +92,16 @@ def read_npz(path: str | Path) -> dict[str, np.ndarray]:
 #: a value is not a pose (and 1e39 is not even a float32)
 MAX_ANGLE_RAD = 1e3
 MAX_TRANS_M = 1e5
+
+
+def write_npz(path: str | Path, arrays: dict[str, np.ndarray]) -> None:
+    """``np.savez`` (stored, no pickles) with fixed member timestamps, so the same arrays always give the same bytes
+    (and sha256). Writes ``path`` in place: callers wrap it in ``runtime.atomic.atomic_write``."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as z:
+        for name, a in arrays.items():
+            buf = io.BytesIO()
+            np.lib.format.write_array(buf, np.asanyarray(a), allow_pickle=False)
+            z.writestr(zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0)), buf.getvalue())
 
 
 def _finite_frames(a: np.ndarray, what: str, src: str, bound: float | None = None, unit: str = "") -> np.ndarray:

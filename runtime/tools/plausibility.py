@@ -29,7 +29,7 @@ import numpy as np
 
 from runtime import PosePrior, rotations
 from runtime import fit as rfit
-from runtime.formats.motion import atomic_write
+from runtime.atomic import atomic_write_text
 from runtime.glitch import corrupt, knees_backwards, random_rotations
 from runtime.prior import sha256_file
 
@@ -204,7 +204,7 @@ def record_threshold(model_dir: Path, tau: float, data: Path) -> None:
         "subjects 11, 14, 131, converted to SMPL)",
         "data_sha256": sha256_file(data),
     }
-    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(manifest, indent=2) + "\n"))
+    atomic_write_text(path, json.dumps(manifest, indent=2) + "\n")
 
 
 def markdown(r: dict) -> str:

@@ -1,4 +1,4 @@
-"""Evaluation of a pose prior (DESIGN §5; issue 4): KS of flow log-density, model-independent sample metrics,
+"""Evaluation of a pose prior (docs/design.md §5; issue 4): KS of flow log-density, model-independent sample metrics,
 the paper's figures and a Markdown report. ``poseprior evaluate`` / ``make evaluate`` run ``evaluate``.
 
 Modules: ``metrics`` (the formulas), ``sources`` (samples and data, seeds), ``figures``, ``report``, ``run``.

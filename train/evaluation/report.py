@@ -38,17 +38,22 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
 
 
-def render(m: dict, timing: dict) -> str:
-    s, tr = m["settings"], m["model"]["training"]
-    summ = tr.get("summary", {})
-    b = [
+def _title(m: dict) -> list[str]:
+    """The title and what produced the report."""
+    s = m["settings"]
+    return [
         f"# Pose-prior evaluation: `{m['model']['path']}`",
         f"The flow is evaluated through the runtime (`PosePrior`, onnxruntime CPU), as users get it; the baselines "
         f"through torch. n = {s['n']} samples per prior, seed {s['seed']}. Written by `poseprior evaluate` "
         f"(`train/evaluation/`); `metrics.json` holds every number below, `timing.json` the run times.",
     ]
 
-    b.append("## Model")
+
+def _model(m: dict) -> list[str]:
+    """## Model: the run, checkpoint, stop, checksums and training config."""
+    tr = m["model"]["training"]
+    summ = tr.get("summary", {})
+    b = ["## Model"]
     b.append(
         _table(
             ["field", "value"],
@@ -72,27 +77,14 @@ def render(m: dict, timing: dict) -> str:
         )
     )
     b.append(f"Training config: `{json.dumps(tr.get('config', {}), sort_keys=True)}`")
+    return b
 
-    b.append("## Data and settings")
-    rows = [
-        [
-            "held-out (test)",
-            f"`{s['data']['path']}`",
-            str(s["data"]["n"]),
-            str(s["data"]["sequences"]),
-            f"`{s['data']['sha256']}`",
-        ]
-    ]
-    if s.get("train"):
-        rows.append(
-            [
-                "train",
-                f"`{s['train']['path']}`",
-                str(s["train"]["n"]),
-                str(s["train"]["sequences"]),
-                f"`{s['train']['sha256']}`",
-            ]
-        )
+
+def _data(m: dict) -> list[str]:
+    """## Data and settings: the splits with checksums, seeds, skeleton and per-source info."""
+    s = m["settings"]
+    b = ["## Data and settings"]
+    rows = [_split_row("held-out (test)", s["data"])] + ([_split_row("train", s["train"])] if s.get("train") else [])
     b.append(_table(["split", "file", "poses", "sequences", "sha256"], rows))
     seeds = s["seeds"]
     lines = [
@@ -107,8 +99,18 @@ def render(m: dict, timing: dict) -> str:
         for name, info in s["sources"].items()
     ]
     b.append("\n".join(lines))
+    return b
 
-    b.append("## 1. KS statistic of flow log-density (samples vs data)")
+
+def _split_row(label: str, info: dict) -> list[str]:
+    """A row of the splits table: label, file, poses, sequences, sha256."""
+    return [label, f"`{info['path']}`", str(info["n"]), str(info["sequences"]), f"`{info['sha256']}`"]
+
+
+def _ks(m: dict) -> list[str]:
+    """## 1: the KS tables, one per reference split, with the noise floors and the paper's figures."""
+    s = m["settings"]
+    b = ["## 1. KS statistic of flow log-density (samples vs data)"]
     b.append(
         "`scipy.stats.ks_2samp` between the flow's log p of prior samples (a) and of data poses (b). "
         "*Expected under H0* = 0.8687·sqrt((n+m)/(nm)): what a sample of the data distribution itself would "
@@ -144,16 +146,25 @@ def render(m: dict, timing: dict) -> str:
             for k, v in block["table"].items()
         ]
         b.append(_table(["set", "KS", "n (a)", "n (b)", "expected under H0", "p-value", "paper"], rows))
+    return b
 
+
+def _gap(m: dict) -> list[str]:
+    """## 2: mean and median log p of the splits and the train − test gap."""
     g = m["gap"]
-    b.append("## 2. Generalisation gap (flow log p of data poses)")
+    b = ["## 2. Generalisation gap (flow log p of data poses)"]
     rows = [["held-out (test)", str(g["n_test"]), _f(g["test_mean"]), _f(g["test_median"])]]
     if "train_mean" in g:
         rows.append(["train", str(g["n_train"]), _f(g["train_mean"]), _f(g["train_median"])])
         rows.append(["gap (train − test)", "", _f(g["mean_gap"]), _f(g["median_gap"])])
     b.append(_table(["split", "poses", "mean log p", "median log p"], rows))
+    return b
 
-    b.append("## 3. Model-independent sample metrics")
+
+def _sample_metrics(m: dict) -> list[str]:
+    """## 3: FID, APD and NN geodesic per source, with their definitions and the FID floor."""
+    s = m["settings"]
+    b = ["## 3. Model-independent sample metrics"]
     b.append(
         "- **FID** on forward-kinematics joint positions (22 joints × 3, in cm, so FID is in cm²): "
         "FID = |μ1 − μ2|² + Tr(S1 + S2 − 2 (S1 S2)^½), all n samples against all poses of the split; "
@@ -207,8 +218,12 @@ def render(m: dict, timing: dict) -> str:
         "FID is biased upward at small sample sizes: the floor compares halves of a split "
         f"({floor['test']['n_each']} poses each for test), fewer than the n samples of a prior."
     )
+    return b
 
-    b.append("## 3b. Sampling temperature")
+
+def _temperature(m: dict) -> list[str]:
+    """## 3b: the sampling-temperature rows beside T = 1."""
+    b = ["## 3b. Sampling temperature"]
     b.append(
         "Orthonormalised samples from z = T·N(0, I) (`PosePrior.sample(temperature=T)`; the same z as the "
         "T = 1 rows, scaled), KS against the same data sets as section 2, FID against all poses of each "
@@ -244,8 +259,12 @@ def render(m: dict, timing: dict) -> str:
             rows,
         )
     )
+    return b
 
-    b.append("## 4. Flow log p summaries")
+
+def _log_p(m: dict) -> list[str]:
+    """## 4: the log p summaries."""
+    b = ["## 4. Flow log p summaries"]
     rows = [
         [
             k,
@@ -261,8 +280,12 @@ def render(m: dict, timing: dict) -> str:
         for k, v in m["log_p"].items()
     ]
     b.append(_table(["set", "n", "non-finite", "mean", "median", "min", "1 %", "99 %", "max"], rows))
+    return b
 
-    b.append("## 5. Ablation: raw vs orthonormalised samples")
+
+def _ablation(m: dict) -> list[str]:
+    """## 5: raw vs orthonormalised samples."""
+    b = ["## 5. Ablation: raw vs orthonormalised samples"]
     lines = []
     for k, v in m["ablation"].items():
         line = (
@@ -275,8 +298,12 @@ def render(m: dict, timing: dict) -> str:
             )
         lines.append(line)
     b.append("\n".join(lines))
+    return b
 
-    b.append("## 6. Figures")
+
+def _figures(m: dict) -> list[str]:
+    """## 6: the figure links and how they were drawn (or why not)."""
+    b = ["## 6. Figures"]
     if m["figures"]:
         clip = m["histogram_clip"]
         b.append(
@@ -290,7 +317,20 @@ def render(m: dict, timing: dict) -> str:
         b.append("\n\n".join(f"![{f}]({f})" for f in m["figures"]))
     else:
         b.append("Not drawn for this report (`evaluate(..., figures=False)`, as the sweep does).")
+    return b
 
-    b.append("## 7. Timing (this run; not part of metrics.json)")
-    b.append(_table(["stage", "seconds"], [[k, _f(float(v), 2)] for k, v in timing.items()]))
-    return "\n\n".join(b) + "\n"
+
+def _timing(timing: dict) -> list[str]:
+    """## 7: the seconds of each stage of this run."""
+    return [
+        "## 7. Timing (this run; not part of metrics.json)",
+        _table(["stage", "seconds"], [[k, _f(float(v), 2)] for k, v in timing.items()]),
+    ]
+
+
+def render(m: dict, timing: dict) -> str:
+    """report.md of the metrics ``m`` (``run.evaluate``'s result) and the stage ``timing``: the sections in order,
+    separated by blank lines."""
+    sections = (_title, _model, _data, _ks, _gap, _sample_metrics, _temperature, _log_p, _ablation, _figures)
+    blocks = [block for section in sections for block in section(m)] + _timing(timing)
+    return "\n\n".join(blocks) + "\n"
