@@ -95,7 +95,7 @@ models/%/manifest.json: runs/%/best.pt
 
 # checkpoints are not committed: a committed run (config.json, summary.json, metrics.jsonl) is retrained from its
 # own config when its best.pt is missing; training is seeded, so the weights (and the reports) come out the same.
-# First use: the default flow ~3 min, GMM ~1 min, VPoser ~10 min on 2 cores.
+# First use: the default flow ~3 min, GMM < 1 min, VPoser ~3 min on 2 shared cores (runs/smpl3-*: 173, 19, 176 s).
 # The data set is the one the run's summary.json names: cmu, cmu_bandai (make data), else a folder of $(SHARED).
 runs/%/best.pt: | install
 	rm -rf build/retrain/$*
@@ -117,8 +117,9 @@ plausibility: install data
 
 # the NON-COMMERCIAL model (CC BY-NC 4.0: Bandai Namco data): CMU + Bandai in SMPL convention (379,059 poses), the
 # default's recipe with Bandai's constant virtual spine2 masked (preset smpl-bandai); not shipped, no record committed.
-# First use trains it from the preset, capped at NC_MINUTES (about 17 epochs in 40 min on 2 cores; --resume continues
-# an interrupted run), then exports it and writes its plausibility report to reports/smpl-cmu-bandai
+# First use trains it from the preset, capped at NC_MINUTES (an epoch took 166 s on 2 shared cores, so about 14 epochs
+# in 40 min, plus ~15 s of loading; --resume continues an interrupted run), then exports it and writes its
+# plausibility report to reports/smpl-cmu-bandai
 NC_RUN     ?= runs/smpl-cmu-bandai
 NC_MINUTES ?= 40
 noncommercial: install data $(NC_RUN)/best.pt
