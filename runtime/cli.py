@@ -589,10 +589,7 @@ def repair(
                         joints=names,
                         flagged=flagged,
                         threshold=threshold,
-                        max_joints=max_joints,
-                        space=space,
-                        smooth=smooth,
-                        run_iters=iters,
+                        options=takes.RepairOptions(space=space, smooth=smooth, run_iters=iters, max_joints=max_joints),
                         progress=bar,
                     )
                 )

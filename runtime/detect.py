@@ -15,17 +15,32 @@ rotations ``R_t`` (3x3) of the 21 body joints, with ``d(A, B)`` the geodesic ang
 A glitch of angle theta gives J ~ theta while the bridge and m stay at the motion's own speed; smooth motion, at any
 speed, gives J ~ bridge ~ m and s ~ 0; a real single fast move (no return) has a small v at one end.
 
-Per joint and frame, ``S_tj`` is the largest ``s`` of the spans holding frame t. Calibration (``runtime.calibrate``)
-divides it by the joint's own clean scale ``q_j`` (a high quantile of ``S_tj`` on clean takes), so every joint is
-judged in units of its own clean behaviour, and sets one threshold ``c`` for the take:
+A **held** joint (a channel frozen at its last value while the body moves on, then released) has no jump away: it
+stops. Its cue is the release after the hold. A hold of joint j is a run of frames a..b-1 with
+``min_held <= b - a <= max_span`` (a longer still run is a joint at rest: scoring it would flag the whole rest
+whenever a glitch follows it), each within ``still`` degrees of the frame before (v_t < still), while the body
+moves (in none of them are more than half of the take's moving joints, those whose median step is >= ``still``,
+also still):
+
+    h(a, b)  = (v_b - m) / (floor + m)          (v_b: the release; m: median of v over the ``window`` frames
+                                                 before a and after b, the joint's own motion around the hold)
+
+A joint that truly rests and then starts moves off at its own speed (v_b ~ m, h ~ 0); a held one jumps to where the
+motion went meanwhile (v_b ~ (b - a) m). Frames a..b-1 get h; a hold not released within the take gets nothing.
+
+Per joint and frame, ``S_tj`` is the largest ``s`` of the spans holding frame t, or its ``h``, whichever is larger.
+Calibration (``runtime.calibrate``) divides it by the joint's own clean scale ``q_j`` (a high quantile of ``S_tj``
+on clean takes), so every joint is judged in units of its own clean behaviour, and sets one threshold ``c`` for the
+take:
 
     score_t  = max_j S_tj / (q_j c)          flagged:  score_t >= 1
     suspect joints of frame t: the j with S_tj / (q_j c) >= 1
 
 The prior joins in: a frame is also flagged when its log p is below ``tau``. Calibration gives the prior a share
 of the false-flag budget: ``tau`` is the ``PRIOR_SHARE * rate`` quantile of log p on the clean frames, and ``c``
-is the quantile of ``max_j S_tj / q_j`` that brings the flagged clean frames (either way) to ``rate``. Spans are the runs of flagged frames (never across a take's start), each with the union of its
-frames' suspect joints. Frames 0 and N-1 of a take cannot be the middle of a jump-and-return and are scored 0.
+is the quantile of ``max_j S_tj / q_j`` that brings the flagged clean frames (either way) to ``rate``. Spans are
+the runs of flagged frames (never across a take's start), each with the union of its frames' suspect joints.
+Frames 0 and N-1 of a take cannot be the middle of a jump-and-return and are scored 0.
 """
 
 from __future__ import annotations
@@ -37,7 +52,7 @@ import numpy as np
 from . import rotations
 
 #: version of the statistic above; a calibration records it, and a detector refuses another version's
-DETECTOR_VERSION = "jump-return-1"
+DETECTOR_VERSION = "jump-return-hold-2"
 #: the share of the false-flag budget given to the prior's log p threshold (the rest goes to motion)
 PRIOR_SHARE = 0.1
 
@@ -45,14 +60,23 @@ PRIOR_SHARE = 0.1
 @dataclass(frozen=True)
 class Params:
     """The statistic's settings: ``max_span`` (longest glitch paired, frames), ``window`` (half-width of the local
-    motion median, frames), ``floor`` (degrees added to the local level in the denominator)."""
+    motion median, frames), ``floor`` (degrees added to the local level in the denominator), ``min_held`` (the
+    shortest hold scored, frames), ``still`` (degrees: a step below it holds the joint)."""
 
     max_span: int = 16
     window: int = 8
     floor: float = 2.0
+    min_held: int = 4
+    still: float = 0.05
 
     def to_dict(self) -> dict:
-        return {"max_span": self.max_span, "window": self.window, "floor": self.floor}
+        return {
+            "max_span": self.max_span,
+            "window": self.window,
+            "floor": self.floor,
+            "min_held": self.min_held,
+            "still": self.still,
+        }
 
 
 @dataclass
@@ -162,8 +186,29 @@ def joint_statistic(R: np.ndarray, starts=(0,), params: Params = Params()) -> np
             s = (jump - np.maximum(bridge, level)) / (params.floor + level)
             for i in range(k):
                 out[a + i] = np.maximum(out[a + i], s)
-        S[lo:hi] = out
+        S[lo:hi] = np.maximum(out, hold_statistic(v, params))
     return S
+
+
+def hold_statistic(v: np.ndarray, params: Params = Params()) -> np.ndarray:
+    """(n, 21) ``h`` of the module docstring from one take's steps ``v`` (n, 21) (degrees, ``v[0]`` unused): the
+    frames of every released hold of ``min_held`` to ``max_span`` frames while the body moves, 0 elsewhere."""
+    n, J = v.shape
+    h = np.zeros((n, J))
+    still = np.zeros((n, J), bool)
+    still[1:] = v[1:] < params.still
+    movers = np.median(v[1:], axis=0) >= params.still if n > 1 else np.zeros(J, bool)
+    body_still = (still & movers).sum(1) > 0.5 * movers.sum()
+    W = params.window
+    for j in range(J):
+        edges = np.flatnonzero(np.diff(np.r_[0, still[:, j].astype(np.int8), 0]))
+        for a, b in zip(edges[::2], edges[1::2]):  # still over frames a..b-1; v[b] is the release
+            if not params.min_held <= b - a <= params.max_span or b >= n or body_still[a:b].any():
+                continue
+            around = np.r_[v[max(1, a - W) : a, j], v[b + 1 : b + 1 + W, j]]
+            m = float(np.median(around)) if len(around) else 0.0
+            h[a:b, j] = (v[b, j] - m) / (params.floor + m)
+    return h
 
 
 def detect(

@@ -176,7 +176,8 @@ def _detector(manifest: dict, path: Path) -> None:
     """``detector`` (optional, written by ``poseprior calibrate``; ``runtime.detect``)::
 
     version          str, the statistic's version (runtime.detect.DETECTOR_VERSION)
-    params           {"max_span": int >= 1, "window": int >= 1, "floor": number > 0}
+    params           {"max_span": int >= 1, "window": int >= 1, "floor": number > 0, "min_held": int >= 1,
+                     "still": number > 0} (the last two since detector version jump-return-hold-2)
     false_flag_rate  number in (0, 1): the fraction of the calibration takes' frames flagged
     threshold        number > 0: c, the take threshold in units of the joint scales
     joint_scale      21 numbers > 0: q_j, each joint's clean scale
@@ -198,6 +199,11 @@ def _detector(manifest: dict, path: Path) -> None:
         if _get(manifest, ("detector", "params", k), int, path, "an int >= 1") < 1:
             raise ModelError(f"{path}: field ['detector']['params'][{k!r}] must be an int >= 1")
     num(("params", "floor"), "a number > 0", lambda v: v > 0)
+    params = manifest["detector"]["params"]
+    if "min_held" in params and _get(manifest, ("detector", "params", "min_held"), int, path, "an int >= 1") < 1:
+        raise ModelError(f"{path}: field ['detector']['params']['min_held'] must be an int >= 1")
+    if "still" in params:
+        num(("params", "still"), "a number > 0", lambda v: v > 0)
     num(("false_flag_rate",), "a number in (0, 1)", lambda v: 0 < v < 1)
     num(("threshold",), "a number > 0", lambda v: v > 0)
     scale = _get(manifest, ("detector", "joint_scale"), list, path, f"{len(JOINT_NAMES)} numbers > 0")

@@ -11,18 +11,24 @@ A model calibrated by ``poseprior calibrate`` (manifest ``detector``) is scored 
 (``runtime.detect``) instead: frame t is flagged when its motion score is >= 1 (a joint jumps away and comes back)
 or ``log p(x_t) < tau``, with the suspect joints of every flagged frame and the spans they form.
 
-Repair (``repair``): the free joints F_t of the frames to repair are filled by completion in latent space
-(default; or ambient), in two steps:
+Repair (``repair``, settings ``RepairOptions``): the free joints F_t of the frames to repair are filled under
+the prior, in latent space (default) or ambient space, in named steps:
 
-1. every frame on its own (``runtime.fit.complete``; the free joints start at the prior's mode f(0), latents
-   from ``runtime.fit.encode``);
-2. with ``smooth > 0``, each run of consecutive frames t = a..b as ONE problem (``RunObjective``):
+1. the free joints (``named_mask`` / ``flagged_mask``, below);
+2. the start (``start_poses``): each flagged run's free joints on the geodesic **bridge** between the observed
+   frames around it (``runtime.chain.bridge``), named joints at the prior's mode f(0); then every frame on its own
+   (``runtime.fit.complete``), except in ambient space with smoothing, which starts its solve at the bridge;
+3. with ``smooth > 0``, the runs of consecutive frames t = a..b with temporal smoothness (``smooth_runs``):
 
        min  sum_t -lam log p(x_t) + [latent] fixed_weight sum_{j not in F_t} |GS(x_t,j) - x_obs,t,j|^2
             + smooth fps^2 sum_{t=a}^{b+1} sum_{j in F} |x_t,j - x_{t-1},j|^2,
 
-   x_t = f(z_t) (latent) or the free joints' raw 6D (ambient), x_{a-1} and x_{b+1} the observed frames around
-   the run (held; absent at a take's ends), from step 1's answer.
+   x_{a-1} and x_{b+1} the observed frames around the run (held; absent at a take's ends). Latent: x_t = f(z_t),
+   each run one problem (``RunObjective``) from step 2's latents. Ambient: x the free joints' raw 6D; the runs,
+   each with its held neighbours, are laid end to end into chains of up to ``STACK_FRAMES`` frames, and each chain
+   is one problem solved in coordinates that whiten the smoothness term (``runtime.chain.ChainObjective``), from
+   the bridge, until a step gains less than ``ftol``;
+4. the take with the free joints replaced (``Repair``).
 
 The free joints are replaced in the take; the others keep their observed values exactly. Which joints are free:
 
@@ -43,8 +49,10 @@ The root orientation and translation are never changed. The output is an AMASS-s
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
+import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,10 +61,11 @@ from typing import Callable
 import numpy as np
 
 from . import rotations
+from .atomic import atomic_write
+from .chain import ChainObjective, bridge, pair_weight
 from .convert import CONVERSION_VERSION, load_rest_joints, named_takes, save_amass
 from .detect import Calibration, Detection, body_matrices, detect
 from .fit import MAX_WEIGHT, Anchor, complete, feasible
-from .formats.motion import atomic_write
 from .lbfgs import minimize
 from .prior import ModelError, PosePrior
 
@@ -407,6 +416,10 @@ MIN_GAIN = 10.0
 #: poses whose worst joints are chosen at once (``worst_joints``): each round re-optimises every joint of each pose
 #: in one batch (21 problems a pose, with L-BFGS histories), so a larger batch only costs memory
 WORST_JOINTS_POSES = 128
+#: each single-joint re-optimisation of ``worst_joints`` stops when a step lowers its -log p by less than this
+#: fraction (``runtime.lbfgs.minimize``'s ``ftol``): small enough that the joints chosen stay those of running all
+#: ``iters`` steps (checked on the glitched take of tests/test_takes.py: reports/qa/repair-speed.md)
+WORST_JOINTS_FTOL = 1e-3
 
 
 def prior_mode(prior: PosePrior) -> np.ndarray:
@@ -429,8 +442,8 @@ def worst_joints(
         S(x) = log p(x) - weight * sum_k |x - c_k|^2      (c_k: the pose's ``context`` frames, (B, K, 21, 6),
                                                            NaN where a pose has fewer; none: S = log p)
 
-    In each round every joint not yet chosen is re-optimised alone (ambient completion from the prior's mode f(0),
-    as ``repair`` starts its free joints; ``iters`` L-BFGS steps, all problems of the round in one batch), its
+    In each round every joint not yet chosen is re-optimised alone (ambient completion from the prior's mode f(0);
+    at most ``iters`` L-BFGS steps, stopping at ``WORST_JOINTS_FTOL``; all problems of the round in one batch), its
     gain is ``S(after) - S(before)``, and the joint with the largest gain is chosen (and set to its re-optimised
     value for the next round) when that gain is >= ``min_gain`` -- the first round always chooses one. At most
     ``max_joints`` rounds; masked joints of the model are never chosen. ``repair`` passes the observed, unflagged
@@ -481,7 +494,7 @@ def worst_joints(
                 owner.append(b)
                 joint.append(j)
         owner, joint, frees = np.array(owner), np.array(joint), np.array(frees)
-        res = complete(prior, np.where(frees[..., None], mode, x[owner]), frees, iters=iters)
+        res = complete(prior, np.where(frees[..., None], mode, x[owner]), frees, iters=iters, ftol=WORST_JOINTS_FTOL)
         after = score(res.poses, owner, -res.neg_log_p)
         gain = after - base[owner]
         for b in cand:
@@ -499,7 +512,8 @@ def worst_joints(
 @dataclass
 class Repair:
     """What ``repair`` changed: ``take`` with the repaired poses, the free-joint ``mask`` (N, 21), log p before
-    and after (N,), the threshold used (NaN for ``joints=``), the number of frames solved, seconds."""
+    and after (N,; after = before on the frames it left alone), the threshold used (NaN for ``joints=``), the
+    number of frames solved, seconds, and the detection it used (``flagged=True`` with the detector)."""
 
     take: Take
     mask: np.ndarray
@@ -516,111 +530,286 @@ class Repair:
         return np.flatnonzero(self.mask.any(1))
 
 
-class RunObjective:
-    """A run of consecutive frames t = 0..T-1 of one take as ONE problem for ``runtime.lbfgs.minimize``:
+@dataclass(frozen=True)
+class RepairOptions:
+    """How ``repair`` solves (module docstring), checked when made (``ValueError``):
 
-        L = sum_t lam (-log p(x_t)) + [latent] fixed_weight sum_t sum_{j fixed} |GS(x_t,j) - v_t,j|^2
-            + smooth sum_{t=0}^{T} sum_{j free} |x_t,j - x_{t-1},j|^2,
+    * ``space``: ``"latent"`` (x = f(z), with the Jacobian term) or ``"ambient"`` (the free joints' raw 6D);
+    * ``lam``: weight of ``-log p``; ``fixed_weight``: the latent anchor of the joints that are not free
+      (``runtime.fit``'s);
+    * ``smooth``: weight of the squared velocity |dx/dt|^2 of the free joints' 6D per frame (seconds^2): the pair
+      weight is ``smooth * fps^2``, so one value suits every frame rate (1.0: frame-to-frame steps of a repaired
+      run like the capture's own: reports/qa/repair-speed.md); 0: frame by frame, no smoothing; at most
+      ``runtime.fit.MAX_WEIGHT``;
+    * ``iters``: L-BFGS steps of the frame-by-frame completion; ``run_iters``: at most this many steps of each
+      smoothing solve; the ambient one (whitened, ``runtime.chain``) stops earlier, when a step lowers its
+      objective L by less than ``ftol * max(1, |L|)`` (latent runs are not whitened: a small step there says
+      little about the distance left, so they run all ``run_iters`` steps);
+    * ``max_joints``: with ``flagged`` and no detector suspects, at most this many joints per frame
+      (``worst_joints``).
+    """
 
-    with x_{-1} and x_T the observed frames around the run (held; absent at a take's ends). Ambient: the
-    parameters are the free joints' raw 6D (the fixed ones keep v); latent: the T latents, x_t = f(z_t). The
-    smoothness gradient is ``2 smooth (2 x_t - x_{t-1} - x_{t+1})`` on the free joints."""
+    space: str = "latent"
+    lam: float = 1.0
+    smooth: float = 1.0
+    fixed_weight: float = 5000.0
+    iters: int = 30
+    run_iters: int = 200
+    ftol: float = 1e-2
+    max_joints: int = 3
 
-    def __init__(
-        self,
-        prior: PosePrior,
-        space: str,
-        observed: np.ndarray,
-        free: np.ndarray,
-        before: np.ndarray | None,
-        after: np.ndarray | None,
-        lam: float,
-        smooth: float,
-        fixed_weight: float,
-    ):
-        self.prior, self.space, self.v, self.free = prior, space, observed.astype(np.float32), free
-        self.before, self.after = before, after
-        self.lam, self.smooth = np.float32(lam), np.float32(smooth)
-        self.anchor = Anchor(self.v, ~free, fixed_weight) if space == "latent" else None
-        self.T = len(observed)
-
-    def _smooth(self, x: np.ndarray) -> tuple[float, np.ndarray]:
-        chain = [x]
-        if self.before is not None:
-            chain.insert(0, self.before[None])
-        if self.after is not None:
-            chain.append(self.after[None])
-        c = np.concatenate(chain)
-        lead = 1 if self.before is not None else 0
-        W = _pair_weight(self.free, lead, len(c) - 1)
-        d = W * np.diff(c, axis=0)  # (pairs, 21, 6), zero where not smoothed
-        g = np.zeros_like(c)
-        g[1:] += d
-        g[:-1] -= d
-        return float(self.smooth * np.einsum("tjk,tjk->", d, d)), (2 * self.smooth) * g[lead : lead + self.T]
-
-    def poses(self, p: np.ndarray) -> np.ndarray:
-        """The run's raw 6D poses (T, 21, 6) at parameters ``p``."""
-        if self.space == "ambient":
-            return np.where(self.free[..., None], p.reshape(self.T, -1, 6), self.v).astype(np.float32)
-        return self.prior.latent_forward(p.reshape(self.T, -1))[0]
-
-    def _parts(self, p: np.ndarray):
-        """(x (T, 21, 6), L, dL/dx without the prior's gradient, log p (T,), the prior's d log p / d param)."""
-        if self.space == "ambient":
-            x = np.where(self.free[..., None], p.reshape(self.T, -1, 6), self.v).astype(np.float32)
-            log_p, g = self.prior.log_prob_and_grad(x)
-            extra, gx = 0.0, np.zeros_like(x)
-        else:
-            x, log_p = self.prior.latent_forward(p.reshape(self.T, -1))
-            g = None
-            a, gx = self.anchor(x, np.arange(self.T))
-            extra = float(a.sum())
-        sv, sg = self._smooth(x)
-        return x, float(-self.lam * log_p.sum()) + extra + sv, gx + sg, g
-
-    def value(self, rows, p):
-        f = np.full(len(p), np.inf, np.float32)
-        cache = [None] * len(p)
-        for i in range(len(p)):
-            if feasible(p[i : i + 1])[0]:
-                x, L, gx, g = self._parts(p[i])
-                f[i], cache[i] = L, (gx, g)
-        return f, cache
-
-    def gradient(self, rows, p, cache, sel):
-        out = np.zeros((len(sel), p.shape[1]), np.float32)
-        for k, i in enumerate(sel):
-            gx, g = cache[i]
-            if self.space == "ambient":
-                out[k] = np.where(self.free[..., None], gx - self.lam * g, 0.0).reshape(-1)
-            else:
-                _, _, grad_log_p, vjp = self.prior.latent_vjp(p[i].reshape(self.T, -1), gx)
-                out[k] = (vjp - self.lam * grad_log_p).reshape(-1)
-        return out
+    def __post_init__(self) -> None:
+        if self.space not in ("latent", "ambient"):
+            raise ValueError(f"space: 'latent' or 'ambient', got {self.space!r}")
+        s = float(self.smooth)
+        if not (np.isfinite(s) and 0 <= s <= MAX_WEIGHT):
+            raise ValueError(f"smooth: must be in [0, {MAX_WEIGHT:g}] (runtime.fit.MAX_WEIGHT), got {self.smooth!r}")
+        for name in ("iters", "run_iters"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, np.integer)) or v < 1:
+                raise ValueError(f"{name}: an integer >= 1, got {v!r}")
+        if not (isinstance(self.max_joints, (int, np.integer)) and 1 <= self.max_joints <= 21):
+            raise ValueError(f"max_joints: an integer in [1, 21], got {self.max_joints!r}")
+        if not (np.isfinite(self.ftol) and 0 <= self.ftol < 1):
+            raise ValueError(f"ftol: must be in [0, 1), got {self.ftol!r}")
 
 
-def _bridge(x: np.ndarray, a: int, b: int, joints: list[int], starts: list[int]) -> np.ndarray:
-    """(b - a, len(joints), 6): joints ``joints`` of frames a..b-1 on the geodesic from frame a-1 to frame b,
-    ``R_{a-1} exp(s log(R_{a-1}^T R_b))``, s = (t - a + 1) / (b - a + 1); where a span touches a take's end
-    (``starts``), the one neighbour held."""
-    n = len(x)
-    ends = set(starts) | {n}
-    lo = None if a in ends or a == 0 else x[a - 1, joints]
-    hi = None if b in ends or b >= n else x[b, joints]
-    if lo is None and hi is None:
-        return x[a:b, joints]
-    if lo is None or hi is None:
-        return np.broadcast_to((hi if lo is None else lo), (b - a, len(joints), 6)).astype(np.float32)
-    R0 = rotations.sixd_to_matrix(lo.astype(np.float64))
-    w = rotations.matrix_to_axis_angle(np.swapaxes(R0, -1, -2) @ rotations.sixd_to_matrix(hi.astype(np.float64)))
-    s = (np.arange(1, b - a + 1) / (b - a + 1))[:, None, None]
-    return rotations.matrix_to_6d(R0 @ rotations.axis_angle_to_matrix(w * s)).astype(np.float32)
-
-
-#: ambient repair stacks independent runs (each with its held neighbour frames) into problems of about this many
-#: frames: one graph call per L-BFGS step for all of them (a call costs about the same for 1 or 200 frames)
+#: ambient repair stacks independent runs (each with its held neighbour frames) into chains of about this many
+#: frames: one graph call per L-BFGS evaluation for all of them
 STACK_FRAMES = 256
+
+
+def repair(
+    prior: PosePrior,
+    take: Take,
+    joints=None,
+    flagged: bool = False,
+    threshold: float | None = None,
+    *,
+    options: RepairOptions | None = None,
+    scored: Score | None = None,
+    motion: bool = True,
+    progress: Progress | None = None,
+    **settings,
+) -> Repair:
+    """Fill ``joints`` (names) in every frame, or (``flagged=True``) the flagged frames' joints; exactly one of the
+    two. How: ``options`` (``RepairOptions``), or its fields as keywords (``space="ambient"``, ``smooth=0.5``,
+    ...). The steps (module docstring):
+
+    1. the free joints (``named_mask`` / ``flagged_mask``): with ``flagged``, the detector's spans and suspect
+       joints (``scored.detection``, or with ``motion`` the one the model's calibration gives, as ``score`` runs
+       it), the frames the prior alone flags (log p < ``threshold``, default the model's tau) freeing their
+       ``worst_joints``;
+    2. the start (``start_poses``): a flagged run on the bridge between its neighbours (``runtime.chain.bridge``),
+       named joints at the prior's mode f(0); then, where the solve needs it, every frame on its own
+       (``runtime.fit.complete``);
+    3. with ``smooth > 0``, the runs with temporal smoothness (``smooth_runs``);
+    4. the take with the free joints replaced, every other value as it was (``Repair``).
+
+    ``scored``: the take's ``Score`` when the caller has it (its log p, detection and, when ``threshold`` is None,
+    threshold are used, not recomputed).
+    ``progress(done, total)`` counts frames (first pass, then runs)."""
+    if (joints is None) == (not flagged):
+        raise ValueError(
+            "repair: name the joints to fill (joints=...) or repair the flagged frames (flagged=True), one of the two"
+        )
+    opts = dataclasses.replace(options or RepairOptions(), **settings)
+    if opts.smooth > 0 and not np.isfinite(take.fps):
+        raise ValueError(
+            f"{take.source}: the take has no frame rate, which the smoothness term needs "
+            f"(its weight is per second); repair it with smooth=0 (--smooth 0)"
+        )
+    check_smpl_prior(prior)
+    if scored is not None and len(scored.log_prob) != len(take.poses):
+        raise ValueError(
+            f"scored: the score of a take of {len(scored.log_prob)} frames, this take has {len(take.poses)}"
+        )
+    t0 = time.monotonic()
+    x = take.body_6d
+    before = prior.log_prob(x) if scored is None else np.asarray(scored.log_prob, np.float32)
+    if threshold is None and scored is not None:
+        threshold = scored.threshold
+    tau = _threshold(prior, threshold)[0] if flagged or threshold is not None else float("nan")
+    det = None
+    if joints is not None:
+        mask = named_mask(prior, joints, len(x))
+    else:
+        if motion:
+            det = scored.detection if scored is not None else _detection(prior, take, before, tau, [])
+        mask = flagged_mask(prior, take, x, before, tau, det, opts)
+    rows = np.flatnonzero(mask.any(1))
+    total = len(rows) * (2 if opts.smooth > 0 else 1)
+    out, z = start_poses(prior, take, x, mask, joints is None, opts, progress, total)
+    if opts.smooth > 0:
+        out = smooth_runs(prior, take, x, out, z, mask, opts, progress, total)
+    after = before.copy()
+    poses = take.poses.copy()
+    if len(rows):
+        after[rows] = prior.log_prob(out[rows])
+        aa = rotations.sixd_to_axis_angle(out[rows].astype(np.float64)).reshape(-1, 63)
+        poses[rows, 3:66] = np.where(np.repeat(mask[rows], 3, axis=1), aa, poses[rows, 3:66])
+    fixed = dataclasses.replace(take, poses=poses)
+    return Repair(fixed, mask, before, after, tau, len(rows), time.monotonic() - t0, det if flagged else None)
+
+
+def named_mask(prior: PosePrior, joints, frames: int) -> np.ndarray:
+    """(frames, 21) bool: the named ``joints`` (a name or names) free in every frame (``ValueError`` for names
+    the model does not know or does not model)."""
+    names = [joints] if isinstance(joints, str) else list(joints)
+    unknown = [n for n in names if n not in prior.joint_names]
+    if unknown or not names:
+        raise ValueError(f"joints: unknown joint names {unknown}; expected names from {prior.joint_names}")
+    dead = [n for n in names if n in prior.masked_joints]
+    if dead:
+        raise ValueError(f"joints: {dead} are masked in this model (it does not model them): nothing to fill")
+    mask = np.zeros((frames, prior.num_joints), bool)
+    mask[:, [prior.joint_names.index(n) for n in names]] = True
+    return mask
+
+
+def flagged_mask(
+    prior: PosePrior,
+    take: Take,
+    x: np.ndarray,
+    log_prob: np.ndarray,
+    tau: float,
+    det: Detection | None,
+    opts: RepairOptions,
+) -> np.ndarray:
+    """(N, 21) bool, the joints to free: each detector span's suspect joints over the whole span
+    (``Detection.mask``); the frames flagged by the prior alone (all flagged frames without a detector) their
+    ``worst_joints``, scored against the observed, unflagged frames next to them with the smoothness weight, and
+    then one set per run of such frames: the ``max_joints`` chosen in most of its frames (so the filled joints
+    move continuously through the run)."""
+    N, J = len(x), prior.num_joints
+    if det is not None:
+        flagged_all = np.flatnonzero(det.flags)
+        mask = det.mask()
+        bad = flagged_all[~mask[flagged_all].any(1)]
+    else:
+        mask = np.zeros((N, J), bool)
+        bad = flagged_all = np.flatnonzero(log_prob < tau)
+    if not len(bad):
+        return mask
+    ctx = np.full((len(bad), 2, J, 6), np.nan, np.float32)  # the observed, unflagged frames around, same take
+    unflagged = np.ones(N, bool)
+    unflagged[flagged_all] = False
+    for i, t in enumerate(bad):
+        for k, u in enumerate((t - 1, t + 1)):
+            if 0 <= u < N and unflagged[u] and max(t, u) not in take.starts:
+                ctx[i, k] = x[u]
+    weight = opts.smooth * take.fps**2 if opts.smooth > 0 else 0.0
+    mask[bad] = worst_joints(prior, x[bad], opts.max_joints, context=ctx, weight=weight)
+    for a, b in runs(bad, take.starts):  # one set of joints per run: its frames' most chosen
+        counts = mask[a : b + 1].sum(0)
+        keep = np.argsort(-counts, kind="stable")[: opts.max_joints]
+        mask[a : b + 1] = False
+        mask[a : b + 1, keep[counts[keep] > 0]] = True
+    return mask
+
+
+def start_poses(
+    prior: PosePrior,
+    take: Take,
+    x: np.ndarray,
+    mask: np.ndarray,
+    flagged: bool,
+    opts: RepairOptions,
+    progress: Progress | None,
+    total: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(poses (N, 21, 6), latents (N, D)): where the solve starts. With ``flagged``, each run's free joints on the
+    bridge between the observed frames around it (``runtime.chain.bridge``: the repaired frames join their
+    neighbours from the start); named joints (no neighbours: free in every frame) at the prior's mode f(0). Then
+    every frame on its own (``runtime.fit.complete``, ``iters`` steps; the latents its answer), except in ambient
+    space with smoothing, whose chain solve starts from the bridge directly (the named joints' frames still
+    go through it: the mode is no start for a chain). Latents are 0 where not computed."""
+    out = x.copy()
+    rows = np.flatnonzero(mask.any(1))
+    z = np.zeros((len(x), prior.dim), np.float32)
+    if flagged:
+        for a, b in runs(rows, take.starts):
+            js = np.flatnonzero(mask[a : b + 1].any(0))
+            out[a : b + 1, js] = bridge(x, a, b + 1, list(js), take.starts)
+            out[a : b + 1] = np.where(mask[a : b + 1, :, None], out[a : b + 1], x[a : b + 1])
+    else:
+        out = np.where(mask[..., None], prior_mode(prior), x)
+    first = rows if not (flagged and opts.space == "ambient" and opts.smooth > 0) else rows[:0]
+    block = 1024
+    for a in range(0, len(first), block):
+        r = first[a : a + block]
+        res = complete(
+            prior, out[r], mask[r], opts.lam, space=opts.space, fixed_weight=opts.fixed_weight, iters=opts.iters
+        )
+        out[r] = np.where(mask[r][..., None], res.poses, out[r])
+        if opts.space == "latent":
+            z[r] = res.params
+        if progress:
+            progress(a + len(r), total)
+    return out, z
+
+
+def smooth_runs(
+    prior: PosePrior,
+    take: Take,
+    x: np.ndarray,
+    out: np.ndarray,
+    z: np.ndarray,
+    mask: np.ndarray,
+    opts: RepairOptions,
+    progress: Progress | None,
+    total: int,
+) -> np.ndarray:
+    """``out`` with every run of repaired frames (``runs``) re-solved with temporal smoothness, pair weight
+    ``w = smooth * fps^2``, at most ``run_iters`` L-BFGS steps. Ambient: the runs, each
+    with the observed frames around it held, laid end to end in chains of about ``STACK_FRAMES`` frames, each
+    chain one whitened problem (``runtime.chain.ChainObjective``, from ``out``; first step ``-dL/du``, stopping
+    at ``ftol``). Latent: each run one problem
+    (``RunObjective``, from the latents ``z``)."""
+    w = opts.smooth * take.fps**2
+    N = len(x)
+    ends = set(take.starts) | {N}
+    all_runs = runs(np.flatnonzero(mask.any(1)), take.starts)
+    out = out.copy()
+    done = total - sum(b - a + 1 for a, b in all_runs)
+    if opts.space == "ambient":
+        for group in _stacks(all_runs, STACK_FRAMES):
+            chain, free, parts = [], [], []
+            for a, b in group:  # [the frame before,] the run[, the frame after]
+                lo, hi = a - (a not in ends), b + 1 + (b + 1 not in ends)
+                parts.append((a, b, sum(len(c) for c in chain) + a - lo))
+                chain.append(np.where(mask[lo:hi, :, None], out[lo:hi], x[lo:hi]))
+                free.append(mask[lo:hi])
+            obj = ChainObjective(prior, np.concatenate(chain), np.concatenate(free), opts.lam, w)
+            res = minimize(
+                obj, np.zeros((1, obj.T * prior.num_joints * 6), np.float32), opts.run_iters, h0=1.0, ftol=opts.ftol
+            )
+            xr = rotations.orthonormalize_6d(obj.poses(res.p[0]).astype(np.float64)).astype(np.float32)
+            for a, b, at in parts:
+                out[a : b + 1] = np.where(mask[a : b + 1, :, None], xr[at : at + b - a + 1], x[a : b + 1])
+                done += b - a + 1
+            if progress:
+                progress(done, total)
+        return out
+    for a, b in all_runs:
+        f = mask[a : b + 1]
+        obj = RunObjective(
+            prior,
+            out[a : b + 1],
+            f,
+            None if a in ends else x[a - 1],
+            None if b + 1 in ends else x[b + 1],
+            opts.lam,
+            w,
+            opts.fixed_weight,
+        )
+        res = minimize(obj, z[a : b + 1].reshape(1, -1), opts.run_iters)
+        xr = rotations.orthonormalize_6d(obj.poses(res.p[0]).astype(np.float64)).astype(np.float32)
+        out[a : b + 1] = np.where(f[..., None], xr, x[a : b + 1])
+        done += b - a + 1
+        if progress:
+            progress(done, total)
+    return out
 
 
 def _stacks(run_list: list[tuple[int, int]], frames: int) -> list[list[tuple[int, int]]]:
@@ -635,178 +824,71 @@ def _stacks(run_list: list[tuple[int, int]], frames: int) -> list[list[tuple[int
     return groups
 
 
-def _pair_weight(free: np.ndarray, lead: int, pairs: int) -> np.ndarray:
-    """(pairs, 21, 1): 1 where a joint is free in either frame of a consecutive pair of the chain (the frames
-    around the run count as not free)."""
-    f = np.zeros((pairs + 1, free.shape[1]), bool)
-    f[lead : lead + len(free)] = free
-    return (f[1:] | f[:-1])[..., None].astype(np.float32)
+class RunObjective:
+    """A run of consecutive frames t = 0..T-1 of one take as ONE latent-space problem for
+    ``runtime.lbfgs.minimize``, parameters the T latents, x_t = f(z_t):
 
+        L = sum_t lam (-log p(x_t)) + fixed_weight sum_t sum_{j fixed} |GS(x_t,j) - v_t,j|^2
+            + smooth sum_{t=0}^{T} sum_{j free} |x_t,j - x_{t-1},j|^2,
 
-def repair(
-    prior: PosePrior,
-    take: Take,
-    joints=None,
-    flagged: bool = False,
-    threshold: float | None = None,
-    max_joints: int = 3,
-    space: str = "latent",
-    lam: float = 1.0,
-    smooth: float = 1.0,
-    fixed_weight: float = 5000.0,
-    iters: int = 30,
-    run_iters: int = 200,
-    progress: Progress | None = None,
-    detection: Detection | None = None,
-    motion: bool = True,
-) -> Repair:
-    """Fill ``joints`` (names) in every frame, or (``flagged=True``) the worst joints of the frames below
-    ``threshold`` (default: the model's tau); exactly one of the two. Completion in ``space`` (module docstring):
-    every frame on its own first (``runtime.fit.complete``, ``iters`` L-BFGS steps, the free joints starting at
-    the prior's mode f(0)), then, with ``smooth > 0``, each run of consecutive frames as one problem
-    (``RunObjective``, ``run_iters`` steps) with pair weight ``smooth * fps^2``: ``smooth`` weighs the squared
-    velocity |dx/dt|^2 of the free joints' 6D per frame (seconds^2), so one value suits every frame rate (1.0:
-    frame-to-frame steps of a repaired 120 fps run like the capture's own, 99th percentile 3.2 vs 3.6 degrees). ``lam``, ``fixed_weight``: ``runtime.fit``'s; ``progress(done,
-    total)`` counts frames (first pass, then runs).
+    with x_{-1} and x_T the observed frames around the run (held; absent at a take's ends). The smoothness
+    gradient is ``2 smooth (2 x_t - x_{t-1} - x_{t+1})`` on the free joints (``runtime.chain.pair_weight``)."""
 
-    With ``flagged=True`` and a detector (``detection``, or, with ``motion``, the one the model's calibration
-    gives, as ``score`` runs it), the flagged frames are the detector's and each span frees its suspect joints
-    over the whole span; frames the prior alone flagged (no suspect joints) free their ``worst_joints``."""
-    import time
+    def __init__(
+        self,
+        prior: PosePrior,
+        observed: np.ndarray,
+        free: np.ndarray,
+        before: np.ndarray | None,
+        after: np.ndarray | None,
+        lam: float,
+        smooth: float,
+        fixed_weight: float,
+    ):
+        self.prior, self.v, self.free = prior, observed.astype(np.float32), free
+        self.before, self.after = before, after
+        self.lam, self.smooth = np.float32(lam), np.float32(smooth)
+        self.anchor = Anchor(self.v, ~free, fixed_weight)
+        self.T = len(observed)
+        held = np.zeros((1, free.shape[1]), bool)
+        chain = [held] * (before is not None) + [free] + [held] * (after is not None)
+        self.W = pair_weight(np.concatenate(chain))[..., None]
 
-    if (joints is None) == (not flagged):
-        raise ValueError(
-            "repair: name the joints to fill (joints=...) or repair the flagged frames (flagged=True), one of the two"
-        )
-    if space not in ("latent", "ambient"):
-        raise ValueError(f"space: 'latent' or 'ambient', got {space!r}")
-    smooth = float(smooth)
-    if not (np.isfinite(smooth) and 0 <= smooth <= MAX_WEIGHT):
-        raise ValueError(f"smooth: must be in [0, {MAX_WEIGHT:g}] (runtime.fit.MAX_WEIGHT), got {smooth!r}")
-    for name, v in (("iters", iters), ("run_iters", run_iters)):
-        if not isinstance(v, (int, np.integer)) or v < 1:
-            raise ValueError(f"{name}: an integer >= 1, got {v!r}")
-    if smooth > 0 and not np.isfinite(take.fps):
-        raise ValueError(
-            f"{take.source}: the take has no frame rate, which the smoothness term needs "
-            f"(its weight is per second); repair it with smooth=0 (--smooth 0)"
-        )
-    check_smpl_prior(prior)
-    t0 = time.monotonic()
-    det = None
-    x = take.body_6d
-    N, J = len(x), prior.num_joints
-    before = prior.log_prob(x)
-    tau = _threshold(prior, threshold)[0] if flagged or threshold is not None else float("nan")
-    mask = np.zeros((N, J), bool)
-    if joints is not None:
-        names = [joints] if isinstance(joints, str) else list(joints)
-        unknown = [n for n in names if n not in prior.joint_names]
-        if unknown or not names:
-            raise ValueError(f"joints: unknown joint names {unknown}; expected names from {prior.joint_names}")
-        dead = [n for n in names if n in prior.masked_joints]
-        if dead:
-            raise ValueError(f"joints: {dead} are masked in this model (it does not model them): nothing to fill")
-        mask[:, [prior.joint_names.index(n) for n in names]] = True
-    else:
-        det = detection
-        if det is None and motion:
-            det = _detection(prior, take, before, tau, [])
-        if det is not None:
-            flagged_all = np.flatnonzero(det.flags)
-            mask = det.mask()
-            bad = flagged_all[~mask[flagged_all].any(1)]  # flagged by the prior alone: its worst joints
-        else:
-            bad = flagged_all = np.flatnonzero(before < tau)
-        if len(bad):
-            ctx = np.full((len(bad), 2, J, 6), np.nan, np.float32)  # the observed, unflagged frames around,
-            unflagged = np.ones(N, bool)  # within the same take
-            unflagged[flagged_all] = False
-            for i, t in enumerate(bad):
-                for k, u in enumerate((t - 1, t + 1)):
-                    if 0 <= u < N and unflagged[u] and max(t, u) not in take.starts:
-                        ctx[i, k] = x[u]
-            weight = smooth * take.fps**2 if smooth > 0 else 0.0
-            mask[bad] = worst_joints(prior, x[bad], max_joints, context=ctx, weight=weight)
-            for a, b in runs(bad, take.starts):  # one set of joints per run: its frames' most chosen
-                counts = mask[a : b + 1].sum(0)
-                keep = np.argsort(-counts, kind="stable")[:max_joints]
-                mask[a : b + 1] = False
-                mask[a : b + 1, keep[counts[keep] > 0]] = True
-    rows = np.flatnonzero(mask.any(1))
-    total = len(rows) * 2 if smooth > 0 else len(rows)
-    out = np.where(mask[..., None], prior_mode(prior), x)  # free joints start at the prior's mode f(0)
-    bridged = np.zeros(N, bool)  # detector spans: start on the bridge between their neighbours
-    for a, b, js in det.spans if flagged and det is not None else []:
-        if js:
-            out[a:b, js] = _bridge(x, a, b, js, take.starts)
-            bridged[a:b] = True
-    z = np.zeros((N, prior.dim), np.float32)
-    block = 1024
-    first = rows[~bridged[rows]] if space == "ambient" and smooth > 0 else rows
-    for a in range(0, len(first), block):  # 1. every frame on its own
-        r = first[a : a + block]
-        res = complete(prior, out[r], mask[r], lam, space=space, fixed_weight=fixed_weight, iters=iters)
-        out[r] = np.where(mask[r][..., None], res.poses, out[r])
-        if space == "latent":
-            z[r] = res.params
-        if progress:
-            progress(a + len(r), total)
-    done = len(rows)
-    if smooth > 0:  # 2. each run as one problem, with temporal smoothness
-        ends = set(take.starts) | {N}
-        all_runs = runs(rows, take.starts)
-        if space == "ambient":  # independent runs stacked into one problem (same objective)
-            for group in _stacks(all_runs, STACK_FRAMES):
-                parts, obs, free, size = [], [], [], 0
-                for a, b in group:  # [the frame before,] the run[, the frame after]
-                    lead, trail = a not in ends, b + 1 not in ends
-                    parts.append((a, b, size + lead))
-                    obs += ([x[a - 1 : a]] if lead else []) + [out[a : b + 1]] + ([x[b + 1 : b + 2]] if trail else [])
-                    free += (
-                        ([np.zeros((1, J), bool)] if lead else [])
-                        + [mask[a : b + 1]]
-                        + ([np.zeros((1, J), bool)] if trail else [])
-                    )
-                    size += lead + (b - a + 1) + trail
-                v, f = np.concatenate(obs), np.concatenate(free)
-                obj = RunObjective(prior, space, v, f, None, None, lam, smooth * take.fps**2, fixed_weight)
-                res = minimize(obj, v.reshape(1, -1), run_iters)
-                xr = rotations.orthonormalize_6d(obj.poses(res.p[0]).astype(np.float64)).astype(np.float32)
-                for a, b, at in parts:
-                    out[a : b + 1] = np.where(mask[a : b + 1, :, None], xr[at : at + b - a + 1], x[a : b + 1])
-                    done += b - a + 1
-                if progress:
-                    progress(done, total)
-        else:
-            for a, b in all_runs:
-                f = mask[a : b + 1]
-                obj = RunObjective(
-                    prior,
-                    space,
-                    out[a : b + 1],
-                    f,
-                    None if a in ends else x[a - 1],
-                    None if b + 1 in ends else x[b + 1],
-                    lam,
-                    smooth * take.fps**2,
-                    fixed_weight,
-                )
-                res = minimize(obj, z[a : b + 1].reshape(1, -1), run_iters)
-                xr = rotations.orthonormalize_6d(obj.poses(res.p[0]).astype(np.float64)).astype(np.float32)
-                out[a : b + 1] = np.where(f[..., None], xr, x[a : b + 1])
-                done += b - a + 1
-                if progress:
-                    progress(done, total)
-    after = prior.log_prob(out)
-    poses = take.poses.copy()
-    if len(rows):
-        aa = rotations.sixd_to_axis_angle(out[rows].astype(np.float64)).reshape(-1, 63)
-        poses[rows, 3:66] = np.where(np.repeat(mask[rows], 3, axis=1), aa, poses[rows, 3:66])
-    fixed = Take(
-        take.source, poses, take.trans, take.fps, take.names, take.starts, take.subjects, take.frames, take.dropped
-    )
-    return Repair(fixed, mask, before, after, tau, len(rows), time.monotonic() - t0, det if flagged else None)
+    def _smooth(self, x: np.ndarray) -> tuple[float, np.ndarray]:
+        chain = [x]
+        if self.before is not None:
+            chain.insert(0, self.before[None])
+        if self.after is not None:
+            chain.append(self.after[None])
+        c = np.concatenate(chain)
+        lead = 1 if self.before is not None else 0
+        d = self.W * np.diff(c, axis=0)  # (pairs, 21, 6), zero where not smoothed
+        g = np.zeros_like(c)
+        g[1:] += d
+        g[:-1] -= d
+        return float(self.smooth * np.einsum("tjk,tjk->", d, d)), (2 * self.smooth) * g[lead : lead + self.T]
+
+    def poses(self, p: np.ndarray) -> np.ndarray:
+        """The run's raw 6D poses (T, 21, 6) at parameters ``p``."""
+        return self.prior.latent_forward(p.reshape(self.T, -1))[0]
+
+    def value(self, rows, p):
+        f = np.full(len(p), np.inf, np.float32)
+        cache = [None] * len(p)
+        for i in range(len(p)):
+            if feasible(p[i : i + 1])[0]:
+                x, log_p = self.prior.latent_forward(p[i].reshape(self.T, -1))
+                a, gx = self.anchor(x, np.arange(self.T))
+                sv, sg = self._smooth(x)
+                f[i], cache[i] = float(-self.lam * log_p.sum()) + float(a.sum()) + sv, gx + sg
+        return f, cache
+
+    def gradient(self, rows, p, cache, sel):
+        out = np.zeros((len(sel), p.shape[1]), np.float32)
+        for k, i in enumerate(sel):
+            _, _, grad_log_p, vjp = self.prior.latent_vjp(p[i].reshape(self.T, -1), cache[i])
+            out[k] = (vjp - self.lam * grad_log_p).reshape(-1)
+        return out
 
 
 def write_take(take: Take, rest_joints: np.ndarray, path: str | Path) -> Path:

@@ -90,6 +90,35 @@ def test_two_processes_reproduce_one(data_dir, reference, tmp_path):
     assert r.stdout.count("summary.json") == 1  # the closing line is printed once (rank 0)
 
 
+def test_two_processes_on_ingested_takes_reproduce_one(data_dir, tmp_path):
+    """The ingest path (``--data FILE --val FILE``: the cache's memory-mapped 6D) with 2 processes, where every
+    rank trains on the per-machine mapped copy of the set's ``six_d`` as it is, computes the one-process run up
+    to the order of float sums, and leaves nothing in ``$TMPDIR``."""
+    src = np.load(data_dir / "train.npz")  # as an AMASS-style file (poses[:, 3:66] = the body's axis-angle)
+    poses = np.zeros((len(src["rotations"]), 72), np.float32)
+    poses[:, 3:66] = src["rotations"].reshape(len(poses), 63)
+    takes = tmp_path / "train.npz"
+    np.savez(takes, poses=poses, trans=np.zeros((len(poses), 3), np.float32), mocap_framerate=np.float64(30))
+    runs = {}
+    for nproc in (1, 2):
+        out = tmp_path / f"run{nproc}"
+        extra = ["--config", "tiny", "--epochs", "2", "--val", str(data_dir / "val.npz")]
+        extra += ["--cache", str(tmp_path / "cache"), *(["--nproc", "2"] if nproc == 2 else [])]
+        r = subprocess.run(
+            poseprior_args(takes, out, *extra),
+            capture_output=True,
+            text=True,
+            env=env_with_tmp(tmp_path / f"tmp{nproc}"),
+            timeout=300,
+        )
+        assert r.returncode == 0, r.stderr[-3000:]
+        runs[nproc] = metrics(out)
+        assert list((tmp_path / f"tmp{nproc}").glob("poseprior-*")) == []
+    assert [m["step"] for m in runs[2]] == [m["step"] for m in runs[1]] == [12, 24]
+    for a, b in zip(runs[1], runs[2]):
+        assert abs(a["val_log_p"] - b["val_log_p"]) < TOL and abs(a["train_log_p"] - b["train_log_p"]) < TOL
+
+
 def _worker_pid(launcher: int, rank: int) -> int | None:
     """The pid of the torchrun worker of ``rank`` below process ``launcher`` (Linux /proc)."""
     parent = {}

@@ -17,7 +17,7 @@ from runtime import qabench, rotations
 from runtime.calibrate import calibrate
 from runtime.cli import main as poseprior
 from runtime.convert import load_rest_joints
-from runtime.detect import body_matrices, joint_statistic
+from runtime.detect import body_matrices, hold_statistic, joint_statistic
 from runtime.manifest import ModelError, sha256_file
 from runtime.prior import DEFAULT_MODEL_DIR, PosePrior
 from runtime.takes import read_take, repair, score
@@ -81,6 +81,27 @@ def test_a_real_fast_move_without_return_is_not_a_glitch(take):
     assert bad[150:156, j].min() > 4 * max(S[140:170, j].max(), 0.1)
 
 
+def test_a_held_joint_is_scored_by_its_release_and_a_still_body_is_not(model, take):
+    """A joint frozen at its last value for 10 frames while the body moves, then released (the hold cue of
+    runtime.detect); the whole body still for those frames (a pause) is no hold."""
+    R = body_matrices(take.poses)
+    j = rotations.JOINT_NAMES.index("right_elbow")
+    held = R.copy()
+    held[200:210, j] = R[199, j]
+    S, clean = joint_statistic(held), joint_statistic(R)
+    assert S[200:210, j].min() > 10 * max(clean[190:220, j].max(), 0.1)  # the shipped default: 23.4 vs 0.5
+    paused = R.copy()
+    paused[200:210] = R[199]
+    v = np.zeros(R.shape[:2])
+    v[1:] = rotations.geodesic_deg(paused[1:], paused[:-1])
+    assert not hold_statistic(v).any()
+    poses = take.poses.copy()
+    poses[:, 3:66] = rotations.matrix_to_axis_angle(held).reshape(len(R), 63)
+    s = score(PosePrior.load(model), type(take)(take.source, poses, take.trans, take.fps, take.names, take.starts))
+    span = [sp for sp in s.detection.spans if sp[0] <= 205 < sp[1]]
+    assert span and span[0][0] <= 200 and span[0][1] >= 210 and j in span[0][2], s.detection.spans
+
+
 def test_repair_frees_the_span_leaves_other_frames_byte_identical_and_joins_smoothly(model, take):
     prior = PosePrior.load(model)
     bad = glitched(take, slice(200, 210), "right_shoulder", 70.0)
@@ -96,6 +117,8 @@ def test_repair_frees_the_span_leaves_other_frames_byte_identical_and_joins_smoo
     steps = rotations.geodesic_deg(R1[199:211, j], R1[200:212, j])  # into, through and out of the span
     own = rotations.geodesic_deg(R0[1:, j], R0[:-1, j])
     assert steps.max() <= max(3 * np.percentile(own, 99), 10.0), (steps, np.percentile(own, 99))
+    again = repair(prior, bad, flagged=True, space="ambient", scored=score(prior, bad))  # the score reused
+    assert again.take.poses.tobytes() == r.take.poses.tobytes() and again.detection.spans == r.detection.spans
 
 
 def test_calibrate_records_a_checked_manifest_field(model, shared_data):
@@ -116,6 +139,12 @@ def test_calibrate_records_a_checked_manifest_field(model, shared_data):
     m["detector"]["joint_scale"] = m["detector"]["joint_scale"][:20]
     (bad / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(ModelError, match="joint_scale"):
+        PosePrior.load(bad)
+    m = json.loads((model / "manifest.json").read_text())
+    assert m["detector"]["params"]["min_held"] == 4 and m["detector"]["params"]["still"] == 0.05
+    m["detector"]["params"]["min_held"] = 0
+    (bad / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(ModelError, match="min_held"):
         PosePrior.load(bad)
 
 

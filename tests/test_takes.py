@@ -13,6 +13,7 @@ import pytest
 
 from runtime import PosePrior, rotations, takes
 from runtime.convert import load_rest_joints
+from runtime.fit import encode
 from runtime.formats import read_amass
 from runtime.glitch import corrupt
 
@@ -159,22 +160,15 @@ def test_amass_without_trans_or_rate_scores_and_is_refused_where_a_rate_is_neede
         assert z.files == ["poses"] and z["poses"].shape == (50, 72)
 
 
-@pytest.mark.parametrize("space", ["ambient", "latent"])
-def test_the_run_objective_gradient_is_its_derivative(prior, daz_take, space):
-    take = takes.read_take(daz_take)
-    x = take.body_6d
+def test_the_run_objective_gradient_is_its_derivative(prior, daz_take):
+    """The latent run objective (``takes.RunObjective``): its gradient against central differences."""
+    x = takes.read_take(daz_take).body_6d
     free = np.zeros((6, 21), bool)
     free[:, [3, 16]] = True
-    obj = takes.RunObjective(prior, space, x[100:106], free, x[99], x[106], 1.0, 1e3, 5e3)
+    obj = takes.RunObjective(prior, x[100:106], free, x[99], x[106], 1.0, 1e3, 5e3)
     rng = np.random.default_rng(0)
-    if space == "ambient":
-        p0 = x[100:106] + 0.05 * rng.standard_normal(x[100:106].shape).astype(np.float32)
-        d = np.where(free[..., None], rng.standard_normal(p0.shape), 0.0)
-    else:
-        from runtime.fit import encode
-
-        p0 = encode(prior, x[100:106])[0] + 0.05 * rng.standard_normal((6, prior.dim)).astype(np.float32)
-        d = rng.standard_normal(p0.shape)
+    p0 = encode(prior, x[100:106])[0] + 0.05 * rng.standard_normal((6, prior.dim)).astype(np.float32)
+    d = rng.standard_normal(p0.shape)
     p0, d = p0.reshape(1, -1).astype(np.float32), (d / np.linalg.norm(d)).reshape(1, -1).astype(np.float32)
     f, cache = obj.value(np.arange(1), p0)
     g = obj.gradient(np.arange(1), p0, cache, np.arange(1))[0]
@@ -209,13 +203,16 @@ def test_repair_flagged_frames_of_a_glitched_take(prior, shared_data, tmp_path):
     np.testing.assert_allclose(back["poses"], r.take.poses, atol=1e-6)
 
 
-def test_repair_named_joints_in_latent_space_with_smoothness(prior, shared_data):
+@pytest.mark.parametrize("space", ["latent", "ambient"])
+def test_repair_named_joints_with_smoothness(prior, shared_data, space):
+    """Named joints in every frame: per frame from f(0), then the whole take as one run (latent: ``RunObjective``;
+    ambient: the whitened chain of runtime.chain)."""
     full = takes.read_take(shared_data / "cmu_extra" / "bvh_3dsmax" / "131_01.bvh", fps=30)
     n = 24
     take = takes.Take(full.source, full.poses[:n], full.trans[:n], full.fps, full.names, [0], full.subjects)
     idx = [prior.joint_names.index(j) for j in ARM]
-    rough = takes.repair(prior, take, joints=ARM, space="latent", smooth=0.0, iters=20)
-    smooth = takes.repair(prior, take, joints=ARM, space="latent", smooth=1.0, iters=20, run_iters=100)
+    rough = takes.repair(prior, take, joints=ARM, space=space, smooth=0.0, iters=20)
+    smooth = takes.repair(prior, take, joints=ARM, space=space, smooth=1.0, iters=20, run_iters=100)
     for r in (rough, smooth):
         assert r.mask[:, idx].all() and r.mask.sum() == n * len(idx)
         err = geodesic(r.take.poses, take.poses)

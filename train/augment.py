@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .moments import blocks, column_moments
 from .rotations import JOINT_NAMES, axis_angle_to_matrix, gram_schmidt, matrix_to_6d
 
 
@@ -113,15 +114,23 @@ def part_mix(x: torch.Tensor, p: float, generator: torch.Generator | None = None
 def degenerate_joints(rotations: np.ndarray, tol: float = 1e-3) -> list[str]:
     """Joints of axis-angle training poses (N, J, 3) whose rotations do not fill 3 dimensions: a principal
     direction of the rotation vectors with standard deviation below ``tol`` radians (hinges), or rotations equal
-    to an earlier joint's in every pose (duplicates). Constant joints count too (they belong in masked_joints)."""
-    out = []
-    for j in range(rotations.shape[1]):
-        r = rotations[:, j].astype(np.float64)
-        spread = np.linalg.svd(r - r.mean(0), compute_uv=False)[-1] / np.sqrt(len(r))
-        duplicate = any(np.abs(r - rotations[:, k]).max() < tol for k in range(j))
-        if spread < tol or duplicate:
-            out.append(JOINT_NAMES[j])
-    return out
+    to an earlier joint's in every pose (duplicates). Constant joints count too (they belong in masked_joints).
+
+    Principal standard deviations: ``sqrt(eig(S) / N)`` with ``S = sum_i (r_i - m)(r_i - m)^T`` (float64), the
+    singular values of the centred poses over ``sqrt(N)``; ``m`` and ``S`` and the duplicate test are accumulated
+    over blocks of ``train.moments.BLOCK_ROWS`` poses, so the poses are never copied whole."""
+    n, joints = rotations.shape[:2]
+    mean = column_moments(rotations).mean  # (J, 3)
+    scatter = np.zeros((joints, 3, 3))
+    gap = np.zeros((joints, joints))  # gap[j, k] = max over poses |r_j - r_k| (k < j)
+    for s in blocks(n):
+        r = np.asarray(rotations[s], np.float64)
+        c = r - mean
+        scatter += np.einsum("nja,njb->jab", c, c)
+        for j in range(joints):
+            gap[j, :j] = np.maximum(gap[j, :j], np.abs(r[:, j : j + 1] - r[:, :j]).max(axis=(0, 2), initial=0.0))
+    spread = np.sqrt(np.clip(np.linalg.eigvalsh(scatter)[:, 0], 0.0, None) / n)
+    return [JOINT_NAMES[j] for j in range(joints) if spread[j] < tol or (gap[j, :j] < tol).any()]
 
 
 @dataclass(frozen=True)

@@ -52,9 +52,15 @@ class PoseFlow(nn.Module):
     @torch.no_grad()
     def set_normalization(self, x: torch.Tensor) -> None:
         """Fix the elementwise normalisation to the mean and std of (augmented) poses x (B, 21, 6)."""
-        v = to_flow_layout(x[:, self.active])
-        self.shift.copy_(v.mean(0))
-        self.log_scale.copy_(v.std(0).clamp_min(1e-3).log())
+        v = self.to_vec(x)
+        self.set_moments(v.mean(0), v.std(0))
+
+    @torch.no_grad()
+    def set_moments(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        """Fix the normalisation to ``mu = mean``, ``sigma = max(std, 1e-3)`` (D,) of the flow's vectors
+        (``to_vec``; ``train.trainer.normalization`` computes them in blocks)."""
+        self.shift.copy_(mean)
+        self.log_scale.copy_(std.clamp_min(1e-3).log())
 
     # --- layouts -------------------------------------------------------------------------------------------
     def to_vec(self, x: torch.Tensor) -> torch.Tensor:

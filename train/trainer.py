@@ -12,23 +12,27 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
+import tempfile
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from runtime.atomic import atomic_write_text
+from runtime.rotations import mirror_axis_angle
 
 from . import distributed
 from .augment import Augmentation, degenerate_joints
 from .config import Config
 from .data import PoseSet
 from .flow import PoseFlow
-from .rotations import JOINT_NAMES, NUM_JOINTS
+from .moments import Moments, blocks, column_moments
+from .rotations import JOINT_NAMES, NUM_JOINTS, axis_angle_to_6d
 
 CHECKPOINT_FORMAT = 1
 
@@ -162,8 +166,9 @@ def check_no_constant_joints(data: PoseSet, cfg: Config) -> None:
     Spread of joint j: s_j = max over the 3 axis-angle components of their standard deviation over the poses
     (in float64: float32 accumulation alone gives a constant 0.1 rad a std of 3e-6). The data's scale is the
     median s_j over all joints; joint j is constant when s_j <= CONSTANT_JOINT_RTOL * median_k s_k.
+    Computed block by block (``train.moments``): the poses are never copied whole.
     """
-    spread = data.rotations.astype(np.float64).std(axis=0).max(axis=1)
+    spread = column_moments(data.rotations).std().max(axis=1)
     threshold = CONSTANT_JOINT_RTOL * float(np.median(spread))
     constant = [
         JOINT_NAMES[j] for j in range(NUM_JOINTS) if spread[j] <= threshold and JOINT_NAMES[j] not in cfg.masked_joints
@@ -181,45 +186,115 @@ def mean_log_prob(flow: PoseFlow, x: torch.Tensor, batch: int = 4096) -> float:
     return float(torch.cat([flow.log_prob(x[i : i + batch]) for i in range(0, len(x), batch)]).double().mean())
 
 
+#: training sets of up to this many poses are augmented whole for the normalisation statistics (``normalization``),
+#: as training always did: every run committed so far (26,592 poses, 53,184 mirrored) retrains bit for bit
+NORM_WHOLE = 65536
+#: poses per block of the normalisation statistics of a larger set
+NORM_BLOCK = 8192
+#: poses per block of the 6D conversion (``PoseSet.to_6d``'s chunks: the same numbers)
+CONVERT_BLOCK = 32768
+
+
+def training_poses(train_set: PoseSet, mirror: bool) -> np.ndarray:
+    """The 6D training poses (N, 21, 6) float32 that batches index: ``train_set.to_6d()`` (no copy of a
+    memory-mapped ``six_d``); with ``mirror`` (2N, 21, 6): the N poses, then their N mirror images
+    (``runtime.rotations.mirror_axis_angle``), converted from axis-angle in blocks of ``CONVERT_BLOCK`` poses
+    (the blocks of ``PoseSet.to_6d`` on the concatenated set: the same numbers) into a temporary memory-mapped
+    file in ``$TMPDIR``, unlinked at once (its pages live as long as the array and are read from disk on
+    demand)."""
+    if not mirror:
+        return train_set.to_6d().numpy()
+    rot, n = train_set.rotations, len(train_set)
+    folder = tempfile.mkdtemp(prefix="poseprior-mirror-")
+    try:
+        out = np.lib.format.open_memmap(os.path.join(folder, "x.npy"), "w+", np.float32, (2 * n, NUM_JOINTS, 6))
+    finally:
+        shutil.rmtree(folder)
+    for a in range(0, 2 * n, CONVERT_BLOCK):
+        b = min(2 * n, a + CONVERT_BLOCK)
+        aa = np.concatenate([rot[a : min(b, n)], mirror_axis_angle(rot[max(a, n) - n : max(b, n) - n])])
+        out[a:b] = axis_angle_to_6d(torch.from_numpy(aa).double()).float().numpy()
+    return out
+
+
+@torch.no_grad()
+def normalization(
+    flow: PoseFlow,
+    x: torch.Tensor,
+    aug: Augmentation,
+    generator: torch.Generator,
+    whole: int = NORM_WHOLE,
+    block: int = NORM_BLOCK,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The flow's normalisation: mean and standard deviation (n - 1) of ``flow.to_vec(aug(x))`` over the training
+    poses ``x`` (N, 21, 6). Up to ``whole`` poses: the set augmented as a whole from ``generator``, torch's float32
+    mean and std of it (what training always computed). More: ``ceil(N / block)`` equal blocks in order, each
+    augmented as a whole from ``generator`` (part mixing takes its donors within the block), their float64
+    moments combined exactly (``train.moments.Moments``); memory is one block's augmentation, not the set's."""
+    if len(x) <= whole:
+        v = flow.to_vec(aug(x, generator))
+        return v.mean(0), v.std(0)
+    m = Moments()
+    for s in blocks(len(x), block):
+        m.add(flow.to_vec(aug(x[s], generator)).double().numpy())
+    return torch.from_numpy(m.mean).float(), torch.from_numpy(m.std(ddof=1)).float()
+
+
 def data_checksums(train_set: PoseSet, val_set: PoseSet) -> dict:
     """sha256 of the data files, keyed by "<folder>/<file>" so the record names the data set without the build
     machine's paths."""
     return {"/".join(Path(k).parts[-2:]): v for k, v in sorted({**train_set.files, **val_set.files}.items())}
 
 
-def run_epochs(
-    out: Path,
-    cfg,
-    model: torch.nn.Module,
-    opt: torch.optim.Optimizer,
-    gen: torch.Generator,
-    data_sha: dict,
-    n: int,
-    *,
-    batch_loss: Callable[[torch.Tensor, slice], torch.Tensor],
-    validate: Callable[[], dict],
-    score: str,
-    higher_is_better: bool,
-    train_field: tuple[str, float],
-    extra_ckpt: dict | None = None,
-    early_stopping: bool = True,
-    resume: bool = False,
-    max_steps: int | None = None,
-    max_minutes: float | None = None,
-    progress: bool = True,
-) -> tuple[dict, str]:
-    """The one training loop (the flow's and the VPoser baseline's): epochs over a permutation drawn from
-    ``gen``, one Adam step per batch on ``batch_loss(indices, shard)`` (which draws the noise of the whole batch
-    ``indices`` from ``gen`` and returns the mean loss over positions ``shard`` of it: the whole batch with one
-    process, this rank's slice with several, see ``train.distributed``),
-    gradient clipping at ``cfg.grad_clip``, then ``validate()`` -> metric fields, early stopping on field
-    ``score`` after ``cfg.patience`` epochs without improvement (``early_stopping=False``: every epoch counts
-    as the best, so all ``cfg.epochs`` run and ``best.pt`` is the last), ``best.pt`` (weights only) and ``last.pt``
-    (everything ``resume`` needs) written atomically, one ``metrics.jsonl`` line per epoch with
-    ``train_field = (name, sign)``: name = sign * mean batch loss. Returns (state, stop reason).
-    Several ranks (torchrun): rank 0 alone writes ``out``; validation and the time limit are rank 0's."""
-    t_start = time.monotonic()
-    state = {
+@dataclass(frozen=True)
+class Run:
+    """What one run trains: its directory ``out`` (``config.json``, ``metrics.jsonl``, ``best.pt``, ``last.pt``),
+    config ``cfg`` (a ``Config`` or a baseline's), ``model`` and its optimizer ``opt``, the seeded generator
+    ``gen`` that draws every permutation and batch noise, the data's checksums and the number ``n`` of
+    training poses; ``extra_ckpt``: more entries for every checkpoint (the flow's noisy joints)."""
+
+    out: Path
+    cfg: Any
+    model: torch.nn.Module
+    opt: torch.optim.Optimizer
+    gen: torch.Generator
+    data_sha: dict
+    n: int
+    extra_ckpt: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Objective:
+    """How a model learns and is scored. ``batch_loss(indices, shard)`` draws the noise of the whole batch
+    ``indices`` from ``Run.gen`` and returns the mean loss over positions ``shard`` of it (the whole batch with one
+    process, this rank's slice with several: ``train.distributed``); ``validate()`` -> metric fields, of which
+    field ``score`` is better when higher (``higher_is_better``) or lower; ``train_field = (name, sign)``: each
+    metrics line holds name = sign * the epoch's mean batch loss."""
+
+    batch_loss: Callable[[torch.Tensor, slice], torch.Tensor]
+    validate: Callable[[], dict]
+    score: str
+    higher_is_better: bool
+    train_field: tuple[str, float]
+
+
+@dataclass(frozen=True)
+class Limits:
+    """How a run starts and when it stops besides ``cfg.epochs``: ``resume`` from ``last.pt``; ``max_steps``
+    optimiser steps, ``max_minutes`` (checked at epoch boundaries); ``early_stopping`` after ``cfg.patience`` epochs
+    without a better score (False: every epoch counts as the best, so all ``cfg.epochs`` run and ``best.pt`` is the
+    last); ``progress``: a bar within each epoch and one line per epoch."""
+
+    resume: bool = False
+    max_steps: int | None = None
+    max_minutes: float | None = None
+    early_stopping: bool = True
+    progress: bool = True
+
+
+def fresh_state(higher_is_better: bool) -> dict:
+    """The state of a run before its first epoch."""
+    return {
         "epoch": 0,
         "step": 0,
         "best_val": -math.inf if higher_is_better else math.inf,
@@ -228,118 +303,169 @@ def run_epochs(
         "seconds": 0.0,
         "best": {},
     }
-    history: list[dict] = []  # the metrics rows up to the checkpoint; metrics.jsonl is rewritten from it
+
+
+def start(run: Run, objective: Objective, resume: bool) -> tuple[dict, list[dict]]:
+    """(state, metrics history) to continue from: the run's ``last.pt`` when resuming (weights, optimizer, RNG
+    states restored), else a fresh state; a fresh run writes ``config.json`` and an empty ``metrics.jsonl``. A run
+    killed before its first checkpoint starts again from scratch (it is seeded: the same run). Refuses to resume
+    with another config or other data (``check_resumable``)."""
+    out, cfg = run.out, run.cfg
+    state, history = fresh_state(objective.higher_is_better), []
     if resume and (out / "last.pt").is_file():
         ckpt = torch.load(out / "last.pt", map_location="cpu", weights_only=True)
-        check_resumable(out, cfg, type(cfg).from_dict(ckpt["config"]), ckpt["data_sha256"], data_sha)
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        gen.set_state(ckpt["rng"])
+        check_resumable(out, cfg, type(cfg).from_dict(ckpt["config"]), ckpt["data_sha256"], run.data_sha)
+        run.model.load_state_dict(ckpt["model"])
+        run.opt.load_state_dict(ckpt["optimizer"])
+        run.gen.set_state(ckpt["rng"])
         torch.set_rng_state(ckpt["torch_rng"])
         state = {"best": {}, **ckpt["state"]}
         history = ckpt["metrics"] if "metrics" in ckpt else metrics_before(out, state["epoch"])
-        if distributed.is_main():
-            write_metrics(out, history)
     elif resume:
         if not (out / "config.json").is_file():
             raise ValueError(f"{out}: nothing to resume (no config.json, no last.pt)")
-        # killed before the first checkpoint: start the run again from scratch (it is seeded: the same run)
         check_resumable(out, cfg, type(cfg).from_dict(json.loads((out / "config.json").read_text())), None, None)
-        if distributed.is_main():
-            write_metrics(out, history)
     elif distributed.is_main():
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "config.json", cfg.to_json() + "\n")
+    if distributed.is_main():
         write_metrics(out, history)
+    return state, history
 
-    deadline = None if max_minutes is None else t_start + 60.0 * max_minutes
-    steps_per_epoch = math.ceil(n / cfg.batch_size)
-    stop_reason = "epochs"
-    step = distributed.parallel(model, batch_loss)
-    progress = progress and distributed.is_main()
-    while state["epoch"] < cfg.epochs:
-        if state["bad_epochs"] >= cfg.patience:
-            stop_reason = "early_stopping"
+
+def stop_reason(cfg, state: dict, limits: Limits, deadline: float | None) -> str | None:
+    """Why the run stops before its next epoch (``early_stopping``, ``max_steps``, ``max_minutes``), or None. The
+    clock is rank 0's, so every rank stops together."""
+    if state["bad_epochs"] >= cfg.patience:
+        return "early_stopping"
+    if limits.max_steps is not None and state["step"] >= limits.max_steps:
+        return "max_steps"
+    if deadline is not None and distributed.from_main(lambda: time.monotonic() > deadline):
+        return "max_minutes"
+    return None
+
+
+def train_epoch(run: Run, step: Callable, state: dict, limits: Limits, progress: bool) -> tuple[float, int]:
+    """One epoch of Adam steps over a permutation of the ``n`` poses drawn from ``run.gen``, each on
+    ``step(indices, shard)`` (the objective's batch loss, through DDP with several ranks), gradients clipped at
+    ``cfg.grad_clip``; stops early at ``limits.max_steps``. Returns (this rank's sum of shard-weighted losses,
+    the poses seen); a non-finite loss raises FloatingPointError."""
+    cfg, model, opt = run.cfg, run.model, run.opt
+    model.train()
+    distributed.rank_seed(cfg.seed, state["epoch"])
+    perm = torch.randperm(run.n, generator=run.gen)
+    total, count = 0.0, 0
+    steps = math.ceil(run.n / cfg.batch_size)
+    bar = tqdm(range(steps), desc=f"epoch {state['epoch'] + 1}", disable=not progress, leave=False)
+    for i in bar:
+        idx = perm[i * cfg.batch_size : (i + 1) * cfg.batch_size]
+        shard = distributed.shard(len(idx))
+        n_shard = len(range(len(idx))[shard])
+        loss = step(idx, shard)
+        if n_shard and not torch.isfinite(loss):
+            raise FloatingPointError(f"training diverged: loss {loss.item()} at step {state['step']}")
+        opt.zero_grad(set_to_none=True)
+        distributed.weighted(loss, n_shard, len(idx)).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        state["step"] += 1
+        total += loss.item() * n_shard if n_shard else 0.0
+        count += len(idx)
+        bar.set_postfix(loss=f"{total / count:.4f}")
+        if limits.max_steps is not None and state["step"] >= limits.max_steps:
             break
-        if max_steps is not None and state["step"] >= max_steps:
-            stop_reason = "max_steps"
-            break
-        if deadline is not None and distributed.from_main(lambda: time.monotonic() > deadline):
-            stop_reason = "max_minutes"
+    return total, count
+
+
+def score_epoch(objective: Objective, limits: Limits, state: dict) -> tuple[dict, bool]:
+    """Validate (rank 0, broadcast), count the epoch, and update the best score or the epochs without one;
+    returns (the validation fields, whether this epoch is the new best)."""
+    val = distributed.from_main(objective.validate)
+    state["epoch"] += 1
+    better = (
+        val[objective.score] > state["best_val"]
+        if objective.higher_is_better
+        else val[objective.score] < state["best_val"]
+    )
+    improved = not limits.early_stopping or better
+    if improved:
+        state.update(best_val=val[objective.score], best_epoch=state["epoch"], bad_epochs=0, best=val)
+    else:
+        state["bad_epochs"] += 1
+    return val, improved
+
+
+def checkpoint(run: Run, state: dict, history: list[dict]) -> dict:
+    """``last.pt``'s contents: everything ``start`` needs to resume the run exactly."""
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "model": run.model.state_dict(),
+        "optimizer": run.opt.state_dict(),
+        "rng": run.gen.get_state(),
+        "torch_rng": torch.get_rng_state(),
+        "config": asdict(run.cfg),
+        "config_sha256": run.cfg.sha256(),
+        "data_sha256": run.data_sha,
+        **run.extra_ckpt,
+        "state": dict(state),
+        "metrics": history,
+    }
+
+
+def save_epoch(run: Run, state: dict, history: list[dict], improved: bool) -> None:
+    """``best.pt`` (when ``improved``), ``last.pt`` and ``metrics.jsonl``, each written atomically, by rank 0 alone.
+    Every state between two of these writes resumes to the same run: a ``best.pt`` of an epoch that ``last.pt``
+    does not hold yet is rewritten when that epoch runs again; ``metrics.jsonl`` is rewritten from ``last.pt``'s
+    history on resume."""
+    if not distributed.is_main():
+        return
+    ckpt = checkpoint(run, state, history)
+    if improved:
+        atomic_save(model_only(ckpt), run.out / "best.pt")
+    atomic_save(ckpt, run.out / "last.pt")
+    write_metrics(run.out, history)
+
+
+def run_epochs(run: Run, objective: Objective, limits: Limits = Limits()) -> tuple[dict, str]:
+    """The one training loop (the flow's and the VPoser baseline's): ``start`` (fresh or resumed), then epochs
+    until ``cfg.epochs`` or a ``stop_reason``: ``train_epoch``, ``score_epoch``, one ``metrics.jsonl`` line
+    (epoch, step, the train field, the validation fields, lr, seconds, train_poses_per_s), ``save_epoch``, and with
+    ``progress`` one printed line. Returns (state, stop reason). Several ranks (torchrun): rank 0 alone writes
+    ``out``; validation and the time limit are rank 0's."""
+    t_start = time.monotonic()
+    state, history = start(run, objective, limits.resume)
+    deadline = None if limits.max_minutes is None else t_start + 60.0 * limits.max_minutes
+    step = distributed.parallel(run.model, objective.batch_loss)
+    progress = limits.progress and distributed.is_main()
+    reason = "epochs"
+    while state["epoch"] < run.cfg.epochs:
+        if (why := stop_reason(run.cfg, state, limits, deadline)) is not None:
+            reason = why
             break
         t0 = time.monotonic()
-        model.train()
-        distributed.rank_seed(cfg.seed, state["epoch"])
-        perm = torch.randperm(n, generator=gen)
-        total, count = 0.0, 0
-        bar = tqdm(range(steps_per_epoch), desc=f"epoch {state['epoch'] + 1}", disable=not progress, leave=False)
-        for i in bar:
-            idx = perm[i * cfg.batch_size : (i + 1) * cfg.batch_size]
-            shard = distributed.shard(len(idx))
-            n_shard = len(range(len(idx))[shard])
-            loss = step(idx, shard)
-            if n_shard and not torch.isfinite(loss):
-                raise FloatingPointError(f"training diverged: loss {loss.item()} at step {state['step']}")
-            opt.zero_grad(set_to_none=True)
-            distributed.weighted(loss, n_shard, len(idx)).backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            opt.step()
-            state["step"] += 1
-            total += loss.item() * n_shard if n_shard else 0.0
-            count += len(idx)
-            bar.set_postfix(loss=f"{total / count:.4f}")
-            if max_steps is not None and state["step"] >= max_steps:
-                break
+        total, count = train_epoch(run, step, state, limits, progress)
         train_seconds = time.monotonic() - t0
         total = distributed.all_sum(total)
-        model.eval()
-        val = distributed.from_main(validate)
-        state["epoch"] += 1
+        run.model.eval()
+        val, improved = score_epoch(objective, limits, state)
         seconds = time.monotonic() - t0
         state["seconds"] += seconds
-        improved = not early_stopping or (
-            val[score] > state["best_val"] if higher_is_better else val[score] < state["best_val"]
-        )
-        if improved:
-            state.update(best_val=val[score], best_epoch=state["epoch"], bad_epochs=0, best=val)
-        else:
-            state["bad_epochs"] += 1
-        name, sign = train_field
+        name, sign = objective.train_field
         row = {
             "epoch": state["epoch"],
             "step": state["step"],
             name: sign * total / count,
             **val,
-            "lr": opt.param_groups[0]["lr"],
+            "lr": run.opt.param_groups[0]["lr"],
             "seconds": round(seconds, 3),
             "train_poses_per_s": round(count / train_seconds, 1),
         }
         history.append(row)
-        ckpt = {
-            "format": CHECKPOINT_FORMAT,
-            "model": model.state_dict(),
-            "optimizer": opt.state_dict(),
-            "rng": gen.get_state(),
-            "torch_rng": torch.get_rng_state(),
-            "config": asdict(cfg),
-            "config_sha256": cfg.sha256(),
-            "data_sha256": data_sha,
-            **(extra_ckpt or {}),
-            "state": dict(state),
-            "metrics": history,
-        }
-        # each write is atomic, and every state between two of them resumes to the same run: best.pt of an
-        # epoch that last.pt does not hold yet is rewritten when that epoch is run again; metrics.jsonl is
-        # rewritten from last.pt's history on resume. Several ranks: rank 0 alone writes
-        if distributed.is_main():
-            if improved:
-                atomic_save(model_only(ckpt), out / "best.pt")
-            atomic_save(ckpt, out / "last.pt")
-            write_metrics(out, history)
+        save_epoch(run, state, history, improved)
         if progress:
             shown = "  ".join(f"{k} {v:.4f}" for k, v in row.items() if k == name or k in val)
             tqdm.write(f"epoch {row['epoch']:3d}  {shown}{'  *' if improved else ''}  ({seconds:.1f} s)")
-    return state, stop_reason
+    return state, reason
 
 
 def train(
@@ -359,17 +485,14 @@ def train(
     check_no_constant_joints(train_set, cfg)
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
-    x_train = torch.from_numpy(
-        distributed.per_machine(
-            lambda: {
-                "x_train": (  # built once per machine
-                    PoseSet.concat([train_set, train_set.mirrored()]) if cfg.mirror else train_set
-                )
-                .to_6d()
-                .numpy()
-            }
-        )["x_train"]
-    )
+    # the poses batches index: a set's six_d as it is (the ingest cache's memory map, with several ranks the one
+    # copy per machine that distributed.shared_dataset maps); else built once per machine (memory-mapped there)
+    if train_set.six_d is not None and not cfg.mirror:
+        x_train = torch.from_numpy(train_set.six_d)
+    else:
+        x_train = torch.from_numpy(
+            distributed.per_machine(lambda: {"x_train": training_poses(train_set, cfg.mirror)})["x_train"]
+        )
     vgen = torch.Generator().manual_seed(cfg.val_seed)
     x_val = val_set.to_6d()
     if len(x_val) > cfg.max_val:
@@ -389,30 +512,21 @@ def train(
     flow = build_flow(cfg)
     if cfg.normalize and distributed.is_main():  # other ranks receive it with the weights (DDP's first broadcast)
         norm_gen = torch.Generator().manual_seed(cfg.seed + 1)
-        flow.set_normalization(aug(x_train, norm_gen))
+        flow.set_moments(*normalization(flow, x_train, aug, norm_gen))
     dev = distributed.device()
     flow.to(dev)
     x_val = x_val.to(dev)
     opt = torch.optim.Adam(flow.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     state, stop_reason = run_epochs(
-        out,
-        cfg,
-        flow,
-        opt,
-        gen,
-        data_sha,
-        len(x_train),
-        batch_loss=lambda idx, shard: -flow.log_prob(aug(x_train[idx], gen)[shard].to(dev)).mean(),
-        validate=lambda: {"val_log_p": mean_log_prob(flow, x_val)},
-        score="val_log_p",
-        higher_is_better=True,
-        train_field=("train_log_p", -1.0),
-        extra_ckpt={"noisy_joints": noisy},
-        early_stopping=cfg.early_stopping,
-        resume=resume,
-        max_steps=max_steps,
-        max_minutes=max_minutes,
-        progress=progress,
+        Run(out, cfg, flow, opt, gen, data_sha, len(x_train), {"noisy_joints": noisy}),
+        Objective(
+            batch_loss=lambda idx, shard: -flow.log_prob(aug(x_train[idx], gen)[shard].to(dev)).mean(),
+            validate=lambda: {"val_log_p": mean_log_prob(flow, x_val)},
+            score="val_log_p",
+            higher_is_better=True,
+            train_field=("train_log_p", -1.0),
+        ),
+        Limits(resume, max_steps, max_minutes, cfg.early_stopping, progress),
     )
     summary = {
         "stop_reason": stop_reason,

@@ -46,7 +46,7 @@ from . import distributed
 from .config import ConfigBase, load_preset
 from .data import PoseSet
 from .rotations import NUM_JOINTS, axis_angle_to_matrix, gram_schmidt, matrix_to_6d
-from .trainer import data_checksums, read_checkpoint, run_epochs
+from .trainer import Limits, Objective, Run, data_checksums, read_checkpoint, run_epochs
 
 
 @dataclass
@@ -212,22 +212,9 @@ def train_vposer(
         return {f"val_{k}": v for k, v in evaluate(model, aa_val, R_val, eps_val, cfg.kl_weight).items()}
 
     state, stop_reason = run_epochs(
-        out,
-        cfg,
-        model,
-        opt,
-        gen,
-        data_sha,
-        len(aa_train),
-        batch_loss=batch_loss,
-        validate=validate,
-        score="val_loss",
-        higher_is_better=False,
-        train_field=("train_loss", 1.0),
-        resume=resume,
-        max_steps=max_steps,
-        max_minutes=max_minutes,
-        progress=progress,
+        Run(out, cfg, model, opt, gen, data_sha, len(aa_train)),
+        Objective(batch_loss, validate, score="val_loss", higher_is_better=False, train_field=("train_loss", 1.0)),
+        Limits(resume, max_steps, max_minutes, progress=progress),
     )
     best = state["best"]
     summary = {
