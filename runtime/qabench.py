@@ -57,7 +57,7 @@ import numpy as np
 from . import rotations
 from .calibrate import calibrate_arrays, clean_exclusion
 from .convert import load_rest_joints
-from .detect import Calibration, body_matrices, detect, fit_calibration, joint_statistic
+from .detect import Calibration, body_matrices, detect, fit_calibration, joint_statistic, swap_statistic
 from .prior import PosePrior
 from .takes import Score, Take, read_take
 from .takes import repair as repair_take
@@ -208,11 +208,12 @@ METHODS = ("detector", "motion alone", "log p alone")
 
 
 def _flags(method: str, cal: dict, S: np.ndarray, lp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(flags (n,), joint scores (n, 21)) of one method under one subject's calibrations."""
+    """(flags (n,), joint scores (n, 21)) of one method under one subject's calibrations; ``S``: the detector's
+    statistics (``joint_statistic``, ``swap_statistic``)."""
     if method == "log p alone":
-        return lp < cal["tau_alone"], np.zeros_like(S)
+        return lp < cal["tau_alone"], np.zeros_like(S[0])
     d: Calibration = cal["detector"] if method == "detector" else cal["motion"]
-    js = S / (d.q * d.c)
+    js = d.joint_scores(*S)
     f = js.max(1) >= 1
     return (f | (lp < cal["tau"])) if method == "detector" else f, js
 
@@ -303,7 +304,7 @@ def run(
             s0, c0 = time.perf_counter(), time.process_time()  # scoring = rotations -> log p + statistic
             R = body_matrices(t.poses)
             t.log_p = prior.log_prob(rotations.matrix_to_6d(R).astype(np.float32)).astype(np.float64)
-            S = joint_statistic(R)
+            S = joint_statistic(R), swap_statistic(R)
             score_s += time.perf_counter() - s0
             score_cpu += time.process_time() - c0
             score_frames += len(R)
@@ -314,12 +315,16 @@ def run(
         per_subject, cals = {}, {}
         for subj in subjects:
             idx = [i for i, t in enumerate(takes) if t.subject != subj]
-            base = calibrate_arrays([clean_S[i] for i in idx], [takes[i].log_p for i in idx], rate)
+            base = calibrate_arrays(
+                [clean_S[i][0] for i in idx], [clean_S[i][1] for i in idx], [takes[i].log_p for i in idx], rate
+            )
             lp_all = np.concatenate([takes[i].log_p for i in idx])
             cal = {
                 "tau": base["tau"],
                 "detector": base["detector"],
-                "motion": fit_calibration(np.concatenate([clean_S[i] for i in idx]), rate),
+                "motion": fit_calibration(
+                    np.concatenate([clean_S[i][0] for i in idx]), np.concatenate([clean_S[i][1] for i in idx]), rate
+                ),
                 "tau_alone": float(np.quantile(lp_all, rate)),
             }
             cals[subj] = cal
@@ -344,7 +349,7 @@ def run(
                 for c in range(copies):
                     G, segs = inject(t.R, rng, rest, spacing)
                     lp = prior.log_prob(rotations.matrix_to_6d(G).astype(np.float32)).astype(np.float64)
-                    S = joint_statistic(G)
+                    S = joint_statistic(G), swap_statistic(G)
                     _count(cals[t.subject], t, G, segs, S, lp, clean_ok[i], rows, near)
                     if k == 0:
                         glitched.append((t, c, G, segs, S, lp))
