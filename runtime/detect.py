@@ -144,6 +144,11 @@ class Calibration:
                 f"detector calibration of version {d.get('version')!r}; this runtime's detector is "
                 f"{DETECTOR_VERSION!r}: calibrate the model again (poseprior calibrate)"
             )
+        if len(d.get("swap_scale", ())) != len(SWAP_PARTS):
+            raise ValueError(
+                f"detector calibration: 'swap_scale' must hold {len(SWAP_PARTS)} numbers (one per arm part): "
+                "calibrate the model again (poseprior calibrate)"
+            )
         return cls(
             np.asarray(d["joint_scale"], float),
             float(d["threshold"]),
@@ -239,30 +244,29 @@ def swap_statistic(R: np.ndarray, starts=(0,), params: Params = Params()) -> np.
         n = hi - lo
         if n < 3:
             continue
-        for p, (left, right) in enumerate(_PAIRS):
-            r = R[lo:hi][:, [left, right]]  # (n, 2, 3, 3)
-            x = MIRROR @ r[:, ::-1] @ MIRROR  # each side's exchanged-back rotation
-            v = np.zeros((n, 2))
-            v[1:] = _angle(r[:-1], r[1:])
-            into = np.zeros((n, 2))  # d(R_{t-1}, exchanged R_t): the step into an exchanged frame t
-            into[1:] = _angle(r[:-1], x[1:])
-            out_of = np.zeros((n, 2))  # d(exchanged R_{t-1}, R_t): the step out of an exchanged frame t - 1
-            out_of[1:] = _angle(x[:-1], r[1:])
-            pad = np.pad(v[1:], ((Wn, Wn), (0, 0)), mode="edge")
-            m = np.empty((n, 2))
-            m[1:] = np.median(np.lib.stride_tricks.sliding_window_view(pad, 2 * Wn + 1, axis=0), axis=-1)
-            m[0] = m[1]
-            best = np.zeros(n)
-            for k in range(1, min(L, n - 2) + 1):  # span [a, a + k), a = 1 .. n - 1 - k
-                a = np.arange(1, n - k)
-                b = a + k
-                jump = np.minimum(v[a], v[b]).min(1)
-                back = np.maximum(into[a], out_of[b]).max(1)
-                level = np.maximum(m[a - 1], m[b]).max(1)
-                w = (jump - np.maximum(back, level)) / (params.floor + level)
-                for i in range(k):
-                    best[a + i] = np.maximum(best[a + i], w)
-            W[lo:hi, p] = best
+        r = R[lo:hi][:, np.array(_PAIRS)]  # (n, 4, 2, 3, 3): per part, left and right
+        x = MIRROR @ r[:, :, ::-1] @ MIRROR  # each side's exchanged-back rotation
+        v = np.zeros((n, len(_PAIRS), 2))
+        v[1:] = _angle(r[:-1], r[1:])
+        into = np.zeros_like(v)  # d(R_{t-1}, exchanged R_t): the step into an exchanged frame t
+        into[1:] = _angle(r[:-1], x[1:])
+        out_of = np.zeros_like(v)  # d(exchanged R_{t-1}, R_t): the step out of an exchanged frame t - 1
+        out_of[1:] = _angle(x[:-1], r[1:])
+        pad = np.pad(v[1:], ((Wn, Wn), (0, 0), (0, 0)), mode="edge")
+        m = np.empty_like(v)
+        m[1:] = np.median(np.lib.stride_tricks.sliding_window_view(pad, 2 * Wn + 1, axis=0), axis=-1)
+        m[0] = m[1]
+        best = np.zeros((n, len(_PAIRS)))
+        for k in range(1, min(L, n - 2) + 1):  # span [a, a + k), a = 1 .. n - 1 - k
+            a = np.arange(1, n - k)
+            b = a + k
+            jump = np.minimum(v[a], v[b]).min(2)
+            back = np.maximum(into[a], out_of[b]).max(2)
+            level = np.maximum(m[a - 1], m[b]).max(2)
+            w = (jump - np.maximum(back, level)) / (params.floor + level)
+            for i in range(k):
+                best[a + i] = np.maximum(best[a + i], w)
+        W[lo:hi] = best
     return W
 
 

@@ -29,7 +29,7 @@ from runtime.detect import (
 )
 from runtime.manifest import ModelError, sha256_file
 from runtime.prior import DEFAULT_MODEL_DIR, PosePrior
-from runtime.takes import read_take, repair, score
+from runtime.takes import calibration, read_take, repair, score
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -194,6 +194,14 @@ def test_calibrate_records_a_checked_manifest_field(model, shared_data):
     (bad / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(ModelError, match="swap_scale"):
         PosePrior.load(bad)
+    del m["detector"]["swap_scale"]  # a current-version record without it: refused when the detector is built
+    (bad / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(ModelError, match="swap_scale"):
+        calibration(PosePrior.load(bad))
+    m["detector"]["version"] = "jump-return-hold-2"  # a calibration by the previous detector
+    (bad / "manifest.json").write_text(json.dumps(m))
+    r = run_cli("score", shared_data / "cmu_extra" / "bvh_daz_style" / "11_01.bvh", "--model", bad)
+    assert r.exit_code == 2 and "calibrate the model again" in r.output and r.output.count("\n") == 1, r.output
 
 
 def test_calibrate_cli_bad_input_one_line_exit_2_nothing_left(shared_data, tmp_path):
