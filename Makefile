@@ -145,15 +145,37 @@ qa-bench: install
 		--figure docs/qa_bench.png $(QA_ARGS)
 
 # the Blender add-on (runtime/blender) tested in real Blender: bpy 4.5 as a Python module in its own venv (no torch),
-# the package installed editable; pip's downloads (bpy is ~370 MB) are cached under build/pip-cache between runs
-BPY      := .venv-blender/bin/python
-BSTAMP   := .venv-blender/.installed
-.PHONY: test-blender
+# the package installed editable; a second, bare bpy venv (bpy only: no poseprior, no onnxruntime) that the extension
+# zip is installed into; onnxruntime wheels for Blender's Python (3.11, this platform) for the zip to bundle.
+# pip's downloads (bpy is ~370 MB) are cached under $(PIP_CACHE) between runs (CI: keep build/pip-cache).
+BPY        := .venv-blender/bin/python
+BPY_BARE   := .venv-blender-bare/bin/python
+BSTAMP     := .venv-blender/.installed
+BWHEELS    := build/blender-wheels
+PIP_CACHE  ?= $(CURDIR)/build/pip-cache
+.PHONY: test-blender bench-blender blender-addon
 $(BSTAMP): pyproject.toml
-	python3 -m venv .venv-blender
-	PIP_CACHE_DIR=$(CURDIR)/build/pip-cache $(BPY) -m pip install --quiet "bpy==4.5.*" pytest
-	PIP_CACHE_DIR=$(CURDIR)/build/pip-cache $(BPY) -m pip install --quiet -e .
+	python3.11 -m venv .venv-blender
+	PIP_CACHE_DIR=$(PIP_CACHE) $(BPY) -m pip install --quiet "bpy==4.5.*" pytest
+	PIP_CACHE_DIR=$(PIP_CACHE) $(BPY) -m pip install --quiet -e ".[plot]"
+	python3.11 -m venv .venv-blender-bare
+	PIP_CACHE_DIR=$(PIP_CACHE) $(BPY_BARE) -m pip install --quiet "bpy==4.5.*"
+	rm -rf $(BWHEELS)
+	PIP_CACHE_DIR=$(PIP_CACHE) $(BPY) -m pip download --quiet --no-deps --only-binary=:all: -d $(BWHEELS) onnxruntime
 	touch $(BSTAMP)
 
 test-blender: $(BSTAMP)
-	PIP_CACHE_DIR=$(CURDIR)/build/pip-cache $(BPY) -m pytest -q -p no:cacheprovider tests_blender
+	OMP_NUM_THREADS=1 $(BPY) -m pytest -q -p no:cacheprovider tests_blender
+
+# poseprior.score on a 5,000-frame take in Blender vs `poseprior score` (medians; runtime/tools/blender_bench.py)
+bench-blender: $(BSTAMP)
+	OMP_NUM_THREADS=1 $(BPY) -m runtime.tools.blender_bench --frames 5000 --repeats 5
+
+# the extension zip with onnxruntime bundled for this platform (docs/blender.md)
+blender-addon: $(BSTAMP)
+	$(BPY) -m runtime.cli blender-addon --out poseprior_blender.zip --wheels $(BWHEELS)
+
+# docs/blender_repair.png: the stored log p of a glitched real take in Blender, before and after poseprior.repair
+.PHONY: blender-figure
+blender-figure: $(BSTAMP)
+	OMP_NUM_THREADS=1 $(BPY) -m runtime.tools.blender_figure --out docs/blender_repair.png

@@ -711,5 +711,25 @@ def calibrate(
     click.echo(f"wrote {out}")
 
 
+@main.command("blender-addon")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="The extension .zip to write.")
+@click.option(
+    "--wheels",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Bundle the wheels of this folder (onnxruntime for Blender's Python 3.11 and platform; docs/blender.md).",
+)
+def blender_addon(out: Path, wheels: Path | None) -> None:
+    """Build the Blender extension zip (runtime/blender): score, repair and complete an armature's poses."""
+    from .blender.package import PackageError, build
+
+    try:
+        r = build(out, wheels)
+    except (PackageError, OSError) as e:
+        fail(str(e))
+    extra = f", wheels: {', '.join(r['wheels'])} ({', '.join(r['platforms']) or 'any'})" if r["wheels"] else ""
+    click.echo(f"wrote {r['path']} (PosePrior {r['version']}, {r['files']} files, {r['bytes'] / 1e6:.1f} MB{extra})")
+
+
 if __name__ == "__main__":
     main()

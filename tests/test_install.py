@@ -8,6 +8,7 @@ import json
 import subprocess
 import time
 import venv
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -118,3 +119,9 @@ def test_plain_install_runs_the_torch_free_commands(plain_install, tmp_path, sha
     site = Path(r.stdout.strip())
     for sub in ("train/evaluation/run.py", "runtime/cli.py", "runtime/models/default/manifest.json"):
         assert (site / sub).is_file(), f"{sub} is not installed (subpackages and package data)"
+    # the Blender extension zip from the plain install (its manifest template is package data; docs/blender.md)
+    r = run(plain_install, "poseprior", "blender-addon", "--out", tmp_path / "pp.zip", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    with zipfile.ZipFile(tmp_path / "pp.zip") as z:
+        names = set(z.namelist())
+    assert {"blender_manifest.toml", "runtime/blender/addon/__init__.py", "runtime/models/default/weights.bin"} <= names

@@ -1,12 +1,13 @@
 """The add-on's one door into the prior: score, repair and complete SMPL poses of a take (numpy in, numpy out).
 
-Every operator of ``runtime.blender.addon`` goes through these functions, so switching the detector (e.g. a
-motion-aware one with calibrated thresholds in the model directory) is a change of this module only.
+Every operator of ``runtime.blender.addon`` goes through these functions. The take-QA detector comes with the model:
+a model directory calibrated by ``poseprior calibrate`` (``has_detector``) flags by ``runtime.detect`` as well.
 
 * ``score(prior, poses, fps)``: ``runtime.takes.score`` of the converted take: per-frame log p, the flagged frame
-  indices (log p < the model's threshold tau), tau.
-* ``repair(prior, poses, fps, rows=None, joints=None)``: ``runtime.takes.repair`` with ``flagged=True`` (the
-  worst joints of the flagged frames), or ``joints=`` (those SMPL joints in every frame); ``rows`` restricts it to
+  indices (log p < the model's threshold tau, or the detector's flags), tau.
+* ``repair(prior, poses, fps, rows=None, joints=None)``: ``runtime.takes.repair`` with ``flagged=True`` (each
+  detector span's suspect joints; the worst joints of frames flagged by log p alone), or ``joints=`` (those SMPL
+  joints in every frame); ``rows`` restricts it to
   a range of frames (the sub-take ``rows`` is repaired as a take of its own). Returns the repaired body rotations
   (T, 63) axis-angle and the freed-joint mask (T, 21).
 * ``complete(prior, pose, free)``: ``runtime.fit.complete`` of one pose: the ``free`` SMPL joints, started at the
@@ -35,6 +36,12 @@ def load_prior(model_dir: str | Path | None = None) -> PosePrior:
         takes.check_smpl_prior(prior)
         _PRIORS[key] = prior
     return _PRIORS[key]
+
+
+def has_detector(prior: PosePrior) -> bool:
+    """Whether the model records a take-QA detector calibration (``poseprior calibrate``): then ``score`` and
+    ``repair`` flag by the motion-aware detector (``runtime.detect``) as well as by log p."""
+    return takes.calibration(prior) is not None
 
 
 def rest_joints(prior: PosePrior) -> np.ndarray:

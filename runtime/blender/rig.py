@@ -172,8 +172,7 @@ def motion_from_bones(
     par = np.array([-1] + [pos[parents[b]] for b in idx[1:]])
     R = G.copy()
     R[:, 1:] = np.swapaxes(G[:, par[1:]], -1, -2) @ G[:, 1:]
-    U, _, Vt = np.linalg.svd(R)  # float32 matrices: the nearest rotation
-    R = U @ Vt
+    R = nearest_rotation(R)  # Blender's matrices are float32
     heads = np.asarray(rest_world, np.float64)[idx, :3, 3]
     offsets = heads - heads[par.clip(0)]
     offsets[0] = 0.0
@@ -188,6 +187,15 @@ def motion_from_bones(
     trans = np.asarray(pose_world, np.float64)[:, idx[0], :3, 3]
     m = Motion(tuple(jn), par, offsets, R, trans, fps, source, up="z", end_sites=ends)
     return m, idx
+
+
+def nearest_rotation(R: np.ndarray) -> np.ndarray:
+    """Near-orthonormal (..., 3, 3) matrices (float32 products, error e ~ 1e-7) made orthonormal to float64 precision by
+    one Newton step of the polar decomposition, ``R <- (3 R - R R^T R) / 2`` (error ~ e^2; as the polar factor it
+    commutes with rotations on either side, so a bone's roll still cancels). Six times faster than an SVD per
+    matrix, which the 5,000-frame timing needs."""
+    R = np.asarray(R, np.float64)
+    return 1.5 * R - 0.5 * R @ np.swapaxes(R, -1, -2) @ R
 
 
 def basis_rotations(local: np.ndarray, rest_rot: np.ndarray) -> np.ndarray:

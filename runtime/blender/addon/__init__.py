@@ -1,18 +1,25 @@
 """PosePrior for Blender: score, repair and complete the poses of the active armature's action with the prior.
 
-Operators (each undoable, with a progress indicator, one-line error reports on bad input):
+The take is every frame of the action's keys (``scene.action_frames``), less the converter's T-pose of the
+cgspeed MotionBuilder/Daz files (their first key; ``scene.synthetic_frame0``), read by stepping the scene and
+converted by ``runtime.convert`` as ``poseprior score`` converts the whole file; the frames in the scene's range
+are the ones reported and keyed. Operators (each undoable, with a progress indicator, one-line error reports on
+bad input):
 
-* ``poseprior.score``: log p of every frame of the scene's range. Stores ``obj["poseprior_log_p"]`` (one value
-  per frame from ``obj["poseprior_frame_start"]``), ``obj["poseprior_flagged"]`` (frame numbers below the
-  threshold) and ``obj["poseprior_threshold"]``, and marks each flagged span with timeline markers
+* ``poseprior.score``: log p of every frame of the scene's range. Stores on the armature object
+  ``poseprior_log_p`` (one value per frame from ``poseprior_frame_start``), ``poseprior_flagged`` (the flagged
+  frame numbers: log p below the threshold ``poseprior_threshold``, or, with a model calibrated by ``poseprior
+  calibrate``, the take-QA detector's: ``runtime.takes.score``), ``poseprior_rig`` (how the rig was
+  recognised), ``poseprior_dropped`` (the frame left out, "" when none) and ``poseprior_model``; marks each flagged span with timeline markers
   (``poseprior A-B`` at its first frame, ``poseprior A-B end`` at its last).
 * ``poseprior.repair``: ``runtime.takes`` repair of the flagged frames (or of a frame range), keyed on the bones it
-  changed only; every other key is left as it was. Then scores again.
+  changed only; every other key is left as it was. Then scores again; ``poseprior_repaired`` lists the frames.
 * ``poseprior.complete``: at the current frame, the selected bones are replaced by the prior's most likely
-  completion given the other bones, and keyed.
+  completion given the other bones (``runtime.fit.complete``), and keyed.
 
 The sidebar panel (View3D > Sidebar > PosePrior) shows the current frame's log p. Preferences: the model
-directory (empty: the model shipped in the package) and a joint map JSON for rigs the add-on does not know.
+directory (empty: the model shipped in the package) and a joint map JSON for rigs the add-on does not know; each
+operator's ``model_dir`` / ``joint_map`` override them for one run.
 """
 
 from __future__ import annotations
@@ -23,18 +30,20 @@ import bpy
 import numpy as np
 from bpy.props import EnumProperty, IntProperty, StringProperty
 
-from runtime.blender import adapter, rig
-from runtime.formats import FormatError
-from runtime.prior import ModelError
-
+from ...formats import FormatError
+from ...prior import ModelError
+from .. import adapter, rig
 from . import scene as sc
 
 MARKER = "poseprior "
+#: the add-on's module name (what Blender keys its preferences by): the extension's package
+#: (``bl_ext.<repo>.poseprior``) when installed from the zip, this package when registered from a checkout
+ADDON = __package__.removesuffix(".runtime.blender.addon")
 
 
 # --- preferences -----------------------------------------------------------------------------------------------------
 class PosePriorPreferences(bpy.types.AddonPreferences):
-    bl_idname = __package__
+    bl_idname = ADDON
 
     model_dir: StringProperty(
         name="Model directory",
@@ -56,7 +65,7 @@ class PosePriorPreferences(bpy.types.AddonPreferences):
 
 def prefs(context) -> tuple[str, str]:
     """(model directory, joint map path) from the add-on preferences ("" when not installed as an add-on)."""
-    addon = context.preferences.addons.get(__package__)
+    addon = context.preferences.addons.get(ADDON)
     if addon is None or addon.preferences is None:
         return "", ""
     return addon.preferences.model_dir, addon.preferences.joint_map
@@ -84,10 +93,18 @@ class _Op:
         description="Joint map JSON for this run (empty: the preferences')",
     )
 
+    model_dir: StringProperty(
+        name="Model directory",
+        subtype="DIR_PATH",
+        default="",
+        description="Model directory for this run (empty: the preferences')",
+    )
+
     def setup(self, context):
         ob = sc.check_armature(context)
         model_dir, jm = prefs(context)
-        prior = adapter.load_prior(model_dir or None)
+        prior = adapter.load_prior(self.model_dir or model_dir or None)
+        ob["poseprior_model"] = str(prior.path)
         return ob, prior, self.joint_map or jm
 
     def fail(self, e) -> set:
@@ -98,12 +115,16 @@ class _Op:
 
 def store_score(context, at: sc.ArmatureTake, log_p: np.ndarray, flagged: np.ndarray, tau: float) -> list:
     """Custom properties and timeline markers of a score; returns the flagged spans (first, last frame)."""
-    ob, frames = at.ob, at.frames
-    ob["poseprior_log_p"] = [float(v) for v in log_p]
-    ob["poseprior_frame_start"] = int(frames[0])
+    ob, frames, rows = at.ob, at.frames, at.scored
+    inside = np.zeros(len(frames), bool)
+    inside[rows] = True
+    flagged = np.asarray(flagged, int)[inside[np.asarray(flagged, int)]] if len(flagged) else np.zeros(0, int)
+    ob["poseprior_log_p"] = [float(v) for v in log_p[rows]]
+    ob["poseprior_frame_start"] = int(frames[rows[0]])
     ob["poseprior_flagged"] = [int(frames[i]) for i in flagged]
     ob["poseprior_threshold"] = float(tau)
     ob["poseprior_rig"] = at.how
+    ob["poseprior_dropped"] = at.dropped
     markers = context.scene.timeline_markers
     for mk in [m for m in markers if m.name.startswith(MARKER)]:
         markers.remove(mk)
@@ -128,8 +149,18 @@ def score_armature(context, ob, prior, joint_map: str, progress=None):
     return at, log_p, flagged, tau, spans
 
 
+def _frames(ob) -> int:
+    """How many frames reading the take steps through (the progress indicator's unit)."""
+    return len(sc.action_frames(ob.animation_data.action))
+
+
+def _how_flagged(prior, tau: float) -> str:
+    return f"motion detector or log p < {tau:.1f}" if adapter.has_detector(prior) else f"log p < {tau:.1f}"
+
+
 class POSEPRIOR_OT_score(_Op, bpy.types.Operator):
-    """Score every frame of the scene range of the active armature's action under the pose prior"""
+    """Score every frame of the scene range of the active armature's action under the pose prior (the whole action is
+    converted, as the CLI converts the whole file)"""
 
     bl_idname = "poseprior.score"
     bl_label = "Score poses"
@@ -140,7 +171,7 @@ class POSEPRIOR_OT_score(_Op, bpy.types.Operator):
         progress = None
         try:
             ob, prior, jm = self.setup(context)
-            progress = _Progress(context, context.scene.frame_end - context.scene.frame_start + 1)
+            progress = _Progress(context, _frames(ob))
             at, log_p, flagged, tau, spans = score_armature(context, ob, prior, jm, progress)
         except (rig.RigError, FormatError, ModelError, ValueError, OSError) as e:
             return self.fail(e)
@@ -149,8 +180,9 @@ class POSEPRIOR_OT_score(_Op, bpy.types.Operator):
                 progress.end()
         self.report(
             {"INFO"},
-            f"PosePrior: {len(log_p)} frames ({at.how}), median log p {np.median(log_p):.1f}; "
-            f"{len(flagged)} below {tau:.1f} in {len(spans)} spans ({time.perf_counter() - t0:.2f} s)",
+            f"PosePrior: {len(at.scored)} frames ({at.how}), median log p {np.median(log_p[at.scored]):.1f}; "
+            f"{len(ob['poseprior_flagged'])} flagged ({_how_flagged(prior, tau)}) in {len(spans)} spans "
+            f"({time.perf_counter() - t0:.2f} s)",
         )
         return {"FINISHED"}
 
@@ -182,7 +214,12 @@ class POSEPRIOR_OT_repair(_Op, bpy.types.Operator):
     mode: EnumProperty(
         name="Frames",
         items=[
-            ("FLAGGED", "Flagged frames", "The worst joints of every frame below the threshold"),
+            (
+                "FLAGGED",
+                "Flagged frames",
+                "The flagged frames: each detector span's suspect joints, "
+                "the worst joints of frames below the threshold",
+            ),
             (
                 "RANGE",
                 "Frame range",
@@ -200,7 +237,7 @@ class POSEPRIOR_OT_repair(_Op, bpy.types.Operator):
         progress = None
         try:
             ob, prior, jm = self.setup(context)
-            progress = _Progress(context, 3 * (context.scene.frame_end - context.scene.frame_start + 1))
+            progress = _Progress(context, 3 * _frames(ob))
             at = sc.read_take(context, ob, jm, adapter.rest_joints(prior), progress)
             n = len(at.frames)
             rows, joints = None, None
@@ -210,7 +247,7 @@ class POSEPRIOR_OT_repair(_Op, bpy.types.Operator):
                 rows = np.flatnonzero((at.frames >= self.frame_start) & (at.frames <= self.frame_end))
                 if not len(rows):
                     raise ValueError(
-                        f"frames {self.frame_start}-{self.frame_end} lie outside the scene range "
+                        f"frames {self.frame_start}-{self.frame_end} lie outside the action's frames "
                         f"{at.frames[0]}-{at.frames[-1]}"
                     )
                 sel = {pb.name for pb in ob.pose.bones if pb.bone.select}
@@ -224,10 +261,14 @@ class POSEPRIOR_OT_repair(_Op, bpy.types.Operator):
                 ob.name,
                 progress=lambda d, t: progress(n + d * n / max(t, 1), 3 * n),
             )
+            if self.mode != "RANGE":  # the flagged frames in the scene's range (the whole action was repaired)
+                inside = np.zeros(n, bool)
+                inside[at.scored] = True
+                mask &= inside[:, None]
             fixed = np.flatnonzero(mask.any(1))
             keyed, err = _apply(at, prior, fixed, body, mask) if len(fixed) else (set(), 0.0)
             progress(2 * n, 3 * n)
-            _, log_p, flagged, tau, _ = score_armature(context, ob, prior, jm)
+            score_armature(context, ob, prior, jm)
         except (rig.RigError, FormatError, ModelError, ValueError, OSError) as e:
             return self.fail(e)
         finally:
@@ -237,7 +278,7 @@ class POSEPRIOR_OT_repair(_Op, bpy.types.Operator):
         self.report(
             {"INFO"},
             f"PosePrior: repaired {len(fixed)} frames, keyed {len(keyed)} bones "
-            f"({', '.join(sorted(keyed)) or 'none'}); {len(flagged)} frames below {tau:.1f} now "
+            f"({', '.join(sorted(keyed)) or 'none'}); {len(ob['poseprior_flagged'])} frames flagged now "
             f"({time.perf_counter() - t0:.1f} s, round-trip error {np.degrees(err):.2g} deg)",
         )
         return {"FINISHED"}
@@ -254,12 +295,14 @@ class POSEPRIOR_OT_complete(_Op, bpy.types.Operator):
         progress = None
         try:
             ob, prior, jm = self.setup(context)
-            progress = _Progress(context, 2 * (context.scene.frame_end - context.scene.frame_start + 1))
+            progress = _Progress(context, 2 * _frames(ob))
             frame = context.scene.frame_current
             at = sc.read_take(context, ob, jm, adapter.rest_joints(prior), progress)
             rows = np.flatnonzero(at.frames == frame)
             if not len(rows):
-                raise ValueError(f"the current frame {frame} is outside the scene range {at.frames[0]}-{at.frames[-1]}")
+                raise ValueError(
+                    f"the current frame {frame} is outside the action's frames {at.frames[0]}-{at.frames[-1]}"
+                )
             sel = {pb.name for pb in ob.pose.bones if pb.bone.select}
             free = _selected_joints(at, sel)
             if not free:
@@ -308,6 +351,8 @@ def current_log_p_text(ob, frame: int) -> str:
         return "not scored (Score poses)"
     lp, start = ob["poseprior_log_p"], int(ob["poseprior_frame_start"])
     i = frame - start
+    if i == -1 and ob.get("poseprior_dropped"):
+        return f"frame {frame}: left out (converter's T-pose)"
     if not 0 <= i < len(lp):
         return f"frame {frame}: not scored"
     flagged = frame in set(ob["poseprior_flagged"])

@@ -1,7 +1,8 @@
 """Blender side of the add-on: read an armature's action as a take, write rotations back as keys (needs ``bpy``).
 
-``read_take(context, ob, joint_map_path)`` steps the scene through its frame range (``scene.frame_set``; so
-constraints and drivers count, as they do in the viewport), reads every pose bone's armature-space matrix
+``read_take(context, ob, joint_map_path)`` steps the scene through every frame of the action's keys
+(``action_frames``; ``scene.frame_set``, so constraints and drivers count, as they do in the viewport; the rows in
+the scene's frame range, ``scene_rows``, are the ones reported and keyed), reads every pose bone's armature-space matrix
 (``foreach_get``), and builds the ``runtime.formats.Motion`` of ``runtime.blender.rig`` and its SMPL conversion
 (``runtime.convert.to_smpl``, the CLI's). ``write_rotations`` keys bone basis rotations on the bones' existing
 rotation channels, changing only the keys of the given (frame, bone) pairs: keys are edited in place
@@ -18,9 +19,9 @@ import bpy
 import mathutils
 import numpy as np
 
-from runtime.blender import rig
-from runtime.convert import to_smpl
-from runtime.formats import FormatError
+from ...convert import to_smpl
+from ...formats import SYNTHETIC_FRAME0, FormatError
+from .. import rig
 
 
 @dataclass
@@ -35,6 +36,8 @@ class ArmatureTake:
     joint_map: dict | None
     poses: np.ndarray  # (T, 72) SMPL
     fps: float
+    dropped: str = ""  # what was left out of the action, as ``poseprior score`` does ("" when nothing)
+    scored: np.ndarray | None = None  # rows of ``frames`` in the scene's frame range (what is reported and keyed)
 
 
 def user_error(msg: str) -> rig.RigError:
@@ -74,7 +77,8 @@ def _matrices(coll, n: int, key: str = "matrix") -> np.ndarray:
 
 
 def read_take(context, ob, joint_map_path: str, rest_joints, progress=None) -> ArmatureTake:
-    """The scene's frame range of ``ob``'s animation as a Motion and its SMPL conversion (module docstring)."""
+    """``ob``'s action as a Motion and its SMPL conversion, with the rows in the scene's frame range (module
+    docstring)."""
     scene = context.scene
     bones = ob.data.bones
     names = [b.name for b in bones]
@@ -87,7 +91,9 @@ def read_take(context, ob, joint_map_path: str, rest_joints, progress=None) -> A
     rest_world = Mw @ rest_local
     tails = np.array([list(b.tail_local) + [1.0] for b in bones]) @ Mw.T
     pose_order = [index[pb.name] for pb in ob.pose.bones]
-    frames = np.arange(scene.frame_start, scene.frame_end + 1)
+    frames = action_frames(ob.animation_data.action)
+    frames, dropped = synthetic_frame0(how, jm, ob.animation_data.action, frames)
+    scored = scene_rows(scene, ob.animation_data.action, frames)
     pose = np.empty((len(frames), len(names), 4, 4), np.float64)
     current = scene.frame_current
     try:
@@ -106,7 +112,41 @@ def read_take(context, ob, joint_map_path: str, rest_joints, progress=None) -> A
         poses = to_smpl(m, rest_joints, jm)["poses"]
     except FormatError as e:
         raise user_error(f"PosePrior: {e}") from None
-    return ArmatureTake(ob, frames, m, idx, names, rest_world, how, jm, poses, fps)
+    return ArmatureTake(ob, frames, m, idx, names, rest_world, how, jm, poses, fps, dropped, scored)
+
+
+def action_frames(action) -> np.ndarray:
+    """The take: every whole frame of the action's keyed range (``action.frame_range``). The whole action is
+    converted, whatever the scene range, as ``poseprior score`` converts the whole file: the conversion estimates
+    the knee and elbow hinge axes over the take (``runtime.convert`` step 2), so converting only part of it would
+    change every frame's log p (on CMU 11_01, Daz, by up to 3.6 nats for the importer's default range 1-250)."""
+    a, b = action.frame_range
+    return np.arange(int(np.ceil(a - 1e-6)), int(np.floor(b + 1e-6)) + 1)
+
+
+def scene_rows(scene, action, frames: np.ndarray) -> np.ndarray:
+    """The rows of ``frames`` in the scene's frame range: the frames reported and keyed (frames past the action's
+    keys only hold its first or last key, and Blender's BVH importer ends the scene one frame after the last)."""
+    rows = np.flatnonzero((frames >= scene.frame_start) & (frames <= scene.frame_end))
+    if not len(rows):
+        raise user_error(
+            f"PosePrior: the scene range {scene.frame_start}-{scene.frame_end} holds no frame of the action "
+            f"{action.name!r} (frames {frames[0] if len(frames) else '-'}-{frames[-1] if len(frames) else '-'})"
+        )
+    return rows
+
+
+def synthetic_frame0(how: str, joint_map, action, frames: np.ndarray) -> tuple[np.ndarray, str]:
+    """(the frames to convert, a note of the one left out): the action's first key frame is the converter's T-pose
+    on the cgspeed MotionBuilder and Daz skeletons (``runtime.formats.SYNTHETIC_FRAME0``), not capture; the CLI
+    drops it (``runtime.convert.convert_file``), and so does the add-on. It
+    matters beyond that frame: the conversion estimates the knee and elbow hinge axes over the whole take
+    (``runtime.convert`` step 2), so converting it with the rest changes every frame's log p. As the CLI, a user
+    joint map turns this off."""
+    first = int(round(action.frame_range[0]))
+    if joint_map is None and how in SYNTHETIC_FRAME0 and len(frames) > 1 and frames[0] == first:
+        return frames[1:], f"frame {first} (the {how} converter's T-pose, not capture; as poseprior score)"
+    return frames, ""
 
 
 def _channels(pb, basis: np.ndarray, old) -> tuple[str, list[float]]:
