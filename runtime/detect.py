@@ -222,14 +222,14 @@ def joint_statistic(R: np.ndarray, starts=(0,), params: Params = Params()) -> np
         m[0] = m[1]
         out = np.zeros((n, J))
         for k in range(1, min(L, n - 2) + 1):  # span [a, a + k), a = 1 .. n - 1 - k
-            a = np.arange(1, n - k)
-            b = a + k
+            a, b = slice(1, n - k), slice(1 + k, n)  # a = 1 .. n - 1 - k, b = a + k
+            before = slice(0, n - k - 1)  # a - 1
             jump = np.minimum(v[a], v[b])
-            bridge = _angle(r[a - 1], r[b]) / (k + 1)
-            level = np.maximum(m[a - 1], m[b])
+            bridge = _angle(r[before], r[b]) / (k + 1)
+            level = np.maximum(m[before], m[b])
             s = (jump - np.maximum(bridge, level)) / (params.floor + level)
-            for i in range(k):
-                out[a + i] = np.maximum(out[a + i], s)
+            for i in range(k):  # frames a + i of every span
+                np.maximum(out[1 + i : n - k + i], s, out=out[1 + i : n - k + i])
         S[lo:hi] = np.maximum(out, hold_statistic(v, params))
     return S
 
@@ -258,14 +258,13 @@ def swap_statistic(R: np.ndarray, starts=(0,), params: Params = Params()) -> np.
         m[0] = m[1]
         best = np.zeros((n, len(_PAIRS)))
         for k in range(1, min(L, n - 2) + 1):  # span [a, a + k), a = 1 .. n - 1 - k
-            a = np.arange(1, n - k)
-            b = a + k
+            a, b = slice(1, n - k), slice(1 + k, n)  # a = 1 .. n - 1 - k, b = a + k
             jump = np.minimum(v[a], v[b]).min(2)
             back = np.maximum(into[a], out_of[b]).max(2)
-            level = np.maximum(m[a - 1], m[b]).max(2)
+            level = np.maximum(m[0 : n - k - 1], m[b]).max(2)
             w = (jump - np.maximum(back, level)) / (params.floor + level)
-            for i in range(k):
-                best[a + i] = np.maximum(best[a + i], w)
+            for i in range(k):  # frames a + i of every span
+                np.maximum(best[1 + i : n - k + i], w, out=best[1 + i : n - k + i])
         W[lo:hi] = best
     return W
 
