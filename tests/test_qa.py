@@ -294,3 +294,11 @@ def test_injected_glitches_are_seeded_and_what_they_say(shared_data):
             l, r = rotations.JOINT_NAMES.index("left_elbow"), rotations.JOINT_NAMES.index("right_elbow")
             assert np.allclose(G1[a:b, l], qabench.MIRROR @ R[a:b, r] @ qabench.MIRROR)
     assert change[~inside].max() < 1e-3  # degrees (arccos near 1)
+
+
+@pytest.mark.parametrize("args", [["--seeds", "0"], ["--spacing", "1"]])
+def test_qabench_refuses_a_bad_seed_count_or_spacing_exit_2_nothing_written(args, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        qabench.main([*args, "--out", str(tmp_path / "r")])
+    assert e.value.code == 2 and args[0] in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
