@@ -56,7 +56,7 @@ def tiny_model(request, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def baseline_runs(shared_data, tmp_path_factory) -> list[Path]:
     """[VPoser run, GMM run]: tiny baselines trained here (~20 s) on the CMU splits the tiny flow is trained on (the
-    committed baselines, runs/smpl-vposer and runs/smpl-gmm, are trained on the SMPL conversion, not on these)."""
+    committed baselines, runs/smpl3-vposer and runs/smpl3-gmm, are trained on the SMPL conversion, not on these)."""
     from train.data import load_npz
     from train.gmm import fit_gmm
     from train.gmm import load_config as gmm_config

@@ -577,7 +577,7 @@ def repair(
             )
         prior, rest, joint_map = _load_prior(model, fps, map_file)
         if space == "auto":
-            space = "ambient" if flagged and "detector" in prior.manifest else "latent"
+            space = takes.default_space(prior, flagged)
         for f in files:
             tk = takes.read_take(f, rest, skeleton, fps, joint_map)
             bar = _Progress(f"repairing {f.name} ({space})")

@@ -579,6 +579,13 @@ class RepairOptions:
 STACK_FRAMES = 256
 
 
+def default_space(prior: PosePrior, flagged: bool) -> str:
+    """The space ``repair`` works in when the caller does not choose (``poseprior repair --space auto``, the
+    Blender add-on): ``"ambient"`` for flagged frames of a model calibrated on takes (its detector gives spans and
+    suspect joints, and the ambient chain solve starts on the bridge), else ``"latent"``."""
+    return "ambient" if flagged and calibration(prior) is not None else "latent"
+
+
 def repair(
     prior: PosePrior,
     take: Take,
@@ -589,6 +596,7 @@ def repair(
     options: RepairOptions | None = None,
     scored: Score | None = None,
     motion: bool = True,
+    frames=None,
     progress: Progress | None = None,
     **settings,
 ) -> Repair:
@@ -606,6 +614,8 @@ def repair(
     3. with ``smooth > 0``, the runs with temporal smoothness (``smooth_runs``);
     4. the take with the free joints replaced, every other value as it was (``Repair``).
 
+    ``frames``: the frame indices that may change (default: all); step 1's free joints are cut to them, and the
+    frames around them stay held, so a repaired range joins the take on both sides.
     ``scored``: the take's ``Score`` when the caller has it (its log p, detection and, when ``threshold`` is None,
     threshold are used, not recomputed).
     ``progress(done, total)`` counts frames (first pass, then runs)."""
@@ -637,6 +647,8 @@ def repair(
         if motion:
             det = scored.detection if scored is not None else _detection(prior, take, before, tau, [])
         mask = flagged_mask(prior, take, x, before, tau, det, opts)
+    if frames is not None:
+        mask &= frame_mask(frames, len(x))[:, None]
     rows = np.flatnonzero(mask.any(1))
     total = len(rows) * (2 if opts.smooth > 0 else 1)
     out, z = start_poses(prior, take, x, mask, joints is None, opts, progress, total)
@@ -650,6 +662,19 @@ def repair(
         poses[rows, 3:66] = np.where(np.repeat(mask[rows], 3, axis=1), aa, poses[rows, 3:66])
     fixed = dataclasses.replace(take, poses=poses)
     return Repair(fixed, mask, before, after, tau, len(rows), time.monotonic() - t0, det if flagged else None)
+
+
+def frame_mask(frames, n: int) -> np.ndarray:
+    """(n,) bool: True at the frame indices ``frames`` of a take of ``n`` frames (``ValueError`` for an index
+    outside it, or none at all)."""
+    idx = np.asarray(frames).reshape(-1)
+    if idx.size == 0 or idx.dtype.kind not in "iu":
+        raise ValueError(f"frames: one or more integer frame indices, got {frames!r}"[:200])
+    if idx.min() < 0 or idx.max() >= n:
+        raise ValueError(f"frames: indices {idx.min()}..{idx.max()} outside the take's {n} frames")
+    keep = np.zeros(n, bool)
+    keep[idx] = True
+    return keep
 
 
 def named_mask(prior: PosePrior, joints, frames: int) -> np.ndarray:

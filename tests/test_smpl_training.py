@@ -74,11 +74,28 @@ def test_convert_command(shared_data, tmp_path):
 
 @pytest.mark.parametrize("preset, run", [("smpl", "smpl3-nowiden"), ("smpl-widen", "smpl3-widen")])
 def test_smpl_presets_are_the_committed_runs_configs(preset, run):
-    """`make train` (PRESET=smpl) retrains the shipped default's recipe; smpl-widen is the widened candidate's."""
+    """`make train` (PRESET=smpl) retrains the shipped default's recipe: the config of the run that
+    runtime/models/default was exported from (its manifest's config sha256); smpl-widen is the widened candidate."""
     import json
     from pathlib import Path
 
     from train.config import PRESETS, Config
 
-    committed = Path(__file__).resolve().parents[1] / "runs" / run / "config.json"
-    assert PRESETS[preset] == Config.from_dict(json.loads(committed.read_text()))
+    root = Path(__file__).resolve().parents[1]
+    committed = json.loads((root / "runs" / run / "config.json").read_text())
+    assert PRESETS[preset] == Config.from_dict(committed)
+    if preset == "smpl":
+        summary = json.loads((root / "runs" / run / "summary.json").read_text())
+        manifest = json.loads((root / "runtime" / "models" / "default" / "manifest.json").read_text())
+        training = manifest["training"]
+        assert (training["run"], training["config_sha256"]) == (run, summary["config_sha256"])
+        assert training["data_sha256"] == summary["data_sha256"]
+
+
+def test_smpl_bandai_preset_is_the_default_recipe_with_spine2_masked():
+    """`make noncommercial` trains CMU + Bandai with the default's recipe; only Bandai's constant spine2 is masked."""
+    import dataclasses
+
+    from train.config import PRESETS
+
+    assert PRESETS["smpl-bandai"] == dataclasses.replace(PRESETS["smpl"], masked_joints=["spine2"])

@@ -216,3 +216,6 @@ def test_repair_frame_range(take, calibrated):
     lp = log_p_at(ob, SPAN)
     print(f"range repair 396-408 (left_elbow): glitched frames log p now {lp.round(1)}")
     assert (lp >= ob["poseprior_threshold"]).all()
+    # the range is solved inside the whole take (its neighbours held): it joins them, so the detector that flagged
+    # the glitch flags nothing in or around the repaired range afterwards
+    assert not set(ob["poseprior_flagged"]) & set(range(390, 415)), list(ob["poseprior_flagged"])

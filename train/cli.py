@@ -380,8 +380,8 @@ def evaluate_command(model_dir, data, out, n, train_path, baselines, seed, ablat
     default=None,
     help="Train split, for the mean pose that starts completion and IK (default: train.npz beside --data).",
 )
-@click.option("--vposer", type=click.Path(path_type=Path), default=Path("runs/smpl-vposer"), show_default=True)
-@click.option("--gmm", type=click.Path(path_type=Path), default=Path("runs/smpl-gmm"), show_default=True)
+@click.option("--vposer", type=click.Path(path_type=Path), default=Path("runs/smpl3-vposer"), show_default=True)
+@click.option("--gmm", type=click.Path(path_type=Path), default=Path("runs/smpl3-gmm"), show_default=True)
 @click.option("--hypotheses", type=int, default=10, show_default=True, help="Completion starts per pose.")
 @click.option(
     "--threads",

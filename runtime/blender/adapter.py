@@ -7,8 +7,9 @@ a model directory calibrated by ``poseprior calibrate`` (``has_detector``) flags
   indices (log p < the model's threshold tau, or the detector's flags), tau.
 * ``repair(prior, poses, fps, rows=None, joints=None)``: ``runtime.takes.repair`` with ``flagged=True`` (each
   detector span's suspect joints; the worst joints of frames flagged by log p alone), or ``joints=`` (those SMPL
-  joints in every frame); ``rows`` restricts it to
-  a range of frames (the sub-take ``rows`` is repaired as a take of its own). Returns the repaired body rotations
+  joints in every frame), in ``runtime.takes.default_space`` (as ``poseprior repair --space auto``); ``rows``
+  restricts it to those frames (``runtime.takes.repair``'s ``frames``: the take is solved whole, the frames
+  around ``rows`` held, so a repaired range joins its neighbours). Returns the repaired body rotations
   (T, 63) axis-angle and the freed-joint mask (T, 21).
 * ``complete(prior, pose, free)``: ``runtime.fit.complete`` of one pose: the ``free`` SMPL joints, started at the
   prior's mode f(0), optimised for log p in ambient space with the other joints held exactly.
@@ -67,13 +68,17 @@ def repair(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(repaired body rotations (T, 63) axis-angle, freed-joint mask (T, 21)); module docstring."""
     poses = np.asarray(poses, np.float64)
-    rows = np.arange(len(poses)) if rows is None else np.asarray(rows, int)
-    r = takes.repair(prior, _take(poses[rows], fps, source), joints=joints, flagged=joints is None, progress=progress)
-    body = poses[:, 3:66].copy()
-    mask = np.zeros((len(poses), prior.num_joints), bool)
-    body[rows] = r.take.poses[:, 3:66]
-    mask[rows] = r.mask
-    return body, mask
+    flagged = joints is None
+    r = takes.repair(
+        prior,
+        _take(poses, fps, source),
+        joints=joints,
+        flagged=flagged,
+        space=takes.default_space(prior, flagged),
+        frames=rows,
+        progress=progress,
+    )
+    return r.take.poses[:, 3:66].copy(), r.mask
 
 
 def complete(prior: PosePrior, pose: np.ndarray, free: list[str], iters: int = 300) -> np.ndarray:

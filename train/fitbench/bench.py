@@ -58,8 +58,8 @@ def run(
     cfg: BenchConfig,
     val_path: Path | None = None,
     train_path: Path | None = None,
-    vposer_path: Path = Path("runs/smpl-vposer"),
-    gmm_path: Path = Path("runs/smpl-gmm"),
+    vposer_path: Path = Path("runs/smpl3-vposer"),
+    gmm_path: Path = Path("runs/smpl3-gmm"),
     threads: int = 1,
     log=print,
 ) -> dict:

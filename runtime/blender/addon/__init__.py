@@ -240,7 +240,7 @@ class POSEPRIOR_OT_repair(_Op, bpy.types.Operator):
             progress = _Progress(context, 3 * _frames(ob))
             at = sc.read_take(context, ob, jm, adapter.rest_joints(prior), progress)
             n = len(at.frames)
-            rows, joints = None, None
+            rows, joints = at.scored, None  # the flagged frames in the scene's range (the whole action is scored)
             if self.mode == "RANGE":
                 if self.frame_end < self.frame_start:
                     raise ValueError(f"frame range {self.frame_start}-{self.frame_end} is empty")
@@ -261,10 +261,6 @@ class POSEPRIOR_OT_repair(_Op, bpy.types.Operator):
                 ob.name,
                 progress=lambda d, t: progress(n + d * n / max(t, 1), 3 * n),
             )
-            if self.mode != "RANGE":  # the flagged frames in the scene's range (the whole action was repaired)
-                inside = np.zeros(n, bool)
-                inside[at.scored] = True
-                mask &= inside[:, None]
             fixed = np.flatnonzero(mask.any(1))
             keyed, err = _apply(at, prior, fixed, body, mask) if len(fixed) else (set(), 0.0)
             progress(2 * n, 3 * n)
