@@ -4,8 +4,8 @@ From clean takes (any file ``runtime.convert`` reads), ``calibrate_arrays`` sets
 
 * ``tau``: the ``PRIOR_SHARE * rate`` quantile of log p over their frames (the per-frame log p threshold,
   ``plausibility.tau``; the prior's share of the false-flag budget, ``runtime.detect``);
-* the motion-aware detector (``runtime.detect``): each joint's clean scale ``q_j`` and the threshold ``c``, so that
-  about ``rate`` of the clean frames are flagged by the two together.
+* the motion-aware detector (``runtime.detect``): each joint's clean scale ``q_j``, the swap cue's ``q^w_p`` and
+  the threshold ``c``, so that about ``rate`` of the clean frames are flagged by the two together.
 
 ``calibrate`` copies a model directory, records both in its ``manifest.json`` (``plausibility`` and ``detector``,
 see ``runtime.manifest``), with the takes used and their sha256, and warns when a take's sha256 is one of the
@@ -25,7 +25,7 @@ import numpy as np
 
 from . import rotations
 from .convert import load_rest_joints
-from .detect import PRIOR_SHARE, Params, body_matrices, fit_calibration, joint_statistic
+from .detect import PRIOR_SHARE, Params, body_matrices, fit_calibration, joint_statistic, swap_statistic
 from .manifest import sha256_file
 from .prior import PosePrior
 from .takes import check_smpl_prior, read_take
@@ -49,14 +49,19 @@ def clean_exclusion(R: np.ndarray, radius: int, jump_deg: float = JUMP_DEG) -> n
 
 
 def calibrate_arrays(
-    statistics: list[np.ndarray], log_probs: list[np.ndarray], rate: float, params: Params = Params()
+    statistics: list[np.ndarray],
+    swaps: list[np.ndarray],
+    log_probs: list[np.ndarray],
+    rate: float,
+    params: Params = Params(),
 ) -> dict:
     """``{"tau": float, "detector": runtime.detect.Calibration}`` from per-take detector statistics (each
-    (n, 21), ``runtime.detect.joint_statistic``) and log p (each (n,)) of clean takes."""
+    (n, 21), ``runtime.detect.joint_statistic``), swap cues (each (n, 4), ``runtime.detect.swap_statistic``) and
+    log p (each (n,)) of clean takes."""
     S = np.concatenate(statistics)
     lp = np.concatenate(log_probs)
     tau = float(np.quantile(lp, PRIOR_SHARE * rate))
-    return {"tau": tau, "detector": fit_calibration(S, rate, params, already=lp < tau)}
+    return {"tau": tau, "detector": fit_calibration(S, np.concatenate(swaps), rate, params, already=lp < tau)}
 
 
 #: the take files a folder given to ``calibrate`` contributes (searched recursively)
@@ -124,20 +129,21 @@ def calibrate(
     prior = PosePrior.load(model)
     check_smpl_prior(prior)
     rest = load_rest_joints(prior.path)
-    stats, lps, records, rates = [], [], [], []
+    stats, swaps, lps, records, rates = [], [], [], [], []
     for f in files:
         t = read_take(f, rest, skeleton_file, fps)
         if len(t.poses) < 3:
             raise ValueError(f"{f}: {len(t.poses)} frames; a take to calibrate on needs at least 3")
         R = body_matrices(t.poses)
         stats.append(joint_statistic(R, t.starts, Params()))
+        swaps.append(swap_statistic(R, t.starts, Params()))
         lps.append(prior.log_prob(rotations.matrix_to_6d(R).astype(np.float32)).astype(np.float64))
         records.append({"file": f.name, "sha256": sha256_file(f), "frames": int(len(t.poses))})
         rates.append(t.fps)
     frames = sum(r["frames"] for r in records)
     if frames < 100:
         raise ValueError(f"calibrate: {frames} frames in all; at least 100 clean frames are needed")
-    cal = calibrate_arrays(stats, lps, float(rate))
+    cal = calibrate_arrays(stats, swaps, lps, float(rate))
     det = cal["detector"]
     known = training_checksums(prior.manifest)
     overlap = [r["file"] for r in records if r["sha256"] in known]

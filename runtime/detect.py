@@ -28,17 +28,38 @@ also still):
 A joint that truly rests and then starts moves off at its own speed (v_b ~ m, h ~ 0); a held one jumps to where the
 motion went meanwhile (v_b ~ (b - a) m). Frames a..b-1 get h; a hold not released within the take gets nothing.
 
+A **left/right swap** of the arm chains (the markers of the two arms exchanged: each arm joint takes the mirror
+image of the other side's rotation) jumps both sides at both ends, like any glitch; what only a swap does is
+come back to smooth motion when the span is exchanged back. For each arm part p (collar, shoulder, elbow, wrist;
+joints l and r) and span ``[a, b)``, with ``M = diag(-1, 1, 1)`` (the mirror across the body's sagittal plane,
+``M R M`` the mirrored local rotation):
+
+    J_p      = min(v_a, v_b) over both joints l, r
+    U_p      = max(d(R^l_{a-1}, M R^r_a M), d(R^r_{a-1}, M R^l_a M),      (the steps into and out of the span
+                   d(M R^r_{b-1} M, R^l_b), d(M R^l_{b-1} M, R^r_b))       with its arms exchanged back)
+    w_p(a,b) = (J_p - max(U_p, m)) / (floor + m)     (m: the largest of m_{a-1}, m_b of l and r)
+
+``W_tp`` is the largest ``w_p`` of the spans holding frame t, at least 0. On real motion it is ~0 (exchanging the
+arms of a span back makes its ends jump unless the arms are mirror images there), so it has its own clean scale
+and catches a swap whose jump alone is small next to the motion's own speed (arms near mirror symmetry, fast
+arms).
+
 Per joint and frame, ``S_tj`` is the largest ``s`` of the spans holding frame t, or its ``h``, whichever is larger.
 Calibration (``runtime.calibrate``) divides it by the joint's own clean scale ``q_j`` (a high quantile of ``S_tj``
 on clean takes), so every joint is judged in units of its own clean behaviour, and sets one threshold ``c`` for the
 take:
 
-    score_t  = max_j S_tj / (q_j c)          flagged:  score_t >= 1
-    suspect joints of frame t: the j with S_tj / (q_j c) >= 1
+    z_tj     = S_tj / (q_j c), and for the 8 joints of the arm chains the larger of that and max_p W_tp / (q^w_p c)
+               (a swap exchanges the whole chains: all of their joints are suspect, whichever part showed it)
+    score_t  = max_j z_tj                    flagged:  score_t >= 1
+    suspect joints of frame t: the j with z_tj >= 1
+
+``q^w_p`` is the same high quantile of ``W_tp`` on the clean takes, floored at ``SWAP_FLOOR`` (on most clean takes
+the quantile is 0; the floor keeps the swap threshold at about ``SWAP_FLOOR * c`` units of ``floor + m``).
 
 The prior joins in: a frame is also flagged when its log p is below ``tau``. Calibration gives the prior a share
 of the false-flag budget: ``tau`` is the ``PRIOR_SHARE * rate`` quantile of log p on the clean frames, and ``c``
-is the quantile of ``max_j S_tj / q_j`` that brings the flagged clean frames (either way) to ``rate``. Spans are
+is the quantile of ``max_j z_tj c`` that brings the flagged clean frames (either way) to ``rate``. Spans are
 the runs of flagged frames (never across a take's start), each with the union of its frames' suspect joints.
 Frames 0 and N-1 of a take cannot be the middle of a jump-and-return and are scored 0.
 """
@@ -52,9 +73,16 @@ import numpy as np
 from . import rotations
 
 #: version of the statistic above; a calibration records it, and a detector refuses another version's
-DETECTOR_VERSION = "jump-return-hold-2"
+DETECTOR_VERSION = "jump-return-hold-swap-3"
 #: the share of the false-flag budget given to the prior's log p threshold (the rest goes to motion)
 PRIOR_SHARE = 0.1
+#: the arm parts whose left/right exchange the swap cue scores (joints ``left_P``, ``right_P``)
+SWAP_PARTS = ("collar", "shoulder", "elbow", "wrist")
+#: floor of the swap cue's clean scale ``q^w_p`` (module docstring)
+SWAP_FLOOR = 0.5
+#: the mirror across the body's sagittal plane (x): ``MIRROR @ R @ MIRROR`` mirrors a local rotation
+MIRROR = np.diag([-1.0, 1.0, 1.0])
+_PAIRS = [(rotations.JOINT_NAMES.index(f"left_{p}"), rotations.JOINT_NAMES.index(f"right_{p}")) for p in SWAP_PARTS]
 
 
 @dataclass(frozen=True)
@@ -82,13 +110,22 @@ class Params:
 @dataclass
 class Calibration:
     """What ``runtime.calibrate`` records: per-joint clean scales ``q`` (21,), the take threshold ``c``, the
-    target rate, the statistic's ``params`` and version."""
+    target rate, the swap cue's clean scales ``qw`` (4,) (one per ``SWAP_PARTS``), the statistic's ``params`` and
+    version."""
 
     q: np.ndarray
     c: float
     rate: float
+    qw: np.ndarray = field(default_factory=lambda: np.full(len(SWAP_PARTS), SWAP_FLOOR))
     params: Params = field(default_factory=Params)
     version: str = DETECTOR_VERSION
+
+    def joint_scores(self, S: np.ndarray, W: np.ndarray) -> np.ndarray:
+        """(N, 21) ``z_tj`` of the module docstring from ``S`` (N, 21) and ``W`` (N, 4)."""
+        z = S / (self.q * self.c)
+        arms = [j for pair in _PAIRS for j in pair]
+        z[:, arms] = np.maximum(z[:, arms], (W / (self.qw * self.c)).max(1, keepdims=True))
+        return z
 
     def to_dict(self) -> dict:
         return {
@@ -97,6 +134,7 @@ class Calibration:
             "false_flag_rate": self.rate,
             "threshold": round(float(self.c), 6),
             "joint_scale": [round(float(v), 6) for v in self.q],
+            "swap_scale": [round(float(v), 6) for v in self.qw],
         }
 
     @classmethod
@@ -106,10 +144,16 @@ class Calibration:
                 f"detector calibration of version {d.get('version')!r}; this runtime's detector is "
                 f"{DETECTOR_VERSION!r}: calibrate the model again (poseprior calibrate)"
             )
+        if len(d.get("swap_scale", ())) != len(SWAP_PARTS):
+            raise ValueError(
+                f"detector calibration: 'swap_scale' must hold {len(SWAP_PARTS)} numbers (one per arm part): "
+                "calibrate the model again (poseprior calibrate)"
+            )
         return cls(
             np.asarray(d["joint_scale"], float),
             float(d["threshold"]),
             float(d["false_flag_rate"]),
+            np.asarray(d["swap_scale"], float),
             Params(**d["params"]),
         )
 
@@ -178,16 +222,51 @@ def joint_statistic(R: np.ndarray, starts=(0,), params: Params = Params()) -> np
         m[0] = m[1]
         out = np.zeros((n, J))
         for k in range(1, min(L, n - 2) + 1):  # span [a, a + k), a = 1 .. n - 1 - k
-            a = np.arange(1, n - k)
-            b = a + k
+            a, b = slice(1, n - k), slice(1 + k, n)  # a = 1 .. n - 1 - k, b = a + k
+            before = slice(0, n - k - 1)  # a - 1
             jump = np.minimum(v[a], v[b])
-            bridge = _angle(r[a - 1], r[b]) / (k + 1)
-            level = np.maximum(m[a - 1], m[b])
+            bridge = _angle(r[before], r[b]) / (k + 1)
+            level = np.maximum(m[before], m[b])
             s = (jump - np.maximum(bridge, level)) / (params.floor + level)
-            for i in range(k):
-                out[a + i] = np.maximum(out[a + i], s)
+            for i in range(k):  # frames a + i of every span
+                np.maximum(out[1 + i : n - k + i], s, out=out[1 + i : n - k + i])
         S[lo:hi] = np.maximum(out, hold_statistic(v, params))
     return S
+
+
+def swap_statistic(R: np.ndarray, starts=(0,), params: Params = Params()) -> np.ndarray:
+    """(N, 4) ``W_tp`` of the module docstring (one column per ``SWAP_PARTS``) for rotations ``R`` (N, 21, 3, 3),
+    each take (``starts``) on its own."""
+    N = len(R)
+    W = np.zeros((N, len(_PAIRS)))
+    L, Wn = params.max_span, params.window
+    for lo, hi in _segments(N, starts):
+        n = hi - lo
+        if n < 3:
+            continue
+        r = R[lo:hi][:, np.array(_PAIRS)]  # (n, 4, 2, 3, 3): per part, left and right
+        x = MIRROR @ r[:, :, ::-1] @ MIRROR  # each side's exchanged-back rotation
+        v = np.zeros((n, len(_PAIRS), 2))
+        v[1:] = _angle(r[:-1], r[1:])
+        into = np.zeros_like(v)  # d(R_{t-1}, exchanged R_t): the step into an exchanged frame t
+        into[1:] = _angle(r[:-1], x[1:])
+        out_of = np.zeros_like(v)  # d(exchanged R_{t-1}, R_t): the step out of an exchanged frame t - 1
+        out_of[1:] = _angle(x[:-1], r[1:])
+        pad = np.pad(v[1:], ((Wn, Wn), (0, 0), (0, 0)), mode="edge")
+        m = np.empty_like(v)
+        m[1:] = np.median(np.lib.stride_tricks.sliding_window_view(pad, 2 * Wn + 1, axis=0), axis=-1)
+        m[0] = m[1]
+        best = np.zeros((n, len(_PAIRS)))
+        for k in range(1, min(L, n - 2) + 1):  # span [a, a + k), a = 1 .. n - 1 - k
+            a, b = slice(1, n - k), slice(1 + k, n)  # a = 1 .. n - 1 - k, b = a + k
+            jump = np.minimum(v[a], v[b]).min(2)
+            back = np.maximum(into[a], out_of[b]).max(2)
+            level = np.maximum(m[0 : n - k - 1], m[b]).max(2)
+            w = (jump - np.maximum(back, level)) / (params.floor + level)
+            for i in range(k):  # frames a + i of every span
+                np.maximum(best[1 + i : n - k + i], w, out=best[1 + i : n - k + i])
+        W[lo:hi] = best
+    return W
 
 
 def hold_statistic(v: np.ndarray, params: Params = Params()) -> np.ndarray:
@@ -217,8 +296,7 @@ def detect(
     """Score every frame and joint of ``R`` (N, 21, 3, 3) under ``cal`` (module docstring). With ``log_prob``
     (N,) and ``tau``, the prior joins in: a frame is also flagged when ``log_prob < tau`` (it then has no suspect
     joints from motion; ``repair`` chooses them by the prior)."""
-    S = joint_statistic(R, starts, cal.params)
-    js = S / (cal.q * cal.c)
+    js = cal.joint_scores(joint_statistic(R, starts, cal.params), swap_statistic(R, starts, cal.params))
     score = js.max(1)
     by_prior = np.zeros(len(R), bool) if log_prob is None or tau is None else np.asarray(log_prob) < tau
     flagged = np.flatnonzero((score >= 1.0) | by_prior)
@@ -233,25 +311,28 @@ def detect(
 
 def fit_calibration(
     S_clean: np.ndarray,
+    W_clean: np.ndarray,
     rate: float,
     params: Params = Params(),
     joint_quantile: float = 0.99,
     already: np.ndarray | None = None,
 ) -> Calibration:
-    """Calibration from ``S_tj`` (N, 21) of clean frames: ``q_j`` = the ``joint_quantile`` of joint j's
-    statistic (floored at 0.05 so a joint that never moves does not divide by ~0), ``c`` such that ``rate`` of
-    the frames are flagged: the ``1 - rate`` quantile of ``max_j S_tj / q_j``, or, with ``already`` (N,) bool
-    (frames the prior flags), the quantile that flags ``rate`` of the frames in all, those included."""
+    """Calibration from ``S_tj`` (N, 21) and ``W_tp`` (N, 4) of clean frames: ``q_j`` = the ``joint_quantile``
+    of joint j's statistic (floored at 0.05 so a joint that never moves does not divide by ~0), ``q^w_p`` the
+    same of ``W_tp`` floored at ``SWAP_FLOOR``, ``c`` such that ``rate`` of the frames are flagged: the
+    ``1 - rate`` quantile of ``max_j z_tj c`` (module docstring), or, with ``already`` (N,) bool (frames the
+    prior flags), the quantile that flags ``rate`` of the frames in all, those included."""
     if not 0 < rate < 1:
         raise ValueError(f"false flag rate: must be in (0, 1), got {rate!r}")
     if len(S_clean) < 100:
         raise ValueError(f"calibration needs at least 100 clean frames, got {len(S_clean)}")
     q = np.maximum(np.quantile(S_clean, joint_quantile, axis=0), 0.05)
-    score = (S_clean / q).max(1)
+    qw = np.maximum(np.quantile(W_clean, joint_quantile, axis=0), SWAP_FLOOR)
+    score = Calibration(q, 1.0, rate, qw).joint_scores(S_clean, W_clean).max(1)
     if already is not None and already.any():
         pre = float(already.mean())
         left = max(rate - pre, 0.0) / (1 - pre)
         c = float(np.quantile(score[~already], 1 - left)) if left > 0 else float(score.max()) * 1.01
     else:
         c = float(np.quantile(score, 1 - rate))
-    return Calibration(q, max(c, 1e-6), float(rate), params)
+    return Calibration(q, max(c, 1e-6), float(rate), qw, params)

@@ -181,6 +181,7 @@ def _detector(manifest: dict, path: Path) -> None:
     false_flag_rate  number in (0, 1): the fraction of the calibration takes' frames flagged
     threshold        number > 0: c, the take threshold in units of the joint scales
     joint_scale      21 numbers > 0: q_j, each joint's clean scale
+    swap_scale       4 numbers > 0: q^w_p, the swap cue's clean scale per arm part (since jump-return-hold-swap-3)
     fps              number > 0 or null: the calibration takes' frame rate (the statistic is per frame)
     takes            [{"file": str, "sha256": 64 hex digits, "frames": int >= 1}, ...] (at least one)
     data_sha256      sha256 of the takes' sha256s joined by newlines, in order
@@ -213,6 +214,12 @@ def _detector(manifest: dict, path: Path) -> None:
         )
     if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0 for v in scale):
         raise ModelError(f"{path}: field ['detector']['joint_scale'] must hold finite numbers > 0")
+    if "swap_scale" in manifest["detector"]:
+        sw = _get(manifest, ("detector", "swap_scale"), list, path, "4 numbers > 0")
+        if len(sw) != 4 or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0 for v in sw
+        ):
+            raise ModelError(f"{path}: field ['detector']['swap_scale'] must hold 4 finite numbers > 0")
     fps = _get(manifest, ("detector", "fps"), (int, float, type(None)), path, "a frame rate or null")
     if fps is not None:
         num(("fps",), "a frame rate > 0", lambda v: v > 0)

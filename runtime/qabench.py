@@ -22,8 +22,16 @@ Protocol (docs/design.md §5, issue 18):
 * **Recall** of a kind (and size bucket): the fraction of its glitched frames (frames inside an injected
   segment whose glitch moves some joint by >= ``MIN_CHANGE`` degrees from the clean take) that are flagged.
   Frames of a segment whose injected change is smaller are not glitched (a swap of two nearly mirror-symmetric
-  arms changes nothing) and are counted apart. **Joint hit rate**: of the flagged glitched frames, the fraction
+  arms changes nothing) and are counted apart. Recall is also given apart for the glitched frames whose change
+  is ``MIN_CHANGE``-``BIG`` and >= ``BIG`` degrees (``BIG`` = 30, the offset kinds' smallest angle), every kind
+  alike; the issue's bars are read on the >= ``BIG`` frames. For offsets and flips that is every glitched frame
+  (their change is their angle, >= 30); a swap moves a frame by the arms' distance from mirror symmetry, which can
+  be anything from 0 to 180 degrees. **Joint hit rate**: of the flagged glitched frames, the fraction
   whose suspect joints include the injected joint that changed most.
+* Seeds: the glitched copies are drawn ``--seeds`` times (seeds ``--seed`` ..); the tables are the first seed's,
+  and every kind's recall (all glitched frames, and >= ``BIG``) is also given as mean, sd, min and max over the
+  seeds. Which takes a kind's segments land on varies from seed to seed; a kind whose recall differs between
+  takes (a swap on a take whose arms stay near mirror symmetry) varies with it.
 * Repair error: on glitched frames of ``--repair-takes`` glitched copies, the largest angle (degrees) over the
   21 joints between the frame and the clean take, before and after ``runtime.takes.repair`` with the detector's
   spans; median.
@@ -49,7 +57,7 @@ import numpy as np
 from . import rotations
 from .calibrate import calibrate_arrays, clean_exclusion
 from .convert import load_rest_joints
-from .detect import Calibration, body_matrices, detect, fit_calibration, joint_statistic
+from .detect import Calibration, body_matrices, detect, fit_calibration, joint_statistic, swap_statistic
 from .prior import PosePrior
 from .takes import Score, Take, read_take
 from .takes import repair as repair_take
@@ -57,6 +65,7 @@ from .takes import repair as repair_take
 KINDS = ("offset", "flip", "swap", "spike", "dropout", "frozen")
 SPACING = 45
 MIN_CHANGE = 10.0
+BIG = 30.0
 EXCLUDE = 5
 LIMBS = (
     "left_hip",
@@ -199,11 +208,12 @@ METHODS = ("detector", "motion alone", "log p alone")
 
 
 def _flags(method: str, cal: dict, S: np.ndarray, lp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(flags (n,), joint scores (n, 21)) of one method under one subject's calibrations."""
+    """(flags (n,), joint scores (n, 21)) of one method under one subject's calibrations; ``S``: the detector's
+    statistics (``joint_statistic``, ``swap_statistic``)."""
     if method == "log p alone":
-        return lp < cal["tau_alone"], np.zeros_like(S)
+        return lp < cal["tau_alone"], np.zeros_like(S[0])
     d: Calibration = cal["detector"] if method == "detector" else cal["motion"]
-    js = S / (d.q * d.c)
+    js = d.joint_scores(*S)
     f = js.max(1) >= 1
     return (f | (lp < cal["tau"])) if method == "detector" else f, js
 
@@ -211,6 +221,58 @@ def _flags(method: str, cal: dict, S: np.ndarray, lp: np.ndarray) -> tuple[np.nd
 def _take(t: HeldTake, R: np.ndarray) -> Take:
     n = len(R)
     return Take(t.name, to_poses(t.poses[:n], R), t.trans[:n], t.fps, [t.name], [0], [-1])
+
+
+TALLIES = ("frames", "flagged", "small", "big", "big_flagged", "joint_hit", "segments", "found")
+
+
+def _count(cal: dict, t: HeldTake, G, segs, S, lp, clean_ok, rows: dict, near: dict) -> None:
+    """Add one glitched copy ``G`` of ``t`` to the tallies: per method and kind bucket, its glitched frames (some
+    joint >= ``MIN_CHANGE`` off the clean take), those >= ``BIG`` off, and how many of each are flagged; its
+    segments and those found; the flagged frames whose suspects hold the most-changed joint; and (``near``) the
+    unglitched frames more than 2 frames from every segment, and how many of them are flagged."""
+    change = _angle(G, t.R)  # (n, 21) degrees from the clean take
+    inside = np.zeros(len(G), bool)
+    for _, a, b, _, _ in segs:
+        inside[max(0, a - 2) : b + 2] = True
+    for m in METHODS:
+        f, js = _flags(m, cal, S, lp)
+        ok = ~inside & clean_ok
+        near[m][0] += int(f[ok].sum())
+        near[m][1] += int(ok.sum())
+        for kind, a, b, size, joints in segs:
+            r = rows[m].setdefault(bucket(kind, size), dict.fromkeys(TALLIES, 0))
+            most = change[a:b].max(1)
+            real = most >= MIN_CHANGE
+            big = most >= BIG
+            worst = change[a:b].argmax(1)
+            hit = f[a:b] & real
+            r["frames"] += int(real.sum())
+            r["small"] += int((~real).sum())
+            r["flagged"] += int(hit.sum())
+            r["big"] += int(big.sum())
+            r["big_flagged"] += int((f[a:b] & big).sum())
+            r["segments"] += int(real.any())
+            r["found"] += int(hit.any())
+            r["joint_hit"] += int((hit & (js[a:b][np.arange(b - a), worst] >= 1)).sum())
+
+
+def _recall(rows: dict, hit: str, of: str) -> dict:
+    """Per method and kind bucket, tally ``hit`` / tally ``of`` (``_count``); None where ``of`` is 0."""
+    return {m: {b: r[hit] / r[of] if r[of] else None for b, r in sorted(v.items())} for m, v in rows.items()}
+
+
+def _spread(values: list) -> dict | None:
+    """Mean, sd (n - 1), min, max of ``values`` (None entries left out); None when none is left."""
+    v = np.asarray([x for x in values if x is not None], float)
+    if not len(v):
+        return None
+    return {
+        "mean": float(v.mean()),
+        "sd": float(v.std(ddof=1)) if len(v) > 1 else 0.0,
+        "min": float(v.min()),
+        "max": float(v.max()),
+    }
 
 
 def run(
@@ -224,45 +286,45 @@ def run(
     repair_frames: int,
     progress=print,
     spacing: int = SPACING,
+    seeds: int = 1,
 ) -> dict:
     """The benchmark of the module docstring for each model directory (None: the shipped one); ``spacing``: the
-    mean number of frames between glitch segments (``inject``)."""
+    mean number of frames between glitch segments (``inject``); ``seeds``: the glitched copies are drawn again
+    with seeds ``seed .. seed + seeds - 1`` (the main tallies and the repair are the first seed's; the recall of
+    each seed, and its mean, sd, min and max over the seeds, go in ``recall_by_seed``/``recall_spread``)."""
     results = {}
     for model in models:
         prior = PosePrior.load(model, intra_op_num_threads=1)
         rest = load_rest_joints(prior.path)
         takes = load_takes(held_out_files(shared), rest, fps)
         progress(f"{prior.path}: {len(takes)} takes, {sum(len(t.R) for t in takes)} frames at {takes[0].fps:.0f} fps")
-        rng = np.random.default_rng(seed)
-        clean_S, clean_ok, glitched = [], [], []
+        clean_S, clean_ok = [], []
         score_frames, score_s, score_cpu = 0, 0.0, 0.0
         for t in takes:
             s0, c0 = time.perf_counter(), time.process_time()  # scoring = rotations -> log p + statistic
             R = body_matrices(t.poses)
             t.log_p = prior.log_prob(rotations.matrix_to_6d(R).astype(np.float32)).astype(np.float64)
-            S = joint_statistic(R)
+            S = joint_statistic(R), swap_statistic(R)
             score_s += time.perf_counter() - s0
             score_cpu += time.process_time() - c0
             score_frames += len(R)
             clean_S.append(S)
             clean_ok.append(~clean_exclusion(t.R, EXCLUDE))
-            for c in range(copies):
-                G, segs = inject(t.R, rng, rest, spacing)
-                lp = prior.log_prob(rotations.matrix_to_6d(G).astype(np.float32)).astype(np.float64)
-                glitched.append((t, c, G, segs, joint_statistic(G), lp))
         subjects = sorted({t.subject for t in takes})
-        rows = {m: {} for m in METHODS}
         clean = {m: [0, 0] for m in METHODS}
-        near = {m: [0, 0] for m in METHODS}  # unglitched frames of the glitched copies
         per_subject, cals = {}, {}
         for subj in subjects:
             idx = [i for i, t in enumerate(takes) if t.subject != subj]
-            base = calibrate_arrays([clean_S[i] for i in idx], [takes[i].log_p for i in idx], rate)
+            base = calibrate_arrays(
+                [clean_S[i][0] for i in idx], [clean_S[i][1] for i in idx], [takes[i].log_p for i in idx], rate
+            )
             lp_all = np.concatenate([takes[i].log_p for i in idx])
             cal = {
                 "tau": base["tau"],
                 "detector": base["detector"],
-                "motion": fit_calibration(np.concatenate([clean_S[i] for i in idx]), rate),
+                "motion": fit_calibration(
+                    np.concatenate([clean_S[i][0] for i in idx]), np.concatenate([clean_S[i][1] for i in idx]), rate
+                ),
                 "tau_alone": float(np.quantile(lp_all, rate)),
             }
             cals[subj] = cal
@@ -274,42 +336,33 @@ def run(
                     f, _ = _flags(m, cal, clean_S[i], t.log_p)
                     nf[m][0] += int(f[clean_ok[i]].sum())
                     nf[m][1] += int(clean_ok[i].sum())
-            for t, c, G, segs, S, lp in glitched:
-                if t.subject != subj:
-                    continue
-                change = _angle(G, t.R)  # (n, 21) degrees from the clean take
-                inside = np.zeros(len(G), bool)
-                for _, a, b, _, _ in segs:
-                    inside[max(0, a - 2) : b + 2] = True
-                for m in METHODS:
-                    f, js = _flags(m, cal, S, lp)
-                    ok = ~inside & clean_ok[takes.index(t)]
-                    near[m][0] += int(f[ok].sum())
-                    near[m][1] += int(ok.sum())
-                    for kind, a, b, size, joints in segs:
-                        r = rows[m].setdefault(
-                            bucket(kind, size),
-                            {"frames": 0, "flagged": 0, "small": 0, "joint_hit": 0, "segments": 0, "found": 0},
-                        )
-                        real = change[a:b].max(1) >= MIN_CHANGE
-                        worst = change[a:b].argmax(1)
-                        hit = f[a:b] & real
-                        r["frames"] += int(real.sum())
-                        r["small"] += int((~real).sum())
-                        r["flagged"] += int(hit.sum())
-                        r["segments"] += int(real.any())
-                        r["found"] += int(hit.any())
-                        r["joint_hit"] += int((hit & (js[a:b][np.arange(b - a), worst] >= 1)).sum())
             for m in METHODS:
                 clean[m][0] += nf[m][0]
                 clean[m][1] += nf[m][1]
             per_subject[subj] = {m: nf[m][0] / max(nf[m][1], 1) for m in METHODS}
+        by_seed, glitched = [], []
+        for k in range(seeds):
+            rng = np.random.default_rng(seed + k)
+            rows = {m: {} for m in METHODS}
+            near = {m: [0, 0] for m in METHODS}  # unglitched frames of the glitched copies
+            for i, t in enumerate(takes):
+                for c in range(copies):
+                    G, segs = inject(t.R, rng, rest, spacing)
+                    lp = prior.log_prob(rotations.matrix_to_6d(G).astype(np.float32)).astype(np.float64)
+                    S = joint_statistic(G), swap_statistic(G)
+                    _count(cals[t.subject], t, G, segs, S, lp, clean_ok[i], rows, near)
+                    if k == 0:
+                        glitched.append((t, c, G, segs, S, lp))
+            by_seed.append((rows, near))
+        rows, near = by_seed[0]
         summary = {
             "model": str(prior.path),
             "fps": float(takes[0].fps),
             "false_flag_rate": rate,
             "copies": copies,
             "seed": seed,
+            "min_change": MIN_CHANGE,
+            "big": BIG,
             "spacing": spacing,
             "takes": len(takes),
             "frames": int(sum(len(t.R) for t in takes)),
@@ -319,21 +372,33 @@ def run(
             "clean_flagged": {m: v[0] / max(v[1], 1) for m, v in clean.items()},
             "unglitched_flagged_in_glitched_copies": {m: v[0] / max(v[1], 1) for m, v in near.items()},
             "clean_flagged_per_subject": per_subject,
-            "recall": {
-                m: {b: r["flagged"] / max(r["frames"], 1) for b, r in sorted(v.items())} for m, v in rows.items()
+            "recall": _recall(rows, "flagged", "frames"),
+            "recall_30": _recall(rows, "big_flagged", "big"),
+            "seeds": list(range(seed, seed + seeds)),
+            "recall_by_seed": {
+                key: [_recall(r, *t)["detector"] for r, _ in by_seed]
+                for key, t in (("all", ("flagged", "frames")), ("30", ("big_flagged", "big")))
             },
             "segment_recall": {
                 m: {b: r["found"] / max(r["segments"], 1) for b, r in sorted(v.items())} for m, v in rows.items()
             },
             "joint_hit": {b: r["joint_hit"] / max(r["flagged"], 1) for b, r in sorted(rows["detector"].items())},
             "counts": {
-                b: {k: r[k] for k in ("frames", "small", "segments")} for b, r in sorted(rows["detector"].items())
+                b: {k: r[k] for k in ("frames", "small", "big", "segments")}
+                for b, r in sorted(rows["detector"].items())
             },
             "score_frames_per_s": score_frames / score_s,
             "score_frames_per_cpu_s": score_frames / score_cpu,
             "cores": os.cpu_count(),
             "load_average": round(os.getloadavg()[0], 2),  # processes wanting a core, last minute
         }
+        summary["recall_spread"] = {
+            key: {b: _spread([r.get(b) for r in per]) for b in summary["recall"]["detector"]}
+            for key, per in summary["recall_by_seed"].items()
+        }
+        summary["unglitched_flagged_spread"] = _spread(
+            [n["detector"][0] / max(n["detector"][1], 1) for _, n in by_seed]
+        )
         if repair_takes:
             summary["repair"] = _repair_eval(prior, takes, glitched, cals, repair_takes, repair_frames, progress)
         progress(json.dumps({k: summary[k] for k in ("clean_flagged", "recall")}, indent=1))
@@ -454,12 +519,13 @@ def markdown(results: dict) -> str:
             + " | |",
         ]
         for b in r["recall"]["detector"]:
-            bar = f">= {BARS[b]:.0%}" if b in BARS else "(own kind)"
+            bar = f">= {BARS[b]:.0%} (on >= {BIG:g} deg, below)" if b in BARS else "(own kind)"
             out.append(
                 f"| recall: {b} ({r['counts'][b]['frames']} frames) | "
-                + " | ".join(f"{r['recall'][m][b]:.1%}" for m in METHODS)
+                + " | ".join(_pct(r["recall"][m][b]) for m in METHODS)
                 + f" | {bar} |"
             )
+        out += _size_table(r)
         out += [
             "",
             "| kind | segments found (any frame flagged) | flagged frames whose suspects hold the most-changed joint |",
@@ -497,6 +563,47 @@ def markdown(results: dict) -> str:
     return "\n".join(out) + "\n"
 
 
+def _pct(x, digits: int = 1) -> str:
+    return "-" if x is None else f"{x:.{digits}%}"
+
+
+def _spread_cell(sp: dict | None) -> str:
+    if sp is None:
+        return "-"
+    return f"{sp['mean']:.1%} ± {sp['sd']:.1%} ({sp['min']:.1%}-{sp['max']:.1%})"
+
+
+def _size_table(r: dict) -> list[str]:
+    """Detector recall of every kind split by how far the glitch moves the frame (its most-changed joint):
+    ``MIN_CHANGE``-``BIG`` and >= ``BIG`` degrees, and both over the seeds (mean ± sd, min-max)."""
+    big, ms = r.get("big", BIG), r.get("min_change", MIN_CHANGE)
+    seeds = r.get("seeds", [r["seed"]])
+    out = [
+        "",
+        f"Recall by the glitch's size on the frame (the angle of its most-changed joint from the clean take), "
+        f"detector. The bars apply to the frames moved by >= {big:g} deg, the offset kinds' smallest angle, for "
+        f"every kind alike: every frame of an offset or a flip is; a swap of two nearly mirror-symmetric arms "
+        f"moves a frame by less. Over seeds {seeds[0]}-{seeds[-1]} ({len(seeds)} draws of the glitched copies): "
+        "mean ± sd (min-max) of the per-seed recall.",
+        "",
+        f"| kind | {ms:g}-{big:g} deg: frames, recall | >= {big:g} deg: frames, recall "
+        f"| all, over {len(seeds)} seeds | >= {big:g} deg, over {len(seeds)} seeds | bar |",
+        "|---|---|---|---|---|---|",
+    ]
+    for b, c in r["counts"].items():
+        small_n = c["frames"] - c["big"]
+        rec_all, rec_big = r["recall"]["detector"][b], r["recall_30"]["detector"][b]
+        small_rec = None
+        if small_n:
+            small_rec = (rec_all * c["frames"] - (rec_big or 0.0) * c["big"]) / small_n
+        out.append(
+            f"| {b} | {small_n}, {_pct(small_rec)} | {c['big']}, {_pct(rec_big)} "
+            f"| {_spread_cell(r['recall_spread']['all'][b])} | {_spread_cell(r['recall_spread']['30'][b])} "
+            f"| {f'>= {BARS[b]:.0%}' if b in BARS else '(own kind)'} |"
+        )
+    return out
+
+
 def figure(results: dict, path: Path) -> None:
     """Recall per kind (bars) of the three methods, with the clean rate in the legend, for the first model."""
     import matplotlib
@@ -511,7 +618,7 @@ def figure(results: dict, path: Path) -> None:
     for i, m in enumerate(METHODS):
         ax.bar(
             np.arange(len(kinds)) + (i - 1) * w,
-            [r["recall"][m][k] for k in kinds],
+            [r["recall"][m][k] or 0.0 for k in kinds],
             w,
             label=f"{m} (clean flagged {r['clean_flagged'][m]:.1%})",
         )
@@ -543,6 +650,9 @@ def main(argv=None) -> int:
     ap.add_argument("--false-flag-rate", type=float, default=0.01)
     ap.add_argument("--copies", type=int, default=4)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--seeds", type=int, default=10, help="draw the glitched copies with seeds SEED .. SEED+SEEDS-1 (the spread)"
+    )
     ap.add_argument("--repair-takes", type=int, default=0)
     ap.add_argument("--repair-frames", type=int, default=600)
     ap.add_argument(
@@ -553,6 +663,8 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     if a.spacing < 2:
         ap.error(f"--spacing: at least 2 frames, got {a.spacing}")
+    if a.seeds < 1:
+        ap.error(f"--seeds: at least 1, got {a.seeds}")
     models = [m for arg in (a.model or []) for m in arg.split()] or [None]
     t0 = time.monotonic()
     results = run(
@@ -565,6 +677,7 @@ def main(argv=None) -> int:
         a.repair_takes,
         a.repair_frames,
         spacing=a.spacing,
+        seeds=a.seeds,
     )
     print(
         f"\nrecall at {a.false_flag_rate:.0%} clean flagged (calibrated, leave one subject out), {time.monotonic() - t0:.0f} s:"
@@ -573,7 +686,7 @@ def main(argv=None) -> int:
         rec = r["recall"]["detector"]
         print(
             f"{model}: clean {r['clean_flagged']['detector']:.2%}; "
-            + ", ".join(f"{k} {v:.1%}" for k, v in rec.items())
+            + ", ".join(f"{k} {_pct(v)} (>= {BIG:g} deg {_pct(r['recall_30']['detector'][k])})" for k, v in rec.items())
             + (f"; repair -{r['repair']['reduction']:.0%}" if "repair" in r else "")
         )
     if a.out is not None:

@@ -17,10 +17,19 @@ from runtime import qabench, rotations
 from runtime.calibrate import calibrate
 from runtime.cli import main as poseprior
 from runtime.convert import load_rest_joints
-from runtime.detect import body_matrices, hold_statistic, joint_statistic
+from runtime.detect import (
+    MIRROR,
+    SWAP_FLOOR,
+    SWAP_PARTS,
+    Calibration,
+    body_matrices,
+    hold_statistic,
+    joint_statistic,
+    swap_statistic,
+)
 from runtime.manifest import ModelError, sha256_file
 from runtime.prior import DEFAULT_MODEL_DIR, PosePrior
-from runtime.takes import read_take, repair, score
+from runtime.takes import calibration, read_take, repair, score
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -102,6 +111,39 @@ def test_a_held_joint_is_scored_by_its_release_and_a_still_body_is_not(model, ta
     assert span and span[0][0] <= 200 and span[0][1] >= 210 and j in span[0][2], s.detection.spans
 
 
+def swapped(take, frames: slice):
+    """``take`` with the left and right arm chains (``SWAP_PARTS``) exchanged and mirrored in ``frames``."""
+    poses = take.poses.copy()
+    R = body_matrices(poses)
+    G = R.copy()
+    for p in SWAP_PARTS:
+        left, right = rotations.JOINT_NAMES.index(f"left_{p}"), rotations.JOINT_NAMES.index(f"right_{p}")
+        G[frames, left], G[frames, right] = MIRROR @ R[frames, right] @ MIRROR, MIRROR @ R[frames, left] @ MIRROR
+    poses[:, 3:66] = rotations.matrix_to_axis_angle(G).reshape(len(G), 63)
+    return type(take)(take.source, poses, take.trans, take.fps, take.names, take.starts, take.subjects)
+
+
+def test_a_swap_whose_jumps_are_small_next_to_the_motion_is_found_by_the_swap_cue(model, take):
+    """131_01, arms exchanged over frames 143-150: every frame is >= 27 deg off the clean take, but the jumps in
+    and out are small next to the arms' own speed there, so the jump-and-return statistic alone (the detector
+    before version jump-return-hold-swap-3) stays below its threshold; exchanging the span back makes the motion
+    smooth, which is what the swap cue scores."""
+    prior = PosePrior.load(model)
+    cal = Calibration.from_dict(prior.manifest["detector"])
+    bad = swapped(take, slice(143, 151))
+    G, R = body_matrices(bad.poses), body_matrices(take.poses)
+    assert rotations.geodesic_deg(G[143:151], R[143:151]).max(1).min() > 25
+    S, W = joint_statistic(G), swap_statistic(G)
+    assert (S[143:151] / (cal.q * cal.c)).max() < 1  # what the jump-and-return statistic says
+    assert (W[143:151] / (cal.qw * cal.c)).max(1).min() >= 1  # the swap cue, on every frame of the swap
+    assert swap_statistic(R).max() < SWAP_FLOOR  # the clean take: exchanging arms back never makes it smoother
+    s = score(prior, bad)
+    assert set(range(143, 151)) <= set(s.flagged.tolist()), s.detection.spans
+    span = [sp for sp in s.detection.spans if sp[0] <= 146 < sp[1]]
+    arms = {rotations.JOINT_NAMES.index(f"{side}_{p}") for p in SWAP_PARTS for side in ("left", "right")}
+    assert span and span[0][:2] == (143, 151) and set(span[0][2]) == arms, s.detection.spans  # the whole chains
+
+
 def test_repair_frees_the_span_leaves_other_frames_byte_identical_and_joins_smoothly(model, take):
     prior = PosePrior.load(model)
     bad = glitched(take, slice(200, 210), "right_shoulder", 70.0)
@@ -146,6 +188,20 @@ def test_calibrate_records_a_checked_manifest_field(model, shared_data):
     (bad / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(ModelError, match="min_held"):
         PosePrior.load(bad)
+    m = json.loads((model / "manifest.json").read_text())
+    assert len(m["detector"]["swap_scale"]) == 4 and min(m["detector"]["swap_scale"]) >= SWAP_FLOOR
+    m["detector"]["swap_scale"] = [0.5, 0.5, 0.5, -1.0]
+    (bad / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(ModelError, match="swap_scale"):
+        PosePrior.load(bad)
+    del m["detector"]["swap_scale"]  # a current-version record without it: refused when the detector is built
+    (bad / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(ModelError, match="swap_scale"):
+        calibration(PosePrior.load(bad))
+    m["detector"]["version"] = "jump-return-hold-2"  # a calibration by the previous detector
+    (bad / "manifest.json").write_text(json.dumps(m))
+    r = run_cli("score", shared_data / "cmu_extra" / "bvh_daz_style" / "11_01.bvh", "--model", bad)
+    assert r.exit_code == 2 and "calibrate the model again" in r.output and r.output.count("\n") == 1, r.output
 
 
 def test_calibrate_cli_bad_input_one_line_exit_2_nothing_left(shared_data, tmp_path):
@@ -238,3 +294,11 @@ def test_injected_glitches_are_seeded_and_what_they_say(shared_data):
             l, r = rotations.JOINT_NAMES.index("left_elbow"), rotations.JOINT_NAMES.index("right_elbow")
             assert np.allclose(G1[a:b, l], qabench.MIRROR @ R[a:b, r] @ qabench.MIRROR)
     assert change[~inside].max() < 1e-3  # degrees (arccos near 1)
+
+
+@pytest.mark.parametrize("args", [["--seeds", "0"], ["--spacing", "1"]])
+def test_qabench_refuses_a_bad_seed_count_or_spacing_exit_2_nothing_written(args, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        qabench.main([*args, "--out", str(tmp_path / "r")])
+    assert e.value.code == 2 and args[0] in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
