@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from runtime.atomic import atomic_write_text
+from runtime.atomic import atomic_write, atomic_write_text
 from runtime.rotations import mirror_axis_angle
 
 from . import distributed
@@ -109,23 +109,17 @@ def load_checkpoint(path: str | Path) -> tuple[PoseFlow, dict]:
 
 
 def _replace_via_tmp(path: Path, write: Callable[[Path], None]) -> None:
-    """``write(path.tmp)`` then rename it onto ``path``. A failed write (a full disk, a file size limit) removes the
-    temporary file, leaves ``path`` as it was (so the run stays resumable from its previous checkpoint) and raises
-    one ``OSError`` naming ``path`` (torch reports a failed write as a ``RuntimeError``)."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
+    """``runtime.atomic.atomic_write(path, write)``, with a failed write (a full disk, a file size limit) raised as
+    one ``OSError`` naming ``path`` (torch reports a failed write as a ``RuntimeError``): nothing is left behind and
+    ``path`` stays as it was, so the run stays resumable from its previous checkpoint."""
     try:
-        write(tmp)
-        os.replace(tmp, path)
+        atomic_write(path, write)
     except (OSError, RuntimeError) as e:
-        tmp.unlink(missing_ok=True)
         why = " ".join(str(e).split())[:200]
         raise OSError(
             f"{path}: cannot write it ({type(e).__name__}: {why}; a full disk?); nothing was half-written: "
             f"the checkpoints already there are intact (a run with one continues with --resume)"
         ) from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def atomic_save(obj, path: Path) -> None:
