@@ -41,8 +41,7 @@ def clean_exclusion(R: np.ndarray, radius: int, jump_deg: float = JUMP_DEG) -> n
     out = np.zeros(n, bool)
     if n < 2:
         return out
-    tr = np.einsum("tjab,tjab->tj", R[:-1], R[1:])
-    step = np.degrees(np.arccos(np.clip((tr - 1) / 2, -1, 1))).max(1)
+    step = rotations.geodesic_deg(R[:-1], R[1:]).max(1)
     for t in np.flatnonzero(step > jump_deg) + 1:
         out[max(0, t - radius) : t + radius] = True
     return out

@@ -80,8 +80,6 @@ PRIOR_SHARE = 0.1
 SWAP_PARTS = ("collar", "shoulder", "elbow", "wrist")
 #: floor of the swap cue's clean scale ``q^w_p`` (module docstring)
 SWAP_FLOOR = 0.5
-#: the mirror across the body's sagittal plane (x): ``MIRROR @ R @ MIRROR`` mirrors a local rotation
-MIRROR = np.diag([-1.0, 1.0, 1.0])
 _PAIRS = [(rotations.JOINT_NAMES.index(f"left_{p}"), rotations.JOINT_NAMES.index(f"right_{p}")) for p in SWAP_PARTS]
 
 
@@ -193,11 +191,6 @@ def body_matrices(poses: np.ndarray) -> np.ndarray:
     return rotations.axis_angle_to_matrix(np.asarray(poses, np.float64)[:, 3:66].reshape(-1, 21, 3))
 
 
-def _angle(A: np.ndarray, B: np.ndarray) -> np.ndarray:
-    tr = np.einsum("...ij,...ij->...", A, B)
-    return np.degrees(np.arccos(np.clip((tr - 1.0) * 0.5, -1.0, 1.0)))
-
-
 def _segments(n: int, starts) -> list[tuple[int, int]]:
     s = sorted({0, *[int(x) for x in starts if 0 <= int(x) < n]})
     return list(zip(s, s[1:] + [n]))
@@ -215,7 +208,7 @@ def joint_statistic(R: np.ndarray, starts=(0,), params: Params = Params()) -> np
             continue
         r = R[lo:hi]
         v = np.zeros((n, J))
-        v[1:] = _angle(r[:-1], r[1:])
+        v[1:] = rotations.geodesic_deg(r[:-1], r[1:])
         pad = np.pad(v[1:], ((W, W), (0, 0)), mode="edge")
         m = np.empty((n, J))
         m[1:] = np.median(np.lib.stride_tricks.sliding_window_view(pad, 2 * W + 1, axis=0), axis=-1)
@@ -225,7 +218,7 @@ def joint_statistic(R: np.ndarray, starts=(0,), params: Params = Params()) -> np
             a, b = slice(1, n - k), slice(1 + k, n)  # a = 1 .. n - 1 - k, b = a + k
             before = slice(0, n - k - 1)  # a - 1
             jump = np.minimum(v[a], v[b])
-            bridge = _angle(r[before], r[b]) / (k + 1)
+            bridge = rotations.geodesic_deg(r[before], r[b]) / (k + 1)
             level = np.maximum(m[before], m[b])
             s = (jump - np.maximum(bridge, level)) / (params.floor + level)
             for i in range(k):  # frames a + i of every span
@@ -245,13 +238,13 @@ def swap_statistic(R: np.ndarray, starts=(0,), params: Params = Params()) -> np.
         if n < 3:
             continue
         r = R[lo:hi][:, np.array(_PAIRS)]  # (n, 4, 2, 3, 3): per part, left and right
-        x = MIRROR @ r[:, :, ::-1] @ MIRROR  # each side's exchanged-back rotation
+        x = rotations.mirror_matrix(r[:, :, ::-1])  # each side's exchanged-back rotation
         v = np.zeros((n, len(_PAIRS), 2))
-        v[1:] = _angle(r[:-1], r[1:])
+        v[1:] = rotations.geodesic_deg(r[:-1], r[1:])
         into = np.zeros_like(v)  # d(R_{t-1}, exchanged R_t): the step into an exchanged frame t
-        into[1:] = _angle(r[:-1], x[1:])
+        into[1:] = rotations.geodesic_deg(r[:-1], x[1:])
         out_of = np.zeros_like(v)  # d(exchanged R_{t-1}, R_t): the step out of an exchanged frame t - 1
-        out_of[1:] = _angle(x[:-1], r[1:])
+        out_of[1:] = rotations.geodesic_deg(x[:-1], r[1:])
         pad = np.pad(v[1:], ((Wn, Wn), (0, 0), (0, 0)), mode="edge")
         m = np.empty_like(v)
         m[1:] = np.median(np.lib.stride_tricks.sliding_window_view(pad, 2 * Wn + 1, axis=0), axis=-1)

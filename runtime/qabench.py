@@ -89,7 +89,6 @@ CHILD = {
     "left_elbow": "left_wrist",
     "right_elbow": "right_wrist",
 }
-MIRROR = np.diag([-1.0, 1.0, 1.0])
 
 
 @dataclass
@@ -174,7 +173,7 @@ def inject(R: np.ndarray, rng: np.random.Generator, rest: np.ndarray, spacing: i
         elif kind == "swap":
             for p in ARM:
                 l, r = J.index(f"left_{p}"), J.index(f"right_{p}")
-                G[a:b, l], G[a:b, r] = MIRROR @ R[a:b, r] @ MIRROR, MIRROR @ R[a:b, l] @ MIRROR
+                G[a:b, l], G[a:b, r] = rotations.mirror_matrix(R[a:b, r]), rotations.mirror_matrix(R[a:b, l])
         elif kind == "spike":
             for j in js:
                 G[a, j] = G[a, j] @ _about(rng.normal(size=3), float(rng.uniform(10, 25)))
@@ -187,13 +186,9 @@ def inject(R: np.ndarray, rng: np.random.Generator, rest: np.ndarray, spacing: i
     return G, segs
 
 
-def _angle(A, B):
-    return rotations.geodesic_deg(A, B)
-
-
 def to_poses(poses: np.ndarray, R: np.ndarray) -> np.ndarray:
     out = poses.copy()
-    out[:, 3:66] = rotations.matrix_to_axis_angle(R).reshape(len(R), 63)
+    out[:, 3:66] = rotations.matrix_to_axisrotations.geodesic_deg(R).reshape(len(R), 63)
     return out
 
 
@@ -231,7 +226,7 @@ def _count(cal: dict, t: HeldTake, G, segs, S, lp, clean_ok, rows: dict, near: d
     joint >= ``MIN_CHANGE`` off the clean take), those >= ``BIG`` off, and how many of each are flagged; its
     segments and those found; the flagged frames whose suspects hold the most-changed joint; and (``near``) the
     unglitched frames more than 2 frames from every segment, and how many of them are flagged."""
-    change = _angle(G, t.R)  # (n, 21) degrees from the clean take
+    change = rotations.geodesic_deg(G, t.R)  # (n, 21) degrees from the clean take
     inside = np.zeros(len(G), bool)
     for _, a, b, _, _ in segs:
         inside[max(0, a - 2) : b + 2] = True
@@ -440,7 +435,7 @@ def _repair_eval(prior, takes, glitched, cals, n_takes, max_frames, progress) ->
         frames += n
         solved += r.solved
         Rr = body_matrices(r.take.poses)
-        e0, e1 = _angle(G[:n], t.R[:n]).max(1), _angle(Rr, t.R[:n]).max(1)
+        e0, e1 = rotations.geodesic_deg(G[:n], t.R[:n]).max(1), rotations.geodesic_deg(Rr, t.R[:n]).max(1)
         for kind, a, b, size, joints in seg:
             real = e0[a:b] >= MIN_CHANGE
             before += e0[a:b][real].tolist()

@@ -249,6 +249,16 @@ def mirror_axis_angle(aa: np.ndarray) -> np.ndarray:
     return np.asarray(aa)[..., MIRROR_JOINTS, :] * np.array([1.0, -1.0, -1.0], dtype=np.asarray(aa).dtype)
 
 
+#: the reflection of the body in the x = 0 plane (its sagittal plane in the SMPL rest frame)
+MIRROR = np.diag([-1.0, 1.0, 1.0])
+
+
+def mirror_matrix(R: np.ndarray) -> np.ndarray:
+    """``M R M`` (M = ``MIRROR``): the mirror image of local rotations R (..., 3, 3), joint for joint (no left/right
+    exchange; ``mirror_axis_angle`` does both)."""
+    return MIRROR @ R @ MIRROR
+
+
 def rotation_error(R: np.ndarray) -> np.ndarray:
     """Per-matrix distance from SO(3): ``max(|R^T R - I|)`` and the sign of det folded in (det<0 -> >= 1)."""
     R = np.asarray(R, dtype=np.float64)

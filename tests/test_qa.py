@@ -18,7 +18,6 @@ from runtime.calibrate import calibrate
 from runtime.cli import main as poseprior
 from runtime.convert import load_rest_joints
 from runtime.detect import (
-    MIRROR,
     SWAP_FLOOR,
     SWAP_PARTS,
     Calibration,
@@ -118,7 +117,10 @@ def swapped(take, frames: slice):
     G = R.copy()
     for p in SWAP_PARTS:
         left, right = rotations.JOINT_NAMES.index(f"left_{p}"), rotations.JOINT_NAMES.index(f"right_{p}")
-        G[frames, left], G[frames, right] = MIRROR @ R[frames, right] @ MIRROR, MIRROR @ R[frames, left] @ MIRROR
+        G[frames, left], G[frames, right] = (
+            rotations.mirror_matrix(R[frames, right]),
+            rotations.mirror_matrix(R[frames, left]),
+        )
     poses[:, 3:66] = rotations.matrix_to_axis_angle(G).reshape(len(G), 63)
     return type(take)(take.source, poses, take.trans, take.fps, take.names, take.starts, take.subjects)
 
@@ -292,7 +294,7 @@ def test_injected_glitches_are_seeded_and_what_they_say(shared_data):
             assert np.allclose(change[a:b, joints], size, atol=1e-3)
         if kind == "swap":
             l, r = rotations.JOINT_NAMES.index("left_elbow"), rotations.JOINT_NAMES.index("right_elbow")
-            assert np.allclose(G1[a:b, l], qabench.MIRROR @ R[a:b, r] @ qabench.MIRROR)
+            assert np.allclose(G1[a:b, l], rotations.MIRROR @ R[a:b, r] @ rotations.MIRROR)
     assert change[~inside].max() < 1e-3  # degrees (arccos near 1)
 
 

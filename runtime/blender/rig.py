@@ -41,7 +41,8 @@ import numpy as np
 from ..convert import HAND, LIMBS, T_POSE, to_smpl
 from ..formats import JOINT_MAPS, Motion, forward_kinematics
 from ..formats.joint_maps import END, SMPL_NAMES, skeleton_of
-from ..rotations import PARENTS, axis_angle_to_matrix
+from ..kinematics import chain
+from ..rotations import PARENTS, axis_angle_to_matrix, geodesic_deg
 
 
 class RigError(ValueError):
@@ -246,17 +247,9 @@ def _alignment(m: Motion, jm: dict[str, str]) -> np.ndarray:
 
 
 def smpl_globals(poses: np.ndarray) -> np.ndarray:
-    """SMPL global rotations (T, 22, 3, 3) of axis-angle ``poses`` (T, 72 | 66)."""
+    """SMPL global rotations (T, 22, 3, 3) of axis-angle ``poses`` (T, 72 | 66): ``runtime.kinematics.chain``."""
     R = axis_angle_to_matrix(np.asarray(poses, float)[:, :66].reshape(len(poses), 22, 3))
-    G = [R[:, 0]]
-    for k in range(1, 22):
-        G.append(G[PARENTS[k]] @ R[:, k])
-    return np.stack(G, 1)
-
-
-def _geodesic(A: np.ndarray, B: np.ndarray) -> np.ndarray:
-    c = (np.trace(np.swapaxes(A, -1, -2) @ B, axis1=-2, axis2=-1) - 1) / 2
-    return np.arccos(np.clip(c, -1, 1))
+    return chain(R, np.zeros((22, 3)), PARENTS)[0]
 
 
 def bones_for_smpl(
@@ -292,7 +285,7 @@ def bones_for_smpl(
     err = 0.0
     for _ in range(iters):
         cur = smpl_globals(to_smpl(replace(m, rotations=local), rest_joints, joint_map)["poses"][frames])
-        errs = [_geodesic(Gt[:, k], cur[:, k])[changed[:, k - 1]] for k in ks]
+        errs = [np.radians(geodesic_deg(Gt[:, k], cur[:, k]))[changed[:, k - 1]] for k in ks]
         err = float(max((e.max() for e in errs if len(e)), default=0.0))
         if err < tol:
             break
